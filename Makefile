@@ -1,0 +1,33 @@
+# The two commands a new user needs: `make run` and `make test`.
+JOBS ?= $(shell nproc)
+BUILD ?= build
+SHARED ?= $(abspath ../shared)
+CMAKE_FLAGS ?=
+
+.PHONY: run test deps build build-asan build-tsan fuzz bench install clean
+
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DEDGELM_SHARED_DIR=$(SHARED) $(CMAKE_FLAGS) >/dev/null
+	cmake --build $(BUILD) -j $(JOBS)
+
+# The main job: the device benchmark and recommendation (see README).
+run: build
+	./$(BUILD)/edgelm bench
+
+# Every test: the release build, then the whole suite again under
+# AddressSanitizer + UndefinedBehaviorSanitizer, then the threading tests
+# under ThreadSanitizer.
+test: build
+	./scripts/run-tests.sh $(BUILD) $(SHARED) $(JOBS)
+
+fuzz: deps
+	./scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
+
+bench: build
+	./$(BUILD)/edgelm bench --ops
+
+clean:
+	rm -rf build build-*

@@ -1,0 +1,143 @@
+/*
+ * backend.h: the one interface between the engine and the compute backends.
+ *
+ * The engine describes a forward pass as a graph (an ordered list of nodes,
+ * each an op with its source and destination tensors) and hands the whole
+ * graph to a backend in one graph_compute call. A backend never includes
+ * engine headers; everything it needs is defined here.
+ *
+ * Tensors are dense, row-major, with ne[0] the contiguous dimension. A tensor
+ * lives in a backend buffer at byte offset `offs`; for host-addressable
+ * buffers `data` is the address of element 0.
+ */
+#ifndef ELM_BACKEND_H
+#define ELM_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgelm.h"
+
+#define BE_MAX_SRC 4
+#define BE_MAX_PARAMS 8
+
+/* Element types beyond the qtype ids of quant.h. */
+#define BE_TYPE_I32 26 /* same id as QT_I32 */
+
+typedef struct be_buffer be_buffer;
+
+typedef struct be_tensor {
+    int type;        /* qtype id, or BE_TYPE_I32 */
+    int64_t ne[4];   /* elements per dimension, unused ones 1 */
+    size_t nb[4];    /* strides in bytes; nb[0] is the block size in bytes for quantized rows */
+    be_buffer *buf;  /* the buffer holding the tensor */
+    size_t offs;     /* byte offset in buf */
+    void *data;      /* host address of element 0, or NULL for device memory */
+    char name[64];
+} be_tensor;
+
+/*
+ * Ops. F32 unless said otherwise; shapes as (ne0, ne1, ...). T is the number
+ * of tokens in the batch. "dst may alias src0" means in-place is allowed.
+ */
+typedef enum be_op {
+    /* dst (n, T) = rows src1[t] of table src0 (any type, (n, n_rows)),
+     * dequantized. src1: I32 (T). */
+    BE_OP_GET_ROWS,
+    /* dst (n, T) = src0 / sqrt(mean(src0^2) + eps) * src1; src1 (n) F32.
+     * fparams[0] = eps. dst may alias src0. */
+    BE_OP_RMS_NORM,
+    /* dst (N, T) = src0 (type, (K, N)) x src1 (K, T) + src2 (N, optional).
+     * In exact graphs the weights are dequantized exactly and multiplied in
+     * F32; in fast graphs activations may be quantized to the weight type's
+     * vec_dot_type first. */
+    BE_OP_MUL_MAT,
+    /* dst = src0 + src1, same shapes. dst may alias src0. */
+    BE_OP_ADD,
+    /* Rotary embedding of src0 (head_dim, n_heads, T) in place or into dst.
+     * src1: I32 positions (T). src2: optional F32 frequency factors
+     * (n_rot / 2), dividing each pair's frequency.
+     * iparams: [0] mode (BE_ROPE_NORM pairs (2i, 2i+1), BE_ROPE_NEOX pairs
+     * (i, i + n_rot/2)), [1] n_rot, [2] n_ctx_orig (YaRN).
+     * fparams: [0] freq_base, [1] freq_scale, [2] ext_factor (YaRN, 0 = off),
+     * [3] attn_factor, [4] beta_fast, [5] beta_slow. dst may alias src0. */
+    BE_OP_ROPE,
+    /* Stores src0 (n_embd_kv, T) into rows [pos, pos + T) of the cache dst
+     * (n_embd_kv, n_ctx), converting to the cache type (F32 or F16).
+     * iparams[0] = pos. */
+    BE_OP_KV_STORE,
+    /* Causal attention. src0: q (head_dim, n_head, T); src1: K cache,
+     * src2: V cache, both (head_dim * n_head_kv, n_ctx) of F32 or F16.
+     * Query t sits at position pos + t and attends cache rows [0, pos + t].
+     * Query head h uses KV head h / (n_head / n_head_kv).
+     * iparams: [0] pos, [1] n_head_kv. fparams[0] = scale (1/sqrt(head_dim)).
+     * dst (head_dim * n_head, T). */
+    BE_OP_ATTENTION,
+    /* dst (n, T) = silu(src0) * src1. dst may alias src0. */
+    BE_OP_SWIGLU,
+    BE_OP_COUNT
+} be_op;
+
+enum { BE_ROPE_NORM = 0, BE_ROPE_NEOX = 2 };
+
+typedef struct be_node {
+    be_op op;
+    be_tensor *dst;
+    be_tensor *src[BE_MAX_SRC]; /* unused ones NULL */
+    int32_t iparams[BE_MAX_PARAMS];
+    float fparams[BE_MAX_PARAMS];
+} be_node;
+
+typedef struct be_graph {
+    be_node *nodes;  /* borrowed by the backend for the call */
+    int n_nodes;
+    bool exact;      /* ELM_MODE_EXACT: F32 activations, exact dequantization */
+} be_graph;
+
+const char *be_op_name(be_op op);
+
+typedef struct be_backend be_backend;
+
+typedef struct be_stats {
+    uint64_t n_graphs;          /* graph_compute calls */
+    uint64_t n_nodes;           /* nodes executed */
+    uint64_t n_fallback_nodes;  /* nodes run on another backend because this one could not */
+} be_stats;
+
+/* The function table every backend fills with designated initializers. */
+typedef struct be_iface {
+    const char *name;
+    void (*free)(be_backend *be);
+    /* Can this backend run `node` within its limits? Asked at planning time. */
+    bool (*supports_op)(be_backend *be, const be_node *node);
+    /* A buffer of `size` bytes. host_ptr, when not NULL, is memory the buffer
+     * should wrap or import (memory-mapped weights); its content is valid and
+     * it outlives the buffer. */
+    elm_status (*buffer_alloc)(be_backend *be, size_t size, void *host_ptr, be_buffer **out);
+    void (*buffer_free)(be_backend *be, be_buffer *buf);
+    /* Host address of the buffer's byte 0, or NULL when not host-visible. */
+    void *(*buffer_host)(be_backend *be, be_buffer *buf);
+    /* Copies between host memory and a tensor's bytes [offset, offset + size). */
+    elm_status (*tensor_set)(be_backend *be, be_tensor *t, const void *src, size_t offset, size_t size);
+    elm_status (*tensor_get)(be_backend *be, const be_tensor *t, void *dst, size_t offset, size_t size);
+    /* Runs every node in order. Writes a message to err on failure. */
+    elm_status (*graph_compute)(be_backend *be, const be_graph *graph, char *err, size_t err_size);
+    void (*get_stats)(be_backend *be, be_stats *out);
+} be_iface;
+
+struct be_backend {
+    const be_iface *iface;
+    void *impl;
+};
+
+/* The CPU backend. n_threads <= 0: the number of physical cores. */
+elm_status be_cpu_new(int n_threads, be_backend **out);
+/* Physical cores of this machine (at least 1). */
+int be_cpu_physical_cores(void);
+
+static inline void be_free(be_backend *be) {
+    if (be) be->iface->free(be);
+}
+
+#endif /* ELM_BACKEND_H */

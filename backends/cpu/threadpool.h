@@ -1,0 +1,24 @@
+/* threadpool.h: the CPU backend's worker threads. One pool per backend;
+ * nothing is allocated per task. */
+#ifndef ELM_THREADPOOL_H
+#define ELM_THREADPOOL_H
+
+#include <stdbool.h>
+
+#include "edgelm.h"
+
+typedef struct elm_threadpool elm_threadpool;
+
+/* ith in [0, nth): the calling thread is ith 0. */
+typedef void (*tp_task_fn)(void *arg, int ith, int nth);
+
+/* n_threads >= 1 (the caller counts as one). pin: pin thread i to core i. */
+elm_status tp_new(int n_threads, bool pin, elm_threadpool **out);
+void tp_free(elm_threadpool *tp);
+int tp_n_threads(const elm_threadpool *tp);
+
+/* Runs fn(arg, ith, nth) on every thread and returns when all have finished.
+ * Not reentrant: one tp_run at a time per pool. */
+void tp_run(elm_threadpool *tp, tp_task_fn fn, void *arg);
+
+#endif

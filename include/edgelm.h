@@ -1,0 +1,315 @@
+/*
+ * edgelm.h: the public C API of edgelm, a local inference engine for small
+ * language models stored as GGUF files.
+ *
+ * Conventions (they hold for every function below):
+ *  - Functions that can fail return an elm_status; ELM_OK is 0.
+ *    elm_strerror() names a status; elm_context_last_error() holds the
+ *    detailed message of the last failure on that context. Functions that
+ *    create a handle take an optional `err` buffer for the message, since no
+ *    handle exists yet when they fail.
+ *  - Handles are opaque. elm_model is immutable once loaded and may be used
+ *    from any number of threads at once. elm_context is one stream (its KV
+ *    cache, its sampler state) and must be used by one thread at a time.
+ *  - Every pointer parameter is *borrowed* (the callee keeps no reference
+ *    past the call) unless its comment says *owned* or *kept*.
+ *  - elm_*_free(NULL) is a no-op. No function calls exit() or abort(), and
+ *    the library keeps no global mutable state.
+ */
+#ifndef EDGELM_H
+#define EDGELM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(EDGELM_STATIC)
+#define ELM_API
+#elif defined(EDGELM_BUILDING)
+#define ELM_API __attribute__((visibility("default")))
+#else
+#define ELM_API
+#endif
+
+#define ELM_VERSION_MAJOR 0
+#define ELM_VERSION_MINOR 1
+#define ELM_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------ status */
+
+typedef enum elm_status {
+    ELM_OK = 0,
+    ELM_ERR_INVALID_ARG,     /* a parameter is NULL, out of range or inconsistent */
+    ELM_ERR_IO,              /* a file cannot be opened, read, mapped or written */
+    ELM_ERR_FORMAT,          /* a file is malformed (bad GGUF, inconsistent model) */
+    ELM_ERR_UNSUPPORTED,     /* well-formed but not supported (architecture, type) */
+    ELM_ERR_NO_MEMORY,       /* an allocation failed (host or device) */
+    ELM_ERR_CONTEXT_FULL,    /* the tokens do not fit in the context */
+    ELM_ERR_BUFFER_TOO_SMALL,/* an output buffer is too small; the needed size is reported */
+    ELM_ERR_DEVICE,          /* a device failed or was lost; the context is unusable */
+    ELM_ERR_NUMERIC,         /* a computation produced a non-finite value */
+    ELM_ERR_INTERNAL,        /* a bug in edgelm: please report it */
+} elm_status;
+
+/* A static English description of `status`; never NULL. */
+ELM_API const char *elm_strerror(elm_status status);
+
+/* "MAJOR.MINOR.PATCH"; static. */
+ELM_API const char *elm_version(void);
+
+typedef int32_t elm_token;
+
+/* ------------------------------------------------------------------- model */
+
+typedef struct elm_model elm_model;
+
+typedef struct elm_model_params {
+    /* Device to run on: "cpu" (default), "auto", "vulkan", "vulkan:N".
+     * Borrowed; may be NULL for "cpu". */
+    const char *device;
+    /* Load only metadata and the tokenizer (no weights, no architecture
+     * check). Such a model can tokenize but not create contexts. */
+    bool vocab_only;
+} elm_model_params;
+
+ELM_API elm_model_params elm_model_default_params(void);
+
+/*
+ * Loads the GGUF file at `path` (borrowed). The weights are memory-mapped and
+ * used in place. On success *out receives a model the caller owns (free it
+ * with elm_model_free). On failure *out is NULL and, when err is not NULL,
+ * err (err_size bytes, NUL-terminated) receives a message that names the file
+ * and the problem. Errors: ELM_ERR_IO, ELM_ERR_FORMAT, ELM_ERR_UNSUPPORTED,
+ * ELM_ERR_NO_MEMORY, ELM_ERR_INVALID_ARG.
+ */
+ELM_API elm_status elm_model_load(const char *path, const elm_model_params *params,
+                                  elm_model **out, char *err, size_t err_size);
+
+/* Frees a model. Every context created on it must be freed first. */
+ELM_API void elm_model_free(elm_model *model);
+
+/* Hyperparameters and provenance of a loaded model. Strings point into the
+ * model and live as long as it does. */
+typedef struct elm_model_info {
+    const char *path;
+    const char *name;            /* general.name, or "" */
+    const char *arch;            /* general.architecture, e.g. "llama", "qwen2" */
+    const char *tokenizer_model; /* tokenizer.ggml.model: "llama" or "gpt2" */
+    const char *tokenizer_pre;   /* tokenizer.ggml.pre, or "" */
+    uint64_t file_size;          /* bytes */
+    uint64_t weights_bytes;      /* sum of tensor sizes */
+    uint32_t gguf_version;
+    uint32_t n_tensors;
+    uint32_t n_vocab;
+    uint32_t n_ctx_train;
+    uint32_t n_embd;
+    uint32_t n_layer;
+    uint32_t n_head;
+    uint32_t n_head_kv;
+    uint32_t n_ff;
+    uint32_t head_dim;
+    uint32_t n_rot;
+    float rope_theta;
+    float rope_freq_scale;       /* 1 / linear scaling factor */
+    const char *rope_scaling;    /* "none", "linear", "yarn" */
+    bool rope_neox;              /* half-split (NeoX) pairs instead of adjacent pairs */
+    bool has_rope_freqs;         /* rope_freqs.weight present (Llama 3 style) */
+    float rms_eps;
+    bool tied_embeddings;        /* output.weight absent: token_embd is reused */
+    bool add_bos;
+    elm_token bos;               /* -1 when none */
+    elm_token eos;               /* -1 when none */
+    bool vocab_only;
+} elm_model_info;
+
+ELM_API elm_status elm_model_get_info(const elm_model *model, elm_model_info *out);
+
+/* One tensor of the file, for listings. `name` and `type` live as long as
+ * the model. */
+typedef struct elm_tensor_info {
+    const char *name;
+    const char *type;            /* "F32", "Q4_0", ... */
+    uint32_t n_dims;
+    int64_t ne[4];               /* ne[0] is the contiguous (row) dimension */
+    uint64_t nbytes;
+    uint64_t offset;             /* in the data section */
+} elm_tensor_info;
+
+ELM_API uint32_t elm_model_n_tensors(const elm_model *model);
+ELM_API elm_status elm_model_tensor(const elm_model *model, uint32_t index,
+                                    elm_tensor_info *out);
+
+/* --------------------------------------------------------------- tokenizer */
+
+/*
+ * Tokenizes `len` bytes of `text` (borrowed, need not be NUL-terminated).
+ * add_bos: prepend BOS when the vocabulary asks for it (tokenizer.ggml.add_bos_token,
+ * default true for SentencePiece and false for byte-level BPE vocabularies).
+ * parse_special: recognize the text of control/user-defined tokens.
+ * Writes at most `cap` ids to `tokens` and the count to *n_tokens. When cap is
+ * too small, returns ELM_ERR_BUFFER_TOO_SMALL with *n_tokens = the count needed.
+ */
+ELM_API elm_status elm_tokenize(const elm_model *model, const char *text, size_t len,
+                                bool add_bos, bool parse_special,
+                                elm_token *tokens, size_t cap, size_t *n_tokens);
+
+/*
+ * The bytes of one token as they appear in text (byte tokens give one raw
+ * byte, which may be part of a UTF-8 sequence; control tokens give "").
+ * Writes at most `cap` bytes (no NUL) and the length to *len; too small a
+ * buffer gives ELM_ERR_BUFFER_TOO_SMALL with *len = the size needed.
+ */
+ELM_API elm_status elm_token_to_piece(const elm_model *model, elm_token token,
+                                      char *buf, size_t cap, size_t *len);
+
+/* Decodes `n` tokens to text, replacing invalid UTF-8 with U+FFFD. Same
+ * buffer rules as elm_token_to_piece; the output is NUL-terminated when it fits. */
+ELM_API elm_status elm_detokenize(const elm_model *model, const elm_token *tokens, size_t n,
+                                  char *buf, size_t cap, size_t *len);
+
+/* True for end-of-generation ids (EOS, EOT, EOM and the like). */
+ELM_API bool elm_token_is_eog(const elm_model *model, elm_token token);
+
+/* ----------------------------------------------------------------- context */
+
+typedef struct elm_context elm_context;
+
+typedef enum elm_mode {
+    /* The quickest kernels: 8-bit activations, F16 KV cache, and so on. */
+    ELM_MODE_FAST = 0,
+    /* The reference path: F32 activations, F32 KV cache, exactly dequantized
+     * weights. Every fast path is tested against it. */
+    ELM_MODE_EXACT = 1,
+} elm_mode;
+
+typedef struct elm_context_params {
+    uint32_t n_ctx;      /* tokens of context; 0 = min(model's context, 4096) */
+    uint32_t n_batch;    /* most tokens per forward pass; 0 = 512 */
+    int n_threads;       /* 0 = the number of physical cores */
+    elm_mode mode;
+    bool logits_all;     /* keep logits for every token of a batch (for evaluation) */
+} elm_context_params;
+
+ELM_API elm_context_params elm_context_default_params(void);
+
+/*
+ * Creates a context on `model`. The model is borrowed and must outlive the
+ * context; many contexts may share one model, each in its own thread. The
+ * KV cache is allocated here, for n_ctx tokens, and nothing is allocated per
+ * token afterwards. *out receives an owned context. Errors go to `err` as in
+ * elm_model_load.
+ */
+ELM_API elm_status elm_context_new(const elm_model *model, const elm_context_params *params,
+                                   elm_context **out, char *err, size_t err_size);
+
+ELM_API void elm_context_free(elm_context *ctx);
+
+/* The message of the last failure on this context ("" when none). Valid until
+ * the next call on the context. */
+ELM_API const char *elm_context_last_error(const elm_context *ctx);
+
+/* Forgets every token: the next decode starts at position 0. */
+ELM_API elm_status elm_context_reset(elm_context *ctx);
+
+ELM_API uint32_t elm_context_n_ctx(const elm_context *ctx);
+/* Tokens already in the KV cache. */
+ELM_API uint32_t elm_context_n_past(const elm_context *ctx);
+
+/*
+ * Runs the model on `n` tokens (borrowed) appended after the tokens already
+ * in the context, in batches of at most n_batch. Afterwards elm_get_logits()
+ * returns the logits of the last token, or of every token of this call when
+ * the context was created with logits_all (then n may not exceed n_batch).
+ * Errors: ELM_ERR_CONTEXT_FULL (nothing is computed), ELM_ERR_INVALID_ARG
+ * (a token id out of range), ELM_ERR_NUMERIC, ELM_ERR_DEVICE.
+ */
+ELM_API elm_status elm_decode(elm_context *ctx, const elm_token *tokens, size_t n);
+
+/* The n_vocab logits of token `i` of the last elm_decode call (i = -1: the
+ * last one). Borrowed; valid until the next decode. NULL when unavailable. */
+ELM_API const float *elm_get_logits(const elm_context *ctx, int32_t i);
+
+/* ----------------------------------------------------------------- sampler */
+
+typedef struct elm_sampler_params {
+    float temperature;     /* <= 0: greedy (ties go to the lower id) */
+    int32_t top_k;         /* <= 0: off */
+    float top_p;           /* >= 1: off */
+    float min_p;           /* <= 0: off */
+    float repeat_penalty;  /* 1: off */
+    int32_t repeat_last_n; /* tokens the penalty looks back over */
+    uint64_t seed;         /* same seed, same model, same prompt: same text */
+} elm_sampler_params;
+
+ELM_API elm_sampler_params elm_sampler_default_params(void);
+
+/* -------------------------------------------------------------- generation */
+
+/* What the callback learns of each generated token. Borrowed for the call. */
+typedef struct elm_token_info {
+    elm_token token;
+    const char *text;      /* complete UTF-8 produced so far by this token (may be "") */
+    size_t text_len;
+    float logprob;         /* log-probability of the token under the raw logits */
+    float top1_logit;      /* highest raw logit */
+    float margin;          /* highest minus second-highest raw logit */
+    uint32_t index;        /* 0 for the first generated token */
+} elm_token_info;
+
+/* Return false to stop generation after this token. */
+typedef bool (*elm_token_callback)(const elm_token_info *info, void *user_data);
+
+typedef enum elm_stop_reason {
+    ELM_STOP_N_PREDICT = 0, /* generated n_predict tokens */
+    ELM_STOP_EOG,           /* an end-of-generation token */
+    ELM_STOP_CALLBACK,      /* the callback returned false */
+    ELM_STOP_CONTEXT_FULL,  /* the context has no room for another token */
+} elm_stop_reason;
+
+typedef struct elm_generate_params {
+    int32_t n_predict;            /* new tokens at most; < 0: until EOG or context end */
+    bool add_bos;                 /* as in elm_tokenize; default true */
+    bool parse_special;           /* default true */
+    bool ignore_eos;              /* keep going past end-of-generation tokens */
+    elm_sampler_params sampler;
+    elm_token_callback callback;  /* may be NULL */
+    void *user_data;              /* passed to callback; borrowed */
+} elm_generate_params;
+
+ELM_API elm_generate_params elm_generate_default_params(void);
+
+typedef struct elm_stats {
+    double load_ms;         /* model load (from the model) */
+    double prompt_ms;       /* prompt evaluation */
+    double ttft_ms;         /* from the call to the first generated token */
+    double gen_ms;          /* generation after the first token */
+    uint32_t n_prompt;
+    uint32_t n_gen;
+    double prompt_tps;
+    double gen_tps;
+    uint64_t peak_rss_bytes; /* of the process, 0 where unknown */
+    elm_stop_reason stop;
+} elm_stats;
+
+/*
+ * Tokenizes `prompt` (borrowed, `len` bytes), evaluates it after the tokens
+ * already in the context, then samples up to n_predict tokens, calling the
+ * callback for each. The prompt must fit in the context with room for one
+ * token, or the call fails with ELM_ERR_CONTEXT_FULL before anything is
+ * generated. Reaching the end of the context later is not an error: it
+ * stops with stop = ELM_STOP_CONTEXT_FULL. `stats` may be NULL.
+ */
+ELM_API elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
+                                const elm_generate_params *params, elm_stats *stats);
+
+/* Peak resident memory of this process in bytes (0 where unknown). */
+ELM_API uint64_t elm_peak_rss(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EDGELM_H */

@@ -1,0 +1,201 @@
+/*
+ * quant.h: the tensor types of GGUF files, their block layouts and the scalar
+ * reference conversions. This module depends on nothing else in edgelm and is
+ * the single source of truth for block layouts: the GGUF reader, the CPU
+ * kernels and the shaders (shaders/common/blocks.glsl mirrors it) follow it.
+ *
+ * Every layout is bit-compatible with GGUF files written by other tools.
+ * Within a block, values are stored as the comments describe; the scalar
+ * reference functions in quant.c are the ground truth every fast kernel is
+ * tested against.
+ */
+#ifndef ELM_QUANT_H
+#define ELM_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Type ids as stored in GGUF tensor infos. Ids 4 and 5 (Q4_2, Q4_3) were
+ * removed from the format and are refused. */
+typedef enum qtype {
+    QT_F32 = 0,
+    QT_F16 = 1,
+    QT_Q4_0 = 2,
+    QT_Q4_1 = 3,
+    QT_Q5_0 = 6,
+    QT_Q5_1 = 7,
+    QT_Q8_0 = 8,
+    QT_Q8_1 = 9,
+    QT_Q2_K = 10,
+    QT_Q3_K = 11,
+    QT_Q4_K = 12,
+    QT_Q5_K = 13,
+    QT_Q6_K = 14,
+    QT_Q8_K = 15,
+    QT_I8 = 24,
+    QT_I16 = 25,
+    QT_I32 = 26,
+    QT_I64 = 27,
+    QT_F64 = 28,
+    QT_BF16 = 30,
+    QT_COUNT = 40, /* upper bound on ids this table knows */
+} qtype;
+
+#define QK4_0 32
+#define QK4_1 32
+#define QK5_0 32
+#define QK5_1 32
+#define QK8_0 32
+#define QK8_1 32
+#define QK_K 256
+#define K_SCALE_SIZE 12
+
+typedef uint16_t elm_fp16; /* IEEE half, stored bits */
+typedef uint16_t elm_bf16; /* bfloat16, stored bits */
+
+/* x[i] = d * (q[i] - 8); q[i] for i < 16 in the low nibbles of qs[i], for
+ * i >= 16 in the high nibbles of qs[i - 16]. */
+typedef struct {
+    elm_fp16 d;
+    uint8_t qs[QK4_0 / 2];
+} block_q4_0;
+_Static_assert(sizeof(block_q4_0) == 18, "block_q4_0 size");
+
+/* x[i] = d * q[i] + m, nibbles as in Q4_0. */
+typedef struct {
+    elm_fp16 d;
+    elm_fp16 m;
+    uint8_t qs[QK4_1 / 2];
+} block_q4_1;
+_Static_assert(sizeof(block_q4_1) == 20, "block_q4_1 size");
+
+/* x[i] = d * (q[i] - 16); the low 4 bits as in Q4_0, bit 4 of q[i] is bit i
+ * of the little-endian 32-bit qh. */
+typedef struct {
+    elm_fp16 d;
+    uint8_t qh[4];
+    uint8_t qs[QK5_0 / 2];
+} block_q5_0;
+_Static_assert(sizeof(block_q5_0) == 22, "block_q5_0 size");
+
+/* x[i] = d * q[i] + m, bits as in Q5_0. */
+typedef struct {
+    elm_fp16 d;
+    elm_fp16 m;
+    uint8_t qh[4];
+    uint8_t qs[QK5_1 / 2];
+} block_q5_1;
+_Static_assert(sizeof(block_q5_1) == 24, "block_q5_1 size");
+
+/* x[i] = d * qs[i]. */
+typedef struct {
+    elm_fp16 d;
+    int8_t qs[QK8_0];
+} block_q8_0;
+_Static_assert(sizeof(block_q8_0) == 34, "block_q8_0 size");
+
+/* Activation format for Q4_1/Q5_1 dot products: s = d * sum(qs). */
+typedef struct {
+    elm_fp16 d;
+    elm_fp16 s;
+    int8_t qs[QK8_1];
+} block_q8_1;
+_Static_assert(sizeof(block_q8_1) == 36, "block_q8_1 size");
+
+/* Super-block of 256 = 8 sub-blocks of 32. Each sub-block j has a 6-bit scale
+ * sc[j] and 6-bit min m[j] packed in `scales` (see get_scale_min_k4);
+ * x = d * sc[j] * q - dmin * m[j]. qs holds 4-bit q: for each 64-value group
+ * g, the low nibbles of qs[32g .. 32g+31] are sub-block 2g and the high
+ * nibbles sub-block 2g+1. */
+typedef struct {
+    elm_fp16 d;
+    elm_fp16 dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qs[QK_K / 2];
+} block_q4_K;
+_Static_assert(sizeof(block_q4_K) == 144, "block_q4_K size");
+
+/* As Q4_K with a fifth bit: for group g, bit 2g of qh[l] is the high bit of
+ * sub-block 2g's value l, bit 2g+1 of sub-block 2g+1's. */
+typedef struct {
+    elm_fp16 d;
+    elm_fp16 dmin;
+    uint8_t scales[K_SCALE_SIZE];
+    uint8_t qh[QK_K / 8];
+    uint8_t qs[QK_K / 2];
+} block_q5_K;
+_Static_assert(sizeof(block_q5_K) == 176, "block_q5_K size");
+
+/* 16 sub-blocks of 16 with int8 scales; x = d * scales[j] * (q - 32), q 6-bit:
+ * low 4 bits in ql, high 2 bits in qh (layout in quant.c). */
+typedef struct {
+    uint8_t ql[QK_K / 2];
+    uint8_t qh[QK_K / 4];
+    int8_t scales[QK_K / 16];
+    elm_fp16 d;
+} block_q6_K;
+_Static_assert(sizeof(block_q6_K) == 210, "block_q6_K size");
+
+/* Activation format for k-quant dot products. bsums[j] = sum of qs[16j..16j+15]. */
+typedef struct {
+    float d;
+    int8_t qs[QK_K];
+    int16_t bsums[QK_K / 16];
+} block_q8_K;
+_Static_assert(sizeof(block_q8_K) == 292, "block_q8_K size");
+
+/* Converts `n` values; n must be a multiple of the type's block size. */
+typedef void (*qt_to_float_fn)(const void *restrict src, float *restrict dst, int64_t n);
+typedef void (*qt_from_float_fn)(const float *restrict src, void *restrict dst, int64_t n);
+/* *s = dot(x, y) over n values: x is a row of this type, y a row of the
+ * type's vec_dot_type. n is a multiple of the block size. */
+typedef void (*qt_vec_dot_fn)(int64_t n, float *restrict s, const void *restrict x,
+                              const void *restrict y);
+
+typedef struct qtype_traits {
+    const char *name;         /* "Q4_0" */
+    int64_t block_size;       /* values per block */
+    size_t type_size;         /* bytes per block */
+    bool is_quantized;
+    qt_to_float_fn to_float;      /* scalar reference dequantize; NULL if unsupported */
+    qt_from_float_fn from_float;  /* scalar reference quantize; NULL if unsupported */
+    qtype vec_dot_type;           /* activation type of the fast dot product */
+    qt_vec_dot_fn vec_dot;        /* scalar reference dot with vec_dot_type; NULL if none */
+} qtype_traits;
+
+/* Traits of type id `t`, or NULL for an id that is unknown or removed. A
+ * non-NULL result with to_float == NULL is a known type edgelm cannot compute
+ * with (for example Q2_K, I32). */
+const qtype_traits *qtype_get(int t);
+
+/* Name of a type id ("Q4_0"), or "unknown". */
+const char *qtype_name(int t);
+
+/* True when edgelm can hold weights of this type (to_float != NULL). */
+bool qtype_supported(int t);
+
+/* Bytes of a row of n values of type t. Returns false (and leaves *out
+ * alone) for an unknown type, an n that is not a multiple of the block
+ * size, or an overflow. */
+bool qtype_row_bytes(int t, int64_t n, size_t *out);
+
+/* Half and bfloat16 conversions (round to nearest even, NaN-preserving). */
+float elm_fp16_to_f32(elm_fp16 h);
+elm_fp16 elm_f32_to_fp16(float f);
+float elm_bf16_to_f32(elm_bf16 h);
+elm_bf16 elm_f32_to_bf16(float f);
+
+/* Scale and min j (0..7) of a Q4_K/Q5_K `scales` array. */
+static inline void get_scale_min_k4(int j, const uint8_t *restrict q, uint8_t *restrict d,
+                                    uint8_t *restrict m) {
+    if (j < 4) {
+        *d = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j - 0] >> 6) << 4);
+    }
+}
+
+#endif /* ELM_QUANT_H */
