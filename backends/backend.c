@@ -9,3 +9,40 @@ const char *be_op_name(be_op op) {
     };
     return (unsigned)op < BE_OP_COUNT && names[op] ? names[op] : "unknown";
 }
+
+#include <stdio.h>
+#include <string.h>
+
+#include "quant/quant.h"
+
+bool be_tensor_init(be_tensor *t, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3,
+                    const char *name) {
+    memset(t, 0, sizeof *t);
+    t->type = type;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1;
+    t->ne[2] = ne2;
+    t->ne[3] = ne3;
+    size_t row;
+    if (type == BE_TYPE_I32) {
+        row = (size_t)ne0 * 4;
+        t->nb[0] = 4;
+    } else {
+        const qtype_traits *tr = qtype_get(type);
+        if (!tr || !qtype_row_bytes(type, ne0, &row)) return false;
+        t->nb[0] = tr->type_size;
+    }
+    t->nb[1] = row;
+    t->nb[2] = t->nb[1] * (size_t)ne1;
+    t->nb[3] = t->nb[2] * (size_t)ne2;
+    snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+    return true;
+}
+
+size_t be_tensor_nbytes(const be_tensor *t) {
+    return t->nb[3] * (size_t)t->ne[3];
+}
+
+int64_t be_tensor_nelements(const be_tensor *t) {
+    return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+}

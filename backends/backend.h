@@ -9,6 +9,11 @@
  * Tensors are dense, row-major, with ne[0] the contiguous dimension. A tensor
  * lives in a backend buffer at byte offset `offs`; for host-addressable
  * buffers `data` is the address of element 0.
+ *
+ * Host tensors: a tensor with buf == NULL and data != NULL is immutable host
+ * memory (the memory-mapped weights) that outlives the backend. The CPU
+ * backend reads it in place; a device backend uploads (or imports) each such
+ * tensor once, keyed by its data address, and reuses the copy afterwards.
  */
 #ifndef ELM_BACKEND_H
 #define ELM_BACKEND_H
@@ -97,6 +102,15 @@ typedef struct be_graph {
 
 const char *be_op_name(be_op op);
 
+/* Fills t's type, shape, strides and name (buf, offs and data are zeroed).
+ * Returns false when the type is unknown or a row is not whole blocks. */
+bool be_tensor_init(be_tensor *t, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3,
+                    const char *name);
+/* Bytes of the whole tensor (contiguous). */
+size_t be_tensor_nbytes(const be_tensor *t);
+/* Number of elements. */
+int64_t be_tensor_nelements(const be_tensor *t);
+
 typedef struct be_backend be_backend;
 
 typedef struct be_stats {
@@ -121,6 +135,11 @@ typedef struct be_iface {
     /* Copies between host memory and a tensor's bytes [offset, offset + size). */
     elm_status (*tensor_set)(be_backend *be, be_tensor *t, const void *src, size_t offset, size_t size);
     elm_status (*tensor_get)(be_backend *be, const be_tensor *t, void *dst, size_t offset, size_t size);
+    /* Optional (NULL for host backends). Plans a graph before its first run:
+     * uploads the host weights it reads (see "host tensors" above), creates
+     * pipelines, and decides which nodes must fall back to the CPU. A graph
+     * with the same structure may then run many times. */
+    elm_status (*graph_prepare)(be_backend *be, const be_graph *graph, char *err, size_t err_size);
     /* Runs every node in order. Writes a message to err on failure. */
     elm_status (*graph_compute)(be_backend *be, const be_graph *graph, char *err, size_t err_size);
     void (*get_stats)(be_backend *be, be_stats *out);

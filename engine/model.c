@@ -1,1 +1,194 @@
-/* placeholder */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/internal.h"
+#include "quant/quant.h"
+
+elm_model_params elm_model_default_params(void) {
+    return (elm_model_params){.device = "cpu", .vocab_only = false};
+}
+
+static char *str_dup_n(const char *s, size_t n) {
+    char *d = malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+
+/* "cpu" now; the Vulkan backend will extend this. */
+static elm_status check_device(const char *device, char *err, size_t err_size) {
+    if (!device || !*device || strcmp(device, "cpu") == 0 || strcmp(device, "auto") == 0 ||
+        strcmp(device, "best") == 0)
+        return ELM_OK;
+    if (strncmp(device, "vulkan", 6) == 0)
+        return elm_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
+                          "device '%s' is not available: this build has no Vulkan backend", device);
+    return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                      "unknown device '%s' (expected cpu, auto, best, vulkan or vulkan:N)", device);
+}
+
+static elm_status index_tensors(elm_model *m, char *err, size_t err_size) {
+    uint64_t n = gguf_n_tensors(m->gguf);
+    m->info.n_tensors = (uint32_t)n;
+    if (n == 0) return ELM_OK;
+    m->tensors = calloc(n, sizeof *m->tensors);
+    if (!m->tensors) return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    for (uint64_t i = 0; i < n; i++) {
+        const gguf_tensor *g = gguf_tensor_at(m->gguf, i);
+        elm_tensor_entry *e = &m->tensors[i];
+        e->name = str_dup_n(g->name.ptr, g->name.len);
+        if (!e->name) return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+        e->info = (elm_tensor_info){.name = e->name, .type = qtype_name(g->type),
+                                    .n_dims = g->n_dims, .nbytes = g->nbytes,
+                                    .offset = g->offset};
+        memcpy(e->info.ne, g->ne, sizeof e->info.ne);
+        m->info.weights_bytes += g->nbytes;
+    }
+    return ELM_OK;
+}
+
+static void fill_info(elm_model *m) {
+    elm_model_info *in = &m->info;
+    const elm_hparams *hp = &m->hp;
+    in->path = m->path;
+    in->name = m->name ? m->name : "";
+    in->arch = m->arch_name ? m->arch_name : "";
+    in->tokenizer_model = vocab_model_name(m->vocab);
+    in->tokenizer_pre = vocab_pre_name(m->vocab);
+    in->file_size = gguf_file_size(m->gguf);
+    in->gguf_version = gguf_version(m->gguf);
+    in->n_vocab = vocab_n_tokens(m->vocab);
+    in->add_bos = vocab_add_bos(m->vocab);
+    in->bos = vocab_bos(m->vocab);
+    in->eos = vocab_eos(m->vocab);
+    in->vocab_only = m->vocab_only;
+    in->rope_scaling = "none";
+    if (m->vocab_only) return;
+    in->n_ctx_train = hp->n_ctx_train;
+    in->n_embd = hp->n_embd;
+    in->n_layer = hp->n_layer;
+    in->n_head = hp->n_head;
+    in->n_head_kv = hp->n_head_kv;
+    in->n_ff = hp->n_ff;
+    in->head_dim = hp->head_dim;
+    in->n_rot = hp->n_rot;
+    in->rope_theta = hp->rope_theta;
+    in->rope_freq_scale = hp->rope_freq_scale;
+    in->rope_scaling = hp->rope_scaling == 2 ? "yarn" : hp->rope_scaling == 1 ? "linear" : "none";
+    in->rope_neox = hp->rope_mode == BE_ROPE_NEOX;
+    in->has_rope_freqs = m->w.has_rope_freqs;
+    in->rms_eps = hp->rms_eps;
+    in->tied_embeddings = m->w.tied;
+}
+
+static elm_status load_strings(elm_model *m, char *err, size_t err_size) {
+    gguf_str s = {0};
+    elm_status st = gguf_get_str(m->gguf, "general.name", false, &s, err, err_size);
+    if (st != ELM_OK) return st;
+    m->name = str_dup_n(s.ptr ? s.ptr : "", s.ptr ? s.len : 0);
+    s = (gguf_str){0};
+    st = gguf_get_str(m->gguf, "general.architecture", false, &s, err, err_size);
+    if (st != ELM_OK) return st;
+    m->arch_name = str_dup_n(s.ptr ? s.ptr : "", s.ptr ? s.len : 0);
+    if (!m->name || !m->arch_name)
+        return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    return ELM_OK;
+}
+
+/* Opens the file, or the memory image when m->owned_data is set. */
+static elm_status load(elm_model *m, const char *path, const elm_model_params *p, char *err,
+                       size_t err_size) {
+    elm_status st = check_device(p->device, err, err_size);
+    if (st == ELM_OK)
+        st = m->owned_data ? gguf_open_memory(m->owned_data, m->owned_size, &m->gguf, err, err_size)
+                           : gguf_open(path, &m->gguf, err, err_size);
+    if (st == ELM_OK) st = index_tensors(m, err, err_size);
+    if (st == ELM_OK) st = load_strings(m, err, err_size);
+    if (st == ELM_OK) st = vocab_load(m->gguf, &m->vocab, err, err_size);
+    if (st != ELM_OK || m->vocab_only) return st;
+    st = hparams_load(m->gguf, &m->hp, err, err_size);
+    if (st != ELM_OK) return st;
+    m->hp.n_vocab = vocab_n_tokens(m->vocab);
+    return weights_bind(m, err, err_size);
+}
+
+static elm_status load_common(const char *path, void *data, size_t size,
+                              const elm_model_params *params, elm_model **out, char *err,
+                              size_t err_size) {
+    if (err && err_size) err[0] = 0;
+    if (!out) {
+        free(data);
+        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "out is NULL");
+    }
+    *out = NULL;
+    elm_model_params p = params ? *params : elm_model_default_params();
+    double t0 = elm_now_ms();
+    elm_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        free(data);
+        return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    }
+    m->owned_data = data;
+    m->owned_size = size;
+    m->vocab_only = p.vocab_only;
+    m->path = str_dup_n(path, strlen(path));
+    char msg[ELM_ERR_LEN] = "";
+    elm_status st = m->path ? load(m, path, &p, msg, sizeof msg) : ELM_ERR_NO_MEMORY;
+    if (st != ELM_OK) {
+        elm_errorf(err, err_size, st, "%s: %s", path, msg[0] ? msg : elm_strerror(st));
+        elm_model_free(m);
+        return st;
+    }
+    fill_info(m);
+    m->load_ms = elm_now_ms() - t0;
+    *out = m;
+    return ELM_OK;
+}
+
+elm_status elm_model_load(const char *path, const elm_model_params *params, elm_model **out,
+                          char *err, size_t err_size) {
+    if (!path) {
+        if (out) *out = NULL;
+        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "path is NULL");
+    }
+    return load_common(path, NULL, 0, params, out, err, err_size);
+}
+
+elm_status model_load_memory(const char *label, void *data, size_t size,
+                             const elm_model_params *params, elm_model **out, char *err,
+                             size_t err_size) {
+    return load_common(label, data, size, params, out, err, err_size);
+}
+
+void elm_model_free(elm_model *m) {
+    if (!m) return;
+    if (m->tensors)
+        for (uint32_t i = 0; i < m->info.n_tensors; i++) free(m->tensors[i].name);
+    free(m->tensors);
+    free(m->w.layers);
+    vocab_free(m->vocab);
+    gguf_close(m->gguf);
+    free(m->owned_data);
+    free(m->name);
+    free(m->arch_name);
+    free(m->path);
+    free(m);
+}
+
+elm_status elm_model_get_info(const elm_model *m, elm_model_info *out) {
+    if (!m || !out) return ELM_ERR_INVALID_ARG;
+    *out = m->info;
+    return ELM_OK;
+}
+
+uint32_t elm_model_n_tensors(const elm_model *m) {
+    return m ? m->info.n_tensors : 0;
+}
+
+elm_status elm_model_tensor(const elm_model *m, uint32_t index, elm_tensor_info *out) {
+    if (!m || !out || index >= m->info.n_tensors) return ELM_ERR_INVALID_ARG;
+    *out = m->tensors[index].info;
+    return ELM_OK;
+}

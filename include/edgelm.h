@@ -63,6 +63,44 @@ ELM_API const char *elm_version(void);
 
 typedef int32_t elm_token;
 
+/* ----------------------------------------------------------------- devices */
+
+#define ELM_MAX_HEAPS 8
+
+/* One compute device, as `edgelm devices` lists it. */
+typedef struct elm_device_info {
+    char name[256];
+    char backend[16];          /* "cpu" or "vulkan" */
+    char type[16];             /* "discrete", "integrated", "virtual", "cpu", "other" */
+    char driver[256];          /* driver name and version */
+    char id[32];               /* the --device value that selects it: "cpu", "vulkan:0", ... */
+    uint32_t api_version;      /* VK_MAKE_API_VERSION encoding; 0 for the CPU backend */
+    uint32_t n_heaps;
+    uint64_t heap_size[ELM_MAX_HEAPS];
+    uint64_t heap_budget[ELM_MAX_HEAPS]; /* 0 where VK_EXT_memory_budget is absent */
+    bool heap_device_local[ELM_MAX_HEAPS];
+    uint32_t subgroup_size;
+    uint32_t shared_memory_bytes;
+    uint64_t max_storage_buffer_range;
+    uint64_t max_memory_allocation_size;
+    bool fp16;                 /* shaderFloat16 */
+    bool storage16;            /* 16-bit storage buffer access */
+    bool storage8;             /* 8-bit storage buffer access */
+    bool int_dot;              /* shaderIntegerDotProduct */
+    bool subgroup_arithmetic;
+    bool uma;                  /* integrated / unified memory */
+    uint32_t n_threads;        /* CPU backend: physical cores */
+} elm_device_info;
+
+/*
+ * Lists every device edgelm can run on: the CPU backend first, then every
+ * Vulkan physical device (CPU-type ones such as lavapipe included) in
+ * enumeration order. Writes at most `cap` entries and the total to *n.
+ * Without a Vulkan loader or driver only the CPU is listed; that is not an
+ * error. EDGELM_VK_LIMITS shapes what Vulkan devices report (see README).
+ */
+ELM_API elm_status elm_devices(elm_device_info *out, size_t cap, size_t *n);
+
 /* ------------------------------------------------------------------- model */
 
 typedef struct elm_model elm_model;
@@ -298,13 +336,47 @@ typedef struct elm_stats {
 /*
  * Tokenizes `prompt` (borrowed, `len` bytes), evaluates it after the tokens
  * already in the context, then samples up to n_predict tokens, calling the
- * callback for each. The prompt must fit in the context with room for one
- * token, or the call fails with ELM_ERR_CONTEXT_FULL before anything is
- * generated. Reaching the end of the context later is not an error: it
- * stops with stop = ELM_STOP_CONTEXT_FULL. `stats` may be NULL.
+ * callback for each. The prompt must fit in the context, or the call fails
+ * with ELM_ERR_CONTEXT_FULL before anything is evaluated. Reaching the end of
+ * the context later is not an error: generation stops with
+ * stop = ELM_STOP_CONTEXT_FULL. When the callback returns false, an
+ * incomplete UTF-8 sequence at the end of the text is dropped.
+ * `stats` may be NULL. Errors: as elm_decode, and ELM_ERR_INVALID_ARG for a
+ * prompt without tokens.
  */
 ELM_API elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
                                 const elm_generate_params *params, elm_stats *stats);
+
+/* ------------------------------------------------------ synthetic models */
+
+/* A model with the shape of a popular small model and deterministic
+ * pseudo-random weights, for benchmarks. Shapes: "smollm-135m",
+ * "qwen2-0.5b" (qwen2 architecture, q/k/v biases), "llama-1b" (Llama 3.2 1B),
+ * "tinyllama-1.1b". The vocabulary is synthetic (SentencePiece-style). */
+typedef struct elm_synth_params {
+    const char *shape;       /* borrowed */
+    /* Weight type of the 2-D tensors: "Q4_0", "Q8_0", "Q4_K", "F16", any
+     * supported type, or "Q4_K_M" (Q4_K with Q6_K for half of attn_v and
+     * ffn_down). A tensor whose rows are not whole blocks falls back to
+     * Q5_0/Q5_1/Q8_0. Borrowed. */
+    const char *type;
+    /* Type of output.weight; NULL: Q6_K for Q4_0/Q4_K types (Q8_0 where the
+     * row length is not a multiple of 256), Q8_0 otherwise. Borrowed. */
+    const char *output_type;
+    uint32_t vocab_size;     /* 0: the shape's own */
+    uint64_t seed;
+} elm_synth_params;
+
+ELM_API elm_synth_params elm_synth_default_params(void);
+/* Name of shape i, or NULL past the last. */
+ELM_API const char *elm_synth_shape_name(size_t i);
+/* Writes the model as a GGUF file at `path` (borrowed). */
+ELM_API elm_status elm_synth_write(const elm_synth_params *p, const char *path, char *err,
+                                   size_t err_size);
+/* Builds the model in memory and loads it as elm_model_load would; the
+ * model's path reads "shape:NAME:TYPE". */
+ELM_API elm_status elm_synth_load(const elm_synth_params *p, const elm_model_params *mp,
+                                  elm_model **out, char *err, size_t err_size);
 
 /* Peak resident memory of this process in bytes (0 where unknown). */
 ELM_API uint64_t elm_peak_rss(void);

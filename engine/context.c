@@ -1,0 +1,274 @@
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/internal.h"
+#include "quant/quant.h"
+
+elm_status ctx_error(elm_context *ctx, elm_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->last_error, sizeof ctx->last_error, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+const char *elm_context_last_error(const elm_context *ctx) {
+    return ctx ? ctx->last_error : "";
+}
+
+static elm_status resolve_params(const elm_model *m, elm_context_params *p, char *err,
+                                 size_t err_size) {
+    if (p->mode != ELM_MODE_FAST && p->mode != ELM_MODE_EXACT)
+        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "unknown mode %d", (int)p->mode);
+    if (p->n_ctx == 0) p->n_ctx = m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096;
+    if (p->n_ctx > (1u << 24))
+        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "n_ctx %u is too large", p->n_ctx);
+    if (p->n_batch == 0) p->n_batch = 512;
+    if (p->n_batch > p->n_ctx) p->n_batch = p->n_ctx;
+    if (p->n_threads <= 0) p->n_threads = be_cpu_physical_cores();
+    if (p->n_threads > 256)
+        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "n_threads %d is too large",
+                          p->n_threads);
+    return ELM_OK;
+}
+
+/* Lays the context's tensors out in one scratch buffer; returns its size. */
+static size_t layout_scratch(elm_context *ctx, bool assign, char *base) {
+    const elm_hparams *hp = &ctx->model->hp;
+    elm_graph_bufs *g = &ctx->g;
+    const int64_t B = ctx->params.n_batch;
+    const int64_t n_kv = (int64_t)hp->head_dim * hp->n_head_kv;
+    struct {
+        be_tensor *t;
+        int type;
+        int64_t ne0, ne1, ne2;
+        const char *name;
+    } specs[] = {
+        {&g->ids, BE_TYPE_I32, B, 1, 1, "ids"},
+        {&g->pos, BE_TYPE_I32, B, 1, 1, "pos"},
+        {&g->x, QT_F32, hp->n_embd, B, 1, "x"},
+        {&g->xb, QT_F32, hp->n_embd, B, 1, "xb"},
+        {&g->q, QT_F32, (int64_t)hp->head_dim * hp->n_head, B, 1, "q"},
+        {&g->k, QT_F32, n_kv, B, 1, "k"},
+        {&g->v, QT_F32, n_kv, B, 1, "v"},
+        {&g->att, QT_F32, (int64_t)hp->head_dim * hp->n_head, B, 1, "att"},
+        {&g->proj, QT_F32, hp->n_embd, B, 1, "proj"},
+        {&g->gate, QT_F32, hp->n_ff, B, 1, "gate"},
+        {&g->up, QT_F32, hp->n_ff, B, 1, "up"},
+        {&g->logits, QT_F32, hp->n_vocab, g->n_logits, 1, "logits"},
+    };
+    size_t offs = 0;
+    for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
+        be_tensor t;
+        be_tensor_init(&t, specs[i].type, specs[i].ne0, specs[i].ne1, specs[i].ne2, 1,
+                       specs[i].name);
+        if (assign) {
+            t.buf = g->buf;
+            t.offs = offs;
+            t.data = base ? base + offs : NULL;
+            *specs[i].t = t;
+        }
+        offs += (be_tensor_nbytes(&t) + 63) & ~(size_t)63;
+    }
+    if (assign) {
+        be_tensor *views[2][2] = {{&g->q3, &g->q}, {&g->k3, &g->k}};
+        uint32_t heads[2] = {hp->n_head, hp->n_head_kv};
+        for (int i = 0; i < 2; i++) {
+            be_tensor *v = views[i][0], *base = views[i][1];
+            be_tensor_init(v, QT_F32, hp->head_dim, heads[i], B, 1, i ? "k3" : "q3");
+            v->buf = base->buf;
+            v->offs = base->offs;
+            v->data = base->data;
+        }
+    }
+    return offs;
+}
+
+static elm_status alloc_kv(elm_context *ctx, char *err, size_t err_size) {
+    const elm_hparams *hp = &ctx->model->hp;
+    const be_iface *bi = ctx->be->iface;
+    int type = ctx->params.mode == ELM_MODE_EXACT ? QT_F32 : QT_F16;
+    be_tensor proto;
+    be_tensor_init(&proto, type, (int64_t)hp->head_dim * hp->n_head_kv, ctx->params.n_ctx, 1, 1, "");
+    size_t per = (be_tensor_nbytes(&proto) + 63) & ~(size_t)63;
+    ctx->k_cache = calloc(hp->n_layer, sizeof *ctx->k_cache);
+    ctx->v_cache = calloc(hp->n_layer, sizeof *ctx->v_cache);
+    if (!ctx->k_cache || !ctx->v_cache)
+        return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    size_t total = per * 2 * hp->n_layer;
+    elm_status st = bi->buffer_alloc(ctx->be, total, NULL, &ctx->kv_buf);
+    if (st != ELM_OK)
+        return elm_errorf(err, err_size, st, "cannot allocate the KV cache (%zu bytes)", total);
+    char *base = bi->buffer_host(ctx->be, ctx->kv_buf);
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        be_tensor *kv[2] = {&ctx->k_cache[il], &ctx->v_cache[il]};
+        for (int j = 0; j < 2; j++) {
+            *kv[j] = proto;
+            snprintf(kv[j]->name, sizeof kv[j]->name, "%s_cache.%u", j ? "v" : "k", il);
+            kv[j]->buf = ctx->kv_buf;
+            kv[j]->offs = per * (2 * il + (uint32_t)j);
+            kv[j]->data = base ? base + kv[j]->offs : NULL;
+        }
+    }
+    return ELM_OK;
+}
+
+static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
+    const elm_hparams *hp = &ctx->model->hp;
+    const be_iface *bi = ctx->be->iface;
+    uint32_t B = ctx->params.n_batch;
+    ctx->g.n_logits = ctx->params.logits_all ? B : 1;
+    size_t size = layout_scratch(ctx, false, NULL);
+    elm_status st = bi->buffer_alloc(ctx->be, size, NULL, &ctx->g.buf);
+    if (st != ELM_OK)
+        return elm_errorf(err, err_size, st, "cannot allocate %zu bytes of activations", size);
+    layout_scratch(ctx, true, bi->buffer_host(ctx->be, ctx->g.buf));
+    ctx->nodes_cap = 20 * (int)hp->n_layer + 16;
+    ctx->nodes = calloc((size_t)ctx->nodes_cap, sizeof *ctx->nodes);
+    ctx->logits = malloc((size_t)hp->n_vocab * ctx->g.n_logits * sizeof(float));
+    ctx->ids_host = malloc(B * sizeof(int32_t));
+    ctx->pos_host = malloc(B * sizeof(int32_t));
+    if (!ctx->nodes || !ctx->logits || !ctx->ids_host || !ctx->pos_host)
+        return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    return ELM_OK;
+}
+
+elm_status elm_context_new(const elm_model *model, const elm_context_params *params,
+                           elm_context **out, char *err, size_t err_size) {
+    if (err && err_size) err[0] = 0;
+    if (!out) return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "out is NULL");
+    *out = NULL;
+    if (!model) return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "model is NULL");
+    if (model->vocab_only)
+        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                          "%s: the model was loaded vocabulary-only", model->path);
+    elm_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    ctx->model = model;
+    ctx->params = params ? *params : elm_context_default_params();
+    elm_status st = resolve_params(model, &ctx->params, err, err_size);
+    if (st == ELM_OK) {
+        st = be_cpu_new(ctx->params.n_threads, &ctx->be);
+        if (st != ELM_OK) elm_errorf(err, err_size, st, "cannot start the CPU backend");
+    }
+    if (st == ELM_OK) st = alloc_kv(ctx, err, err_size);
+    if (st == ELM_OK) st = alloc_scratch(ctx, err, err_size);
+    if (st != ELM_OK) {
+        elm_context_free(ctx);
+        return st;
+    }
+    *out = ctx;
+    return ELM_OK;
+}
+
+void elm_context_free(elm_context *ctx) {
+    if (!ctx) return;
+    if (ctx->be) {
+        if (ctx->kv_buf) ctx->be->iface->buffer_free(ctx->be, ctx->kv_buf);
+        if (ctx->g.buf) ctx->be->iface->buffer_free(ctx->be, ctx->g.buf);
+        be_free(ctx->be);
+    }
+    free(ctx->k_cache);
+    free(ctx->v_cache);
+    free(ctx->nodes);
+    free(ctx->logits);
+    free(ctx->ids_host);
+    free(ctx->pos_host);
+    free(ctx);
+}
+
+elm_status elm_context_reset(elm_context *ctx) {
+    if (!ctx) return ELM_ERR_INVALID_ARG;
+    if (ctx->broken) return ctx_error(ctx, ELM_ERR_DEVICE, "the context is unusable after a device error");
+    ctx->n_past = 0;
+    ctx->n_logits_valid = 0;
+    ctx->last_error[0] = 0;
+    return ELM_OK;
+}
+
+uint32_t elm_context_n_ctx(const elm_context *ctx) {
+    return ctx ? ctx->params.n_ctx : 0;
+}
+
+uint32_t elm_context_n_past(const elm_context *ctx) {
+    return ctx ? ctx->n_past : 0;
+}
+
+static elm_status check_logits(elm_context *ctx, uint32_t rows) {
+    const uint32_t n_vocab = ctx->model->hp.n_vocab;
+    for (size_t i = 0; i < (size_t)rows * n_vocab; i++)
+        if (!isfinite(ctx->logits[i]))
+            return ctx_error(ctx, ELM_ERR_NUMERIC, "logit %zu of token %zu is not finite",
+                             i % n_vocab, i / n_vocab);
+    return ELM_OK;
+}
+
+elm_status context_decode_batch(elm_context *ctx, const elm_token *tokens, uint32_t n,
+                                bool all_logits) {
+    const be_iface *bi = ctx->be->iface;
+    for (uint32_t i = 0; i < n; i++) {
+        ctx->ids_host[i] = tokens[i];
+        ctx->pos_host[i] = (int32_t)(ctx->n_past + i);
+    }
+    be_graph graph;
+    if (graph_build(ctx, n, all_logits, &graph) < 0)
+        return ctx_error(ctx, ELM_ERR_INTERNAL, "graph node storage too small");
+    elm_status st = bi->tensor_set(ctx->be, &ctx->g.ids, ctx->ids_host, 0, n * sizeof(int32_t));
+    if (st == ELM_OK)
+        st = bi->tensor_set(ctx->be, &ctx->g.pos, ctx->pos_host, 0, n * sizeof(int32_t));
+    char msg[ELM_ERR_LEN] = "";
+    if (st == ELM_OK) st = bi->graph_compute(ctx->be, &graph, msg, sizeof msg);
+    uint32_t rows = all_logits ? n : 1;
+    if (st == ELM_OK)
+        st = bi->tensor_get(ctx->be, &ctx->g.logits, ctx->logits, 0,
+                            (size_t)rows * ctx->model->hp.n_vocab * sizeof(float));
+    if (st != ELM_OK) {
+        if (st == ELM_ERR_DEVICE) ctx->broken = true;
+        return ctx_error(ctx, st, "forward pass failed: %s", msg[0] ? msg : elm_strerror(st));
+    }
+    ctx->n_past += n;
+    ctx->n_logits_valid = rows;
+    return check_logits(ctx, rows);
+}
+
+elm_status elm_decode(elm_context *ctx, const elm_token *tokens, size_t n) {
+    if (!ctx) return ELM_ERR_INVALID_ARG;
+    ctx->last_error[0] = 0;
+    if (ctx->broken) return ctx_error(ctx, ELM_ERR_DEVICE, "the context is unusable after a device error");
+    if (!tokens || n == 0) return ctx_error(ctx, ELM_ERR_INVALID_ARG, "no tokens to decode");
+    const elm_context_params *p = &ctx->params;
+    if (n > p->n_ctx - ctx->n_past)
+        return ctx_error(ctx, ELM_ERR_CONTEXT_FULL,
+                         "%zu tokens do not fit: the context holds %u and %u are used", n,
+                         p->n_ctx, ctx->n_past);
+    if (p->logits_all && n > p->n_batch)
+        return ctx_error(ctx, ELM_ERR_INVALID_ARG,
+                         "%zu tokens exceed n_batch %u with logits_all", n, p->n_batch);
+    for (size_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || (uint32_t)tokens[i] >= ctx->model->hp.n_vocab)
+            return ctx_error(ctx, ELM_ERR_INVALID_ARG, "token %zu has id %d, outside [0, %u)", i,
+                             tokens[i], ctx->model->hp.n_vocab);
+    ctx->n_logits_valid = 0;
+    const uint32_t n_past0 = ctx->n_past;
+    for (size_t done = 0; done < n;) {
+        uint32_t chunk = (uint32_t)(n - done < p->n_batch ? n - done : p->n_batch);
+        elm_status st = context_decode_batch(ctx, tokens + done, chunk, p->logits_all);
+        if (st != ELM_OK) {
+            /* The tokens of a failed call are forgotten, as if it never ran. */
+            ctx->n_past = n_past0;
+            ctx->n_logits_valid = 0;
+            return st;
+        }
+        done += chunk;
+    }
+    return ELM_OK;
+}
+
+const float *elm_get_logits(const elm_context *ctx, int32_t i) {
+    if (!ctx || ctx->n_logits_valid == 0) return NULL;
+    if (i < 0) i = (int32_t)ctx->n_logits_valid - 1;
+    if ((uint32_t)i >= ctx->n_logits_valid) return NULL;
+    return ctx->logits + (size_t)i * ctx->model->hp.n_vocab;
+}

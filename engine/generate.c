@@ -1,0 +1,136 @@
+/* generate.c: prompt evaluation, sampling and streaming of generated text. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/internal.h"
+#include "engine/utf8.h"
+
+/* Log-probability of `tok`, the top logit and the top-1 minus top-2 margin. */
+static void token_confidence(const float *logits, uint32_t n_vocab, elm_token tok,
+                             elm_token_info *info) {
+    float top1 = -INFINITY, top2 = -INFINITY;
+    for (uint32_t i = 0; i < n_vocab; i++) {
+        float v = logits[i];
+        if (v > top1) {
+            top2 = top1;
+            top1 = v;
+        } else if (v > top2) {
+            top2 = v;
+        }
+    }
+    double sum = 0.0;
+    for (uint32_t i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - top1);
+    double lse = top1 + log(sum);
+    info->logprob = (float)(logits[tok] - lse);
+    info->top1_logit = top1;
+    info->margin = n_vocab > 1 ? top1 - top2 : 0.0f;
+}
+
+typedef struct gen_state {
+    elm_context *ctx;
+    const elm_generate_params *p;
+    elm_sampler *sampler;
+    utf8_stream utf8;
+    elm_stats st;
+    double t_start, t_first;
+} gen_state;
+
+static elm_status tokenize_prompt(gen_state *g, const char *prompt, size_t len, elm_token **out,
+                                  size_t *n) {
+    elm_context *ctx = g->ctx;
+    size_t cap = len + 8;
+    *out = malloc(cap * sizeof(elm_token));
+    if (!*out) return ctx_error(ctx, ELM_ERR_NO_MEMORY, "out of memory");
+    elm_status st = elm_tokenize(ctx->model, prompt, len, g->p->add_bos, g->p->parse_special,
+                                 *out, cap, n);
+    if (st != ELM_OK) return ctx_error(ctx, st, "cannot tokenize the prompt: %s", elm_strerror(st));
+    if (*n == 0) return ctx_error(ctx, ELM_ERR_INVALID_ARG, "the prompt has no tokens");
+    uint32_t room = ctx->params.n_ctx - ctx->n_past;
+    if (*n > room)
+        return ctx_error(ctx, ELM_ERR_CONTEXT_FULL,
+                         "the prompt has %zu tokens but the context has room for %u (n_ctx %u)",
+                         *n, room, ctx->params.n_ctx);
+    return ELM_OK;
+}
+
+/* Samples, reports and (unless it is the last) evaluates one token. Returns
+ * ELM_OK and sets *done when generation ends. */
+static elm_status step(gen_state *g, uint32_t index, bool *done) {
+    elm_context *ctx = g->ctx;
+    const elm_model *m = ctx->model;
+    const float *logits = elm_get_logits(ctx, -1);
+    if (!logits) return ctx_error(ctx, ELM_ERR_INTERNAL, "no logits to sample from");
+    elm_token tok = sampler_sample(g->sampler, logits);
+    if (tok < 0) return ctx_error(ctx, ELM_ERR_NUMERIC, "the logits hold no finite value to sample");
+    elm_token_info info = {.token = tok, .index = index};
+    token_confidence(logits, m->hp.n_vocab, tok, &info);
+    if (index == 0) g->t_first = elm_now_ms();
+    g->st.n_gen++;
+
+    bool eog = !g->p->ignore_eos && elm_token_is_eog(m, tok);
+    bool last_n = g->p->n_predict >= 0 && index + 1 >= (uint32_t)g->p->n_predict;
+    bool full = ctx->n_past >= ctx->params.n_ctx;
+    char piece[256];
+    size_t plen = 0;
+    elm_status st = elm_token_to_piece(m, tok, piece, sizeof piece, &plen);
+    if (st != ELM_OK) plen = 0; /* a piece longer than 256 bytes is not text we can stream */
+    if (!utf8_push(&g->utf8, piece, plen, eog || last_n || full, &info.text, &info.text_len))
+        return ctx_error(ctx, ELM_ERR_NO_MEMORY, "out of memory");
+
+    *done = true;
+    if (g->p->callback && !g->p->callback(&info, g->p->user_data)) g->st.stop = ELM_STOP_CALLBACK;
+    else if (eog) g->st.stop = ELM_STOP_EOG;
+    else if (last_n) g->st.stop = ELM_STOP_N_PREDICT;
+    else if (full) g->st.stop = ELM_STOP_CONTEXT_FULL;
+    else *done = false;
+    if (*done) return ELM_OK;
+    sampler_accept(g->sampler, tok);
+    return elm_decode(ctx, &tok, 1);
+}
+
+static void finish_stats(gen_state *g, elm_stats *out) {
+    double now = elm_now_ms();
+    elm_stats *st = &g->st;
+    st->load_ms = g->ctx->model->load_ms;
+    if (st->n_gen > 0) {
+        st->ttft_ms = g->t_first - g->t_start;
+        st->gen_ms = now - g->t_first;
+    }
+    st->prompt_tps = st->prompt_ms > 0 ? st->n_prompt / (st->prompt_ms / 1e3) : 0;
+    st->gen_tps = st->n_gen > 1 && st->gen_ms > 0 ? (st->n_gen - 1) / (st->gen_ms / 1e3) : 0;
+    st->peak_rss_bytes = elm_peak_rss();
+    if (out) *out = *st;
+}
+
+elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
+                        const elm_generate_params *params, elm_stats *stats) {
+    if (!ctx) return ELM_ERR_INVALID_ARG;
+    ctx->last_error[0] = 0;
+    if (!prompt && len) return ctx_error(ctx, ELM_ERR_INVALID_ARG, "prompt is NULL");
+    elm_generate_params p = params ? *params : elm_generate_default_params();
+    gen_state g = {.ctx = ctx, .p = &p, .t_start = elm_now_ms()};
+    elm_token *toks = NULL;
+    size_t n = 0;
+    elm_status st = tokenize_prompt(&g, prompt ? prompt : "", len, &toks, &n);
+    if (st == ELM_OK) {
+        st = sampler_new(&p.sampler, ctx->model->hp.n_vocab, &g.sampler);
+        if (st != ELM_OK) ctx_error(ctx, st, "cannot create the sampler");
+    }
+    if (st == ELM_OK) {
+        for (size_t i = 0; i < n; i++) sampler_accept(g.sampler, toks[i]);
+        double t0 = elm_now_ms();
+        st = elm_decode(ctx, toks, n);
+        g.st.prompt_ms = elm_now_ms() - t0;
+        g.st.n_prompt = (uint32_t)n;
+    }
+    utf8_init(&g.utf8);
+    bool done = p.n_predict == 0;
+    if (done) g.st.stop = ELM_STOP_N_PREDICT;
+    for (uint32_t i = 0; st == ELM_OK && !done; i++) st = step(&g, i, &done);
+    finish_stats(&g, stats);
+    utf8_free(&g.utf8);
+    sampler_free(g.sampler);
+    free(toks);
+    return st;
+}

@@ -1,0 +1,121 @@
+/* graph.c: the transformer forward pass as a backend graph. */
+#include <math.h>
+#include <string.h>
+
+#include "engine/internal.h"
+
+typedef struct builder {
+    be_node *nodes;
+    int n, cap;
+} builder;
+
+static be_node *add_node(builder *b, be_op op, be_tensor *dst, be_tensor *s0, be_tensor *s1,
+                         be_tensor *s2) {
+    if (b->n >= b->cap) return NULL;
+    be_node *nd = &b->nodes[b->n++];
+    memset(nd, 0, sizeof *nd);
+    nd->op = op;
+    nd->dst = dst;
+    nd->src[0] = s0;
+    nd->src[1] = s1;
+    nd->src[2] = s2;
+    return nd;
+}
+
+/* Sets the token dimension (the outermost used one) of t to n. */
+static void set_tokens(be_tensor *t, int dim, int64_t n) {
+    t->ne[dim] = n;
+    for (int d = 2; d < 4; d++) t->nb[d] = t->nb[d - 1] * (size_t)t->ne[d - 1];
+}
+
+static be_tensor *opt(be_tensor *t) {
+    return t->data || t->buf ? t : NULL;
+}
+
+static void add_rope(builder *b, elm_context *ctx, be_tensor *t) {
+    const elm_hparams *hp = &ctx->model->hp;
+    const elm_weights *w = &ctx->model->w;
+    be_node *nd = add_node(b, BE_OP_ROPE, t, t, &ctx->g.pos,
+                           w->has_rope_freqs ? (be_tensor *)&w->rope_freqs : NULL);
+    if (!nd) return;
+    nd->iparams[0] = hp->rope_mode;
+    nd->iparams[1] = (int32_t)hp->n_rot;
+    nd->iparams[2] = (int32_t)hp->rope_n_ctx_orig;
+    nd->fparams[0] = hp->rope_theta;
+    nd->fparams[1] = hp->rope_freq_scale;
+    nd->fparams[2] = hp->yarn_ext_factor;
+    nd->fparams[3] = hp->yarn_attn_factor;
+    nd->fparams[4] = hp->yarn_beta_fast;
+    nd->fparams[5] = hp->yarn_beta_slow;
+}
+
+static void add_layer(builder *b, elm_context *ctx, uint32_t il) {
+    const elm_hparams *hp = &ctx->model->hp;
+    elm_layer *l = &ctx->model->w.layers[il];
+    elm_graph_bufs *g = &ctx->g;
+    be_node *nd;
+    if ((nd = add_node(b, BE_OP_RMS_NORM, &g->xb, &g->x, &l->attn_norm, NULL)))
+        nd->fparams[0] = hp->rms_eps;
+    add_node(b, BE_OP_MUL_MAT, &g->q, &l->wq, &g->xb, opt(&l->bq));
+    add_node(b, BE_OP_MUL_MAT, &g->k, &l->wk, &g->xb, opt(&l->bk));
+    add_node(b, BE_OP_MUL_MAT, &g->v, &l->wv, &g->xb, opt(&l->bv));
+    add_rope(b, ctx, &g->q3);
+    add_rope(b, ctx, &g->k3);
+    if ((nd = add_node(b, BE_OP_KV_STORE, &ctx->k_cache[il], &g->k, NULL, NULL)))
+        nd->iparams[0] = (int32_t)ctx->n_past;
+    if ((nd = add_node(b, BE_OP_KV_STORE, &ctx->v_cache[il], &g->v, NULL, NULL)))
+        nd->iparams[0] = (int32_t)ctx->n_past;
+    if ((nd = add_node(b, BE_OP_ATTENTION, &g->att, &g->q3, &ctx->k_cache[il], &ctx->v_cache[il]))) {
+        nd->iparams[0] = (int32_t)ctx->n_past;
+        nd->iparams[1] = (int32_t)hp->n_head_kv;
+        nd->fparams[0] = 1.0f / sqrtf((float)hp->head_dim);
+    }
+    add_node(b, BE_OP_MUL_MAT, &g->proj, &l->wo, &g->att, NULL);
+    add_node(b, BE_OP_ADD, &g->x, &g->x, &g->proj, NULL);
+    if ((nd = add_node(b, BE_OP_RMS_NORM, &g->xb, &g->x, &l->ffn_norm, NULL)))
+        nd->fparams[0] = hp->rms_eps;
+    add_node(b, BE_OP_MUL_MAT, &g->gate, &l->w_gate, &g->xb, NULL);
+    add_node(b, BE_OP_MUL_MAT, &g->up, &l->w_up, &g->xb, NULL);
+    add_node(b, BE_OP_SWIGLU, &g->gate, &g->gate, &g->up, NULL);
+    add_node(b, BE_OP_MUL_MAT, &g->proj, &l->w_down, &g->gate, NULL);
+    add_node(b, BE_OP_ADD, &g->x, &g->x, &g->proj, NULL);
+}
+
+/* Points x_out/xb_out at the rows whose logits are wanted. */
+static void set_outputs(elm_graph_bufs *g, uint32_t n, bool all_logits) {
+    uint32_t n_out = all_logits ? n : 1;
+    size_t first = all_logits ? 0 : (size_t)(n - 1);
+    be_tensor *views[2][2] = {{&g->x_out, &g->x}, {&g->xb_out, &g->xb}};
+    for (int i = 0; i < 2; i++) {
+        be_tensor *v = views[i][0], *base = views[i][1];
+        *v = *base;
+        v->offs = base->offs + first * base->nb[1];
+        if (base->data) v->data = (char *)base->data + first * base->nb[1];
+        set_tokens(v, 1, n_out);
+    }
+    set_tokens(&g->logits, 1, n_out);
+}
+
+int graph_build(elm_context *ctx, uint32_t n, bool all_logits, be_graph *out) {
+    elm_graph_bufs *g = &ctx->g;
+    const elm_weights *w = &ctx->model->w;
+    set_tokens(&g->ids, 0, n);
+    set_tokens(&g->pos, 0, n);
+    be_tensor *per_token[] = {&g->x, &g->xb, &g->q, &g->k, &g->v, &g->att, &g->proj, &g->gate, &g->up};
+    for (size_t i = 0; i < sizeof per_token / sizeof *per_token; i++) set_tokens(per_token[i], 1, n);
+    set_tokens(&g->q3, 2, n);
+    set_tokens(&g->k3, 2, n);
+    set_outputs(g, n, all_logits);
+
+    builder b = {ctx->nodes, 0, ctx->nodes_cap};
+    add_node(&b, BE_OP_GET_ROWS, &g->x, (be_tensor *)&w->tok_embd, &g->ids, NULL);
+    for (uint32_t il = 0; il < ctx->model->hp.n_layer; il++) add_layer(&b, ctx, il);
+    be_node *nd = add_node(&b, BE_OP_RMS_NORM, &g->xb_out, &g->x_out, (be_tensor *)&w->output_norm,
+                           NULL);
+    if (nd) nd->fparams[0] = ctx->model->hp.rms_eps;
+    add_node(&b, BE_OP_MUL_MAT, &g->logits, (be_tensor *)&w->output, &g->xb_out, NULL);
+    out->nodes = ctx->nodes;
+    out->n_nodes = b.n;
+    out->exact = ctx->params.mode == ELM_MODE_EXACT;
+    return b.n < b.cap ? b.n : -1;
+}

@@ -1,0 +1,161 @@
+/* internal.h: the engine's private types: model, hyperparameters, context. */
+#ifndef ELM_ENGINE_INTERNAL_H
+#define ELM_ENGINE_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backends/backend.h"
+#include "edgelm.h"
+#include "engine/gguf.h"
+#include "engine/sampler.h"
+#include "engine/tokenizer.h"
+
+#define ELM_MAX_LAYERS 1024
+#define ELM_ERR_LEN 512
+
+/* Formats a message into err (when not NULL) and returns st. */
+elm_status elm_errorf(char *err, size_t err_size, elm_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+double elm_now_ms(void); /* monotonic clock */
+
+typedef enum elm_arch { ELM_ARCH_LLAMA, ELM_ARCH_QWEN2 } elm_arch;
+
+typedef struct elm_hparams {
+    elm_arch arch;
+    uint32_t n_vocab;
+    uint32_t n_ctx_train;
+    uint32_t n_embd;
+    uint32_t n_layer;
+    uint32_t n_head;
+    uint32_t n_head_kv;
+    uint32_t n_ff;
+    uint32_t head_dim;     /* key/value length per head */
+    uint32_t n_rot;        /* rotated dimensions per head */
+    float rms_eps;
+    float rope_theta;
+    float rope_freq_scale; /* 1 / linear factor */
+    int rope_mode;         /* BE_ROPE_NORM or BE_ROPE_NEOX */
+    int rope_scaling;      /* 0 none, 1 linear, 2 yarn */
+    uint32_t rope_n_ctx_orig;
+    float yarn_ext_factor;
+    float yarn_attn_factor;
+    float yarn_beta_fast;
+    float yarn_beta_slow;
+    bool has_bias_qkv;
+} elm_hparams;
+
+/* Reads and checks the hyperparameters of `arch_name` from the metadata. */
+elm_status hparams_load(const gguf_file *f, elm_hparams *hp, char *err, size_t err_size);
+
+typedef struct elm_layer {
+    be_tensor attn_norm; /* (n_embd) F32 */
+    be_tensor wq;        /* (n_embd, n_head * head_dim) */
+    be_tensor wk;        /* (n_embd, n_head_kv * head_dim) */
+    be_tensor wv;        /* (n_embd, n_head_kv * head_dim) */
+    be_tensor bq;        /* (n_head * head_dim) F32, qwen2 only */
+    be_tensor bk;        /* (n_head_kv * head_dim) F32, qwen2 only */
+    be_tensor bv;        /* (n_head_kv * head_dim) F32, qwen2 only */
+    be_tensor wo;        /* (n_head * head_dim, n_embd) */
+    be_tensor ffn_norm;  /* (n_embd) F32 */
+    be_tensor w_gate;    /* (n_embd, n_ff) */
+    be_tensor w_up;      /* (n_embd, n_ff) */
+    be_tensor w_down;    /* (n_ff, n_embd) */
+} elm_layer;
+
+typedef struct elm_weights {
+    be_tensor tok_embd;    /* (n_embd, n_vocab) */
+    be_tensor output_norm; /* (n_embd) F32 */
+    be_tensor output;      /* (n_embd, n_vocab); a copy of tok_embd's descriptor when tied */
+    be_tensor rope_freqs;  /* (n_rot / 2) F32, optional */
+    bool has_rope_freqs;
+    bool tied;
+    elm_layer *layers;     /* n_layer entries, owned */
+} elm_weights;
+
+typedef struct elm_tensor_entry {
+    char *name; /* owned, NUL-terminated */
+    elm_tensor_info info;
+} elm_tensor_entry;
+
+struct elm_model {
+    char *path;             /* owned */
+    gguf_file *gguf;        /* owned; the weights point into its mapping */
+    elm_vocab *vocab;       /* owned */
+    bool vocab_only;
+    elm_hparams hp;
+    elm_weights w;
+    elm_model_info info;    /* strings below or in the vocab */
+    char *name;             /* owned */
+    char *arch_name;        /* owned */
+    elm_tensor_entry *tensors; /* owned, info.n_tensors entries */
+    double load_ms;
+    void *owned_data;       /* owned memory image of the file (synthetic models), or NULL */
+    size_t owned_size;
+};
+
+/* Loads a model from a malloc'd GGUF image, which the model takes over
+ * (freed on failure too). `label` stands for the path in messages. */
+elm_status model_load_memory(const char *label, void *data, size_t size,
+                             const elm_model_params *params, elm_model **out, char *err,
+                             size_t err_size);
+
+/* Binds and shape-checks every weight tensor of the model. */
+elm_status weights_bind(elm_model *m, char *err, size_t err_size);
+
+/* Per-context state: backend, KV cache, activations, logits. */
+typedef struct elm_graph_bufs {
+    be_buffer *buf;     /* one scratch buffer holding every tensor below */
+    be_tensor ids;      /* (n_batch) I32 */
+    be_tensor pos;      /* (n_batch) I32 */
+    be_tensor x;        /* (n_embd, n_batch) residual stream */
+    be_tensor xb;       /* (n_embd, n_batch) normed input */
+    be_tensor q;        /* (head_dim * n_head, n_batch) */
+    be_tensor k;        /* (head_dim * n_head_kv, n_batch) */
+    be_tensor q3;       /* (head_dim, n_head, n_batch): a view of q */
+    be_tensor k3;       /* (head_dim, n_head_kv, n_batch): a view of k */
+    be_tensor v;        /* (head_dim * n_head_kv, n_batch) */
+    be_tensor att;      /* (head_dim * n_head, n_batch) */
+    be_tensor proj;     /* (n_embd, n_batch) attention / ffn output */
+    be_tensor gate;     /* (n_ff, n_batch) */
+    be_tensor up;       /* (n_ff, n_batch) */
+    be_tensor x_out;    /* (n_embd, n_out): the rows of x whose logits are wanted */
+    be_tensor xb_out;   /* (n_embd, n_out) */
+    be_tensor logits;   /* (n_vocab, n_out), n_out <= n_logits */
+    uint32_t n_logits;  /* n_batch when logits_all, else 1 */
+} elm_graph_bufs;
+
+struct elm_context {
+    const elm_model *model;    /* borrowed */
+    elm_context_params params; /* resolved: n_ctx, n_batch, n_threads filled in */
+    be_backend *be;            /* owned */
+    be_buffer *kv_buf;         /* owned */
+    be_tensor *k_cache;        /* (head_dim * n_head_kv, n_ctx) per layer, owned array */
+    be_tensor *v_cache;        /* (head_dim * n_head_kv, n_ctx) per layer, owned array */
+    elm_graph_bufs g;
+    be_node *nodes;            /* graph node storage, owned */
+    int nodes_cap;
+    uint32_t n_past;
+    float *logits;             /* host copy (n_vocab, n_logits), owned */
+    uint32_t n_logits_valid;   /* rows of `logits` from the last decode */
+    int32_t *ids_host;         /* (n_batch) staging, owned */
+    int32_t *pos_host;         /* (n_batch) staging, owned */
+    bool broken;               /* a device failure made the context unusable */
+    char last_error[ELM_ERR_LEN];
+};
+
+/* Sets ctx->last_error and returns st. */
+elm_status ctx_error(elm_context *ctx, elm_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Builds the forward graph of `n` tokens at position n_past into ctx->nodes. */
+int graph_build(elm_context *ctx, uint32_t n, bool all_logits, be_graph *out);
+
+/* Runs one batch of at most n_batch tokens. */
+elm_status context_decode_batch(elm_context *ctx, const elm_token *tokens, uint32_t n,
+                                bool all_logits);
+
+#endif

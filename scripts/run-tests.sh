@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs every test: the release build's suite, the whole suite again under
+# AddressSanitizer + UndefinedBehaviorSanitizer, and the threading tests under
+# ThreadSanitizer. Usage: run-tests.sh BUILD_DIR SHARED_DIR JOBS
+set -uo pipefail
+build=${1:-build}
+shared=${2:-$(cd .. && pwd)/shared}
+jobs=${3:-$(nproc)}
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+[ -d "$shared" ] || echo "note: $shared is absent; tests that need the shared references skip" >&2
+
+fail=0
+run_suite() { # name build_dir [ctest args...]
+  local name=$1 dir=$2; shift 2
+  echo "=== $name ==="
+  if ! ctest --test-dir "$dir" --output-on-failure -j "$jobs" "$@"; then
+    echo "=== $name: FAILED ===" >&2
+    fail=1
+  fi
+}
+
+configure_build() { # dir sanitize build_type [targets...]
+  local dir=$1 san=$2 type=$3; shift 3
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="$type" -DEDGELM_SANITIZE="$san" \
+        -DEDGELM_SHARED_DIR="$shared" >/dev/null || return 1
+  if [ $# -gt 0 ]; then
+    local t
+    for t in "$@"; do cmake --build "$dir" -j "$jobs" --target "$t" || return 1; done
+  else
+    cmake --build "$dir" -j "$jobs" || return 1
+  fi
+}
+
+run_suite "release" "$build"
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0
+if configure_build build-asan address,undefined RelWithDebInfo; then
+  run_suite "address+undefined sanitizers" build-asan
+else
+  echo "=== sanitizer build FAILED ===" >&2; fail=1
+fi
+
+export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+if configure_build build-tsan thread RelWithDebInfo edgelm test_threads; then
+  run_suite "thread sanitizer" build-tsan -R '^test_threads$'
+else
+  echo "=== thread-sanitizer build FAILED ===" >&2; fail=1
+fi
+
+if [ $fail -ne 0 ]; then echo "make test: FAILED" >&2; exit 1; fi
+echo "make test: all suites passed"
