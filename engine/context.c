@@ -101,6 +101,7 @@ static elm_status alloc_kv(elm_context *ctx, char *err, size_t err_size) {
     elm_status st = bi->buffer_alloc(ctx->be, total, NULL, &ctx->kv_buf);
     if (st != ELM_OK)
         return elm_errorf(err, err_size, st, "cannot allocate the KV cache (%zu bytes)", total);
+    ctx->kv_bytes = total;
     char *base = bi->buffer_host(ctx->be, ctx->kv_buf);
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         be_tensor *kv[2] = {&ctx->k_cache[il], &ctx->v_cache[il]};
@@ -125,6 +126,7 @@ static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
     if (st != ELM_OK)
         return elm_errorf(err, err_size, st, "cannot allocate %zu bytes of activations", size);
     layout_scratch(ctx, true, bi->buffer_host(ctx->be, ctx->g.buf));
+    ctx->scratch_bytes = size;
     ctx->nodes_cap = 20 * (int)hp->n_layer + 16;
     ctx->nodes = calloc((size_t)ctx->nodes_cap, sizeof *ctx->nodes);
     ctx->logits = malloc((size_t)hp->n_vocab * ctx->g.n_logits * sizeof(float));
@@ -190,6 +192,19 @@ elm_status elm_context_reset(elm_context *ctx) {
 
 uint32_t elm_context_n_ctx(const elm_context *ctx) {
     return ctx ? ctx->params.n_ctx : 0;
+}
+
+elm_status elm_context_memory(const elm_context *ctx, elm_memory_usage *out) {
+    if (!ctx || !out) return ELM_ERR_INVALID_ARG;
+    out->weights_bytes = ctx->model->info.weights_bytes;
+    out->kv_bytes = ctx->kv_bytes;
+    out->scratch_bytes = ctx->scratch_bytes;
+    out->device_bytes = ctx->kv_bytes + ctx->scratch_bytes;
+    return ELM_OK;
+}
+
+const char *elm_context_device(const elm_context *ctx) {
+    return ctx ? "cpu" : "";
 }
 
 uint32_t elm_context_n_past(const elm_context *ctx) {

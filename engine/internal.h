@@ -144,6 +144,8 @@ struct elm_context {
     int32_t *ids_host;         /* (n_batch) staging, owned */
     int32_t *pos_host;         /* (n_batch) staging, owned */
     bool broken;               /* a device failure made the context unusable */
+    uint64_t kv_bytes;
+    uint64_t scratch_bytes;
     char last_error[ELM_ERR_LEN];
 };
 

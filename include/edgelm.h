@@ -254,6 +254,19 @@ ELM_API const char *elm_context_last_error(const elm_context *ctx);
 ELM_API elm_status elm_context_reset(elm_context *ctx);
 
 ELM_API uint32_t elm_context_n_ctx(const elm_context *ctx);
+/* Memory a context uses on its device, in bytes. */
+typedef struct elm_memory_usage {
+    uint64_t weights_bytes;  /* weights the device reads (memory-mapped on the CPU) */
+    uint64_t kv_bytes;       /* the KV cache */
+    uint64_t scratch_bytes;  /* activations, logits and work buffers */
+    uint64_t device_bytes;   /* allocated on the device: kv + scratch (+ weights when copied) */
+} elm_memory_usage;
+
+ELM_API elm_status elm_context_memory(const elm_context *ctx, elm_memory_usage *out);
+
+/* The device the context runs on ("cpu", "vulkan:0", ...); static or owned by the context. */
+ELM_API const char *elm_context_device(const elm_context *ctx);
+
 /* Tokens already in the KV cache. */
 ELM_API uint32_t elm_context_n_past(const elm_context *ctx);
 
