@@ -16,8 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Type ids as stored in GGUF tensor infos. Ids 4 and 5 (Q4_2, Q4_3) were
- * removed from the format and are refused. */
+/* Type ids as stored in GGUF tensor infos. Ids 4 and 5 (Q4_2, Q4_3) and
+ * 31-33, 36-38 (the repacked Q4_0_x_y / IQ4_NL_x_y) were removed from the
+ * format and are refused. */
 typedef enum qtype {
     QT_F32 = 0,
     QT_F16 = 1,
@@ -33,12 +34,24 @@ typedef enum qtype {
     QT_Q5_K = 13,
     QT_Q6_K = 14,
     QT_Q8_K = 15,
+    QT_IQ2_XXS = 16,
+    QT_IQ2_XS = 17,
+    QT_IQ3_XXS = 18,
+    QT_IQ1_S = 19,
+    QT_IQ4_NL = 20,
+    QT_IQ3_S = 21,
+    QT_IQ2_S = 22,
+    QT_IQ4_XS = 23,
     QT_I8 = 24,
     QT_I16 = 25,
     QT_I32 = 26,
     QT_I64 = 27,
     QT_F64 = 28,
+    QT_IQ1_M = 29,
     QT_BF16 = 30,
+    QT_TQ1_0 = 34,
+    QT_TQ2_0 = 35,
+    QT_MXFP4 = 39,
     QT_COUNT = 40, /* upper bound on ids this table knows */
 } qtype;
 
@@ -103,6 +116,30 @@ typedef struct {
 } block_q8_1;
 _Static_assert(sizeof(block_q8_1) == 36, "block_q8_1 size");
 
+/* Super-block of 256 = 16 sub-blocks of 16; x = d * (scales[j] & 0xF) * q -
+ * dmin * (scales[j] >> 4), q 2-bit. Value v = 128n + 32k + 16h + l (n < 2,
+ * k < 4, h < 2, l < 16) is bits 2k..2k+1 of qs[32n + 16h + l]; j = v / 16. */
+typedef struct {
+    uint8_t scales[QK_K / 16];
+    uint8_t qs[QK_K / 4];
+    elm_fp16 d;
+    elm_fp16 dmin;
+} block_q2_K;
+_Static_assert(sizeof(block_q2_K) == 84, "block_q2_K size");
+
+/* Super-block of 256 = 16 sub-blocks of 16; x = d * (sc[j] - 32) * q, q in
+ * -4..3. The low 2 bits of q are placed in qs as in Q2_K; q gets -4 unless
+ * bit 4n + k of hmask[16h + l] is set. The 6-bit sc[j]: low 4 bits are the
+ * nibble j / 8 of scales[j % 8], high 2 bits are bits 2(j / 4).. of
+ * scales[8 + j % 4]. */
+typedef struct {
+    uint8_t hmask[QK_K / 8];
+    uint8_t qs[QK_K / 4];
+    uint8_t scales[K_SCALE_SIZE];
+    elm_fp16 d;
+} block_q3_K;
+_Static_assert(sizeof(block_q3_K) == 110, "block_q3_K size");
+
 /* Super-block of 256 = 8 sub-blocks of 32. Each sub-block j has a 6-bit scale
  * sc[j] and 6-bit min m[j] packed in `scales` (see get_scale_min_k4);
  * x = d * sc[j] * q - dmin * m[j]. qs holds 4-bit q: for each 64-value group
@@ -127,8 +164,10 @@ typedef struct {
 } block_q5_K;
 _Static_assert(sizeof(block_q5_K) == 176, "block_q5_K size");
 
-/* 16 sub-blocks of 16 with int8 scales; x = d * scales[j] * (q - 32), q 6-bit:
- * low 4 bits in ql, high 2 bits in qh (layout in quant.c). */
+/* 16 sub-blocks of 16 with int8 scales; x = d * scales[v / 16] * (q - 32), q
+ * 6-bit. Value v = 128n + 32k + l (n < 2, k < 4, l < 32): low 4 bits are the
+ * low (k < 2) or high (k >= 2) nibble of ql[64n + 32(k & 1) + l], high 2
+ * bits are bits 2k..2k+1 of qh[32n + l]. */
 typedef struct {
     uint8_t ql[QK_K / 2];
     uint8_t qh[QK_K / 4];
@@ -149,7 +188,9 @@ _Static_assert(sizeof(block_q8_K) == 292, "block_q8_K size");
 typedef void (*qt_to_float_fn)(const void *restrict src, float *restrict dst, int64_t n);
 typedef void (*qt_from_float_fn)(const float *restrict src, void *restrict dst, int64_t n);
 /* *s = dot(x, y) over n values: x is a row of this type, y a row of the
- * type's vec_dot_type. n is a multiple of the block size. */
+ * type's vec_dot_type. n is a multiple of the block size. The reference
+ * accumulation order (the ground truth for fast kernels) is documented at the
+ * top of quant/quant_legacy.c, quant_k.c, quant_k_low.c and quant_float.c. */
 typedef void (*qt_vec_dot_fn)(int64_t n, float *restrict s, const void *restrict x,
                               const void *restrict y);
 
