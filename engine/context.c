@@ -137,6 +137,30 @@ static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
     return ELM_OK;
 }
 
+/* Plans a one-token graph and asks the backend whether it can run every
+ * node, so an unsupported weight type fails here, not mid-generation. */
+static elm_status check_support(elm_context *ctx, char *err, size_t err_size) {
+    be_graph graph;
+    if (graph_build(ctx, 1, false, &graph) < 0)
+        return elm_errorf(err, err_size, ELM_ERR_INTERNAL, "graph node storage too small");
+    for (int i = 0; i < graph.n_nodes; i++) {
+        const be_node *nd = &graph.nodes[i];
+        if (!ctx->be->iface->supports_op(ctx->be, nd)) {
+            const be_tensor *w = nd->src[0];
+            return elm_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
+                              "%s: the %s backend cannot run %s on '%s' (type %s)",
+                              ctx->model->path, ctx->be->iface->name, be_op_name(nd->op),
+                              w ? w->name : "?", w ? qtype_name(w->type) : "?");
+        }
+    }
+    if (ctx->be->iface->graph_prepare) {
+        char msg[ELM_ERR_LEN] = "";
+        elm_status st = ctx->be->iface->graph_prepare(ctx->be, &graph, msg, sizeof msg);
+        if (st != ELM_OK) return elm_errorf(err, err_size, st, "%s: %s", ctx->model->path, msg);
+    }
+    return ELM_OK;
+}
+
 elm_status elm_context_new(const elm_model *model, const elm_context_params *params,
                            elm_context **out, char *err, size_t err_size) {
     if (err && err_size) err[0] = 0;
@@ -157,6 +181,7 @@ elm_status elm_context_new(const elm_model *model, const elm_context_params *par
     }
     if (st == ELM_OK) st = alloc_kv(ctx, err, err_size);
     if (st == ELM_OK) st = alloc_scratch(ctx, err, err_size);
+    if (st == ELM_OK) st = check_support(ctx, err, err_size);
     if (st != ELM_OK) {
         elm_context_free(ctx);
         return st;
