@@ -21,4 +21,9 @@ int tp_n_threads(const elm_threadpool *tp);
  * Not reentrant: one tp_run at a time per pool. */
 void tp_run(elm_threadpool *tp, tp_task_fn fn, void *arg);
 
+/* Called by every thread of a running task: returns once all nth threads
+ * have reached it (memory written before it is visible after it). Lets one
+ * tp_run hold several dependent phases. */
+void tp_barrier(elm_threadpool *tp);
+
 #endif

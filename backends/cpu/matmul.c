@@ -1,0 +1,341 @@
+/*
+ * matmul.c: dst (N, T) = w (K, N) x x (K, T) + bias on the thread pool.
+ *
+ * Determinism: every output element is computed by the same code on the
+ * same operands whatever the thread count or chunking. Fast mode: one
+ * kernel call per (row, group of <= CPU_DOT_MAX_NT tokens), and the kernels
+ * give each token the result a one-token call would. Exact mode: one
+ * dequantize-and-dot per row for T == 1; for T > 1 fixed tiles of
+ * EXACT_TILE_ROWS rows (by absolute row index), each one sgemm call.
+ *
+ * OpenBLAS runs inside our workers, each call on its own tile, so its own
+ * threads must stay out of the way: the first exact batched product calls
+ * openblas_set_num_threads(1). That setting is process-wide (OpenBLAS 0.3.21
+ * has no per-call thread count); an application that shares OpenBLAS with
+ * edgelm gets single-threaded BLAS from then on.
+ */
+#include "backends/cpu/matmul.h"
+
+#include <cblas.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "backends/cpu/vec_dot.h"
+#include "quant/quant.h"
+
+#define ALIGN 64
+#define EXACT_TILE_ROWS 64
+#define MIN_CHUNK_ROWS 16
+#define MAX_CHUNK_ROWS 256
+#define CHUNKS_PER_THREAD 8
+#define SERIAL_QUANTIZE_MAX 8192 /* activation values */
+
+typedef struct mm_task {
+    elm_threadpool *tp;
+    int64_t K, N, T;
+    const char *w;          /* row r at w + r * w_stride */
+    size_t w_stride;
+    const char *x;          /* token t at x + t * x_stride (F32) */
+    size_t x_stride;
+    char *dst;              /* token t at dst + t * d_stride (F32) */
+    size_t d_stride;
+    const float *bias;      /* N floats or NULL */
+    const qtype_traits *wt; /* weight type */
+    const qtype_traits *vt; /* vec_dot_type (fast mode) */
+    int w_type;
+    cpu_dot_fn dot;         /* fast: weight x vec_dot_type; exact: F32 x F32 */
+    cpu_quantize_fn quantize;
+    char *act;              /* activations as vec_dot_type rows, or x itself */
+    size_t act_stride;
+    bool quantize_x;
+    char *scratch;          /* exact: per-thread dequantization buffers */
+    size_t scratch_bytes;
+    int64_t chunk_rows, n_chunks;
+    _Atomic int64_t next_chunk;
+} mm_task;
+
+static size_t align_up(size_t v) { return (v + ALIGN - 1) / ALIGN * ALIGN; }
+
+static bool weight_type_known(int t) {
+    switch (t) {
+    case QT_F32: case QT_F16: case QT_BF16: case QT_Q4_0: case QT_Q4_1: case QT_Q5_0:
+    case QT_Q5_1: case QT_Q8_0: case QT_Q4_K: case QT_Q5_K: case QT_Q6_K:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Traits of a weight type the kernels can run, or NULL. */
+static const qtype_traits *weight_traits(int t) {
+    if (!weight_type_known(t)) return NULL;
+    const qtype_traits *tr = qtype_get(t);
+    if (!tr || !tr->to_float || !tr->vec_dot || !cpu_vec_dot(t)) return NULL;
+    if (!cpu_quantize(tr->vec_dot_type) && tr->vec_dot_type != QT_F32) return NULL;
+    return tr;
+}
+
+static bool is_matrix(const be_tensor *t) {
+    return t->data && t->ne[0] > 0 && t->ne[1] > 0 && t->ne[2] == 1 && t->ne[3] == 1;
+}
+
+/* F32 rows of n floats with a float-aligned stride between `rows` rows. */
+static bool f32_rows_ok(const be_tensor *t, int64_t n, int64_t rows) {
+    if (t->type != QT_F32 || t->nb[0] != sizeof(float) || t->nb[1] % sizeof(float) != 0) return false;
+    return rows == 1 || t->nb[1] >= (size_t)n * sizeof(float);
+}
+
+static elm_status check_shapes(const be_tensor *w, const be_tensor *x, const be_tensor *bias,
+                               const be_tensor *dst, const qtype_traits *wt) {
+    if (!is_matrix(w) || !is_matrix(x) || !is_matrix(dst)) return ELM_ERR_INVALID_ARG;
+    int64_t K = w->ne[0], N = w->ne[1], T = x->ne[1];
+    size_t row_bytes;
+    if (!qtype_row_bytes(w->type, K, &row_bytes)) return ELM_ERR_INVALID_ARG;
+    if (w->nb[0] != wt->type_size || (N > 1 && w->nb[1] < row_bytes)) return ELM_ERR_INVALID_ARG;
+    if (w->type == QT_F32 && w->nb[1] % sizeof(float) != 0) return ELM_ERR_INVALID_ARG;
+    if (x->ne[0] != K || dst->ne[0] != N || dst->ne[1] != T) return ELM_ERR_INVALID_ARG;
+    if (!f32_rows_ok(x, K, T) || !f32_rows_ok(dst, N, T)) return ELM_ERR_INVALID_ARG;
+    if (bias && (bias->type != QT_F32 || !bias->data || bias->ne[0] != N ||
+                 bias->nb[0] != sizeof(float)))
+        return ELM_ERR_INVALID_ARG;
+    return ELM_OK;
+}
+
+/* Bytes of one activation row in the vec_dot_type, 0 when x is used as is. */
+static size_t act_row_bytes(const qtype_traits *wt, int64_t K) {
+    size_t b = 0;
+    if (wt->vec_dot_type == QT_F32 || !qtype_row_bytes(wt->vec_dot_type, K, &b)) return 0;
+    return align_up(b);
+}
+
+/* Floats of one thread's exact-mode dequantization buffer. */
+static size_t exact_scratch_floats(int w_type, int64_t K, int64_t T) {
+    if (w_type == QT_F32) return 0;
+    return (size_t)K * (T == 1 ? 1 : EXACT_TILE_ROWS);
+}
+
+static size_t work_bytes(const qtype_traits *wt, int w_type, int64_t K, int64_t T, bool exact,
+                         int n_threads) {
+    if (exact) {
+        size_t per = align_up(exact_scratch_floats(w_type, K, T) * sizeof(float));
+        return per ? ALIGN + per * (size_t)n_threads : 0;
+    }
+    size_t row = act_row_bytes(wt, K);
+    return row ? ALIGN + row * (size_t)T : 0;
+}
+
+size_t cpu_mul_mat_work_size(const be_tensor *w, const be_tensor *x, bool exact, int n_threads) {
+    if (!w || !x || n_threads < 1) return 0;
+    const qtype_traits *wt = weight_traits(w->type);
+    if (!wt || w->ne[0] <= 0 || x->ne[1] <= 0) return 0;
+    return work_bytes(wt, w->type, w->ne[0], x->ne[1], exact, n_threads);
+}
+
+const char *cpu_simd_level(void) { return cpu_simd_name(cpu_simd_active()); }
+
+/* ------------------------------------------------------------ the tasks */
+
+static void run(mm_task *m, tp_task_fn fn) {
+    if (m->tp)
+        tp_run(m->tp, fn, m);
+    else
+        fn(m, 0, 1);
+}
+
+static void barrier(mm_task *m, int nth) {
+    if (nth > 1) tp_barrier(m->tp);
+}
+
+/* Quantizes this thread's share of the T x (K / block) activation blocks. */
+static void quantize_share(mm_task *m, int ith, int nth) {
+    const int64_t bs = m->vt->block_size, per_row = m->K / bs, total = per_row * m->T;
+    int64_t u = total * ith / nth, end = total * (ith + 1) / nth;
+    while (u < end) {
+        int64_t t = u / per_row, b = u % per_row;
+        int64_t count = per_row - b < end - u ? per_row - b : end - u;
+        const float *src = (const float *)(m->x + (size_t)t * m->x_stride) + b * bs;
+        char *dst = m->act + (size_t)t * m->act_stride + (size_t)b * m->vt->type_size;
+        m->quantize(src, dst, count * bs);
+        u += count;
+    }
+}
+
+static int64_t first_chunk(mm_task *m, int ith) {
+    return ith < m->n_chunks ? ith : m->n_chunks;
+}
+
+static int64_t next_chunk(mm_task *m) {
+    return atomic_fetch_add_explicit(&m->next_chunk, 1, memory_order_relaxed);
+}
+
+static void store(mm_task *m, int64_t r, int64_t t, float v) {
+    float *d = (float *)(m->dst + (size_t)t * m->d_stride);
+    d[r] = m->bias ? v + m->bias[r] : v;
+}
+
+static void fast_rows(mm_task *m, int64_t r0, int64_t r1) {
+    float s[CPU_DOT_MAX_NT];
+    for (int64_t r = r0; r < r1; r++) {
+        const char *wrow = m->w + (size_t)r * m->w_stride;
+        for (int64_t t = 0; t < m->T; t += CPU_DOT_MAX_NT) {
+            int nt = m->T - t < CPU_DOT_MAX_NT ? (int)(m->T - t) : CPU_DOT_MAX_NT;
+            m->dot(m->K, s, wrow, m->act + (size_t)t * m->act_stride, m->act_stride, nt);
+            for (int j = 0; j < nt; j++) store(m, r, t + j, s[j]);
+        }
+    }
+}
+
+static void fast_task(void *arg, int ith, int nth) {
+    mm_task *m = arg;
+    if (m->quantize_x) {
+        quantize_share(m, ith, nth);
+        barrier(m, nth);
+    }
+    for (int64_t c = first_chunk(m, ith); c < m->n_chunks; c = next_chunk(m)) {
+        int64_t r0 = c * m->chunk_rows;
+        fast_rows(m, r0, r0 + m->chunk_rows < m->N ? r0 + m->chunk_rows : m->N);
+    }
+}
+
+/* Exact, one token: each row dequantized into this thread's buffer, then an F32 dot. */
+static void exact_vec_task(void *arg, int ith, int nth) {
+    mm_task *m = arg;
+    float *buf = (float *)(m->scratch + (size_t)ith * m->scratch_bytes);
+    for (int64_t c = first_chunk(m, ith); c < m->n_chunks; c = next_chunk(m)) {
+        int64_t r1 = (c + 1) * m->chunk_rows < m->N ? (c + 1) * m->chunk_rows : m->N;
+        for (int64_t r = c * m->chunk_rows; r < r1; r++) {
+            const void *wrow = m->w + (size_t)r * m->w_stride;
+            if (m->w_type != QT_F32) {
+                m->wt->to_float(wrow, buf, m->K);
+                wrow = buf;
+            }
+            float s;
+            m->dot(m->K, &s, wrow, m->x, 0, 1);
+            store(m, r, 0, s);
+        }
+    }
+    (void)nth;
+}
+
+static void exact_tile(mm_task *m, float *buf, int64_t r0, int64_t rows) {
+    const float *b = (const float *)(m->w + (size_t)r0 * m->w_stride);
+    size_t ldb = m->w_stride / sizeof(float);
+    if (m->w_type != QT_F32) {
+        for (int64_t i = 0; i < rows; i++)
+            m->wt->to_float(m->w + (size_t)(r0 + i) * m->w_stride, buf + i * m->K, m->K);
+        b = buf;
+        ldb = (size_t)m->K;
+    }
+    if (rows == 1) ldb = (size_t)m->K; /* a one-row stride may be anything */
+    float *c = (float *)m->dst + r0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m->T, (int)rows, (int)m->K, 1.0f,
+                (const float *)m->x, (int)(m->x_stride / sizeof(float)), b, (int)ldb, 0.0f, c,
+                (int)(m->d_stride / sizeof(float)));
+    if (!m->bias) return;
+    for (int64_t t = 0; t < m->T; t++) {
+        float *ct = (float *)(m->dst + (size_t)t * m->d_stride) + r0;
+        for (int64_t i = 0; i < rows; i++) ct[i] += m->bias[r0 + i];
+    }
+}
+
+static void exact_gemm_task(void *arg, int ith, int nth) {
+    mm_task *m = arg;
+    float *buf = (float *)(m->scratch + (size_t)ith * m->scratch_bytes);
+    for (int64_t c = first_chunk(m, ith); c < m->n_chunks; c = next_chunk(m)) {
+        int64_t r0 = c * EXACT_TILE_ROWS;
+        exact_tile(m, buf, r0, m->N - r0 < EXACT_TILE_ROWS ? m->N - r0 : EXACT_TILE_ROWS);
+    }
+    (void)nth;
+}
+
+/* --------------------------------------------------------------- driver */
+
+static void blas_single_thread(void) { openblas_set_num_threads(1); }
+
+static void set_chunks(mm_task *m, int nth, int64_t rows_per_chunk) {
+    m->chunk_rows = rows_per_chunk;
+    m->n_chunks = (m->N + rows_per_chunk - 1) / rows_per_chunk;
+    atomic_init(&m->next_chunk, nth);
+}
+
+static int64_t fast_chunk_rows(int64_t N, int nth) {
+    int64_t r = N / ((int64_t)nth * CHUNKS_PER_THREAD);
+    return r < MIN_CHUNK_ROWS ? MIN_CHUNK_ROWS : r > MAX_CHUNK_ROWS ? MAX_CHUNK_ROWS : r;
+}
+
+static void init_task(mm_task *m, elm_threadpool *tp, const be_tensor *w, const be_tensor *x,
+                      const be_tensor *bias, be_tensor *dst, const qtype_traits *wt) {
+    memset(m, 0, sizeof *m);
+    m->tp = tp;
+    m->K = w->ne[0];
+    m->N = w->ne[1];
+    m->T = x->ne[1];
+    m->w = w->data;
+    m->w_stride = w->nb[1];
+    m->x = x->data;
+    m->x_stride = x->nb[1];
+    m->dst = dst->data;
+    m->d_stride = dst->nb[1];
+    m->bias = bias ? bias->data : NULL;
+    m->wt = wt;
+    m->w_type = w->type;
+}
+
+static void run_exact(mm_task *m, char *work, int nth) {
+    m->dot = cpu_vec_dot(QT_F32);
+    m->scratch = work;
+    m->scratch_bytes = align_up(exact_scratch_floats(m->w_type, m->K, m->T) * sizeof(float));
+    if (m->T == 1) {
+        set_chunks(m, nth, fast_chunk_rows(m->N, nth));
+        run(m, exact_vec_task);
+        return;
+    }
+    static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+    pthread_once(&blas_once, blas_single_thread);
+    set_chunks(m, nth, EXACT_TILE_ROWS);
+    run(m, exact_gemm_task);
+}
+
+static void run_fast(mm_task *m, char *work, int nth) {
+    m->vt = qtype_get(m->wt->vec_dot_type);
+    m->dot = cpu_vec_dot(m->w_type);
+    m->quantize_x = m->wt->vec_dot_type != QT_F32;
+    if (m->quantize_x) {
+        m->quantize = cpu_quantize(m->wt->vec_dot_type);
+        m->act = work;
+        m->act_stride = act_row_bytes(m->wt, m->K);
+    } else {
+        m->act = (char *)m->x;
+        m->act_stride = m->x_stride;
+    }
+    /* Small inputs: quantizing them is cheaper than the barrier. */
+    if (m->quantize_x && (nth == 1 || m->T * m->K <= SERIAL_QUANTIZE_MAX)) {
+        quantize_share(m, 0, 1);
+        m->quantize_x = false;
+    }
+    set_chunks(m, nth, fast_chunk_rows(m->N, nth));
+    run(m, fast_task);
+}
+
+elm_status cpu_mul_mat(elm_threadpool *tp, const be_tensor *w, const be_tensor *x,
+                       const be_tensor *bias, be_tensor *dst, bool exact, void *work,
+                       size_t work_size) {
+    if (!w || !x || !dst) return ELM_ERR_INVALID_ARG;
+    const qtype_traits *wt = weight_traits(w->type);
+    if (!wt || (exact && !cpu_vec_dot(QT_F32))) return ELM_ERR_UNSUPPORTED;
+    elm_status st = check_shapes(w, x, bias, dst, wt);
+    if (st != ELM_OK) return st;
+    int nth = tp_n_threads(tp);
+    size_t need = work_bytes(wt, w->type, w->ne[0], x->ne[1], exact, nth);
+    if (need > work_size || (need && !work)) return ELM_ERR_INVALID_ARG;
+    char *aligned = need ? (char *)(((uintptr_t)work + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1)) : NULL;
+    mm_task m;
+    init_task(&m, tp, w, x, bias, dst, wt);
+    if (exact)
+        run_exact(&m, aligned, nth);
+    else
+        run_fast(&m, aligned, nth);
+    return ELM_OK;
+}

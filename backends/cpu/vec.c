@@ -1,0 +1,284 @@
+/* vec.c: the small vector loops the CPU ops share. Each has an AVX2 (or
+ * F16C) body compiled with a target attribute, used when the active SIMD
+ * level of vec_dot.h is AVX2 or above (so EDGELM_SIMD=scalar forces the
+ * fallback here too), and a scalar fallback; gcc -O2 does not vectorize
+ * loops of unknown length, so the hot ones are written with intrinsics. */
+#include "backends/cpu/ops.h"
+#include "backends/cpu/vec_dot.h"
+#include "quant/quant.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_X86 1
+#else
+#define CPU_X86 0
+#endif
+
+void cpu_split(int64_t n, int ith, int nth, int64_t *begin, int64_t *end) {
+    int64_t per = n / nth, extra = n % nth;
+    *begin = ith * per + (ith < extra ? ith : extra);
+    *end = *begin + per + (ith < extra ? 1 : 0);
+}
+
+#if CPU_X86
+/* The AVX2 level includes FMA and F16C. */
+static bool has_avx2(void) {
+    cpu_simd l = cpu_simd_active();
+    return l == CPU_SIMD_AVX2 || l == CPU_SIMD_AVX512VNNI;
+}
+
+static bool has_f16c(void) {
+    return has_avx2();
+}
+
+__attribute__((target("avx2,fma"))) static float hsum_avx(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *restrict x,
+                                                          const float *restrict y, int64_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), a1);
+    }
+    if (i + 8 <= n) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), a0);
+        i += 8;
+    }
+    float s = hsum_avx(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+__attribute__((target("avx2,fma"))) static void mad_avx2(float *restrict y, const float *restrict x,
+                                                         float a, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+__attribute__((target("avx2,fma"))) static void scale_avx2(float *y, float a, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(va, _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] *= a;
+}
+
+__attribute__((target("avx2,fma"))) static void add_avx2(float *z, const float *x, const float *y,
+                                                         int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(z + i, _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) z[i] = x[i] + y[i];
+}
+
+__attribute__((target("avx2,fma"))) static void scale_mul_avx2(float *z, const float *x, float a,
+                                                               const float *w, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), va);
+        _mm256_storeu_ps(z + i, _mm256_mul_ps(v, _mm256_loadu_ps(w + i)));
+    }
+    for (; i < n; i++) z[i] = x[i] * a * w[i];
+}
+
+__attribute__((target("avx2,fma,f16c"))) static float
+dot_f16_avx2(const float *restrict x, const uint16_t *restrict y, int64_t n) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 y0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(y + i)));
+        __m256 y1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(y + i + 8)));
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), y0, a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), y1, a1);
+    }
+    if (i + 8 <= n) {
+        __m256 y0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(y + i)));
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), y0, a0);
+        i += 8;
+    }
+    float s = hsum_avx(_mm256_add_ps(a0, a1));
+    for (; i < n; i++) s += x[i] * elm_fp16_to_f32(y[i]);
+    return s;
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void
+mad_f16_avx2(float *restrict y, const uint16_t *restrict x, float a, int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, v, _mm256_loadu_ps(y + i)));
+    }
+    for (; i < n; i++) y[i] += a * elm_fp16_to_f32(x[i]);
+}
+
+__attribute__((target("avx,f16c"))) static void fp16_to_f32_f16c(const uint16_t *restrict x,
+                                                                 float *restrict y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < n; i++) y[i] = elm_fp16_to_f32(x[i]);
+}
+
+__attribute__((target("avx,f16c"))) static void f32_to_fp16_f16c(const float *restrict x,
+                                                                 uint16_t *restrict y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) y[i] = elm_f32_to_fp16(x[i]);
+}
+
+/* One call per tile of cache rows, so the per-call cost (dispatch,
+ * horizontal sum setup) is paid once per tile, not per row. */
+__attribute__((target("avx2,fma,f16c"))) static void dot_rows_avx2(int type, const float *x,
+                                                                   const char *rows, size_t stride,
+                                                                   int64_t n_rows, int64_t n,
+                                                                   float *out) {
+    for (int64_t j = 0; j < n_rows; j++, rows += stride)
+        out[j] = type == QT_F16 ? dot_f16_avx2(x, (const uint16_t *)rows, n)
+                                : dot_avx2(x, (const float *)rows, n);
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void mad_rows_avx2(int type, float *y,
+                                                                   const char *rows, size_t stride,
+                                                                   const float *a, int64_t n_rows,
+                                                                   int64_t n) {
+    for (int64_t j = 0; j < n_rows; j++, rows += stride) {
+        if (type == QT_F16)
+            mad_f16_avx2(y, (const uint16_t *)rows, a[j], n);
+        else
+            mad_avx2(y, (const float *)rows, a[j], n);
+    }
+}
+#endif
+
+/* The scalar paths keep 8 independent lanes, like the SIMD ones, so their
+ * sums do not depend on one long dependency chain. */
+float cpu_vec_dot_f32(const float *restrict x, const float *restrict y, int64_t n) {
+#if CPU_X86
+    if (has_avx2()) return dot_avx2(x, y, n);
+#endif
+    float lane[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) lane[j] += x[i + j] * y[i + j];
+    float s = 0.0f;
+    for (int j = 0; j < 8; j++) s += lane[j];
+    for (; i < n; i++) s += x[i] * y[i];
+    return s;
+}
+
+static float dot_f16_scalar(const float *restrict x, const uint16_t *restrict y, int64_t n) {
+    float lane[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) lane[j] += x[i + j] * elm_fp16_to_f32(y[i + j]);
+    float s = 0.0f;
+    for (int j = 0; j < 8; j++) s += lane[j];
+    for (; i < n; i++) s += x[i] * elm_fp16_to_f32(y[i]);
+    return s;
+}
+
+void cpu_vec_dot_rows(int type, const float *x, const void *rows, size_t stride, int64_t n_rows,
+                      int64_t n, float *out) {
+#if CPU_X86
+    if (has_avx2()) {
+        dot_rows_avx2(type, x, rows, stride, n_rows, n, out);
+        return;
+    }
+#endif
+    const char *r = rows;
+    for (int64_t j = 0; j < n_rows; j++, r += stride)
+        out[j] = type == QT_F16 ? dot_f16_scalar(x, (const uint16_t *)r, n)
+                                : cpu_vec_dot_f32(x, (const float *)r, n);
+}
+
+void cpu_vec_mad_rows(int type, float *y, const void *rows, size_t stride, const float *a,
+                      int64_t n_rows, int64_t n) {
+#if CPU_X86
+    if (has_avx2()) {
+        mad_rows_avx2(type, y, rows, stride, a, n_rows, n);
+        return;
+    }
+#endif
+    const char *r = rows;
+    for (int64_t j = 0; j < n_rows; j++, r += stride) {
+        if (type == QT_F16) {
+            const uint16_t *v = (const uint16_t *)r;
+            for (int64_t i = 0; i < n; i++) y[i] += a[j] * elm_fp16_to_f32(v[i]);
+        } else {
+            cpu_vec_mad_f32(y, (const float *)r, a[j], n);
+        }
+    }
+}
+
+void cpu_vec_mad_f32(float *restrict y, const float *restrict x, float a, int64_t n) {
+#if CPU_X86
+    if (has_avx2()) {
+        mad_avx2(y, x, a, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+void cpu_vec_scale_f32(float *y, float a, int64_t n) {
+#if CPU_X86
+    if (has_avx2()) {
+        scale_avx2(y, a, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] *= a;
+}
+
+void cpu_vec_add_f32(float *z, const float *x, const float *y, int64_t n) {
+#if CPU_X86
+    if (has_avx2()) {
+        add_avx2(z, x, y, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) z[i] = x[i] + y[i];
+}
+
+void cpu_vec_scale_mul_f32(float *z, const float *x, float a, const float *w, int64_t n) {
+#if CPU_X86
+    if (has_avx2()) {
+        scale_mul_avx2(z, x, a, w, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) z[i] = x[i] * a * w[i];
+}
+
+void cpu_fp16_to_f32_row(const uint16_t *restrict x, float *restrict y, int64_t n) {
+#if CPU_X86
+    if (has_f16c()) {
+        fp16_to_f32_f16c(x, y, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] = elm_fp16_to_f32(x[i]);
+}
+
+void cpu_f32_to_fp16_row(const float *restrict x, uint16_t *restrict y, int64_t n) {
+#if CPU_X86
+    if (has_f16c()) {
+        f32_to_fp16_f16c(x, y, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) y[i] = elm_f32_to_fp16(x[i]);
+}

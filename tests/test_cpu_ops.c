@@ -1,0 +1,908 @@
+/* test_cpu_ops.c: every CPU backend op on one-node graphs (and a few
+ * multi-node ones), run through graph_compute with 1 and 2 threads and
+ * compared with naive references written here, mostly in double.
+ * Bounds are stated per test; "max abs" is the largest |got - want|. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/backend.h"
+#include "backends/cpu/vec_dot.h"
+#include "quant/quant.h"
+
+/* ------------------------------------------------------------ fixture */
+
+typedef struct fx {
+    be_backend *be;
+    be_buffer *buf;
+    char *base;
+    size_t cap, used;
+    be_tensor t[32];
+    int n_t;
+    char err[512];
+} fx;
+
+static void fx_init(fx *f, int n_threads, size_t cap) {
+    memset(f, 0, sizeof *f);
+    cr_assert_eq(be_cpu_new(n_threads, &f->be), ELM_OK);
+    cr_assert_eq(f->be->iface->buffer_alloc(f->be, cap, NULL, &f->buf), ELM_OK);
+    f->base = f->be->iface->buffer_host(f->be, f->buf);
+    cr_assert_not_null(f->base);
+    f->cap = cap;
+}
+
+static void fx_free(fx *f) {
+    f->be->iface->buffer_free(f->be, f->buf);
+    be_free(f->be);
+}
+
+static size_t row_bytes(int type, int64_t n) {
+    if (type == QT_F32 || type == BE_TYPE_I32) return (size_t)n * 4;
+    size_t b = 0;
+    cr_assert(qtype_row_bytes(type, n, &b), "row bytes of %s x %lld", qtype_name(type),
+              (long long)n);
+    return b;
+}
+
+static be_tensor *fx_tensor(fx *f, int type, int64_t n0, int64_t n1, int64_t n2, const char *name) {
+    cr_assert_lt(f->n_t, 32);
+    be_tensor *t = &f->t[f->n_t++];
+    memset(t, 0, sizeof *t);
+    t->type = type;
+    t->ne[0] = n0, t->ne[1] = n1, t->ne[2] = n2, t->ne[3] = 1;
+    const qtype_traits *tr = qtype_get(type);
+    t->nb[0] = tr ? tr->type_size : 4;
+    t->nb[1] = row_bytes(type, n0);
+    t->nb[2] = t->nb[1] * (size_t)n1;
+    t->nb[3] = t->nb[2] * (size_t)n2;
+    size_t size = t->nb[3];
+    cr_assert_leq(f->used + size, f->cap, "fixture buffer too small");
+    t->buf = f->buf;
+    t->offs = f->used;
+    t->data = f->base + f->used;
+    f->used = (f->used + size + 63) & ~(size_t)63;
+    snprintf(t->name, sizeof t->name, "%s", name);
+    return t;
+}
+
+static elm_status fx_run(fx *f, be_node *nodes, int n, bool exact) {
+    be_graph g = {.nodes = nodes, .n_nodes = n, .exact = exact};
+    f->err[0] = '\0';
+    return f->be->iface->graph_compute(f->be, &g, f->err, sizeof f->err);
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / 8388608.0) - 1.0);
+}
+
+static void fill(float *x, int64_t n, float scale) {
+    for (int64_t i = 0; i < n; i++) x[i] = frand() * scale;
+}
+
+static float *f32(const be_tensor *t) {
+    return t->data;
+}
+
+static double max_abs_diff(const float *a, const double *b, int64_t n) {
+    double m = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= m)) m = d; /* NaN propagates as a failure */
+    }
+    return m;
+}
+
+/* ---------------------------------------------------------- GET_ROWS */
+
+static void get_rows_case(int type, int nth) {
+    const int64_t n = 256, rows = 7, T = 5;
+    const int32_t ids[5] = {3, 0, 6, 3, 1};
+    fx f;
+    fx_init(&f, nth, 1 << 20);
+    be_tensor *table = fx_tensor(&f, type, n, rows, 1, "table");
+    be_tensor *id = fx_tensor(&f, BE_TYPE_I32, T, 1, 1, "ids");
+    be_tensor *dst = fx_tensor(&f, QT_F32, n, T, 1, "emb");
+    float src[256 * 7];
+    fill(src, n * rows, 2.0f);
+    const qtype_traits *tr = qtype_get(type);
+    for (int64_t r = 0; r < rows; r++)
+        tr->from_float(src + r * n, (char *)table->data + r * table->nb[1], n);
+    memcpy(id->data, ids, sizeof ids);
+    be_node node = {.op = BE_OP_GET_ROWS, .dst = dst, .src = {table, id}};
+    cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s: %s", tr->name, f.err);
+    float want[256];
+    for (int64_t t = 0; t < T; t++) {
+        tr->to_float((char *)table->data + ids[t] * table->nb[1], want, n);
+        /* The same dequantizer on the same bytes: bit-exact. */
+        cr_assert(memcmp(want, f32(dst) + t * n, sizeof want) == 0, "%s row %lld", tr->name,
+                  (long long)t);
+    }
+    fx_free(&f);
+}
+
+Test(get_rows, f32_f16_bf16_q8_0_q4_0) {
+    const int types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0};
+    for (int nth = 1; nth <= 2; nth++)
+        for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) get_rows_case(types[i], nth);
+}
+
+Test(get_rows, every_quant_type) {
+    for (int type = 0; type < QT_COUNT; type++) {
+        const qtype_traits *tr = qtype_get(type);
+        if (!tr || !tr->to_float || !tr->from_float) continue;
+        get_rows_case(type, 2);
+    }
+}
+
+Test(get_rows, f16_matches_scalar_conversion) {
+    fx f;
+    fx_init(&f, 2, 1 << 16);
+    be_tensor *table = fx_tensor(&f, QT_F16, 37, 3, 1, "table");
+    be_tensor *id = fx_tensor(&f, BE_TYPE_I32, 2, 1, 1, "ids");
+    be_tensor *dst = fx_tensor(&f, QT_F32, 37, 2, 1, "emb");
+    uint16_t *h = table->data;
+    for (int i = 0; i < 37 * 3; i++) h[i] = elm_f32_to_fp16(frand() * 100.0f);
+    ((int32_t *)id->data)[0] = 2, ((int32_t *)id->data)[1] = 0;
+    be_node node = {.op = BE_OP_GET_ROWS, .dst = dst, .src = {table, id}};
+    cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s", f.err);
+    for (int i = 0; i < 37; i++) {
+        cr_assert_eq(f32(dst)[i], elm_fp16_to_f32(h[2 * 37 + i]));
+        cr_assert_eq(f32(dst)[37 + i], elm_fp16_to_f32(h[i]));
+    }
+    fx_free(&f);
+}
+
+/* ---------------------------------------------------------- RMS_NORM */
+
+static void rms_norm_case(int64_t n, int nth) {
+    int64_t T = 3;
+    fx f;
+    fx_init(&f, nth, 1 << 20);
+    be_tensor *x = fx_tensor(&f, QT_F32, n, T, 1, "x");
+    be_tensor *w = fx_tensor(&f, QT_F32, n, 1, 1, "w");
+    be_tensor *y = fx_tensor(&f, QT_F32, n, T, 1, "y");
+    fill(f32(x), n * T, 3.0f);
+    fill(f32(w), n, 1.5f);
+    const float eps = 1e-5f;
+    be_node node = {.op = BE_OP_RMS_NORM, .dst = y, .src = {x, w}, .fparams = {eps}};
+    cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s", f.err);
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = f32(x) + t * n;
+        double ss = 0;
+        for (int64_t i = 0; i < n; i++) ss += (double)xr[i] * xr[i];
+        double s = 1.0 / sqrt(ss / n + eps);
+        for (int64_t i = 0; i < n; i++) {
+            double want = xr[i] * s * f32(w)[i];
+            /* Relative 1e-5 of the row's scale: float sums and products. */
+            cr_assert_leq(fabs(f32(y)[t * n + i] - want), 1e-5 * (fabs(want) + 1e-3),
+                          "n %lld t %lld i %lld", (long long)n, (long long)t, (long long)i);
+        }
+    }
+    /* In place gives the same bits. */
+    float copy[3 * 4097];
+    memcpy(copy, f32(y), (size_t)(n * T) * sizeof(float));
+    node.dst = x;
+    cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s", f.err);
+    cr_assert(memcmp(copy, f32(x), (size_t)(n * T) * sizeof(float)) == 0);
+    fx_free(&f);
+}
+
+Test(rms_norm, ragged_sizes) {
+    const int64_t sizes[] = {1, 7, 33, 4097};
+    for (int nth = 1; nth <= 2; nth++)
+        for (size_t k = 0; k < 4; k++) rms_norm_case(sizes[k], nth);
+}
+
+/* ------------------------------------------------------- ADD, SWIGLU */
+
+Test(add, in_place_and_split_rows) {
+    const int64_t shapes[][2] = {{1, 1}, {13, 4}, {5000, 1}, {1000, 3}};
+    for (int nth = 1; nth <= 2; nth++)
+        for (size_t k = 0; k < 4; k++) {
+            int64_t n = shapes[k][0], T = shapes[k][1];
+            fx f;
+            fx_init(&f, nth, 1 << 20);
+            be_tensor *a = fx_tensor(&f, QT_F32, n, T, 1, "a");
+            be_tensor *b = fx_tensor(&f, QT_F32, n, T, 1, "b");
+            fill(f32(a), n * T, 10.0f);
+            fill(f32(b), n * T, 10.0f);
+            float *want = malloc((size_t)(n * T) * sizeof(float));
+            for (int64_t i = 0; i < n * T; i++) want[i] = f32(a)[i] + f32(b)[i];
+            be_node node = {.op = BE_OP_ADD, .dst = a, .src = {a, b}};
+            cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s", f.err);
+            /* One float addition per element: exact. */
+            cr_assert(memcmp(want, f32(a), (size_t)(n * T) * sizeof(float)) == 0, "n %lld",
+                      (long long)n);
+            free(want);
+            fx_free(&f);
+        }
+}
+
+Test(swiglu, values_and_in_place) {
+    const int64_t shapes[][2] = {{37, 3}, {5000, 1}};
+    for (int nth = 1; nth <= 2; nth++)
+        for (size_t k = 0; k < 2; k++) {
+            int64_t n = shapes[k][0], T = shapes[k][1];
+            fx f;
+            fx_init(&f, nth, 1 << 20);
+            be_tensor *x = fx_tensor(&f, QT_F32, n, T, 1, "gate");
+            be_tensor *g = fx_tensor(&f, QT_F32, n, T, 1, "up");
+            be_tensor *y = fx_tensor(&f, QT_F32, n, T, 1, "out");
+            fill(f32(x), n * T, 12.0f);
+            fill(f32(g), n * T, 2.0f);
+            double *want = malloc((size_t)(n * T) * sizeof(double));
+            for (int64_t i = 0; i < n * T; i++) {
+                double v = f32(x)[i];
+                want[i] = v / (1.0 + exp(-v)) * f32(g)[i];
+            }
+            be_node node = {.op = BE_OP_SWIGLU, .dst = y, .src = {x, g}};
+            cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s", f.err);
+            /* expf and three float operations: within 1e-6 relative. */
+            for (int64_t i = 0; i < n * T; i++)
+                cr_assert_leq(fabs(f32(y)[i] - want[i]), 1e-6 * (fabs(want[i]) + 1e-6));
+            node.dst = x;
+            cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s", f.err);
+            cr_assert(memcmp(f32(x), f32(y), (size_t)(n * T) * sizeof(float)) == 0);
+            free(want);
+            fx_free(&f);
+        }
+}
+
+/* -------------------------------------------------------------- ROPE */
+
+typedef struct rope_case {
+    int mode, n_rot, n_ctx_orig;
+    bool freq_factors, in_place;
+    double base, freq_scale, ext_factor, attn_factor, beta_fast, beta_slow;
+} rope_case;
+
+/* theta and magnitude of pair i, straight from the YaRN definition. */
+static void ref_angle(const rope_case *c, int i, int pos, const float *ff, double *theta,
+                      double *mag) {
+    double extrap = pos * pow(c->base, -2.0 * i / c->n_rot) / (ff ? ff[i] : 1.0);
+    double interp = c->freq_scale * extrap;
+    *theta = interp;
+    *mag = c->attn_factor;
+    if (c->ext_factor == 0.0) return;
+    double d_fast = c->n_rot * log(c->n_ctx_orig / (2 * M_PI * c->beta_fast)) / (2 * log(c->base));
+    double d_slow = c->n_rot * log(c->n_ctx_orig / (2 * M_PI * c->beta_slow)) / (2 * log(c->base));
+    double lo = fmax(0.0, floor(d_fast)), hi = fmin(c->n_rot - 1.0, ceil(d_slow));
+    double r = (i - lo) / fmax(0.001, hi - lo);
+    r = r < 0 ? 0 : r > 1 ? 1 : r;
+    double mix = (1.0 - r) * c->ext_factor;
+    *theta = interp * (1.0 - mix) + extrap * mix;
+    *mag *= 1.0 + 0.1 * log(1.0 / c->freq_scale);
+}
+
+static void ref_rope(const rope_case *c, const float *x, double *y, int hd, int nh, int T,
+                     const int32_t *pos, const float *ff) {
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < nh; h++) {
+            const float *xr = x + (t * nh + h) * hd;
+            double *yr = y + (t * nh + h) * hd;
+            for (int d = 0; d < hd; d++) yr[d] = xr[d];
+            for (int i = 0; i < c->n_rot / 2; i++) {
+                int a = c->mode == BE_ROPE_NEOX ? i : 2 * i;
+                int b = c->mode == BE_ROPE_NEOX ? i + c->n_rot / 2 : 2 * i + 1;
+                double th, mag;
+                ref_angle(c, i, pos[t], ff, &th, &mag);
+                yr[a] = (xr[a] * cos(th) - xr[b] * sin(th)) * mag;
+                yr[b] = (xr[a] * sin(th) + xr[b] * cos(th)) * mag;
+            }
+        }
+}
+
+/* Runs one case; returns the output for further comparisons (caller frees). */
+static float *run_rope(const rope_case *c, int nth) {
+    enum { HD = 64, NH = 3, T = 4 };
+    const int32_t pos[T] = {0, 1, 37, 1000};
+    rng_state = 777; /* the same input for every case */
+    fx f;
+    fx_init(&f, nth, 1 << 20);
+    be_tensor *x = fx_tensor(&f, QT_F32, HD, NH, T, "q");
+    be_tensor *p = fx_tensor(&f, BE_TYPE_I32, T, 1, 1, "pos");
+    be_tensor *ff =
+        c->freq_factors ? fx_tensor(&f, QT_F32, c->n_rot / 2, 1, 1, "rope_freqs") : NULL;
+    be_tensor *y = c->in_place ? x : fx_tensor(&f, QT_F32, HD, NH, T, "q_rot");
+    fill(f32(x), HD * NH * T, 1.0f);
+    memcpy(p->data, pos, sizeof pos);
+    if (ff)
+        for (int i = 0; i < c->n_rot / 2; i++) f32(ff)[i] = 1.0f + 0.25f * (float)(i % 5);
+    float xin[HD * NH * T];
+    memcpy(xin, f32(x), sizeof xin);
+    be_node node = {
+        .op = BE_OP_ROPE,
+        .dst = y,
+        .src = {x, p, ff},
+        .iparams = {c->mode, c->n_rot, c->n_ctx_orig},
+        .fparams = {(float)c->base, (float)c->freq_scale, (float)c->ext_factor,
+                    (float)c->attn_factor, (float)c->beta_fast, (float)c->beta_slow},
+    };
+    cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s", f.err);
+    double want[HD * NH * T];
+    /* The reference takes the float-rounded params the backend sees. */
+    rope_case cf = *c;
+    cf.base = (float)c->base, cf.freq_scale = (float)c->freq_scale;
+    cf.ext_factor = (float)c->ext_factor, cf.attn_factor = (float)c->attn_factor;
+    cf.beta_fast = (float)c->beta_fast, cf.beta_slow = (float)c->beta_slow;
+    ref_rope(&cf, xin, want, HD, NH, T, pos, ff ? f32(ff) : NULL);
+    /* Angles up to 1000 rad in double, rounded once to float: 1e-5 abs. */
+    double err = max_abs_diff(f32(y), want, HD * NH * T);
+    cr_assert_leq(err, 1e-5, "mode %d n_rot %d: max abs %g", c->mode, c->n_rot, err);
+    for (int i = c->n_rot; i < HD; i++) /* beyond n_rot: copied unchanged */
+        cr_assert_eq(f32(y)[i], xin[i]);
+    float *out = malloc(sizeof xin);
+    memcpy(out, f32(y), sizeof xin);
+    fx_free(&f);
+    return out;
+}
+
+static const rope_case plain = {
+    .mode = BE_ROPE_NORM, .n_rot = 64, .base = 10000.0, .freq_scale = 1.0, .attn_factor = 1.0};
+
+Test(rope, norm_and_neox) {
+    for (int nth = 1; nth <= 2; nth++) {
+        rope_case c = plain;
+        free(run_rope(&c, nth));
+        c.mode = BE_ROPE_NEOX;
+        free(run_rope(&c, nth));
+    }
+}
+
+Test(rope, partial_rotation_scale_and_freq_factors) {
+    for (int nth = 1; nth <= 2; nth++)
+        for (int mode = 0; mode <= 2; mode += 2) {
+            rope_case c = plain;
+            c.mode = mode;
+            c.n_rot = 32;
+            c.freq_scale = 0.5;
+            c.base = 500000.0;
+            free(run_rope(&c, nth));
+            c.freq_factors = true;
+            c.n_rot = 48;
+            free(run_rope(&c, nth));
+            c.in_place = true;
+            free(run_rope(&c, nth));
+        }
+}
+
+Test(rope, attn_factor_scales_without_yarn) {
+    rope_case c = plain;
+    c.attn_factor = 2.0;
+    c.freq_scale = 0.25;
+    float *a = run_rope(&c, 2);
+    c.attn_factor = 1.0;
+    float *b = run_rope(&c, 2);
+    for (int i = 0; i < 64 * 3 * 4; i++) cr_assert_eq(a[i], 2.0f * b[i]); /* exact: x2 */
+    free(a);
+    free(b);
+}
+
+Test(rope, yarn) {
+    for (int nth = 1; nth <= 2; nth++)
+        for (int mode = 0; mode <= 2; mode += 2) {
+            rope_case c = plain;
+            c.mode = mode;
+            c.n_ctx_orig = 2048;
+            c.freq_scale = 0.25;
+            c.beta_fast = 32.0;
+            c.beta_slow = 1.0;
+            /* ext_factor 0: exactly the plain scaled rotation. */
+            float *off = run_rope(&c, nth);
+            c.ext_factor = 1.0;
+            float *on = run_rope(&c, nth);
+            c.ext_factor = 0.5;
+            c.attn_factor = 0.9;
+            c.freq_factors = true;
+            free(run_rope(&c, nth));
+            /* The ramp must matter: the YaRN result differs from plain scaling. */
+            double diff = 0;
+            for (int i = 0; i < 64 * 3 * 4; i++) diff = fmax(diff, fabs(off[i] - on[i]));
+            cr_assert_gt(diff, 0.1);
+            free(off);
+            free(on);
+        }
+}
+
+/* ---------------------------------------------------------- KV_STORE */
+
+static void kv_store_case(int type, int nth) {
+    const int64_t n = 44, n_ctx = 16;
+    const int64_t cases[][2] = {{5, 3}, {15, 1}, {0, 16}}; /* pos, T */
+    for (int c = 0; c < 3; c++) {
+        int64_t pos = cases[c][0], T = cases[c][1];
+        fx f;
+        fx_init(&f, nth, 1 << 16);
+        be_tensor *cache = fx_tensor(&f, type, n, n_ctx, 1, "cache_k");
+        be_tensor *x = fx_tensor(&f, QT_F32, n, T, 1, "k");
+        fill(f32(x), n * T, 50.0f);
+        be_node node = {.op = BE_OP_KV_STORE, .dst = cache, .src = {x}, .iparams = {(int32_t)pos}};
+        cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s", f.err);
+        for (int64_t r = 0; r < n_ctx; r++)
+            for (int64_t i = 0; i < n; i++) {
+                bool in = r >= pos && r < pos + T;
+                float v = in ? f32(x)[(r - pos) * n + i] : 0.0f;
+                if (type == QT_F32) {
+                    cr_assert_eq(f32(cache)[r * n + i], v);
+                } else {
+                    uint16_t h = ((uint16_t *)cache->data)[r * n + i];
+                    cr_assert_eq(h, in ? elm_f32_to_fp16(v) : 0, "row %lld i %lld", (long long)r,
+                                 (long long)i);
+                }
+            }
+        fx_free(&f);
+    }
+}
+
+Test(kv_store, f32_and_f16) {
+    for (int nth = 1; nth <= 2; nth++) {
+        kv_store_case(QT_F32, nth);
+        kv_store_case(QT_F16, nth);
+    }
+}
+
+/* --------------------------------------------------------- ATTENTION */
+
+static float cache_value(const be_tensor *c, int64_t i) {
+    return c->type == QT_F16 ? elm_fp16_to_f32(((uint16_t *)c->data)[i]) : f32(c)[i];
+}
+
+static void ref_attention(const float *q, const be_tensor *K, const be_tensor *V, double *out,
+                          int hd, int nh, int nkv, int T, int pos, double scale) {
+    int group = nh / nkv, n_embd_kv = hd * nkv;
+    double *s = malloc((size_t)(pos + T) * sizeof(double));
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < nh; h++) {
+            int g = h / group, n = pos + t + 1;
+            const float *qr = q + (t * nh + h) * hd;
+            double m = -INFINITY, sum = 0;
+            for (int j = 0; j < n; j++) {
+                double d = 0;
+                for (int k = 0; k < hd; k++)
+                    d += (double)qr[k] * cache_value(K, (int64_t)j * n_embd_kv + g * hd + k);
+                s[j] = d * scale;
+                m = fmax(m, s[j]);
+            }
+            for (int j = 0; j < n; j++) sum += s[j] = exp(s[j] - m);
+            for (int k = 0; k < hd; k++) {
+                double acc = 0;
+                for (int j = 0; j < n; j++)
+                    acc += s[j] * cache_value(V, (int64_t)j * n_embd_kv + g * hd + k);
+                out[(t * nh + h) * hd + k] = acc / sum;
+            }
+        }
+    free(s);
+}
+
+static void set_cache(be_tensor *c, int64_t row, int64_t n, float v_scale, bool poison) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = poison ? NAN : frand() * v_scale;
+        if (c->type == QT_F16)
+            ((uint16_t *)c->data)[row * n + i] = elm_f32_to_fp16(v);
+        else
+            f32(c)[row * n + i] = v;
+    }
+}
+
+/* Attention for one configuration with 1, 2, 3 and 8 threads (3 and 8 cut
+ * the query heads of a group between threads when decoding); the results
+ * must match the reference and be bit-identical across thread counts. */
+static void attention_case(int hd, int T, int pos, int cache_type) {
+    const int nh = 8, nkv = 2, n_ctx = 96;
+    float *first = NULL;
+    const int threads[] = {1, 2, 3, 8};
+    for (int k = 0; k < 4; k++) {
+        int nth = threads[k];
+        rng_state = 12345; /* same data for every thread count */
+        fx f;
+        fx_init(&f, nth, 4 << 20);
+        be_tensor *q = fx_tensor(&f, QT_F32, hd, nh, T, "q");
+        be_tensor *K = fx_tensor(&f, cache_type, hd * nkv, n_ctx, 1, "cache_k");
+        be_tensor *V = fx_tensor(&f, cache_type, hd * nkv, n_ctx, 1, "cache_v");
+        be_tensor *o = fx_tensor(&f, QT_F32, hd * nh, T, 1, "kqv");
+        fill(f32(q), (int64_t)hd * nh * T, 1.0f);
+        /* Rows past the batch hold NaN: reading one would poison the output. */
+        for (int r = 0; r < n_ctx; r++) {
+            set_cache(K, r, hd * nkv, 1.0f, r >= pos + T);
+            set_cache(V, r, hd * nkv, 2.0f, r >= pos + T);
+        }
+        double scale = 1.0 / sqrt((double)hd);
+        be_node node = {.op = BE_OP_ATTENTION,
+                        .dst = o,
+                        .src = {q, K, V},
+                        .iparams = {pos, nkv},
+                        .fparams = {(float)scale}};
+        cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s", f.err);
+        int64_t n_out = (int64_t)hd * nh * T;
+        double *want = malloc((size_t)n_out * sizeof(double));
+        ref_attention(f32(q), K, V, want, hd, nh, nkv, T, pos, (float)scale);
+        /* F32 accumulation over <= 96 rows of O(1) values: 2e-5 abs (the
+         * reference reads the same cache values, so F16 adds no error). */
+        double err = max_abs_diff(f32(o), want, n_out);
+        cr_assert_leq(err, 2e-5, "hd %d T %d pos %d %s nth %d: max abs %g", hd, T, pos,
+                      qtype_name(cache_type), nth, err);
+        if (!first) {
+            first = malloc((size_t)n_out * sizeof(float));
+            memcpy(first, f32(o), (size_t)n_out * sizeof(float));
+        } else {
+            cr_assert(memcmp(first, f32(o), (size_t)n_out * sizeof(float)) == 0,
+                      "thread count changed the result");
+        }
+        free(want);
+        fx_free(&f);
+    }
+    free(first);
+}
+
+Test(attention, gqa_decode_and_prompt) {
+    const int hds[] = {16, 64}, types[] = {QT_F32, QT_F16};
+    const int shapes[][2] = {{1, 37}, {5, 0}, {5, 11}}; /* T, pos */
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++)
+            for (int c = 0; c < 3; c++)
+                attention_case(hds[a], shapes[c][0], shapes[c][1], types[b]);
+}
+
+Test(attention, long_context_crosses_tiles) {
+    attention_case(64, 3, 90, QT_F16);
+    attention_case(16, 1, 95, QT_F32);
+}
+
+/* The scalar fallbacks of the vector loops (EDGELM_SIMD=scalar), against
+ * the same references. Criterion runs each test in its own process, so the
+ * forced level does not leak into other tests. */
+Test(scalar, fallback_paths) {
+    cr_assert(cpu_vec_dot_force_level("scalar"));
+    attention_case(64, 5, 11, QT_F16);
+    attention_case(16, 1, 37, QT_F32);
+    kv_store_case(QT_F16, 2);
+    rms_norm_case(4097, 2);
+    get_rows_case(QT_F16, 2);
+}
+
+/* ------------------------------------------------------ multi-node graphs */
+
+/* emb = get_rows(table, ids); x = rms_norm(emb) * w; out = x + emb */
+Test(graph, three_nodes) {
+    const int64_t n = 96, rows = 10, T = 4;
+    const int32_t ids[4] = {9, 2, 2, 0};
+    for (int nth = 1; nth <= 2; nth++) {
+        fx f;
+        fx_init(&f, nth, 1 << 20);
+        be_tensor *table = fx_tensor(&f, QT_F32, n, rows, 1, "tok_embd");
+        be_tensor *id = fx_tensor(&f, BE_TYPE_I32, T, 1, 1, "ids");
+        be_tensor *w = fx_tensor(&f, QT_F32, n, 1, 1, "norm");
+        be_tensor *emb = fx_tensor(&f, QT_F32, n, T, 1, "emb");
+        be_tensor *x = fx_tensor(&f, QT_F32, n, T, 1, "x");
+        fill(f32(table), n * rows, 1.0f);
+        fill(f32(w), n, 1.0f);
+        memcpy(id->data, ids, sizeof ids);
+        be_node nodes[3] = {
+            {.op = BE_OP_GET_ROWS, .dst = emb, .src = {table, id}},
+            {.op = BE_OP_RMS_NORM, .dst = x, .src = {emb, w}, .fparams = {1e-6f}},
+            {.op = BE_OP_ADD, .dst = x, .src = {x, emb}},
+        };
+        cr_assert_eq(fx_run(&f, nodes, 3, true), ELM_OK, "%s", f.err);
+        for (int64_t t = 0; t < T; t++) {
+            const float *e = f32(table) + ids[t] * n;
+            double ss = 0;
+            for (int64_t i = 0; i < n; i++) ss += (double)e[i] * e[i];
+            double s = 1.0 / sqrt(ss / n + 1e-6);
+            for (int64_t i = 0; i < n; i++) {
+                double want = e[i] * s * f32(w)[i] + e[i];
+                cr_assert_leq(fabs(f32(x)[t * n + i] - want), 1e-5);
+            }
+        }
+        be_stats st;
+        f.be->iface->get_stats(f.be, &st);
+        cr_assert_eq(st.n_graphs, 1);
+        cr_assert_eq(st.n_nodes, 3);
+        fx_free(&f);
+    }
+}
+
+/* y = W x + b for F32 and Q8_0 weights: the exact path must match the
+ * dequantized weights to float rounding (max abs 1e-4 for K = 64 with
+ * O(1) values); the fast path quantizes x, so only NMSE < 1e-3 is asked. */
+static void mul_mat_case(int type, bool exact, int nth) {
+    const int64_t K = 64, N = 24, T = 3;
+    fx f;
+    fx_init(&f, nth, 1 << 20);
+    be_tensor *w = fx_tensor(&f, type, K, N, 1, "wq");
+    be_tensor *x = fx_tensor(&f, QT_F32, K, T, 1, "x");
+    be_tensor *b = fx_tensor(&f, QT_F32, N, 1, 1, "bq");
+    be_tensor *y = fx_tensor(&f, QT_F32, N, T, 1, "y");
+    float wf[64 * 24], wd[64 * 24];
+    fill(wf, K * N, 1.0f);
+    const qtype_traits *tr = qtype_get(type);
+    tr->from_float(wf, w->data, K * N);
+    tr->to_float(w->data, wd, K * N);
+    fill(f32(x), K * T, 1.0f);
+    fill(f32(b), N, 1.0f);
+    be_node node = {.op = BE_OP_MUL_MAT, .dst = y, .src = {w, x, b}};
+    cr_assert_eq(fx_run(&f, &node, 1, exact), ELM_OK, "%s", f.err);
+    double num = 0, den = 0, worst = 0;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t r = 0; r < N; r++) {
+            double want = f32(b)[r];
+            for (int64_t k = 0; k < K; k++) want += (double)wd[r * K + k] * f32(x)[t * K + k];
+            double d = f32(y)[t * N + r] - want;
+            num += d * d, den += want * want;
+            worst = fmax(worst, fabs(d));
+        }
+    if (exact)
+        cr_assert_leq(worst, 1e-4, "%s exact: max abs %g", tr->name, worst);
+    else
+        cr_assert_leq(num / den, 1e-3, "%s fast: nmse %g", tr->name, num / den);
+    fx_free(&f);
+}
+
+Test(graph, mul_mat) {
+    for (int nth = 1; nth <= 2; nth++) {
+        mul_mat_case(QT_F32, true, nth);
+        mul_mat_case(QT_Q8_0, true, nth);
+        mul_mat_case(QT_Q8_0, false, nth);
+    }
+}
+
+/* --------------------------------------------------------- bad inputs */
+
+static void expect_error(fx *f, be_node *nodes, int n, const char *needle) {
+    elm_status st = fx_run(f, nodes, n, true);
+    cr_assert_neq(st, ELM_OK, "expected an error containing '%s'", needle);
+    cr_assert(strstr(f->err, needle), "message '%s' lacks '%s'", f->err, needle);
+}
+
+Test(errors, token_id_out_of_range) {
+    fx f;
+    fx_init(&f, 2, 1 << 16);
+    be_tensor *table = fx_tensor(&f, QT_F32, 8, 4, 1, "tok_embd");
+    be_tensor *id = fx_tensor(&f, BE_TYPE_I32, 2, 1, 1, "ids");
+    be_tensor *dst = fx_tensor(&f, QT_F32, 8, 2, 1, "emb");
+    be_node node = {.op = BE_OP_GET_ROWS, .dst = dst, .src = {table, id}};
+    ((int32_t *)id->data)[1] = 4;
+    expect_error(&f, &node, 1, "node 0 (get_rows)");
+    cr_assert(strstr(f.err, "ids"));
+    ((int32_t *)id->data)[1] = -1;
+    expect_error(&f, &node, 1, "ids");
+    ((int32_t *)id->data)[1] = 3;
+    cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s", f.err);
+    fx_free(&f);
+}
+
+Test(errors, kv_store_and_attention_past_the_end) {
+    fx f;
+    fx_init(&f, 2, 1 << 16);
+    be_tensor *cache = fx_tensor(&f, QT_F16, 32, 8, 1, "cache_k");
+    be_tensor *x = fx_tensor(&f, QT_F32, 32, 3, 1, "k");
+    be_node st = {.op = BE_OP_KV_STORE, .dst = cache, .src = {x}, .iparams = {6}};
+    expect_error(&f, &st, 1, "cache_k");
+    st.iparams[0] = -1;
+    expect_error(&f, &st, 1, "kv_store");
+    st.iparams[0] = 5;
+    cr_assert_eq(fx_run(&f, &st, 1, true), ELM_OK, "%s", f.err);
+
+    be_tensor *q = fx_tensor(&f, QT_F32, 16, 4, 3, "q");
+    be_tensor *o = fx_tensor(&f, QT_F32, 64, 3, 1, "kqv");
+    be_node at = {.op = BE_OP_ATTENTION,
+                  .dst = o,
+                  .src = {q, cache, cache},
+                  .iparams = {6, 2},
+                  .fparams = {0.25f}};
+    expect_error(&f, &at, 1, "node 0 (attention)");
+    at.iparams[0] = 5;
+    at.iparams[1] = 3; /* does not divide 4 heads */
+    expect_error(&f, &at, 1, "n_head_kv");
+    at.iparams[1] = 2;
+    cr_assert_eq(fx_run(&f, &at, 1, true), ELM_OK, "%s", f.err);
+    fx_free(&f);
+}
+
+Test(errors, mismatched_shapes_and_params) {
+    fx f;
+    fx_init(&f, 1, 1 << 16);
+    be_tensor *a = fx_tensor(&f, QT_F32, 16, 2, 1, "a");
+    be_tensor *b = fx_tensor(&f, QT_F32, 16, 3, 1, "b");
+    be_tensor *w = fx_tensor(&f, QT_F32, 15, 4, 1, "w");
+    be_tensor *p = fx_tensor(&f, BE_TYPE_I32, 2, 1, 1, "pos");
+    be_node add = {.op = BE_OP_ADD, .dst = a, .src = {a, b}};
+    expect_error(&f, &add, 1, "'b'");
+    be_node mm = {.op = BE_OP_MUL_MAT, .dst = b, .src = {w, a}};
+    expect_error(&f, &mm, 1, "mul_mat");
+    be_tensor *wi = fx_tensor(&f, BE_TYPE_I32, 16, 4, 1, "w_i32");
+    be_node mmi = {.op = BE_OP_MUL_MAT, .dst = b, .src = {wi, a}};
+    cr_assert_eq(fx_run(&f, &mmi, 1, true), ELM_ERR_UNSUPPORTED);
+    cr_assert(strstr(f.err, "w_i32"), "%s", f.err);
+    be_node norm = {.op = BE_OP_RMS_NORM, .dst = a, .src = {a, w}};
+    expect_error(&f, &norm, 1, "rms_norm");
+    be_node missing = {.op = BE_OP_SWIGLU, .dst = a, .src = {a, NULL}};
+    expect_error(&f, &missing, 1, "missing");
+    be_tensor *q = fx_tensor(&f, QT_F32, 16, 1, 2, "q");
+    be_node rope = {.op = BE_OP_ROPE,
+                    .dst = q,
+                    .src = {q, p},
+                    .iparams = {0, 18},
+                    .fparams = {10000.0f, 1.0f, 0.0f, 1.0f}};
+    expect_error(&f, &rope, 1, "n_rot");
+    rope.iparams[1] = 16;
+    rope.iparams[0] = 1;
+    expect_error(&f, &rope, 1, "mode");
+    rope.iparams[0] = 0;
+    cr_assert_eq(fx_run(&f, &rope, 1, true), ELM_OK, "%s", f.err);
+    be_node bogus = {.op = (be_op)(BE_OP_COUNT + 3), .dst = a};
+    expect_error(&f, &bogus, 1, "unknown op");
+    fx_free(&f);
+}
+
+Test(errors, bad_node_stops_before_anything_runs) {
+    fx f;
+    fx_init(&f, 2, 1 << 16);
+    be_tensor *a = fx_tensor(&f, QT_F32, 16, 2, 1, "a");
+    be_tensor *b = fx_tensor(&f, QT_F32, 16, 3, 1, "b");
+    fill(f32(a), 32, 1.0f);
+    float before[32];
+    memcpy(before, f32(a), sizeof before);
+    be_node nodes[2] = {
+        {.op = BE_OP_ADD, .dst = a, .src = {a, a}},
+        {.op = BE_OP_ADD, .dst = a, .src = {a, b}},
+    };
+    expect_error(&f, nodes, 2, "node 1 (add)");
+    cr_assert(memcmp(before, f32(a), sizeof before) == 0);
+    be_stats st;
+    f.be->iface->get_stats(f.be, &st);
+    cr_assert_eq(st.n_nodes, 0);
+    fx_free(&f);
+}
+
+Test(errors, tensor_outside_its_buffer) {
+    fx f;
+    fx_init(&f, 1, 4096);
+    be_tensor *a = fx_tensor(&f, QT_F32, 16, 2, 1, "a");
+    a->ne[1] = 200; /* 12800 bytes in a 4096-byte buffer */
+    be_node node = {.op = BE_OP_SWIGLU, .dst = a, .src = {a, a}};
+    expect_error(&f, &node, 1, "outside its buffer");
+    a->ne[1] = 2;
+    a->nb[0] = 2; /* not contiguous */
+    expect_error(&f, &node, 1, "nb[0]");
+    fx_free(&f);
+}
+
+/* ------------------------------------------------- buffers and support */
+
+Test(backend, buffers) {
+    be_backend *be;
+    cr_assert_eq(be_cpu_new(0, &be), ELM_OK);
+    be_buffer *buf;
+    cr_assert_eq(be->iface->buffer_alloc(be, 1000, NULL, &buf), ELM_OK);
+    unsigned char *p = be->iface->buffer_host(be, buf);
+    cr_assert_eq((uintptr_t)p % 64, 0);
+    for (int i = 0; i < 1000; i++) cr_assert_eq(p[i], 0);
+    be_tensor t = {.type = QT_F32,
+                   .ne = {10, 5, 1, 1},
+                   .nb = {4, 40, 200, 200},
+                   .buf = buf,
+                   .offs = 800,
+                   .data = p + 800};
+    float v[50], back[50];
+    fill(v, 50, 1.0f);
+    cr_assert_eq(be->iface->tensor_set(be, &t, v, 0, sizeof v), ELM_OK);
+    cr_assert_eq(be->iface->tensor_get(be, &t, back, 0, sizeof back), ELM_OK);
+    cr_assert(memcmp(v, back, sizeof v) == 0);
+    cr_assert_eq(be->iface->tensor_set(be, &t, v, 4, sizeof v), ELM_ERR_INVALID_ARG);
+    cr_assert_eq(be->iface->tensor_get(be, &t, back, 196, 8), ELM_ERR_INVALID_ARG);
+    t.offs = 808; /* the tensor itself overruns the buffer */
+    cr_assert_eq(be->iface->tensor_set(be, &t, v, 0, 4), ELM_ERR_INVALID_ARG);
+    be->iface->buffer_free(be, buf);
+
+    /* A buffer freed through another CPU backend leaves both lists sound. */
+    be_backend *other;
+    cr_assert_eq(be_cpu_new(1, &other), ELM_OK);
+    be_buffer *b1, *b2;
+    cr_assert_eq(other->iface->buffer_alloc(other, 64, NULL, &b1), ELM_OK);
+    cr_assert_eq(other->iface->buffer_alloc(other, 64, NULL, &b2), ELM_OK);
+    be->iface->buffer_free(be, b2);
+    be_free(other); /* frees b1 with it */
+
+    static char mapped[256];
+    cr_assert_eq(be->iface->buffer_alloc(be, sizeof mapped, mapped, &buf), ELM_OK);
+    cr_assert_eq(be->iface->buffer_host(be, buf), mapped, "host_ptr must be wrapped, not copied");
+    be->iface->buffer_free(be, buf);
+    be_free(be);
+}
+
+Test(backend, supports_op) {
+    be_backend *be;
+    cr_assert_eq(be_cpu_new(1, &be), ELM_OK);
+    be_tensor f32t = {.type = QT_F32}, i32t = {.type = BE_TYPE_I32}, f16t = {.type = QT_F16};
+    be_tensor q4 = {.type = QT_Q4_K}, bad = {.type = BE_TYPE_I32}, removed = {.type = 4};
+    be_node ok[] = {
+        {.op = BE_OP_GET_ROWS, .dst = &f32t, .src = {&q4, &i32t}},
+        {.op = BE_OP_MUL_MAT, .dst = &f32t, .src = {&q4, &f32t}},
+        {.op = BE_OP_RMS_NORM, .dst = &f32t, .src = {&f32t, &f32t}},
+        {.op = BE_OP_ROPE, .dst = &f32t, .src = {&f32t, &i32t}},
+        {.op = BE_OP_KV_STORE, .dst = &f16t, .src = {&f32t}},
+        {.op = BE_OP_ATTENTION, .dst = &f32t, .src = {&f32t, &f16t, &f32t}},
+        {.op = BE_OP_SWIGLU, .dst = &f32t, .src = {&f32t, &f32t}},
+        {.op = BE_OP_ADD, .dst = &f32t, .src = {&f32t, &f32t}},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        cr_assert(be->iface->supports_op(be, &ok[i]), "op %s", be_op_name(ok[i].op));
+    be_node no[] = {
+        {.op = BE_OP_MUL_MAT, .dst = &f32t, .src = {&bad, &f32t}},
+        {.op = BE_OP_MUL_MAT, .dst = &f32t, .src = {&removed, &f32t}},
+        {.op = BE_OP_KV_STORE, .dst = &q4, .src = {&f32t}},
+        {.op = BE_OP_ADD, .dst = &f16t, .src = {&f16t, &f16t}},
+        {.op = BE_OP_COUNT, .dst = &f32t},
+    };
+    for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+        cr_assert_not(be->iface->supports_op(be, &no[i]), "case %zu", i);
+    be_free(be);
+}
+
+/* Backends share no mutable state: two of them, each with two threads,
+ * running attention at the same time from two threads, give the results of
+ * running alone. */
+typedef struct concurrent_job {
+    fx f;
+    be_node node;
+    float *want;
+    int64_t n;
+    bool ok;
+} concurrent_job;
+
+static void *concurrent_main(void *arg) {
+    concurrent_job *j = arg;
+    j->ok = true;
+    for (int it = 0; it < 20 && j->ok; it++) {
+        be_graph g = {.nodes = &j->node, .n_nodes = 1, .exact = true};
+        j->ok = j->f.be->iface->graph_compute(j->f.be, &g, j->f.err, sizeof j->f.err) == ELM_OK &&
+                memcmp(j->want, j->node.dst->data, (size_t)j->n * sizeof(float)) == 0;
+    }
+    return NULL;
+}
+
+Test(backend, concurrent_backends) {
+    concurrent_job jobs[2];
+    for (int k = 0; k < 2; k++) {
+        concurrent_job *j = &jobs[k];
+        fx_init(&j->f, 2, 1 << 20);
+        int hd = 64, nh = 8, nkv = 2, T = 3, n_ctx = 200, pos = 150 + k;
+        be_tensor *q = fx_tensor(&j->f, QT_F32, hd, nh, T, "q");
+        be_tensor *K = fx_tensor(&j->f, QT_F16, hd * nkv, n_ctx, 1, "cache_k");
+        be_tensor *V = fx_tensor(&j->f, QT_F32, hd * nkv, n_ctx, 1, "cache_v");
+        be_tensor *o = fx_tensor(&j->f, QT_F32, hd * nh, T, 1, "kqv");
+        fill(f32(q), (int64_t)hd * nh * T, 1.0f);
+        for (int r = 0; r < n_ctx; r++) {
+            set_cache(K, r, hd * nkv, 1.0f, false);
+            set_cache(V, r, hd * nkv, 1.0f, false);
+        }
+        j->node = (be_node){.op = BE_OP_ATTENTION,
+                            .dst = o,
+                            .src = {q, K, V},
+                            .iparams = {pos, nkv},
+                            .fparams = {0.125f}};
+        cr_assert_eq(fx_run(&j->f, &j->node, 1, true), ELM_OK, "%s", j->f.err);
+        j->n = (int64_t)hd * nh * T;
+        j->want = malloc((size_t)j->n * sizeof(float));
+        memcpy(j->want, f32(o), (size_t)j->n * sizeof(float));
+        memset(o->data, 0, (size_t)j->n * sizeof(float));
+    }
+    pthread_t th[2];
+    for (int k = 0; k < 2; k++)
+        cr_assert_eq(pthread_create(&th[k], NULL, concurrent_main, &jobs[k]), 0);
+    for (int k = 0; k < 2; k++) pthread_join(th[k], NULL);
+    for (int k = 0; k < 2; k++) {
+        cr_assert(jobs[k].ok, "backend %d: %s", k, jobs[k].f.err);
+        free(jobs[k].want);
+        fx_free(&jobs[k].f);
+    }
+}
