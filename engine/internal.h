@@ -97,6 +97,9 @@ struct elm_model {
     size_t owned_size;
 };
 
+/* Checks a device name (elm_model_params.device) before any work. */
+elm_status model_check_device(const char *device, char *err, size_t err_size);
+
 /* Loads a model from a malloc'd GGUF image, which the model takes over
  * (freed on failure too). `label` stands for the path in messages. */
 elm_status model_load_memory(const char *label, void *data, size_t size,

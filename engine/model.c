@@ -18,7 +18,7 @@ static char *str_dup_n(const char *s, size_t n) {
 }
 
 /* "cpu" now; the Vulkan backend will extend this. */
-static elm_status check_device(const char *device, char *err, size_t err_size) {
+elm_status model_check_device(const char *device, char *err, size_t err_size) {
     if (!device || !*device || strcmp(device, "cpu") == 0 || strcmp(device, "auto") == 0 ||
         strcmp(device, "best") == 0)
         return ELM_OK;
@@ -100,7 +100,7 @@ static elm_status load_strings(elm_model *m, char *err, size_t err_size) {
 /* Opens the file, or the memory image when m->owned_data is set. */
 static elm_status load(elm_model *m, const char *path, const elm_model_params *p, char *err,
                        size_t err_size) {
-    elm_status st = check_device(p->device, err, err_size);
+    elm_status st = model_check_device(p->device, err, err_size);
     if (st == ELM_OK)
         st = m->owned_data ? gguf_open_memory(m->owned_data, m->owned_size, &m->gguf, err, err_size)
                            : gguf_open(path, &m->gguf, err, err_size);

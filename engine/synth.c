@@ -327,6 +327,11 @@ elm_status elm_synth_load(const elm_synth_params *p, const elm_model_params *mp,
                           char *err, size_t err_size) {
     if (!p || !out) return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "NULL argument");
     *out = NULL;
+    char label[160];
+    snprintf(label, sizeof label, "shape:%s:%s", p->shape ? p->shape : "?", p->type ? p->type : "?");
+    char msg[ELM_ERR_LEN] = "";
+    elm_status dst = model_check_device(mp ? mp->device : NULL, msg, sizeof msg);
+    if (dst != ELM_OK) return elm_errorf(err, err_size, dst, "%s: %s", label, msg);
     gguf_writer *w = gguf_writer_new();
     if (!w) return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     void *data = NULL;
@@ -338,7 +343,5 @@ elm_status elm_synth_load(const elm_synth_params *p, const elm_model_params *mp,
     }
     gguf_writer_free(w);
     if (st != ELM_OK) return st;
-    char label[160];
-    snprintf(label, sizeof label, "shape:%s:%s", p->shape, p->type);
     return model_load_memory(label, data, size, mp, out, err, err_size);
 }
