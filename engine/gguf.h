@@ -7,6 +7,24 @@
  * successful open every accessor below is safe: strings point into the
  * mapping and are length-delimited (not NUL-terminated), array data lies
  * inside the file, and every tensor's bytes lie inside the data section.
+ *
+ * What the reader refuses (ELM_ERR_FORMAT, with a message such as "tensor 3
+ * 'blk.0.attn_q.weight': offset 123 is not a multiple of the alignment 32"):
+ *  - a bad magic; version 1; a byte-swapped (big-endian) version; others than 2, 3;
+ *  - counts, string lengths and array sizes larger than the bytes left;
+ *  - empty keys, duplicate keys, unknown value types, nested arrays, a BOOL
+ *    value other than 0 or 1 (BOOL array elements are not checked);
+ *  - general.alignment that is not a UINT32 non-zero power of two;
+ *  - empty or duplicate tensor names, n_dims outside 1..4, a dimension of 0
+ *    (empty tensors are refused, so every tensor has at least one element)
+ *    or above INT64_MAX, element counts or byte sizes overflowing 64 bits;
+ *  - type ids quant's qtype_get() does not know (unknown or removed: 4, 5,
+ *    31-33, 36-38); known types edgelm cannot compute with are accepted here,
+ *    but ne[0] must still be a multiple of their block size;
+ *  - offsets not a multiple of the alignment, data outside the data section,
+ *    and tensors whose bytes overlap.
+ * Vocabulary-only files (no tensors) may end before their aligned data
+ * section. Bytes after the last tensor are allowed.
  */
 #ifndef ELM_GGUF_H
 #define ELM_GGUF_H
@@ -62,11 +80,11 @@ typedef struct gguf_kv {
 typedef struct gguf_tensor {
     gguf_str name;
     uint32_t n_dims;
-    int64_t ne[GGUF_MAX_DIMS]; /* unused dimensions are 1 */
+    int64_t ne[GGUF_MAX_DIMS]; /* each >= 1 (zero-sized tensors are refused); unused are 1 */
     int type;                  /* qtype id; validated as known and not removed */
     uint64_t offset;           /* relative to the data section, aligned */
     uint64_t nbytes;
-    const void *data;          /* inside the mapping */
+    const void *data;          /* inside the mapping; as aligned as the buffer allows */
 } gguf_tensor;
 
 typedef struct gguf_file gguf_file;
@@ -122,6 +140,8 @@ elm_status gguf_get_arr(const gguf_file *f, const char *key, bool required, gguf
 /* True when s equals the NUL-terminated c. */
 bool gguf_str_eq(gguf_str s, const char *c);
 const char *gguf_type_name(gguf_type t);
+/* Bytes of one value of a fixed-size type; 0 for STRING, ARRAY and unknown ids. */
+size_t gguf_type_size(gguf_type t);
 
 /* ------------------------------------------------------------------ writer */
 
@@ -142,12 +162,27 @@ elm_status gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *
 /* n elements of a fixed-size type (not STRING or ARRAY). */
 elm_status gguf_set_arr_data(gguf_writer *w, const char *key, gguf_type elem, const void *v,
                              uint64_t n);
+/* One value of any fixed-size type (not STRING or ARRAY), read from *v. */
+elm_status gguf_set_val(gguf_writer *w, const char *key, gguf_type type, const void *v);
+/* Removes a pair; false when there was none. */
+bool gguf_remove_key(gguf_writer *w, const char *key);
 
-/* Adds a tensor; `data` (nbytes of the type's row layout) is copied. */
+/* Adds a tensor; `data` (nbytes of the type's row layout) is copied. Adding
+ * a name again replaces that tensor in place. ELM_ERR_INVALID_ARG when the
+ * type is unknown, n_dims is outside 1..4, a dimension is < 1, or nbytes is
+ * not the size of the shape. */
 elm_status gguf_add_tensor(gguf_writer *w, const char *name, int type, uint32_t n_dims,
                            const int64_t *ne, const void *data, size_t nbytes);
+/* As gguf_add_tensor without any check (n_dims at most 4): for writing
+ * malformed files in tests. nbytes bytes of data are written. */
+elm_status gguf_add_tensor_raw(gguf_writer *w, const char *name, int type, uint32_t n_dims,
+                               const int64_t *ne, const void *data, size_t nbytes);
+/* Removes a tensor; false when there was none. */
+bool gguf_remove_tensor(gguf_writer *w, const char *name);
 
-/* Serializes to a malloc'd buffer (owned by the caller) or to a file. */
+/* Serializes (v3, little-endian) to a malloc'd buffer (owned by the caller)
+ * or to a file. Tensor data is padded to `general.alignment` when it was set
+ * with gguf_set_u32 to a power of two, else to GGUF_DEFAULT_ALIGNMENT. */
 elm_status gguf_write_memory(const gguf_writer *w, void **out, size_t *out_size);
 elm_status gguf_write_file(const gguf_writer *w, const char *path, char *err, size_t err_size);
 
