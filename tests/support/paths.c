@@ -2,6 +2,7 @@
 #include "support/paths.h"
 
 #include <errno.h>
+#include <ftw.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,13 +35,30 @@ const char *test_cli(void) {
     return s && *s ? s : NULL;
 }
 
+static char tmp_dir[256];
+static pid_t tmp_owner;
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+/* Only the process that made the directory removes it (Criterion forks). */
+static void remove_tmp_dir(void) {
+    if (tmp_dir[0] && tmp_owner == getpid()) nftw(tmp_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 const char *test_tmp_dir(void) {
-    static _Thread_local char buf[256];
-    if (!buf[0]) {
-        snprintf(buf, sizeof buf, "/tmp/edgelm-test-%d-XXXXXX", (int)getpid());
-        if (!mkdtemp(buf)) snprintf(buf, sizeof buf, "/tmp");
+    if (!tmp_dir[0] || tmp_owner != getpid()) {
+        snprintf(tmp_dir, sizeof tmp_dir, "/tmp/edgelm-test-%d-XXXXXX", (int)getpid());
+        if (!mkdtemp(tmp_dir)) {
+            snprintf(tmp_dir, sizeof tmp_dir, "/tmp");
+            return tmp_dir;
+        }
+        if (tmp_owner == 0) atexit(remove_tmp_dir);
+        tmp_owner = getpid();
     }
-    return buf;
+    return tmp_dir;
 }
 
 char *test_read_file(const char *path, size_t *len) {
