@@ -1,0 +1,120 @@
+/* cmd_run.c: `edgelm run`: generate text from a prompt, streamed to stdout. */
+#include <stdio.h>
+#include <string.h>
+
+#include "tools/cli.h"
+
+typedef struct run_opts {
+    const char *model, *prompt, *device;
+    int32_t n_predict, n_threads;
+    uint32_t n_ctx;
+    bool exact, ignore_eos;
+    elm_sampler_params sp;
+} run_opts;
+
+static const char ABOUT[] =
+    "Generates up to N new tokens after the prompt (BOS is added where the\n"
+    "vocabulary asks for it). stdout gets the prompt exactly as given, then the\n"
+    "generated text as it is produced, then one newline; stderr gets the timings.\n"
+    "Generation stops early at an end-of-generation token (unless --ignore-eos)\n"
+    "or when the context is full. --temp 0 is greedy (ties go to the lower id).";
+
+/* The prompt goes out with the first token, so that a prompt the context
+ * cannot hold leaves stdout empty. */
+typedef struct stream {
+    const char *prompt;
+    bool started, failed;
+} stream;
+
+static bool start_output(stream *s) {
+    if (s->started) return true;
+    s->started = true;
+    return cli_write(s->prompt, strlen(s->prompt));
+}
+
+static bool on_token(const elm_token_info *info, void *user_data) {
+    stream *s = user_data;
+    if (!start_output(s) || !cli_write(info->text, info->text_len)) s->failed = true;
+    return !s->failed;
+}
+
+static void print_stats(const elm_stats *st) {
+    uint64_t rss = st->peak_rss_bytes ? st->peak_rss_bytes : elm_peak_rss();
+    char mem[32] = "n/a";
+    if (rss) snprintf(mem, sizeof mem, "%.1f MiB", (double)rss / (1024.0 * 1024.0));
+    fprintf(stderr,
+            "edgelm: load %.1f ms | ttft %.1f ms | prompt %.1f tok/s (%u tok) | "
+            "gen %.1f tok/s (%u tok) | peak RSS %s\n",
+            st->load_ms, st->ttft_ms, st->prompt_tps, st->n_prompt, st->gen_tps, st->n_gen, mem);
+}
+
+static int generate(elm_context *ctx, const run_opts *o) {
+    stream s = {.prompt = o->prompt};
+    elm_generate_params gp = elm_generate_default_params();
+    gp.n_predict = o->n_predict;
+    gp.ignore_eos = o->ignore_eos;
+    gp.sampler = o->sp;
+    gp.callback = on_token;
+    gp.user_data = &s;
+    elm_stats st = {0};
+    elm_status rc = elm_generate(ctx, o->prompt, strlen(o->prompt), &gp, &st);
+    if (s.failed) return cli_error("stdout", "write error");
+    if (rc != ELM_OK) {
+        if (s.started) cli_write("\n", 1);
+        return cli_lib_error(o->model, rc, elm_context_last_error(ctx));
+    }
+    if (!start_output(&s) || !cli_write("\n", 1)) return cli_error("stdout", "write error");
+    if (st.stop == ELM_STOP_CONTEXT_FULL)
+        fprintf(stderr, "edgelm: %s: the context is full (%u tokens): generation stopped\n",
+                o->model, elm_context_n_ctx(ctx));
+    print_stats(&st);
+    return CLI_OK;
+}
+
+int cmd_run(int argc, char **argv) {
+    run_opts o = {.n_predict = elm_generate_default_params().n_predict,
+                  .sp = elm_sampler_default_params()};
+    const cli_opt opts[] = {
+        CLI_REQ("-m", "--model", CLI_STR, &o.model, "FILE", "GGUF model file"),
+        CLI_REQ("-p", "--prompt", CLI_STR, &o.prompt, "TEXT", "the prompt"),
+        CLI_NUM("-n", "--n-predict", CLI_INT, &o.n_predict, "N",
+                "new tokens at most (-1: until end of generation or context)", -1, INT32_MAX),
+        CLI_NUM(NULL, "--temp", CLI_FLOAT, &o.sp.temperature, "T", "temperature (0: greedy)", 0,
+                1e6),
+        CLI_NUM(NULL, "--top-k", CLI_INT, &o.sp.top_k, "K",
+                "keep the K most likely tokens (0: off)", 0, INT32_MAX),
+        CLI_NUM(NULL, "--top-p", CLI_FLOAT, &o.sp.top_p, "P", "nucleus sampling threshold (1: off)",
+                0, 1),
+        CLI_NUM(NULL, "--min-p", CLI_FLOAT, &o.sp.min_p, "P",
+                "drop tokens less likely than P times the best (0: off)", 0, 1),
+        CLI_NUM(NULL, "--repeat-penalty", CLI_FLOAT, &o.sp.repeat_penalty, "R",
+                "penalty on recently seen tokens (1: off)", 1e-6, 1e6),
+        CLI_NUM(NULL, "--repeat-last-n", CLI_INT, &o.sp.repeat_last_n, "N",
+                "tokens the penalty looks back over", 0, 1 << 20),
+        CLI_OPT(NULL, "--seed", CLI_U64, &o.sp.seed, "S", "sampling seed"),
+        CLI_NUM("-t", "--threads", CLI_INT, &o.n_threads, "N", "CPU threads (0: physical cores)", 0,
+                4096),
+        CLI_OPT("-c", "--ctx-size", CLI_U32, &o.n_ctx, "N",
+                "context length in tokens (0: the library's)"),
+        CLI_OPT(NULL, "--exact", CLI_FLAG, &o.exact, NULL, "the exact (reference) arithmetic path"),
+        CLI_OPT(NULL, "--ignore-eos", CLI_FLAG, &o.ignore_eos, NULL,
+                "keep generating past end-of-generation tokens"),
+        CLI_OPT(NULL, "--device", CLI_STR, &o.device, "DEV", "cpu, auto, best, vulkan or vulkan:N"),
+        {0},
+    };
+    const cli_spec spec = {"run", "-m FILE -p TEXT [options]", ABOUT, opts};
+    int status;
+    if (!cli_parse(&spec, argc, argv, &status)) return status;
+
+    elm_model *m = cli_load_model(o.model, o.device, false);
+    if (!m) return CLI_ERROR;
+    elm_context_params cp = elm_context_default_params();
+    cp.n_ctx = o.n_ctx;
+    cp.n_threads = o.n_threads;
+    cp.mode = o.exact ? ELM_MODE_EXACT : ELM_MODE_FAST;
+    elm_context *ctx = cli_new_context(m, o.model, &cp);
+    int rc = ctx ? generate(ctx, &o) : CLI_ERROR;
+    elm_context_free(ctx);
+    elm_model_free(m);
+    return rc;
+}
