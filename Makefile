@@ -29,5 +29,11 @@ fuzz: deps
 bench: build
 	./$(BUILD)/edgelm bench --ops
 
+# Installs into PREFIX (default /usr/local): header, libraries, CLI,
+# edgelm.pc and the CMake package.
+PREFIX ?= /usr/local
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
 clean:
 	rm -rf build build-*

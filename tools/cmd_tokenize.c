@@ -74,7 +74,8 @@ int cmd_tokenize(int argc, char **argv) {
     elm_model *m = cli_load_model(model, NULL, true);
     elm_token *ids = NULL;
     size_t n = 0;
-    elm_status st = m ? tokenize(m, text, len, !no_special, &ids, &n) : ELM_OK;
+    /* The contract: empty input gives an empty line, even where BOS would be added. */
+    elm_status st = m && len > 0 ? tokenize(m, text, len, !no_special, &ids, &n) : ELM_OK;
     if (!m)
         rc = CLI_ERROR;
     else if (st != ELM_OK)
