@@ -1,0 +1,365 @@
+/* backend.c: the Vulkan backend's be_iface, its creation and teardown,
+ * device listing and selection (vk_backend.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/vulkan/vk_internal.h"
+
+/* ---------------------------------------------------------------- errors */
+
+const char *vk_result_name(VkResult r) {
+    switch (r) {
+    case VK_SUCCESS: return "VK_SUCCESS";
+    case VK_NOT_READY: return "VK_NOT_READY";
+    case VK_TIMEOUT: return "VK_TIMEOUT";
+    case VK_INCOMPLETE: return "VK_INCOMPLETE";
+    case VK_ERROR_OUT_OF_HOST_MEMORY: return "VK_ERROR_OUT_OF_HOST_MEMORY";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
+    case VK_ERROR_INITIALIZATION_FAILED: return "VK_ERROR_INITIALIZATION_FAILED";
+    case VK_ERROR_DEVICE_LOST: return "VK_ERROR_DEVICE_LOST";
+    case VK_ERROR_MEMORY_MAP_FAILED: return "VK_ERROR_MEMORY_MAP_FAILED";
+    case VK_ERROR_LAYER_NOT_PRESENT: return "VK_ERROR_LAYER_NOT_PRESENT";
+    case VK_ERROR_EXTENSION_NOT_PRESENT: return "VK_ERROR_EXTENSION_NOT_PRESENT";
+    case VK_ERROR_FEATURE_NOT_PRESENT: return "VK_ERROR_FEATURE_NOT_PRESENT";
+    case VK_ERROR_INCOMPATIBLE_DRIVER: return "VK_ERROR_INCOMPATIBLE_DRIVER";
+    case VK_ERROR_TOO_MANY_OBJECTS: return "VK_ERROR_TOO_MANY_OBJECTS";
+    case VK_ERROR_FRAGMENTED_POOL: return "VK_ERROR_FRAGMENTED_POOL";
+    case VK_ERROR_OUT_OF_POOL_MEMORY: return "VK_ERROR_OUT_OF_POOL_MEMORY";
+    default: return "VkResult error";
+    }
+}
+
+elm_status vk_fail(vk_backend *vk, elm_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(vk->last_error, sizeof vk->last_error, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+elm_status vk_check(vk_backend *vk, VkResult r, const char *what) {
+    if (r == VK_SUCCESS) return ELM_OK;
+    if (r == VK_ERROR_DEVICE_LOST) vk->lost = true;
+    elm_status st = r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY
+                        ? ELM_ERR_NO_MEMORY
+                        : ELM_ERR_DEVICE;
+    return vk_fail(vk, st, "%s: %s (%d)", what, vk_result_name(r), (int)r);
+}
+
+void vk_copy_error(const vk_backend *vk, char *err, size_t err_size) {
+    if (err && err_size) snprintf(err, err_size, "%s", vk->last_error);
+}
+
+/* ----------------------------------------------------------------- iface */
+
+static void vk_free(be_backend *be) {
+    vk_backend *vk = vk_of(be);
+    if (vk->dev) {
+        /* A lost device may fail here; teardown goes on regardless. */
+        vkDeviceWaitIdle(vk->dev);
+        vk_plans_clear(vk);
+        vk_pipeline_free(vk);
+        vk_memory_free(vk);
+        vk_device_close(vk);
+    }
+    be_free(vk->cpu);
+    vk_instance_destroy(&vk->vi);
+    free(vk);
+}
+
+static bool vk_supports_op(be_backend *be, const be_node *node) {
+    vk_backend *vk = vk_of(be);
+    vk_planner p = {.vk = vk, .plan = NULL, .exact = true, .node_index = -1};
+    char saved[VK_ERR_LEN];
+    memcpy(saved, vk->last_error, sizeof saved);
+    bool ok = vk_plan_node(&p, node) == ELM_OK;
+    memcpy(vk->last_error, saved, sizeof saved); /* a question, not a failure */
+    return ok;
+}
+
+static elm_status iface_buffer_alloc(be_backend *be, size_t size, void *host_ptr, be_buffer **out) {
+    if (!out) return ELM_ERR_INVALID_ARG;
+    *out = NULL;
+    vk_backend *vk = vk_of(be);
+    if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+    return vk_buffer_alloc(vk, size, host_ptr, out);
+}
+
+static void iface_buffer_free(be_backend *be, be_buffer *buf) {
+    vk_backend *vk = vk_of(be);
+    if (!buf || !vk_owns_buffer(vk, buf)) return;
+    if (vk->dev) vkDeviceWaitIdle(vk->dev);
+    /* Recorded plans may bind it; a new buffer could reuse its address. */
+    vk_plans_clear(vk);
+    vk_buffer_free(vk, buf);
+}
+
+static void *iface_buffer_host(be_backend *be, be_buffer *buf) {
+    return buf ? buf->host : NULL;
+}
+
+/* The buffer bytes of a tensor's [offset, offset + size), checked. */
+static elm_status tensor_span(vk_backend *vk, const be_tensor *t, size_t offset, size_t size,
+                              size_t *at) {
+    VkDeviceSize extent;
+    if (!t || !t->buf || !vk_owns_buffer(vk, t->buf))
+        return vk_fail(vk, ELM_ERR_INVALID_ARG, "tensor is not in a buffer of this backend");
+    if (!vk_tensor_extent(t, &extent) || offset > extent || size > extent - offset ||
+        t->offs > t->buf->size || extent > t->buf->size - t->offs)
+        return vk_fail(vk, ELM_ERR_INVALID_ARG, "bytes [%zu, %zu) outside tensor '%s'", offset,
+                       offset + size, t->name);
+    *at = t->offs + offset;
+    return ELM_OK;
+}
+
+static elm_status iface_tensor_set(be_backend *be, be_tensor *t, const void *src, size_t offset,
+                                   size_t size) {
+    vk_backend *vk = vk_of(be);
+    size_t at;
+    elm_status st = tensor_span(vk, t, offset, size, &at);
+    if (st != ELM_OK || size == 0) return st;
+    if (!src) return ELM_ERR_INVALID_ARG;
+    return vk_buffer_write(vk, t->buf, at, src, size);
+}
+
+static elm_status iface_tensor_get(be_backend *be, const be_tensor *t, void *dst, size_t offset,
+                                   size_t size) {
+    vk_backend *vk = vk_of(be);
+    size_t at;
+    elm_status st = tensor_span(vk, t, offset, size, &at);
+    if (st != ELM_OK || size == 0) return st;
+    if (!dst) return ELM_ERR_INVALID_ARG;
+    return vk_buffer_read(vk, t->buf, at, dst, size);
+}
+
+static elm_status iface_graph_prepare(be_backend *be, const be_graph *g, char *err, size_t err_size) {
+    vk_backend *vk = vk_of(be);
+    vk_plan *plan;
+    vk->last_error[0] = '\0';
+    elm_status st = vk_graph_prepare(vk, g, &plan);
+    if (st != ELM_OK) vk_copy_error(vk, err, err_size);
+    else if (err && err_size) err[0] = '\0';
+    return st;
+}
+
+static elm_status iface_graph_compute(be_backend *be, const be_graph *g, char *err, size_t err_size) {
+    vk_backend *vk = vk_of(be);
+    vk->last_error[0] = '\0';
+    elm_status st = vk_graph_compute(vk, g);
+    if (st != ELM_OK) vk_copy_error(vk, err, err_size);
+    else if (err && err_size) err[0] = '\0';
+    return st;
+}
+
+static void iface_get_stats(be_backend *be, be_stats *out) {
+    if (out) *out = vk_of(be)->stats;
+}
+
+static const be_iface vk_iface = {
+    .name = "vulkan",
+    .free = vk_free,
+    .supports_op = vk_supports_op,
+    .buffer_alloc = iface_buffer_alloc,
+    .buffer_free = iface_buffer_free,
+    .buffer_host = iface_buffer_host,
+    .tensor_set = iface_tensor_set,
+    .tensor_get = iface_tensor_get,
+    .graph_prepare = iface_graph_prepare,
+    .graph_compute = iface_graph_compute,
+    .get_stats = iface_get_stats,
+};
+
+bool be_vk_is(const be_backend *be) {
+    return be && be->iface == &vk_iface;
+}
+
+/* ------------------------------------------------------ devices, selection */
+
+static void set_err(char *err, size_t err_size, const char *msg) {
+    if (err && err_size) snprintf(err, err_size, "%s", msg);
+}
+
+elm_status be_vk_enumerate(elm_device_info *out, size_t cap, size_t *n, char *err, size_t err_size) {
+    if (!n || (cap && !out)) return ELM_ERR_INVALID_ARG;
+    *n = 0;
+    vk_limits lim;
+    elm_status st = vk_limits_from_env(&lim, err, err_size);
+    if (st != ELM_OK) return st;
+    vk_instance vi;
+    if (vk_instance_create(false, true, NULL, &vi, NULL, 0) != ELM_OK) return ELM_OK;
+    VkPhysicalDevice *pd;
+    uint32_t count;
+    st = vk_physical_devices(vi.inst, &pd, &count);
+    for (uint32_t i = 0; st == ELM_OK && i < count; i++) {
+        vk_caps caps;
+        elm_device_info info;
+        vk_query_device(pd[i], (int)i, &lim, &caps, &info);
+        if (i < cap) out[i] = info;
+    }
+    if (st == ELM_OK) *n = count;
+    free(pd);
+    vk_instance_destroy(&vi);
+    if (st != ELM_OK) set_err(err, err_size, "out of memory listing Vulkan devices");
+    return st;
+}
+
+/* Device types in enumeration order; *count = 0 without Vulkan. */
+static elm_status device_types(VkPhysicalDeviceType **types, uint32_t *count) {
+    *types = NULL;
+    *count = 0;
+    vk_instance vi;
+    if (vk_instance_create(false, true, NULL, &vi, NULL, 0) != ELM_OK) return ELM_OK;
+    VkPhysicalDevice *pd;
+    elm_status st = vk_physical_devices(vi.inst, &pd, count);
+    if (st == ELM_OK && *count) {
+        *types = calloc(*count, sizeof **types);
+        if (!*types) st = ELM_ERR_NO_MEMORY;
+        for (uint32_t i = 0; st == ELM_OK && i < *count; i++) {
+            VkPhysicalDeviceProperties p;
+            vkGetPhysicalDeviceProperties(pd[i], &p);
+            (*types)[i] = p.deviceType;
+        }
+    }
+    free(pd);
+    vk_instance_destroy(&vi);
+    return st;
+}
+
+static int first_of(const VkPhysicalDeviceType *t, uint32_t n, VkPhysicalDeviceType want) {
+    for (uint32_t i = 0; i < n; i++)
+        if (t[i] == want) return (int)i;
+    return -1;
+}
+
+static int first_gpu(const VkPhysicalDeviceType *t, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++)
+        if (t[i] != VK_PHYSICAL_DEVICE_TYPE_CPU) return (int)i;
+    return -1;
+}
+
+static int choose(const VkPhysicalDeviceType *t, uint32_t n, bool allow_cpu) {
+    if (allow_cpu) {
+        int i = first_gpu(t, n);
+        return i >= 0 ? i : (n ? 0 : -1);
+    }
+    int i = first_of(t, n, VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU);
+    if (i < 0) i = first_of(t, n, VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU);
+    if (i < 0) i = first_gpu(t, n);
+    return i;
+}
+
+elm_status be_vk_select(const char *spec, int *index) {
+    if (!spec || !index) return ELM_ERR_INVALID_ARG;
+    *index = -1;
+    bool is_auto = !strcmp(spec, "auto"), is_vulkan = !strcmp(spec, "vulkan");
+    long want = -1;
+    if (!is_auto && !is_vulkan) {
+        char *end;
+        if (strncmp(spec, "vulkan:", 7) || !spec[7] || spec[7] < '0' || spec[7] > '9') return ELM_ERR_INVALID_ARG;
+        want = strtol(spec + 7, &end, 10);
+        if (*end || want < 0 || want > 1000000) return ELM_ERR_INVALID_ARG;
+    }
+    VkPhysicalDeviceType *types;
+    uint32_t n;
+    elm_status st = device_types(&types, &n);
+    if (st != ELM_OK) return st;
+    if (want >= 0) {
+        if (want < (long)n) *index = (int)want;
+        else st = ELM_ERR_INVALID_ARG;
+    } else {
+        *index = choose(types, n, is_vulkan);
+    }
+    free(types);
+    return st;
+}
+
+/* ---------------------------------------------------------------- create */
+
+be_vk_options be_vk_default_options(void) {
+    return (be_vk_options){.device = -1, .validation = -1};
+}
+
+static bool validation_wanted(const be_vk_options *o) {
+    if (o->validation >= 0) return o->validation > 0;
+    const char *env = getenv("EDGELM_VK_VALIDATION");
+    return env && !strcmp(env, "1");
+}
+
+static elm_status open_backend(vk_backend *vk, const be_vk_options *o, const vk_limits *lim,
+                               char *err, size_t err_size) {
+    elm_status st = vk_instance_create(validation_wanted(o), o->quiet, &vk->validation_errors,
+                                       &vk->vi, err, err_size);
+    if (st == ELM_ERR_UNSUPPORTED) set_err(err, err_size, "no Vulkan loader or driver");
+    if (st != ELM_OK) return st;
+    int index = o->device;
+    if (index < 0) {
+        VkPhysicalDeviceType *types;
+        uint32_t n;
+        st = device_types(&types, &n);
+        index = st == ELM_OK ? choose(types, n, true) : -1;
+        free(types);
+        if (st == ELM_OK && index < 0) {
+            set_err(err, err_size, "no Vulkan device found");
+            return ELM_ERR_UNSUPPORTED;
+        }
+    }
+    if (st == ELM_OK) st = vk_device_open(vk, index, lim, err, err_size);
+    if (st == ELM_OK) st = vk_memory_init(vk);
+    if (st == ELM_OK) st = vk_pipeline_init(vk, o->cache_dir);
+    if (st != ELM_OK && vk->last_error[0]) vk_copy_error(vk, err, err_size);
+    return st;
+}
+
+elm_status be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size_t err_size) {
+    if (err && err_size) err[0] = '\0';
+    if (!out) return ELM_ERR_INVALID_ARG;
+    *out = NULL;
+    be_vk_options o = opt ? *opt : be_vk_default_options();
+    vk_limits lim;
+    elm_status st = o.limits ? vk_limits_parse(o.limits, &lim, err, err_size)
+                             : vk_limits_from_env(&lim, err, err_size);
+    if (st != ELM_OK) return st;
+    vk_backend *vk = calloc(1, sizeof *vk);
+    if (!vk) return ELM_ERR_NO_MEMORY;
+    vk->be.iface = &vk_iface;
+    vk->be.impl = vk;
+    vk->quiet = o.quiet;
+    atomic_init(&vk->validation_errors, 0);
+    st = open_backend(vk, &o, &lim, err, err_size);
+    if (st != ELM_OK) {
+        vk_free(&vk->be);
+        return st;
+    }
+    *out = &vk->be;
+    return ELM_OK;
+}
+
+/* ----------------------------------------------------------------- extras */
+
+elm_status be_vk_device_info(be_backend *be, elm_device_info *out) {
+    if (!be_vk_is(be) || !out) return ELM_ERR_INVALID_ARG;
+    *out = vk_of(be)->info;
+    return ELM_OK;
+}
+
+uint64_t be_vk_validation_errors(be_backend *be) {
+    return be_vk_is(be) ? atomic_load(&vk_of(be)->validation_errors) : 0;
+}
+
+bool be_vk_validation_enabled(be_backend *be) {
+    return be_vk_is(be) && vk_of(be)->vi.validation;
+}
+
+const char *be_vk_last_error(be_backend *be) {
+    return be_vk_is(be) ? vk_of(be)->last_error : "";
+}
+
+elm_status be_vk_get_stats(be_backend *be, be_vk_stats *out) {
+    if (!be_vk_is(be) || !out) return ELM_ERR_INVALID_ARG;
+    vk_backend *vk = vk_of(be);
+    *out = vk->vstats;
+    out->device_bytes = vk->device_bytes;
+    return ELM_OK;
+}

@@ -1,0 +1,128 @@
+/* limits.c: limits specs, the emulation of smaller devices (see
+ * vk_backend.h for the profiles). A spec only ever lowers what the device
+ * has; applying it is device.c's job. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/vulkan/vk_internal.h"
+
+#define MIB (1024u * 1024u)
+
+static void lower(uint64_t *field, uint64_t v) {
+    if (*field == 0 || v < *field) *field = v;
+}
+
+static bool apply_profile(const char *name, vk_limits *l) {
+    if (!strcmp(name, "pi5")) {
+        lower(&l->max_shared, 16384);
+        lower(&l->max_invocations, 256);
+    } else if (!strcmp(name, "mali")) {
+        lower(&l->max_shared, 32768);
+        l->no_storage8 = true;
+    } else if (!strcmp(name, "adreno")) {
+        lower(&l->max_shared, 32768);
+        lower(&l->max_invocations, 1024);
+    } else if (!strcmp(name, "nofp16")) {
+        l->no_fp16 = l->no_storage16 = true;
+    } else if (!strcmp(name, "nosubgroup")) {
+        l->no_subgroup = true;
+    } else if (!strcmp(name, "small-buffers")) {
+        lower(&l->max_range, MIB);
+        lower(&l->max_alloc, MIB);
+    } else if (!strcmp(name, "discrete")) {
+        l->no_uma = true;
+    } else {
+        return false;
+    }
+    return true;
+}
+
+static bool parse_u64(const char *s, uint64_t *out) {
+    if (!*s || !isdigit((unsigned char)*s)) return false;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || *end || v == 0) return false;
+    *out = v;
+    return true;
+}
+
+static bool apply_override(const char *key, const char *val, vk_limits *l) {
+    static const struct {
+        const char *key;
+        size_t off;
+    } keys[] = {
+        {"max_shared", offsetof(vk_limits, max_shared)},
+        {"max_invocations", offsetof(vk_limits, max_invocations)},
+        {"max_range", offsetof(vk_limits, max_range)},
+        {"max_alloc", offsetof(vk_limits, max_alloc)},
+    };
+    uint64_t v;
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        if (strcmp(key, keys[i].key)) continue;
+        if (!parse_u64(val, &v)) return false;
+        lower((uint64_t *)((char *)l + keys[i].off), v);
+        return true;
+    }
+    return false;
+}
+
+static elm_status parse_item(char *item, vk_limits *l, char *err, size_t err_size) {
+    char *eq = strchr(item, '=');
+    bool ok;
+    if (eq) {
+        *eq = '\0';
+        ok = apply_override(item, eq + 1, l);
+        *eq = '=';
+    } else {
+        ok = apply_profile(item, l);
+    }
+    if (ok) return ELM_OK;
+    if (err && err_size)
+        snprintf(err, err_size,
+                 "limits: unknown item '%s' (profiles: pi5, mali, adreno, nofp16, nosubgroup, "
+                 "small-buffers, discrete; overrides: max_shared, max_invocations, max_range, "
+                 "max_alloc = a positive number)",
+                 item);
+    return ELM_ERR_INVALID_ARG;
+}
+
+elm_status vk_limits_parse(const char *spec, vk_limits *out, char *err, size_t err_size) {
+    vk_limits l = {0};
+    if (spec && *spec) {
+        char *copy = strdup(spec);
+        if (!copy) return ELM_ERR_NO_MEMORY;
+        elm_status st = ELM_OK;
+        for (char *save = NULL, *item = strtok_r(copy, ", ", &save); item && st == ELM_OK;
+             item = strtok_r(NULL, ", ", &save))
+            st = parse_item(item, &l, err, err_size);
+        free(copy);
+        if (st != ELM_OK) return st;
+    }
+    *out = l;
+    return ELM_OK;
+}
+
+elm_status vk_limits_from_env(vk_limits *out, char *err, size_t err_size) {
+    elm_status st = vk_limits_parse(getenv("EDGELM_VK_LIMITS"), out, err, err_size);
+    static const struct {
+        const char *env, *key;
+    } vars[] = {
+        {"EDGELM_VK_MAX_SHARED", "max_shared"},
+        {"EDGELM_VK_MAX_INVOCATIONS", "max_invocations"},
+        {"EDGELM_VK_MAX_RANGE", "max_range"},
+        {"EDGELM_VK_MAX_ALLOC", "max_alloc"},
+    };
+    for (size_t i = 0; i < sizeof vars / sizeof *vars && st == ELM_OK; i++) {
+        const char *v = getenv(vars[i].env);
+        if (!v || !*v) continue;
+        if (!apply_override(vars[i].key, v, out)) {
+            if (err && err_size) snprintf(err, err_size, "%s='%s' is not a positive number", vars[i].env, v);
+            st = ELM_ERR_INVALID_ARG;
+        }
+    }
+    return st;
+}

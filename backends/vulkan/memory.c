@@ -1,0 +1,446 @@
+/* memory.c: device memory. Every allocation is one segment (a VkBuffer
+ * with its own memory) of at most maxMemoryAllocationSize bytes; buffers
+ * larger than that are several segments. Unified-memory devices get
+ * host-visible device-local memory, written and read in place; other
+ * devices go through one staging buffer. Host tensors (memory-mapped
+ * weights) are uploaded once, split by rows so that each piece fits the
+ * allocation and binding limits, and cached by address. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/vulkan/vk_internal.h"
+
+/* Bytes past the end of every segment: a 2-byte aligned 32-bit load of
+ * the last bytes of a tensor reads up to 3 bytes further. */
+#define SEG_PAD 256
+#define STAGING_MAX (64u * 1024 * 1024)
+
+static VkDeviceSize align_up(VkDeviceSize v, VkDeviceSize a) {
+    return (v + a - 1) / a * a;
+}
+
+/* The largest segment payload the limits allow. */
+static VkDeviceSize seg_limit(const vk_backend *vk) {
+    VkDeviceSize lim = vk->caps.max_alloc > 2 * SEG_PAD ? vk->caps.max_alloc - SEG_PAD : SEG_PAD;
+    return lim / SEG_PAD * SEG_PAD;
+}
+
+static int find_type(const vk_backend *vk, uint32_t bits, VkMemoryPropertyFlags want,
+                     VkMemoryPropertyFlags avoid) {
+    const VkPhysicalDeviceMemoryProperties *m = &vk->mem_props;
+    for (uint32_t i = 0; i < m->memoryTypeCount; i++) {
+        VkMemoryPropertyFlags f = m->memoryTypes[i].propertyFlags;
+        if ((bits & (1u << i)) && (f & want) == want && !(f & avoid)) return (int)i;
+    }
+    return -1;
+}
+
+/* Memory types to try, best first (-1 entries: no such type); returns the count. */
+static int type_order(const vk_backend *vk, uint32_t bits, bool host_visible, int order[3]) {
+    const VkMemoryPropertyFlags hv = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    const VkMemoryPropertyFlags dl = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT;
+    if (host_visible) {
+        order[0] = find_type(vk, bits, hv | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, 0);
+        order[1] = find_type(vk, bits, hv, 0);
+        return 2;
+    }
+    if (vk->caps.uma) {
+        order[0] = find_type(vk, bits, dl | hv, 0);
+        order[1] = find_type(vk, bits, dl, 0);
+        return 2;
+    }
+    order[0] = find_type(vk, bits, dl, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT);
+    order[1] = find_type(vk, bits, dl, 0);
+    order[2] = find_type(vk, bits, 0, 0); /* spill to host memory rather than fail */
+    return 3;
+}
+
+static elm_status alloc_memory(vk_backend *vk, vk_seg *s, bool host_visible) {
+    VkMemoryRequirements req;
+    vkGetBufferMemoryRequirements(vk->dev, s->buf, &req);
+    int order[3];
+    int n = type_order(vk, req.memoryTypeBits, host_visible, order);
+    VkResult r = VK_ERROR_OUT_OF_DEVICE_MEMORY;
+    for (int i = 0; i < n; i++) {
+        if (order[i] < 0) continue;
+        VkMemoryAllocateInfo ai = {
+            .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+            .allocationSize = req.size,
+            .memoryTypeIndex = (uint32_t)order[i],
+        };
+        r = vkAllocateMemory(vk->dev, &ai, NULL, &s->mem);
+        if (r == VK_SUCCESS) {
+            VkMemoryPropertyFlags f = vk->mem_props.memoryTypes[order[i]].propertyFlags;
+            bool mappable = (f & VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT) && (f & VK_MEMORY_PROPERTY_HOST_COHERENT_BIT);
+            if (mappable && (host_visible || vk->caps.uma) &&
+                vkMapMemory(vk->dev, s->mem, 0, VK_WHOLE_SIZE, 0, &s->map) != VK_SUCCESS)
+                s->map = NULL;
+            return vk_check(vk, vkBindBufferMemory(vk->dev, s->buf, s->mem, 0), "vkBindBufferMemory");
+        }
+        if (r != VK_ERROR_OUT_OF_DEVICE_MEMORY && r != VK_ERROR_OUT_OF_HOST_MEMORY) break;
+    }
+    s->mem = VK_NULL_HANDLE;
+    if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
+        return vk_fail(vk, ELM_ERR_NO_MEMORY,
+                       "out of %s memory allocating %llu bytes on %s (%llu bytes already allocated)",
+                       r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? "device" : "host",
+                       (unsigned long long)req.size, vk->info.name,
+                       (unsigned long long)vk->device_bytes);
+    return vk_check(vk, r, "vkAllocateMemory");
+}
+
+static elm_status zero_fill(vk_backend *vk, const vk_seg *s);
+
+elm_status vk_seg_alloc(vk_backend *vk, VkDeviceSize size, bool host_visible, vk_seg *out) {
+    memset(out, 0, sizeof *out);
+    VkDeviceSize bytes = align_up(size ? size : 1, 16) + SEG_PAD;
+    if (bytes > vk->caps.max_alloc && size <= seg_limit(vk)) bytes = vk->caps.max_alloc;
+    if (bytes > vk->caps.max_alloc)
+        return vk_fail(vk, ELM_ERR_NO_MEMORY, "%llu bytes exceed the allocation limit %llu of %s",
+                       (unsigned long long)size, (unsigned long long)vk->caps.max_alloc,
+                       vk->info.name);
+    VkBufferCreateInfo bi = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+        .size = bytes,
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                 VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+        .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
+    };
+    elm_status st = vk_check(vk, vkCreateBuffer(vk->dev, &bi, NULL, &out->buf), "vkCreateBuffer");
+    if (st == ELM_OK) st = alloc_memory(vk, out, host_visible);
+    if (st != ELM_OK) {
+        vk_seg_free(vk, out);
+        return st;
+    }
+    out->size = bytes;
+    out->id = ++vk->next_seg_id;
+    vk->device_bytes += bytes;
+    /* Fresh memory is zeroed, as the CPU backend's buffers are. */
+    if (out->map) memset(out->map, 0, bytes);
+    else st = zero_fill(vk, out);
+    if (st != ELM_OK) vk_seg_free(vk, out);
+    return st;
+}
+
+void vk_seg_free(vk_backend *vk, vk_seg *s) {
+    if (s->map) vkUnmapMemory(vk->dev, s->mem);
+    if (s->buf) vkDestroyBuffer(vk->dev, s->buf, NULL);
+    if (s->mem) {
+        vkFreeMemory(vk->dev, s->mem, NULL);
+        vk->device_bytes -= s->size;
+    }
+    memset(s, 0, sizeof *s);
+}
+
+/* ------------------------------------------------------------- transfers */
+
+elm_status vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what) {
+    if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
+    elm_status st = vk_check(vk, vkResetFences(vk->dev, 1, &vk->fence), "vkResetFences");
+    if (st == ELM_OK) st = vk_check(vk, vkQueueSubmit(vk->queue, 1, &si, vk->fence), what);
+    if (st != ELM_OK) return st;
+    /* Generous: a CPU device may take long, a hung GPU must not hang us. */
+    VkResult r = vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE, 600ull * 1000 * 1000 * 1000);
+    if (r == VK_TIMEOUT) {
+        vk->lost = true;
+        return vk_fail(vk, ELM_ERR_DEVICE, "%s: the device did not finish within 600 s", what);
+    }
+    return vk_check(vk, r, what);
+}
+
+static void global_barrier(VkCommandBuffer cmd, VkPipelineStageFlags src, VkAccessFlags src_access,
+                           VkPipelineStageFlags dst, VkAccessFlags dst_access) {
+    VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = src_access, .dstAccessMask = dst_access};
+    vkCmdPipelineBarrier(cmd, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+static elm_status xfer_begin(vk_backend *vk) {
+    VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                   .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+    elm_status st = vk_check(vk, vkResetCommandBuffer(vk->xfer_cmd, 0), "vkResetCommandBuffer");
+    if (st == ELM_OK) st = vk_check(vk, vkBeginCommandBuffer(vk->xfer_cmd, &bi), "vkBeginCommandBuffer");
+    if (st != ELM_OK) return st;
+    global_barrier(vk->xfer_cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                   VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                   VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
+    return ELM_OK;
+}
+
+static elm_status xfer_end(vk_backend *vk) {
+    global_barrier(vk->xfer_cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                   VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    elm_status st = vk_check(vk, vkEndCommandBuffer(vk->xfer_cmd), "vkEndCommandBuffer");
+    return st == ELM_OK ? vk_submit_wait(vk, vk->xfer_cmd, "transfer") : st;
+}
+
+static elm_status zero_fill(vk_backend *vk, const vk_seg *s) {
+    elm_status st = xfer_begin(vk);
+    if (st != ELM_OK) return st;
+    vkCmdFillBuffer(vk->xfer_cmd, s->buf, 0, VK_WHOLE_SIZE, 0);
+    return xfer_end(vk);
+}
+
+/* One copy between the staging buffer and a segment, submitted and waited. */
+static elm_status staged_copy(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, size_t size,
+                              bool to_device) {
+    elm_status st = xfer_begin(vk);
+    if (st != ELM_OK) return st;
+    VkBufferCopy region = {.srcOffset = to_device ? 0 : offset, .dstOffset = to_device ? offset : 0, .size = size};
+    vkCmdCopyBuffer(vk->xfer_cmd, to_device ? vk->staging.buf : s->buf, to_device ? s->buf : vk->staging.buf, 1,
+                    &region);
+    return xfer_end(vk);
+}
+
+static elm_status ensure_staging(vk_backend *vk) {
+    if (vk->staging.buf) return ELM_OK;
+    VkDeviceSize size = seg_limit(vk) < STAGING_MAX ? seg_limit(vk) : STAGING_MAX;
+    return vk_seg_alloc(vk, size, true, &vk->staging);
+}
+
+static VkDeviceSize staging_room(const vk_backend *vk) {
+    return vk->staging.size - SEG_PAD;
+}
+
+elm_status vk_seg_write(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, const void *src,
+                        size_t size) {
+    if (offset + size > s->size) return vk_fail(vk, ELM_ERR_INTERNAL, "write past a segment");
+    if (s->map) {
+        memcpy((char *)s->map + offset, src, size);
+        return ELM_OK;
+    }
+    elm_status st = ensure_staging(vk);
+    for (size_t done = 0; st == ELM_OK && done < size;) {
+        size_t n = size - done < staging_room(vk) ? size - done : staging_room(vk);
+        memcpy(vk->staging.map, (const char *)src + done, n);
+        st = staged_copy(vk, s, offset + done, n, true);
+        done += n;
+    }
+    return st;
+}
+
+elm_status vk_seg_read(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, void *dst,
+                       size_t size) {
+    if (offset + size > s->size) return vk_fail(vk, ELM_ERR_INTERNAL, "read past a segment");
+    if (s->map) {
+        memcpy(dst, (const char *)s->map + offset, size);
+        return ELM_OK;
+    }
+    elm_status st = ensure_staging(vk);
+    for (size_t done = 0; st == ELM_OK && done < size;) {
+        size_t n = size - done < staging_room(vk) ? size - done : staging_room(vk);
+        st = staged_copy(vk, s, offset + done, n, false);
+        if (st == ELM_OK) memcpy((char *)dst + done, vk->staging.map, n);
+        done += n;
+    }
+    return st;
+}
+
+/* --------------------------------------------------------------- buffers */
+
+/* The largest heap: no buffer can be bigger, whatever the allocator says
+ * (some drivers overcommit and fail later). */
+static VkDeviceSize largest_heap(const vk_backend *vk) {
+    VkDeviceSize m = 0;
+    for (uint32_t i = 0; i < vk->mem_props.memoryHeapCount; i++)
+        if (vk->mem_props.memoryHeaps[i].size > m) m = vk->mem_props.memoryHeaps[i].size;
+    return m;
+}
+
+elm_status vk_buffer_alloc(vk_backend *vk, size_t size, void *host_ptr, be_buffer **out) {
+    *out = NULL;
+    if (size > largest_heap(vk))
+        return vk_fail(vk, ELM_ERR_NO_MEMORY, "%zu bytes requested but the largest memory heap of %s has %llu",
+                       size, vk->info.name, (unsigned long long)largest_heap(vk));
+    be_buffer *b = calloc(1, sizeof *b);
+    if (!b) return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+    VkDeviceSize lim = seg_limit(vk);
+    b->size = size;
+    b->seg_size = size <= lim ? (size ? size : 1) : lim;
+    b->n_segs = size ? (uint32_t)((size + b->seg_size - 1) / b->seg_size) : 1;
+    b->next = vk->buffers;
+    if (vk->buffers) vk->buffers->prev = b;
+    vk->buffers = b;
+    b->segs = calloc(b->n_segs, sizeof *b->segs);
+    elm_status st = b->segs ? ELM_OK : vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+    if (!b->segs) b->n_segs = 0;
+    for (uint32_t i = 0; st == ELM_OK && i < b->n_segs; i++) {
+        VkDeviceSize left = size - (VkDeviceSize)i * b->seg_size;
+        st = vk_seg_alloc(vk, left < b->seg_size ? left : b->seg_size, false, &b->segs[i]);
+    }
+    if (st == ELM_OK && b->n_segs == 1) b->host = b->segs[0].map;
+    if (st == ELM_OK && host_ptr && size) st = vk_buffer_write(vk, b, 0, host_ptr, size);
+    if (st != ELM_OK) {
+        vk_buffer_free(vk, b);
+        return st;
+    }
+    *out = b;
+    return ELM_OK;
+}
+
+void vk_buffer_free(vk_backend *vk, be_buffer *b) {
+    if (!b) return;
+    if (b->prev) b->prev->next = b->next;
+    else if (vk->buffers == b) vk->buffers = b->next;
+    if (b->next) b->next->prev = b->prev;
+    for (uint32_t i = 0; i < b->n_segs; i++) vk_seg_free(vk, &b->segs[i]);
+    free(b->segs);
+    free(b);
+}
+
+bool vk_owns_buffer(const vk_backend *vk, const be_buffer *b) {
+    for (const be_buffer *p = vk->buffers; p; p = p->next)
+        if (p == b) return true;
+    return false;
+}
+
+typedef elm_status (*seg_io)(vk_backend *, const vk_seg *, VkDeviceSize, void *, size_t);
+
+static elm_status buffer_io(vk_backend *vk, be_buffer *b, size_t offset, void *p, size_t size,
+                            seg_io io) {
+    if (offset > b->size || size > b->size - offset)
+        return vk_fail(vk, ELM_ERR_INVALID_ARG, "bytes [%zu, %zu) outside a buffer of %zu",
+                       offset, offset + size, b->size);
+    elm_status st = ELM_OK;
+    while (st == ELM_OK && size) {
+        uint32_t i = (uint32_t)(offset / b->seg_size);
+        size_t in = (size_t)(offset - (VkDeviceSize)i * b->seg_size);
+        size_t n = b->seg_size - in < size ? (size_t)(b->seg_size - in) : size;
+        st = io(vk, &b->segs[i], in, p, n);
+        offset += n, size -= n, p = (char *)p + n;
+    }
+    return st;
+}
+
+static elm_status seg_write_io(vk_backend *vk, const vk_seg *s, VkDeviceSize o, void *p, size_t n) {
+    return vk_seg_write(vk, s, o, p, n);
+}
+
+elm_status vk_buffer_write(vk_backend *vk, be_buffer *b, size_t offset, const void *src,
+                           size_t size) {
+    return buffer_io(vk, b, offset, (void *)src, size, seg_write_io);
+}
+
+elm_status vk_buffer_read(vk_backend *vk, be_buffer *b, size_t offset, void *dst, size_t size) {
+    return buffer_io(vk, b, offset, dst, size, vk_seg_read);
+}
+
+/* ------------------------------------------------------------ host weights */
+
+int64_t vk_weight_rows_per_piece(const vk_backend *vk, size_t row_bytes) {
+    VkDeviceSize lim = seg_limit(vk);
+    /* A piece is bound whole, so it must also fit one binding. */
+    VkDeviceSize range = vk->caps.max_range > SEG_PAD ? (vk->caps.max_range - SEG_PAD) : 0;
+    if (range < lim) lim = range;
+    return row_bytes ? (int64_t)(lim / row_bytes) : 0;
+}
+
+static elm_status weight_geometry(vk_backend *vk, const be_tensor *t, vk_weight *w) {
+    size_t row = t->nb[1];
+    int64_t rows = t->ne[1] * t->ne[2] * t->ne[3];
+    bool contiguous = (t->ne[2] == 1 || t->nb[2] == row * (size_t)t->ne[1]) &&
+                      (t->ne[3] == 1 || t->nb[3] == t->nb[2] * (size_t)t->ne[2]);
+    if (!contiguous || rows < 1 || row == 0)
+        return vk_fail(vk, ELM_ERR_UNSUPPORTED, "host tensor '%s' is not contiguous", t->name);
+    w->data = t->data;
+    w->row_bytes = row;
+    w->n_rows = rows;
+    w->bytes = row * (size_t)rows;
+    int64_t per = vk_weight_rows_per_piece(vk, row);
+    if (per < 1)
+        return vk_fail(vk, ELM_ERR_UNSUPPORTED, "a row of '%s' (%zu bytes) exceeds the device limits",
+                       t->name, row);
+    w->n_pieces = (uint32_t)((rows + per - 1) / per);
+    w->pieces = calloc(w->n_pieces, sizeof *w->pieces);
+    w->row0 = calloc(w->n_pieces + 1, sizeof *w->row0);
+    if (!w->pieces || !w->row0) return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+    for (uint32_t i = 0; i <= w->n_pieces; i++) w->row0[i] = (int64_t)i * per < rows ? (int64_t)i * per : rows;
+    return ELM_OK;
+}
+
+static void weight_free(vk_backend *vk, vk_weight *w) {
+    for (uint32_t i = 0; w->pieces && i < w->n_pieces; i++) vk_seg_free(vk, &w->pieces[i]);
+    free(w->pieces);
+    free(w->row0);
+    memset(w, 0, sizeof *w);
+}
+
+static elm_status weight_upload(vk_backend *vk, vk_weight *w) {
+    elm_status st = ELM_OK;
+    for (uint32_t i = 0; st == ELM_OK && i < w->n_pieces; i++) {
+        size_t off = (size_t)w->row0[i] * w->row_bytes;
+        size_t n = (size_t)(w->row0[i + 1] - w->row0[i]) * w->row_bytes;
+        st = vk_seg_alloc(vk, n, false, &w->pieces[i]);
+        if (st == ELM_OK) st = vk_seg_write(vk, &w->pieces[i], 0, (const char *)w->data + off, n);
+    }
+    return st;
+}
+
+elm_status vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **out) {
+    size_t bytes = be_tensor_nbytes(t);
+    for (uint32_t i = 0; i < vk->n_weights; i++)
+        if (vk->weights[i].data == t->data && vk->weights[i].bytes == bytes) {
+            *out = &vk->weights[i];
+            return ELM_OK;
+        }
+    if (vk->n_weights == vk->cap_weights) {
+        uint32_t cap = vk->cap_weights ? 2 * vk->cap_weights : 64;
+        vk_weight *nw = realloc(vk->weights, cap * sizeof *nw);
+        if (!nw) return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+        vk->weights = nw;
+        vk->cap_weights = cap;
+    }
+    vk_weight w = {0};
+    elm_status st = weight_geometry(vk, t, &w);
+    if (st == ELM_OK && w.bytes != bytes)
+        st = vk_fail(vk, ELM_ERR_UNSUPPORTED, "host tensor '%s' has padded rows", t->name);
+    if (st == ELM_OK) st = weight_upload(vk, &w);
+    if (st != ELM_OK) {
+        weight_free(vk, &w);
+        return st;
+    }
+    vk->weights[vk->n_weights] = w;
+    *out = &vk->weights[vk->n_weights++];
+    vk->vstats.weight_bytes += w.bytes;
+    vk->vstats.n_weights = vk->n_weights;
+    return ELM_OK;
+}
+
+/* ------------------------------------------------------------ init, free */
+
+elm_status vk_memory_init(vk_backend *vk) {
+    VkCommandPoolCreateInfo pci = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+        .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+        .queueFamilyIndex = vk->queue_family,
+    };
+    elm_status st = vk_check(vk, vkCreateCommandPool(vk->dev, &pci, NULL, &vk->cmd_pool), "vkCreateCommandPool");
+    if (st != ELM_OK) return st;
+    VkCommandBufferAllocateInfo ai = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+        .commandPool = vk->cmd_pool,
+        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+        .commandBufferCount = 1,
+    };
+    st = vk_check(vk, vkAllocateCommandBuffers(vk->dev, &ai, &vk->xfer_cmd), "vkAllocateCommandBuffers");
+    VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    if (st == ELM_OK) st = vk_check(vk, vkCreateFence(vk->dev, &fci, NULL, &vk->fence), "vkCreateFence");
+    if (st == ELM_OK) st = vk_seg_alloc(vk, 16, false, &vk->dummy);
+    return st;
+}
+
+void vk_memory_free(vk_backend *vk) {
+    while (vk->buffers) vk_buffer_free(vk, vk->buffers);
+    for (uint32_t i = 0; i < vk->n_weights; i++) weight_free(vk, &vk->weights[i]);
+    free(vk->weights);
+    vk->weights = NULL;
+    vk->n_weights = vk->cap_weights = 0;
+    vk_seg_free(vk, &vk->staging);
+    vk_seg_free(vk, &vk->dummy);
+    if (vk->fence) vkDestroyFence(vk->dev, vk->fence, NULL);
+    if (vk->cmd_pool) vkDestroyCommandPool(vk->dev, vk->cmd_pool, NULL);
+    vk->fence = VK_NULL_HANDLE;
+    vk->cmd_pool = VK_NULL_HANDLE;
+}

@@ -1,0 +1,325 @@
+/* ops.c: how each op runs on the device: which shader variant, with which
+ * specialization constants, bound to which byte windows, in how many
+ * dispatches.
+ *
+ * Every binding must fit maxStorageBufferRange, so work is cut along its
+ * independent dimension (tokens, and weight rows for MUL_MAT/GET_ROWS)
+ * into dispatches whose windows fit; host weights are already split into
+ * row pieces by memory.c. Shared memory and workgroup sizes come from the
+ * (possibly emulated) limits. Whatever cannot be made to fit is reported
+ * as ELM_ERR_UNSUPPORTED with a reason, and graph.c runs the node on the
+ * CPU instead. Planning with p->plan == NULL only answers that question. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "backends/vulkan/ops_impl.h"
+#include "quant/quant.h"
+
+#define MAX_HEAD_DIM 1024
+#define MAX_DIMS_PER_INVOCATION 16
+
+/* ------------------------------------------------------- element-wise ops */
+
+typedef struct pc_binary {
+    uint32_t a_base, b_base, d_base, n, n_rows, a_stride, b_stride, d_stride;
+} pc_binary;
+
+static elm_status plan_binary(vk_planner *p, const be_node *nd) {
+    const be_tensor *a = nd->src[0], *b = nd->src[1], *d = nd->dst;
+    elm_status st = op_check_f32(p, a, "src0");
+    if (st == ELM_OK) st = op_check_f32(p, b, "src1");
+    if (st == ELM_OK) st = op_check_f32(p, d, "dst");
+    if (st != ELM_OK) return st;
+    if (!op_same_shape(a, b) || !op_same_shape(a, d)) return op_invalid(p, "shapes differ");
+    tview va, vb, vd;
+    if ((st = op_resolve(p, a, "src0", &va)) || (st = op_resolve(p, b, "src1", &vb)) ||
+        (st = op_resolve(p, d, "dst", &vd)))
+        return st;
+    int64_t rows, rb, rd;
+    size_t sa, sb, sd;
+    if (!op_flat_rows(a, &rows, &sa) || !op_flat_rows(b, &rb, &sb) || !op_flat_rows(d, &rd, &sd))
+        return op_unsupported(p, "rows are not evenly spaced");
+    VkDeviceSize w = (VkDeviceSize)a->ne[0] * 4, strides[3] = {sa, sb, sd}, widths[3] = {w, w, w};
+    int64_t chunk = op_token_chunk(p, rows, strides, widths, 3);
+    if (chunk < 1) return op_unsupported(p, "a row exceeds maxStorageBufferRange");
+    uint32_t wg = op_wg_size(p, WG_DEFAULT);
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
+        disp_build db;
+        op_disp_init(p, &db);
+        db.shader = nd->op == BE_OP_ADD ? "add" : "swiglu";
+        db.spec[0] = wg, db.spec[1] = 1, db.n_spec = 2;
+        pc_binary pc = {.n = (uint32_t)a->ne[0], .n_rows = (uint32_t)n, .a_stride = (uint32_t)(sa / 4),
+                        .b_stride = (uint32_t)(sb / 4), .d_stride = (uint32_t)(sd / 4)};
+        if ((st = op_bind_view(p, &va, r0 * sa, (r0 + n - 1) * sa + w, 4, &db.d.b[0], &pc.a_base)) ||
+            (st = op_bind_view(p, &vb, r0 * sb, (r0 + n - 1) * sb + w, 4, &db.d.b[1], &pc.b_base)) ||
+            (st = op_bind_view(p, &vd, r0 * sd, (r0 + n - 1) * sd + w, 4, &db.d.b[3], &pc.d_base)) ||
+            (st = op_set_groups(p, &db, (a->ne[0] + wg - 1) / wg, (uint64_t)n)) ||
+            (st = op_emit(p, &db, &pc, sizeof pc)))
+            return st;
+    }
+    return ELM_OK;
+}
+
+typedef struct pc_rms {
+    uint32_t x_base, w_base, d_base, n, n_rows, x_stride, d_stride;
+    float eps;
+} pc_rms;
+
+static elm_status plan_rms_norm(vk_planner *p, const be_node *nd) {
+    const be_tensor *x = nd->src[0], *w = nd->src[1], *d = nd->dst;
+    elm_status st = op_check_f32(p, x, "src0");
+    if (st == ELM_OK) st = op_check_f32(p, w, "src1");
+    if (st == ELM_OK) st = op_check_f32(p, d, "dst");
+    if (st != ELM_OK) return st;
+    if (w->ne[0] != x->ne[0] || !op_same_shape(x, d)) return op_invalid(p, "shapes differ");
+    if (!(nd->fparams[0] >= 0.0f) || !isfinite(nd->fparams[0])) return op_invalid(p, "eps %g", nd->fparams[0]);
+    tview vx, vw, vd;
+    if ((st = op_resolve(p, x, "src0", &vx)) || (st = op_resolve(p, w, "src1", &vw)) ||
+        (st = op_resolve(p, d, "dst", &vd)))
+        return st;
+    int64_t rows, rd;
+    size_t sx, sd;
+    if (!op_flat_rows(x, &rows, &sx) || !op_flat_rows(d, &rd, &sd)) return op_unsupported(p, "rows are not evenly spaced");
+    uint32_t wg = op_reduce_wg(p, WG_DEFAULT, 0);
+    if (!wg) return op_unsupported(p, "no workgroup size fits %u bytes of shared memory", p->vk->caps.max_shared);
+    VkDeviceSize width = (VkDeviceSize)x->ne[0] * 4, strides[2] = {sx, sd}, widths[2] = {width, width};
+    int64_t chunk = op_token_chunk(p, rows, strides, widths, 2);
+    if (chunk < 1) return op_unsupported(p, "a row exceeds maxStorageBufferRange");
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
+        disp_build db;
+        op_disp_init(p, &db);
+        db.shader = op_use_sg(p) ? "rms_norm_sg" : "rms_norm_sh";
+        db.spec[0] = wg, db.spec[1] = op_nsg(p, wg), db.n_spec = 2;
+        pc_rms pc = {.n = (uint32_t)x->ne[0], .n_rows = (uint32_t)n, .x_stride = (uint32_t)(sx / 4),
+                     .d_stride = (uint32_t)(sd / 4), .eps = nd->fparams[0]};
+        if ((st = op_bind_view(p, &vx, r0 * sx, (r0 + n - 1) * sx + width, 4, &db.d.b[0], &pc.x_base)) ||
+            (st = op_bind_view(p, &vw, 0, width, 4, &db.d.b[1], &pc.w_base)) ||
+            (st = op_bind_view(p, &vd, r0 * sd, (r0 + n - 1) * sd + width, 4, &db.d.b[3], &pc.d_base)) ||
+            (st = op_set_groups(p, &db, (uint64_t)n, 1)) || (st = op_emit(p, &db, &pc, sizeof pc)))
+            return st;
+    }
+    return ELM_OK;
+}
+
+/* ------------------------------------------------------------------- ROPE */
+
+typedef struct pc_rope {
+    uint32_t x_base, pos_base, ff_base, d_base, head_dim, n_head, x_rs, x_ts, d_rs, d_ts;
+    uint32_t neox, n_rot, has_ff, yarn;
+    float log2_theta_scale, freq_scale, ext_factor, corr_low, corr_high, mscale;
+} pc_rope;
+
+static double yarn_dim(int n_rot, int n_ctx_orig, double beta, double base) {
+    return n_rot * log(n_ctx_orig / (beta * 2.0 * M_PI)) / (2.0 * log(base));
+}
+
+static elm_status rope_params(vk_planner *p, const be_node *nd, int64_t head_dim, pc_rope *pc) {
+    int mode = nd->iparams[0], n_rot = nd->iparams[1];
+    const float *f = nd->fparams;
+    if ((mode != BE_ROPE_NORM && mode != BE_ROPE_NEOX) || n_rot < 2 || n_rot % 2 || n_rot > head_dim ||
+        head_dim % 2 || !(f[0] > 0.0f) || f[0] == 1.0f || !(f[1] > 0.0f) || !isfinite(f[2]) || !isfinite(f[3]))
+        return op_unsupported(p, "rope parameters outside what the shader handles");
+    pc->neox = mode == BE_ROPE_NEOX;
+    pc->n_rot = (uint32_t)n_rot;
+    pc->log2_theta_scale = (float)(-2.0 / n_rot * log2((double)f[0]));
+    pc->freq_scale = f[1];
+    pc->ext_factor = f[2];
+    pc->yarn = f[2] != 0.0f;
+    double mscale = f[3];
+    if (pc->yarn) {
+        if (nd->iparams[2] <= 0 || !(f[4] > 0.0f) || !(f[5] > 0.0f))
+            return op_unsupported(p, "YaRN parameters outside what the shader handles");
+        double lo = floor(yarn_dim(n_rot, nd->iparams[2], f[4], f[0]));
+        double hi = ceil(yarn_dim(n_rot, nd->iparams[2], f[5], f[0]));
+        pc->corr_low = (float)fmax(0.0, lo);
+        pc->corr_high = (float)fmin(n_rot - 1.0, hi);
+        mscale *= 1.0 + 0.1 * log(1.0 / f[1]);
+    }
+    pc->mscale = (float)mscale;
+    return ELM_OK;
+}
+
+static elm_status plan_rope(vk_planner *p, const be_node *nd) {
+    const be_tensor *x = nd->src[0], *pos = nd->src[1], *ff = nd->src[2], *d = nd->dst;
+    elm_status st = op_check_f32(p, x, "src0");
+    if (st == ELM_OK) st = op_check_f32(p, d, "dst");
+    if (st == ELM_OK && ff) st = op_check_f32(p, ff, "src2");
+    if (st != ELM_OK) return st;
+    if (!pos || pos->type != BE_TYPE_I32 || pos->ne[0] != x->ne[2] || !op_same_shape(x, d) || x->ne[3] != 1)
+        return op_invalid(p, "shapes do not match");
+    pc_rope pc = {.head_dim = (uint32_t)x->ne[0], .n_head = (uint32_t)x->ne[1], .has_ff = ff != NULL};
+    if ((st = rope_params(p, nd, x->ne[0], &pc))) return st;
+    if (ff && ff->ne[0] < pc.n_rot / 2) return op_invalid(p, "too few frequency factors");
+    tview vx, vp, vf, vd;
+    if ((st = op_resolve(p, x, "src0", &vx)) || (st = op_resolve(p, pos, "src1", &vp)) ||
+        (ff && (st = op_resolve(p, ff, "src2", &vf))) || (st = op_resolve(p, d, "dst", &vd)))
+        return st;
+    pc.x_rs = (uint32_t)(x->nb[1] / 4), pc.x_ts = (uint32_t)(x->nb[2] / 4);
+    pc.d_rs = (uint32_t)(d->nb[1] / 4), pc.d_ts = (uint32_t)(d->nb[2] / 4);
+    VkDeviceSize wx = (x->ne[1] - 1) * x->nb[1] + x->ne[0] * 4, wd = (d->ne[1] - 1) * d->nb[1] + d->ne[0] * 4;
+    VkDeviceSize strides[3] = {x->nb[2], d->nb[2], 4}, widths[3] = {wx, wd, 4};
+    int64_t T = x->ne[2], chunk = op_token_chunk(p, T, strides, widths, 3);
+    if (chunk < 1) return op_unsupported(p, "a token's heads exceed maxStorageBufferRange");
+    uint32_t wg = op_wg_size(p, WG_DEFAULT);
+    uint64_t slots = (uint64_t)x->ne[0] / 2 * (uint64_t)x->ne[1];
+    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+        int64_t n = T - t0 < chunk ? T - t0 : chunk;
+        disp_build db;
+        op_disp_init(p, &db);
+        db.shader = "rope";
+        db.spec[0] = wg, db.spec[1] = 1, db.n_spec = 2;
+        pc_rope q = pc;
+        if ((st = op_bind_view(p, &vx, t0 * x->nb[2], (t0 + n - 1) * x->nb[2] + wx, 4, &db.d.b[0], &q.x_base)) ||
+            (st = op_bind_view(p, &vp, t0 * 4, (t0 + n) * 4, 4, &db.d.b[1], &q.pos_base)) ||
+            (ff && (st = op_bind_view(p, &vf, 0, pc.n_rot / 2 * 4, 4, &db.d.b[2], &q.ff_base))) ||
+            (st = op_bind_view(p, &vd, t0 * d->nb[2], (t0 + n - 1) * d->nb[2] + wd, 4, &db.d.b[3], &q.d_base)) ||
+            (st = op_set_groups(p, &db, (slots + wg - 1) / wg, (uint64_t)n)) || (st = op_emit(p, &db, &q, sizeof q)))
+            return st;
+    }
+    return ELM_OK;
+}
+
+/* --------------------------------------------------------------- KV_STORE */
+
+typedef struct pc_kv_store {
+    uint32_t x_base, d_base, n, x_stride, d_stride, tok0, dyn_idx;
+} pc_kv_store;
+
+static bool is_cache(const be_tensor *t) {
+    return t && (t->type == QT_F32 || t->type == QT_F16) && t->ne[2] == 1 && t->ne[3] == 1;
+}
+
+static elm_status plan_kv_store(vk_planner *p, const be_node *nd) {
+    const be_tensor *x = nd->src[0], *c = nd->dst;
+    elm_status st = op_check_f32(p, x, "src0");
+    if (st != ELM_OK) return st;
+    if (!is_cache(c)) return op_invalid(p, "dst must be a 2-D F32 or F16 cache");
+    if (x->ne[0] != c->ne[0] || x->ne[2] != 1 || x->ne[3] != 1) return op_invalid(p, "shapes do not match");
+    bool f16 = c->type == QT_F16, words = f16 && !p->vk->caps.storage16;
+    if (words && (x->ne[0] % 2 || c->nb[1] % 4))
+        return op_unsupported(p, "odd F16 rows need 16-bit storage");
+    tview vx, vc;
+    if ((st = op_resolve(p, x, "src0", &vx)) || (st = op_resolve(p, c, "dst", &vc))) return st;
+    uint32_t slot = 0;
+    if (p->plan && (st = vk_plan_add_dyn(p->plan, p->node_index, &slot))) return st;
+    VkDeviceSize w = (VkDeviceSize)x->ne[0] * 4;
+    int64_t T = x->ne[1], chunk = op_token_chunk(p, T, &(VkDeviceSize){x->nb[1]}, &w, 1);
+    if (chunk < 1 || vc.extent > op_window_budget(p)) return op_unsupported(p, "the cache exceeds maxStorageBufferRange");
+    uint32_t wg = op_wg_size(p, WG_DEFAULT), unit = f16 ? 2 : 4;
+    uint64_t items = words ? (uint64_t)x->ne[0] / 2 : (uint64_t)x->ne[0];
+    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+        int64_t n = T - t0 < chunk ? T - t0 : chunk;
+        disp_build db;
+        op_disp_init(p, &db);
+        db.shader = !f16 ? "kv_store_f32" : words ? "kv_store_f16_u32" : "kv_store_f16_s16";
+        db.spec[0] = wg, db.spec[1] = 1, db.n_spec = 2;
+        pc_kv_store pc = {.n = (uint32_t)x->ne[0], .x_stride = (uint32_t)(x->nb[1] / 4),
+                          .d_stride = (uint32_t)(c->nb[1] / unit), .tok0 = (uint32_t)t0, .dyn_idx = slot};
+        if ((st = op_bind_view(p, &vx, t0 * x->nb[1], (t0 + n - 1) * x->nb[1] + w, 4, &db.d.b[0], &pc.x_base)) ||
+            (st = op_bind_view(p, &vc, 0, vc.extent, unit, &db.d.b[3], &pc.d_base)) ||
+            (st = op_set_groups(p, &db, (items + wg - 1) / wg, (uint64_t)n)) || (st = op_emit(p, &db, &pc, sizeof pc)))
+            return st;
+    }
+    return ELM_OK;
+}
+
+/* -------------------------------------------------------------- ATTENTION */
+
+typedef struct pc_attention {
+    uint32_t q_base, k_base, v_base, d_base, n_head, n_head_kv, q_rs, q_ts, kv_stride, d_ts, tok0, dyn_idx;
+    float scale;
+} pc_attention;
+
+/* The workgroup size whose scratch fits shared memory, or 0. */
+static uint32_t attention_wg(const vk_planner *p, uint32_t D) {
+    for (uint32_t wg = op_wg_size(p, 64); wg >= 1; wg /= 2) {
+        if ((D + wg - 1) / wg > MAX_DIMS_PER_INVOCATION) return 0;
+        if (4 * (D + wg) + op_reduce_shared(p, wg) <= p->vk->caps.max_shared) return wg;
+    }
+    return 0;
+}
+
+static elm_status attention_check(vk_planner *p, const be_node *nd) {
+    const be_tensor *q = nd->src[0], *K = nd->src[1], *V = nd->src[2], *d = nd->dst;
+    elm_status st = op_check_f32(p, q, "src0");
+    if (st == ELM_OK) st = op_check_f32(p, d, "dst");
+    if (st != ELM_OK) return st;
+    int64_t n_kv = nd->iparams[1];
+    if (!is_cache(K) || !is_cache(V)) return op_invalid(p, "caches must be 2-D F32 or F16");
+    if (n_kv < 1 || q->ne[1] % n_kv || q->ne[3] != 1 || K->ne[0] != q->ne[0] * n_kv ||
+        V->ne[0] != K->ne[0] || V->ne[1] != K->ne[1] || d->ne[0] != q->ne[0] * q->ne[1] ||
+        d->ne[1] != q->ne[2] || d->ne[2] != 1 || d->ne[3] != 1)
+        return op_invalid(p, "shapes do not match");
+    if (K->type != V->type || K->nb[1] != V->nb[1])
+        return op_unsupported(p, "K and V caches of different types or strides");
+    if (q->ne[0] > MAX_HEAD_DIM) return op_unsupported(p, "head size %lld above %d", (long long)q->ne[0], MAX_HEAD_DIM);
+    if (K->type == QT_F16 && !p->vk->caps.storage16 && (q->ne[0] % 2 || K->nb[1] % 4 || V->nb[1] % 4))
+        return op_unsupported(p, "odd F16 heads need 16-bit storage");
+    return ELM_OK;
+}
+
+static elm_status plan_attention(vk_planner *p, const be_node *nd) {
+    elm_status st = attention_check(p, nd);
+    if (st != ELM_OK) return st;
+    const be_tensor *q = nd->src[0], *K = nd->src[1], *V = nd->src[2], *d = nd->dst;
+    uint32_t D = (uint32_t)q->ne[0], wg = attention_wg(p, D);
+    if (!wg)
+        return op_unsupported(p, "head size %u needs more than %u bytes of shared memory", D, p->vk->caps.max_shared);
+    tview vq, vc, vv, vd;
+    if ((st = op_resolve(p, q, "src0", &vq)) || (st = op_resolve(p, K, "src1", &vc)) ||
+        (st = op_resolve(p, V, "src2", &vv)) || (st = op_resolve(p, d, "dst", &vd)))
+        return st;
+    uint32_t slot = 0;
+    if (p->plan && (st = vk_plan_add_dyn(p->plan, p->node_index, &slot))) return st;
+    if (vc.extent > op_window_budget(p) || vv.extent > op_window_budget(p))
+        return op_unsupported(p, "a cache exceeds maxStorageBufferRange");
+    VkDeviceSize wq = (q->ne[1] - 1) * q->nb[1] + D * 4, wd = (VkDeviceSize)d->ne[0] * 4;
+    VkDeviceSize strides[2] = {q->nb[2], d->nb[1]}, widths[2] = {wq, wd};
+    int64_t T = q->ne[2], chunk = op_token_chunk(p, T, strides, widths, 2);
+    if (chunk < 1) return op_unsupported(p, "a token's queries exceed maxStorageBufferRange");
+    bool f16 = K->type == QT_F16;
+    uint32_t unit = f16 ? 2 : 4;
+    char shader[48];
+    snprintf(shader, sizeof shader, "attention_%s_%s", !f16 ? "f32" : p->vk->caps.storage16 ? "f16_s16" : "f16_u32",
+             op_use_sg(p) ? "sg" : "sh");
+    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+        int64_t n = T - t0 < chunk ? T - t0 : chunk;
+        disp_build db;
+        op_disp_init(p, &db);
+        db.shader = shader;
+        db.spec[0] = wg, db.spec[1] = op_nsg(p, wg), db.spec[2] = D, db.n_spec = 3;
+        pc_attention pc = {.n_head = (uint32_t)q->ne[1], .n_head_kv = (uint32_t)nd->iparams[1],
+                           .q_rs = (uint32_t)(q->nb[1] / 4), .q_ts = (uint32_t)(q->nb[2] / 4),
+                           .kv_stride = (uint32_t)(K->nb[1] / unit), .d_ts = (uint32_t)(d->nb[1] / 4),
+                           .tok0 = (uint32_t)t0, .dyn_idx = slot, .scale = nd->fparams[0]};
+        if ((st = op_bind_view(p, &vq, t0 * q->nb[2], (t0 + n - 1) * q->nb[2] + wq, 4, &db.d.b[0], &pc.q_base)) ||
+            (st = op_bind_view(p, &vc, 0, vc.extent, unit, &db.d.b[1], &pc.k_base)) ||
+            (st = op_bind_view(p, &vv, 0, vv.extent, unit, &db.d.b[2], &pc.v_base)) ||
+            (st = op_bind_view(p, &vd, t0 * d->nb[1], (t0 + n - 1) * d->nb[1] + wd, 4, &db.d.b[3], &pc.d_base)) ||
+            (st = op_set_groups(p, &db, q->ne[1], (uint64_t)n)) || (st = op_emit(p, &db, &pc, sizeof pc)))
+            return st;
+    }
+    return ELM_OK;
+}
+
+/* ------------------------------------------------------------------ entry */
+
+elm_status vk_plan_node(vk_planner *p, const be_node *node) {
+    p->why[0] = '\0';
+    if (!node || !node->dst) return op_invalid(p, "node without a destination");
+    if (!node->dst->buf) return op_invalid(p, "the destination '%s' is not in a buffer", node->dst->name);
+    switch (node->op) {
+    case BE_OP_GET_ROWS: return op_plan_get_rows(p, node);
+    case BE_OP_RMS_NORM: return plan_rms_norm(p, node);
+    case BE_OP_MUL_MAT: return op_plan_mul_mat(p, node);
+    case BE_OP_ADD:
+    case BE_OP_SWIGLU: return plan_binary(p, node);
+    case BE_OP_ROPE: return plan_rope(p, node);
+    case BE_OP_KV_STORE: return plan_kv_store(p, node);
+    case BE_OP_ATTENTION: return plan_attention(p, node);
+    default: return op_invalid(p, "unknown op %d", (int)node->op);
+    }
+}

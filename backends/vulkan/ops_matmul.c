@@ -1,0 +1,205 @@
+/* ops_matmul.c: planning of the ops that read weight matrices, GET_ROWS
+ * and MUL_MAT. Weights too large for one binding are walked in row runs
+ * (host weights are already split into pieces by memory.c); MUL_MAT uses
+ * the matrix-vector kernel for one token and shared-memory tiles sized
+ * from the device's limits for more (matrix-vector per token when no tile
+ * fits). */
+#include <stdio.h>
+#include <string.h>
+
+#include "backends/vulkan/ops_impl.h"
+#include "quant/quant.h"
+
+/* --------------------------------------------------------------- GET_ROWS */
+
+typedef struct pc_get_rows {
+    uint32_t w_base, id_base, d_base, n, row_bytes, d_stride, row0, n_rows, n_table;
+} pc_get_rows;
+
+typedef struct gr_ctx {
+    const be_tensor *tab, *d;
+    tview vi, vd;
+    uint32_t wg;
+    char shader[48];
+} gr_ctx;
+
+static elm_status gr_dispatch(vk_planner *p, const gr_ctx *g, const rows_piece *rp, int64_t t0, int64_t n) {
+    const be_tensor *tab = g->tab, *d = g->d;
+    disp_build db;
+    op_disp_init(p, &db);
+    db.shader = g->shader;
+    db.spec[0] = g->wg, db.spec[1] = 1, db.n_spec = 2;
+    pc_get_rows pc = {.n = (uint32_t)tab->ne[0], .row_bytes = (uint32_t)tab->nb[1],
+                      .d_stride = (uint32_t)(d->nb[1] / 4), .row0 = (uint32_t)rp->r0,
+                      .n_rows = (uint32_t)rp->n, .n_table = (uint32_t)tab->ne[1]};
+    VkDeviceSize width = (VkDeviceSize)d->ne[0] * 4, rb = (VkDeviceSize)rp->n * tab->nb[1];
+    uint32_t groups = (uint32_t)(tab->ne[0] / 4);
+    elm_status st = ELM_OK;
+    if (p->plan) st = op_bind(p, rp->seg, rp->offs, rp->offs + rb, 1, &db.d.b[0], &pc.w_base);
+    if (st || (st = op_bind_view(p, &g->vi, t0 * 4, (t0 + n) * 4, 4, &db.d.b[1], &pc.id_base)) ||
+        (st = op_bind_view(p, &g->vd, t0 * d->nb[1], (t0 + n - 1) * d->nb[1] + width, 4, &db.d.b[3], &pc.d_base)) ||
+        (st = op_set_groups(p, &db, (groups + g->wg - 1) / g->wg, (uint64_t)n)))
+        return st;
+    return op_emit(p, &db, &pc, sizeof pc);
+}
+
+elm_status op_plan_get_rows(vk_planner *p, const be_node *nd) {
+    gr_ctx g = {.tab = nd->src[0], .d = nd->dst};
+    const be_tensor *tab = g.tab, *ids = nd->src[1], *d = g.d;
+    if (!tab || !ids) return op_invalid(p, "missing tensor");
+    elm_status st = op_check_f32(p, d, "dst");
+    if (st != ELM_OK) return st;
+    if (ids->type != BE_TYPE_I32) return op_invalid(p, "src1 must be I32");
+    if (tab->ne[2] != 1 || tab->ne[3] != 1 || d->ne[0] != tab->ne[0] || d->ne[1] != ids->ne[0])
+        return op_invalid(p, "shapes do not match");
+    if (!op_type_suffix(tab->type) || !op_whole_groups(tab->type, tab->ne[0]))
+        return op_unsupported(p, "no kernel for %s rows of %lld", qtype_name(tab->type), (long long)tab->ne[0]);
+    tview vt;
+    if ((st = op_resolve(p, tab, "src0", &vt)) || (st = op_resolve(p, ids, "src1", &g.vi)) ||
+        (st = op_resolve(p, d, "dst", &g.vd)))
+        return st;
+    rows_iter it;
+    if (!op_rows_init(p, &vt, tab->ne[1], tab->nb[1], INT64_MAX, &it))
+        return op_unsupported(p, "a table row exceeds maxStorageBufferRange");
+    int64_t T = ids->ne[0];
+    VkDeviceSize strides[2] = {4, d->nb[1]}, widths[2] = {4, (VkDeviceSize)d->ne[0] * 4};
+    int64_t chunk = op_token_chunk(p, T, strides, widths, 2);
+    if (chunk < 1) return op_unsupported(p, "a row exceeds maxStorageBufferRange");
+    g.wg = op_wg_size(p, WG_DEFAULT);
+    snprintf(g.shader, sizeof g.shader, "get_rows_%s_%s", op_type_suffix(tab->type), op_storage(p));
+    for (rows_piece piece; op_rows_next(&it, &piece);)
+        for (int64_t t0 = 0; t0 < T; t0 += chunk)
+            if ((st = gr_dispatch(p, &g, &piece, t0, T - t0 < chunk ? T - t0 : chunk))) return st;
+    return ELM_OK;
+}
+
+/* ---------------------------------------------------------------- MUL_MAT */
+
+typedef struct pc_matvec {
+    uint32_t w_base, x_base, b_base, d_base, K, N, row_bytes, x_stride, d_stride, has_bias;
+} pc_matvec;
+
+typedef struct pc_matmat {
+    uint32_t w_base, x_base, b_base, d_base, K, N, n_tok, row_bytes, x_stride, d_stride, has_bias;
+} pc_matmat;
+
+typedef struct tile {
+    uint32_t bm, bn, bk, tm, tn;
+} tile;
+
+static const tile tiles[] = {
+    {64, 64, 32, 4, 4}, {64, 64, 16, 4, 4}, {32, 64, 16, 2, 4}, {32, 32, 16, 2, 2},
+    {32, 32, 16, 4, 4}, {16, 16, 16, 2, 2}, {16, 16, 8, 2, 2},
+};
+
+/* The first tile configuration that fits the device, or NULL. */
+static const tile *pick_tile(const vk_planner *p, bool half) {
+    const vk_caps *c = &p->vk->caps;
+    for (size_t i = 0; i < sizeof tiles / sizeof *tiles; i++) {
+        const tile *t = &tiles[i];
+        uint32_t wg = (t->bm / t->tm) * (t->bn / t->tn), shared = (t->bm + t->bn) * t->bk * (half ? 2 : 4);
+        if (wg <= c->max_invocations && wg <= c->max_wg_size[0] && shared <= c->max_shared) return t;
+    }
+    return NULL;
+}
+
+typedef struct mm_ctx {
+    const be_tensor *w, *x, *bias, *d;
+    tview vx, vb, vd;
+    const tile *tl; /* NULL: matvec */
+    bool half;
+    uint32_t wg;
+    char shader[48];
+} mm_ctx;
+
+static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *rp, int64_t t0,
+                              int64_t n) {
+    disp_build db;
+    op_disp_init(p, &db);
+    db.shader = m->shader;
+    const be_tensor *w = m->w, *x = m->x, *d = m->d;
+    uint32_t wb = 0, xb, bb = 0, dbase;
+    VkDeviceSize xs = x->nb[1], ds = d->nb[1];
+    elm_status st = ELM_OK;
+    if (p->plan) st = op_bind(p, rp->seg, rp->offs, rp->offs + (VkDeviceSize)rp->n * w->nb[1], 1, &db.d.b[0], &wb);
+    if (st || (st = op_bind_view(p, &m->vx, t0 * xs, (t0 + n - 1) * xs + x->ne[0] * 4, 4, &db.d.b[1], &xb)) ||
+        (st = op_bind_view(p, &m->vd, t0 * ds + rp->r0 * 4, (t0 + n - 1) * ds + (rp->r0 + rp->n) * 4, 4, &db.d.b[3], &dbase)))
+        return st;
+    if (m->bias && (st = op_bind_view(p, &m->vb, rp->r0 * 4, (rp->r0 + rp->n) * 4, 4, &db.d.b[2], &bb))) return st;
+    if (!m->tl) {
+        db.spec[0] = m->wg, db.spec[1] = op_nsg(p, m->wg), db.n_spec = 2;
+        pc_matvec pc = {wb, xb, bb, dbase, (uint32_t)w->ne[0], (uint32_t)rp->n, (uint32_t)w->nb[1],
+                        (uint32_t)(xs / 4), (uint32_t)(ds / 4), m->bias != NULL};
+        if ((st = op_set_groups(p, &db, (uint64_t)rp->n, (uint64_t)n))) return st;
+        return op_emit(p, &db, &pc, sizeof pc);
+    }
+    const tile *t = m->tl;
+    db.spec[0] = (t->bm / t->tm) * (t->bn / t->tn), db.spec[1] = 1;
+    db.spec[2] = t->bm, db.spec[3] = t->bn, db.spec[4] = t->bk, db.spec[5] = t->tm, db.spec[6] = t->tn;
+    db.n_spec = 7;
+    pc_matmat pc = {wb, xb, bb, dbase, (uint32_t)w->ne[0], (uint32_t)rp->n, (uint32_t)n, (uint32_t)w->nb[1],
+                    (uint32_t)(xs / 4), (uint32_t)(ds / 4), m->bias != NULL};
+    db.d.groups[0] = (uint32_t)((rp->n + t->bm - 1) / t->bm);
+    db.d.groups[1] = (uint32_t)((n + t->bn - 1) / t->bn);
+    db.d.groups[2] = 1;
+    return op_emit(p, &db, &pc, sizeof pc);
+}
+
+static elm_status mm_check(vk_planner *p, const be_node *nd, mm_ctx *m) {
+    m->w = nd->src[0], m->x = nd->src[1], m->bias = nd->src[2], m->d = nd->dst;
+    if (!m->w) return op_invalid(p, "src0 is missing");
+    elm_status st = op_check_f32(p, m->x, "src1");
+    if (st == ELM_OK) st = op_check_f32(p, m->d, "dst");
+    if (st == ELM_OK && m->bias) st = op_check_f32(p, m->bias, "src2");
+    if (st != ELM_OK) return st;
+    const be_tensor *w = m->w, *x = m->x, *d = m->d;
+    if (w->ne[2] != 1 || w->ne[3] != 1 || x->ne[0] != w->ne[0] || x->ne[2] != 1 || x->ne[3] != 1 ||
+        d->ne[0] != w->ne[1] || d->ne[1] != x->ne[1] || d->ne[2] != 1 || d->ne[3] != 1 ||
+        (m->bias && m->bias->ne[0] != w->ne[1]))
+        return op_invalid(p, "shapes do not match");
+    if (!op_type_suffix(w->type) || !op_whole_groups(w->type, w->ne[0]))
+        return op_unsupported(p, "no kernel for %s rows of %lld", qtype_name(w->type), (long long)w->ne[0]);
+    return ELM_OK;
+}
+
+static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
+    const vk_caps *c = &p->vk->caps;
+    const char *ts = op_type_suffix(m->w->type);
+    m->half = !p->exact && c->fp16 && c->storage16;
+    m->tl = T > 1 ? pick_tile(p, m->half) : NULL;
+    if (m->tl && m->half) snprintf(m->shader, sizeof m->shader, "matmat_%s_s16_h", ts);
+    else if (m->tl) snprintf(m->shader, sizeof m->shader, "matmat_%s_%s", ts, op_storage(p));
+    if (m->tl) return ELM_OK;
+    /* One token at a time through the matrix-vector kernel: T = 1, or no
+     * tile fits the device. */
+    m->wg = op_reduce_wg(p, WG_DEFAULT, 0);
+    if (!m->wg) return op_unsupported(p, "no workgroup size fits %u bytes of shared memory", c->max_shared);
+    snprintf(m->shader, sizeof m->shader, "matvec_%s_%s_%s", ts, op_storage(p), op_use_sg(p) ? "sg" : "sh");
+    return ELM_OK;
+}
+
+elm_status op_plan_mul_mat(vk_planner *p, const be_node *nd) {
+    mm_ctx m;
+    elm_status st = mm_check(p, nd, &m);
+    if (st != ELM_OK) return st;
+    tview vw;
+    if ((st = op_resolve(p, m.w, "src0", &vw)) || (st = op_resolve(p, m.x, "src1", &m.vx)) ||
+        (st = op_resolve(p, m.d, "dst", &m.vd)) || (m.bias && (st = op_resolve(p, m.bias, "src2", &m.vb))))
+        return st;
+    int64_t T = m.x->ne[1], N = m.w->ne[1];
+    if ((st = mm_select(p, &m, T))) return st;
+    const vk_caps *c = &p->vk->caps;
+    int64_t most = m.tl ? (int64_t)m.tl->bm * c->max_wg_count[0] : (int64_t)c->max_wg_count[0] * c->max_wg_count[1];
+    rows_iter it;
+    if (!op_rows_init(p, &vw, N, m.w->nb[1], most, &it))
+        return op_unsupported(p, "a weight row exceeds maxStorageBufferRange");
+    VkDeviceSize strides[2] = {m.x->nb[1], m.d->nb[1]};
+    VkDeviceSize widths[2] = {(VkDeviceSize)m.x->ne[0] * 4, (VkDeviceSize)op_rows_most(&it) * 4};
+    int64_t chunk = op_token_chunk(p, T, strides, widths, 2);
+    if (m.tl && chunk > (int64_t)m.tl->bn * c->max_wg_count[1]) chunk = (int64_t)m.tl->bn * c->max_wg_count[1];
+    if (chunk < 1) return op_unsupported(p, "an activation row exceeds maxStorageBufferRange");
+    for (rows_piece piece; op_rows_next(&it, &piece);)
+        for (int64_t t0 = 0; t0 < T; t0 += chunk)
+            if ((st = mm_dispatch(p, &m, &piece, t0, T - t0 < chunk ? T - t0 : chunk))) return st;
+    return ELM_OK;
+}

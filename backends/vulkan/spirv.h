@@ -1,0 +1,28 @@
+/* spirv.h: the SPIR-V modules compiled from shaders/ and embedded by the
+ * build (cmake/vulkan.cmake). Each module is named after its shader and
+ * variant, e.g. "matvec_q4_0_s16_sg". */
+#ifndef ELM_VK_SPIRV_H
+#define ELM_VK_SPIRV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct elm_spv {
+    const char *name;
+    const uint32_t *code;
+    size_t size; /* bytes */
+} elm_spv;
+
+typedef struct elm_spv_family {
+    const char *name;
+    const elm_spv *modules;
+    const size_t *count;
+} elm_spv_family;
+
+extern const elm_spv_family elm_spv_families[];
+extern const size_t elm_spv_n_families;
+
+/* The module called `name`, or NULL. */
+const elm_spv *elm_spv_find(const char *name);
+
+#endif

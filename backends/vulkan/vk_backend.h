@@ -1,0 +1,122 @@
+/*
+ * vk_backend.h: the Vulkan backend as the engine sees it. Everything else
+ * goes through the be_iface of backends/backend.h; this header adds device
+ * listing and selection, creation options, and Vulkan-specific statistics.
+ * It does not include Vulkan headers, so any module may include it; the
+ * functions exist only when the build defines ELM_HAVE_VULKAN=1.
+ *
+ * Limits emulation. A limits spec is a comma-separated list of profiles and
+ * overrides; the backend then plans (and enumeration reports) as if the
+ * device had at most these capabilities (it never claims more than the
+ * device has):
+ *   pi5            16 KiB shared memory, 256 invocations per workgroup
+ *   mali           32 KiB shared memory, no 8-bit storage
+ *   adreno         32 KiB shared memory, 1024 invocations per workgroup
+ *   nofp16         no shaderFloat16, no 16-bit storage (32-bit word paths)
+ *   nosubgroup     no subgroup arithmetic (shared-memory reductions)
+ *   small-buffers  maxStorageBufferRange = maxMemoryAllocationSize = 1 MiB
+ *   discrete       device memory is never mapped: staging for every
+ *                  transfer, as on a discrete GPU
+ *   max_shared=N, max_invocations=N, max_range=N, max_alloc=N   (bytes or counts)
+ * Features the profile removes are also left disabled at device creation,
+ * so the validation layer reports any shader that would still use them.
+ * Environment (read when be_vk_options.limits is NULL, and by
+ * be_vk_enumerate): EDGELM_VK_LIMITS holds a spec; EDGELM_VK_MAX_SHARED,
+ * EDGELM_VK_MAX_INVOCATIONS, EDGELM_VK_MAX_RANGE and EDGELM_VK_MAX_ALLOC
+ * add the matching override.
+ */
+#ifndef ELM_VK_BACKEND_H
+#define ELM_VK_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backends/backend.h"
+#include "edgelm.h"
+
+/*
+ * Every Vulkan physical device (CPU-type ones such as lavapipe included), in
+ * enumeration order, with ids "vulkan:0", "vulkan:1", ... and the limits of
+ * EDGELM_VK_LIMITS applied. Writes at most `cap` entries and the total to
+ * *n. Without a loader, a driver or a device: *n = 0 and ELM_OK. A bad
+ * EDGELM_VK_LIMITS gives ELM_ERR_INVALID_ARG with a message in err.
+ */
+elm_status be_vk_enumerate(elm_device_info *out, size_t cap, size_t *n, char *err,
+                           size_t err_size);
+
+/*
+ * Resolves a device spec to an index into be_vk_enumerate's list:
+ *   "vulkan"    the first GPU (discrete, integrated, virtual or other), else
+ *               the first device of any type (a CPU-type one);
+ *   "vulkan:N"  device N (ELM_ERR_INVALID_ARG when there is no such device);
+ *   "auto"      the first discrete GPU, else the first integrated one, else
+ *               the first virtual/other GPU; never a CPU-type device.
+ * *index = -1 when no device matches ("auto", or "vulkan" without devices);
+ * that is not an error. Unknown specs give ELM_ERR_INVALID_ARG.
+ */
+elm_status be_vk_select(const char *device_spec, int *index);
+
+typedef struct be_vk_options {
+    int device;             /* index into the list; -1 selects as "vulkan" does */
+    const char *limits;     /* limits spec (see above); NULL: from the environment */
+    const char *cache_dir;  /* pipeline cache directory; NULL: $XDG_CACHE_HOME/edgelm,
+                               else ~/.cache/edgelm; "": no cache file */
+    int validation;         /* 1: VK_LAYER_KHRONOS_validation on, 0: off,
+                               -1: on when EDGELM_VK_VALIDATION=1 */
+    bool quiet;             /* no notes on stderr (fallbacks, discarded caches) */
+} be_vk_options;
+
+/* device -1, limits NULL, cache_dir NULL, validation -1, quiet false. */
+be_vk_options be_vk_default_options(void);
+
+/*
+ * Creates a backend on one device. Errors: ELM_ERR_INVALID_ARG (bad index or
+ * limits spec), ELM_ERR_UNSUPPORTED (no Vulkan device, or one below Vulkan
+ * 1.1 or without a compute queue), ELM_ERR_DEVICE (device creation failed),
+ * ELM_ERR_NO_MEMORY; err receives a message.
+ */
+elm_status be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size_t err_size);
+
+/* True when be is a Vulkan backend (the functions below accept nothing else). */
+bool be_vk_is(const be_backend *be);
+
+/* The device the backend runs on, as listed (limits applied). */
+elm_status be_vk_device_info(be_backend *be, elm_device_info *out);
+
+/* Validation-layer errors reported so far (0 when validation is off). */
+uint64_t be_vk_validation_errors(be_backend *be);
+
+/* Whether the validation layer is active on this backend. */
+bool be_vk_validation_enabled(be_backend *be);
+
+/* The message of the last failure inside the backend ("" when none), e.g.
+ * why buffer_alloc returned ELM_ERR_NO_MEMORY. */
+const char *be_vk_last_error(be_backend *be);
+
+typedef struct be_vk_stats {
+    /* Pipelines */
+    uint32_t n_pipelines;       /* created so far */
+    double pipeline_ms;         /* wall time spent creating them */
+    bool cache_loaded;          /* a cache file passed the header checks and seeded the
+                                   VkPipelineCache every pipeline is created with */
+    size_t cache_load_bytes;    /* its size */
+    bool cache_rejected;        /* a cache file existed but was discarded */
+    char cache_note[160];       /* why it was discarded or not found ("" when loaded) */
+    char cache_path[512];       /* the file ("" when persistence is off) */
+    /* Graphs */
+    uint64_t n_records;         /* command buffers recorded (one per graph shape and CPU split) */
+    uint64_t n_replays;         /* graph_compute calls served by already recorded buffers */
+    uint64_t n_submits;         /* queue submissions for graphs */
+    uint64_t n_dispatches;      /* dispatches recorded */
+    uint64_t n_barriers;        /* dependency barriers recorded between dispatches */
+    uint64_t n_fallback_nodes;  /* nodes run on the CPU backend */
+    /* Memory */
+    uint64_t weight_bytes;      /* host tensors uploaded (once each) */
+    uint32_t n_weights;         /* host tensors cached on the device */
+    uint64_t device_bytes;      /* device memory allocated by this backend now */
+} be_vk_stats;
+
+elm_status be_vk_get_stats(be_backend *be, be_vk_stats *out);
+
+#endif /* ELM_VK_BACKEND_H */

@@ -1,0 +1,306 @@
+/*
+ * vk_internal.h: what the Vulkan backend's files share. Layers, bottom up:
+ *   limits.c   limits specs (profiles and overrides)
+ *   device.c   instance, physical-device capabilities, device creation
+ *   memory.c   segments, buffers, staging transfers, the host-weight cache
+ *   pipeline.c shader modules, pipelines, the persistent pipeline cache
+ *   ops.c, ops_matmul.c, ops_util.c (ops_impl.h)
+ *              per-op planning: shader variant, bindings, dispatches
+ *   graph.c    plans (recorded command buffers), barriers, execution
+ *   fallback.c nodes the device cannot run, on the CPU backend
+ *   backend.c  the be_iface and the entry points of vk_backend.h
+ */
+#ifndef ELM_VK_INTERNAL_H
+#define ELM_VK_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <vulkan/vulkan.h>
+
+#include "backends/backend.h"
+#include "backends/vulkan/spirv.h"
+#include "backends/vulkan/vk_backend.h"
+
+#define VK_ERR_LEN 512
+
+/* ------------------------------------------------------------------ limits */
+
+/* Caps a limits spec puts on a device; 0 / false: unchanged. */
+typedef struct vk_limits {
+    uint64_t max_shared, max_invocations, max_range, max_alloc;
+    bool no_fp16, no_storage16, no_storage8, no_subgroup, no_uma;
+} vk_limits;
+
+/* Parses a limits spec (NULL or "" is no limit). */
+elm_status vk_limits_parse(const char *spec, vk_limits *out, char *err, size_t err_size);
+/* The spec of the environment: EDGELM_VK_LIMITS plus EDGELM_VK_MAX_*. */
+elm_status vk_limits_from_env(vk_limits *out, char *err, size_t err_size);
+
+/* ------------------------------------------------------------------ device */
+
+/* What the backend plans with: the device's capabilities, limits applied. */
+typedef struct vk_caps {
+    uint32_t api_version;
+    VkPhysicalDeviceType type;
+    uint32_t vendor_id, device_id;
+    uint8_t cache_uuid[VK_UUID_SIZE];
+    uint32_t max_shared, max_invocations;
+    uint32_t max_wg_size[3], max_wg_count[3];
+    uint32_t subgroup_size, min_subgroup_size;
+    bool subgroup_arith; /* basic + arithmetic in compute shaders */
+    bool fp16, storage16, storage8, int_dot;
+    uint64_t max_range, max_alloc;
+    uint64_t offset_align; /* minStorageBufferOffsetAlignment, at least 4 */
+    uint32_t max_push;
+    bool uma;
+    /* extensions the device offers that the backend may enable */
+    bool ext_f16i8, ext_budget, ext_portability;
+} vk_caps;
+
+typedef struct vk_instance {
+    VkInstance inst;
+    VkDebugUtilsMessengerEXT messenger;
+    bool validation;
+    uint32_t api_version;
+} vk_instance;
+
+/* Creates an instance; `validation` asks for the Khronos layer and a
+ * messenger that counts errors into *error_count (may be NULL when off).
+ * A missing loader or driver gives ELM_ERR_UNSUPPORTED. */
+elm_status vk_instance_create(bool validation, bool quiet, _Atomic uint64_t *error_count,
+                              vk_instance *out, char *err, size_t err_size);
+void vk_instance_destroy(vk_instance *vi);
+
+/* The physical devices of an instance (malloc'd array). */
+elm_status vk_physical_devices(VkInstance inst, VkPhysicalDevice **out, uint32_t *n);
+
+/* Capabilities and the listing entry of device `index`, limits applied. */
+void vk_query_device(VkPhysicalDevice pd, int index, const vk_limits *lim, vk_caps *caps,
+                     elm_device_info *info);
+
+/* ------------------------------------------------------------------ memory */
+
+/* One VkBuffer bound to its own memory. */
+typedef struct vk_seg {
+    VkBuffer buf;
+    VkDeviceMemory mem;
+    VkDeviceSize size;
+    void *map;   /* host address when the backend maps it, else NULL */
+    uint32_t id; /* unique per backend, for dependency tracking */
+} vk_seg;
+
+/* A backend buffer: segments of at most seg_size bytes (the allocation
+ * limit), so a tensor lies in one segment unless it straddles a boundary. */
+struct be_buffer {
+    vk_seg *segs;
+    uint32_t n_segs;
+    size_t size;
+    VkDeviceSize seg_size;
+    void *host; /* one mapped segment: its address */
+    struct be_buffer *prev, *next;
+};
+
+/* A host tensor's device copy, split by rows into pieces that each fit the
+ * allocation and binding limits. Piece i holds rows [row0[i], row0[i+1]). */
+typedef struct vk_weight {
+    const void *data;
+    size_t bytes, row_bytes;
+    int64_t n_rows;
+    uint32_t n_pieces;
+    vk_seg *pieces;
+    int64_t *row0; /* n_pieces + 1 entries */
+} vk_weight;
+
+/* ---------------------------------------------------------------- pipeline */
+
+#define VK_MAX_SPEC 8
+
+typedef struct vk_pipe {
+    const elm_spv *spv;
+    uint32_t spec[VK_MAX_SPEC];
+    uint32_t n_spec;
+    VkPipeline pipe;
+} vk_pipe;
+
+typedef struct vk_module {
+    const elm_spv *spv;
+    VkShaderModule mod;
+} vk_module;
+
+/* ------------------------------------------------------------------- plans */
+
+#define VK_N_BIND 4      /* src0, src1, src2, dst; binding 4 is the per-call values */
+#define VK_PC_WORDS 32   /* 128 bytes of push constants, the guaranteed minimum */
+#define VK_MAX_PLANS 8
+
+typedef struct vk_bind {
+    VkBuffer buf;
+    VkDeviceSize offset, range;
+    uint32_t seg_id; /* 0: the dummy buffer */
+} vk_bind;
+
+typedef struct vk_disp {
+    VkPipeline pipe;
+    vk_bind b[VK_N_BIND];
+    uint8_t written; /* bit i: binding i is written */
+    uint32_t pc[VK_PC_WORDS];
+    uint32_t groups[3];
+    VkDescriptorSet set;
+} vk_disp;
+
+/* A run of GPU dispatches (one command buffer) or one node on the CPU. */
+typedef struct vk_step {
+    bool cpu;
+    int node;         /* CPU step: the node index */
+    uint32_t d0, d1;  /* GPU step: dispatches [d0, d1) */
+    VkCommandBuffer cmd;
+} vk_step;
+
+typedef struct vk_plan {
+    uint8_t *key;
+    size_t key_len;
+    uint64_t hash, last_use;
+    vk_disp *disp;
+    uint32_t n_disp, cap_disp;
+    vk_step *steps;
+    uint32_t n_steps, cap_steps;
+    int *dyn_node; /* node whose iparams[0] fills per-call slot i */
+    uint32_t n_dyn, cap_dyn;
+    vk_seg dyn;    /* host-visible int32 slots, rewritten before each run */
+    VkDescriptorPool pool;
+    int n_nodes, n_cpu;
+} vk_plan;
+
+/* ----------------------------------------------------------------- backend */
+
+typedef struct vk_backend {
+    be_backend be;
+    vk_instance vi;
+    VkPhysicalDevice phys;
+    VkDevice dev;
+    VkQueue queue;
+    uint32_t queue_family;
+    int index;
+    vk_caps caps;
+    elm_device_info info;
+    VkPhysicalDeviceMemoryProperties mem_props;
+    bool quiet, lost;
+
+    /* memory */
+    be_buffer *buffers;
+    vk_weight *weights;
+    uint32_t n_weights, cap_weights;
+    vk_seg staging, dummy;
+    uint32_t next_seg_id;
+    uint64_t device_bytes;
+    VkCommandPool cmd_pool;
+    VkCommandBuffer xfer_cmd;
+    VkFence fence;
+
+    /* pipelines */
+    VkDescriptorSetLayout dsl;
+    VkPipelineLayout layout;
+    VkPipelineCache pcache;
+    vk_module *modules;
+    uint32_t n_modules, cap_modules;
+    vk_pipe *pipes;
+    uint32_t n_pipes, cap_pipes;
+
+    /* graphs */
+    vk_plan *plans[VK_MAX_PLANS];
+    uint64_t clock;
+    be_backend *cpu; /* fallback, created on first need */
+    uint32_t fallback_logged; /* bit per op */
+
+    _Atomic uint64_t validation_errors;
+    be_stats stats;
+    be_vk_stats vstats;
+    char last_error[VK_ERR_LEN];
+} vk_backend;
+
+static inline vk_backend *vk_of(be_backend *be) {
+    return (vk_backend *)be->impl;
+}
+
+/* Formats into vk->last_error and returns st. */
+elm_status vk_fail(vk_backend *vk, elm_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* ELM_ERR_DEVICE for lost devices, ELM_ERR_NO_MEMORY for exhausted memory,
+ * else ELM_ERR_DEVICE; records `what` and the VkResult. Marks the device
+ * lost on VK_ERROR_DEVICE_LOST. */
+elm_status vk_check(vk_backend *vk, VkResult r, const char *what);
+const char *vk_result_name(VkResult r);
+/* Copies vk->last_error into err. */
+void vk_copy_error(const vk_backend *vk, char *err, size_t err_size);
+
+/* device.c */
+elm_status vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char *err,
+                          size_t err_size);
+void vk_device_close(vk_backend *vk);
+
+/* memory.c */
+elm_status vk_memory_init(vk_backend *vk);
+void vk_memory_free(vk_backend *vk);
+/* A segment of `size` bytes; host_visible asks for host-visible coherent
+ * memory (mapped), else device memory (mapped only on UMA devices). */
+elm_status vk_seg_alloc(vk_backend *vk, VkDeviceSize size, bool host_visible, vk_seg *out);
+void vk_seg_free(vk_backend *vk, vk_seg *s);
+elm_status vk_buffer_alloc(vk_backend *vk, size_t size, void *host_ptr, be_buffer **out);
+void vk_buffer_free(vk_backend *vk, be_buffer *b);
+bool vk_owns_buffer(const vk_backend *vk, const be_buffer *b);
+/* Copies between host memory and bytes [offset, offset + size) of a segment. */
+elm_status vk_seg_write(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, const void *src,
+                        size_t size);
+elm_status vk_seg_read(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, void *dst,
+                       size_t size);
+/* The same over a buffer's bytes, across segments. */
+elm_status vk_buffer_write(vk_backend *vk, be_buffer *b, size_t offset, const void *src,
+                           size_t size);
+elm_status vk_buffer_read(vk_backend *vk, be_buffer *b, size_t offset, void *dst, size_t size);
+/* The cached device copy of a host tensor, uploading it on first use. */
+elm_status vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **out);
+/* Rows per piece a host tensor of this geometry would be split into. */
+int64_t vk_weight_rows_per_piece(const vk_backend *vk, size_t row_bytes);
+/* Submits the transfer command buffer and waits. */
+elm_status vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what);
+
+/* pipeline.c */
+elm_status vk_pipeline_init(vk_backend *vk, const char *cache_dir);
+void vk_pipeline_free(vk_backend *vk); /* saves the cache file */
+/* The pipeline of module `name` with these specialization constants. */
+elm_status vk_pipeline_get(vk_backend *vk, const char *name, const uint32_t *spec,
+                           uint32_t n_spec, VkPipeline *out);
+
+/* ops.c: planning of one node. */
+typedef struct vk_planner {
+    vk_backend *vk;
+    vk_plan *plan;  /* NULL: only decide whether the node can run */
+    bool exact;
+    int node_index;
+    char why[160];  /* why a node cannot run on the device */
+} vk_planner;
+
+/* ELM_OK: the node's dispatches were appended (or would be). Unsupported:
+ * the device cannot run it (fallback; p->why says why). Invalid: the node
+ * itself is malformed. */
+elm_status vk_plan_node(vk_planner *p, const be_node *node);
+/* Bytes from element 0 to the end of the last row; false when malformed. */
+bool vk_tensor_extent(const be_tensor *t, VkDeviceSize *out);
+/* True when iparams[0] of the node is a per-call value (a cache position). */
+bool vk_node_has_dyn(const be_node *node);
+
+/* graph.c */
+elm_status vk_graph_prepare(vk_backend *vk, const be_graph *g, vk_plan **out);
+elm_status vk_graph_compute(vk_backend *vk, const be_graph *g);
+void vk_plans_clear(vk_backend *vk);
+/* fallback.c: runs node `index` of g on the CPU backend, through host
+ * copies of the device tensors it touches. */
+elm_status vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index);
+/* Appends a dispatch to the plan under construction. */
+elm_status vk_plan_add_dispatch(vk_backend *vk, vk_plan *plan, const vk_disp *d);
+/* Reserves the per-call slot of the node; returns its index. */
+elm_status vk_plan_add_dyn(vk_plan *plan, int node, uint32_t *slot);
+
+#endif /* ELM_VK_INTERNAL_H */

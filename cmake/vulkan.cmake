@@ -1,0 +1,138 @@
+# cmake/vulkan.cmake: the Vulkan backend (module elm_vulkan) and its shaders.
+#
+# Included by the top-level CMakeLists.txt after the core modules exist.
+# When Vulkan (headers + loader) or glslc is missing, or EDGELM_VULKAN is
+# OFF, nothing is added and every target is compiled with ELM_HAVE_VULKAN=0;
+# otherwise with ELM_HAVE_VULKAN=1. Code that calls the backend checks
+# `#if ELM_HAVE_VULKAN` (an undefined macro also reads as 0).
+#
+# Shaders: every shaders/<family>.comp is compiled by glslc into several
+# SPIR-V variants selected by -D defines (weight type, storage path,
+# reduction, precision). glslc's depfile tracks the includes under
+# shaders/common/. Each family's SPIR-V is embedded as uint32_t arrays in a
+# generated C file (shaders/embed_spirv.cmake, pure CMake) and a table file
+# lists the families; all are compiled into elm_vulkan.
+
+option(EDGELM_VULKAN "Build the Vulkan backend when Vulkan and glslc are found" ON)
+
+find_package(Vulkan QUIET)
+find_program(ELM_GLSLC NAMES glslc HINTS ${Vulkan_GLSLC_EXECUTABLE})
+
+if(NOT EDGELM_VULKAN OR NOT Vulkan_FOUND OR NOT ELM_GLSLC)
+  if(NOT EDGELM_VULKAN)
+    set(_why "EDGELM_VULKAN is OFF")
+  elseif(NOT Vulkan_FOUND)
+    set(_why "Vulkan headers or loader not found")
+  else()
+    set(_why "glslc not found")
+  endif()
+  message(STATUS "edgelm: Vulkan backend disabled (${_why})")
+  add_compile_definitions(ELM_HAVE_VULKAN=0)
+  return()
+endif()
+message(STATUS "edgelm: Vulkan backend enabled (glslc: ${ELM_GLSLC})")
+add_compile_definitions(ELM_HAVE_VULKAN=1)
+
+set(ELM_VK_SHADER_DIR ${CMAKE_SOURCE_DIR}/shaders)
+set(ELM_VK_GEN_DIR ${CMAKE_BINARY_DIR}/vulkan)
+file(MAKE_DIRECTORY ${ELM_VK_GEN_DIR}/spv)
+file(GLOB ELM_VK_COMMON CONFIGURE_DEPENDS ${ELM_VK_SHADER_DIR}/common/*.glsl)
+set(ELM_VK_FAMILIES)
+
+# elm_vk_variant(<family> <variant name> [defines...]): one SPIR-V module.
+function(elm_vk_variant family name)
+  set(src ${ELM_VK_SHADER_DIR}/${family}.comp)
+  set(spv ${ELM_VK_GEN_DIR}/spv/${name}.spv)
+  set(defs)
+  foreach(d ${ARGN})
+    list(APPEND defs -D${d})
+  endforeach()
+  add_custom_command(OUTPUT ${spv}
+    COMMAND ${ELM_GLSLC} --target-env=vulkan1.1 -O -I ${ELM_VK_SHADER_DIR} ${defs}
+            -MD -MF ${spv}.d -o ${spv} ${src}
+    DEPENDS ${src} ${ELM_VK_COMMON}
+    DEPFILE ${spv}.d
+    COMMENT "glslc ${name}"
+    VERBATIM)
+  set_property(GLOBAL APPEND PROPERTY ELM_VK_SPV_${family} ${spv})
+  set_property(GLOBAL APPEND PROPERTY ELM_VK_NAMES_${family} ${name})
+  get_property(fams GLOBAL PROPERTY ELM_VK_FAMILY_LIST)
+  if(NOT family IN_LIST fams)
+    set_property(GLOBAL APPEND PROPERTY ELM_VK_FAMILY_LIST ${family})
+  endif()
+endfunction()
+
+# Weight types with kernels; the suffix names the variant, the define
+# selects the layout in shaders/common/blocks.glsl.
+set(ELM_VK_TYPES F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K)
+
+foreach(t ${ELM_VK_TYPES})
+  string(TOLOWER ${t} lt)
+  foreach(st s16 u32)
+    set(sdef)
+    if(st STREQUAL "s16")
+      set(sdef S16)
+    endif()
+    elm_vk_variant(get_rows get_rows_${lt}_${st} TYPE_${t} ${sdef})
+    elm_vk_variant(matmat matmat_${lt}_${st} TYPE_${t} ${sdef})
+    elm_vk_variant(matvec matvec_${lt}_${st}_sg TYPE_${t} ${sdef} SG)
+    elm_vk_variant(matvec matvec_${lt}_${st}_sh TYPE_${t} ${sdef})
+  endforeach()
+  elm_vk_variant(matmat matmat_${lt}_s16_h TYPE_${t} S16 FP16)
+endforeach()
+
+foreach(red sg sh)
+  set(rdef)
+  if(red STREQUAL "sg")
+    set(rdef SG)
+  endif()
+  elm_vk_variant(rms_norm rms_norm_${red} ${rdef})
+  elm_vk_variant(attention attention_f32_${red} CACHE_F32 ${rdef})
+  elm_vk_variant(attention attention_f16_s16_${red} CACHE_F16 S16 ${rdef})
+  elm_vk_variant(attention attention_f16_u32_${red} CACHE_F16 ${rdef})
+endforeach()
+elm_vk_variant(binary add OP_ADD)
+elm_vk_variant(binary swiglu OP_SWIGLU)
+elm_vk_variant(rope rope)
+elm_vk_variant(kv_store kv_store_f32 CACHE_F32)
+elm_vk_variant(kv_store kv_store_f16_s16 CACHE_F16 S16)
+elm_vk_variant(kv_store kv_store_f16_u32 CACHE_F16)
+
+# One generated C file per family, and the table of families.
+get_property(ELM_VK_FAMILIES GLOBAL PROPERTY ELM_VK_FAMILY_LIST)
+set(ELM_VK_GEN_SRCS)
+set(_decl "")
+set(_rows "")
+foreach(fam ${ELM_VK_FAMILIES})
+  get_property(spvs GLOBAL PROPERTY ELM_VK_SPV_${fam})
+  get_property(names GLOBAL PROPERTY ELM_VK_NAMES_${fam})
+  string(REPLACE ";" "|" names_arg "${names}")
+  set(out ${ELM_VK_GEN_DIR}/spv_${fam}.c)
+  add_custom_command(OUTPUT ${out}
+    COMMAND ${CMAKE_COMMAND} -DOUT=${out} -DFAMILY=${fam} -DSPV_DIR=${ELM_VK_GEN_DIR}/spv
+            -DNAMES=${names_arg} -P ${ELM_VK_SHADER_DIR}/embed_spirv.cmake
+    DEPENDS ${spvs} ${ELM_VK_SHADER_DIR}/embed_spirv.cmake
+    COMMENT "embedding SPIR-V of ${fam}"
+    VERBATIM)
+  list(APPEND ELM_VK_GEN_SRCS ${out})
+  string(APPEND _decl "extern const elm_spv elm_spv_${fam}[];\nextern const size_t elm_spv_${fam}_count;\n")
+  string(APPEND _rows "    {\"${fam}\", elm_spv_${fam}, &elm_spv_${fam}_count},\n")
+endforeach()
+list(LENGTH ELM_VK_FAMILIES _n_fam)
+file(CONFIGURE OUTPUT ${ELM_VK_GEN_DIR}/spv_table.c CONTENT
+"/* Generated by cmake/vulkan.cmake: the embedded shader families. */
+#include \"backends/vulkan/spirv.h\"
+
+${_decl}
+const elm_spv_family elm_spv_families[] = {
+${_rows}};
+const size_t elm_spv_n_families = ${_n_fam};
+")
+list(APPEND ELM_VK_GEN_SRCS ${ELM_VK_GEN_DIR}/spv_table.c)
+
+elm_module(elm_vulkan backends/vulkan/*.c)
+target_sources(elm_vulkan PRIVATE ${ELM_VK_GEN_SRCS})
+target_link_libraries(elm_vulkan PUBLIC Vulkan::Vulkan)
+
+list(APPEND ELM_EXTRA_MODULES elm_vulkan)
+list(APPEND ELM_EXTRA_LIBS Vulkan::Vulkan)

@@ -1,0 +1,176 @@
+// blocks.glsl: the block layouts of quant/quant.h, as byte offsets inside a
+// block, and dequant4(), which expands four consecutive values of a row.
+//
+// The weights are bound at binding 0 and addressed in bytes. Every block
+// size is even and every field we read is 2-byte aligned, so two access
+// paths cover all devices:
+//   S16 defined: 16-bit storage (uint16_t loads),
+//   otherwise:   32-bit words only (devices without 16-bit storage), with
+//                a 2-byte aligned 32-bit load stitched from two words.
+// Bytes are always extracted from 16/32-bit loads, so 8-bit storage is
+// never required.
+//
+// Exactly one TYPE_* must be defined. Each defines
+//   QK: values per block (4 for F32/F16/BF16, which are read four at a time),
+//   QB: bytes per block,
+//   vec4 dequant4(uint bo, uint i): values i..i+3 of the block at byte bo;
+//   i is a multiple of 4 below QK.
+// Values are computed in F32 exactly as the scalar references do.
+
+#if defined(S16)
+#extension GL_EXT_shader_16bit_storage : require
+layout(std430, binding = 0) readonly buffer WBuf { uint16_t w16[]; };
+uint ld16(uint b) { return uint(w16[b >> 1]); }
+uint ld32(uint b) { return uint(w16[b >> 1]) | (uint(w16[(b >> 1) + 1u]) << 16); }
+#else
+layout(std430, binding = 0) readonly buffer WBuf { uint w32[]; };
+uint ld16(uint b) { return (w32[b >> 2] >> ((b & 2u) * 8u)) & 0xFFFFu; }
+uint ld32(uint b) {
+    uint i = b >> 2;
+    // Aligned loads never touch the next word, which may lie past the end.
+    if ((b & 2u) == 0u) return w32[i];
+    return (w32[i] >> 16) | (w32[i + 1u] << 16);
+}
+#endif
+
+uint ld8(uint b) { return (ld16(b & ~1u) >> ((b & 1u) * 8u)) & 0xFFu; }
+float ldh(uint b) { return unpackHalf2x16(ld16(b)).x; }
+uvec4 bytes4(uint w) { return uvec4(w & 0xFFu, (w >> 8) & 0xFFu, (w >> 16) & 0xFFu, w >> 24); }
+// Bit 0 of each byte of w, for the fifth bit of Q5 values.
+uvec4 bits4(uint w) { return uvec4(w & 1u, (w >> 8) & 1u, (w >> 16) & 1u, (w >> 24) & 1u); }
+
+#if defined(TYPE_F32)
+const uint QK = 4u, QB = 16u;
+vec4 dequant4(uint bo, uint i) {
+    return uintBitsToFloat(uvec4(ld32(bo), ld32(bo + 4u), ld32(bo + 8u), ld32(bo + 12u)));
+}
+
+#elif defined(TYPE_F16)
+const uint QK = 4u, QB = 8u;
+vec4 dequant4(uint bo, uint i) {
+    return vec4(unpackHalf2x16(ld32(bo)), unpackHalf2x16(ld32(bo + 4u)));
+}
+
+#elif defined(TYPE_BF16)
+const uint QK = 4u, QB = 8u;
+vec4 dequant4(uint bo, uint i) {
+    uint a = ld32(bo), b = ld32(bo + 4u);
+    return uintBitsToFloat(uvec4(a << 16, a & 0xFFFF0000u, b << 16, b & 0xFFFF0000u));
+}
+
+#elif defined(TYPE_Q4_0)
+// d (fp16) | qs[16]; value i < 16 is the low nibble of qs[i], i >= 16 the high one of qs[i-16].
+const uint QK = 32u, QB = 18u;
+vec4 dequant4(uint bo, uint i) {
+    uint q = (ld32(bo + 2u + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
+    return ldh(bo) * (vec4(bytes4(q)) - 8.0);
+}
+
+#elif defined(TYPE_Q4_1)
+// d | m | qs[16]
+const uint QK = 32u, QB = 20u;
+vec4 dequant4(uint bo, uint i) {
+    uint q = (ld32(bo + 4u + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
+    return ldh(bo) * vec4(bytes4(q)) + ldh(bo + 2u);
+}
+
+#elif defined(TYPE_Q5_0)
+// d | qh (u32: bit i is bit 4 of value i) | qs[16]
+const uint QK = 32u, QB = 22u;
+vec4 dequant4(uint bo, uint i) {
+    uint q = (ld32(bo + 6u + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
+    uint h = ld32(bo + 2u) >> i;
+    uvec4 v = bytes4(q) | uvec4(h & 1u, (h >> 1) & 1u, (h >> 2) & 1u, (h >> 3) & 1u) << 4;
+    return ldh(bo) * (vec4(v) - 16.0);
+}
+
+#elif defined(TYPE_Q5_1)
+// d | m | qh | qs[16]
+const uint QK = 32u, QB = 24u;
+vec4 dequant4(uint bo, uint i) {
+    uint q = (ld32(bo + 8u + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
+    uint h = ld32(bo + 4u) >> i;
+    uvec4 v = bytes4(q) | uvec4(h & 1u, (h >> 1) & 1u, (h >> 2) & 1u, (h >> 3) & 1u) << 4;
+    return ldh(bo) * vec4(v) + ldh(bo + 2u);
+}
+
+#elif defined(TYPE_Q8_0)
+// d | qs[32] (int8)
+const uint QK = 32u, QB = 34u;
+vec4 dequant4(uint bo, uint i) {
+    int w = int(ld32(bo + 2u + i));
+    ivec4 q = ivec4(bitfieldExtract(w, 0, 8), bitfieldExtract(w, 8, 8), bitfieldExtract(w, 16, 8),
+                    bitfieldExtract(w, 24, 8));
+    return ldh(bo) * vec4(q);
+}
+
+#elif defined(TYPE_Q2_K)
+// scales[16] | qs[64] | d | dmin. Value v: bits 2k..2k+1 of qs[32n + v%32],
+// n = v/128, k = (v%128)/32; sub-block j = v/16 (scale low nibble, min high).
+const uint QK = 256u, QB = 84u;
+vec4 dequant4(uint bo, uint i) {
+    uint n = i >> 7, k = (i >> 5) & 3u, sc = ld8(bo + (i >> 4));
+    uint q = (ld32(bo + 16u + 32u * n + (i & 31u)) >> (2u * k)) & 0x03030303u;
+    float dl = ldh(bo + 80u) * float(sc & 15u), ml = ldh(bo + 82u) * float(sc >> 4);
+    return dl * vec4(bytes4(q)) - ml;
+}
+
+#elif defined(TYPE_Q3_K)
+// hmask[32] | qs[64] | scales[12] | d. Low 2 bits as Q2_K; the value is
+// low - 4 unless bit v/32 of hmask[v%32] is set; 6-bit scales offset by 32.
+const uint QK = 256u, QB = 110u;
+vec4 dequant4(uint bo, uint i) {
+    uint n = i >> 7, k = (i >> 5) & 3u, j = i >> 4;
+    uint q = (ld32(bo + 32u + 32u * n + (i & 31u)) >> (2u * k)) & 0x03030303u;
+    uint h = (ld32(bo + (i & 31u)) >> (i >> 5)) & 0x01010101u;
+    uint lo = (ld8(bo + 96u + (j & 7u)) >> (4u * (j >> 3))) & 15u;
+    uint hi = (ld8(bo + 104u + (j & 3u)) >> (2u * (j >> 2))) & 3u;
+    float dl = ldh(bo + 108u) * float(int(lo | hi << 4) - 32);
+    return dl * (vec4(bytes4(q | h << 2)) - 4.0);
+}
+
+#elif defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
+// d | dmin | scales[12] | (Q5_K: qh[32]) | qs[128]. Sub-block j = v/32 has a
+// 6-bit scale and min; its values are the low (j even) or high (j odd)
+// nibbles of qs[32(j/2) .. +31]; Q5_K adds bit j of qh[v%32] as bit 4.
+#if defined(TYPE_Q4_K)
+const uint QK = 256u, QB = 144u, QS_OFF = 16u;
+#else
+const uint QK = 256u, QB = 176u, QS_OFF = 48u;
+#endif
+vec2 scale_min_k4(uint bo, uint j) {
+    uint s = bo + 4u;
+    if (j < 4u) return vec2(ld8(s + j) & 63u, ld8(s + j + 4u) & 63u);
+    uint sc = (ld8(s + j + 4u) & 15u) | ((ld8(s + j - 4u) >> 6) << 4);
+    uint mn = (ld8(s + j + 4u) >> 4) | ((ld8(s + j) >> 6) << 4);
+    return vec2(sc, mn);
+}
+vec4 dequant4(uint bo, uint i) {
+    uint j = i >> 5;
+    uint q = (ld32(bo + QS_OFF + 32u * (j >> 1) + (i & 31u)) >> (4u * (j & 1u))) & 0x0F0F0F0Fu;
+#if defined(TYPE_Q5_K)
+    q |= ((ld32(bo + 16u + (i & 31u)) >> j) & 0x01010101u) << 4;
+#endif
+    vec2 sm = scale_min_k4(bo, j);
+    return ldh(bo) * sm.x * vec4(bytes4(q)) - ldh(bo + 2u) * sm.y;
+}
+
+#elif defined(TYPE_Q6_K)
+// ql[128] | qh[64] | scales[16] (int8) | d. Value v = 128n + 32k + l: low
+// nibble from ql[64n + 32(k&1) + l] (high nibble when k >= 2), bits 4..5
+// from bits 2k.. of qh[32n + l]; x = d * scales[v/16] * (q - 32).
+const uint QK = 256u, QB = 210u;
+vec4 dequant4(uint bo, uint i) {
+    uint n = i >> 7, k = (i >> 5) & 3u, l = i & 31u;
+    uint lo = (ld32(bo + 64u * n + 32u * (k & 1u) + l) >> (4u * (k >> 1))) & 0x0F0F0F0Fu;
+    uint hi = (ld32(bo + 128u + 32u * n + l) >> (2u * k)) & 0x03030303u;
+    int sc = bitfieldExtract(int(ld8(bo + 192u + (i >> 4))), 0, 8);
+    return ldh(bo + 208u) * float(sc) * (vec4(bytes4(lo | hi << 4)) - 32.0);
+}
+
+#else
+#error "blocks.glsl: define one TYPE_*"
+#endif
+
+// Groups of four values per block.
+const uint QG = QK / 4u;

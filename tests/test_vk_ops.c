@@ -1,0 +1,978 @@
+/* test_vk_ops.c: every op of the Vulkan backend, for every weight type and
+ * ragged sizes, in exact and fast graphs, under every limits profile,
+ * against scalar references computed here in double from quant/'s
+ * to_float (and, for a whole layer, against the CPU backend).
+ *
+ * Error measure: NMSE = sum (got - want)^2 / sum want^2. Bounds:
+ *   exact MUL_MAT, RMS_NORM, ADD, SWIGLU, ATTENTION   1e-10  (F32 rounding of
+ *       sums of a few hundred terms in another order gives ~1e-13)
+ *   fast MUL_MAT (F16 tiles where the device has shaderFloat16)   1e-5
+ *       (two half roundings per product, ~2e-7 expected)
+ *   GET_ROWS 1e-12 (the same dequantization), KV_STORE bit-exact
+ *   ROPE 1e-8 (F32 angles up to position 2047, ~1e-10 expected)
+ * A layout mistake gives NMSE of order 1, so every bound can fail.
+ * The validation layer is on and any validation error fails the test. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if ELM_HAVE_VULKAN
+#include "backends/backend.h"
+#include "backends/vulkan/vk_backend.h"
+#include "quant/quant.h"
+
+#define MAX_TENSORS 48
+#define MAX_HOSTS 256
+
+/* The last two are not devices but corners: every path of the shaders on
+ * 32-bit words with shared-memory reductions, and limits under which exact
+ * products run as matrix-vector per token and attention uses small groups. */
+static const char *const PROFILES[] = {
+    "", "pi5", "mali", "adreno", "nofp16", "nosubgroup", "small-buffers", "discrete",
+    "nofp16,nosubgroup,discrete", "max_shared=768,max_invocations=64",
+};
+#define N_PROFILES (sizeof PROFILES / sizeof *PROFILES)
+
+static const int ALL_TYPES[] = {QT_F32,  QT_F16,  QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q5_0, QT_Q5_1,
+                                QT_Q8_0, QT_Q2_K, QT_Q3_K, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+#define N_ALL_TYPES (sizeof ALL_TYPES / sizeof *ALL_TYPES)
+/* The types of the shared models, plus one 5-bit k-quant. */
+static const int SOME_TYPES[] = {QT_F32, QT_F16, QT_Q8_0, QT_Q4_0, QT_Q6_K, QT_Q5_K};
+#define N_SOME_TYPES (sizeof SOME_TYPES / sizeof *SOME_TYPES)
+
+/* ---------------------------------------------------------------- fixture */
+
+typedef struct vfx {
+    be_backend *be;
+    const be_iface *bi;
+    const char *limits;
+    be_buffer *bufs[MAX_TENSORS];
+    void *hosts[MAX_HOSTS];
+    be_tensor t[MAX_TENSORS];
+    int n_bufs, n_hosts, n_t;
+    char err[1024];
+} vfx;
+
+static bool have_device(void) {
+    size_t n = 0;
+    char err[256];
+    return be_vk_enumerate(NULL, 0, &n, err, sizeof err) == ELM_OK && n > 0;
+}
+
+static void vfx_open(vfx *f, const char *limits) {
+    memset(f, 0, sizeof *f);
+    if (!have_device()) cr_skip_test("no Vulkan device");
+    be_vk_options o = be_vk_default_options();
+    o.limits = limits;
+    o.cache_dir = "";
+    o.validation = 1;
+    o.quiet = true;
+    cr_assert_eq(be_vk_new(&o, &f->be, f->err, sizeof f->err), ELM_OK, "[%s] %s", limits, f->err);
+    f->bi = f->be->iface;
+    f->limits = limits;
+}
+
+/* Frees the device buffers, keeping the backend. Host tensors stay: the
+ * backend caches them by address, so they must outlive it (backend.h). */
+static void vfx_reset(vfx *f) {
+    for (int i = 0; i < f->n_bufs; i++) f->bi->buffer_free(f->be, f->bufs[i]);
+    f->n_bufs = f->n_t = 0;
+}
+
+static void vfx_close(vfx *f) {
+    vfx_reset(f);
+    uint64_t errors = be_vk_validation_errors(f->be);
+    be_free(f->be);
+    for (int i = 0; i < f->n_hosts; i++) free(f->hosts[i]);
+    cr_assert_eq(errors, 0, "[%s] %llu validation errors", f->limits, (unsigned long long)errors);
+}
+
+static be_tensor *new_tensor(vfx *f, int type, int64_t n0, int64_t n1, int64_t n2, const char *name) {
+    cr_assert_lt(f->n_t, MAX_TENSORS);
+    be_tensor *t = &f->t[f->n_t++];
+    cr_assert(be_tensor_init(t, type, n0, n1, n2, 1, name), "tensor %s", name);
+    return t;
+}
+
+/* A tensor in its own device buffer. */
+static be_tensor *dev_tensor(vfx *f, int type, int64_t n0, int64_t n1, int64_t n2, const char *name) {
+    be_tensor *t = new_tensor(f, type, n0, n1, n2, name);
+    be_buffer *b;
+    cr_assert_eq(f->bi->buffer_alloc(f->be, be_tensor_nbytes(t), NULL, &b), ELM_OK, "[%s] %s", f->limits,
+                 be_vk_last_error(f->be));
+    f->bufs[f->n_bufs++] = b;
+    t->buf = b;
+    t->data = f->bi->buffer_host(f->be, b);
+    return t;
+}
+
+/* A host tensor (immutable weights): a private copy of `bytes`. */
+static be_tensor *host_tensor(vfx *f, int type, int64_t n0, int64_t n1, const void *bytes, const char *name) {
+    be_tensor *t = new_tensor(f, type, n0, n1, 1, name);
+    size_t n = be_tensor_nbytes(t);
+    void *p = malloc(n);
+    memcpy(p, bytes, n);
+    cr_assert_lt(f->n_hosts, MAX_HOSTS);
+    f->hosts[f->n_hosts++] = p;
+    t->data = p;
+    return t;
+}
+
+static void put(vfx *f, be_tensor *t, const void *src) {
+    cr_assert_eq(f->bi->tensor_set(f->be, t, src, 0, be_tensor_nbytes(t)), ELM_OK, "[%s] set %s: %s", f->limits,
+                 t->name, be_vk_last_error(f->be));
+}
+
+static void get(vfx *f, const be_tensor *t, void *dst) {
+    cr_assert_eq(f->bi->tensor_get(f->be, t, dst, 0, be_tensor_nbytes(t)), ELM_OK, "[%s] get %s", f->limits,
+                 t->name);
+}
+
+static void run(vfx *f, be_node *nodes, int n, bool exact) {
+    be_graph g = {.nodes = nodes, .n_nodes = n, .exact = exact};
+    elm_status st = f->bi->graph_compute(f->be, &g, f->err, sizeof f->err);
+    cr_assert_eq(st, ELM_OK, "[%s] graph_compute: %s", f->limits, f->err);
+}
+
+static uint64_t fallbacks(vfx *f) {
+    be_stats s;
+    f->bi->get_stats(f->be, &s);
+    return s.n_fallback_nodes;
+}
+
+/* ------------------------------------------------------------ references */
+
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+
+static float frand(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+}
+
+static float *rand_floats(size_t n, float scale) {
+    float *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+
+static double nmse(const float *got, const double *want, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - want[i];
+        num += d * d;
+        den += want[i] * want[i];
+    }
+    return den > 0 ? num / den : num;
+}
+
+/* Quantizes rows x rows of k values to `type`; deq receives the exact
+ * dequantization (the reference the kernels must reproduce). */
+static void *quantize(int type, const float *src, int64_t rows, int64_t k, float *deq) {
+    const qtype_traits *tr = qtype_get(type);
+    size_t rb;
+    cr_assert(qtype_row_bytes(type, k, &rb));
+    uint8_t *q = malloc(rb * (size_t)rows);
+    for (int64_t r = 0; r < rows; r++) {
+        tr->from_float(src + r * k, q + rb * (size_t)r, k);
+        tr->to_float(q + rb * (size_t)r, deq + r * k, k);
+    }
+    return q;
+}
+
+/* K for a ragged size of this type: a few blocks plus one more. */
+static int64_t ragged_k(int type) {
+    const qtype_traits *tr = qtype_get(type);
+    if (tr->block_size == QK_K) return 3 * QK_K;
+    if (tr->block_size == 32) return 256 + 32;
+    return 292;
+}
+
+/* ---------------------------------------------------------------- MUL_MAT */
+
+typedef struct mm_case {
+    int type;
+    int64_t K, N, T;
+    bool exact, bias, weights_on_device;
+} mm_case;
+
+static double check_mul_mat(vfx *f, const mm_case *c) {
+    int64_t K = c->K, N = c->N, T = c->T;
+    float *w = rand_floats((size_t)(N * K), 1.0f), *deq = malloc(sizeof(float) * N * K);
+    void *wq = quantize(c->type, w, N, K, deq);
+    float *x = rand_floats((size_t)(K * T), 1.0f), *b = rand_floats((size_t)N, 1.0f);
+    be_tensor *W;
+    if (c->weights_on_device) {
+        W = dev_tensor(f, c->type, K, N, 1, "w");
+        put(f, W, wq);
+    } else {
+        W = host_tensor(f, c->type, K, N, wq, "w");
+    }
+    be_tensor *X = dev_tensor(f, QT_F32, K, T, 1, "x"), *D = dev_tensor(f, QT_F32, N, T, 1, "d");
+    be_tensor *B = c->bias ? dev_tensor(f, QT_F32, N, 1, 1, "b") : NULL;
+    put(f, X, x);
+    if (B) put(f, B, b);
+    be_node nd = {.op = BE_OP_MUL_MAT, .dst = D, .src = {W, X, B}};
+    run(f, &nd, 1, c->exact);
+    float *got = malloc(sizeof(float) * N * T);
+    double *want = malloc(sizeof(double) * N * T);
+    get(f, D, got);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            double s = c->bias ? b[n] : 0.0;
+            for (int64_t k = 0; k < K; k++) s += (double)deq[n * K + k] * x[t * K + k];
+            want[t * N + n] = s;
+        }
+    double e = nmse(got, want, (size_t)(N * T));
+    free(w), free(deq), free(wq), free(x), free(b), free(got), free(want);
+    vfx_reset(f);
+    return e;
+}
+
+static void mul_mat_types(const char *limits, const int *types, size_t n_types) {
+    static const int64_t Ts[] = {1, 5, 33};
+    vfx f;
+    vfx_open(&f, limits);
+    double worst[2] = {0, 0};
+    for (size_t i = 0; i < n_types; i++)
+        for (size_t j = 0; j < 3; j++)
+            for (int exact = 0; exact < 2; exact++) {
+                mm_case c = {types[i], ragged_k(types[i]), 37, Ts[j], exact, j == 1, i % 2 == 1};
+                double e = check_mul_mat(&f, &c);
+                double bound = exact ? 1e-10 : 1e-5;
+                cr_expect_leq(e, bound, "[%s] MUL_MAT %s K=%lld T=%lld %s: NMSE %.3g > %.1g", limits,
+                              qtype_name(c.type), (long long)c.K, (long long)c.T, exact ? "exact" : "fast", e,
+                              bound);
+                if (e > worst[exact]) worst[exact] = e;
+            }
+    cr_expect_eq(fallbacks(&f), 0, "[%s] unexpected CPU fallbacks", limits);
+    fprintf(stderr, "vk MUL_MAT [%s]: worst NMSE exact %.2g, fast %.2g\n", limits, worst[1], worst[0]);
+    vfx_close(&f);
+}
+
+/* Full type coverage for each shader path: 16-bit storage with subgroup
+ * reductions, and the 32-bit word path with shared-memory reductions. */
+Test(vk_ops, mul_mat_all_types_default) {
+    mul_mat_types("", ALL_TYPES, N_ALL_TYPES);
+}
+
+Test(vk_ops, mul_mat_all_types_u32_shared) {
+    mul_mat_types("nofp16,nosubgroup", ALL_TYPES, N_ALL_TYPES);
+}
+
+Test(vk_ops, mul_mat_profiles) {
+    for (size_t p = 1; p < N_PROFILES; p++) mul_mat_types(PROFILES[p], SOME_TYPES, N_SOME_TYPES);
+}
+
+/* --------------------------------------------------------------- GET_ROWS */
+
+static double check_get_rows(vfx *f, int type, int64_t n, int64_t rows, const int32_t *ids, int64_t T) {
+    float *w = rand_floats((size_t)(n * rows), 1.0f), *deq = malloc(sizeof(float) * n * rows);
+    void *q = quantize(type, w, rows, n, deq);
+    be_tensor *tab = host_tensor(f, type, n, rows, q, "table");
+    be_tensor *I = dev_tensor(f, BE_TYPE_I32, T, 1, 1, "ids"), *D = dev_tensor(f, QT_F32, n, T, 1, "d");
+    put(f, I, ids);
+    be_node nd = {.op = BE_OP_GET_ROWS, .dst = D, .src = {tab, I}};
+    run(f, &nd, 1, true);
+    float *got = malloc(sizeof(float) * n * T);
+    double *want = malloc(sizeof(double) * n * T);
+    get(f, D, got);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < n; i++) want[t * n + i] = deq[ids[t] * n + i];
+    double e = nmse(got, want, (size_t)(n * T));
+    free(w), free(deq), free(q), free(got), free(want);
+    vfx_reset(f);
+    return e;
+}
+
+Test(vk_ops, get_rows_all_types_all_profiles) {
+    const int32_t ids[] = {3, 0, 36, 3, 17};
+    for (size_t p = 0; p < N_PROFILES; p++) {
+        vfx f;
+        vfx_open(&f, PROFILES[p]);
+        bool all = p == 0 || !strcmp(PROFILES[p], "nofp16,nosubgroup,discrete");
+        for (size_t i = 0; i < (all ? N_ALL_TYPES : N_SOME_TYPES); i++) {
+            int type = all ? ALL_TYPES[i] : SOME_TYPES[i];
+            double e = check_get_rows(&f, type, ragged_k(type), 37, ids, 5);
+            cr_expect_leq(e, 1e-12, "[%s] GET_ROWS %s: NMSE %.3g", PROFILES[p], qtype_name(type), e);
+        }
+        cr_expect_eq(fallbacks(&f), 0);
+        vfx_close(&f);
+    }
+}
+
+/* Ids come from device memory, so the shader cannot fail the graph as the
+ * CPU backend does: an id outside the table gives a row of zeros instead of
+ * an out-of-bounds read. graph_prepare then graph_compute, as the engine
+ * calls them. */
+Test(vk_ops, get_rows_bad_ids_give_zero_rows) {
+    vfx f;
+    vfx_open(&f, "small-buffers");
+    const int64_t n = 64, rows = 10;
+    float *w = rand_floats((size_t)(n * rows), 1.0f);
+    be_tensor *tab = host_tensor(&f, QT_F32, n, rows, w, "table");
+    be_tensor *I = dev_tensor(&f, BE_TYPE_I32, 4, 1, 1, "ids"), *D = dev_tensor(&f, QT_F32, n, 4, 1, "d");
+    const int32_t ids[4] = {2, -1, 10, 9};
+    put(&f, I, ids);
+    float junk[4 * 64];
+    for (int i = 0; i < 4 * 64; i++) junk[i] = 123.0f;
+    put(&f, D, junk);
+    be_node nd = {.op = BE_OP_GET_ROWS, .dst = D, .src = {tab, I}};
+    be_graph g = {.nodes = &nd, .n_nodes = 1, .exact = true};
+    cr_assert_eq(f.bi->graph_prepare(f.be, &g, f.err, sizeof f.err), ELM_OK, "%s", f.err);
+    be_vk_stats s;
+    be_vk_get_stats(f.be, &s);
+    cr_expect_eq(s.n_weights, 1, "graph_prepare uploads the host tensors");
+    run(&f, &nd, 1, true);
+    float got[4 * 64];
+    get(&f, D, got);
+    for (int64_t i = 0; i < n; i++) {
+        cr_assert_eq(got[i], w[2 * n + i]);
+        cr_assert_eq(got[n + i], 0.0f);
+        cr_assert_eq(got[2 * n + i], 0.0f);
+        cr_assert_eq(got[3 * n + i], w[9 * n + i]);
+    }
+    free(w);
+    vfx_close(&f);
+}
+
+/* ------------------------------------------------ RMS_NORM, ADD, SWIGLU */
+
+static void check_row_ops(vfx *f, int64_t n, int64_t T) {
+    size_t cnt = (size_t)(n * T);
+    float *a = rand_floats(cnt, 2.0f), *b = rand_floats(cnt, 2.0f), *w = rand_floats((size_t)n, 1.0f);
+    be_tensor *A = dev_tensor(f, QT_F32, n, T, 1, "a"), *B = dev_tensor(f, QT_F32, n, T, 1, "b");
+    be_tensor *W = host_tensor(f, QT_F32, n, 1, w, "w");
+    be_tensor *R = dev_tensor(f, QT_F32, n, T, 1, "r"), *S = dev_tensor(f, QT_F32, n, T, 1, "s");
+    put(f, A, a);
+    put(f, B, b);
+    /* r = rms_norm(a) * w; s = a + b; a = silu(a) * b in place (after both read a). */
+    be_node nodes[3] = {
+        {.op = BE_OP_RMS_NORM, .dst = R, .src = {A, W}, .fparams = {1e-5f}},
+        {.op = BE_OP_ADD, .dst = S, .src = {A, B}},
+        {.op = BE_OP_SWIGLU, .dst = A, .src = {A, B}},
+    };
+    run(f, nodes, 3, true);
+    float *got = malloc(cnt * sizeof *got);
+    double *want = malloc(cnt * sizeof *want);
+    get(f, R, got);
+    for (int64_t t = 0; t < T; t++) {
+        double ss = 0;
+        for (int64_t i = 0; i < n; i++) ss += (double)a[t * n + i] * a[t * n + i];
+        double scale = 1.0 / sqrt(ss / n + 1e-5);
+        for (int64_t i = 0; i < n; i++) want[t * n + i] = a[t * n + i] * scale * w[i];
+    }
+    double e = nmse(got, want, cnt);
+    cr_expect_leq(e, 1e-10, "[%s] RMS_NORM NMSE %.3g", f->limits, e);
+    get(f, S, got);
+    for (size_t i = 0; i < cnt; i++) want[i] = (double)a[i] + b[i];
+    e = nmse(got, want, cnt);
+    cr_expect_leq(e, 1e-10, "[%s] ADD NMSE %.3g", f->limits, e);
+    get(f, A, got);
+    for (size_t i = 0; i < cnt; i++) want[i] = a[i] / (1.0 + exp(-(double)a[i])) * b[i];
+    e = nmse(got, want, cnt);
+    cr_expect_leq(e, 1e-10, "[%s] SWIGLU (in place) NMSE %.3g", f->limits, e);
+    free(a), free(b), free(w), free(got), free(want);
+    vfx_reset(f);
+}
+
+Test(vk_ops, rms_norm_add_swiglu_all_profiles) {
+    for (size_t p = 0; p < N_PROFILES; p++) {
+        vfx f;
+        vfx_open(&f, PROFILES[p]);
+        check_row_ops(&f, 300, 33);
+        check_row_ops(&f, 4096 + 4, 1);
+        cr_expect_eq(fallbacks(&f), 0);
+        vfx_close(&f);
+    }
+}
+
+/* ------------------------------------------------------------------- ROPE */
+
+typedef struct rope_case {
+    int mode, n_rot;
+    bool ff, yarn;
+} rope_case;
+
+/* The semantics of backend.h, in double. */
+static void ref_rope(const rope_case *c, const float *fp, const int32_t *ip, const float *ff, const float *x,
+                     double *y, int64_t hd, int64_t nh, int64_t T, const int32_t *pos) {
+    double base = fp[0], fs = fp[1], ext = fp[2], mscale = fp[3], lo = 0, hi = 0;
+    if (ext != 0) {
+        double dim_fast = c->n_rot * log(ip[2] / (fp[4] * 2 * M_PI)) / (2 * log(base));
+        double dim_slow = c->n_rot * log(ip[2] / (fp[5] * 2 * M_PI)) / (2 * log(base));
+        lo = fmax(0, floor(dim_fast));
+        hi = fmin(c->n_rot - 1, ceil(dim_slow));
+        mscale *= 1 + 0.1 * log(1 / fs);
+    }
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < nh; h++) {
+            const float *xr = x + (t * nh + h) * hd;
+            double *yr = y + (t * nh + h) * hd;
+            for (int64_t i = 0; i < hd; i++) yr[i] = xr[i];
+            for (int i = 0; i < c->n_rot / 2; i++) {
+                double extrap = pos[t] * pow(base, -2.0 * i / c->n_rot) / (ff ? ff[i] : 1.0);
+                double theta = fs * extrap;
+                if (ext != 0) {
+                    double ramp = (1 - fmin(1, fmax(0, (i - lo) / fmax(0.001, hi - lo)))) * ext;
+                    theta = theta * (1 - ramp) + extrap * ramp;
+                }
+                int a = c->mode == BE_ROPE_NEOX ? i : 2 * i, b = c->mode == BE_ROPE_NEOX ? i + c->n_rot / 2 : 2 * i + 1;
+                double cs = cos(theta) * mscale, sn = sin(theta) * mscale;
+                yr[a] = xr[a] * cs - xr[b] * sn;
+                yr[b] = xr[a] * sn + xr[b] * cs;
+            }
+        }
+}
+
+static double check_rope(vfx *f, const rope_case *c, bool in_place) {
+    const int64_t hd = 64, nh = 3, T = 5;
+    const int32_t pos[5] = {0, 1, 17, 500, 2047};
+    float *x = rand_floats((size_t)(hd * nh * T), 1.0f), ff[32];
+    for (int i = 0; i < 32; i++) ff[i] = 1.0f + (float)i / 8;
+    be_tensor *X = dev_tensor(f, QT_F32, hd, nh, T, "x"), *P = dev_tensor(f, BE_TYPE_I32, T, 1, 1, "pos");
+    be_tensor *FF = c->ff ? host_tensor(f, QT_F32, c->n_rot / 2, 1, ff, "ff") : NULL;
+    be_tensor *Y = in_place ? X : dev_tensor(f, QT_F32, hd, nh, T, "y");
+    put(f, X, x);
+    put(f, P, pos);
+    be_node nd = {.op = BE_OP_ROPE, .dst = Y, .src = {X, P, FF},
+                  .iparams = {c->mode, c->n_rot, 4096},
+                  .fparams = {10000.0f, c->yarn ? 0.25f : 1.0f, c->yarn ? 1.0f : 0.0f, 1.0f, 32.0f, 1.0f}};
+    run(f, &nd, 1, true);
+    size_t cnt = (size_t)(hd * nh * T);
+    float *got = malloc(cnt * sizeof *got);
+    double *want = malloc(cnt * sizeof *want);
+    get(f, Y, got);
+    ref_rope(c, nd.fparams, nd.iparams, c->ff ? ff : NULL, x, want, hd, nh, T, pos);
+    double e = nmse(got, want, cnt);
+    free(x), free(got), free(want);
+    vfx_reset(f);
+    return e;
+}
+
+Test(vk_ops, rope_modes_factors_yarn_all_profiles) {
+    const rope_case cases[] = {
+        {BE_ROPE_NORM, 64, false, false}, {BE_ROPE_NEOX, 64, false, false}, {BE_ROPE_NORM, 32, true, false},
+        {BE_ROPE_NEOX, 48, true, true},   {BE_ROPE_NORM, 64, false, true},
+    };
+    double worst = 0;
+    for (size_t p = 0; p < N_PROFILES; p++) {
+        vfx f;
+        vfx_open(&f, PROFILES[p]);
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            double e = check_rope(&f, &cases[i], i % 2 == 0);
+            cr_expect_leq(e, 1e-8, "[%s] ROPE case %zu NMSE %.3g", PROFILES[p], i, e);
+            if (e > worst) worst = e;
+        }
+        cr_expect_eq(fallbacks(&f), 0);
+        vfx_close(&f);
+    }
+    fprintf(stderr, "vk ROPE: worst NMSE %.2g\n", worst);
+}
+
+/* ------------------------------------------------- KV_STORE and ATTENTION */
+
+typedef struct attn_case {
+    int cache_type;
+    int64_t hd, n_head, n_kv, n_ctx;
+} attn_case;
+
+/* Reference attention over a host copy of the caches (as floats). */
+static void ref_attention(const attn_case *c, const float *q, const float *kc, const float *vc, int64_t pos,
+                          int64_t T, double *out) {
+    int64_t hd = c->hd, row = hd * c->n_kv, group = c->n_head / c->n_kv;
+    double scale = 1.0 / sqrt((double)hd);
+    double *s = malloc(sizeof(double) * (pos + T));
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t h = 0; h < c->n_head; h++) {
+            const float *qh = q + (t * c->n_head + h) * hd;
+            int64_t kvh = h / group, n = pos + t + 1;
+            double m = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < n; j++) {
+                double d = 0;
+                for (int64_t i = 0; i < hd; i++) d += (double)qh[i] * kc[j * row + kvh * hd + i];
+                s[j] = d * scale;
+                m = fmax(m, s[j]);
+            }
+            for (int64_t j = 0; j < n; j++) sum += (s[j] = exp(s[j] - m));
+            double *o = out + t * hd * c->n_head + h * hd;
+            for (int64_t i = 0; i < hd; i++) {
+                double a = 0;
+                for (int64_t j = 0; j < n; j++) a += s[j] * vc[j * row + kvh * hd + i];
+                o[i] = a / sum;
+            }
+        }
+    free(s);
+}
+
+/* The cache as it must be after storing rows: converted as the CPU does. */
+static void cache_store(int type, float *ref, const float *x, int64_t row, int64_t pos, int64_t T) {
+    for (int64_t i = 0; i < row * T; i++)
+        ref[pos * row + i] = type == QT_F16 ? elm_fp16_to_f32(elm_f32_to_fp16(x[i])) : x[i];
+}
+
+static void check_cache_bits(vfx *f, const be_tensor *cache, const float *ref, int64_t rows) {
+    int64_t row = cache->ne[0];
+    size_t n = be_tensor_nbytes(cache);
+    uint8_t *raw = malloc(n);
+    get(f, cache, raw);
+    for (int64_t i = 0; i < row * rows; i++) {
+        if (cache->type == QT_F16) {
+            uint16_t want = elm_f32_to_fp16(ref[i]), got = ((uint16_t *)raw)[i];
+            cr_assert_eq(got, want, "[%s] F16 cache element %lld: %04x != %04x", f->limits, (long long)i, got, want);
+        } else {
+            cr_assert_eq(((float *)raw)[i], ref[i], "[%s] F32 cache element %lld", f->limits, (long long)i);
+        }
+    }
+    free(raw);
+}
+
+/* Steps: a prompt of 5 tokens, two decode steps, a batch of 33. */
+static double check_attention(vfx *f, const attn_case *c) {
+    static const int64_t steps[][2] = {{0, 5}, {5, 1}, {6, 1}, {7, 33}};
+    int64_t hd = c->hd, row = hd * c->n_kv, qrow = hd * c->n_head;
+    be_tensor *K = dev_tensor(f, c->cache_type, row, c->n_ctx, 1, "k_cache");
+    be_tensor *V = dev_tensor(f, c->cache_type, row, c->n_ctx, 1, "v_cache");
+    float *kref = calloc((size_t)(row * c->n_ctx), sizeof(float)), *vref = calloc((size_t)(row * c->n_ctx), sizeof(float));
+    double worst = 0;
+    for (size_t s = 0; s < sizeof steps / sizeof *steps; s++) {
+        int64_t pos = steps[s][0], T = steps[s][1];
+        float *q = rand_floats((size_t)(qrow * T), 1.0f), *k = rand_floats((size_t)(row * T), 1.0f);
+        float *v = rand_floats((size_t)(row * T), 1.0f);
+        be_tensor *Q = dev_tensor(f, QT_F32, hd, c->n_head, T, "q"), *Kn = dev_tensor(f, QT_F32, row, T, 1, "k");
+        be_tensor *Vn = dev_tensor(f, QT_F32, row, T, 1, "v"), *O = dev_tensor(f, QT_F32, qrow, T, 1, "out");
+        put(f, Q, q), put(f, Kn, k), put(f, Vn, v);
+        be_node nodes[3] = {
+            {.op = BE_OP_KV_STORE, .dst = K, .src = {Kn}, .iparams = {(int32_t)pos}},
+            {.op = BE_OP_KV_STORE, .dst = V, .src = {Vn}, .iparams = {(int32_t)pos}},
+            {.op = BE_OP_ATTENTION, .dst = O, .src = {Q, K, V}, .iparams = {(int32_t)pos, (int32_t)c->n_kv},
+             .fparams = {1.0f / sqrtf((float)hd)}},
+        };
+        run(f, nodes, 3, c->cache_type == QT_F32);
+        cache_store(c->cache_type, kref, k, row, pos, T);
+        cache_store(c->cache_type, vref, v, row, pos, T);
+        check_cache_bits(f, K, kref, pos + T);
+        check_cache_bits(f, V, vref, pos + T);
+        float *got = malloc(sizeof(float) * qrow * T);
+        double *want = malloc(sizeof(double) * qrow * T);
+        get(f, O, got);
+        ref_attention(c, q, kref, vref, pos, T, want);
+        double e = nmse(got, want, (size_t)(qrow * T));
+        if (e > worst) worst = e;
+        free(q), free(k), free(v), free(got), free(want);
+    }
+    free(kref), free(vref);
+    vfx_reset(f);
+    return worst;
+}
+
+Test(vk_ops, kv_store_attention_all_profiles) {
+    const attn_case cases[] = {
+        {QT_F32, 64, 4, 2, 48}, {QT_F16, 64, 4, 2, 48}, {QT_F16, 128, 2, 1, 40}, {QT_F32, 40, 6, 6, 40},
+    };
+    double worst = 0;
+    for (size_t p = 0; p < N_PROFILES; p++) {
+        vfx f;
+        vfx_open(&f, PROFILES[p]);
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            double e = check_attention(&f, &cases[i]);
+            cr_expect_leq(e, 1e-10, "[%s] ATTENTION case %zu NMSE %.3g", PROFILES[p], i, e);
+            if (e > worst) worst = e;
+        }
+        cr_expect_eq(fallbacks(&f), 0);
+        vfx_close(&f);
+    }
+    fprintf(stderr, "vk ATTENTION: worst NMSE %.2g\n", worst);
+}
+
+/* -------------------------------------------------------- limits at work */
+
+/* A shared-memory limit too small for the attention kernel: the node runs
+ * on the CPU, counted, with the same results. */
+Test(vk_ops, attention_falls_back_beyond_shared_memory) {
+    vfx f;
+    vfx_open(&f, "max_shared=1024");
+    attn_case c = {QT_F32, 256, 2, 1, 48};
+    double e = check_attention(&f, &c);
+    cr_expect_leq(e, 1e-10, "NMSE %.3g", e);
+    cr_expect_eq(fallbacks(&f), 4, "one ATTENTION per step should fall back");
+    be_vk_stats s;
+    be_vk_get_stats(f.be, &s);
+    cr_expect_eq(s.n_fallback_nodes, 4);
+    vfx_close(&f);
+}
+
+/* small-buffers: a weight of more than 1 MiB is split into row pieces,
+ * each bound and dispatched separately. */
+Test(vk_ops, weights_beyond_the_range_are_split) {
+    vfx f;
+    vfx_open(&f, "small-buffers");
+    for (int64_t T = 1; T <= 5; T += 4) {
+        mm_case c = {QT_Q8_0, 1024, 1100, T, true, true, false};
+        double e = check_mul_mat(&f, &c);
+        cr_expect_leq(e, 1e-10, "T=%lld NMSE %.3g", (long long)T, e);
+    }
+    const int32_t ids[] = {0, 1099, 963, 964, 500, 2};
+    double e = check_get_rows(&f, QT_Q8_0, 1024, 1100, ids, 6);
+    cr_expect_leq(e, 1e-12, "GET_ROWS NMSE %.3g", e);
+    cr_expect_eq(fallbacks(&f), 0);
+    be_vk_stats s;
+    be_vk_get_stats(f.be, &s);
+    cr_expect_geq(s.n_weights, 1);
+    vfx_close(&f);
+}
+
+/* A tensor across two allocations of a segmented buffer runs on the CPU. */
+Test(vk_ops, tensor_across_allocations_falls_back) {
+    vfx f;
+    vfx_open(&f, "small-buffers");
+    const int64_t n = 1024, T = 100; /* 400 KiB per tensor */
+    be_buffer *buf;
+    cr_assert_eq(f.bi->buffer_alloc(f.be, 3u << 20, NULL, &buf), ELM_OK);
+    f.bufs[f.n_bufs++] = buf;
+    be_tensor *A = new_tensor(&f, QT_F32, n, T, 1, "a"), *B = new_tensor(&f, QT_F32, n, T, 1, "b");
+    be_tensor *S = new_tensor(&f, QT_F32, n, T, 1, "s");
+    A->buf = B->buf = S->buf = buf;
+    A->offs = 0, B->offs = 800 * 1024, S->offs = 1600 * 1024; /* B crosses 1 MiB */
+    float *a = rand_floats((size_t)(n * T), 1.0f), *b = rand_floats((size_t)(n * T), 1.0f);
+    put(&f, A, a), put(&f, B, b);
+    be_node nd = {.op = BE_OP_ADD, .dst = S, .src = {A, B}};
+    cr_expect_not(f.bi->supports_op(f.be, &nd));
+    run(&f, &nd, 1, true);
+    float *got = malloc(sizeof(float) * n * T);
+    get(&f, S, got);
+    for (int64_t i = 0; i < n * T; i++) cr_assert_float_eq(got[i], a[i] + b[i], 1e-6);
+    cr_expect_eq(fallbacks(&f), 1);
+    free(a), free(b), free(got);
+    vfx_close(&f);
+}
+
+Test(vk_ops, supports_op_answers_without_side_effects) {
+    vfx f;
+    vfx_open(&f, "");
+    float w[64] = {0};
+    be_tensor *W = host_tensor(&f, QT_F32, 8, 8, w, "w"), *X = dev_tensor(&f, QT_F32, 8, 1, 1, "x");
+    be_tensor *D = dev_tensor(&f, QT_F32, 8, 1, 1, "d");
+    be_node nd = {.op = BE_OP_MUL_MAT, .dst = D, .src = {W, X}};
+    cr_expect(f.bi->supports_op(f.be, &nd));
+    be_vk_stats s;
+    be_vk_get_stats(f.be, &s);
+    cr_expect_eq(s.n_weights, 0, "supports_op must not upload");
+    uint8_t q2[84 * 4] = {0};
+    be_tensor *Q = host_tensor(&f, QT_IQ4_NL, 32, 1, q2, "iq");
+    nd.src[0] = Q;
+    cr_expect_not(f.bi->supports_op(f.be, &nd), "no IQ4_NL kernel");
+    vfx_close(&f);
+}
+
+/* ------------------------------------------------- a whole layer, replayed */
+
+/* A small transformer (one layer, as engine/graph.c builds it, with the
+ * same aliasing views) against a reference forward pass in double, step by
+ * step: a prompt, then decode steps whose graphs differ only in the cache
+ * position, so the device replays its recorded command buffer. */
+enum { E = 256, NH = 4, NKV = 2, HD = 64, FF = 288, VOCAB = 50, CTX = 32, TMAX = 7 };
+
+typedef struct model_w {
+    be_tensor tok, wq, bq, wk, wv, wo, gate, up, down, attn_norm, ffn_norm, out_norm, out;
+    void *mem[32];
+    int n_mem;
+} model_w;
+
+/* The exact dequantization of a weight (the reference's copy). */
+static const float *deq_of(const be_tensor *t) {
+    return (const float *)((const char *)t->data + be_tensor_nbytes(t));
+}
+
+static void weight(model_w *m, be_tensor *t, int type, int64_t k, int64_t n, const char *name) {
+    float *w = rand_floats((size_t)(k * n), 0.2f), *deq = malloc(sizeof(float) * k * n);
+    for (int64_t i = 0; type == QT_F32 && i < k * n; i++) w[i] = 1.0f + 0.2f * w[i];
+    void *q = quantize(type, w, n, k, deq);
+    be_tensor_init(t, type, k, n, 1, 1, name);
+    size_t nb = be_tensor_nbytes(t);
+    char *mem = malloc(nb + sizeof(float) * k * n);
+    memcpy(mem, q, nb);
+    memcpy(mem + nb, deq, sizeof(float) * k * n);
+    t->data = mem;
+    m->mem[m->n_mem++] = mem;
+    free(w), free(deq), free(q);
+}
+
+static void model_init(model_w *m) {
+    memset(m, 0, sizeof *m);
+    weight(m, &m->tok, QT_Q8_0, E, VOCAB, "tok_embd");
+    weight(m, &m->wq, QT_Q4_K, E, NH * HD, "wq");
+    weight(m, &m->bq, QT_F32, NH * HD, 1, "bq");
+    weight(m, &m->wk, QT_Q8_0, E, NKV * HD, "wk");
+    weight(m, &m->wv, QT_Q6_K, E, NKV * HD, "wv");
+    weight(m, &m->wo, QT_Q5_0, NH * HD, E, "wo");
+    weight(m, &m->gate, QT_Q4_0, E, FF, "gate");
+    weight(m, &m->up, QT_F16, E, FF, "up");
+    weight(m, &m->down, QT_Q8_0, FF, E, "down");
+    weight(m, &m->attn_norm, QT_F32, E, 1, "attn_norm");
+    weight(m, &m->ffn_norm, QT_F32, E, 1, "ffn_norm");
+    weight(m, &m->out_norm, QT_F32, E, 1, "out_norm");
+    weight(m, &m->out, QT_Q6_K, E, VOCAB, "output");
+}
+
+/* One backend's activations and cache, laid out in two buffers. */
+typedef struct model_a {
+    be_backend *be;
+    be_buffer *scratch, *kv;
+    char *base;
+    be_tensor ids, pos, x, xb, q, k, v, att, proj, gate, up, logits, kc, vc;
+    be_tensor q3, k3; /* (head_dim, heads, T) views of q and k, as the engine uses */
+    be_node nodes[32];
+} model_a;
+
+static void place(model_a *a, be_tensor *t, int type, int64_t n0, int64_t n1, int64_t n2, size_t *offs,
+                  const char *name) {
+    be_tensor_init(t, type, n0, n1, n2, 1, name);
+    t->buf = a->scratch;
+    t->offs = *offs;
+    t->data = a->base ? a->base + *offs : NULL;
+    *offs += (be_tensor_nbytes(t) + 255) & ~(size_t)255;
+}
+
+static void model_layout(model_a *a, int64_t T) {
+    size_t o = 0;
+    place(a, &a->ids, BE_TYPE_I32, T, 1, 1, &o, "ids");
+    place(a, &a->pos, BE_TYPE_I32, T, 1, 1, &o, "pos");
+    place(a, &a->x, QT_F32, E, T, 1, &o, "x");
+    place(a, &a->xb, QT_F32, E, T, 1, &o, "xb");
+    place(a, &a->q, QT_F32, HD * NH, T, 1, &o, "q");
+    place(a, &a->k, QT_F32, HD * NKV, T, 1, &o, "k");
+    be_tensor *views[2][2] = {{&a->q3, &a->q}, {&a->k3, &a->k}};
+    for (int i = 0; i < 2; i++) {
+        be_tensor *v = views[i][0], *base = views[i][1];
+        be_tensor_init(v, QT_F32, HD, base->ne[0] / HD, T, 1, i ? "k3" : "q3");
+        v->buf = base->buf, v->offs = base->offs, v->data = base->data;
+    }
+    place(a, &a->v, QT_F32, HD * NKV, T, 1, &o, "v");
+    place(a, &a->att, QT_F32, HD * NH, T, 1, &o, "att");
+    place(a, &a->proj, QT_F32, E, T, 1, &o, "proj");
+    place(a, &a->gate, QT_F32, FF, T, 1, &o, "gate");
+    place(a, &a->up, QT_F32, FF, T, 1, &o, "up");
+    place(a, &a->logits, QT_F32, VOCAB, T, 1, &o, "logits");
+}
+
+static void model_alloc(model_a *a, be_backend *be, int cache_type) {
+    memset(a, 0, sizeof *a);
+    a->be = be;
+    cr_assert_eq(be->iface->buffer_alloc(be, 256 * 1024, NULL, &a->scratch), ELM_OK);
+    a->base = be->iface->buffer_host(be, a->scratch);
+    be_tensor_init(&a->kc, cache_type, HD * NKV, CTX, 1, 1, "k_cache");
+    a->vc = a->kc;
+    snprintf(a->vc.name, sizeof a->vc.name, "v_cache");
+    size_t per = be_tensor_nbytes(&a->kc);
+    cr_assert_eq(be->iface->buffer_alloc(be, 2 * per, NULL, &a->kv), ELM_OK);
+    char *kv = be->iface->buffer_host(be, a->kv);
+    a->kc.buf = a->vc.buf = a->kv;
+    a->vc.offs = per;
+    a->kc.data = kv, a->vc.data = kv ? kv + per : NULL;
+}
+
+static be_node *node(model_a *a, int *n, be_op op, be_tensor *dst, be_tensor *s0, be_tensor *s1,
+                     be_tensor *s2) {
+    be_node *nd = &a->nodes[(*n)++];
+    *nd = (be_node){.op = op, .dst = dst, .src = {s0, s1, s2}};
+    return nd;
+}
+
+static void rope_node(model_a *a, int *n, be_tensor *t) {
+    be_node *nd = node(a, n, BE_OP_ROPE, t, t, &a->pos, NULL);
+    nd->iparams[0] = BE_ROPE_NEOX, nd->iparams[1] = HD;
+    nd->fparams[0] = 10000.0f, nd->fparams[1] = 1.0f, nd->fparams[3] = 1.0f;
+}
+
+static int model_graph(model_a *a, model_w *w, int pos) {
+    int n = 0;
+    be_node *nd;
+    node(a, &n, BE_OP_GET_ROWS, &a->x, &w->tok, &a->ids, NULL);
+    node(a, &n, BE_OP_RMS_NORM, &a->xb, &a->x, &w->attn_norm, NULL)->fparams[0] = 1e-5f;
+    node(a, &n, BE_OP_MUL_MAT, &a->q, &w->wq, &a->xb, &w->bq);
+    node(a, &n, BE_OP_MUL_MAT, &a->k, &w->wk, &a->xb, NULL);
+    node(a, &n, BE_OP_MUL_MAT, &a->v, &w->wv, &a->xb, NULL);
+    rope_node(a, &n, &a->q3);
+    rope_node(a, &n, &a->k3);
+    node(a, &n, BE_OP_KV_STORE, &a->kc, &a->k, NULL, NULL)->iparams[0] = pos;
+    node(a, &n, BE_OP_KV_STORE, &a->vc, &a->v, NULL, NULL)->iparams[0] = pos;
+    nd = node(a, &n, BE_OP_ATTENTION, &a->att, &a->q3, &a->kc, &a->vc);
+    nd->iparams[0] = pos, nd->iparams[1] = NKV, nd->fparams[0] = 0.125f;
+    node(a, &n, BE_OP_MUL_MAT, &a->proj, &w->wo, &a->att, NULL);
+    node(a, &n, BE_OP_ADD, &a->x, &a->x, &a->proj, NULL);
+    node(a, &n, BE_OP_RMS_NORM, &a->xb, &a->x, &w->ffn_norm, NULL)->fparams[0] = 1e-5f;
+    node(a, &n, BE_OP_MUL_MAT, &a->gate, &w->gate, &a->xb, NULL);
+    node(a, &n, BE_OP_MUL_MAT, &a->up, &w->up, &a->xb, NULL);
+    node(a, &n, BE_OP_SWIGLU, &a->gate, &a->gate, &a->up, NULL);
+    node(a, &n, BE_OP_MUL_MAT, &a->proj, &w->down, &a->gate, NULL);
+    node(a, &n, BE_OP_ADD, &a->x, &a->x, &a->proj, NULL);
+    node(a, &n, BE_OP_RMS_NORM, &a->xb, &a->x, &w->out_norm, NULL)->fparams[0] = 1e-5f;
+    node(a, &n, BE_OP_MUL_MAT, &a->logits, &w->out, &a->xb, NULL);
+    return n;
+}
+
+/* Runs tokens [pos, pos + T) and returns the logits (T x VOCAB). */
+static float *model_step(model_a *a, model_w *w, const int32_t *ids, int pos, int T, bool exact) {
+    const be_iface *bi = a->be->iface;
+    model_layout(a, T);
+    int32_t p[TMAX];
+    for (int i = 0; i < T; i++) p[i] = pos + i;
+    cr_assert_eq(bi->tensor_set(a->be, &a->ids, ids, 0, 4 * (size_t)T), ELM_OK);
+    cr_assert_eq(bi->tensor_set(a->be, &a->pos, p, 0, 4 * (size_t)T), ELM_OK);
+    be_graph g = {.nodes = a->nodes, .n_nodes = model_graph(a, w, pos), .exact = exact};
+    char err[512];
+    cr_assert_eq(bi->graph_compute(a->be, &g, err, sizeof err), ELM_OK, "%s: %s", bi->name, err);
+    float *out = malloc(sizeof(float) * VOCAB * T);
+    cr_assert_eq(bi->tensor_get(a->be, &a->logits, out, 0, sizeof(float) * VOCAB * T), ELM_OK);
+    return out;
+}
+
+static void model_free(model_a *a) {
+    a->be->iface->buffer_free(a->be, a->scratch);
+    a->be->iface->buffer_free(a->be, a->kv);
+}
+
+/* ------------------------------------------- the layer's reference, in double */
+
+typedef struct ref_cache {
+    double k[CTX * NKV * HD], v[CTX * NKV * HD];
+} ref_cache;
+
+static void ref_matvec(const be_tensor *w, const double *x, double *y) {
+    const float *d = deq_of(w);
+    int64_t K = w->ne[0], N = w->ne[1];
+    for (int64_t n = 0; n < N; n++) {
+        double s = 0;
+        for (int64_t k = 0; k < K; k++) s += d[n * K + k] * x[k];
+        y[n] = s;
+    }
+}
+
+static void ref_rms(const double *x, const be_tensor *w, double *y) {
+    double ss = 0;
+    for (int i = 0; i < E; i++) ss += x[i] * x[i];
+    double scale = 1 / sqrt(ss / E + 1e-5);
+    for (int i = 0; i < E; i++) y[i] = x[i] * scale * deq_of(w)[i];
+}
+
+static void ref_rope_neox(double *h, int n_heads, int pos) {
+    for (int hh = 0; hh < n_heads; hh++)
+        for (int i = 0; i < HD / 2; i++) {
+            double th = pos * pow(10000.0, -2.0 * i / HD), c = cos(th), s = sin(th);
+            double *a = &h[hh * HD + i], *b = &h[hh * HD + i + HD / 2], x0 = *a, x1 = *b;
+            *a = x0 * c - x1 * s;
+            *b = x0 * s + x1 * c;
+        }
+}
+
+static double cache_round(double v, bool f16) {
+    return f16 ? elm_fp16_to_f32(elm_f32_to_fp16((float)v)) : (float)v;
+}
+
+static void ref_attend(const ref_cache *c, const double *q, int n_kv, double *out) {
+    double s[CTX];
+    for (int h = 0; h < NH; h++) {
+        int kvh = h / (NH / NKV);
+        double m = -INFINITY, sum = 0;
+        for (int j = 0; j < n_kv; j++) {
+            double d = 0;
+            for (int i = 0; i < HD; i++) d += q[h * HD + i] * c->k[j * NKV * HD + kvh * HD + i];
+            s[j] = d * 0.125;
+            m = fmax(m, s[j]);
+        }
+        for (int j = 0; j < n_kv; j++) sum += (s[j] = exp(s[j] - m));
+        for (int i = 0; i < HD; i++) {
+            double a = 0;
+            for (int j = 0; j < n_kv; j++) a += s[j] * c->v[j * NKV * HD + kvh * HD + i];
+            out[h * HD + i] = a / sum;
+        }
+    }
+}
+
+/* One token through the layer (tokens of a batch only meet in attention,
+ * and causality makes token t see exactly the cache rows up to pos + t). */
+static void ref_token(const model_w *w, ref_cache *c, int32_t id, int pos, bool f16, double *logits) {
+    double x[E], xb[E], q[NH * HD], k[NKV * HD], v[NKV * HD], att[NH * HD], proj[E], g[FF], u[FF];
+    for (int i = 0; i < E; i++) x[i] = deq_of(&w->tok)[id * E + i];
+    ref_rms(x, &w->attn_norm, xb);
+    ref_matvec(&w->wq, xb, q);
+    for (int i = 0; i < NH * HD; i++) q[i] += deq_of(&w->bq)[i];
+    ref_matvec(&w->wk, xb, k);
+    ref_matvec(&w->wv, xb, v);
+    ref_rope_neox(q, NH, pos);
+    ref_rope_neox(k, NKV, pos);
+    for (int i = 0; i < NKV * HD; i++) {
+        c->k[pos * NKV * HD + i] = cache_round(k[i], f16);
+        c->v[pos * NKV * HD + i] = cache_round(v[i], f16);
+    }
+    ref_attend(c, q, pos + 1, att);
+    ref_matvec(&w->wo, att, proj);
+    for (int i = 0; i < E; i++) x[i] += proj[i];
+    ref_rms(x, &w->ffn_norm, xb);
+    ref_matvec(&w->gate, xb, g);
+    ref_matvec(&w->up, xb, u);
+    for (int i = 0; i < FF; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+    ref_matvec(&w->down, g, proj);
+    for (int i = 0; i < E; i++) x[i] += proj[i];
+    ref_rms(x, &w->out_norm, xb);
+    ref_matvec(&w->out, xb, logits);
+}
+
+static double layer_worst[2];
+
+static void check_layer(const char *limits, bool exact, model_w *w) {
+    static const int32_t prompt[TMAX + 4] = {1, 7, 49, 3, 3, 20, 0, 11, 42, 5, 8};
+    vfx f;
+    vfx_open(&f, limits);
+    model_a ga;
+    model_alloc(&ga, f.be, exact ? QT_F32 : QT_F16);
+    ref_cache *rc = calloc(1, sizeof *rc);
+    int pos = 0, T = TMAX;
+    be_vk_stats s0, s1;
+    for (int step = 0; step < 5; step++) {
+        const int32_t *ids = &prompt[pos];
+        float *got = model_step(&ga, w, ids, pos, T, exact);
+        double *want = malloc(sizeof(double) * VOCAB * T);
+        for (int t = 0; t < T; t++) ref_token(w, rc, ids[t], pos + t, !exact, want + t * VOCAB);
+        double e = nmse(got, want, (size_t)(VOCAB * T));
+        cr_expect_leq(e, exact ? 1e-8 : 1e-4, "[%s] %s step %d: logits NMSE %.3g", limits,
+                      exact ? "exact" : "fast", step, e);
+        if (e > layer_worst[exact]) layer_worst[exact] = e;
+        if (step == 1) be_vk_get_stats(f.be, &s0);
+        free(got), free(want);
+        pos += T;
+        T = 1;
+    }
+    be_vk_get_stats(f.be, &s1);
+    cr_expect_eq(s1.n_records, s0.n_records, "[%s] decode steps must replay, not re-record", limits);
+    cr_expect_geq(s1.n_replays, s0.n_replays + 3);
+    cr_expect_lt(s1.n_barriers, s1.n_dispatches, "barriers only on dependencies");
+    cr_expect_eq(fallbacks(&f), 0);
+    model_free(&ga);
+    free(rc);
+    vfx_close(&f);
+}
+
+Test(vk_ops, whole_layer_matches_reference_and_replays) {
+    model_w w;
+    model_init(&w);
+    for (size_t p = 0; p < N_PROFILES; p++) {
+        check_layer(PROFILES[p], true, &w);
+        check_layer(PROFILES[p], false, &w);
+    }
+    fprintf(stderr, "vk layer: worst logits NMSE exact %.2g, fast %.2g\n", layer_worst[1], layer_worst[0]);
+    for (int i = 0; i < w.n_mem; i++) free(w.mem[i]);
+}
+
+#else
+
+Test(vk_ops, vulkan_not_built) {
+    cr_skip_test("built without Vulkan (ELM_HAVE_VULKAN=0)");
+}
+
+#endif
