@@ -143,7 +143,10 @@ static elm_status check_support(elm_context *ctx, char *err, size_t err_size) {
     be_graph graph;
     if (graph_build(ctx, 1, false, &graph) < 0)
         return elm_errorf(err, err_size, ELM_ERR_INTERNAL, "graph node storage too small");
-    for (int i = 0; i < graph.n_nodes; i++) {
+    /* A device backend with graph_prepare plans explicit CPU fallbacks for
+     * what it cannot run; the CPU backend has nowhere to fall back to. */
+    bool plans_fallback = ctx->be->iface->graph_prepare != NULL;
+    for (int i = 0; i < graph.n_nodes && !plans_fallback; i++) {
         const be_node *nd = &graph.nodes[i];
         if (!ctx->be->iface->supports_op(ctx->be, nd)) {
             const be_tensor *w = nd->src[0];
@@ -161,6 +164,41 @@ static elm_status check_support(elm_context *ctx, char *err, size_t err_size) {
     return ELM_OK;
 }
 
+/* Frees everything setup_device made, leaving the context as calloc made it. */
+static void release_device(elm_context *ctx) {
+    if (ctx->be) {
+        if (ctx->kv_buf) ctx->be->iface->buffer_free(ctx->be, ctx->kv_buf);
+        if (ctx->g.buf) ctx->be->iface->buffer_free(ctx->be, ctx->g.buf);
+        be_free(ctx->be);
+    }
+    ctx->be = NULL;
+    ctx->kv_buf = NULL;
+    ctx->g.buf = NULL;
+    free(ctx->k_cache);
+    free(ctx->v_cache);
+    free(ctx->nodes);
+    free(ctx->logits);
+    free(ctx->ids_host);
+    free(ctx->pos_host);
+    ctx->k_cache = ctx->v_cache = NULL;
+    ctx->nodes = NULL;
+    ctx->logits = NULL;
+    ctx->ids_host = ctx->pos_host = NULL;
+}
+
+static elm_status setup_device(elm_context *ctx, const elm_device_choice *c, char *err,
+                               size_t err_size) {
+    char msg[ELM_ERR_LEN] = "";
+    elm_status st = device_backend_new(c, ctx->params.n_threads, &ctx->be, msg, sizeof msg);
+    if (st != ELM_OK)
+        return elm_errorf(err, err_size, st, "%s: device %s: %s", ctx->model->path, c->id, msg);
+    snprintf(ctx->device_id, sizeof ctx->device_id, "%s", c->id);
+    st = alloc_kv(ctx, err, err_size);
+    if (st == ELM_OK) st = alloc_scratch(ctx, err, err_size);
+    if (st == ELM_OK) st = check_support(ctx, err, err_size);
+    return st;
+}
+
 elm_status elm_context_new(const elm_model *model, const elm_context_params *params,
                            elm_context **out, char *err, size_t err_size) {
     if (err && err_size) err[0] = 0;
@@ -175,13 +213,17 @@ elm_status elm_context_new(const elm_model *model, const elm_context_params *par
     ctx->model = model;
     ctx->params = params ? *params : elm_context_default_params();
     elm_status st = resolve_params(model, &ctx->params, err, err_size);
-    if (st == ELM_OK) {
-        st = be_cpu_new(ctx->params.n_threads, &ctx->be);
-        if (st != ELM_OK) elm_errorf(err, err_size, st, "cannot start the CPU backend");
+    if (st == ELM_OK) st = setup_device(ctx, &model->device, err, err_size);
+    if (st != ELM_OK && model->device.automatic && model->device.vk_index >= 0) {
+        /* "auto" promises a working context: say why the GPU was left. */
+        release_device(ctx);
+        snprintf(ctx->notice, sizeof ctx->notice,
+                 "device auto: %s could not be used (%s); running on the CPU backend",
+                 model->device.id, err && err_size ? err : elm_strerror(st));
+        elm_device_choice cpu = {.vk_index = -1, .id = "cpu"};
+        if (err && err_size) err[0] = 0;
+        st = setup_device(ctx, &cpu, err, err_size);
     }
-    if (st == ELM_OK) st = alloc_kv(ctx, err, err_size);
-    if (st == ELM_OK) st = alloc_scratch(ctx, err, err_size);
-    if (st == ELM_OK) st = check_support(ctx, err, err_size);
     if (st != ELM_OK) {
         elm_context_free(ctx);
         return st;
@@ -192,18 +234,12 @@ elm_status elm_context_new(const elm_model *model, const elm_context_params *par
 
 void elm_context_free(elm_context *ctx) {
     if (!ctx) return;
-    if (ctx->be) {
-        if (ctx->kv_buf) ctx->be->iface->buffer_free(ctx->be, ctx->kv_buf);
-        if (ctx->g.buf) ctx->be->iface->buffer_free(ctx->be, ctx->g.buf);
-        be_free(ctx->be);
-    }
-    free(ctx->k_cache);
-    free(ctx->v_cache);
-    free(ctx->nodes);
-    free(ctx->logits);
-    free(ctx->ids_host);
-    free(ctx->pos_host);
+    release_device(ctx);
     free(ctx);
+}
+
+const char *elm_context_notice(const elm_context *ctx) {
+    return ctx ? ctx->notice : "";
 }
 
 elm_status elm_context_reset(elm_context *ctx) {
@@ -229,7 +265,7 @@ elm_status elm_context_memory(const elm_context *ctx, elm_memory_usage *out) {
 }
 
 const char *elm_context_device(const elm_context *ctx) {
-    return ctx ? "cpu" : "";
+    return ctx ? ctx->device_id : "";
 }
 
 uint32_t elm_context_n_past(const elm_context *ctx) {
@@ -266,8 +302,14 @@ elm_status context_decode_batch(elm_context *ctx, const elm_token *tokens, uint3
                             (size_t)rows * ctx->model->hp.n_vocab * sizeof(float));
     if (st != ELM_OK) {
         if (st == ELM_ERR_DEVICE) ctx->broken = true;
-        return ctx_error(ctx, st, "forward pass failed: %s", msg[0] ? msg : elm_strerror(st));
+        return ctx_error(ctx, st, "forward pass failed on %s: %s", ctx->device_id,
+                         msg[0] ? msg : elm_strerror(st));
     }
+    uint64_t n_validation = device_validation_errors(ctx->be);
+    if (n_validation > 0)
+        return ctx_error(ctx, ELM_ERR_INTERNAL,
+                         "the Vulkan validation layer reported %llu error(s) (see stderr)",
+                         (unsigned long long)n_validation);
     ctx->n_past += n;
     ctx->n_logits_valid = rows;
     return check_logits(ctx, rows);

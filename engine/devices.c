@@ -41,6 +41,79 @@ static void cpu_device(elm_device_info *d) {
     d->n_threads = (uint32_t)be_cpu_physical_cores();
 }
 
+elm_status device_resolve(const char *spec, elm_device_choice *out, char *err, size_t err_size) {
+    memset(out, 0, sizeof *out);
+    out->vk_index = -1;
+    if (!spec || !*spec || strcmp(spec, "cpu") == 0) {
+        snprintf(out->id, sizeof out->id, "cpu");
+        return ELM_OK;
+    }
+    bool automatic = strcmp(spec, "auto") == 0 || strcmp(spec, "best") == 0;
+    bool vulkan = strcmp(spec, "vulkan") == 0 || strncmp(spec, "vulkan:", 7) == 0;
+    if (!automatic && !vulkan)
+        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                          "unknown device '%s' (expected cpu, auto, best, vulkan or vulkan:N)", spec);
+    out->automatic = automatic;
+    snprintf(out->id, sizeof out->id, "cpu");
+#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
+    int index = -1;
+    elm_status st = be_vk_select(automatic ? "auto" : spec, &index);
+    if (st != ELM_OK)
+        return elm_errorf(err, err_size, st, "device '%s' does not exist (see `edgelm devices`)", spec);
+    if (index < 0 && vulkan)
+        return elm_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "device '%s': no Vulkan device found",
+                          spec);
+    out->vk_index = index;
+    if (index >= 0) snprintf(out->id, sizeof out->id, "vulkan:%d", index);
+    return ELM_OK;
+#else
+    if (vulkan)
+        return elm_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
+                          "device '%s' is not available: this build has no Vulkan backend", spec);
+    return ELM_OK;
+#endif
+}
+
+elm_status device_backend_new(const elm_device_choice *c, int n_threads, be_backend **out,
+                              char *err, size_t err_size) {
+    if (c->vk_index < 0) {
+        elm_status st = be_cpu_new(n_threads, out);
+        if (st != ELM_OK) elm_errorf(err, err_size, st, "cannot start the CPU backend");
+        return st;
+    }
+#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
+    be_vk_options opt = be_vk_default_options();
+    opt.device = c->vk_index;
+    return be_vk_new(&opt, out, err, err_size);
+#else
+    return elm_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "this build has no Vulkan backend");
+#endif
+}
+
+void device_backend_stats(be_backend *be, elm_stats *st) {
+    be_stats bs = {0};
+    if (be->iface->get_stats) be->iface->get_stats(be, &bs);
+    st->n_fallback_nodes = bs.n_fallback_nodes;
+#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
+    if (be_vk_is(be)) {
+        be_vk_stats vs;
+        if (be_vk_get_stats(be, &vs) == ELM_OK) {
+            st->pipeline_ms = vs.pipeline_ms;
+            st->n_fallback_nodes = vs.n_fallback_nodes;
+            st->pipeline_cache_loaded = vs.cache_loaded;
+        }
+    }
+#endif
+}
+
+uint64_t device_validation_errors(be_backend *be) {
+#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
+    if (be_vk_is(be)) return be_vk_validation_errors(be);
+#endif
+    (void)be;
+    return 0;
+}
+
 elm_status elm_devices(elm_device_info *out, size_t cap, size_t *n) {
     if (!n || (!out && cap)) return ELM_ERR_INVALID_ARG;
     size_t count = 0;

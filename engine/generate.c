@@ -1,5 +1,6 @@
 /* generate.c: prompt evaluation, sampling and streaming of generated text. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,6 +101,8 @@ static void finish_stats(gen_state *g, elm_stats *out) {
     st->prompt_tps = st->prompt_ms > 0 ? st->n_prompt / (st->prompt_ms / 1e3) : 0;
     st->gen_tps = st->n_gen > 1 && st->gen_ms > 0 ? (st->n_gen - 1) / (st->gen_ms / 1e3) : 0;
     st->peak_rss_bytes = elm_peak_rss();
+    snprintf(st->device, sizeof st->device, "%s", g->ctx->device_id);
+    device_backend_stats(g->ctx->be, st);
     if (out) *out = *st;
 }
 

@@ -22,6 +22,13 @@ elm_status elm_errorf(char *err, size_t err_size, elm_status st, const char *fmt
 
 double elm_now_ms(void); /* monotonic clock */
 
+/* Where a model's contexts run: a Vulkan device index, or -1 for the CPU. */
+typedef struct elm_device_choice {
+    int vk_index;
+    bool automatic;  /* "auto"/"best": fall back to the CPU when the device fails */
+    char id[32];     /* "cpu", "vulkan:N" */
+} elm_device_choice;
+
 typedef enum elm_arch { ELM_ARCH_LLAMA, ELM_ARCH_QWEN2 } elm_arch;
 
 typedef struct elm_hparams {
@@ -93,12 +100,20 @@ struct elm_model {
     char *arch_name;        /* owned */
     elm_tensor_entry *tensors; /* owned, info.n_tensors entries */
     double load_ms;
+    elm_device_choice device;
     void *owned_data;       /* owned memory image of the file (synthetic models), or NULL */
     size_t owned_size;
 };
 
-/* Checks a device name (elm_model_params.device) before any work. */
-elm_status model_check_device(const char *device, char *err, size_t err_size);
+/* Resolves elm_model_params.device. */
+elm_status device_resolve(const char *spec, elm_device_choice *out, char *err, size_t err_size);
+/* Creates the backend of a choice. */
+elm_status device_backend_new(const elm_device_choice *c, int n_threads, be_backend **out,
+                              char *err, size_t err_size);
+/* Fills the backend's part of elm_stats. */
+void device_backend_stats(be_backend *be, elm_stats *st);
+/* Validation-layer errors seen by a Vulkan backend (0 otherwise). */
+uint64_t device_validation_errors(be_backend *be);
 
 /* Loads a model from a malloc'd GGUF image, which the model takes over
  * (freed on failure too). `label` stands for the path in messages. */
@@ -149,6 +164,8 @@ struct elm_context {
     bool broken;               /* a device failure made the context unusable */
     uint64_t kv_bytes;
     uint64_t scratch_bytes;
+    char device_id[32];        /* where it runs: "cpu", "vulkan:N" */
+    char notice[ELM_ERR_LEN];  /* a non-fatal note from creation (a fallback), or "" */
     char last_error[ELM_ERR_LEN];
 };
 

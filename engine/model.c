@@ -17,18 +17,6 @@ static char *str_dup_n(const char *s, size_t n) {
     return d;
 }
 
-/* "cpu" now; the Vulkan backend will extend this. */
-elm_status model_check_device(const char *device, char *err, size_t err_size) {
-    if (!device || !*device || strcmp(device, "cpu") == 0 || strcmp(device, "auto") == 0 ||
-        strcmp(device, "best") == 0)
-        return ELM_OK;
-    if (strncmp(device, "vulkan", 6) == 0)
-        return elm_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
-                          "device '%s' is not available: this build has no Vulkan backend", device);
-    return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG,
-                      "unknown device '%s' (expected cpu, auto, best, vulkan or vulkan:N)", device);
-}
-
 static elm_status index_tensors(elm_model *m, char *err, size_t err_size) {
     uint64_t n = gguf_n_tensors(m->gguf);
     m->info.n_tensors = (uint32_t)n;
@@ -100,7 +88,7 @@ static elm_status load_strings(elm_model *m, char *err, size_t err_size) {
 /* Opens the file, or the memory image when m->owned_data is set. */
 static elm_status load(elm_model *m, const char *path, const elm_model_params *p, char *err,
                        size_t err_size) {
-    elm_status st = model_check_device(p->device, err, err_size);
+    elm_status st = device_resolve(p->device, &m->device, err, err_size);
     if (st == ELM_OK)
         st = m->owned_data ? gguf_open_memory(m->owned_data, m->owned_size, &m->gguf, err, err_size)
                            : gguf_open(path, &m->gguf, err, err_size);

@@ -330,7 +330,8 @@ elm_status elm_synth_load(const elm_synth_params *p, const elm_model_params *mp,
     char label[160];
     snprintf(label, sizeof label, "shape:%s:%s", p->shape ? p->shape : "?", p->type ? p->type : "?");
     char msg[ELM_ERR_LEN] = "";
-    elm_status dst = model_check_device(mp ? mp->device : NULL, msg, sizeof msg);
+    elm_device_choice choice;
+    elm_status dst = device_resolve(mp ? mp->device : NULL, &choice, msg, sizeof msg);
     if (dst != ELM_OK) return elm_errorf(err, err_size, dst, "%s: %s", label, msg);
     gguf_writer *w = gguf_writer_new();
     if (!w) return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");

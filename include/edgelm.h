@@ -264,8 +264,12 @@ typedef struct elm_memory_usage {
 
 ELM_API elm_status elm_context_memory(const elm_context *ctx, elm_memory_usage *out);
 
-/* The device the context runs on ("cpu", "vulkan:0", ...); static or owned by the context. */
+/* The device the context runs on ("cpu", "vulkan:0", ...); owned by the context. */
 ELM_API const char *elm_context_device(const elm_context *ctx);
+
+/* A note from context creation that is not an error, "" when none: for
+ * example that device "auto" fell back to the CPU, and why. */
+ELM_API const char *elm_context_notice(const elm_context *ctx);
 
 /* Tokens already in the KV cache. */
 ELM_API uint32_t elm_context_n_past(const elm_context *ctx);
@@ -344,6 +348,10 @@ typedef struct elm_stats {
     double gen_tps;
     uint64_t peak_rss_bytes; /* of the process, 0 where unknown */
     elm_stop_reason stop;
+    char device[32];         /* where the context runs: "cpu", "vulkan:N" */
+    uint64_t n_fallback_nodes; /* graph nodes the device could not run, run on the CPU instead */
+    double pipeline_ms;      /* Vulkan: time spent creating pipelines so far */
+    bool pipeline_cache_loaded; /* Vulkan: a valid pipeline cache file was used */
 } elm_stats;
 
 /*

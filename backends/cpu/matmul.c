@@ -2,11 +2,16 @@
  * matmul.c: dst (N, T) = w (K, N) x x (K, T) + bias on the thread pool.
  *
  * Determinism: every output element is computed by the same code on the
- * same operands whatever the thread count or chunking. Fast mode: one
- * kernel call per (row, group of <= CPU_DOT_MAX_NT tokens), and the kernels
- * give each token the result a one-token call would. Exact mode: one
+ * same operands whatever the thread count or chunking. Fast mode: the
+ * kernels give each (row, token) the result a one-row, one-token call would,
+ * however rows and tokens are grouped (vec_dot.h). Exact mode: one
  * dequantize-and-dot per row for T == 1; for T > 1 fixed tiles of
  * EXACT_TILE_ROWS rows (by absolute row index), each one sgemm call.
+ *
+ * Fast mode runs as one tp_run: each thread quantizes its share of the
+ * activations, a barrier, then rows in chunks handed out by an atomic
+ * counter. Small activations are quantized by the caller instead, which
+ * costs less than the barrier.
  *
  * OpenBLAS runs inside our workers, each call on its own tile, so its own
  * threads must stay out of the way: the first exact batched product calls
@@ -31,26 +36,27 @@
 #define MAX_CHUNK_ROWS 256
 #define CHUNKS_PER_THREAD 8
 #define SERIAL_QUANTIZE_MAX 8192 /* activation values */
+#define ROW_GROUP 16
 
 typedef struct mm_task {
     elm_threadpool *tp;
     int64_t K, N, T;
-    const char *w;          /* row r at w + r * w_stride */
+    const char *w; /* row r at w + r * w_stride */
     size_t w_stride;
-    const char *x;          /* token t at x + t * x_stride (F32) */
+    const char *x; /* token t at x + t * x_stride (F32) */
     size_t x_stride;
-    char *dst;              /* token t at dst + t * d_stride (F32) */
+    char *dst; /* token t at dst + t * d_stride (F32) */
     size_t d_stride;
     const float *bias;      /* N floats or NULL */
     const qtype_traits *wt; /* weight type */
     const qtype_traits *vt; /* vec_dot_type (fast mode) */
     int w_type;
-    cpu_dot_fn dot;         /* fast: weight x vec_dot_type; exact: F32 x F32 */
+    cpu_dot_fn dot; /* fast: weight x vec_dot_type; exact: F32 x F32 */
     cpu_quantize_fn quantize;
-    char *act;              /* activations as vec_dot_type rows, or x itself */
+    char *act; /* activations as vec_dot_type rows, or x itself */
     size_t act_stride;
     bool quantize_x;
-    char *scratch;          /* exact: per-thread dequantization buffers */
+    char *scratch; /* exact: per-thread dequantization buffers */
     size_t scratch_bytes;
     int64_t chunk_rows, n_chunks;
     _Atomic int64_t next_chunk;
@@ -60,11 +66,18 @@ static size_t align_up(size_t v) { return (v + ALIGN - 1) / ALIGN * ALIGN; }
 
 static bool weight_type_known(int t) {
     switch (t) {
-    case QT_F32: case QT_F16: case QT_BF16: case QT_Q4_0: case QT_Q4_1: case QT_Q5_0:
-    case QT_Q5_1: case QT_Q8_0: case QT_Q4_K: case QT_Q5_K: case QT_Q6_K:
-        return true;
-    default:
-        return false;
+    case QT_F32:
+    case QT_F16:
+    case QT_BF16:
+    case QT_Q4_0:
+    case QT_Q4_1:
+    case QT_Q5_0:
+    case QT_Q5_1:
+    case QT_Q8_0:
+    case QT_Q4_K:
+    case QT_Q5_K:
+    case QT_Q6_K: return true;
+    default: return false;
     }
 }
 
@@ -83,7 +96,8 @@ static bool is_matrix(const be_tensor *t) {
 
 /* F32 rows of n floats with a float-aligned stride between `rows` rows. */
 static bool f32_rows_ok(const be_tensor *t, int64_t n, int64_t rows) {
-    if (t->type != QT_F32 || t->nb[0] != sizeof(float) || t->nb[1] % sizeof(float) != 0) return false;
+    if (t->type != QT_F32 || t->nb[0] != sizeof(float) || t->nb[1] % sizeof(float) != 0)
+        return false;
     return rows == 1 || t->nb[1] >= (size_t)n * sizeof(float);
 }
 
@@ -97,8 +111,8 @@ static elm_status check_shapes(const be_tensor *w, const be_tensor *x, const be_
     if (w->type == QT_F32 && w->nb[1] % sizeof(float) != 0) return ELM_ERR_INVALID_ARG;
     if (x->ne[0] != K || dst->ne[0] != N || dst->ne[1] != T) return ELM_ERR_INVALID_ARG;
     if (!f32_rows_ok(x, K, T) || !f32_rows_ok(dst, N, T)) return ELM_ERR_INVALID_ARG;
-    if (bias && (bias->type != QT_F32 || !bias->data || bias->ne[0] != N ||
-                 bias->nb[0] != sizeof(float)))
+    if (bias &&
+        (bias->type != QT_F32 || !bias->data || bias->ne[0] != N || bias->nb[0] != sizeof(float)))
         return ELM_ERR_INVALID_ARG;
     return ELM_OK;
 }
@@ -162,9 +176,7 @@ static void quantize_share(mm_task *m, int ith, int nth) {
     }
 }
 
-static int64_t first_chunk(mm_task *m, int ith) {
-    return ith < m->n_chunks ? ith : m->n_chunks;
-}
+static int64_t first_chunk(mm_task *m, int ith) { return ith < m->n_chunks ? ith : m->n_chunks; }
 
 static int64_t next_chunk(mm_task *m) {
     return atomic_fetch_add_explicit(&m->next_chunk, 1, memory_order_relaxed);
@@ -175,16 +187,29 @@ static void store(mm_task *m, int64_t r, int64_t t, float v) {
     d[r] = m->bias ? v + m->bias[r] : v;
 }
 
+static void add_bias(mm_task *m, int64_t r0, int64_t r1) {
+    if (!m->bias) return;
+    for (int64_t t = 0; t < m->T; t++) {
+        float *d = (float *)(m->dst + (size_t)t * m->d_stride);
+        for (int64_t r = r0; r < r1; r++) d[r] += m->bias[r];
+    }
+}
+
+/* Groups of ROW_GROUP rows, each against all tokens, CPU_DOT_MAX_NT at a
+ * time: the group's rows stay in L1/L2 while the activations stream. */
 static void fast_rows(mm_task *m, int64_t r0, int64_t r1) {
-    float s[CPU_DOT_MAX_NT];
-    for (int64_t r = r0; r < r1; r++) {
-        const char *wrow = m->w + (size_t)r * m->w_stride;
+    const size_t ds = m->d_stride / sizeof(float);
+    for (int64_t rb = r0; rb < r1; rb += ROW_GROUP) {
+        int nr = r1 - rb < ROW_GROUP ? (int)(r1 - rb) : ROW_GROUP;
+        const char *w = m->w + (size_t)rb * m->w_stride;
         for (int64_t t = 0; t < m->T; t += CPU_DOT_MAX_NT) {
             int nt = m->T - t < CPU_DOT_MAX_NT ? (int)(m->T - t) : CPU_DOT_MAX_NT;
-            m->dot(m->K, s, wrow, m->act + (size_t)t * m->act_stride, m->act_stride, nt);
-            for (int j = 0; j < nt; j++) store(m, r, t + j, s[j]);
+            float *out = (float *)(m->dst + (size_t)t * m->d_stride) + rb;
+            m->dot(m->K, nr, w, m->w_stride, m->act + (size_t)t * m->act_stride, m->act_stride, nt,
+                   out, ds);
         }
     }
+    add_bias(m, r0, r1);
 }
 
 static void fast_task(void *arg, int ith, int nth) {
@@ -212,7 +237,7 @@ static void exact_vec_task(void *arg, int ith, int nth) {
                 wrow = buf;
             }
             float s;
-            m->dot(m->K, &s, wrow, m->x, 0, 1);
+            m->dot(m->K, 1, wrow, 0, m->x, 0, 1, &s, 0);
             store(m, r, 0, s);
         }
     }

@@ -108,7 +108,8 @@ TGT_AVX2 INLINE float first_absmax(const float *x) {
     for (int k = 0; k < QK_K / 8; k++) amax = max_abs(_mm256_loadu_ps(x + 8 * k), amax);
     const __m256 m = _mm256_set1_ps(hmax_ps(amax));
     for (int k = 0; k < QK_K / 8; k++) {
-        int hit = _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(x + 8 * k)), m, _CMP_EQ_OQ));
+        int hit =
+            _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(x + 8 * k)), m, _CMP_EQ_OQ));
         if (hit) return x[8 * k + __builtin_ctz((unsigned)hit)];
     }
     return 0.0f;
@@ -118,8 +119,10 @@ TGT_AVX2 INLINE float first_absmax(const float *x) {
 TGT_AVX2 INLINE __m256i q8_K_values(const float *x, float iscale) {
     __m256 p = opaque(_mm256_mul_ps(_mm256_set1_ps(iscale), _mm256_loadu_ps(x)));
     __m256 r = _mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    r = _mm256_blendv_ps(r, _mm256_set1_ps(127.0f), _mm256_cmp_ps(p, _mm256_set1_ps(127.0f), _CMP_GE_OQ));
-    r = _mm256_blendv_ps(r, _mm256_set1_ps(-128.0f), _mm256_cmp_ps(p, _mm256_set1_ps(-128.0f), _CMP_NGE_UQ));
+    r = _mm256_blendv_ps(r, _mm256_set1_ps(127.0f),
+                         _mm256_cmp_ps(p, _mm256_set1_ps(127.0f), _CMP_GE_OQ));
+    r = _mm256_blendv_ps(r, _mm256_set1_ps(-128.0f),
+                         _mm256_cmp_ps(p, _mm256_set1_ps(-128.0f), _CMP_NGE_UQ));
     return _mm256_cvttps_epi32(r);
 }
 

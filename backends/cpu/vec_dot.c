@@ -27,16 +27,18 @@ static cpu_simd detected;
 static _Atomic int active = -1;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
-static void scalar_dot(int type, int64_t n, float *restrict s, const void *restrict x,
-                       const void *restrict y, size_t by, int nt) {
+static void scalar_dot(int type, int64_t n, int nr, const char *x, size_t bx, const char *y,
+                       size_t by, int nt, float *s, size_t ss) {
     qt_vec_dot_fn f = qtype_get(type)->vec_dot;
-    for (int j = 0; j < nt; j++) f(n, &s[j], x, (const char *)y + (size_t)j * by);
+    for (int r = 0; r < nr; r++)
+        for (int j = 0; j < nt; j++) f(n, &s[r + (size_t)j * ss], x + r * bx, y + j * by);
 }
 
-#define SCALAR_DOT(T)                                                                        \
-    static void scalar_##T(int64_t n, float *restrict s, const void *restrict x,             \
-                           const void *restrict y, size_t by, int nt) {                      \
-        scalar_dot(QT_##T, n, s, x, y, by, nt);                                              \
+#define SCALAR_DOT(T)                                                                              \
+    static void scalar_##T(int64_t n, int nr, const void *restrict x, size_t bx,                   \
+                           const void *restrict y, size_t by, int nt, float *restrict s,           \
+                           size_t ss) {                                                            \
+        scalar_dot(QT_##T, n, nr, x, bx, y, by, nt, s, ss);                                        \
     }
 SCALAR_DOT(F32)
 SCALAR_DOT(F16)

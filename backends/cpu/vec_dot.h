@@ -19,14 +19,15 @@
 #define CPU_DOT_MAX_NT 4
 
 /*
- * s[j] = dot(x, y_j) for j < nt (1 <= nt <= CPU_DOT_MAX_NT), where
- * y_j = (const char *)y + j * by. x is a row of n values of the weight type,
- * each y_j a row of its vec_dot_type; n is a multiple of the block size.
- * Each s[j] is bit-identical to the result of a call with nt = 1 on y_j, so
- * results never depend on how tokens are grouped.
+ * s[r + j * ss] = dot(x_r, y_j) for r < nr and j < nt (1 <= nt <=
+ * CPU_DOT_MAX_NT), where x_r = (const char *)x + r * bx is a row of n values
+ * of the weight type and y_j = (const char *)y + j * by a row of its
+ * vec_dot_type; n is a multiple of the block size. Each result is
+ * bit-identical to that of a call with nr = nt = 1 on x_r and y_j, so results
+ * never depend on how rows and tokens are grouped.
  */
-typedef void (*cpu_dot_fn)(int64_t n, float *restrict s, const void *restrict x,
-                           const void *restrict y, size_t by, int nt);
+typedef void (*cpu_dot_fn)(int64_t n, int nr, const void *restrict x, size_t bx,
+                           const void *restrict y, size_t by, int nt, float *restrict s, size_t ss);
 
 /* n floats to a row of a vec_dot_type, bit-identical to its reference from_float. */
 typedef void (*cpu_quantize_fn)(const float *restrict src, void *restrict dst, int64_t n);

@@ -11,8 +11,6 @@
 
 #include <arm_neon.h>
 
-#define YROW(type, j) ((const type *)(const void *)((const char *)vy + (size_t)(j) * by))
-
 static inline float fp16(elm_fp16 h) {
     return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
 }
@@ -70,10 +68,14 @@ static float dot1_f32(int64_t n, const float *x, const float *y) {
     return sum;
 }
 
-#define NEON_DOT(T, wtype, ytype)                                                            \
-    static void dot_##T##_neon(int64_t n, float *restrict s, const void *restrict x,         \
-                               const void *restrict vy, size_t by, int nt) {                 \
-        for (int j = 0; j < nt; j++) s[j] = dot1_##T(n, (const wtype *)x, YROW(ytype, j));   \
+#define NEON_DOT(T, wtype, ytype)                                                                  \
+    static void dot_##T##_neon(int64_t n, int nr, const void *restrict x, size_t bx,               \
+                               const void *restrict y, size_t by, int nt, float *restrict s,       \
+                               size_t ss) {                                                        \
+        for (int r = 0; r < nr; r++)                                                               \
+            for (int j = 0; j < nt; j++)                                                           \
+                s[r + (size_t)j * ss] = dot1_##T(n, (const wtype *)((const char *)x + r * bx),     \
+                                                 (const ytype *)((const char *)y + j * by));       \
     }
 NEON_DOT(q4_0, block_q4_0, block_q8_0)
 NEON_DOT(q8_0, block_q8_0, block_q8_0)

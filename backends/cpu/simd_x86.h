@@ -1,0 +1,65 @@
+/*
+ * simd_x86.h: what the x86 kernel files share. Only for files compiled on
+ * x86; every function carries its target attribute, so callers must have
+ * one that includes it.
+ */
+#ifndef ELM_CPU_SIMD_X86_H
+#define ELM_CPU_SIMD_X86_H
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "backends/cpu/vec_dot.h"
+
+#define TGT_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define TGT_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define INLINE static inline __attribute__((always_inline))
+#define PRAGMA(x) _Pragma(#x)
+/* Full unrolling keeps per-token accumulators in registers. */
+#define UNROLL(n) PRAGMA(GCC unroll n)
+
+_Static_assert(CPU_DOT_MAX_NT == 4, "DISPATCH_NT handles 1..4 tokens");
+
+/* The cpu_dot_fn parameters, named as DISPATCH_NT expects them. */
+#define DOT_PARAMS                                                                                 \
+    int64_t n, int nr, const void *restrict x, size_t bx, const void *restrict y, size_t by,       \
+        int nt, float *restrict s, size_t ss
+
+/* Runs a kernel body (n, out, x_row, y, by, nt) row by row, instantiated for
+ * a constant nt so its accumulators stay in registers; each instance does
+ * the same arithmetic per token. */
+#define DISPATCH_NT(body)                                                                          \
+    for (int r = 0; r < nr; r++) {                                                                 \
+        const void *xr = (const char *)x + (size_t)r * bx;                                         \
+        float out[CPU_DOT_MAX_NT];                                                                 \
+        switch (nt) {                                                                              \
+        case 1: body(n, out, xr, y, by, 1); break;                                                 \
+        case 2: body(n, out, xr, y, by, 2); break;                                                 \
+        case 3: body(n, out, xr, y, by, 3); break;                                                 \
+        default: body(n, out, xr, y, by, 4); break;                                                \
+        }                                                                                          \
+        for (int j = 0; j < nt; j++) s[r + (size_t)j * ss] = out[j];                               \
+    }
+
+#define YROW(type, j) ((const type *)(const void *)((const char *)vy + (size_t)(j)*by))
+
+TGT_AVX2 INLINE float fp16(elm_fp16 h) { return _cvtsh_ss(h); }
+
+/* Fixed order: halves, then pairs, then the last two lanes. */
+TGT_AVX2 INLINE float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INLINE elm_fp16 ld16(const void *p) {
+    elm_fp16 h;
+    memcpy(&h, p, sizeof h);
+    return h;
+}
+
+/* Kernels of vec_dot_x86_k.c for `level`. */
+void cpu_fill_x86_k(cpu_simd level, cpu_dot_fn dot[QT_COUNT]);
+
+#endif
