@@ -268,6 +268,7 @@ elm_context *cli_new_context(const elm_model *m, const char *path, const elm_con
         elm_context_free(ctx);
         return NULL;
     }
+    if (elm_context_notice(ctx)[0]) fprintf(stderr, "edgelm: %s: %s\n", path, elm_context_notice(ctx));
     return ctx;
 }
 

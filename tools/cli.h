@@ -29,6 +29,7 @@ int cmd_run(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_devices(int argc, char **argv);
 
 typedef enum cli_kind {
     CLI_FLAG,  /* bool */

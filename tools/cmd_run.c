@@ -46,6 +46,12 @@ static void print_stats(const elm_stats *st) {
             "edgelm: load %.1f ms | ttft %.1f ms | prompt %.1f tok/s (%u tok) | "
             "gen %.1f tok/s (%u tok) | peak RSS %s\n",
             st->load_ms, st->ttft_ms, st->prompt_tps, st->n_prompt, st->gen_tps, st->n_gen, mem);
+    fprintf(stderr, "edgelm: device %s | CPU fallback nodes %llu", st->device[0] ? st->device : "cpu",
+            (unsigned long long)st->n_fallback_nodes);
+    if (strncmp(st->device, "vulkan", 6) == 0)
+        fprintf(stderr, " | pipeline creation %.1f ms (cache %s)", st->pipeline_ms,
+                st->pipeline_cache_loaded ? "used" : "cold");
+    fputc('\n', stderr);
 }
 
 static int generate(elm_context *ctx, const run_opts *o) {

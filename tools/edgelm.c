@@ -12,6 +12,7 @@ static const cli_command commands[] = {
     {"eval", cmd_eval, "print the top logits of a token sequence as JSON"},
     {"tokenize", cmd_tokenize, "print the token ids of stdin"},
     {"info", cmd_info, "describe a GGUF model: hyperparameters, tokenizer, tensors"},
+    {"devices", cmd_devices, "list the devices edgelm can run on, with their limits"},
     {"bench", bench_main, "measure the devices on this machine and recommend one"},
     {"make-model", make_model_main, "write a synthetic GGUF model of a popular shape"},
 };
