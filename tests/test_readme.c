@@ -83,6 +83,7 @@ static void compile_example(const char *src, const char *exe, const char *build)
     snprintf(cmd, sizeof cmd,
              "cc -std=c11 -Wall -o '%s' '%s' -I'%s/include' '%s/libedgelm.a' "
              "$(pkg-config --libs libpcre2-8 openblas 2>/dev/null || echo -lpcre2-8 -lopenblas) "
+             "$(pkg-config --libs vulkan 2>/dev/null) "
              "-lpthread -lm %s",
              exe, src, test_source_dir(), build, san);
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
