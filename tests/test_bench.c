@@ -335,7 +335,7 @@ static void check_store(void) {
     json_free(v);
 }
 
-Test(bench, report_json_csv_svg_compare_store, .timeout = 600) {
+Test(bench, report_json_csv_svg_compare_store) {
     char json[512], csv[512], svg[512], cache[512];
     tmp_path(json, sizeof json, "r.json");
     tmp_path(csv, sizeof csv, "r.csv");
@@ -368,7 +368,7 @@ Test(bench, report_json_csv_svg_compare_store, .timeout = 600) {
     run_free(&r);
 }
 
-Test(bench, budget_is_enforced, .timeout = 120) {
+Test(bench, budget_is_enforced) {
     char json[512];
     tmp_path(json, sizeof json, "budget.json");
     double t0 = now_s();
@@ -415,7 +415,7 @@ static void check_round_trip(const char *path) {
     elm_model_free(m);
 }
 
-Test(bench, make_model_loads_runs_and_benches, .timeout = 600) {
+Test(bench, make_model_loads_runs_and_benches) {
     char model[512], json[512];
     tmp_path(model, sizeof model, "smol.gguf");
     tmp_path(json, sizeof json, "file.json");
@@ -443,7 +443,7 @@ Test(bench, make_model_loads_runs_and_benches, .timeout = 600) {
 
 /* ------------------------------------------------------------- ops */
 
-Test(bench, ops_json_schema, .timeout = 300) {
+Test(bench, ops_json_schema) {
     char json[512];
     tmp_path(json, sizeof json, "ops.json");
     run_out r = run_cli("bench", "--ops", "--device", "cpu", "--budget", "3", "--json", json, NULL);
