@@ -21,6 +21,18 @@ static const char re_llama3[] =
 static const char re_qwen2[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}"
     "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/*
+ * "starcoder" and "smollm": every digit is split off first, then the GPT-2
+ * split runs on what is between the digits. llama.cpp runs that as two
+ * passes, "\p{N}" and then the GPT-2 regex inside each piece the first pass
+ * left, so that every digit is a word of its own and no word, space or
+ * lookahead reaches across a digit. One pattern does the same: \p{N} comes
+ * first; " ?\p{N}+" can no longer match and is gone; and a digit counts as
+ * the end of the text for the whitespace lookahead, so "a  1" splits as
+ * "a", "  ", "1" (GPT-2 gives "a", " ", " 1").
+ */
+static const char re_starcoder[] =
+    "\\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?![^\\s\\p{N}])|\\s+";
 
 elm_status bpe_init(elm_vocab *v, char *err, size_t err_size) {
     const char *pattern;
@@ -31,9 +43,12 @@ elm_status bpe_init(elm_vocab *v, char *err, size_t err_size) {
         v->ignore_merges = true; /* Llama 3 takes a word that is a token as is */
     } else if (!strcmp(v->pre, "qwen2")) {
         pattern = re_qwen2;
+    } else if (!strcmp(v->pre, "smollm") || !strcmp(v->pre, "starcoder")) {
+        pattern = re_starcoder;
     } else {
         vocab_errf(err, err_size,
-                   "pre-tokenizer '%s' is not supported (known: default, gpt-2, llama-bpe, qwen2)",
+                   "pre-tokenizer '%s' is not supported (known: default, gpt-2, llama-bpe, "
+                   "qwen2, smollm, starcoder)",
                    v->pre);
         return ELM_ERR_UNSUPPORTED;
     }

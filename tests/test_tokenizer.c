@@ -643,6 +643,66 @@ Test(tokenizer_mini, bpe_pretokenizers) {
     vocab_free(v);
 }
 
+/* "smollm" and "starcoder" (llama.cpp: the regexes "\p{N}", then GPT-2's
+ * inside each piece): every digit is a word of its own, so no merge joins
+ * digits or a space and a digit, and a digit ends a run of spaces as the end
+ * of the text would. Away from digits the words are GPT-2's. */
+Test(tokenizer_mini, bpe_smollm_digits) {
+    static char spsp[8], sp1[8], spab[8], d3[8], d3d3[16];
+    static char m_sp1[16], m_spsp[16], m_spab[16], m_d3[16], m_d3d3[24];
+    bpe_base();
+    const char *g = bpe_text[' '];                       /* the space's character, U+0120 */
+    const char *x = bpe_text[0xD9], *y = bpe_text[0xA3]; /* U+0663 ARABIC-INDIC DIGIT THREE */
+    snprintf(spsp, sizeof spsp, "%s%s", g, g);
+    snprintf(sp1, sizeof sp1, "%s1", g);
+    snprintf(spab, sizeof spab, "%sab", g);
+    snprintf(d3, sizeof d3, "%s%s", x, y);
+    snprintf(d3d3, sizeof d3d3, "%s%s", d3, d3);
+    snprintf(m_sp1, sizeof m_sp1, "%s 1", g);
+    snprintf(m_spsp, sizeof m_spsp, "%s %s", g, g);
+    snprintf(m_spab, sizeof m_spab, "%s ab", g);
+    snprintf(m_d3, sizeof m_d3, "%s %s", x, y);
+    snprintf(m_d3d3, sizeof m_d3d3, "%s %s", d3, d3);
+    int32_t t12 = bpe_tok("12", "1 2");
+    int32_t t34 = bpe_tok("34", "3 4");
+    int32_t tsp1 = bpe_tok(sp1, m_sp1);
+    int32_t tspsp = bpe_tok(spsp, m_spsp);
+    int32_t tab = bpe_tok("ab", "a b");
+    int32_t tspab = bpe_tok(spab, m_spab);
+    int32_t tqs = bpe_tok("'s", "' s");
+    int32_t td3 = bpe_tok(d3, m_d3);
+    int32_t td3d3 = bpe_tok(d3d3, m_d3d3);
+    const int32_t SPC = B(' ');
+
+    /* GPT-2: runs of digits are words, and so is a space with the digits. */
+    elm_vocab *v = mini_build(&bpe_m, "gpt2", "gpt-2", -1);
+    EXPECT_IDS(v, "12345", t12, t34, B('5'));
+    EXPECT_IDS(v, "ab 1", tab, tsp1);
+    EXPECT_IDS(v, "a  1", B('a'), SPC, tsp1);
+    EXPECT_IDS(v, "ab12cd", tab, t12, B('c'), B('d'));
+    EXPECT_IDS(v, "\xd9\xa3\xd9\xa3", td3d3); /* \p{N}, not only ASCII digits */
+    EXPECT_IDS(v, "ab  ab", tab, SPC, tspab);
+    EXPECT_IDS(v, "x's 1  ", B('x'), tqs, tsp1, tspsp);
+    vocab_free(v);
+
+    const char *const names[] = {"smollm", "starcoder"};
+    for (int i = 0; i < 2; i++) {
+        v = mini_build(&bpe_m, "gpt2", names[i], -1);
+        cr_expect_str_eq(vocab_pre_name(v), names[i]);
+        EXPECT_IDS(v, "12345", B('1'), B('2'), B('3'), B('4'), B('5'));
+        EXPECT_IDS(v, "ab 1", tab, SPC, B('1'));      /* the space stays apart */
+        EXPECT_IDS(v, "a  1", B('a'), tspsp, B('1')); /* both spaces: a digit ends the run */
+        EXPECT_IDS(v, "ab12cd", tab, B('1'), B('2'), B('c'), B('d'));
+        EXPECT_IDS(v, "\xd9\xa3\xd9\xa3", td3, td3);
+        EXPECT_IDS(v, "1 ab", B('1'), tspab);
+        /* Without digits, the words of GPT-2. */
+        EXPECT_IDS(v, "ab  ab", tab, SPC, tspab);
+        EXPECT_IDS(v, "x's  ", B('x'), tqs, tspsp);
+        EXPECT_IDS(v, "a \n\tb", B('a'), SPC, B('\n'), B('\t'), B('b'));
+        vocab_free(v);
+    }
+}
+
 Test(tokenizer_mini, bpe_rank_order_and_bytes) {
     bpe_base();
     int32_t tab = bpe_tok("ab", "a b");
