@@ -616,3 +616,33 @@ elm_status vocab_detokenize(const elm_vocab *v, const int32_t *ids, size_t n, ch
     if (out < cap) buf[out] = 0;
     return out > cap ? ELM_ERR_BUFFER_TOO_SMALL : ELM_OK;
 }
+
+static bool pair_before(const merge_pair *a, const merge_pair *b) {
+    return a->priority > b->priority || (a->priority == b->priority && a->left < b->left);
+}
+
+void merge_heap_push(merge_heap *h, merge_pair p) {
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!pair_before(&p, &h->v[parent])) break;
+        h->v[i] = h->v[parent];
+        i = parent;
+    }
+    h->v[i] = p;
+}
+
+merge_pair merge_heap_pop(merge_heap *h) {
+    merge_pair top = h->v[0], last = h->v[--h->n];
+    size_t i = 0, n = h->n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && pair_before(&h->v[c + 1], &h->v[c])) c++;
+        if (!pair_before(&h->v[c], &last)) break;
+        h->v[i] = h->v[c];
+        i = c;
+    }
+    if (n) h->v[i] = last;
+    return top;
+}

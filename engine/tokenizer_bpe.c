@@ -72,57 +72,19 @@ typedef struct bpe_sym {
     bool dead;
 } bpe_sym;
 
-typedef struct bpe_pair {
-    uint32_t rank;
-    int32_t left, right;
-    int32_t lid, rid; /* the symbols' ids when pushed: detects stale pairs */
-    int32_t result;
-} bpe_pair;
-
 typedef struct bpe_work {
     const elm_vocab *v;
     bpe_sym *sym;
-    bpe_pair *heap;
-    size_t n_heap;
+    merge_heap heap; /* a, b: the symbols' ids when pushed (detects stale pairs) */
     char *mapped; /* a word in token-text form, for ignore_merges */
     pcre2_match_data *md;
 } bpe_work;
-
-static bool pair_before(const bpe_pair *a, const bpe_pair *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static void heap_push(bpe_work *w, bpe_pair p) {
-    size_t i = w->n_heap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!pair_before(&p, &w->heap[parent])) break;
-        w->heap[i] = w->heap[parent];
-        i = parent;
-    }
-    w->heap[i] = p;
-}
-
-static bpe_pair heap_pop(bpe_work *w) {
-    bpe_pair top = w->heap[0], last = w->heap[--w->n_heap];
-    size_t i = 0, n = w->n_heap;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && pair_before(&w->heap[c + 1], &w->heap[c])) c++;
-        if (!pair_before(&w->heap[c], &last)) break;
-        w->heap[i] = w->heap[c];
-        i = c;
-    }
-    if (n) w->heap[i] = last;
-    return top;
-}
 
 static void try_pair(bpe_work *w, int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
     int32_t lid = w->sym[left].id, rid = w->sym[right].id;
     const vocab_merge *m = vocab_merge_find(w->v, lid, rid);
-    if (m) heap_push(w, (bpe_pair){m->rank, left, right, lid, rid, m->result});
+    if (m) merge_heap_push(&w->heap, (merge_pair){-(float)m->rank, left, right, lid, rid, m->result});
 }
 
 static bool whole_word(bpe_work *w, const char *s, size_t n, tok_sink *sink) {
@@ -140,12 +102,12 @@ static void bpe_word(bpe_work *w, const char *s, size_t n, tok_sink *sink) {
         int32_t idx = (int32_t)i, next = i + 1 < n ? idx + 1 : -1;
         w->sym[i] = (bpe_sym){w->v->byte_tok[(uint8_t)s[i]], idx - 1, next, false};
     }
-    w->n_heap = 0;
+    w->heap.n = 0;
     for (size_t i = 1; i < n; i++) try_pair(w, (int32_t)i - 1, (int32_t)i);
-    while (w->n_heap > 0) {
-        bpe_pair p = heap_pop(w);
+    while (w->heap.n > 0) {
+        merge_pair p = merge_heap_pop(&w->heap);
         bpe_sym *l = &w->sym[p.left], *r = &w->sym[p.right];
-        if (l->dead || r->dead || l->next != p.right || l->id != p.lid || r->id != p.rid) continue;
+        if (l->dead || r->dead || l->next != p.right || l->id != p.a || r->id != p.b) continue;
         l->id = p.result;
         r->dead = true;
         l->next = r->next;
@@ -194,15 +156,15 @@ static void split_words(bpe_work *w, const char *text, size_t len, tok_sink *sin
 elm_status bpe_tokenize(const elm_vocab *v, const char *text, size_t len, tok_sink *sink) {
     if (len == 0) return ELM_OK;
     if (len > INT32_MAX / 4) return ELM_ERR_INVALID_ARG; /* symbol indices are int32 */
-    bpe_work w = {v, malloc(len * sizeof(bpe_sym)), malloc((3 * len + 1) * sizeof(bpe_pair)), 0,
+    bpe_work w = {v, malloc(len * sizeof(bpe_sym)), {malloc((3 * len + 1) * sizeof(merge_pair)), 0},
                   malloc(2 * len + 1), pcre2_match_data_create_from_pattern(v->re, NULL)};
     elm_status st = ELM_ERR_NO_MEMORY;
-    if (w.sym && w.heap && w.mapped && w.md) {
+    if (w.sym && w.heap.v && w.mapped && w.md) {
         split_words(&w, text, len, sink);
         st = ELM_OK;
     }
     free(w.sym);
-    free(w.heap);
+    free(w.heap.v);
     free(w.mapped);
     pcre2_match_data_free(w.md);
     return st;

@@ -82,6 +82,25 @@ elm_status bpe_tokenize(const elm_vocab *v, const char *text, size_t len, tok_si
 /* tokenizer_bpe.c: selects and compiles the pre-tokenizer for v->pre. */
 elm_status bpe_init(elm_vocab *v, char *err, size_t err_size);
 
+/* A candidate merge of two adjacent symbols. Both tokenizers merge the best
+ * pair first, the leftmost among equals: SentencePiece by score, byte-level
+ * BPE by rank (priority = -rank). a and b are what the tokenizer needs to
+ * recognize a pair made stale by an earlier merge. */
+typedef struct merge_pair {
+    float priority;
+    int32_t left, right;
+    int32_t a, b;
+    int32_t result;
+} merge_pair;
+
+typedef struct merge_heap {
+    merge_pair *v; /* capacity chosen by the caller */
+    size_t n;
+} merge_heap;
+
+void merge_heap_push(merge_heap *h, merge_pair p);
+merge_pair merge_heap_pop(merge_heap *h); /* h->n > 0 */
+
 /* tokenizer.c: formats an error message (printf-style) into err. */
 void vocab_errf(char *err, size_t err_size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

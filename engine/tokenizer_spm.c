@@ -17,49 +17,12 @@ typedef struct spm_sym {
     size_t start, len; /* len 0: merged into its left neighbour */
 } spm_sym;
 
-typedef struct spm_pair {
-    float score;
-    int32_t left, right;
-    size_t len; /* left.len + right.len when pushed: detects stale pairs */
-} spm_pair;
-
 typedef struct spm_work {
     const elm_vocab *v;
     char *buf; /* the escaped text */
     spm_sym *sym;
-    spm_pair *heap;
-    size_t n_heap;
+    merge_heap heap; /* a: left.len + right.len when pushed (detects stale pairs) */
 } spm_work;
-
-static bool pair_before(const spm_pair *a, const spm_pair *b) {
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static void heap_push(spm_work *w, spm_pair p) {
-    size_t i = w->n_heap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!pair_before(&p, &w->heap[parent])) break;
-        w->heap[i] = w->heap[parent];
-        i = parent;
-    }
-    w->heap[i] = p;
-}
-
-static spm_pair heap_pop(spm_work *w) {
-    spm_pair top = w->heap[0], last = w->heap[--w->n_heap];
-    size_t i = 0, n = w->n_heap;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && pair_before(&w->heap[c + 1], &w->heap[c])) c++;
-        if (!pair_before(&w->heap[c], &last)) break;
-        w->heap[i] = w->heap[c];
-        i = c;
-    }
-    if (n) w->heap[i] = last;
-    return top;
-}
 
 static void try_pair(spm_work *w, int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
@@ -67,7 +30,7 @@ static void try_pair(spm_work *w, int32_t left, int32_t right) {
     size_t len = l->len + r->len;
     int32_t id = vocab_lookup(w->v, w->buf + l->start, len);
     if (id < 0 || !vocab_type_is_text(w->v->tok[id].type)) return;
-    heap_push(w, (spm_pair){w->v->tok[id].score, left, right, len});
+    merge_heap_push(&w->heap, (merge_pair){w->v->tok[id].score, left, right, (int32_t)len, 0, id});
 }
 
 /* Writes the text with an optional leading space and U+2581 for spaces;
@@ -105,10 +68,10 @@ static int32_t split_chars(spm_work *w, size_t n) {
 }
 
 static void merge_all(spm_work *w) {
-    while (w->n_heap > 0) {
-        spm_pair p = heap_pop(w);
+    while (w->heap.n > 0) {
+        merge_pair p = merge_heap_pop(&w->heap);
         spm_sym *l = &w->sym[p.left], *r = &w->sym[p.right];
-        if (l->len == 0 || r->len == 0 || l->len + r->len != p.len) continue;
+        if (l->len == 0 || r->len == 0 || l->len + r->len != (size_t)p.a) continue;
         l->len += r->len;
         r->len = 0;
         l->next = r->next;
@@ -142,13 +105,13 @@ elm_status spm_tokenize(const elm_vocab *v, const char *text, size_t len, bool a
     if (len == 0 && !add_prefix) return ELM_OK;
     if (len > INT32_MAX / 4) return ELM_ERR_INVALID_ARG; /* symbol indices are int32 */
     size_t cap = 3 * len + 3;
-    spm_work w = {v, malloc(cap), malloc(cap * sizeof(spm_sym)), NULL, 0};
+    spm_work w = {v, malloc(cap), malloc(cap * sizeof(spm_sym)), {NULL, 0}};
     size_t n = w.buf ? escape(text, len, add_prefix, w.buf) : 0;
-    w.heap = malloc((3 * n + 1) * sizeof(spm_pair));
-    if (!w.buf || !w.sym || !w.heap) {
+    w.heap.v = malloc((3 * n + 1) * sizeof(merge_pair));
+    if (!w.buf || !w.sym || !w.heap.v) {
         free(w.buf);
         free(w.sym);
-        free(w.heap);
+        free(w.heap.v);
         return ELM_ERR_NO_MEMORY;
     }
     int32_t count = split_chars(&w, n);
@@ -157,6 +120,6 @@ elm_status spm_tokenize(const elm_vocab *v, const char *text, size_t len, bool a
     for (int32_t i = count ? 0 : -1; i >= 0; i = w.sym[i].next) emit_symbol(&w, &w.sym[i], sink);
     free(w.buf);
     free(w.sym);
-    free(w.heap);
+    free(w.heap.v);
     return ELM_OK;
 }
