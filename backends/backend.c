@@ -6,6 +6,7 @@ const char *be_op_name(be_op op) {
         [BE_OP_MUL_MAT] = "mul_mat",   [BE_OP_ADD] = "add",
         [BE_OP_ROPE] = "rope",         [BE_OP_KV_STORE] = "kv_store",
         [BE_OP_ATTENTION] = "attention", [BE_OP_SWIGLU] = "swiglu",
+        [BE_OP_ARGMAX] = "argmax",
     };
     return (unsigned)op < BE_OP_COUNT && names[op] ? names[op] : "unknown";
 }

@@ -81,6 +81,12 @@ typedef enum be_op {
     BE_OP_ATTENTION,
     /* dst (n, T) = silu(src0) * src1. dst may alias src0. */
     BE_OP_SWIGLU,
+    /* A summary of each row t of src0 (n, T), so greedy decoding reads back
+     * four numbers instead of every logit. dst (4, T): [0] the index of the
+     * highest value (the lowest index among equals; n < 2^24 so it is exact
+     * as a float), [1] that value, [2] the highest of the other values
+     * (-inf when n == 1), [3] the log-sum-exp of the row. */
+    BE_OP_ARGMAX,
     BE_OP_COUNT
 } be_op;
 

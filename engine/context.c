@@ -58,6 +58,7 @@ static size_t layout_scratch(elm_context *ctx, bool assign, char *base) {
         {&g->gate, QT_F32, hp->n_ff, B, 1, "gate"},
         {&g->up, QT_F32, hp->n_ff, B, 1, "up"},
         {&g->logits, QT_F32, hp->n_vocab, g->n_logits, 1, "logits"},
+        {&g->summary, QT_F32, 4, 1, 1, "summary"},
     };
     size_t offs = 0;
     for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
@@ -141,7 +142,7 @@ static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
  * node, so an unsupported weight type fails here, not mid-generation. */
 static elm_status check_support(elm_context *ctx, char *err, size_t err_size) {
     be_graph graph;
-    if (graph_build(ctx, 1, false, &graph) < 0)
+    if (graph_build(ctx, 1, ELM_OUT_SUMMARY, &graph) < 0)
         return elm_errorf(err, err_size, ELM_ERR_INTERNAL, "graph node storage too small");
     /* A device backend with graph_prepare plans explicit CPU fallbacks for
      * what it cannot run; the CPU backend has nowhere to fall back to. */
@@ -281,23 +282,25 @@ static elm_status check_logits(elm_context *ctx, uint32_t rows) {
     return ELM_OK;
 }
 
-elm_status context_decode_batch(elm_context *ctx, const elm_token *tokens, uint32_t n,
-                                bool all_logits) {
+static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32_t n,
+                               elm_output output) {
     const be_iface *bi = ctx->be->iface;
     for (uint32_t i = 0; i < n; i++) {
         ctx->ids_host[i] = tokens[i];
         ctx->pos_host[i] = (int32_t)(ctx->n_past + i);
     }
     be_graph graph;
-    if (graph_build(ctx, n, all_logits, &graph) < 0)
+    if (graph_build(ctx, n, output, &graph) < 0)
         return ctx_error(ctx, ELM_ERR_INTERNAL, "graph node storage too small");
     elm_status st = bi->tensor_set(ctx->be, &ctx->g.ids, ctx->ids_host, 0, n * sizeof(int32_t));
     if (st == ELM_OK)
         st = bi->tensor_set(ctx->be, &ctx->g.pos, ctx->pos_host, 0, n * sizeof(int32_t));
     char msg[ELM_ERR_LEN] = "";
     if (st == ELM_OK) st = bi->graph_compute(ctx->be, &graph, msg, sizeof msg);
-    uint32_t rows = all_logits ? n : 1;
-    if (st == ELM_OK)
+    uint32_t rows = output == ELM_OUT_ALL ? n : 1;
+    if (st == ELM_OK && output == ELM_OUT_SUMMARY)
+        st = bi->tensor_get(ctx->be, &ctx->g.summary, ctx->summary, 0, sizeof ctx->summary);
+    else if (st == ELM_OK)
         st = bi->tensor_get(ctx->be, &ctx->g.logits, ctx->logits, 0,
                             (size_t)rows * ctx->model->hp.n_vocab * sizeof(float));
     if (st != ELM_OK) {
@@ -311,12 +314,18 @@ elm_status context_decode_batch(elm_context *ctx, const elm_token *tokens, uint3
                          "the Vulkan validation layer reported %llu error(s) (see stderr)",
                          (unsigned long long)n_validation);
     ctx->n_past += n;
+    if (output == ELM_OUT_SUMMARY) {
+        for (int i = 0; i < 4; i++)
+            if (!isfinite(ctx->summary[i]))
+                return ctx_error(ctx, ELM_ERR_NUMERIC, "the logits are not finite");
+        ctx->summary_valid = true;
+        return ELM_OK;
+    }
     ctx->n_logits_valid = rows;
     return check_logits(ctx, rows);
 }
 
-elm_status elm_decode(elm_context *ctx, const elm_token *tokens, size_t n) {
-    if (!ctx) return ELM_ERR_INVALID_ARG;
+elm_status context_decode(elm_context *ctx, const elm_token *tokens, size_t n, elm_output output) {
     ctx->last_error[0] = 0;
     if (ctx->broken) return ctx_error(ctx, ELM_ERR_DEVICE, "the context is unusable after a device error");
     if (!tokens || n == 0) return ctx_error(ctx, ELM_ERR_INVALID_ARG, "no tokens to decode");
@@ -325,7 +334,7 @@ elm_status elm_decode(elm_context *ctx, const elm_token *tokens, size_t n) {
         return ctx_error(ctx, ELM_ERR_CONTEXT_FULL,
                          "%zu tokens do not fit: the context holds %u and %u are used", n,
                          p->n_ctx, ctx->n_past);
-    if (p->logits_all && n > p->n_batch)
+    if (output == ELM_OUT_ALL && n > p->n_batch)
         return ctx_error(ctx, ELM_ERR_INVALID_ARG,
                          "%zu tokens exceed n_batch %u with logits_all", n, p->n_batch);
     for (size_t i = 0; i < n; i++)
@@ -333,19 +342,26 @@ elm_status elm_decode(elm_context *ctx, const elm_token *tokens, size_t n) {
             return ctx_error(ctx, ELM_ERR_INVALID_ARG, "token %zu has id %d, outside [0, %u)", i,
                              tokens[i], ctx->model->hp.n_vocab);
     ctx->n_logits_valid = 0;
+    ctx->summary_valid = false;
     const uint32_t n_past0 = ctx->n_past;
     for (size_t done = 0; done < n;) {
         uint32_t chunk = (uint32_t)(n - done < p->n_batch ? n - done : p->n_batch);
-        elm_status st = context_decode_batch(ctx, tokens + done, chunk, p->logits_all);
+        elm_status st = decode_batch(ctx, tokens + done, chunk, output);
         if (st != ELM_OK) {
             /* The tokens of a failed call are forgotten, as if it never ran. */
             ctx->n_past = n_past0;
             ctx->n_logits_valid = 0;
+            ctx->summary_valid = false;
             return st;
         }
         done += chunk;
     }
     return ELM_OK;
+}
+
+elm_status elm_decode(elm_context *ctx, const elm_token *tokens, size_t n) {
+    if (!ctx) return ELM_ERR_INVALID_ARG;
+    return context_decode(ctx, tokens, n, ctx->params.logits_all ? ELM_OUT_ALL : ELM_OUT_LAST);
 }
 
 const float *elm_get_logits(const elm_context *ctx, int32_t i) {

@@ -31,6 +31,7 @@ static void token_confidence(const float *logits, uint32_t n_vocab, elm_token to
 typedef struct gen_state {
     elm_context *ctx;
     const elm_generate_params *p;
+    bool greedy;        /* argmax without penalty: the device's summary suffices */
     elm_sampler *sampler;
     utf8_stream utf8;
     elm_stats st;
@@ -57,15 +58,34 @@ static elm_status tokenize_prompt(gen_state *g, const char *prompt, size_t len, 
 
 /* Samples, reports and (unless it is the last) evaluates one token. Returns
  * ELM_OK and sets *done when generation ends. */
+/* The next token and what the callback learns of it. */
+static elm_status pick(gen_state *g, elm_token_info *info) {
+    elm_context *ctx = g->ctx;
+    if (g->greedy) {
+        if (!ctx->summary_valid) return ctx_error(ctx, ELM_ERR_INTERNAL, "no logits to sample from");
+        const float *s = ctx->summary;
+        info->token = (elm_token)s[0];
+        info->top1_logit = s[1];
+        info->margin = ctx->model->hp.n_vocab > 1 ? s[1] - s[2] : 0.0f;
+        info->logprob = s[1] - s[3];
+        return ELM_OK;
+    }
+    const float *logits = elm_get_logits(ctx, -1);
+    if (!logits) return ctx_error(ctx, ELM_ERR_INTERNAL, "no logits to sample from");
+    info->token = sampler_sample(g->sampler, logits);
+    if (info->token < 0)
+        return ctx_error(ctx, ELM_ERR_NUMERIC, "the logits hold no finite value to sample");
+    token_confidence(logits, ctx->model->hp.n_vocab, info->token, info);
+    return ELM_OK;
+}
+
 static elm_status step(gen_state *g, uint32_t index, bool *done) {
     elm_context *ctx = g->ctx;
     const elm_model *m = ctx->model;
-    const float *logits = elm_get_logits(ctx, -1);
-    if (!logits) return ctx_error(ctx, ELM_ERR_INTERNAL, "no logits to sample from");
-    elm_token tok = sampler_sample(g->sampler, logits);
-    if (tok < 0) return ctx_error(ctx, ELM_ERR_NUMERIC, "the logits hold no finite value to sample");
-    elm_token_info info = {.token = tok, .index = index};
-    token_confidence(logits, m->hp.n_vocab, tok, &info);
+    elm_token_info info = {.index = index};
+    elm_status pst = pick(g, &info);
+    if (pst != ELM_OK) return pst;
+    elm_token tok = info.token;
     if (index == 0) g->t_first = elm_now_ms();
     g->st.n_gen++;
 
@@ -87,7 +107,7 @@ static elm_status step(gen_state *g, uint32_t index, bool *done) {
     else *done = false;
     if (*done) return ELM_OK;
     sampler_accept(g->sampler, tok);
-    return elm_decode(ctx, &tok, 1);
+    return context_decode(ctx, &tok, 1, g->greedy ? ELM_OUT_SUMMARY : ELM_OUT_LAST);
 }
 
 static void finish_stats(gen_state *g, elm_stats *out) {
@@ -113,6 +133,10 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
     if (!prompt && len) return ctx_error(ctx, ELM_ERR_INVALID_ARG, "prompt is NULL");
     elm_generate_params p = params ? *params : elm_generate_default_params();
     gen_state g = {.ctx = ctx, .p = &p, .t_start = elm_now_ms()};
+    /* Greedy without a penalty needs only the argmax summary, which the
+     * device computes, instead of every logit. Ties go to the lower id either way. */
+    g.greedy = p.sampler.temperature <= 0.0f &&
+               (p.sampler.repeat_penalty == 1.0f || p.sampler.repeat_last_n == 0);
     elm_token *toks = NULL;
     size_t n = 0;
     elm_status st = tokenize_prompt(&g, prompt ? prompt : "", len, &toks, &n);
@@ -123,7 +147,7 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
     if (st == ELM_OK) {
         for (size_t i = 0; i < n; i++) sampler_accept(g.sampler, toks[i]);
         double t0 = elm_now_ms();
-        st = elm_decode(ctx, toks, n);
+        st = context_decode(ctx, toks, n, g.greedy ? ELM_OUT_SUMMARY : ELM_OUT_LAST);
         g.st.prompt_ms = elm_now_ms() - t0;
         g.st.n_prompt = (uint32_t)n;
     }

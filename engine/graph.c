@@ -96,7 +96,8 @@ static void set_outputs(elm_graph_bufs *g, uint32_t n, bool all_logits) {
     set_tokens(&g->logits, 1, n_out);
 }
 
-int graph_build(elm_context *ctx, uint32_t n, bool all_logits, be_graph *out) {
+int graph_build(elm_context *ctx, uint32_t n, elm_output output, be_graph *out) {
+    bool all_logits = output == ELM_OUT_ALL;
     elm_graph_bufs *g = &ctx->g;
     const elm_weights *w = &ctx->model->w;
     set_tokens(&g->ids, 0, n);
@@ -114,6 +115,7 @@ int graph_build(elm_context *ctx, uint32_t n, bool all_logits, be_graph *out) {
                            NULL);
     if (nd) nd->fparams[0] = ctx->model->hp.rms_eps;
     add_node(&b, BE_OP_MUL_MAT, &g->logits, (be_tensor *)&w->output, &g->xb_out, NULL);
+    if (output == ELM_OUT_SUMMARY) add_node(&b, BE_OP_ARGMAX, &g->summary, &g->logits, NULL, NULL);
     out->nodes = ctx->nodes;
     out->n_nodes = b.n;
     out->exact = ctx->params.mode == ELM_MODE_EXACT;

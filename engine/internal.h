@@ -143,6 +143,7 @@ typedef struct elm_graph_bufs {
     be_tensor x_out;    /* (n_embd, n_out): the rows of x whose logits are wanted */
     be_tensor xb_out;   /* (n_embd, n_out) */
     be_tensor logits;   /* (n_vocab, n_out), n_out <= n_logits */
+    be_tensor summary;  /* (4, 1): argmax, top-1, top-2, log-sum-exp of the last logits */
     uint32_t n_logits;  /* n_batch when logits_all, else 1 */
 } elm_graph_bufs;
 
@@ -159,6 +160,8 @@ struct elm_context {
     uint32_t n_past;
     float *logits;             /* host copy (n_vocab, n_logits), owned */
     uint32_t n_logits_valid;   /* rows of `logits` from the last decode */
+    float summary[4];          /* BE_OP_ARGMAX of the last row, when summary_valid */
+    bool summary_valid;
     int32_t *ids_host;         /* (n_batch) staging, owned */
     int32_t *pos_host;         /* (n_batch) staging, owned */
     bool broken;               /* a device failure made the context unusable */
@@ -173,11 +176,19 @@ struct elm_context {
 elm_status ctx_error(elm_context *ctx, elm_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Builds the forward graph of `n` tokens at position n_past into ctx->nodes. */
-int graph_build(elm_context *ctx, uint32_t n, bool all_logits, be_graph *out);
+/* What a forward pass hands back. */
+typedef enum elm_output {
+    ELM_OUT_LAST,     /* the logits of the last token */
+    ELM_OUT_ALL,      /* the logits of every token */
+    ELM_OUT_SUMMARY,  /* only the last row's argmax summary: greedy decoding on a device
+                         then reads back 16 bytes instead of the vocabulary's logits */
+} elm_output;
 
-/* Runs one batch of at most n_batch tokens. */
-elm_status context_decode_batch(elm_context *ctx, const elm_token *tokens, uint32_t n,
-                                bool all_logits);
+/* Builds the forward graph of `n` tokens at position n_past into ctx->nodes. */
+int graph_build(elm_context *ctx, uint32_t n, elm_output out, be_graph *graph);
+
+/* Runs `n` tokens (split into batches) after the cached ones. On failure the
+ * context is as before the call. */
+elm_status context_decode(elm_context *ctx, const elm_token *tokens, size_t n, elm_output out);
 
 #endif

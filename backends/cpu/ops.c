@@ -84,6 +84,20 @@ static void compute_rms_norm(const be_node *nd, int ith, int nth) {
     }
 }
 
+void cpu_add_rms_norm(const be_node *add, const be_node *norm, int ith, int nth) {
+    const be_tensor *a = add->src[0], *b = add->src[1], *s = add->dst, *d = norm->dst;
+    const float *w = norm->src[1]->data;
+    int64_t n = a->ne[0], r0, r1;
+    cpu_split(n_rows(a), ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        float *x = flat_row(s, r);
+        cpu_vec_add_f32(x, flat_row(a, r), flat_row(b, r), n);
+        double mean = (double)cpu_vec_dot_f32(x, x, n) / (double)n;
+        float scale = (float)(1.0 / sqrt(mean + (double)norm->fparams[0]));
+        cpu_vec_scale_mul_f32(flat_row(d, r), x, scale, w, n);
+    }
+}
+
 static void dequantize_row(int type, const void *src, float *dst, int64_t n) {
     if (type == QT_F32) {
         memcpy(dst, src, (size_t)n * sizeof(float));
@@ -134,6 +148,7 @@ void cpu_op_compute(const be_node *node, void *work, int ith, int nth) {
     case BE_OP_ROPE: cpu_rope(node, ith, nth); break;
     case BE_OP_KV_STORE: compute_kv_store(node, ith, nth); break;
     case BE_OP_ATTENTION: cpu_attention(node, work, ith, nth); break;
+    case BE_OP_ARGMAX: cpu_argmax(node, ith, nth); break;
     default: break; /* MUL_MAT runs through cpu_mul_mat; others fail the check */
     }
 }

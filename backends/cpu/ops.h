@@ -73,10 +73,21 @@ size_t cpu_op_work_size(const be_node *node, int nth);
  * cpu_op_work_size(node, nth) bytes, CPU_ALIGN aligned. */
 void cpu_op_compute(const be_node *node, void *work, int ith, int nth);
 
+/* Fused pairs of adjacent nodes (cpu_backend.c decides when the data allows
+ * it); each computes exactly what the two nodes compute one after another.
+ * rope_store: a ROPE writing a contiguous (hd, nh, T) tensor, then the
+ * KV_STORE of that tensor as (hd * nh, T): each thread rotates its heads and
+ * stores them. add_rms_norm: an ADD, then the RMS_NORM of its sum: each
+ * thread adds and normalizes whole rows. */
+void cpu_rope_store(const be_node *rope, const be_node *store, int ith, int nth);
+void cpu_add_rms_norm(const be_node *add, const be_node *norm, int ith, int nth);
+
 /* Per-op entry points, for the dispatcher and the checks. */
 elm_status cpu_rope_check(const cpu_check *c);
 void cpu_rope(const be_node *node, int ith, int nth);
 elm_status cpu_attention_check(const cpu_check *c);
+elm_status cpu_argmax_check(const cpu_check *c);
+void cpu_argmax(const be_node *node, int ith, int nth);
 size_t cpu_attention_work_size(const be_node *node, int nth);
 void cpu_attention(const be_node *node, void *work, int ith, int nth);
 

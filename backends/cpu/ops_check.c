@@ -256,6 +256,7 @@ elm_status cpu_op_check(const be_node *node, int index, char *err, size_t err_si
     case BE_OP_ROPE: return cpu_rope_check(&c);
     case BE_OP_KV_STORE: return check_kv_store(&c);
     case BE_OP_ATTENTION: return cpu_attention_check(&c);
+    case BE_OP_ARGMAX: return cpu_argmax_check(&c);
     default: break;
     }
     return cpu_check_fail(&c, ELM_ERR_INVALID_ARG, NULL, NULL, "unknown op %d", (int)node->op);
@@ -282,6 +283,7 @@ bool cpu_op_supported(const be_node *node) {
     case BE_OP_RMS_NORM:
     case BE_OP_ADD:
     case BE_OP_SWIGLU: return is_type(s[0], QT_F32) && is_type(s[1], QT_F32);
+    case BE_OP_ARGMAX: return is_type(s[0], QT_F32);
     default: return false;
     }
 }
