@@ -97,6 +97,8 @@ elm_vk_variant(rope rope)
 elm_vk_variant(kv_store kv_store_f32 CACHE_F32)
 elm_vk_variant(kv_store kv_store_f16_s16 CACHE_F16 S16)
 elm_vk_variant(kv_store kv_store_f16_u32 CACHE_F16)
+elm_vk_variant(argmax argmax_sg SG)
+elm_vk_variant(argmax argmax_sh)
 
 # One generated C file per family, and the table of families.
 get_property(ELM_VK_FAMILIES GLOBAL PROPERTY ELM_VK_FAMILY_LIST)

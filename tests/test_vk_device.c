@@ -403,6 +403,100 @@ Test(vk_device, validation_layer_active_in_tests) {
     close_be(be);
 }
 
+/* ------------------------------------------------------- device-side copy */
+
+/* be_vk_copy_buffer (bench --ops) copies every byte, across segments of
+ * different sizes and through staging, and reports a positive time. */
+Test(vk_device, device_copy_across_segments) {
+    need_device();
+    static const char *const limits[] = {"", "small-buffers", "small-buffers,discrete"};
+    for (size_t l = 0; l < 3; l++) {
+        be_backend *be = open_be(limits[l], NULL);
+        const be_iface *bi = be->iface;
+        const size_t size = (3u << 20) + 4100; /* four 1 MiB segments under small-buffers */
+        be_buffer *src, *dst, *small;
+        cr_assert_eq(bi->buffer_alloc(be, size, NULL, &src), ELM_OK);
+        cr_assert_eq(bi->buffer_alloc(be, size + 1000, NULL, &dst), ELM_OK);
+        cr_assert_eq(bi->buffer_alloc(be, 64, NULL, &small), ELM_OK);
+        uint8_t *in = malloc(size), *out = malloc(size + 1000);
+        fill_pattern(in, size, 11 + (uint32_t)l);
+        be_tensor t;
+        /* Whole-buffer byte access through a 1-D I32 view of the buffer. */
+        be_tensor_init(&t, BE_TYPE_I32, (int64_t)(size / 4), 1, 1, 1, "src");
+        t.buf = src;
+        cr_assert_eq(bi->tensor_set(be, &t, in, 0, size), ELM_OK, "[%s] %s", limits[l],
+                     be_vk_last_error(be));
+        double ms = 0;
+        cr_assert_eq(be_vk_copy_buffer(be, dst, src, size, 3, &ms), ELM_OK, "[%s] %s", limits[l],
+                     be_vk_last_error(be));
+        cr_expect_gt(ms, 0, "[%s] no time", limits[l]);
+        t.buf = dst;
+        cr_assert_eq(bi->tensor_get(be, &t, out, 0, size), ELM_OK);
+        cr_expect(memcmp(in, out, size) == 0, "[%s] the copy differs", limits[l]);
+        /* Misuse fails cleanly. */
+        cr_expect_eq(be_vk_copy_buffer(be, small, src, size, 1, &ms), ELM_ERR_INVALID_ARG);
+        cr_expect_eq(be_vk_copy_buffer(be, src, src, 64, 1, &ms), ELM_ERR_INVALID_ARG);
+        cr_expect_eq(be_vk_copy_buffer(be, dst, src, size, 0, &ms), ELM_ERR_INVALID_ARG);
+        free(in), free(out);
+        bi->buffer_free(be, src), bi->buffer_free(be, dst), bi->buffer_free(be, small);
+        close_be(be);
+    }
+}
+
+/* ------------------------------------------------------ injected device loss */
+
+/* EDGELM_VK_FAULT_AFTER=N: the first N graph submissions succeed, the next
+ * reports the device lost; afterwards every entry point fails with
+ * ELM_ERR_DEVICE (nothing crashes, nothing touches the device), freeing
+ * works, and the validation layer saw nothing wrong. */
+Test(vk_device, injected_device_loss_fails_cleanly) {
+    need_device();
+    static const char *const limits[] = {"", "discrete"};
+    for (size_t l = 0; l < 2; l++) {
+        setenv("EDGELM_VK_FAULT_AFTER", "2", 1);
+        be_backend *be = open_be(limits[l], NULL);
+        unsetenv("EDGELM_VK_FAULT_AFTER");
+        const be_iface *bi = be->iface;
+        run_small_graph(be);
+        run_small_graph(be);
+        be_buffer *buf;
+        cr_assert_eq(bi->buffer_alloc(be, 3 * 256, NULL, &buf), ELM_OK);
+        be_tensor x, w, y;
+        be_tensor_init(&x, QT_F32, 64, 1, 1, 1, "x");
+        be_tensor_init(&w, QT_F32, 64, 1, 1, 1, "w");
+        be_tensor_init(&y, QT_F32, 64, 1, 1, 1, "y");
+        x.buf = w.buf = y.buf = buf;
+        w.offs = 256, y.offs = 512;
+        be_node nd = {.op = BE_OP_RMS_NORM, .dst = &y, .src = {&x, &w}, .fparams = {1e-6f}};
+        be_graph g = {.nodes = &nd, .n_nodes = 1, .exact = true};
+        char err[512] = "";
+        cr_expect_eq(bi->graph_compute(be, &g, err, sizeof err), ELM_ERR_DEVICE, "[%s]", limits[l]);
+        cr_expect(strstr(err, "VK_ERROR_DEVICE_LOST") && strstr(err, "EDGELM_VK_FAULT_AFTER"),
+                  "[%s] message: %s", limits[l], err);
+        float v[64] = {0};
+        be_buffer *more = (be_buffer *)1;
+        cr_expect_eq(bi->graph_compute(be, &g, err, sizeof err), ELM_ERR_DEVICE);
+        cr_expect_eq(bi->graph_prepare(be, &g, err, sizeof err), ELM_ERR_DEVICE);
+        cr_expect_eq(bi->tensor_set(be, &x, v, 0, sizeof v), ELM_ERR_DEVICE);
+        cr_expect_eq(bi->tensor_get(be, &y, v, 0, sizeof v), ELM_ERR_DEVICE);
+        cr_expect_eq(bi->buffer_alloc(be, 256, NULL, &more), ELM_ERR_DEVICE);
+        cr_expect_null(more);
+        bi->buffer_free(be, buf);
+        close_be(be);
+    }
+    /* A malformed value is refused. */
+    setenv("EDGELM_VK_FAULT_AFTER", "-1", 1);
+    be_vk_options o = be_vk_default_options();
+    o.cache_dir = "";
+    o.quiet = true;
+    be_backend *be = NULL;
+    char err[256] = "";
+    cr_expect_eq(be_vk_new(&o, &be, err, sizeof err), ELM_ERR_INVALID_ARG);
+    cr_expect_null(be);
+    cr_expect(strstr(err, "EDGELM_VK_FAULT_AFTER"), "message: %s", err);
+    unsetenv("EDGELM_VK_FAULT_AFTER");
+}
+
 #else /* no Vulkan in this build */
 
 Test(vk_device, vulkan_not_built) {

@@ -268,6 +268,66 @@ Test(vk_ops, mul_mat_profiles) {
     for (size_t p = 1; p < N_PROFILES; p++) mul_mat_types(PROFILES[p], SOME_TYPES, N_SOME_TYPES);
 }
 
+/* Regression: fast graphs staged F32 and BF16 weights in F16 tiles, so a
+ * product of more than one token rounded F32 weights to halves (4e-2 of
+ * the 5e-2 fast tolerance on stories260K, where the CPU stays at 1.6e-2)
+ * and clamped weights beyond 65504. backend.h lets fast graphs round
+ * activations to the weight type's vec_dot_type only: F32 for F32 weights
+ * (so F32 products), BF16 for BF16 weights. Each output must be within
+ * that rounding of the exact sum: |got - want| <= u * sum_k |w_k x_k|, with
+ * u = 1e-6 for F32 (F32 rounding of 256 terms is ~1e-7) and 2^-8 for BF16
+ * (activations rounded to BF16). Rows of weights near 1e5, near 1 and near
+ * 3e-7 cover the half range's top, middle and subnormal bottom. */
+static void check_mul_mat_range(vfx *f, int type, int64_t T) {
+    const int64_t K = 256, N = 48;
+    static const float scales[3] = {1e5f, 1.0f, 3e-7f};
+    float *w = rand_floats((size_t)(N * K), 1.0f), *deq = malloc(sizeof(float) * N * K);
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < K; k++) w[n * K + k] = scales[n % 3] * (1.0f + 0.5f * w[n * K + k]);
+    void *wq = quantize(type, w, N, K, deq);
+    float *x = rand_floats((size_t)(K * T), 1.0f);
+    be_tensor *W = host_tensor(f, type, K, N, wq, "w");
+    be_tensor *X = dev_tensor(f, QT_F32, K, T, 1, "x"), *D = dev_tensor(f, QT_F32, N, T, 1, "d");
+    put(f, X, x);
+    be_node nd = {.op = BE_OP_MUL_MAT, .dst = D, .src = {W, X}};
+    run(f, &nd, 1, false);
+    float *got = malloc(sizeof(float) * N * T);
+    get(f, D, got);
+    double u = type == QT_F32 ? 1e-6 : 1.0 / 256;
+    int bad = 0;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            double want = 0, mag = 0;
+            for (int64_t k = 0; k < K; k++) {
+                want += (double)deq[n * K + k] * x[t * K + k];
+                mag += fabs((double)deq[n * K + k] * x[t * K + k]);
+            }
+            double err = fabs((double)got[t * N + n] - want);
+            if (!(err <= u * mag) && bad++ < 3)
+                cr_expect_fail("[%s] fast MUL_MAT %s T=%lld row %lld (scale %g) token %lld: got %.9g, "
+                               "want %.9g (error %.3g, allowed %.3g)",
+                               f->limits, qtype_name(type), (long long)T, (long long)n, scales[n % 3],
+                               (long long)t, got[t * N + n], want, err, u * mag);
+        }
+    cr_expect_eq(bad, 0, "[%s] fast MUL_MAT %s T=%lld: %d outputs beyond the %s rounding", f->limits,
+                 qtype_name(type), (long long)T, bad, qtype_name(type));
+    free(w), free(deq), free(wq), free(x), free(got);
+    vfx_reset(f);
+}
+
+Test(vk_ops, fast_mul_mat_keeps_f32_and_bf16_precision_and_range) {
+    static const int types[] = {QT_F32, QT_BF16};
+    static const int64_t Ts[] = {1, 9, 70};
+    for (size_t p = 0; p < N_PROFILES; p++) {
+        vfx f;
+        vfx_open(&f, PROFILES[p]);
+        for (size_t i = 0; i < 2; i++)
+            for (size_t j = 0; j < 3; j++) check_mul_mat_range(&f, types[i], Ts[j]);
+        cr_expect_eq(fallbacks(&f), 0, "[%s] unexpected CPU fallbacks", PROFILES[p]);
+        vfx_close(&f);
+    }
+}
+
 /* --------------------------------------------------------------- GET_ROWS */
 
 static double check_get_rows(vfx *f, int type, int64_t n, int64_t rows, const int32_t *ids, int64_t T) {
@@ -666,6 +726,40 @@ Test(vk_ops, supports_op_answers_without_side_effects) {
     be_tensor *Q = host_tensor(&f, QT_IQ4_NL, 32, 1, q2, "iq");
     nd.src[0] = Q;
     cr_expect_not(f.bi->supports_op(f.be, &nd), "no IQ4_NL kernel");
+    vfx_close(&f);
+}
+
+/* be_vk_release_weights (bench --ops) drops the cached device copies of
+ * host tensors: the same address with new contents is uploaded again,
+ * where without it the backend keeps using its first copy by design. */
+Test(vk_ops, released_weights_are_uploaded_again) {
+    vfx f;
+    vfx_open(&f, "");
+    float w[64], x[8], out[8];
+    for (int i = 0; i < 64; i++) w[i] = 1.0f;
+    for (int i = 0; i < 8; i++) x[i] = (float)(i + 1);
+    be_tensor *W = host_tensor(&f, QT_F32, 8, 8, w, "w"), *X = dev_tensor(&f, QT_F32, 8, 1, 1, "x");
+    be_tensor *D = dev_tensor(&f, QT_F32, 8, 1, 1, "d");
+    put(&f, X, x);
+    be_node nd = {.op = BE_OP_MUL_MAT, .dst = D, .src = {W, X}};
+    run(&f, &nd, 1, true);
+    get(&f, D, out);
+    cr_expect_float_eq(out[3], 36.0f, 1e-6);
+    for (int i = 0; i < 64; i++) ((float *)W->data)[i] = 2.0f;
+    run(&f, &nd, 1, true);
+    get(&f, D, out);
+    cr_expect_float_eq(out[3], 36.0f, 1e-6, "host tensors are uploaded once (cached by address)");
+    be_vk_stats s;
+    be_vk_get_stats(f.be, &s);
+    cr_expect_eq(s.n_weights, 1);
+    be_vk_release_weights(f.be);
+    be_vk_get_stats(f.be, &s);
+    cr_expect_eq(s.n_weights, 0);
+    run(&f, &nd, 1, true);
+    get(&f, D, out);
+    cr_expect_float_eq(out[3], 72.0f, 1e-6, "the released weight was not uploaded again");
+    be_vk_get_stats(f.be, &s);
+    cr_expect_eq(s.n_weights, 1);
     vfx_close(&f);
 }
 

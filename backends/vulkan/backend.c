@@ -117,6 +117,7 @@ static elm_status tensor_span(vk_backend *vk, const be_tensor *t, size_t offset,
 static elm_status iface_tensor_set(be_backend *be, be_tensor *t, const void *src, size_t offset,
                                    size_t size) {
     vk_backend *vk = vk_of(be);
+    if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     size_t at;
     elm_status st = tensor_span(vk, t, offset, size, &at);
     if (st != ELM_OK || size == 0) return st;
@@ -127,6 +128,7 @@ static elm_status iface_tensor_set(be_backend *be, be_tensor *t, const void *src
 static elm_status iface_tensor_get(be_backend *be, const be_tensor *t, void *dst, size_t offset,
                                    size_t size) {
     vk_backend *vk = vk_of(be);
+    if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     size_t at;
     elm_status st = tensor_span(vk, t, offset, size, &at);
     if (st != ELM_OK || size == 0) return st;
@@ -312,6 +314,22 @@ static elm_status open_backend(vk_backend *vk, const be_vk_options *o, const vk_
     return st;
 }
 
+/* EDGELM_VK_FAULT_AFTER=N (a test hook): *after = N, else -1. */
+static elm_status fault_from_env(int64_t *after, char *err, size_t err_size) {
+    *after = -1;
+    const char *v = getenv("EDGELM_VK_FAULT_AFTER");
+    if (!v || !*v) return ELM_OK;
+    char *end;
+    long long n = strtoll(v, &end, 10);
+    if (*end || n < 0 || v[0] < '0' || v[0] > '9') {
+        if (err && err_size)
+            snprintf(err, err_size, "EDGELM_VK_FAULT_AFTER='%s' is not a number of submissions", v);
+        return ELM_ERR_INVALID_ARG;
+    }
+    *after = n;
+    return ELM_OK;
+}
+
 elm_status be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size_t err_size) {
     if (err && err_size) err[0] = '\0';
     if (!out) return ELM_ERR_INVALID_ARG;
@@ -320,12 +338,15 @@ elm_status be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size
     vk_limits lim;
     elm_status st = o.limits ? vk_limits_parse(o.limits, &lim, err, err_size)
                              : vk_limits_from_env(&lim, err, err_size);
+    int64_t fault_after;
+    if (st == ELM_OK) st = fault_from_env(&fault_after, err, err_size);
     if (st != ELM_OK) return st;
     vk_backend *vk = calloc(1, sizeof *vk);
     if (!vk) return ELM_ERR_NO_MEMORY;
     vk->be.iface = &vk_iface;
     vk->be.impl = vk;
     vk->quiet = o.quiet;
+    vk->fault_after = fault_after;
     atomic_init(&vk->validation_errors, 0);
     st = open_backend(vk, &o, &lim, err, err_size);
     if (st != ELM_OK) {
@@ -362,4 +383,20 @@ elm_status be_vk_get_stats(be_backend *be, be_vk_stats *out) {
     *out = vk->vstats;
     out->device_bytes = vk->device_bytes;
     return ELM_OK;
+}
+
+elm_status be_vk_copy_buffer(be_backend *be, be_buffer *dst, be_buffer *src, size_t size,
+                             uint32_t reps, double *ms) {
+    if (!be_vk_is(be) || !dst || !src || !ms) return ELM_ERR_INVALID_ARG;
+    vk_backend *vk = vk_of(be);
+    vk->last_error[0] = '\0';
+    return vk_buffer_copy_timed(vk, dst, src, size, reps, ms);
+}
+
+void be_vk_release_weights(be_backend *be) {
+    if (!be_vk_is(be)) return;
+    vk_backend *vk = vk_of(be);
+    if (vk->dev) vkDeviceWaitIdle(vk->dev);
+    vk_plans_clear(vk); /* recorded plans bind the copies */
+    vk_weights_clear(vk);
 }

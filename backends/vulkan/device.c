@@ -281,6 +281,7 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     if (l->no_storage8) c->storage8 = false;
     if (l->no_subgroup) c->subgroup_arith = false;
     if (l->no_uma) c->uma = false;
+    if (l->no_import) c->ext_host_import = false;
 }
 
 static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_exts *e,
@@ -315,6 +316,7 @@ static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_ex
     c->max_push = L->maxPushConstantsSize;
     c->ext_f16i8 = has_ext(e, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
     c->ext_portability = has_ext(e, "VK_KHR_portability_subset");
+    c->ext_host_import = has_ext(e, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME);
 }
 
 static void fill_info(const props_chain *pc, const vk_caps *c, int index, elm_device_info *info) {
@@ -405,11 +407,13 @@ static elm_status create_device(vk_backend *vk, char *err, size_t err_size) {
         .storageBuffer16BitAccess = c->storage16,
     };
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &s16};
-    const char *exts[3];
+    const char *exts[4];
     uint32_t n_ext = 0;
     if (c->fp16 && c->api_version < VK_API_VERSION_1_2) exts[n_ext++] = VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME;
     if (c->ext_portability) exts[n_ext++] = "VK_KHR_portability_subset";
     if (c->ext_budget) exts[n_ext++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
+    /* Imports only serve unified memory (import.c). */
+    if (c->ext_host_import && c->uma) exts[n_ext++] = VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME;
     VkDeviceCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
         .pNext = &f2,
@@ -457,6 +461,18 @@ elm_status vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char 
         return ELM_ERR_UNSUPPORTED;
     }
     vk->queue_family = (uint32_t)qf;
+    uint32_t nq = 0;
+    vkGetPhysicalDeviceQueueFamilyProperties(vk->phys, &nq, NULL);
+    VkQueueFamilyProperties *qp = calloc(nq ? nq : 1, sizeof *qp);
+    if (qp) {
+        vkGetPhysicalDeviceQueueFamilyProperties(vk->phys, &nq, qp);
+        if ((uint32_t)qf < nq) vk->caps.timestamp_bits = qp[qf].timestampValidBits;
+        free(qp);
+    }
+    VkPhysicalDeviceProperties props;
+    vkGetPhysicalDeviceProperties(vk->phys, &props);
+    vk->caps.timestamp_period = props.limits.timestampPeriod;
+    if (!(vk->caps.timestamp_period > 0.0f)) vk->caps.timestamp_bits = 0;
     return create_device(vk, err, err_size);
 }
 

@@ -441,6 +441,7 @@ elm_status vk_graph_compute(vk_backend *vk, const be_graph *g) {
     if (st == ELM_OK) st = write_dyn(vk, g, plan);
     if (st != ELM_OK) return st;
     if (vk->vstats.n_records == records && plan->n_disp) vk->vstats.n_replays++;
+    vk->in_graph = true;
     for (uint32_t i = 0; st == ELM_OK && i < plan->n_steps; i++) {
         const vk_step *s = &plan->steps[i];
         if (s->cpu) {
@@ -450,6 +451,7 @@ elm_status vk_graph_compute(vk_backend *vk, const be_graph *g) {
             vk->vstats.n_submits++;
         }
     }
+    vk->in_graph = false;
     if (st != ELM_OK) return st;
     vk->stats.n_graphs++;
     vk->stats.n_nodes += (uint64_t)plan->n_nodes;

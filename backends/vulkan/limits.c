@@ -33,7 +33,9 @@ static bool apply_profile(const char *name, vk_limits *l) {
         lower(&l->max_range, MIB);
         lower(&l->max_alloc, MIB);
     } else if (!strcmp(name, "discrete")) {
-        l->no_uma = true;
+        l->no_uma = l->no_import = true;
+    } else if (!strcmp(name, "noimport")) {
+        l->no_import = true;
     } else {
         return false;
     }
@@ -84,8 +86,8 @@ static elm_status parse_item(char *item, vk_limits *l, char *err, size_t err_siz
     if (err && err_size)
         snprintf(err, err_size,
                  "limits: unknown item '%s' (profiles: pi5, mali, adreno, nofp16, nosubgroup, "
-                 "small-buffers, discrete; overrides: max_shared, max_invocations, max_range, "
-                 "max_alloc = a positive number)",
+                 "small-buffers, discrete, noimport; overrides: max_shared, max_invocations, "
+                 "max_range, max_alloc = a positive number)",
                  item);
     return ELM_ERR_INVALID_ARG;
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backends/vulkan/vk_internal.h"
 
@@ -128,7 +129,7 @@ void vk_seg_free(vk_backend *vk, vk_seg *s) {
     if (s->buf) vkDestroyBuffer(vk->dev, s->buf, NULL);
     if (s->mem) {
         vkFreeMemory(vk->dev, s->mem, NULL);
-        vk->device_bytes -= s->size;
+        if (!s->imported) vk->device_bytes -= s->size;
     }
     memset(s, 0, sizeof *s);
 }
@@ -146,6 +147,16 @@ elm_status vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what)
     if (r == VK_TIMEOUT) {
         vk->lost = true;
         return vk_fail(vk, ELM_ERR_DEVICE, "%s: the device did not finish within 600 s", what);
+    }
+    /* Injected loss: the work has finished (so teardown stays valid), but
+     * the submission reports the device lost, as a real loss would. */
+    if (r == VK_SUCCESS && vk->fault_after >= 0 && vk->in_graph &&
+        vk->n_graph_submits++ >= (uint64_t)vk->fault_after) {
+        elm_status st = vk_check(vk, VK_ERROR_DEVICE_LOST, what);
+        size_t n = strlen(vk->last_error);
+        snprintf(vk->last_error + n, sizeof vk->last_error - n,
+                 " (injected by EDGELM_VK_FAULT_AFTER=%lld)", (long long)vk->fault_after);
+        return st;
     }
     return vk_check(vk, r, what);
 }
@@ -235,6 +246,73 @@ elm_status vk_seg_read(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, voi
         if (st == ELM_OK) memcpy((char *)dst + done, vk->staging.map, n);
         done += n;
     }
+    return st;
+}
+
+/* ------------------------------------------------------- timed copies */
+
+static double wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Records copies of bytes [0, size) from src to dst, segment by segment. */
+static void record_copy(vk_backend *vk, be_buffer *dst, be_buffer *src, size_t size) {
+    for (size_t off = 0; off < size;) {
+        uint32_t si = (uint32_t)(off / src->seg_size), di = (uint32_t)(off / dst->seg_size);
+        VkDeviceSize so = off - (VkDeviceSize)si * src->seg_size, doff = off - (VkDeviceSize)di * dst->seg_size;
+        VkDeviceSize n = size - off;
+        if (src->seg_size - so < n) n = src->seg_size - so;
+        if (dst->seg_size - doff < n) n = dst->seg_size - doff;
+        VkBufferCopy region = {.srcOffset = so, .dstOffset = doff, .size = n};
+        vkCmdCopyBuffer(vk->xfer_cmd, src->segs[si].buf, dst->segs[di].buf, 1, &region);
+        off += (size_t)n;
+    }
+}
+
+elm_status vk_buffer_copy_timed(vk_backend *vk, be_buffer *dst, be_buffer *src, size_t size,
+                                uint32_t reps, double *ms) {
+    *ms = 0;
+    if (!vk_owns_buffer(vk, dst) || !vk_owns_buffer(vk, src) || dst == src || reps == 0 ||
+        size == 0 || size > dst->size || size > src->size)
+        return vk_fail(vk, ELM_ERR_INVALID_ARG, "bad buffers or size for a device copy");
+    if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+    VkQueryPool pool = VK_NULL_HANDLE;
+    elm_status st = ELM_OK;
+    if (vk->caps.timestamp_bits) {
+        VkQueryPoolCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                     .queryType = VK_QUERY_TYPE_TIMESTAMP,
+                                     .queryCount = 2};
+        if (vkCreateQueryPool(vk->dev, &qci, NULL, &pool) != VK_SUCCESS) pool = VK_NULL_HANDLE;
+    }
+    st = xfer_begin(vk);
+    if (st == ELM_OK) {
+        if (pool) {
+            vkCmdResetQueryPool(vk->xfer_cmd, pool, 0, 2);
+            vkCmdWriteTimestamp(vk->xfer_cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, pool, 0);
+        }
+        for (uint32_t r = 0; r < reps; r++) {
+            /* Each repetition waits for the previous one's writes. */
+            if (r) global_barrier(vk->xfer_cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                                  VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT);
+            record_copy(vk, dst, src, size);
+        }
+        if (pool) vkCmdWriteTimestamp(vk->xfer_cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, pool, 1);
+        double t0 = wall_ms();
+        st = xfer_end(vk);
+        double wall = wall_ms() - t0;
+        uint64_t ts[2];
+        if (st == ELM_OK && pool &&
+            vkGetQueryPoolResults(vk->dev, pool, 0, 2, sizeof ts, ts, sizeof ts[0],
+                                  VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
+            uint64_t mask = vk->caps.timestamp_bits >= 64 ? ~0ull : (1ull << vk->caps.timestamp_bits) - 1;
+            uint64_t ticks = (ts[1] - ts[0]) & mask;
+            *ms = (double)ticks * vk->caps.timestamp_period / 1e6 / reps;
+        }
+        if (st == ELM_OK && *ms <= 0) *ms = wall / reps;
+    }
+    if (pool) vkDestroyQueryPool(vk->dev, pool, NULL);
     return st;
 }
 
@@ -368,6 +446,8 @@ static void weight_free(vk_backend *vk, vk_weight *w) {
 }
 
 static elm_status weight_upload(vk_backend *vk, vk_weight *w) {
+    /* Unified memory with VK_EXT_external_memory_host: read in place. */
+    if (vk_weight_import(vk, w)) return ELM_OK;
     elm_status st = ELM_OK;
     for (uint32_t i = 0; st == ELM_OK && i < w->n_pieces; i++) {
         size_t off = (size_t)w->row0[i] * w->row_bytes;
@@ -404,8 +484,16 @@ elm_status vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **o
     vk->weights[vk->n_weights] = w;
     *out = &vk->weights[vk->n_weights++];
     vk->vstats.weight_bytes += w.bytes;
+    if (w.imported) vk->vstats.weight_import_bytes += w.bytes;
+    else vk->vstats.weight_copy_bytes += w.bytes;
     vk->vstats.n_weights = vk->n_weights;
     return ELM_OK;
+}
+
+void vk_weights_clear(vk_backend *vk) {
+    for (uint32_t i = 0; i < vk->n_weights; i++) weight_free(vk, &vk->weights[i]);
+    vk->n_weights = 0;
+    vk->vstats.n_weights = 0;
 }
 
 /* ------------------------------------------------------------ init, free */

@@ -320,6 +320,12 @@ elm_status vk_plan_node(vk_planner *p, const be_node *node) {
     case BE_OP_ROPE: return plan_rope(p, node);
     case BE_OP_KV_STORE: return plan_kv_store(p, node);
     case BE_OP_ATTENTION: return plan_attention(p, node);
-    default: return op_invalid(p, "unknown op %d", (int)node->op);
+    case BE_OP_ARGMAX: return op_plan_argmax(p, node);
+    default:
+        /* An op of backend.h without a Vulkan kernel (yet) runs on the CPU,
+         * which validates it; only values outside the enum are malformed. */
+        if ((int)node->op >= 0 && node->op < BE_OP_COUNT)
+            return op_unsupported(p, "no Vulkan kernel for %s", be_op_name(node->op));
+        return op_invalid(p, "unknown op %d", (int)node->op);
     }
 }

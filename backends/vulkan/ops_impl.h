@@ -101,5 +101,7 @@ bool op_same_shape(const be_tensor *a, const be_tensor *b);
 /* The planners of ops_matmul.c. */
 elm_status op_plan_get_rows(vk_planner *p, const be_node *nd);
 elm_status op_plan_mul_mat(vk_planner *p, const be_node *nd);
+/* op_argmax.c */
+elm_status op_plan_argmax(vk_planner *p, const be_node *nd);
 
 #endif /* ELM_VK_OPS_IMPL_H */

@@ -165,7 +165,13 @@ static elm_status mm_check(vk_planner *p, const be_node *nd, mm_ctx *m) {
 static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     const vk_caps *c = &p->vk->caps;
     const char *ts = op_type_suffix(m->w->type);
-    m->half = !p->exact && c->fp16 && c->storage16;
+    /* F16 tiles round the weights and the activations to halves (clamped
+     * to the half range). Fast graphs may round activations to the weight
+     * type's vec_dot_type (backend.h): fine for F16 and quantized weights,
+     * but F32 weights promise F32 products and BF16 ones the BF16 range,
+     * so those keep F32 tiles. */
+    bool half_ok = m->w->type != QT_F32 && m->w->type != QT_BF16;
+    m->half = !p->exact && half_ok && c->fp16 && c->storage16;
     m->tl = T > 1 ? pick_tile(p, m->half) : NULL;
     if (m->tl && m->half) snprintf(m->shader, sizeof m->shader, "matmat_%s_s16_h", ts);
     else if (m->tl) snprintf(m->shader, sizeof m->shader, "matmat_%s_%s", ts, op_storage(p));

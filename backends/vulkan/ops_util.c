@@ -145,6 +145,7 @@ VkDeviceSize op_window_budget(const vk_planner *p) {
  * bound offset. */
 elm_status op_bind(vk_planner *p, const vk_seg *seg, VkDeviceSize lo, VkDeviceSize hi,
                        uint32_t unit, vk_bind *b, uint32_t *base) {
+    lo += seg->base, hi += seg->base; /* imported host memory starts at an aligned address before */
     VkDeviceSize align = p->vk->caps.offset_align;
     VkDeviceSize off = lo / align * align, end = (hi + 3) / 4 * 4;
     if (end > seg->size) end = seg->size;

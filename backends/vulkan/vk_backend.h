@@ -16,7 +16,9 @@
  *   nosubgroup     no subgroup arithmetic (shared-memory reductions)
  *   small-buffers  maxStorageBufferRange = maxMemoryAllocationSize = 1 MiB
  *   discrete       device memory is never mapped: staging for every
- *                  transfer, as on a discrete GPU
+ *                  transfer, as on a discrete GPU; host memory is never
+ *                  imported
+ *   noimport       host tensors are copied, never imported
  *   max_shared=N, max_invocations=N, max_range=N, max_alloc=N   (bytes or counts)
  * Features the profile removes are also left disabled at device creation,
  * so the validation layer reports any shader that would still use them.
@@ -24,6 +26,15 @@
  * be_vk_enumerate): EDGELM_VK_LIMITS holds a spec; EDGELM_VK_MAX_SHARED,
  * EDGELM_VK_MAX_INVOCATIONS, EDGELM_VK_MAX_RANGE and EDGELM_VK_MAX_ALLOC
  * add the matching override.
+ *
+ * Fault injection (a test hook, read by be_vk_new): EDGELM_VK_FAULT_AFTER=N
+ * counts the queue submissions made while graphs run (command buffers of
+ * GPU steps, and the transfers of CPU fallback steps); the first N succeed,
+ * the next waits for its work and then reports VK_ERROR_DEVICE_LOST, as a
+ * lost device would: graph_compute returns ELM_ERR_DEVICE, and every later
+ * call on the backend fails with ELM_ERR_DEVICE. Submissions outside graphs
+ * (uploads at context creation) are not counted, so N does not depend on
+ * the limits profile's memory layout.
  */
 #ifndef ELM_VK_BACKEND_H
 #define ELM_VK_BACKEND_H
@@ -113,10 +124,31 @@ typedef struct be_vk_stats {
     uint64_t n_fallback_nodes;  /* nodes run on the CPU backend */
     /* Memory */
     uint64_t weight_bytes;      /* host tensors uploaded (once each) */
+    uint64_t weight_import_bytes; /* of which imported in place (VK_EXT_external_memory_host) */
+    uint64_t weight_copy_bytes;   /* of which copied into device memory */
     uint32_t n_weights;         /* host tensors cached on the device */
     uint64_t device_bytes;      /* device memory allocated by this backend now */
 } be_vk_stats;
 
 elm_status be_vk_get_stats(be_backend *be, be_vk_stats *out);
+
+/*
+ * Copies bytes [0, size) of `src` to bytes [0, size) of `dst` (two buffers
+ * of this backend) on the device with vkCmdCopyBuffer, `reps` times in one
+ * submission with a barrier between repetitions, and waits. *ms receives the
+ * time of one copy: from timestamp queries where the queue has them, else
+ * the submission's wall time divided by reps. For bench --ops (device copy
+ * bandwidth = 2 * size / time).
+ */
+elm_status be_vk_copy_buffer(be_backend *be, be_buffer *dst, be_buffer *src, size_t size,
+                             uint32_t reps, double *ms);
+
+/*
+ * Frees the device copies of every host tensor (and the recorded plans that
+ * bind them), so that their host memory may be freed or reused while the
+ * backend lives on. The next graph uploads what it reads again. For
+ * bench --ops, which times one weight matrix after another.
+ */
+void be_vk_release_weights(be_backend *be);
 
 #endif /* ELM_VK_BACKEND_H */

@@ -31,6 +31,7 @@
 typedef struct vk_limits {
     uint64_t max_shared, max_invocations, max_range, max_alloc;
     bool no_fp16, no_storage16, no_storage8, no_subgroup, no_uma;
+    bool no_import; /* never import host memory (VK_EXT_external_memory_host) */
 } vk_limits;
 
 /* Parses a limits spec (NULL or "" is no limit). */
@@ -54,9 +55,12 @@ typedef struct vk_caps {
     uint64_t max_range, max_alloc;
     uint64_t offset_align; /* minStorageBufferOffsetAlignment, at least 4 */
     uint32_t max_push;
+    float timestamp_period;   /* nanoseconds per timestamp tick */
+    uint32_t timestamp_bits;  /* valid bits of the chosen queue's timestamps; 0: none */
     bool uma;
     /* extensions the device offers that the backend may enable */
     bool ext_f16i8, ext_budget, ext_portability;
+    bool ext_host_import; /* VK_EXT_external_memory_host (import.c) */
 } vk_caps;
 
 typedef struct vk_instance {
@@ -89,6 +93,10 @@ typedef struct vk_seg {
     VkDeviceSize size;
     void *map;   /* host address when the backend maps it, else NULL */
     uint32_t id; /* unique per backend, for dependency tracking */
+    VkDeviceSize base; /* byte of buf where the content starts: 0, or the
+                          alignment slack before imported host memory */
+    bool imported;     /* mem is imported host memory (import.c): never
+                          written, not counted in device_bytes */
 } vk_seg;
 
 /* A backend buffer: segments of at most seg_size bytes (the allocation
@@ -111,6 +119,7 @@ typedef struct vk_weight {
     uint32_t n_pieces;
     vk_seg *pieces;
     int64_t *row0; /* n_pieces + 1 entries */
+    bool imported; /* the pieces import the host memory instead of copying it */
 } vk_weight;
 
 /* ---------------------------------------------------------------- pipeline */
@@ -214,10 +223,26 @@ typedef struct vk_backend {
     be_backend *cpu; /* fallback, created on first need */
     uint32_t fallback_logged; /* bit per op */
 
+    /* Fault injection (EDGELM_VK_FAULT_AFTER): of the queue submissions
+     * made while running graphs (in_graph), the first fault_after succeed
+     * and the next reports VK_ERROR_DEVICE_LOST; -1: off. */
+    int64_t fault_after;
+    uint64_t n_graph_submits;
+    bool in_graph;
+
     _Atomic uint64_t validation_errors;
     be_stats stats;
     be_vk_stats vstats;
     char last_error[VK_ERR_LEN];
+
+    /* import.c: VK_EXT_external_memory_host, probed on first use */
+    struct {
+        bool probed, usable;
+        VkDeviceSize align; /* minImportedHostPointerAlignment */
+        VkExternalMemoryHandleTypeFlagBits types[2];
+        uint32_t n_types;
+        PFN_vkGetMemoryHostPointerPropertiesEXT get_props;
+    } import;
 } vk_backend;
 
 static inline vk_backend *vk_of(be_backend *be) {
@@ -261,10 +286,19 @@ elm_status vk_buffer_write(vk_backend *vk, be_buffer *b, size_t offset, const vo
 elm_status vk_buffer_read(vk_backend *vk, be_buffer *b, size_t offset, void *dst, size_t size);
 /* The cached device copy of a host tensor, uploading it on first use. */
 elm_status vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **out);
+/* Frees every cached host-tensor copy (plans that bind them must be gone). */
+void vk_weights_clear(vk_backend *vk);
 /* Rows per piece a host tensor of this geometry would be split into. */
 int64_t vk_weight_rows_per_piece(const vk_backend *vk, size_t row_bytes);
+/* import.c: makes every piece of w (geometry set, no segment yet) import
+ * its host rows in place; false (nothing allocated) when the device
+ * cannot, and the caller copies instead. */
+bool vk_weight_import(vk_backend *vk, vk_weight *w);
 /* Submits the transfer command buffer and waits. */
 elm_status vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what);
+/* Device-side copy between two buffers, timed (be_vk_copy_buffer). */
+elm_status vk_buffer_copy_timed(vk_backend *vk, be_buffer *dst, be_buffer *src, size_t size,
+                                uint32_t reps, double *ms);
 
 /* pipeline.c */
 elm_status vk_pipeline_init(vk_backend *vk, const char *cache_dir);
