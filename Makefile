@@ -4,7 +4,7 @@ BUILD ?= build
 SHARED ?= $(abspath ../shared)
 CMAKE_FLAGS ?=
 
-.PHONY: run test deps build build-asan build-tsan fuzz bench install clean
+.PHONY: run test test-arm64 deps build build-asan build-tsan fuzz bench install clean
 
 deps:
 	@./scripts/install-deps.sh
@@ -22,6 +22,14 @@ run: build
 # under ThreadSanitizer.
 test: build
 	./scripts/run-tests.sh $(BUILD) $(SHARED) $(JOBS)
+
+# The aarch64 cross build (NEON kernels) under qemu-user: kernel tests on a
+# CPU with and one without the dot-product instructions, and the stories260K
+# reference test. Installs the cross toolchain and qemu when missing; see
+# scripts/test-arm64.sh.
+ARM64_BUILD ?= build-arm64
+test-arm64:
+	./scripts/test-arm64.sh $(ARM64_BUILD) $(SHARED) $(JOBS)
 
 fuzz: deps
 	./scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)

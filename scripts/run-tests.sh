@@ -51,5 +51,14 @@ else
   echo "=== thread-sanitizer build FAILED ===" >&2; fail=1
 fi
 
+# The aarch64 cross build's kernel and reference tests under qemu-user
+# (a few minutes); ELM_SKIP_ARM64=1 skips it.
+if [ "${ELM_SKIP_ARM64:-0}" != 1 ]; then
+  echo "=== aarch64 under qemu-user ==="
+  if ! ./scripts/test-arm64.sh build-arm64 "$shared" "$jobs"; then
+    echo "=== aarch64: FAILED ===" >&2; fail=1
+  fi
+fi
+
 if [ $fail -ne 0 ]; then echo "make test: FAILED" >&2; exit 1; fi
 echo "make test: all suites passed"

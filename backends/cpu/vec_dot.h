@@ -36,7 +36,7 @@ typedef enum cpu_simd {
     CPU_SIMD_SCALAR,
     CPU_SIMD_AVX2,       /* AVX2 + FMA + F16C */
     CPU_SIMD_AVX512VNNI, /* AVX-512 F/BW/VL + VNNI */
-    CPU_SIMD_NEON,       /* AArch64 Advanced SIMD (+dotprod when compiled for it) */
+    CPU_SIMD_NEON, /* AArch64 Advanced SIMD, with SDOT where the CPU has it (chosen at run time) */
     CPU_SIMD_COUNT
 } cpu_simd;
 
