@@ -15,6 +15,9 @@
 #include <unistd.h>
 
 #include "backends/backend.h"
+#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
+#include "backends/vulkan/vk_backend.h"
+#endif
 #include "bench/bench_internal.h"
 #include "bench/bench_ops.h"
 #include "quant/quant.h"
@@ -30,7 +33,10 @@ static elm_status cpu_create(const elm_device_info *dev, int n_threads, be_backe
 
 /* A device backend adds its entry here: id "vulkan" matches "vulkan:N". */
 static const ops_device OPS_DEVICES[] = {
-    {"cpu", cpu_create, bench_cpu_copy_gbps},
+    {"cpu", cpu_create, bench_cpu_copy_gbps, NULL},
+#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
+    {"vulkan", bench_vk_create, bench_vk_copy_gbps, be_vk_release_weights},
+#endif
 };
 
 static const ops_device *find_device(const char *id) {
@@ -149,6 +155,7 @@ static void ops_child(int fd, void *arg) {
     const ops_device *d = find_device(job->dev->id);
     bench_ops_ctx c = {.fd = fd,
                        .device = job->dev->id,
+                       .dev = d,
                        .n_threads = job->n_threads,
                        .deadline_ms = bench_now_ms() + job->o->budget_s * 1e3};
     elm_status st = d ? d->create(job->dev, job->n_threads, &c.be) : ELM_ERR_UNSUPPORTED;

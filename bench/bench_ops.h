@@ -15,12 +15,16 @@ typedef struct ops_device {
      * written; *ms the median time of one copy. NULL: not measured. */
     elm_status (*copy_gbps)(be_backend *be, int n_threads, size_t bytes, double budget_ms,
                             double *ms, double *gbps);
+    /* Forgets the backend's copies of host tensors before their memory is
+     * freed (a device caches them by address). NULL: nothing to do. */
+    void (*release_weights)(be_backend *be);
 } ops_device;
 
 /* The state of one device's op run, in the measuring child. */
 typedef struct bench_ops_ctx {
     int fd;
     const char *device;
+    const ops_device *dev;
     be_backend *be;
     int n_threads;
     double deadline_ms;
@@ -38,6 +42,13 @@ size_t bench_stream_bytes(void);
 
 elm_status bench_cpu_copy_gbps(be_backend *be, int n_threads, size_t bytes, double budget_ms,
                                double *ms, double *gbps);
+#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
+/* bench_ops_vk.c: the backend on device N of "vulkan:N", and the device's
+ * buffer-to-buffer copy bandwidth (bytes read plus written). */
+elm_status bench_vk_create(const elm_device_info *dev, int n_threads, be_backend **out);
+elm_status bench_vk_copy_gbps(be_backend *be, int n_threads, size_t bytes, double budget_ms,
+                              double *ms, double *gbps);
+#endif
 /* Times dst = W x X for weights of `type`, 4096 columns, and n_tokens
  * columns of X; sends the figure. */
 void bench_op_mul_mat(bench_ops_ctx *c, int type, int64_t n_tokens);

@@ -213,6 +213,7 @@ void bench_op_mul_mat(bench_ops_ctx *c, int type, int64_t n_tokens) {
     send_op(c, &res, st, &r);
     if (bx) c->be->iface->buffer_free(c->be, bx);
     if (bd) c->be->iface->buffer_free(c->be, bd);
+    if (c->dev && c->dev->release_weights) c->dev->release_weights(c->be);
     free(w.data);
 }
 

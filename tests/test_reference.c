@@ -11,6 +11,17 @@
  * the top-20 logits of the teacher-forced evaluation. Rule 3 in fast mode uses
  * that same reference's greedy sequence, because the two references' greedy
  * sequences part ways after a low-margin step on some models.
+ *
+ * Device: ELM_TEST_DEVICE ("cpu" when unset; "vulkan", "vulkan:N", "auto")
+ * goes to elm_model_params.device and to the CLI's --device (rule 4); every
+ * message names it, with the EDGELM_VK_LIMITS profile in force, e.g.
+ * "[vulkan limits=pi5]". A Vulkan device that does not exist skips the
+ * tests with a message; a context that silently ran elsewhere fails them.
+ * Run with EDGELM_VK_VALIDATION=1, a validation error fails every decode
+ * (the engine returns ELM_ERR_INTERNAL). ELM_TEST_MODELS, a comma-separated
+ * list of model names (e.g. "stories260K,stories260K-f16,synth-spm-a-Q4_0"),
+ * restricts the model tests to those models (the others skip, saying why);
+ * unset or empty runs them all.
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -24,6 +35,10 @@
 #include "edgelm.h"
 #include "support/json.h"
 #include "support/paths.h"
+
+#if ELM_HAVE_VULKAN
+#include "backends/vulkan/vk_backend.h"
+#endif
 
 /* ============================================================ JSON reader */
 
@@ -160,6 +175,61 @@ typedef struct tolerances {
     double exact, fast_max, fast_rms, fast_lse;
 } tolerances;
 
+/* ================================================================ device */
+
+/* The device under test: ELM_TEST_DEVICE, or "cpu". */
+static const char *test_device(void) {
+    const char *d = getenv("ELM_TEST_DEVICE");
+    return d && *d ? d : "cpu";
+}
+
+static bool device_is_vulkan(void) {
+    return strncmp(test_device(), "vulkan", 6) == 0;
+}
+
+/* "[cpu]", "[vulkan]" or "[vulkan limits=pi5]": the prefix of every message. */
+static const char *device_label(void) {
+    static _Thread_local char label[192];
+    const char *lim = getenv("EDGELM_VK_LIMITS");
+    if (strcmp(test_device(), "cpu") != 0 && lim && *lim)
+        snprintf(label, sizeof label, "[%s limits=%s]", test_device(), lim);
+    else
+        snprintf(label, sizeof label, "[%s]", test_device());
+    return label;
+}
+
+/* Whether elm_devices lists a Vulkan device. */
+static bool have_vulkan_device(void) {
+    elm_device_info info[16];
+    size_t n = 0;
+    if (elm_devices(info, 16, &n) != ELM_OK) return false;
+    for (size_t i = 0; i < n && i < 16; i++)
+        if (!strcmp(info[i].backend, "vulkan")) return true;
+    return false;
+}
+
+static void require_device(void) {
+    if (device_is_vulkan() && !have_vulkan_device())
+        cr_skip_test("%s ELM_TEST_DEVICE=%s but this machine has no Vulkan device (or this "
+                     "build has no Vulkan backend): skipped",
+                     device_label(), test_device());
+}
+
+/* Whether `model` is in ELM_TEST_MODELS (a comma-separated list; unset or
+ * empty: every model). */
+static bool model_selected(const char *model) {
+    const char *list = getenv("ELM_TEST_MODELS");
+    if (!list || !*list) return true;
+    size_t n = strlen(model);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ", ");
+        if (len == n && !strncmp(p, model, n)) return true;
+        p += len;
+        p += strspn(p, ", ");
+    }
+    return false;
+}
+
 static void require_shared(const char *model) {
     char path[4096];
     if (!test_shared_path("models", path, sizeof path))
@@ -167,6 +237,15 @@ static void require_shared(const char *model) {
     char rel[256];
     snprintf(rel, sizeof rel, "models/%s.gguf", model);
     cr_assert(test_shared_path(rel, path, sizeof path), "model missing: %s", path);
+}
+
+/* A model test: the shared files, the device, and the model selection. */
+static void require_model(const char *model) {
+    require_shared(model);
+    require_device();
+    if (!model_selected(model))
+        cr_skip_test("%s %s is not in ELM_TEST_MODELS=%s: skipped", device_label(), model,
+                     getenv("ELM_TEST_MODELS"));
 }
 
 static json_value *load_json(const char *rel) {
@@ -283,9 +362,12 @@ static elm_model *load_model(const char *name) {
     char rel[256], path[4096], err[512] = "";
     snprintf(rel, sizeof rel, "models/%s.gguf", name);
     test_shared_path(rel, path, sizeof path);
+    elm_model_params mp = elm_model_default_params();
+    mp.device = test_device();
     elm_model *m = NULL;
-    elm_status st = elm_model_load(path, NULL, &m, err, sizeof err);
-    cr_assert_eq(st, ELM_OK, "loading %s: %s (%s)", path, elm_strerror(st), err);
+    elm_status st = elm_model_load(path, &mp, &m, err, sizeof err);
+    cr_assert_eq(st, ELM_OK, "%s loading %s: %s (%s)", device_label(), path, elm_strerror(st),
+                 err);
     return m;
 }
 
@@ -309,10 +391,18 @@ static float *eval_batch(const elm_model *m, elm_mode mode, const elm_token *tok
     elm_context *ctx = NULL;
     char err[512] = "";
     elm_status st = elm_context_new(m, &cp, &ctx, err, sizeof err);
-    cr_assert_eq(st, ELM_OK, "elm_context_new: %s (%s)", elm_strerror(st), err);
+    cr_assert_eq(st, ELM_OK, "%s elm_context_new: %s (%s)", device_label(), elm_strerror(st), err);
+    /* The context must run where it was asked to, not quietly elsewhere. */
+    const char *ran_on = elm_context_device(ctx);
+    const char *want = test_device();
+    bool where_asked = strchr(want, ':') ? strcmp(ran_on, want) == 0
+                                         : strncmp(ran_on, want, strlen(want)) == 0;
+    if (strcmp(want, "auto") != 0)
+        cr_assert(where_asked, "%s the context runs on %s (%s)", device_label(), ran_on,
+                  elm_context_notice(ctx));
     st = elm_decode(ctx, toks, n);
-    cr_assert_eq(st, ELM_OK, "elm_decode of %zu tokens: %s (%s)", n, elm_strerror(st),
-                 elm_context_last_error(ctx));
+    cr_assert_eq(st, ELM_OK, "%s elm_decode of %zu tokens on %s: %s (%s)", device_label(), n,
+                 ran_on, elm_strerror(st), elm_context_last_error(ctx));
     size_t nv = model_vocab(m);
     float *out = malloc(n * nv * sizeof *out);
     for (size_t i = 0; i < n; i++) {
@@ -428,7 +518,7 @@ static float *teacher_forced(const elm_model *m, const reference *r, elm_mode mo
 /* ================================================================= rules */
 
 static void check_rule1(const model_case *mc) {
-    require_shared(mc->name);
+    require_model(mc->name);
     tolerances t = load_tolerances(mc->name);
     reference r;
     load_reference(&r, mc->name, mc->has_deq);
@@ -436,7 +526,7 @@ static void check_rule1(const model_case *mc) {
     float *logits = teacher_forced(m, &r, ELM_MODE_EXACT);
     comparison c = compare(&r, logits, (limits){t.exact, t.exact, t.exact});
     char what[256];
-    snprintf(what, sizeof what, "%s exact vs %s", mc->name, r.file);
+    snprintf(what, sizeof what, "%s %s exact vs %s", device_label(), mc->name, r.file);
     cr_log_info("%s: max|dlogit| %.6f rms %.6f max|dlse| %.6f, top-1 %zu/%zu (tol %g)", what,
                 c.logit.err, c.rms, c.lse.err, c.top1_checked - c.top1_bad, c.top1_checked,
                 t.exact);
@@ -456,8 +546,8 @@ static void pick_closer(const model_case *mc, const float *logits, reference *r)
     load_reference(&deq, mc->name, true);
     limits none = {INFINITY, INFINITY, INFINITY};
     comparison a = compare(r, logits, none), b = compare(&deq, logits, none);
-    cr_log_info("%s fast: max|dlogit| %.6f vs %s, %.6f vs %s", mc->name, a.logit.err, r->file,
-                b.logit.err, deq.file);
+    cr_log_info("%s %s fast: max|dlogit| %.6f vs %s, %.6f vs %s", device_label(), mc->name,
+                a.logit.err, r->file, b.logit.err, deq.file);
     if (b.logit.err < a.logit.err) {
         free_reference(r);
         *r = deq;
@@ -475,14 +565,14 @@ static float *fast_vs_closer(const model_case *mc, const elm_model *m, reference
 }
 
 static void check_rule2(const model_case *mc) {
-    require_shared(mc->name);
+    require_model(mc->name);
     tolerances t = load_tolerances(mc->name);
     reference r;
     elm_model *m = load_model(mc->name);
     float *logits = fast_vs_closer(mc, m, &r);
     comparison c = compare(&r, logits, (limits){t.fast_max, t.fast_lse, t.fast_max});
     char what[256];
-    snprintf(what, sizeof what, "%s fast vs %s", mc->name, r.file);
+    snprintf(what, sizeof what, "%s %s fast vs %s", device_label(), mc->name, r.file);
     cr_log_info("%s: max|dlogit| %.6f rms %.6f max|dlse| %.6f, top-1 %zu/%zu "
                 "(tol max %g rms %g lse %g)",
                 what, c.logit.err, c.rms, c.lse.err, c.top1_checked - c.top1_bad,
@@ -528,7 +618,7 @@ static void check_forced(const char *what, const elm_model *m, const reference *
 }
 
 static void check_rule3(const model_case *mc, elm_mode mode) {
-    require_shared(mc->name);
+    require_model(mc->name);
     tolerances t = load_tolerances(mc->name);
     elm_model *m = load_model(mc->name);
     reference r;
@@ -538,7 +628,7 @@ static void check_rule3(const model_case *mc, elm_mode mode) {
         free(fast_vs_closer(mc, m, &r));
     }
     char what[256];
-    snprintf(what, sizeof what, "%s %s forced greedy vs %s", mc->name,
+    snprintf(what, sizeof what, "%s %s %s forced greedy vs %s", device_label(), mc->name,
              mode == ELM_MODE_EXACT ? "exact" : "fast", r.file);
     check_forced(what, m, &r, mode, mode == ELM_MODE_EXACT ? t.exact : t.fast_max);
     elm_model_free(m);
@@ -567,7 +657,7 @@ static elm_token *tokenize(const elm_model *m, const char *text, size_t *n) {
 }
 
 static void check_tokenizer(const model_case *mc) {
-    require_shared(mc->name);
+    require_model(mc->name);
     reference r;
     load_reference(&r, mc->name, false);
     elm_model *m = load_model(mc->name);
@@ -575,7 +665,8 @@ static void check_tokenizer(const model_case *mc) {
     elm_token *toks = tokenize(m, r.text, &n);
     size_t n_text = n;
     char what[256];
-    snprintf(what, sizeof what, "%s: tokenize(text) vs %s `tokens`", mc->name, r.file);
+    snprintf(what, sizeof what, "%s %s: tokenize(text) vs %s `tokens`", device_label(), mc->name,
+             r.file);
     expect_tokens(what, toks, n, r.tokens, r.n_tokens, true);
     /* `tokens` holds only the first ids; text_n_tokens counts them all. */
     const json_value *total = json_get(r.root, "text_n_tokens");
@@ -584,11 +675,11 @@ static void check_tokenizer(const model_case *mc) {
               r.file, json_num(total, -1));
     free(toks);
     toks = tokenize(m, r.prompt, &n);
-    snprintf(what, sizeof what, "%s: tokenize(\"%s\") vs %s `prompt_tokens`", mc->name,
-             r.prompt, r.file);
+    snprintf(what, sizeof what, "%s %s: tokenize(\"%s\") vs %s `prompt_tokens`", device_label(),
+             mc->name, r.prompt, r.file);
     expect_tokens(what, toks, n, r.prompt_tokens, r.n_prompt, false);
-    cr_log_info("%s: text gave %zu tokens (reference holds the first %zu); prompt gave %zu of %zu",
-                mc->name, n_text, r.n_tokens, n, r.n_prompt);
+    cr_log_info("%s %s: text gave %zu tokens (reference holds the first %zu); prompt gave %zu of %zu",
+                device_label(), mc->name, n_text, r.n_tokens, n, r.n_prompt);
     free(toks);
     elm_model_free(m);
     free_reference(&r);
@@ -640,13 +731,13 @@ static void expect_same_text(const char *got, const char *want) {
     char w[161], g[161];
     excerpt(want + from, w);
     excerpt(got + from, g);
-    cr_expect_fail("CLI text differs from stories260K-greedy196.txt at byte %zu "
+    cr_expect_fail("%s CLI text differs from stories260K-greedy196.txt at byte %zu "
                    "(lengths %zu and %zu):\nexpected: ...%s\ngot:      ...%s",
-                   i, strlen(want), strlen(got), w, g);
+                   device_label(), i, strlen(want), strlen(got), w, g);
 }
 
 Test(rule4_text, stories260K_greedy196) {
-    require_shared(STORIES.name);
+    require_model(STORIES.name);
     const char *cli = test_cli();
     if (!cli) cr_skip_test("ELM_CLI is not set (run through ctest)");
     cr_assert(access(cli, X_OK) == 0, "ELM_CLI=%s is not an executable file", cli);
@@ -657,18 +748,72 @@ Test(rule4_text, stories260K_greedy196) {
     char *want = test_read_file(ref_path, NULL);
     cr_assert_not_null(want);
     const char *argv[] = {cli, "run", "-m", model, "-p", "Once upon a time", "-n", "196",
-                          "--exact", "--temp", "0", NULL};
+                          "--exact", "--temp", "0", "--device", test_device(), NULL};
     char *out = NULL, *err = NULL;
     int rc = test_run(argv, NULL, 0, &out, &err);
-    cr_assert_eq(rc, 0, "edgelm run exited with %d; stderr:\n%s", rc, err ? err : "");
+    cr_assert_eq(rc, 0, "%s edgelm run --device %s exited with %d; stderr:\n%s", device_label(),
+                 test_device(), rc, err ? err : "");
+    /* The CLI reports where it ran; it must be the device under test. */
+    if (device_is_vulkan())
+        cr_expect(err && strstr(err, "device vulkan"), "%s the CLI did not run on Vulkan; stderr:\n%s",
+                  device_label(), err ? err : "");
     chop_newline(out);
     chop_newline(want);
     expect_same_text(out, want);
-    cr_log_info("rule 4: %zu bytes of CLI text %s the reference", strlen(out),
+    cr_log_info("%s rule 4: %zu bytes of CLI text %s the reference", device_label(), strlen(out),
                 strcmp(out, want) == 0 ? "match" : "DIFFER from");
     free(out);
     free(err);
     free(want);
+}
+
+/* ================================================================ device */
+
+/* Names the device and limits under test, and checks that they are what
+ * the variant asks for: the device exists and, with EDGELM_VK_VALIDATION=1,
+ * the validation layer is really on (else "zero validation errors" would
+ * prove nothing). */
+Test(device, under_test) {
+    require_device();
+    elm_device_info info[16];
+    size_t n = 0;
+    cr_assert_eq(elm_devices(info, 16, &n), ELM_OK);
+    const char *want = test_device();
+    if (device_is_vulkan()) {
+        size_t idx = 0;
+        if (want[6] == ':') idx = (size_t)strtoul(want + 7, NULL, 10);
+        size_t seen = 0;
+        const elm_device_info *d = NULL;
+        for (size_t i = 0; i < n && i < 16; i++)
+            if (!strcmp(info[i].backend, "vulkan") && (want[6] != ':' || seen++ == idx)) {
+                d = &info[i];
+                if (want[6] != ':') break;
+            }
+        cr_assert_not_null(d, "%s no such Vulkan device", device_label());
+        cr_log_info("%s %s (%s), shared memory %u B, max range %llu B, fp16 %d, storage16 %d, "
+                    "subgroup arithmetic %d",
+                    device_label(), d->name, d->type, d->shared_memory_bytes,
+                    (unsigned long long)d->max_storage_buffer_range, d->fp16, d->storage16,
+                    d->subgroup_arithmetic);
+#if ELM_HAVE_VULKAN
+        const char *val = getenv("EDGELM_VK_VALIDATION");
+        if (val && !strcmp(val, "1")) {
+            be_vk_options o = be_vk_default_options();
+            o.quiet = true;
+            o.cache_dir = "";
+            be_backend *be = NULL;
+            char err[512] = "";
+            cr_assert_eq(be_vk_new(&o, &be, err, sizeof err), ELM_OK, "%s %s", device_label(), err);
+            bool on = be_vk_validation_enabled(be);
+            be_free(be);
+            cr_expect(on, "%s EDGELM_VK_VALIDATION=1 but the Khronos validation layer is not "
+                          "available",
+                      device_label());
+        }
+#endif
+    } else {
+        cr_log_info("%s %s", device_label(), info[0].name);
+    }
 }
 
 /* The reader copes with the real reference files. */
