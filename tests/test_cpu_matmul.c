@@ -11,6 +11,9 @@
  * Bounds: exact 1e-10 (F32 accumulation over K < 1000 terms vs double),
  * fast 1e-10 (same operands, only the float summation order differs),
  * kernels per dot |got - want| <= 1e-5 * sum |w_k * y_k| (+ 1e-30).
+ * Where a level has tiled kernels (gemm.h), fast mode and its dot kernels
+ * must equal the reference vec_dot bit for bit, and the exact mode's SIMD
+ * dequantization must equal the reference to_float bit for bit.
  */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
@@ -23,6 +26,7 @@
 #include <time.h>
 
 #include "backends/backend.h"
+#include "backends/cpu/gemm.h"
 #include "backends/cpu/matmul.h"
 #include "backends/cpu/threadpool.h"
 #include "backends/cpu/vec_dot.h"
@@ -446,6 +450,10 @@ static void check_kernel(int type, cpu_simd level, int64_t K) {
                     double tol = KERNEL_REL * abs_dot(type, wr, yj, K) + 1e-30;
                     cr_expect_leq(fabs((double)got - want), tol, "%s at %s K=%lld: %.9g vs %.9g",
                                   qtype_name(type), cpu_simd_name(level), (long long)K, got, want);
+                    if (cpu_gemm_at(type, level))
+                        cr_expect(memcmp(&got, &want, sizeof got) == 0,
+                                  "%s at %s K=%lld: %.9g is not the reference's %.9g",
+                                  qtype_name(type), cpu_simd_name(level), (long long)K, got, want);
                     cr_expect(got == alone,
                               "%s at %s: row %d token %d of %d differs from a lone call",
                               qtype_name(type), cpu_simd_name(level), r, j, nt);
@@ -511,6 +519,114 @@ Test(vec_dot, matmul_at_every_level) {
     }
     cpu_vec_dot_force_level(NULL);
     tp_free(tp);
+}
+
+/* Tiled kernels, end to end: at every level that has them, each product
+ * equals the reference vec_dot (+ bias) bit for bit, for ragged row counts
+ * (panels of 32 rows, halves of 16, units of 8), token counts that are not
+ * multiples of a group, rows long enough to be cut into several block
+ * ranges, and 1 and 2 threads. */
+static void check_gemm_exact(int type, cpu_simd level, elm_threadpool *tp1, elm_threadpool *tp2) {
+    static const int64_t Ts[] = {1, 2, 5, 9, 33};
+    static const int64_t Ns[] = {77, 32, 7};
+    const int64_t K = traits(type)->block_size == QK_K ? 7 * QK_K : 61 * 32;
+    for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+        problem p;
+        problem_init(&p, type, Ns[ti % 3], Ts[ti], ti % 2 == 0);
+        /* problem_init picks a small K; use a long row instead. */
+        problem_free(&p);
+        memset(&p, 0, sizeof p);
+        p.type = type;
+        p.K = K;
+        p.N = Ns[ti % 3];
+        p.T = Ts[ti];
+        mat_init(&p.w, type, p.K, p.N, 64);
+        mat_init(&p.x, QT_F32, p.K, p.T, 12);
+        fill_weights(&p.w);
+        fill_f32(&p.x);
+        if (ti % 2 == 0) {
+            p.bias = malloc((size_t)p.N * sizeof *p.bias);
+            for (int64_t r = 0; r < p.N; r++) p.bias[r] = frand();
+            size_t nb = (size_t)p.N * 4;
+            p.bias_t = (be_tensor){
+                .type = QT_F32, .ne = {p.N, 1, 1, 1}, .nb = {4, nb, nb, nb}, .data = p.bias};
+        }
+        int64_t n = p.N * p.T;
+        float *got1 = malloc((size_t)n * 4), *got2 = malloc((size_t)n * 4);
+        double *want = malloc((size_t)n * sizeof *want);
+        cr_assert_eq(run_mm(tp1, &p, false, got1), ELM_OK);
+        cr_assert_eq(run_mm(tp2, &p, false, got2), ELM_OK);
+        ref_fast(&p.w, &p.x, p.bias, want);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float w = (float)want[i];
+            if (memcmp(&got1[i], &w, 4) != 0) bad++;
+        }
+        cr_expect_eq(bad, 0, "%s at %s N=%lld T=%lld: %lld products differ from the reference",
+                     qtype_name(type), cpu_simd_name(level), (long long)p.N, (long long)p.T,
+                     (long long)bad);
+        cr_expect(memcmp(got1, got2, (size_t)n * 4) == 0, "%s at %s T=%lld: 1 vs 2 threads differ",
+                  qtype_name(type), cpu_simd_name(level), (long long)p.T);
+        free(got1);
+        free(got2);
+        free(want);
+        problem_free(&p);
+    }
+}
+
+Test(gemm, tiled_kernels_equal_the_reference) {
+    elm_threadpool *tp1 = pool(1), *tp2 = pool(2);
+    int checked = 0;
+    for (int l = 0; l < CPU_SIMD_COUNT; l++) {
+        if (!cpu_simd_supported((cpu_simd)l)) continue;
+        cr_assert(cpu_vec_dot_force_level(cpu_simd_name((cpu_simd)l)));
+        for (int i = 0; i < N_WEIGHT_TYPES; i++) {
+            if (!cpu_gemm_at(weight_types[i], (cpu_simd)l)) continue;
+            check_gemm_exact(weight_types[i], (cpu_simd)l, tp1, tp2);
+            checked++;
+        }
+    }
+    cpu_vec_dot_force_level(NULL);
+    cr_log_info("%d tiled kernels checked", checked);
+    tp_free(tp1);
+    tp_free(tp2);
+}
+
+/* The exact mode's dequantization: bit-identical to to_float, on weights
+ * from the quantizer and on random bytes (NaN, infinite and subnormal
+ * scales included). */
+Test(gemm, dequantization_equals_to_float) {
+    const int64_t K = 4 * QK_K;
+    float *tmp = malloc(K * 4), *want = malloc(K * 4), *got = malloc(K * 4);
+    for (int l = 0; l < CPU_SIMD_COUNT; l++) {
+        if (!cpu_simd_supported((cpu_simd)l)) continue;
+        cr_assert(cpu_vec_dot_force_level(cpu_simd_name((cpu_simd)l)));
+        for (int i = 0; i < N_WEIGHT_TYPES; i++) {
+            const int type = weight_types[i];
+            const qtype_traits *tr = traits(type);
+            qt_to_float_fn deq = cpu_dequant_get(type);
+            cr_assert_not_null(deq);
+            size_t rb = row_bytes(type, K);
+            unsigned char *w = malloc(rb);
+            for (int rep = 0; rep < 40; rep++) {
+                if (rep % 2) {
+                    for (int64_t k = 0; k < K; k++) tmp[k] = (rep + 1) * frand();
+                    tr->from_float(tmp, w, K);
+                } else {
+                    for (size_t b = 0; b < rb; b++) w[b] = (unsigned char)(frand() * 128 + 128);
+                }
+                tr->to_float(w, want, K);
+                deq(w, got, K);
+                cr_expect(memcmp(got, want, (size_t)K * 4) == 0, "%s at %s rep %d",
+                          qtype_name(type), cpu_simd_name((cpu_simd)l), rep);
+            }
+            free(w);
+        }
+    }
+    cpu_vec_dot_force_level(NULL);
+    free(tmp);
+    free(want);
+    free(got);
 }
 
 /* Activation quantizers: bit-identical to the reference, ties included. */

@@ -5,12 +5,16 @@
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backends/backend.h"
+#include "backends/cpu/matmul.h"
+#include "backends/cpu/ops.h"
+#include "backends/cpu/threadpool.h"
 #include "backends/cpu/vec_dot.h"
 #include "quant/quant.h"
 
@@ -908,4 +912,434 @@ Test(backend, concurrent_backends) {
         free(jobs[k].want);
         fx_free(&jobs[k].f);
     }
+}
+
+/* ------------------------------------------- one-token products (in-pool) */
+
+/* be_cpu_new with optional pinning (backend.h declares it once the engine
+ * takes the option). */
+elm_status be_cpu_new_ex(int n_threads, bool pin, be_backend **out);
+
+static const int mv_types[] = {QT_F32,  QT_F16,  QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q5_0,
+                               QT_Q5_1, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+
+/* cpu_mul_mat on one thread: the product the in-pool mat-vec must equal. */
+static void direct_mul_mat(const be_node *nd, bool exact) {
+    size_t need = cpu_mul_mat_work_size(nd->src[0], nd->src[1], exact, 1);
+    void *work = need ? aligned_alloc(64, (need + 63) & ~(size_t)63) : NULL;
+    cr_assert_eq(cpu_mul_mat(NULL, nd->src[0], nd->src[1], nd->src[2], nd->dst, exact, work, need),
+                 ELM_OK);
+    free(work);
+}
+
+/* y = W x + b for one token, every weight type, both modes, 1 to 3 threads
+ * and pinned: against a double reference on the dequantized weights (exact:
+ * max abs 1e-4 for K = 512 of O(1) values; fast, which quantizes x: NMSE <
+ * 1e-3), and bit-identical to cpu_mul_mat. N = 1001 rows cut into chunks
+ * and row groups with remainders. */
+static void matvec_case(int type, bool exact) {
+    const int64_t K = 512, N = 1001;
+    float *want_bits = NULL;
+    const qtype_traits *tr = qtype_get(type);
+    for (int cfg = 0; cfg < 4; cfg++) {
+        int nth = cfg < 3 ? cfg + 1 : 2;
+        rng_state = 777;
+        fx f;
+        memset(&f, 0, sizeof f);
+        cr_assert_eq(be_cpu_new_ex(nth, cfg == 3, &f.be), ELM_OK);
+        cr_assert_eq(f.be->iface->buffer_alloc(f.be, 4 << 20, NULL, &f.buf), ELM_OK);
+        f.base = f.be->iface->buffer_host(f.be, f.buf);
+        f.cap = 4 << 20;
+        be_tensor *w = fx_tensor(&f, type, K, N, 1, "w");
+        be_tensor *x = fx_tensor(&f, QT_F32, K, 1, 1, "x");
+        be_tensor *b = fx_tensor(&f, QT_F32, N, 1, 1, "b");
+        be_tensor *y = fx_tensor(&f, QT_F32, N, 1, 1, "y");
+        be_tensor *y2 = fx_tensor(&f, QT_F32, N, 1, 1, "y2");
+        float *wf = malloc((size_t)(K * N) * sizeof(float)), *wd = malloc((size_t)(K * N) * sizeof(float));
+        fill(wf, K * N, 1.0f);
+        for (int64_t r = 0; r < N; r++) {
+            tr->from_float(wf + r * K, (char *)w->data + r * w->nb[1], K);
+            tr->to_float((char *)w->data + r * w->nb[1], wd + r * K, K);
+        }
+        fill(f32(x), K, 1.0f);
+        fill(f32(b), N, 1.0f);
+        be_node node = {.op = BE_OP_MUL_MAT, .dst = y, .src = {w, x, b}};
+        cr_assert_eq(fx_run(&f, &node, 1, exact), ELM_OK, "%s", f.err);
+        double num = 0, den = 0, worst = 0;
+        for (int64_t r = 0; r < N; r++) {
+            double want = f32(b)[r];
+            for (int64_t k = 0; k < K; k++) want += (double)wd[r * K + k] * f32(x)[k];
+            double d = f32(y)[r] - want;
+            num += d * d, den += want * want;
+            worst = fmax(worst, fabs(d));
+        }
+        if (exact)
+            cr_assert_leq(worst, 1e-4, "%s exact nth %d: max abs %g", tr->name, nth, worst);
+        else
+            cr_assert_leq(num / den, 1e-3, "%s fast nth %d: nmse %g", tr->name, nth, num / den);
+        be_node direct = {.op = BE_OP_MUL_MAT, .dst = y2, .src = {w, x, b}};
+        direct_mul_mat(&direct, exact);
+        cr_assert(memcmp(y->data, y2->data, (size_t)N * sizeof(float)) == 0,
+                  "%s %s nth %d: differs from cpu_mul_mat", tr->name, exact ? "exact" : "fast", nth);
+        if (!want_bits) {
+            want_bits = malloc((size_t)N * sizeof(float));
+            memcpy(want_bits, y->data, (size_t)N * sizeof(float));
+        } else {
+            cr_assert(memcmp(want_bits, y->data, (size_t)N * sizeof(float)) == 0,
+                      "%s: thread count changed the result", tr->name);
+        }
+        free(wf);
+        free(wd);
+        fx_free(&f);
+    }
+    free(want_bits);
+}
+
+Test(matvec, every_type_fast) {
+    for (size_t i = 0; i < sizeof mv_types / sizeof *mv_types; i++) matvec_case(mv_types[i], false);
+}
+
+Test(matvec, every_type_exact) {
+    for (size_t i = 0; i < sizeof mv_types / sizeof *mv_types; i++) matvec_case(mv_types[i], true);
+}
+
+/* --------------------------------------------- whole layers in one graph */
+
+/* Sets the token dimension of t (dim 1 or 2) to T. */
+static void set_T(be_tensor *t, int dim, int64_t T) {
+    t->ne[dim] = T;
+    for (int d = 2; d < 4; d++) t->nb[d] = t->nb[d - 1] * (size_t)t->ne[d - 1];
+}
+
+typedef struct layer_fx {
+    fx f;
+    int64_t n_embd, hd, nh, nkv, n_ff, n_vocab, n_ctx;
+    be_tensor *x, *xb, *q, *k, *v, *q3, *k3, *att, *proj, *gate, *up, *pos, *logits;
+    be_tensor *anorm, *fnorm, *onorm, *wq, *wk, *wv, *wo, *wg, *wu, *wd, *wout, *bq;
+    be_tensor *kc[2], *vc[2];
+    be_tensor q3v, k3v;
+    be_node nodes[64];
+    int n_nodes;
+} layer_fx;
+
+static be_tensor *quant_weight(fx *f, int type, int64_t K, int64_t N, const char *name) {
+    be_tensor *t = fx_tensor(f, type, K, N, 1, name);
+    float *tmp = malloc((size_t)K * sizeof(float));
+    for (int64_t r = 0; r < N; r++) {
+        fill(tmp, K, 1.0f / sqrtf((float)K) * 1.7f);
+        qtype_get(type)->from_float(tmp, (char *)t->data + r * t->nb[1], K);
+    }
+    free(tmp);
+    return t;
+}
+
+/* Two llama layers (engine/graph.c's node order), the final norm and the
+ * output product, with weights of `type`, an F16 (fast) or F32 (exact) cache
+ * and a q bias. Same data for the same seed. */
+static void layer_init(layer_fx *L, be_backend *be, int type, bool exact, int rope_mode) {
+    memset(L, 0, sizeof *L);
+    L->n_embd = 256, L->hd = 64, L->nh = 4, L->nkv = 2, L->n_ff = 512, L->n_vocab = 701,
+    L->n_ctx = 16;
+    fx *f = &L->f;
+    f->be = be;
+    f->cap = 8 << 20;
+    cr_assert_eq(be->iface->buffer_alloc(be, f->cap, NULL, &f->buf), ELM_OK);
+    f->base = be->iface->buffer_host(be, f->buf);
+    rng_state = 4242;
+    int64_t E = L->n_embd, Q = L->hd * L->nh, KV = L->hd * L->nkv, T = 4;
+    int ct = exact ? QT_F32 : QT_F16;
+    L->x = fx_tensor(f, QT_F32, E, T, 1, "x");
+    L->xb = fx_tensor(f, QT_F32, E, T, 1, "xb");
+    L->q = fx_tensor(f, QT_F32, Q, T, 1, "q");
+    L->k = fx_tensor(f, QT_F32, KV, T, 1, "k");
+    L->v = fx_tensor(f, QT_F32, KV, T, 1, "v");
+    L->att = fx_tensor(f, QT_F32, Q, T, 1, "att");
+    L->proj = fx_tensor(f, QT_F32, E, T, 1, "proj");
+    L->gate = fx_tensor(f, QT_F32, L->n_ff, T, 1, "gate");
+    L->up = fx_tensor(f, QT_F32, L->n_ff, T, 1, "up");
+    L->pos = fx_tensor(f, BE_TYPE_I32, T, 1, 1, "pos");
+    L->logits = fx_tensor(f, QT_F32, L->n_vocab, 1, 1, "logits");
+    for (int l = 0; l < 2; l++) {
+        L->kc[l] = fx_tensor(f, ct, KV, L->n_ctx, 1, "k_cache");
+        L->vc[l] = fx_tensor(f, ct, KV, L->n_ctx, 1, "v_cache");
+    }
+    L->anorm = fx_tensor(f, QT_F32, E, 1, 1, "attn_norm");
+    L->fnorm = fx_tensor(f, QT_F32, E, 1, 1, "ffn_norm");
+    L->onorm = fx_tensor(f, QT_F32, E, 1, 1, "output_norm");
+    L->bq = fx_tensor(f, QT_F32, Q, 1, 1, "bq");
+    for (int64_t i = 0; i < E; i++) {
+        f32(L->anorm)[i] = 1.0f + 0.1f * frand();
+        f32(L->fnorm)[i] = 1.0f + 0.1f * frand();
+        f32(L->onorm)[i] = 1.0f + 0.1f * frand();
+    }
+    fill(f32(L->bq), Q, 0.1f);
+    L->wq = quant_weight(f, type, E, Q, "wq");
+    L->wk = quant_weight(f, type, E, KV, "wk");
+    L->wv = quant_weight(f, type, E, KV, "wv");
+    L->wo = quant_weight(f, type, Q, E, "wo");
+    L->wg = quant_weight(f, type, E, L->n_ff, "w_gate");
+    L->wu = quant_weight(f, type, E, L->n_ff, "w_up");
+    L->wd = quant_weight(f, type, L->n_ff, E, "w_down");
+    L->wout = quant_weight(f, type, E, L->n_vocab, "output");
+    L->q3v = *L->q;
+    L->q3v.ne[0] = L->hd, L->q3v.ne[1] = L->nh;
+    L->q3v.nb[1] = (size_t)L->hd * 4;
+    L->k3v = *L->k;
+    L->k3v.ne[0] = L->hd, L->k3v.ne[1] = L->nkv;
+    L->k3v.nb[1] = (size_t)L->hd * 4;
+    L->q3 = &L->q3v, L->k3 = &L->k3v;
+    (void)rope_mode;
+}
+
+static be_node *layer_add(layer_fx *L, be_op op, be_tensor *d, be_tensor *a, be_tensor *b,
+                          be_tensor *c) {
+    be_node *nd = &L->nodes[L->n_nodes++];
+    *nd = (be_node){.op = op, .dst = d, .src = {a, b, c}};
+    return nd;
+}
+
+/* The graph of T tokens at position pos. */
+static void layer_graph(layer_fx *L, int64_t T, int pos, int rope_mode) {
+    be_tensor *per_tok[] = {L->x, L->xb, L->q, L->k, L->v, L->att, L->proj, L->gate, L->up};
+    for (size_t i = 0; i < sizeof per_tok / sizeof *per_tok; i++) set_T(per_tok[i], 1, T);
+    set_T(L->q3, 2, T);
+    set_T(L->k3, 2, T);
+    set_T(L->pos, 0, T);
+    for (int64_t t = 0; t < T; t++) ((int32_t *)L->pos->data)[t] = (int32_t)(pos + t);
+    L->n_nodes = 0;
+    be_node *nd;
+    for (int l = 0; l < 2; l++) {
+        layer_add(L, BE_OP_RMS_NORM, L->xb, L->x, L->anorm, NULL)->fparams[0] = 1e-5f;
+        layer_add(L, BE_OP_MUL_MAT, L->q, L->wq, L->xb, L->bq);
+        layer_add(L, BE_OP_MUL_MAT, L->k, L->wk, L->xb, NULL);
+        layer_add(L, BE_OP_MUL_MAT, L->v, L->wv, L->xb, NULL);
+        for (int r = 0; r < 2; r++) {
+            nd = layer_add(L, BE_OP_ROPE, r ? L->k3 : L->q3, r ? L->k3 : L->q3, L->pos, NULL);
+            nd->iparams[0] = rope_mode, nd->iparams[1] = (int32_t)L->hd;
+            nd->fparams[0] = 10000.0f, nd->fparams[1] = 1.0f, nd->fparams[3] = 1.0f;
+        }
+        layer_add(L, BE_OP_KV_STORE, L->kc[l], L->k, NULL, NULL)->iparams[0] = pos;
+        layer_add(L, BE_OP_KV_STORE, L->vc[l], L->v, NULL, NULL)->iparams[0] = pos;
+        nd = layer_add(L, BE_OP_ATTENTION, L->att, L->q3, L->kc[l], L->vc[l]);
+        nd->iparams[0] = pos, nd->iparams[1] = (int32_t)L->nkv, nd->fparams[0] = 0.125f;
+        layer_add(L, BE_OP_MUL_MAT, L->proj, L->wo, L->att, NULL);
+        layer_add(L, BE_OP_ADD, L->x, L->x, L->proj, NULL);
+        layer_add(L, BE_OP_RMS_NORM, L->xb, L->x, L->fnorm, NULL)->fparams[0] = 1e-5f;
+        layer_add(L, BE_OP_MUL_MAT, L->gate, L->wg, L->xb, NULL);
+        layer_add(L, BE_OP_MUL_MAT, L->up, L->wu, L->xb, NULL);
+        layer_add(L, BE_OP_SWIGLU, L->gate, L->gate, L->up, NULL);
+        layer_add(L, BE_OP_MUL_MAT, L->proj, L->wd, L->gate, NULL);
+        layer_add(L, BE_OP_ADD, L->x, L->x, L->proj, NULL);
+    }
+    /* the last token's logits, as the engine's x_out / xb_out views */
+    static be_tensor x_out, xb_out;
+    x_out = *L->x, xb_out = *L->xb;
+    x_out.data = (char *)x_out.data + (size_t)(T - 1) * x_out.nb[1];
+    xb_out.data = (char *)xb_out.data + (size_t)(T - 1) * xb_out.nb[1];
+    x_out.offs += (size_t)(T - 1) * x_out.nb[1], xb_out.offs += (size_t)(T - 1) * xb_out.nb[1];
+    set_T(&x_out, 1, 1);
+    set_T(&xb_out, 1, 1);
+    layer_add(L, BE_OP_RMS_NORM, &xb_out, &x_out, L->onorm, NULL)->fparams[0] = 1e-5f;
+    layer_add(L, BE_OP_MUL_MAT, L->logits, L->wout, &xb_out, NULL);
+}
+
+/* Runs the graph whole (how = 0) or node by node, MUL_MAT through
+ * cpu_mul_mat and every other node as its own one-node graph (how = 1), the
+ * unfused, one-dispatch-per-node way. */
+static void layer_run(layer_fx *L, bool exact, int how) {
+    if (how == 0) {
+        cr_assert_eq(fx_run(&L->f, L->nodes, L->n_nodes, exact), ELM_OK, "%s", L->f.err);
+        return;
+    }
+    for (int i = 0; i < L->n_nodes; i++) {
+        if (L->nodes[i].op == BE_OP_MUL_MAT)
+            direct_mul_mat(&L->nodes[i], exact);
+        else
+            cr_assert_eq(fx_run(&L->f, &L->nodes[i], 1, exact), ELM_OK, "node %d: %s", i,
+                         L->f.err);
+    }
+}
+
+/* A 4-token prompt, then 5 one-token steps; returns every step's logits and
+ * the final residual stream. */
+static float *layer_session(int type, bool exact, int nth, int how, int rope_mode) {
+    be_backend *be;
+    cr_assert_eq(be_cpu_new(nth, &be), ELM_OK);
+    layer_fx *L = malloc(sizeof *L);
+    layer_init(L, be, type, exact, rope_mode);
+    int64_t nv = L->n_vocab, E = L->n_embd;
+    float *out = malloc((size_t)(6 * nv + E) * sizeof(float));
+    uint64_t seed = rng_state;
+    int pos = 0;
+    for (int step = 0; step < 6; step++) {
+        int64_t T = step == 0 ? 4 : 1;
+        set_T(L->x, 1, T);
+        rng_state = seed + (uint64_t)step;
+        fill(f32(L->x), E * T, 1.0f);
+        layer_graph(L, T, pos, rope_mode);
+        layer_run(L, exact, how);
+        memcpy(out + step * nv, L->logits->data, (size_t)nv * sizeof(float));
+        pos += (int)T;
+    }
+    memcpy(out + 6 * nv, L->x->data, (size_t)E * sizeof(float));
+    for (int i = 0; i < 6 * (int)nv + (int)E; i++) cr_assert(isfinite(out[i]));
+    fx_free(&L->f);
+    free(L);
+    return out;
+}
+
+/* The planner groups independent nodes into phases and fuses ROPE+KV_STORE
+ * and ADD+RMS_NORM; none of it may change a bit: whole-graph runs with 1, 2
+ * and 3 threads equal the node-by-node run. */
+static void layer_case(int type, bool exact, int rope_mode) {
+    float *ref = layer_session(type, exact, 1, 1, rope_mode);
+    size_t n = (size_t)(6 * 701 + 256);
+    for (int nth = 1; nth <= 3; nth++) {
+        float *got = layer_session(type, exact, nth, 0, rope_mode);
+        size_t i = 0;
+        while (i < n && memcmp(&got[i], &ref[i], sizeof(float)) == 0) i++;
+        cr_assert_eq(i, n, "%s %s nth %d: value %zu differs: %.9g vs %.9g", qtype_name(type),
+                     exact ? "exact" : "fast", nth, i, i < n ? got[i] : 0.0,
+                     i < n ? ref[i] : 0.0);
+        free(got);
+    }
+    free(ref);
+}
+
+Test(graph, layers_fused_equal_node_by_node) {
+    const int types[] = {QT_Q4_0, QT_Q8_0, QT_Q4_K, QT_Q6_K, QT_F16, QT_F32};
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        layer_case(types[i], false, BE_ROPE_NORM);
+        layer_case(types[i], true, BE_ROPE_NEOX);
+    }
+}
+
+/* The counts of graphs and nodes still say what ran. */
+Test(graph, stats_count_fused_nodes) {
+    be_backend *be;
+    cr_assert_eq(be_cpu_new(2, &be), ELM_OK);
+    layer_fx *L = malloc(sizeof *L);
+    layer_init(L, be, QT_Q8_0, false, BE_ROPE_NORM);
+    fill(f32(L->x), L->n_embd, 1.0f);
+    layer_graph(L, 1, 0, BE_ROPE_NORM);
+    layer_run(L, false, 0);
+    be_stats st;
+    be->iface->get_stats(be, &st);
+    cr_assert_eq(st.n_graphs, 1);
+    cr_assert_eq(st.n_nodes, (uint64_t)L->n_nodes);
+    fx_free(&L->f);
+    free(L);
+}
+
+/* Two independent attention nodes land in one phase and run at the same
+ * time: each needs its own scratch. Results equal one-node runs. */
+Test(graph, independent_attention_nodes_share_a_phase) {
+    const int hd = 64, nh = 8, nkv = 2, n_ctx = 40, pos = 30;
+    for (int nth = 1; nth <= 3; nth++) {
+        rng_state = 99;
+        fx f;
+        fx_init(&f, nth, 4 << 20);
+        be_tensor *q[2], *K[2], *V[2], *o[2], *o1[2];
+        for (int i = 0; i < 2; i++) {
+            q[i] = fx_tensor(&f, QT_F32, hd, nh, 1, "q");
+            K[i] = fx_tensor(&f, QT_F16, hd * nkv, n_ctx, 1, "cache_k");
+            V[i] = fx_tensor(&f, QT_F16, hd * nkv, n_ctx, 1, "cache_v");
+            o[i] = fx_tensor(&f, QT_F32, hd * nh, 1, 1, "kqv");
+            o1[i] = fx_tensor(&f, QT_F32, hd * nh, 1, 1, "kqv_alone");
+            fill(f32(q[i]), (int64_t)hd * nh, 1.0f);
+            for (int r = 0; r < n_ctx; r++) {
+                set_cache(K[i], r, hd * nkv, 1.0f, r > pos);
+                set_cache(V[i], r, hd * nkv, 1.0f, r > pos);
+            }
+        }
+        be_node nodes[2];
+        for (int i = 0; i < 2; i++)
+            nodes[i] = (be_node){.op = BE_OP_ATTENTION,
+                                 .dst = o[i],
+                                 .src = {q[i], K[i], V[i]},
+                                 .iparams = {pos, nkv},
+                                 .fparams = {0.125f}};
+        cr_assert_eq(fx_run(&f, nodes, 2, false), ELM_OK, "%s", f.err);
+        for (int i = 0; i < 2; i++) {
+            be_node alone = nodes[i];
+            alone.dst = o1[i];
+            cr_assert_eq(fx_run(&f, &alone, 1, false), ELM_OK, "%s", f.err);
+            cr_assert(memcmp(o[i]->data, o1[i]->data, (size_t)hd * nh * sizeof(float)) == 0,
+                      "nth %d: node %d differs when sharing a phase", nth, i);
+        }
+        fx_free(&f);
+    }
+}
+
+/* ------------------------------------------------------------ thread pool */
+
+typedef struct phase_job {
+    elm_threadpool *tp;
+    int n_phases;
+    _Atomic int *slots; /* [phase][thread] */
+    _Atomic int bad;
+} phase_job;
+
+/* Phase p: every thread writes its slot, passes the barrier, then checks
+ * that every thread's slot of phase p is written. */
+static void phase_task(void *arg, int ith, int nth) {
+    phase_job *j = arg;
+    for (int p = 0; p < j->n_phases; p++) {
+        atomic_store_explicit(&j->slots[p * nth + ith], p + 1, memory_order_relaxed);
+        tp_barrier(j->tp);
+        for (int t = 0; t < nth; t++)
+            if (atomic_load_explicit(&j->slots[p * nth + t], memory_order_relaxed) != p + 1)
+                atomic_store(&j->bad, 1);
+    }
+}
+
+Test(threadpool, barrier_many_phases) {
+    for (int nth = 1; nth <= 4; nth++) {
+        for (int pin = 0; pin < 2; pin++) {
+            elm_threadpool *tp;
+            cr_assert_eq(tp_new(nth, pin, &tp), ELM_OK);
+            phase_job j = {.tp = tp, .n_phases = 20000};
+            j.slots = calloc((size_t)j.n_phases * nth, sizeof *j.slots);
+            for (int rep = 0; rep < 3; rep++) tp_run(tp, phase_task, &j);
+            cr_assert_eq(atomic_load(&j.bad), 0, "nth %d: a thread passed a barrier early", nth);
+            free(j.slots);
+            tp_free(tp);
+        }
+    }
+}
+
+/* ------------------------------------------------------- vector helpers */
+
+/* The vector exp and SwiGLU: within a few ulp of double, and every
+ * element's bits independent of where a row is cut. */
+Test(vec, exp_sum_and_swiglu) {
+    enum { N = 1027 };
+    static float x[N], g[N], y[N], y2[N], z[N], z2[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = -30.0f + 60.0f * (float)i / N;
+        g[i] = frand();
+    }
+    float sum = cpu_vec_exp_sum_f32(y, x, 1.5f, N);
+    double want_sum = 0;
+    for (int i = 0; i < N; i++) {
+        double w = exp((double)(x[i] - 1.5f)); /* the argument as the kernel forms it */
+        want_sum += w;
+        cr_assert_leq(fabs(y[i] - w), 3e-7 * w, "exp(%g): %.9g vs %.9g", x[i] - 1.5, y[i], w);
+    }
+    cr_assert_leq(fabs(sum - want_sum), 1e-6 * want_sum);
+    cpu_vec_swiglu_f32(z, x, g, N);
+    for (int i = 0; i < N; i++) {
+        double w = x[i] / (1.0 + exp(-(double)x[i])) * g[i];
+        cr_assert_leq(fabs(z[i] - w), 1e-6 * fabs(w) + 1e-30, "swiglu(%g)", x[i]);
+    }
+    /* Cut at odd places: the same bits. */
+    for (int c = 0; c < N;) {
+        int n = 1 + (c * 7) % 13;
+        if (c + n > N) n = N - c;
+        cpu_vec_exp_sum_f32(y2 + c, x + c, 1.5f, n);
+        cpu_vec_swiglu_f32(z2 + c, x + c, g + c, n);
+        c += n;
+    }
+    cr_assert(memcmp(y, y2, sizeof y) == 0, "exp depends on the cut");
+    cr_assert(memcmp(z, z2, sizeof z) == 0, "swiglu depends on the cut");
 }

@@ -11,9 +11,19 @@
 #include <math.h>
 
 #include "backends/cpu/ops.h"
+#include "backends/cpu/vec_dot.h"
 #include "quant/quant.h"
 
-#define TILE 64
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define ATT_X86 1
+#else
+#define ATT_X86 0
+#endif
+
+#define TILE 64         /* cache rows per step; a multiple of 8 */
+#define SIMD_HEADS 8    /* query heads the SIMD path scores per pass over a tile */
+#define SIMD_MAX_HD 256 /* head_dim limit of the SIMD path (a multiple of 8) */
 
 typedef struct attn_shape {
     int64_t head_dim, n_head, n_head_kv, n_tok, pos;
@@ -124,14 +134,190 @@ static void attend(const be_node *nd, const attn_shape *s, attn_scratch *w, int6
         for (int64_t d = 0; d < hd; d++) out[(h0 + c) * hd + d] = w->acc[c * hd + d] / w->l[c];
 }
 
+#if ATT_X86
+/*
+ * The SIMD path (AVX2 + FMA + F16C), for head_dim a multiple of 8. The heads
+ * of a work item share each pass over a tile: every K and V row is
+ * converted to F32 once, in registers, and used by all of them.
+ *  - scores: per (row, head) two 8-lane FMA chains over head_dim; eight
+ *    rows' partial vectors are then reduced together (hsum8), each lane from
+ *    its own row only;
+ *  - softmax: vector exp (cpu_vec_exp_sum_f32);
+ *  - values: acc[head] += p[head][row] * V[row], 8 lanes at a time.
+ * Each head's arithmetic is the same whichever heads share its item, so the
+ * results do not depend on the grouping, hence not on the thread count.
+ */
+#define ATT_TGT __attribute__((target("avx2,fma,f16c")))
+#define ATT_INLINE static inline __attribute__((always_inline))
+
+ATT_TGT ATT_INLINE __m256 ld8(const char *row, bool f16, int64_t i) {
+    if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * i)));
+    return _mm256_loadu_ps((const float *)row + i);
+}
+
+/* Lane k: the sum of the 8 lanes of v[k], in a fixed order. */
+ATT_TGT ATT_INLINE __m256 hsum8(const __m256 *v) {
+    __m256 t0 = _mm256_hadd_ps(v[0], v[1]), t1 = _mm256_hadd_ps(v[2], v[3]);
+    __m256 t2 = _mm256_hadd_ps(v[4], v[5]), t3 = _mm256_hadd_ps(v[6], v[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+                         _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* score[c * TILE + j] = q_c . K row j, for j < n and c < nh (<= SIMD_HEADS). */
+ATT_TGT ATT_INLINE void simd_scores(const char *K, size_t stride, bool f16, int64_t hd,
+                                    const float *q, int nh, int64_t n, float *score) {
+    __m256 kv[SIMD_MAX_HD / 8];
+    for (int64_t j0 = 0; j0 < n; j0 += 8) {
+        __m256 part[SIMD_HEADS][8];
+        int m = n - j0 < 8 ? (int)(n - j0) : 8;
+        for (int jj = 0; jj < 8; jj++) {
+            if (jj >= m) {
+                for (int c = 0; c < nh; c++) part[c][jj] = _mm256_setzero_ps();
+                continue;
+            }
+            const char *row = K + (size_t)(j0 + jj) * stride;
+#pragma GCC unroll 32
+            for (int64_t i = 0; i < hd / 8; i++) kv[i] = ld8(row, f16, 8 * i);
+            for (int c = 0; c < nh; c++) {
+                const float *qc = q + c * hd;
+                __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+                int64_t i = 0;
+#pragma GCC unroll 16
+                for (; i + 2 <= hd / 8; i += 2) {
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qc + 8 * i), kv[i], a0);
+                    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qc + 8 * i + 8), kv[i + 1], a1);
+                }
+                if (i < hd / 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qc + 8 * i), kv[i], a0);
+                part[c][jj] = _mm256_add_ps(a0, a1);
+            }
+        }
+        for (int c = 0; c < nh; c++) _mm256_storeu_ps(score + c * TILE + j0, hsum8(part[c]));
+    }
+}
+
+/* acc[c * hd ..] += score[c * TILE + j] * V row j, for j < n and c < nh. */
+ATT_TGT ATT_INLINE void simd_values(const char *V, size_t stride, bool f16, int64_t hd, int nh,
+                                    int64_t n, const float *score, float *acc) {
+    __m256 vv[SIMD_MAX_HD / 8];
+    for (int64_t j = 0; j < n; j++) {
+        const char *row = V + (size_t)j * stride;
+#pragma GCC unroll 32
+        for (int64_t i = 0; i < hd / 8; i++) vv[i] = ld8(row, f16, 8 * i);
+        for (int c = 0; c < nh; c++) {
+            const __m256 p = _mm256_set1_ps(score[c * TILE + j]);
+            float *a = acc + c * hd;
+#pragma GCC unroll 32
+            for (int64_t i = 0; i < hd / 8; i++)
+                _mm256_storeu_ps(a + 8 * i, _mm256_fmadd_ps(p, vv[i], _mm256_loadu_ps(a + 8 * i)));
+        }
+    }
+}
+
+/* One tile for nh heads: scores, the online softmax update, the values. */
+ATT_TGT ATT_INLINE void simd_tile(const char *K, size_t ks, const char *V, size_t vs, bool f16,
+                                  int64_t hd, const float *q, int nh, int64_t n, float *score,
+                                  float *m, float *l, float *acc) {
+    simd_scores(K, ks, f16, hd, q, nh, n, score);
+    for (int c = 0; c < nh; c++) {
+        float *sc = score + c * TILE, tile_max = -INFINITY;
+        int64_t j = 0;
+        if (n >= 8) { /* max is exact: any order gives the same value */
+            __m256 mx = _mm256_loadu_ps(sc);
+            for (j = 8; j + 8 <= n; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(sc + j));
+            float b[8];
+            _mm256_storeu_ps(b, mx);
+            for (int i = 0; i < 8; i++) tile_max = b[i] > tile_max ? b[i] : tile_max;
+        }
+        for (; j < n; j++) tile_max = sc[j] > tile_max ? sc[j] : tile_max;
+        if (tile_max > m[c]) {
+            float corr = expf(m[c] - tile_max);
+            l[c] *= corr;
+            cpu_vec_scale_f32(acc + c * hd, corr, hd);
+            m[c] = tile_max;
+        }
+        l[c] += cpu_vec_exp_sum_f32(sc, sc, m[c], n);
+    }
+    simd_values(V, vs, f16, hd, nh, n, score, acc);
+}
+
+ATT_TGT static void simd_tile_64(const char *K, size_t ks, const char *V, size_t vs, bool f16,
+                                 const float *q, int nh, int64_t n, float *score, float *m,
+                                 float *l, float *acc) {
+    simd_tile(K, ks, V, vs, f16, 64, q, nh, n, score, m, l, acc);
+}
+
+ATT_TGT static void simd_tile_any(const char *K, size_t ks, const char *V, size_t vs, bool f16,
+                                  int64_t hd, const float *q, int nh, int64_t n, float *score,
+                                  float *m, float *l, float *acc) {
+    simd_tile(K, ks, V, vs, f16, hd, q, nh, n, score, m, l, acc);
+}
+#endif
+
+static bool use_simd(const be_node *nd, int64_t head_dim) {
+#if ATT_X86
+    cpu_simd lv = cpu_simd_active();
+    return (lv == CPU_SIMD_AVX2 || lv == CPU_SIMD_AVX512VNNI) && head_dim % 8 == 0 &&
+           head_dim <= SIMD_MAX_HD && nd->src[1]->type == nd->src[2]->type;
+#else
+    (void)nd;
+    (void)head_dim;
+    return false;
+#endif
+}
+
+#if ATT_X86
+/* attend() on the SIMD path: the same online softmax, tile by tile. */
+static void attend_simd(const be_node *nd, const attn_shape *s, attn_scratch *w, int64_t t,
+                        int64_t kvh, int64_t h0, int64_t nh) {
+    const be_tensor *K = nd->src[1], *V = nd->src[2];
+    int64_t hd = s->head_dim, n_kv = s->pos + t + 1;
+    bool f16 = K->type == QT_F16;
+    size_t elem = f16 ? 2 : 4;
+    for (int64_t c = 0; c < nh; c++) {
+        const float *q = cpu_row(nd->src[0], h0 + c, t, 0);
+        for (int64_t d = 0; d < hd; d++) w->q[c * hd + d] = q[d] * nd->fparams[0];
+        for (int64_t d = 0; d < hd; d++) w->acc[c * hd + d] = 0.0f;
+        w->m[c] = -INFINITY;
+        w->l[c] = 0.0f;
+    }
+    for (int64_t c0 = 0; c0 < nh; c0 += SIMD_HEADS) {
+        int hb = nh - c0 < SIMD_HEADS ? (int)(nh - c0) : SIMD_HEADS;
+        float *q = w->q + c0 * hd, *acc = w->acc + c0 * hd;
+        for (int64_t j0 = 0; j0 < n_kv; j0 += TILE) {
+            int64_t n = n_kv - j0 < TILE ? n_kv - j0 : TILE;
+            const char *k = (const char *)cpu_row(K, j0, 0, 0) + (size_t)(kvh * hd) * elem;
+            const char *v = (const char *)cpu_row(V, j0, 0, 0) + (size_t)(kvh * hd) * elem;
+            if (hd == 64)
+                simd_tile_64(k, K->nb[1], v, V->nb[1], f16, q, hb, n, w->score, w->m + c0,
+                             w->l + c0, acc);
+            else
+                simd_tile_any(k, K->nb[1], v, V->nb[1], f16, hd, q, hb, n, w->score, w->m + c0,
+                              w->l + c0, acc);
+        }
+    }
+    float *out = cpu_row(nd->dst, t, 0, 0);
+    for (int64_t c = 0; c < nh; c++)
+        for (int64_t d = 0; d < hd; d++) out[(h0 + c) * hd + d] = w->acc[c * hd + d] / w->l[c];
+}
+#endif
+
 void cpu_attention(const be_node *nd, void *work, int ith, int nth) {
     attn_shape s = get_shape(nd, nth);
     attn_scratch w = carve(&s, work, ith);
+    bool simd = use_simd(nd, s.head_dim);
+    (void)simd; /* no SIMD path on this architecture */
     int64_t per_tok = s.n_head_kv * s.n_chunks, u0, u1;
     cpu_split(s.n_tok * per_tok, ith, nth, &u0, &u1);
     for (int64_t u = u0; u < u1; u++) {
         int64_t t = u / per_tok, kvh = u % per_tok / s.n_chunks, ci = u % s.n_chunks;
         int64_t h0 = ci * s.chunk, nh = s.group - h0 < s.chunk ? s.group - h0 : s.chunk;
+#if ATT_X86
+        if (simd) {
+            attend_simd(nd, &s, &w, t, kvh, kvh * s.group + h0, nh);
+            continue;
+        }
+#endif
         attend(nd, &s, &w, t, kvh, kvh * s.group + h0, nh);
     }
 }

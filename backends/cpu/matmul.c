@@ -1,17 +1,60 @@
 /*
  * matmul.c: dst (N, T) = w (K, N) x x (K, T) + bias on the thread pool.
  *
- * Determinism: every output element is computed by the same code on the
- * same operands whatever the thread count or chunking. Fast mode: the
- * kernels give each (row, token) the result a one-row, one-token call would,
- * however rows and tokens are grouped (vec_dot.h). Exact mode: one
- * dequantize-and-dot per row for T == 1; for T > 1 fixed tiles of
- * EXACT_TILE_ROWS rows (by absolute row index), each one sgemm call.
+ * Paths, chosen per weight type, SIMD level and token count:
+ *  - fast mode, quantized weights with tiled kernels at the active level
+ *    (gemm.h: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K at AVX-512 VNNI and
+ *    AVX2), T >= GEMM_MIN_T: the int8 tiles. Each thread quantizes and packs
+ *    whole token groups, a barrier, then chunks of 32-row panels: per range
+ *    of blocks (GEMM_KC_BYTES of panel) the panel is repacked once and every
+ *    token group passes over it; the next panel's weights are prefetched
+ *    meanwhile. Results: the reference vec_dot's, bit for bit.
+ *  - fast mode, F32/F16/BF16 weights, T >= SGEMM_MIN_T: the exact mode's
+ *    sgemm tiles on the activations rounded to the vec_dot_type (same
+ *    products as the dot kernels, summed in sgemm's order).
+ *  - fast mode otherwise: the dot kernels (one token per call or a few),
+ *    rows in chunks; they are the same tiled kernels for the types above.
+ *  - exact mode: rows dequantized (gemm.h's SIMD dequantizers, identical to
+ *    to_float), then one F32 dot per row for T == 1, or fixed tiles of
+ *    EXACT_TILE_ROWS rows (by absolute row index), each one sgemm call.
  *
- * Fast mode runs as one tp_run: each thread quantizes its share of the
- * activations, a barrier, then rows in chunks handed out by an atomic
- * counter. Small activations are quantized by the caller instead, which
- * costs less than the barrier.
+ * Determinism: every output element is computed by the same code on the
+ * same operands whatever the thread count or chunking. Fast mode: a
+ * (row, token) result does not depend on how rows and tokens are grouped
+ * (vec_dot.h, gemm.h), except with F32/F16/BF16 weights, where T >=
+ * SGEMM_MIN_T takes sgemm's summation order.
+ *
+ * The choice, measured here (2 cores of an Ice Lake Xeon at 2.8 GHz with
+ * AVX-512 VNNI, shared with other work: best of repeated runs; GOP/s =
+ * 2 K N T / thread CPU time, one thread, K = 2048, N = 512, T = 128):
+ *
+ *   weights  dot kernels  int8 tiles  int8 tiles  dequant + sgemm   dequant + sgemm
+ *            (before)     VNNI        AVX2        (before: scalar)  (SIMD dequant)
+ *   Q4_0        34          270          79           53                75
+ *   Q8_0        53          236          79           80                77
+ *   Q4_K        72          199          82           46                77
+ *   Q6_K        78          156          87           38                82
+ *   F16         29            -           -           52                81
+ *   F32         22            -           -           88               69-88
+ *
+ *   So: int8 tiles for every quantized type that has them (VNNI and AVX2;
+ *   on an AVX2-only CPU sgemm has half this machine's F32 peak, so the
+ *   tiles stay ahead there too), sgemm for float weights. Token count
+ *   (Q4_0 tiles vs sgemm, F16 dots vs sgemm; GOP/s):
+ *     T        2     4     8     16     32
+ *     Q4_0   23/10 66/29 111/19 149/33  -      (tiles / sgemm): tiles from T = 2
+ *     F16    23/16 32/33  30/23  31/36 28/35   (dots / sgemm): sgemm from T = 16
+ *     F32    17/24 19/37  19/18  21/41 22/43
+ *   Tile shape (Q4_0 kernel alone, data in L1): 16 rows x 8 tokens per call
+ *   220 GOP/s; 32 rows x 4 tokens 370 (each activation broadcast feeds two
+ *   vpdpbusd: 512-bit loads run at about one per cycle here, vpdpbusd at
+ *   two); two accumulation chains per token 390. Panel K range
+ *   (GEMM_KC_BYTES), llama-1b prompt tok/s on one thread, two rounds:
+ *   16 KB 115/121 (Q4_0), 96/95 (Q4_K_M); 32 KB 105/131, 98/107; 64 KB
+ *   96/123, 96/103; whole rows 96/123, 97/94: 32 KB.
+ *
+ * Each mode runs as one tp_run per product. Small activations are quantized
+ * by the caller instead of the threads, which costs less than a barrier.
  *
  * OpenBLAS runs inside our workers, each call on its own tile, so its own
  * threads must stay out of the way: the first exact batched product calls
@@ -27,6 +70,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "backends/cpu/gemm.h"
 #include "backends/cpu/vec_dot.h"
 #include "quant/quant.h"
 
@@ -37,6 +81,11 @@
 #define CHUNKS_PER_THREAD 8
 #define SERIAL_QUANTIZE_MAX 8192 /* activation values */
 #define ROW_GROUP 16
+#ifndef GEMM_KC_BYTES
+#define GEMM_KC_BYTES (32 * 1024) /* panel bytes per K range (see the table) */
+#endif
+#define GEMM_MIN_T 2             /* tokens from which the tiled kernels run */
+#define SGEMM_MIN_T 16           /* fast mode, float weights: tokens from which sgemm runs */
 
 typedef struct mm_task {
     elm_threadpool *tp;
@@ -51,6 +100,7 @@ typedef struct mm_task {
     const qtype_traits *wt; /* weight type */
     const qtype_traits *vt; /* vec_dot_type (fast mode) */
     int w_type;
+    qt_to_float_fn deq; /* exact: the SIMD dequantizer (bit-identical to to_float) */
     cpu_dot_fn dot; /* fast: weight x vec_dot_type; exact: F32 x F32 */
     cpu_quantize_fn quantize;
     char *act; /* activations as vec_dot_type rows, or x itself */
@@ -58,6 +108,13 @@ typedef struct mm_task {
     bool quantize_x;
     char *scratch; /* exact: per-thread dequantization buffers */
     size_t scratch_bytes;
+    /* tiled kernels (fast mode, several tokens) */
+    const cpu_gemm *g;
+    char *groups; /* the packed activation groups */
+    size_t group_bytes;
+    int64_t n_groups, kc; /* kc: blocks per panel */
+    char *panels; /* per thread: a panel, then G activation rows */
+    size_t panel_bytes;
     int64_t chunk_rows, n_chunks;
     _Atomic int64_t next_chunk;
 } mm_task;
@@ -130,11 +187,55 @@ static size_t exact_scratch_floats(int w_type, int64_t K, int64_t T) {
     return (size_t)K * (T == 1 ? 1 : EXACT_TILE_ROWS);
 }
 
+/* The tiled kernels for this product, or NULL when the dot kernels run. */
+static const cpu_gemm *gemm_for(const qtype_traits *wt, int w_type, int64_t K, int64_t T,
+                                bool exact) {
+    if (exact || T < GEMM_MIN_T || wt->vec_dot_type == QT_F32) return NULL;
+    const cpu_gemm *g = cpu_gemm_get(w_type);
+    return g && K % g->block == 0 ? g : NULL;
+}
+
+/* Blocks per panel: the panel of CPU_GEMM_ROWS rows stays within
+ * GEMM_KC_BYTES (in L1/L2) while every token group passes over it. */
+static int64_t gemm_kc(const cpu_gemm *g, int64_t K) {
+    int64_t nb = K / g->block, kc = (int64_t)(GEMM_KC_BYTES / g->panel_block_bytes);
+    if (kc < 1) kc = 1;
+    if (kc >= nb) return nb;
+    /* Equal ranges, so the last one is not a sliver. */
+    int64_t n = (nb + kc - 1) / kc;
+    return (nb + n - 1) / n;
+}
+
+/* Per thread: one panel and the vec_dot_type rows of one token group. */
+static size_t gemm_thread_bytes(const cpu_gemm *g, const qtype_traits *wt, int64_t K) {
+    return align_up(g->panel_block_bytes * (size_t)gemm_kc(g, K)) +
+           act_row_bytes(wt, K) * (size_t)g->group;
+}
+
+/* Fast mode with F32/F16/BF16 weights and many tokens: the exact mode's
+ * sgemm tiles, on the activations rounded to the vec_dot_type (so the
+ * products are those of the dot kernels, summed in sgemm's order). */
+static bool float_sgemm(int w_type, int64_t T, bool exact) {
+    return !exact && T >= SGEMM_MIN_T &&
+           (w_type == QT_F32 || w_type == QT_F16 || w_type == QT_BF16);
+}
+
 static size_t work_bytes(const qtype_traits *wt, int w_type, int64_t K, int64_t T, bool exact,
                          int n_threads) {
+    if (float_sgemm(w_type, T, exact)) {
+        size_t per = align_up(exact_scratch_floats(w_type, K, T) * sizeof(float));
+        size_t xr = w_type == QT_F32 ? 0 : align_up((size_t)K * (size_t)T * sizeof(float));
+        return ALIGN + per * (size_t)n_threads + xr + act_row_bytes(wt, K);
+    }
     if (exact) {
         size_t per = align_up(exact_scratch_floats(w_type, K, T) * sizeof(float));
         return per ? ALIGN + per * (size_t)n_threads : 0;
+    }
+    const cpu_gemm *g = gemm_for(wt, w_type, K, T, exact);
+    if (g) {
+        size_t groups = (size_t)((T + g->group - 1) / g->group);
+        return ALIGN + align_up(cpu_gemm_group_bytes(g, K)) * groups +
+               gemm_thread_bytes(g, wt, K) * (size_t)n_threads;
     }
     size_t row = act_row_bytes(wt, K);
     return row ? ALIGN + row * (size_t)T : 0;
@@ -224,6 +325,86 @@ static void fast_task(void *arg, int ith, int nth) {
     }
 }
 
+/* Prefetch (to L2) of the weights the next panel will read, spread over
+ * the kernel calls on the current one: repacking a panel otherwise waits
+ * on memory for every row. */
+typedef struct prefetcher {
+    const char *row; /* the row being fetched, at the first byte to fetch */
+    size_t stride, at, bytes;
+    int64_t rows_left, per_call; /* lines per kernel call */
+} prefetcher;
+
+static void pf_init(prefetcher *pf, const mm_task *m, int64_t r0, int64_t b0, int64_t nk) {
+    memset(pf, 0, sizeof *pf);
+    if (r0 >= m->N) return;
+    const size_t bb = m->wt->type_size * (size_t)(m->g->block / m->wt->block_size);
+    pf->rows_left = m->N - r0 < CPU_GEMM_ROWS ? m->N - r0 : CPU_GEMM_ROWS;
+    pf->row = m->w + (size_t)r0 * m->w_stride + (size_t)b0 * bb;
+    pf->stride = m->w_stride;
+    pf->bytes = (size_t)nk * bb + 64;
+    int64_t total = pf->rows_left * (int64_t)(pf->bytes / 64 + 1);
+    pf->per_call = (total + m->n_groups - 1) / m->n_groups;
+}
+
+static void pf_step(prefetcher *pf) {
+    for (int64_t i = 0; i < pf->per_call && pf->rows_left > 0; i++) {
+        __builtin_prefetch(pf->row + pf->at, 0, 2);
+        pf->at += 64;
+        if (pf->at >= pf->bytes) {
+            pf->at = 0;
+            pf->row += pf->stride;
+            pf->rows_left--;
+        }
+    }
+}
+
+/* Tiled kernels. Each thread quantizes whole token groups into its own
+ * rows and packs them; a barrier; then chunks of panels of CPU_GEMM_ROWS
+ * rows: per K range, the panel is repacked once and every token group
+ * passes over it, continuing the sums in dst. */
+static void gemm_task(void *arg, int ith, int nth) {
+    mm_task *m = arg;
+    const cpu_gemm *g = m->g;
+    char *mine = m->panels + (size_t)ith * gemm_thread_bytes(g, m->wt, m->K);
+    char *panel = mine, *rows = mine + align_up(g->panel_block_bytes * (size_t)m->kc);
+    const size_t rb = m->act_stride;
+    for (int64_t gi = m->n_groups * ith / nth; gi < m->n_groups * (ith + 1) / nth; gi++) {
+        const int64_t t0 = gi * g->group;
+        const int nt = m->T - t0 < g->group ? (int)(m->T - t0) : g->group;
+        for (int j = 0; j < nt; j++)
+            m->quantize((const float *)(m->x + (size_t)(t0 + j) * m->x_stride), rows + j * rb, m->K);
+        g->pack_act(rows, rb, nt, m->K / g->block, m->groups + (size_t)gi * m->group_bytes);
+    }
+    barrier(m, nth);
+    const int64_t nb = m->K / g->block;
+    const size_t ds = m->d_stride / sizeof(float), eb = g->act_entry_bytes * (size_t)g->group;
+    for (int64_t c = first_chunk(m, ith); c < m->n_chunks; c = next_chunk(m)) {
+        const int64_t r0 = c * m->chunk_rows, r1 = r0 + m->chunk_rows < m->N ? r0 + m->chunk_rows : m->N;
+        for (int64_t rp = r0; rp < r1; rp += CPU_GEMM_ROWS) {
+            const int nrows = r1 - rp < CPU_GEMM_ROWS ? (int)(r1 - rp) : CPU_GEMM_ROWS;
+            const char *w = m->w + (size_t)rp * m->w_stride;
+            for (int64_t b0 = 0; b0 < nb; b0 += m->kc) {
+                const int64_t nk = nb - b0 < m->kc ? nb - b0 : m->kc;
+                g->prep_panel(w, m->w_stride, nrows, b0, nk, panel);
+                prefetcher pf;
+                if (b0 + m->kc < nb)
+                    pf_init(&pf, m, rp, b0 + m->kc, nb - b0 - m->kc < m->kc ? nb - b0 - m->kc : m->kc);
+                else
+                    pf_init(&pf, m, rp + CPU_GEMM_ROWS, 0, m->kc);
+                for (int64_t gi = 0; gi < m->n_groups; gi++) {
+                    pf_step(&pf);
+                    const int64_t t0 = gi * g->group;
+                    const int nt = m->T - t0 < g->group ? (int)(m->T - t0) : g->group;
+                    float *out = (float *)(m->dst + (size_t)t0 * m->d_stride) + rp;
+                    g->kernel(panel, nk, m->groups + (size_t)gi * m->group_bytes + (size_t)b0 * eb,
+                              nt, out, ds, nrows, b0 == 0);
+                }
+            }
+        }
+        add_bias(m, r0, r1);
+    }
+}
+
 /* Exact, one token: each row dequantized into this thread's buffer, then an F32 dot. */
 static void exact_vec_task(void *arg, int ith, int nth) {
     mm_task *m = arg;
@@ -233,7 +414,7 @@ static void exact_vec_task(void *arg, int ith, int nth) {
         for (int64_t r = c * m->chunk_rows; r < r1; r++) {
             const void *wrow = m->w + (size_t)r * m->w_stride;
             if (m->w_type != QT_F32) {
-                m->wt->to_float(wrow, buf, m->K);
+                m->deq(wrow, buf, m->K);
                 wrow = buf;
             }
             float s;
@@ -249,7 +430,7 @@ static void exact_tile(mm_task *m, float *buf, int64_t r0, int64_t rows) {
     size_t ldb = m->w_stride / sizeof(float);
     if (m->w_type != QT_F32) {
         for (int64_t i = 0; i < rows; i++)
-            m->wt->to_float(m->w + (size_t)(r0 + i) * m->w_stride, buf + i * m->K, m->K);
+            m->deq(m->w + (size_t)(r0 + i) * m->w_stride, buf + i * m->K, m->K);
         b = buf;
         ldb = (size_t)m->K;
     }
@@ -310,6 +491,7 @@ static void init_task(mm_task *m, elm_threadpool *tp, const be_tensor *w, const 
 
 static void run_exact(mm_task *m, char *work, int nth) {
     m->dot = cpu_vec_dot(QT_F32);
+    m->deq = cpu_dequant_get(m->w_type);
     m->scratch = work;
     m->scratch_bytes = align_up(exact_scratch_floats(m->w_type, m->K, m->T) * sizeof(float));
     if (m->T == 1) {
@@ -323,7 +505,50 @@ static void run_exact(mm_task *m, char *work, int nth) {
     run(m, exact_gemm_task);
 }
 
+static void run_gemm(mm_task *m, char *work, int nth) {
+    const cpu_gemm *g = m->g;
+    m->quantize = cpu_quantize(m->wt->vec_dot_type);
+    m->act_stride = act_row_bytes(m->wt, m->K);
+    m->group_bytes = align_up(cpu_gemm_group_bytes(g, m->K));
+    m->n_groups = (m->T + g->group - 1) / g->group;
+    m->kc = gemm_kc(g, m->K);
+    m->groups = work;
+    m->panels = work + m->group_bytes * (size_t)m->n_groups;
+    /* Chunks of whole panels, at least two per thread where there are. */
+    int64_t panels = (m->N + CPU_GEMM_ROWS - 1) / CPU_GEMM_ROWS;
+    int64_t per = panels / ((int64_t)nth * 4);
+    set_chunks(m, nth, (per < 1 ? 1 : per) * CPU_GEMM_ROWS);
+    run(m, gemm_task);
+}
+
+static void run_float_sgemm(mm_task *m, char *work, int nth) {
+    if (m->w_type != QT_F32) {
+        /* x rounded to F16/BF16 and back, row by row (exact both ways). */
+        const size_t per = align_up(exact_scratch_floats(m->w_type, m->K, m->T) * sizeof(float));
+        float *xr = (float *)(work + per * (size_t)nth);
+        char *row = (char *)xr + align_up((size_t)m->K * (size_t)m->T * sizeof(float));
+        cpu_quantize_fn q = cpu_quantize(m->wt->vec_dot_type);
+        qt_to_float_fn back = cpu_dequant_get(m->wt->vec_dot_type);
+        for (int64_t t = 0; t < m->T; t++) {
+            q((const float *)(m->x + (size_t)t * m->x_stride), row, m->K);
+            back(row, xr + (size_t)t * (size_t)m->K, m->K);
+        }
+        m->x = (const char *)xr;
+        m->x_stride = (size_t)m->K * sizeof(float);
+    }
+    run_exact(m, work, nth);
+}
+
 static void run_fast(mm_task *m, char *work, int nth) {
+    if (float_sgemm(m->w_type, m->T, false)) {
+        run_float_sgemm(m, work, nth);
+        return;
+    }
+    m->g = gemm_for(m->wt, m->w_type, m->K, m->T, false);
+    if (m->g) {
+        run_gemm(m, work, nth);
+        return;
+    }
     m->vt = qtype_get(m->wt->vec_dot_type);
     m->dot = cpu_vec_dot(m->w_type);
     m->quantize_x = m->wt->vec_dot_type != QT_F32;

@@ -65,7 +65,7 @@ static void compute_swiglu(const be_node *nd, int ith, int nth) {
         int64_t c0 = piece_bound(n, p, s.pieces), c1 = piece_bound(n, p + 1, s.pieces);
         const float *x = flat_row(a, r), *g = flat_row(b, r);
         float *z = flat_row(d, r);
-        for (int64_t i = c0; i < c1; i++) z[i] = x[i] / (1.0f + expf(-x[i])) * g[i];
+        cpu_vec_swiglu_f32(z + c0, x + c0, g + c0, c1 - c0);
     }
 }
 

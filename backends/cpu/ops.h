@@ -106,6 +106,12 @@ static inline void *cpu_row(const be_tensor *t, int64_t i1, int64_t i2, int64_t 
     return (char *)t->data + (size_t)i1 * t->nb[1] + (size_t)i2 * t->nb[2] + (size_t)i3 * t->nb[3];
 }
 
+/* y[i] = exp(x[i] - m) for i < n; returns the sum of the y[i]. */
+float cpu_vec_exp_sum_f32(float *y, const float *x, float m, int64_t n);
+/* z[i] = silu(x[i]) * g[i] = x[i] / (1 + exp(-x[i])) * g[i]; z may be x or g.
+ * Each element's result does not depend on n or its place in the row. */
+void cpu_vec_swiglu_f32(float *z, const float *x, const float *g, int64_t n);
+
 /* IEEE half rows to and from F32 (round to nearest even), F16C when the
  * CPU has it. */
 void cpu_fp16_to_f32_row(const uint16_t *restrict x, float *restrict y, int64_t n);

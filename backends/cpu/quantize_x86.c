@@ -144,6 +144,105 @@ TGT_AVX2 static void quantize_q8_K_avx2(const float *restrict x, void *restrict 
     }
 }
 
+/* ------------------------------------------- AVX-512: Q8_0, Q8_1, Q8_K
+ *
+ * The same operations as the AVX2 versions above, sixteen lanes at a time
+ * (measured: the AVX2 Q8_0 quantizer took 11% of a prompt's CPU time). */
+
+#define TGT_512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
+
+TGT_512 INLINE __m512 opaque512(__m512 v) {
+    __asm__("" : "+v"(v));
+    return v;
+}
+
+TGT_512 INLINE __m512 abs512(__m512 v) {
+    return _mm512_castsi512_ps(
+        _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7FFFFFFF)));
+}
+
+/* roundf: to nearest, halves away from zero (as roundf_ps). */
+TGT_512 INLINE __m512 roundf512(__m512 v) {
+    __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __mmask16 half = _mm512_cmp_ps_mask(abs512(_mm512_sub_ps(v, t)), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+    __m512i sign = _mm512_andnot_si512(_mm512_set1_epi32(0x7FFFFFFF), _mm512_castps_si512(v));
+    __m512 one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_set1_ps(1.0f)), sign));
+    return _mm512_mask_add_ps(t, half, t, one);
+}
+
+/* The float nearest to f as fp16, as elm_f32_to_fp16 (vcvtps2ph). */
+TGT_512 INLINE elm_fp16 to_fp16(float f) {
+    return (elm_fp16)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0);
+}
+
+/* One 32-value block, as q8_block. */
+TGT_512 INLINE float q8_block512(const float *x, int8_t *qs, int *sum) {
+    __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+    __m512 amax = _mm512_max_ps(abs512(v1), _mm512_max_ps(abs512(v0), _mm512_setzero_ps()));
+    __m256 a8 = _mm256_max_ps(_mm512_castps512_ps256(amax),
+                              _mm256_castsi256_ps(_mm512_extracti64x4_epi64(_mm512_castps_si512(amax), 1)));
+    const float d = hmax_ps(a8) / 127;
+    const float id = d ? 1.0f / d : 0.0f;
+    __m512i q[2], total = _mm512_setzero_si512();
+    const __m512 v[2] = {v0, v1};
+    for (int k = 0; k < 2; k++) {
+        __m512 r = roundf512(opaque512(_mm512_mul_ps(v[k], _mm512_set1_ps(id))));
+        __mmask16 ok = _mm512_cmp_ps_mask(r, _mm512_set1_ps(-127.0f), _CMP_GE_OQ) &
+                       _mm512_cmp_ps_mask(r, _mm512_set1_ps(127.0f), _CMP_LE_OQ);
+        q[k] = _mm512_maskz_cvttps_epi32(ok, r);
+        total = _mm512_add_epi32(total, q[k]);
+    }
+    _mm_storeu_si128((__m128i *)qs, _mm512_cvtepi32_epi8(q[0]));
+    _mm_storeu_si128((__m128i *)(qs + 16), _mm512_cvtepi32_epi8(q[1]));
+    *sum = _mm512_reduce_add_epi32(total);
+    return d;
+}
+
+TGT_512 static void quantize_q8_0_avx512(const float *restrict x, void *restrict vy, int64_t n) {
+    block_q8_0 *y = vy;
+    for (int64_t i = 0; i < n / QK8_0; i++) {
+        int sum;
+        y[i].d = to_fp16(q8_block512(x + QK8_0 * i, y[i].qs, &sum));
+    }
+}
+
+TGT_512 static void quantize_q8_1_avx512(const float *restrict x, void *restrict vy, int64_t n) {
+    block_q8_1 *y = vy;
+    for (int64_t i = 0; i < n / QK8_1; i++) {
+        int sum;
+        const float d = q8_block512(x + QK8_1 * i, y[i].qs, &sum);
+        y[i].d = to_fp16(d);
+        y[i].s = to_fp16(sum * d);
+    }
+}
+
+/* As q8_K_values, sixteen at a time. */
+TGT_512 INLINE __m512i q8_K_values512(const float *x, float iscale) {
+    __m512 p = opaque512(_mm512_mul_ps(_mm512_set1_ps(iscale), _mm512_loadu_ps(x)));
+    __m512 r = _mm512_roundscale_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(p, _mm512_set1_ps(127.0f), _CMP_GE_OQ),
+                           _mm512_set1_ps(127.0f));
+    r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(p, _mm512_set1_ps(-128.0f), _CMP_NGE_UQ),
+                           _mm512_set1_ps(-128.0f));
+    return _mm512_cvttps_epi32(r);
+}
+
+TGT_512 static void quantize_q8_K_avx512(const float *restrict x, void *restrict vy, int64_t n) {
+    block_q8_K *y = vy;
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        const float max = first_absmax(x);
+        memset(&y[i], 0, sizeof y[i]);
+        if (max == 0.0f) continue;
+        const float iscale = -127.f / max;
+        for (int g = 0; g < QK_K / 16; g++) {
+            __m512i q = q8_K_values512(x + 16 * g, iscale);
+            y[i].bsums[g] = (int16_t)_mm512_reduce_add_epi32(q);
+            _mm_storeu_si128((__m128i *)(y[i].qs + 16 * g), _mm512_cvtepi32_epi8(q));
+        }
+        y[i].d = 1 / iscale;
+    }
+}
+
 /* ---------------------------------------------------------- F16, BF16 */
 
 /* vcvtps2ph rounds to nearest even and quiets NaNs keeping the top payload
@@ -178,6 +277,12 @@ TGT_AVX2 static void quantize_bf16_avx2(const float *restrict x, void *restrict 
 }
 
 void cpu_fill_quantize_x86(cpu_simd level, cpu_quantize_fn quant[QT_COUNT]) {
+    if (level == CPU_SIMD_AVX512VNNI) {
+        quant[QT_Q8_0] = quantize_q8_0_avx512;
+        quant[QT_Q8_1] = quantize_q8_1_avx512;
+        quant[QT_Q8_K] = quantize_q8_K_avx512;
+        return;
+    }
     if (level != CPU_SIMD_AVX2) return;
     quant[QT_Q8_0] = quantize_q8_0_avx2;
     quant[QT_Q8_1] = quantize_q8_1_avx2;

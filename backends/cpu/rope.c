@@ -77,6 +77,48 @@ static void rope_table(const rope_params *p, int64_t pos, float *cs, float *sn) 
     }
 }
 
+/* The last table this thread computed: every ROPE node of a forward pass
+ * (two per layer) uses the same positions and parameters, so a one-token
+ * pass computes its table once per thread instead of 2 * n_layer times. */
+typedef struct rope_cache {
+    bool valid;
+    rope_params p;
+    int64_t pos;
+    float ff[ROPE_MAX_PAIRS]; /* the frequency factors' values, when there are some */
+    float cs[ROPE_MAX_PAIRS], sn[ROPE_MAX_PAIRS];
+} rope_cache;
+
+static _Thread_local rope_cache tls_cache;
+
+/* The cached table's inputs equal p's (the factors compared by value: a
+ * buffer freed and reallocated may bring other values at the same address). */
+static bool same_params(const rope_cache *c, const rope_params *p) {
+    const rope_params *a = &c->p;
+    if (a->mode != p->mode || a->n_rot != p->n_rot || a->theta_scale != p->theta_scale ||
+        a->freq_scale != p->freq_scale || a->ext_factor != p->ext_factor ||
+        a->attn_factor != p->attn_factor || a->low != p->low || a->high != p->high ||
+        !a->freq_factors != !p->freq_factors)
+        return false;
+    return !p->freq_factors ||
+           memcmp(c->ff, p->freq_factors, (size_t)(p->n_rot / 2) * sizeof(float)) == 0;
+}
+
+/* rope_table through the cache; the values are the same either way. */
+static void rope_table_cached(const rope_params *p, int64_t pos, const float **cs,
+                              const float **sn) {
+    rope_cache *c = &tls_cache;
+    if (!c->valid || c->pos != pos || !same_params(c, p)) {
+        rope_table(p, pos, c->cs, c->sn);
+        c->p = *p;
+        if (p->freq_factors)
+            memcpy(c->ff, p->freq_factors, (size_t)(p->n_rot / 2) * sizeof(float));
+        c->pos = pos;
+        c->valid = true;
+    }
+    *cs = c->cs;
+    *sn = c->sn;
+}
+
 static void rotate(const rope_params *p, const float *x, float *y, int64_t head_dim,
                    const float *cs, const float *sn) {
     int64_t half = p->n_rot / 2;
@@ -91,21 +133,39 @@ static void rotate(const rope_params *p, const float *x, float *y, int64_t head_
     if (y != x) memmove(y + p->n_rot, x + p->n_rot, (size_t)(head_dim - p->n_rot) * sizeof(float));
 }
 
-void cpu_rope(const be_node *nd, int ith, int nth) {
+/* Rotates thread ith's share of (token, head) units; with `store`, each
+ * rotated head also goes to its place in the cache row of its token. */
+static void rope_units(const be_node *nd, const be_node *store, int ith, int nth) {
     const be_tensor *src = nd->src[0], *dst = nd->dst;
     const int32_t *pos = nd->src[1]->data;
     rope_params p = get_params(nd);
-    float cs[ROPE_MAX_PAIRS], sn[ROPE_MAX_PAIRS];
-    int64_t n_head = src->ne[1], u0, u1, t_cached = -1;
+    const float *cs = NULL, *sn = NULL;
+    int64_t n_head = src->ne[1], hd = src->ne[0], u0, u1, t_cached = -1;
     cpu_split(n_head * src->ne[2], ith, nth, &u0, &u1);
     for (int64_t u = u0; u < u1; u++) {
         int64_t t = u / n_head, h = u % n_head;
         if (t != t_cached) {
-            rope_table(&p, pos[t], cs, sn);
+            rope_table_cached(&p, pos[t], &cs, &sn);
             t_cached = t;
         }
-        rotate(&p, cpu_row(src, h, t, 0), cpu_row(dst, h, t, 0), src->ne[0], cs, sn);
+        float *y = cpu_row(dst, h, t, 0);
+        rotate(&p, cpu_row(src, h, t, 0), y, hd, cs, sn);
+        if (!store) continue;
+        const be_tensor *cache = store->dst;
+        char *row = cpu_row(cache, store->iparams[0] + t, 0, 0);
+        if (cache->type == QT_F16)
+            cpu_f32_to_fp16_row(y, (uint16_t *)row + h * hd, hd);
+        else
+            memmove((float *)row + h * hd, y, (size_t)hd * sizeof(float));
     }
+}
+
+void cpu_rope(const be_node *nd, int ith, int nth) {
+    rope_units(nd, NULL, ith, nth);
+}
+
+void cpu_rope_store(const be_node *rope, const be_node *store, int ith, int nth) {
+    rope_units(rope, store, ith, nth);
 }
 
 static elm_status check_params(const cpu_check *c, int64_t head_dim) {

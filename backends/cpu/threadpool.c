@@ -31,6 +31,7 @@
 
 #define TP_SPIN_NS 200000 /* 0.2 ms: longer than the gaps between ops of one token */
 #define TP_YIELD_NS 5000
+#define TP_BARRIER_YIELD_NS 5000 /* a busy or virtualized host may hold the thread waited for */
 #define TP_MAX_THREADS 1024
 
 typedef struct tp_worker {
@@ -238,15 +239,27 @@ void tp_run(elm_threadpool *tp, tp_task_fn fn, void *arg) {
     wait_for_workers(tp);
 }
 
+/* A sense-reversing counter barrier: arrivals count up in bar_count; the
+ * last one resets it and flips bar_gen, which the others spin on. Threads of
+ * one run are all awake and near the barrier, so it never sleeps: it spins
+ * with a pause (the common case, a few hundred nanoseconds), and only past
+ * TP_BARRIER_YIELD_NS (a thread behind was descheduled, or the cores are
+ * oversubscribed) it also yields the core now and then. */
 void tp_barrier(elm_threadpool *tp) {
     int n = tp->n_threads;
     if (n == 1) return;
     unsigned g = atomic_load_explicit(&tp->bar_gen, memory_order_acquire);
-    if (atomic_fetch_add(&tp->bar_count, 1) == n - 1) {
+    if (atomic_fetch_add_explicit(&tp->bar_count, 1, memory_order_acq_rel) == n - 1) {
         atomic_store_explicit(&tp->bar_count, 0, memory_order_relaxed);
-        atomic_fetch_add(&tp->bar_gen, 1);
+        atomic_store_explicit(&tp->bar_gen, g + 1, memory_order_release);
         return;
     }
-    /* Threads of one run are all awake and near the barrier: never sleep. */
-    while (!spin_while_equal(&tp->bar_gen, g)) sched_yield();
+    uint64_t t0 = 0;
+    for (unsigned i = 1; atomic_load_explicit(&tp->bar_gen, memory_order_acquire) == g; i++) {
+        cpu_relax();
+        if (i % 32 != 0) continue; /* a pause is up to ~140 cycles: the clock every ~1.5 us */
+        uint64_t t = now_ns();
+        if (t0 == 0) t0 = t;
+        if (t - t0 > TP_BARRIER_YIELD_NS) sched_yield();
+    }
 }

@@ -3,6 +3,8 @@
  * level of vec_dot.h is AVX2 or above (so EDGELM_SIMD=scalar forces the
  * fallback here too), and a scalar fallback; gcc -O2 does not vectorize
  * loops of unknown length, so the hot ones are written with intrinsics. */
+#include <math.h>
+
 #include "backends/cpu/ops.h"
 #include "backends/cpu/vec_dot.h"
 #include "quant/quant.h"
@@ -161,6 +163,83 @@ __attribute__((target("avx2,fma,f16c"))) static void mad_rows_avx2(int type, flo
             mad_avx2(y, (const float *)rows, a[j], n);
     }
 }
+
+/* exp(x) for 8 lanes: x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two
+ * parts, so r is exact enough), exp(r) by a degree-7 polynomial (Horner
+ * with FMA; relative error about 1 ulp), times 2^n as two factors of
+ * exponent bits (so subnormal results come out right). Inputs are clamped
+ * to [-104, ln(FLT_MAX)]: below, the result is 0 anyway; NaN stays NaN
+ * (min/max return their second operand, x, for a NaN). */
+__attribute__((target("avx2,fma"))) static inline __m256 exp_avx2(__m256 x) {
+    x = _mm256_max_ps(_mm256_set1_ps(-104.0f), x);
+    x = _mm256_min_ps(_mm256_set1_ps(88.7228f), x);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+    p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+    /* n in [-150, 128]: 2^n = 2^e1 * 2^e2, each factor a normal float. */
+    __m256i e = _mm256_cvtps_epi32(n);
+    __m256i e1 = _mm256_srai_epi32(e, 1), e2 = _mm256_sub_epi32(e, e1);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e1, _mm256_set1_epi32(127)), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e2, _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+/* Up to 8 floats from p, zeros past n. */
+__attribute__((target("avx2,fma"))) static inline __m256 load_part(const float *p, int64_t n) {
+    float b[8] = {0};
+    for (int64_t i = 0; i < n; i++) b[i] = p[i];
+    return _mm256_loadu_ps(b);
+}
+
+__attribute__((target("avx2,fma"))) static inline void store_part(float *p, __m256 v, int64_t n) {
+    float b[8];
+    _mm256_storeu_ps(b, v);
+    for (int64_t i = 0; i < n; i++) p[i] = b[i];
+}
+
+__attribute__((target("avx2,fma"))) static float exp_sum_avx2(float *y, const float *x, float m,
+                                                              int64_t n) {
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+        _mm256_storeu_ps(y + i, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    if (i < n) {
+        __m256 e = exp_avx2(_mm256_sub_ps(load_part(x + i, n - i), vm));
+        store_part(y + i, e, n - i);
+        /* lanes past n hold exp(-m): keep them out of the sum */
+        __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        __m256 keep = _mm256_castsi256_ps(
+            _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)), lane));
+        acc = _mm256_add_ps(acc, _mm256_and_ps(e, keep));
+    }
+    return hsum_avx(acc);
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 swiglu8(__m256 x, __m256 g) {
+    __m256 e = exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), x));
+    return _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), g);
+}
+
+__attribute__((target("avx2,fma"))) static void swiglu_avx2(float *z, const float *x,
+                                                            const float *g, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(z + i, swiglu8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(g + i)));
+    if (i < n) store_part(z + i, swiglu8(load_part(x + i, n - i), load_part(g + i, n - i)), n - i);
+}
 #endif
 
 /* The scalar paths keep 8 independent lanes, like the SIMD ones, so their
@@ -281,4 +360,31 @@ void cpu_f32_to_fp16_row(const float *restrict x, uint16_t *restrict y, int64_t 
     }
 #endif
     for (int64_t i = 0; i < n; i++) y[i] = elm_f32_to_fp16(x[i]);
+}
+
+/* y[i] = exp(x[i] - m), returns their sum. The AVX2 path computes every
+ * element the same way wherever it falls in the row (the tail goes through
+ * the same 8-lane code), so results do not depend on how rows are cut. */
+float cpu_vec_exp_sum_f32(float *y, const float *x, float m, int64_t n) {
+#if CPU_X86
+    if (has_avx2()) return exp_sum_avx2(y, x, m, n);
+#endif
+    float lane[8] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        y[i] = expf(x[i] - m);
+        lane[i % 8] += y[i];
+    }
+    float s = 0.0f;
+    for (int j = 0; j < 8; j++) s += lane[j];
+    return s;
+}
+
+void cpu_vec_swiglu_f32(float *z, const float *x, const float *g, int64_t n) {
+#if CPU_X86
+    if (has_avx2()) {
+        swiglu_avx2(z, x, g, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) z[i] = x[i] / (1.0f + expf(-x[i])) * g[i];
 }

@@ -24,7 +24,9 @@
  * of the weight type and y_j = (const char *)y + j * by a row of its
  * vec_dot_type; n is a multiple of the block size. Each result is
  * bit-identical to that of a call with nr = nt = 1 on x_r and y_j, so results
- * never depend on how rows and tokens are grouped.
+ * never depend on how rows and tokens are grouped. On x86 the kernels of the
+ * types with tiled kernels (gemm.h) are made of them, and their results are
+ * the reference vec_dot's, bit for bit.
  */
 typedef void (*cpu_dot_fn)(int64_t n, int nr, const void *restrict x, size_t bx,
                            const void *restrict y, size_t by, int nt, float *restrict s, size_t ss);

@@ -1,105 +1,23 @@
 /*
- * vec_dot_x86.c: AVX2 and AVX-512 (VNNI) dot kernels. Each function carries
- * its own target attribute, so the library builds for baseline x86-64 and
- * the kernels run only where vec_dot.c found the instructions.
+ * vec_dot_x86.c: AVX2 and AVX-512 (VNNI) dot kernels, and the x86 feature
+ * detection. Each function carries its own target attribute, so the library
+ * builds for baseline x86-64 and the kernels run only where vec_dot.c found
+ * the instructions.
+ *
+ * The quantized types Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K and Q6_K take the
+ * dot kernels made of the tiled kernels (gemm_x86.c: bit-identical to the
+ * reference vec_dot, so a token's products are the same alone or in a
+ * batch of any size). This file keeps the float rows; vec_dot_x86_k.c Q5_K.
  */
 #include "backends/cpu/vec_dot.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <cpuid.h>
+#include <stdatomic.h>
 
+#include "backends/cpu/gemm.h"
 #include "backends/cpu/simd_x86.h"
-
-/* The 32 values of a Q4_0/Q4_1 nibble array (low nibbles first), 0..15. */
-TGT_AVX2 INLINE __m256i nibbles(const uint8_t *qs) {
-    __m128i b = _mm_loadu_si128((const __m128i *)qs);
-    __m256i v = _mm256_set_m128i(_mm_srli_epi16(b, 4), b);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
-}
-
-/* 0xFF in byte j where bit j of the 32-bit little-endian qh is set. */
-TGT_AVX2 INLINE __m256i fifth_bits(const uint8_t qh[4]) {
-    uint32_t bits;
-    memcpy(&bits, qh, sizeof bits);
-    const __m256i spread =
-        _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), spread);
-    /* Byte b of each 8: all bits but bit b set, so only bit b decides. */
-    v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7FBFDFEFF7FBFDFE));
-    return _mm256_cmpeq_epi8(v, _mm256_set1_epi8(-1));
-}
-
-/* The halves at p, p + stride, ..., p + 7 * stride, widened. (Inserts:
- * gathers are slow on CPUs with the gather data sampling mitigation, and
- * assembling them in general registers makes a longer dependency chain.) */
-TGT_AVX2 INLINE __m256 fp16x8(const char *p, size_t stride) {
-    __m128i h = _mm_setr_epi16((short)ld16(p), (short)ld16(p + stride), (short)ld16(p + 2 * stride),
-                               (short)ld16(p + 3 * stride), (short)ld16(p + 4 * stride),
-                               (short)ld16(p + 5 * stride), (short)ld16(p + 6 * stride),
-                               (short)ld16(p + 7 * stride));
-    return _mm256_cvtph_ps(h);
-}
-
-/* The 32-value block formats; every one starts with its fp16 d, the *_1
- * ones follow it with their fp16 m (and the Q8_1 activations with s). */
-typedef enum blk_kind { BLK_Q4_0, BLK_Q5_0, BLK_Q8_0, BLK_Q4_1, BLK_Q5_1 } blk_kind;
-
-INLINE bool blk_has_min(blk_kind k) { return k == BLK_Q4_1 || k == BLK_Q5_1; }
-
-INLINE size_t blk_bytes(blk_kind k) {
-    switch (k) {
-    case BLK_Q4_0: return sizeof(block_q4_0);
-    case BLK_Q5_0: return sizeof(block_q5_0);
-    case BLK_Q8_0: return sizeof(block_q8_0);
-    case BLK_Q4_1: return sizeof(block_q4_1);
-    default: return sizeof(block_q5_1);
-    }
-}
-
-/* The 32 values of a block: signed q for the *_0 formats, unsigned for *_1. */
-TGT_AVX2 INLINE __m256i blk_values(const char *b, blk_kind k) {
-    switch (k) {
-    case BLK_Q4_0: return _mm256_sub_epi8(nibbles((const uint8_t *)b + 2), _mm256_set1_epi8(8));
-    case BLK_Q5_0: {
-        __m256i clear =
-            _mm256_andnot_si256(fifth_bits((const uint8_t *)b + 2), _mm256_set1_epi8(-16));
-        return _mm256_add_epi8(nibbles((const uint8_t *)b + 6), clear);
-    }
-    case BLK_Q8_0: return _mm256_loadu_si256((const __m256i *)(b + 2));
-    case BLK_Q4_1: return nibbles((const uint8_t *)b + 4);
-    default: {
-        __m256i set = _mm256_and_si256(fifth_bits((const uint8_t *)b + 4), _mm256_set1_epi8(16));
-        return _mm256_or_si256(nibbles((const uint8_t *)b + 8), set);
-    }
-    }
-}
-
-TGT_AVX2 INLINE __m256i dot_u8s8_avx2(__m256i a, __m256i b) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
-}
-
-TGT_VNNI INLINE __m256i dot_u8s8_vnni(__m256i a, __m256i b) {
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b);
-}
-
-/* ------------------------------------------- 32-value blocks, per level */
-
-#define I8_TGT TGT_AVX2
-#define I8_SFX avx2
-#define I8_DOT dot_u8s8_avx2
-#include "backends/cpu/vec_dot_x86_i8.inc"
-#undef I8_TGT
-#undef I8_SFX
-#undef I8_DOT
-
-#define I8_TGT TGT_VNNI
-#define I8_SFX vnni
-#define I8_DOT dot_u8s8_vnni
-#include "backends/cpu/vec_dot_x86_i8.inc"
-#undef I8_TGT
-#undef I8_SFX
-#undef I8_DOT
 
 /* ------------------------------------------------- F32, F16, BF16 rows */
 
@@ -176,8 +94,20 @@ static x86_features x86_detect(void) {
     return f;
 }
 
+/* cpuid is slow (a VM exit under a hypervisor): detect once. */
+static x86_features x86_features_once(void) {
+    static _Atomic int done; /* 0: not yet, 1 + avx2 + 2 * avx512 after */
+    int v = atomic_load_explicit(&done, memory_order_relaxed);
+    if (!v) {
+        x86_features f = x86_detect();
+        v = 1 + (f.avx2 ? 1 : 0) + (f.avx512 ? 2 : 0);
+        atomic_store_explicit(&done, v, memory_order_relaxed);
+    }
+    return (x86_features){.avx2 = (v - 1) & 1, .avx512 = (v - 1) & 2};
+}
+
 bool cpu_x86_supports(cpu_simd level) {
-    x86_features f = x86_detect();
+    x86_features f = x86_features_once();
     if (level == CPU_SIMD_AVX2) return f.avx2;
     if (level == CPU_SIMD_AVX512VNNI) return f.avx512;
     return false;
@@ -190,18 +120,8 @@ void cpu_fill_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quan
         dot[QT_F32] = dot_f32_avx2;
         dot[QT_F16] = dot_f16_avx2;
         dot[QT_BF16] = dot_bf16_avx2;
-        dot[QT_Q4_0] = dot_q4_0_avx2;
-        dot[QT_Q4_1] = dot_q4_1_avx2;
-        dot[QT_Q5_0] = dot_q5_0_avx2;
-        dot[QT_Q5_1] = dot_q5_1_avx2;
-        dot[QT_Q8_0] = dot_q8_0_avx2;
-    } else if (level == CPU_SIMD_AVX512VNNI) {
-        dot[QT_Q4_0] = dot_q4_0_vnni;
-        dot[QT_Q4_1] = dot_q4_1_vnni;
-        dot[QT_Q5_0] = dot_q5_0_vnni;
-        dot[QT_Q5_1] = dot_q5_1_vnni;
-        dot[QT_Q8_0] = dot_q8_0_vnni;
     }
+    cpu_fill_gemm_dots_x86(level, dot);
 }
 
 #else /* not x86 */
