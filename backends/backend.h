@@ -158,6 +158,8 @@ struct be_backend {
 
 /* The CPU backend. n_threads <= 0: the number of physical cores. */
 elm_status be_cpu_new(int n_threads, be_backend **out);
+/* As be_cpu_new; pin: keep worker thread i on physical core i. */
+elm_status be_cpu_new_ex(int n_threads, bool pin, be_backend **out);
 /* Physical cores of this machine (at least 1). */
 int be_cpu_physical_cores(void);
 

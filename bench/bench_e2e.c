@@ -149,6 +149,7 @@ static elm_status load_ready(e2e_run *e, double *ms) {
         elm_context_params cp = elm_context_default_params();
         cp.n_ctx = context_size(e->o);
         cp.n_threads = e->o->n_threads;
+        cp.pin_threads = e->o->pin;
         st = elm_context_new(e->model, &cp, &e->ctx, err, sizeof err);
     }
     if (st == ELM_OK) {

@@ -25,6 +25,7 @@ typedef struct bench_opts {
     const char *json_path, *csv_path, *svg_path;
     bool ops;
     bool store; /* write the results to the cache directory */
+    bool pin;   /* pin the CPU backend's worker threads to cores */
     const char *compare_old, *compare_new;
 } bench_opts;
 

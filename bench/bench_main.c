@@ -14,7 +14,7 @@ static const char USAGE[] =
     "usage: edgelm bench [--model FILE | --shape NAME --type T] [--device all|LIST]\n"
     "                    [-p N_PROMPT] [-n N_GEN] [-r REPS] [-t THREADS] [-c CTX]\n"
     "                    [--budget SECONDS] [--json FILE] [--csv FILE] [--svg FILE]\n"
-    "                    [--no-store]\n"
+    "                    [--pin] [--no-store]\n"
     "       edgelm bench --ops [--device all|LIST] [-t THREADS] [--budget SECONDS] [--json FILE]\n"
     "       edgelm bench --compare OLD.json NEW.json\n"
     "Measures load time, time to first token, prompt and generation tok/s and\n"
@@ -112,6 +112,10 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return -1;
         if (!strcmp(a, "--ops")) {
             o->ops = true;
+            continue;
+        }
+        if (!strcmp(a, "--pin")) {
+            o->pin = true;
             continue;
         }
         if (!strcmp(a, "--no-store")) {

@@ -97,5 +97,5 @@ elm_generate_params elm_generate_default_params(void) {
 
 elm_context_params elm_context_default_params(void) {
     return (elm_context_params){.n_ctx = 0, .n_batch = 0, .n_threads = 0, .mode = ELM_MODE_FAST,
-                                .logits_all = false};
+                                .logits_all = false, .pin_threads = false};
 }

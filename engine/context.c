@@ -190,7 +190,8 @@ static void release_device(elm_context *ctx) {
 static elm_status setup_device(elm_context *ctx, const elm_device_choice *c, char *err,
                                size_t err_size) {
     char msg[ELM_ERR_LEN] = "";
-    elm_status st = device_backend_new(c, ctx->params.n_threads, &ctx->be, msg, sizeof msg);
+    elm_status st = device_backend_new(c, ctx->params.n_threads, ctx->params.pin_threads, &ctx->be, msg,
+                                       sizeof msg);
     if (st != ELM_OK)
         return elm_errorf(err, err_size, st, "%s: device %s: %s", ctx->model->path, c->id, msg);
     snprintf(ctx->device_id, sizeof ctx->device_id, "%s", c->id);

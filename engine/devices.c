@@ -74,10 +74,10 @@ elm_status device_resolve(const char *spec, elm_device_choice *out, char *err, s
 #endif
 }
 
-elm_status device_backend_new(const elm_device_choice *c, int n_threads, be_backend **out,
+elm_status device_backend_new(const elm_device_choice *c, int n_threads, bool pin, be_backend **out,
                               char *err, size_t err_size) {
     if (c->vk_index < 0) {
-        elm_status st = be_cpu_new(n_threads, out);
+        elm_status st = be_cpu_new_ex(n_threads, pin, out);
         if (st != ELM_OK) elm_errorf(err, err_size, st, "cannot start the CPU backend");
         return st;
     }

@@ -108,7 +108,7 @@ struct elm_model {
 /* Resolves elm_model_params.device. */
 elm_status device_resolve(const char *spec, elm_device_choice *out, char *err, size_t err_size);
 /* Creates the backend of a choice. */
-elm_status device_backend_new(const elm_device_choice *c, int n_threads, be_backend **out,
+elm_status device_backend_new(const elm_device_choice *c, int n_threads, bool pin, be_backend **out,
                               char *err, size_t err_size);
 /* Fills the backend's part of elm_stats. */
 void device_backend_stats(be_backend *be, elm_stats *st);

@@ -230,6 +230,11 @@ typedef struct elm_context_params {
     int n_threads;       /* 0 = the number of physical cores */
     elm_mode mode;
     bool logits_all;     /* keep logits for every token of a batch (for evaluation) */
+    /* CPU backend: keep worker thread i on physical core i (the calling
+     * thread, which belongs to the application, is never pinned). Off by
+     * default: several contexts may share the cores. Best effort: a failed
+     * pin is ignored. */
+    bool pin_threads;
 } elm_context_params;
 
 ELM_API elm_context_params elm_context_default_params(void);

@@ -918,7 +918,6 @@ Test(backend, concurrent_backends) {
 
 /* be_cpu_new with optional pinning (backend.h declares it once the engine
  * takes the option). */
-elm_status be_cpu_new_ex(int n_threads, bool pin, be_backend **out);
 
 static const int mv_types[] = {QT_F32,  QT_F16,  QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q5_0,
                                QT_Q5_1, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};

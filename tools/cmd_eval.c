@@ -9,7 +9,7 @@
 typedef struct eval_opts {
     const char *model, *tokens, *device;
     int32_t top, n_threads;
-    bool exact;
+    bool exact, pin;
 } eval_opts;
 
 static const char ABOUT[] =
@@ -134,6 +134,7 @@ static int evaluate(const elm_model *m, const eval_opts *o, const elm_token *ids
     elm_context_params cp = elm_context_default_params();
     cp.n_ctx = cp.n_batch = (uint32_t)n;
     cp.n_threads = o->n_threads;
+    cp.pin_threads = o->pin;
     cp.logits_all = true;
     cp.mode = o->exact ? ELM_MODE_EXACT : ELM_MODE_FAST;
     elm_context *ctx = cli_new_context(m, o->model, &cp);
@@ -176,6 +177,7 @@ int cmd_eval(int argc, char **argv) {
         CLI_REQ(NULL, "--tokens", CLI_STR, &o.tokens, "ID,ID,...", "the token ids to feed"),
         CLI_NUM(NULL, "--top", CLI_INT, &o.top, "K", "logits listed per position", 1, INT32_MAX),
         CLI_OPT(NULL, "--exact", CLI_FLAG, &o.exact, NULL, "the exact (reference) arithmetic path"),
+        CLI_OPT(NULL, "--pin", CLI_FLAG, &o.pin, NULL, "pin CPU worker threads to cores"),
         CLI_OPT(NULL, "--device", CLI_STR, &o.device, "DEV", "cpu, auto, best, vulkan or vulkan:N"),
         CLI_NUM("-t", "--threads", CLI_INT, &o.n_threads, "N", "CPU threads (0: physical cores)", 0,
                 4096),

@@ -8,7 +8,7 @@ typedef struct run_opts {
     const char *model, *prompt, *device;
     int32_t n_predict, n_threads;
     uint32_t n_ctx;
-    bool exact, ignore_eos;
+    bool exact, pin, ignore_eos;
     elm_sampler_params sp;
 } run_opts;
 
@@ -103,6 +103,7 @@ int cmd_run(int argc, char **argv) {
         CLI_OPT("-c", "--ctx-size", CLI_U32, &o.n_ctx, "N",
                 "context length in tokens (0: the library's)"),
         CLI_OPT(NULL, "--exact", CLI_FLAG, &o.exact, NULL, "the exact (reference) arithmetic path"),
+        CLI_OPT(NULL, "--pin", CLI_FLAG, &o.pin, NULL, "pin CPU worker threads to cores"),
         CLI_OPT(NULL, "--ignore-eos", CLI_FLAG, &o.ignore_eos, NULL,
                 "keep generating past end-of-generation tokens"),
         CLI_OPT(NULL, "--device", CLI_STR, &o.device, "DEV", "cpu, auto, best, vulkan or vulkan:N"),
@@ -117,6 +118,7 @@ int cmd_run(int argc, char **argv) {
     elm_context_params cp = elm_context_default_params();
     cp.n_ctx = o.n_ctx;
     cp.n_threads = o.n_threads;
+    cp.pin_threads = o.pin;
     cp.mode = o.exact ? ELM_MODE_EXACT : ELM_MODE_FAST;
     elm_context *ctx = cli_new_context(m, o.model, &cp);
     int rc = ctx ? generate(ctx, &o) : CLI_ERROR;
