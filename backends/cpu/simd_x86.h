@@ -61,5 +61,9 @@ INLINE elm_fp16 ld16(const void *p) {
 
 /* Kernels of vec_dot_x86_k.c for `level`. */
 void cpu_fill_x86_k(cpu_simd level, cpu_dot_fn dot[QT_COUNT]);
+/* The one-token row kernels of matvec_x86.c for `level` (they replace the
+ * tiled kernels' dots where they exist). */
+void cpu_fill_matvec_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]);
+bool cpu_matvec_x86_has(int type, cpu_simd level);
 
 #endif

@@ -24,9 +24,11 @@
  * of the weight type and y_j = (const char *)y + j * by a row of its
  * vec_dot_type; n is a multiple of the block size. Each result is
  * bit-identical to that of a call with nr = nt = 1 on x_r and y_j, so results
- * never depend on how rows and tokens are grouped. On x86 the kernels of the
- * types with tiled kernels (gemm.h) are made of them, and their results are
- * the reference vec_dot's, bit for bit.
+ * never depend on how rows and tokens are grouped. Where
+ * cpu_vec_dot_is_reference says so, the results are also the reference
+ * vec_dot's, bit for bit (the x86 kernels made of the tiled kernels of
+ * gemm.h); otherwise they are within the rounding bound the tests check
+ * (the AVX-512 row kernels of matvec_x86.c, made for one token).
  */
 typedef void (*cpu_dot_fn)(int64_t n, int nr, const void *restrict x, size_t bx,
                            const void *restrict y, size_t by, int nt, float *restrict s, size_t ss);
@@ -59,6 +61,9 @@ bool cpu_vec_dot_force_level(const char *name);
 cpu_dot_fn cpu_vec_dot_at(int type, cpu_simd level);
 /* Whether `level` has its own kernel for `type` (not a fallback). */
 bool cpu_vec_dot_native(int type, cpu_simd level);
+/* Whether the kernel for `type` at `level` rounds exactly as the reference
+ * vec_dot (so it equals the batched tiled kernels, token by token). */
+bool cpu_vec_dot_is_reference(int type, cpu_simd level);
 /* The activation quantizer for vec_dot_type `vdt` at `level`, or NULL. */
 cpu_quantize_fn cpu_quantize_at(int vdt, cpu_simd level);
 

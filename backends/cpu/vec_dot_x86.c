@@ -122,9 +122,20 @@ void cpu_fill_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quan
         dot[QT_BF16] = dot_bf16_avx2;
     }
     cpu_fill_gemm_dots_x86(level, dot);
+    cpu_fill_matvec_x86(level, dot);
+}
+
+bool cpu_vec_dot_is_reference(int type, cpu_simd level) {
+    if (level == CPU_SIMD_SCALAR) return true;
+    return cpu_gemm_at(type, level) && !cpu_matvec_x86_has(type, level);
 }
 
 #else /* not x86 */
+
+bool cpu_vec_dot_is_reference(int type, cpu_simd level) {
+    (void)type;
+    return level == CPU_SIMD_SCALAR;
+}
 
 bool cpu_x86_supports(cpu_simd level) {
     (void)level;
