@@ -561,6 +561,10 @@ Test(attention, gqa_decode_and_prompt) {
 
 Test(attention, long_context_crosses_tiles) {
     attention_case(64, 3, 90, QT_F16);
+    /* Batches of several token blocks and tiles: the batched path. */
+    attention_case(64, 40, 50, QT_F16);
+    attention_case(128, 33, 7, QT_F32);
+    attention_case(24, 17, 64, QT_F16);
     attention_case(16, 1, 95, QT_F32);
 }
 

@@ -66,6 +66,7 @@ static size_t thread_stride(const attn_shape *s) {
 }
 
 size_t cpu_attention_work_size(const be_node *node, int nth) {
+    if (cpu_attention_batch_applies(node)) return cpu_attention_batch_work_size(node, nth);
     attn_shape s = get_shape(node, nth);
     return thread_stride(&s) * (size_t)nth;
 }
@@ -303,6 +304,10 @@ static void attend_simd(const be_node *nd, const attn_shape *s, attn_scratch *w,
 #endif
 
 void cpu_attention(const be_node *nd, void *work, int ith, int nth) {
+    if (cpu_attention_batch_applies(nd)) {
+        cpu_attention_batch(nd, work, ith, nth);
+        return;
+    }
     attn_shape s = get_shape(nd, nth);
     attn_scratch w = carve(&s, work, ith);
     bool simd = use_simd(nd, s.head_dim);

@@ -90,6 +90,11 @@ elm_status cpu_argmax_check(const cpu_check *c);
 void cpu_argmax(const be_node *node, int ith, int nth);
 size_t cpu_attention_work_size(const be_node *node, int nth);
 void cpu_attention(const be_node *node, void *work, int ith, int nth);
+/* The batched path of attention_batch.c (several tokens, x86 SIMD), which
+ * cpu_attention takes when it applies. */
+bool cpu_attention_batch_applies(const be_node *node);
+size_t cpu_attention_batch_work_size(const be_node *node, int nth);
+void cpu_attention_batch(const be_node *node, void *work, int ith, int nth);
 
 /* --------------------------------------------------------------- helpers */
 
