@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "bench/bench_internal.h"
+#include "bench/bench_ops.h"
 
 typedef struct rep_times {
     bool has_prompt, has_first;
@@ -35,6 +36,7 @@ typedef struct e2e_run {
     elm_model *model;
     elm_context *ctx;
     elm_token *prompt;
+    bool rss_frozen; /* peak_host_bytes taken before the bandwidth probe */
 } e2e_run;
 
 typedef struct e2e_job {
@@ -104,7 +106,7 @@ static void summarize(e2e_run *e) {
     summarize_one(e, 1, &r->ttft_ms, &r->ttft_ms_stddev);
     summarize_one(e, 2, &r->gen_tps, &r->gen_tps_stddev);
     r->n_reps = reps_completed(e);
-    r->peak_host_bytes = elm_peak_rss();
+    if (!e->rss_frozen) r->peak_host_bytes = elm_peak_rss();
 }
 
 static void send(e2e_run *e) {
@@ -246,6 +248,37 @@ static void run_reps(e2e_run *e) {
     }
 }
 
+/* Weight bytes one decoding step reads: every matrix, but of the token
+ * embeddings only a row unless they double as the output matrix. */
+static uint64_t gen_bytes_per_token(const elm_model *m) {
+    uint64_t total = 0, embd = 0;
+    bool has_output = false;
+    for (uint32_t i = 0; i < elm_model_n_tensors(m); i++) {
+        elm_tensor_info t;
+        if (elm_model_tensor(m, i, &t) != ELM_OK) continue;
+        total += t.nbytes;
+        if (!strcmp(t.name, "token_embd.weight")) embd = t.nbytes;
+        if (!strcmp(t.name, "output.weight")) has_output = true;
+    }
+    return has_output ? total - embd : total;
+}
+
+/* Generation against the read bandwidth of this machine, measured now (the
+ * memory bandwidth of a shared machine drifts: the ratio needs one run).
+ * The probe's buffer must not count as the run's peak memory. */
+static void measure_roofline(e2e_run *e) {
+    if (strcmp(e->r.backend, "cpu") || over_budget(e) || e->r.gen_tps <= 0) return;
+    summarize(e);
+    e->rss_frozen = true;
+    double ms;
+    if (bench_cpu_read_gbps(NULL, (int)e->r.n_threads, bench_stream_bytes(), BENCH_OP_TIME_MS, &ms,
+                            &e->r.read_gbps) != ELM_OK)
+        return;
+    e->r.gen_bytes_per_token = gen_bytes_per_token(e->model);
+    e->r.gen_gbps = e->r.gen_tps * (double)e->r.gen_bytes_per_token / 1e9;
+    if (e->r.read_gbps > 0) e->r.gen_pct_read_bw = 100.0 * e->r.gen_gbps / e->r.read_gbps;
+}
+
 static void fill_memory(e2e_run *e) {
     elm_memory_usage mu;
     if (elm_context_memory(e->ctx, &mu) != ELM_OK) return;
@@ -278,6 +311,7 @@ static void e2e_child(int fd, void *arg) {
             if (!job->cache_dir) e.r.load_cold_ms = e.r.load_ms;
             fill_memory(&e);
             run_reps(&e);
+            if (!e.r.error[0]) measure_roofline(&e);
         }
     }
     e.r.ok = !e.r.error[0];

@@ -46,6 +46,13 @@ typedef struct bench_result {
     double gen_tps, gen_tps_stddev;
     uint64_t peak_host_bytes;
     uint64_t device_bytes, weights_bytes, kv_bytes, scratch_bytes;
+    /* The decode roofline (CPU devices; 0 elsewhere): the read bandwidth
+     * measured in the same run after the repetitions, the bytes of weights
+     * one generated token reads (all but the token embeddings, unless they
+     * are also the output matrix), and gen_tps times those bytes. */
+    double read_gbps;
+    uint64_t gen_bytes_per_token;
+    double gen_gbps, gen_pct_read_bw;
     double wall_ms;            /* the device's whole run, as the parent saw it */
     int32_t phase, rep, token; /* progress, for the status line */
     bool budget_exhausted;
@@ -63,6 +70,7 @@ typedef struct bench_op_result {
     int64_t rows, cols, n_tokens;
     double ms; /* median time of one run */
     double gbps, gflops, pct_copy_bw;
+    double pct_read_bw; /* against the "read" op (CPU): the roofline of decoding, which reads */
     char note[96];
 } bench_op_result;
 

@@ -33,9 +33,9 @@ static elm_status cpu_create(const elm_device_info *dev, int n_threads, be_backe
 
 /* A device backend adds its entry here: id "vulkan" matches "vulkan:N". */
 static const ops_device OPS_DEVICES[] = {
-    {"cpu", cpu_create, bench_cpu_copy_gbps, NULL},
+    {"cpu", cpu_create, bench_cpu_copy_gbps, bench_cpu_read_gbps, NULL},
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
-    {"vulkan", bench_vk_create, bench_vk_copy_gbps, be_vk_release_weights},
+    {"vulkan", bench_vk_create, bench_vk_copy_gbps, NULL, be_vk_release_weights},
 #endif
 };
 
@@ -146,6 +146,23 @@ static void run_copy(bench_ops_ctx *c, const ops_device *d) {
     bench_child_send(c->fd, &r, sizeof r);
 }
 
+static void run_read(bench_ops_ctx *c, const ops_device *d) {
+    if (!d->read_gbps) return;
+    bench_op_result r = {.kind = OPMSG_RESULT, .n_tokens = 0};
+    snprintf(r.device, sizeof r.device, "%s", c->device);
+    snprintf(r.op, sizeof r.op, "read");
+    snprintf(r.type, sizeof r.type, "-");
+    size_t bytes = bench_stream_bytes();
+    r.rows = 1;
+    r.cols = (int64_t)bytes;
+    elm_status st = d->read_gbps(c->be, c->n_threads, bytes, BENCH_OP_TIME_MS, &r.ms, &r.gbps);
+    if (st != ELM_OK) snprintf(r.note, sizeof r.note, "read failed: %s", elm_strerror(st));
+    c->read_gbps = r.gbps;
+    r.pct_copy_bw = c->copy_gbps > 0 ? 100.0 * r.gbps / c->copy_gbps : 0;
+    r.pct_read_bw = r.gbps > 0 ? 100.0 : 0;
+    bench_child_send(c->fd, &r, sizeof r);
+}
+
 static bool over(const bench_ops_ctx *c) {
     return bench_now_ms() >= c->deadline_ms;
 }
@@ -164,6 +181,7 @@ static void ops_child(int fd, void *arg) {
         return;
     }
     run_copy(&c, d);
+    run_read(&c, d);
     static const int types[] = {QT_F32,  QT_F16,  QT_Q8_0, QT_Q4_0, QT_Q4_1,
                                 QT_Q5_0, QT_Q5_1, QT_Q4_K, QT_Q5_K, QT_Q6_K};
     size_t n_types = sizeof types / sizeof *types;

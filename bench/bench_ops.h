@@ -15,6 +15,10 @@ typedef struct ops_device {
      * written; *ms the median time of one copy. NULL: not measured. */
     elm_status (*copy_gbps)(be_backend *be, int n_threads, size_t bytes, double budget_ms,
                             double *ms, double *gbps);
+    /* Read-only bandwidth over a `bytes`-byte buffer (every byte read once,
+     * summed); *ms the median time of one pass. NULL: not measured. */
+    elm_status (*read_gbps)(be_backend *be, int n_threads, size_t bytes, double budget_ms,
+                            double *ms, double *gbps);
     /* Forgets the backend's copies of host tensors before their memory is
      * freed (a device caches them by address). NULL: nothing to do. */
     void (*release_weights)(be_backend *be);
@@ -28,7 +32,7 @@ typedef struct bench_ops_ctx {
     be_backend *be;
     int n_threads;
     double deadline_ms;
-    double copy_gbps;
+    double copy_gbps, read_gbps;
 } bench_ops_ctx;
 
 typedef elm_status (*bench_run_fn)(void *arg);
@@ -41,6 +45,8 @@ double bench_median(double *v, int n);
 size_t bench_stream_bytes(void);
 
 elm_status bench_cpu_copy_gbps(be_backend *be, int n_threads, size_t bytes, double budget_ms,
+                               double *ms, double *gbps);
+elm_status bench_cpu_read_gbps(be_backend *be, int n_threads, size_t bytes, double budget_ms,
                                double *ms, double *gbps);
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
 /* bench_ops_vk.c: the backend on device N of "vulkan:N", and the device's

@@ -43,6 +43,10 @@ static const field FIELDS[] = {
     FLD(weights_bytes, F_U64),
     FLD(kv_bytes, F_U64),
     FLD(scratch_bytes, F_U64),
+    FLD(read_gbps, F_DBL),
+    FLD(gen_bytes_per_token, F_U64),
+    FLD(gen_gbps, F_DBL),
+    FLD(gen_pct_read_bw, F_DBL),
     {"total_bytes", F_TOTAL, 0},
     FLD(wall_ms, F_DBL),
     FLD(budget_exhausted, F_BOOL),
@@ -156,6 +160,8 @@ static void put_op(FILE *f, const bench_op_result *op) {
     bench_json_number(f, op->gflops);
     fputs(", \"pct_copy_bw\": ", f);
     bench_json_number(f, op->pct_copy_bw);
+    fputs(", \"pct_read_bw\": ", f);
+    bench_json_number(f, op->pct_read_bw);
     fputs(", \"note\": ", f);
     bench_json_string(f, op->note);
     fputs("}", f);
@@ -242,7 +248,10 @@ static void print_row(FILE *f, const bench_result *r) {
         snprintf(load, sizeof load, r->load_ms > 0 ? "%.0f" : "-", r->load_ms);
     if (!have) snprintf(load, sizeof load, "-");
     row_note(r, note, sizeof note);
-    char mem[96], host[32];
+    char mem[96], host[32], roof[48] = "-";
+    if (have && r->gen_pct_read_bw > 0)
+        snprintf(roof, sizeof roof, "%.1f (%.0f%% of %.1f)", r->gen_gbps, r->gen_pct_read_bw,
+                 r->read_gbps);
     snprintf(host, sizeof host, have && r->peak_host_bytes ? "%.1f" : "-",
              r->peak_host_bytes / MIB);
     if (have && r->device_bytes)
@@ -250,15 +259,16 @@ static void print_row(FILE *f, const bench_result *r) {
                  r->weights_bytes / MIB, r->kv_bytes / MIB, r->scratch_bytes / MIB);
     else
         snprintf(mem, sizeof mem, "-");
-    fprintf(f, "| %s | %s | %s | %u | %u | %u | %s | %s | %s | %s | %s | %s | %s |\n", r->device,
-            r->backend, r->model, r->n_prompt, r->n_gen, r->n_threads, load, ttft, pp, gg, host,
-            mem, note);
+    fprintf(f, "| %s | %s | %s | %u | %u | %u | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+            r->device, r->backend, r->model, r->n_prompt, r->n_gen, r->n_threads, load, ttft, pp,
+            gg, roof, host, mem, note);
 }
 
 void bench_print_table(FILE *f, const bench_result *r, size_t n) {
     fputs("| device | backend | model | prompt | gen | threads | load ms | TTFT ms | prompt tok/s "
-          "| gen tok/s | peak host MiB | device MiB (weights / KV / scratch) | note |\n"
-          "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+          "| gen tok/s | gen GB/s (% of read GB/s) | peak host MiB | device MiB (weights / KV / "
+          "scratch) | note |\n"
+          "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|\n",
           f);
     for (size_t i = 0; i < n; i++) print_row(f, &r[i]);
 }
@@ -303,13 +313,17 @@ void bench_print_recommendation(FILE *f, const bench_result *r, size_t n) {
 }
 
 void bench_print_ops(FILE *f, const bench_op_result *ops, size_t n) {
-    fputs("| device | op | type | rows x cols | tokens | ms | GB/s | GFLOP/s | % copy BW | note |\n"
-          "|---|---|---|---:|---:|---:|---:|---:|---:|---|\n",
+    fputs("| device | op | type | rows x cols | tokens | ms | GB/s | GFLOP/s | % copy BW | % read BW "
+          "| note |\n"
+          "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
           f);
     for (size_t i = 0; i < n; i++) {
         const bench_op_result *o = &ops[i];
-        fprintf(f, "| %s | %s | %s | %lld x %lld | %lld | %.3f | %.2f | %.2f | %.1f | %s |\n",
+        char read_pct[16] = "-";
+        if (o->pct_read_bw > 0) snprintf(read_pct, sizeof read_pct, "%.1f", o->pct_read_bw);
+        fprintf(f, "| %s | %s | %s | %lld x %lld | %lld | %.3f | %.2f | %.2f | %.1f | %s | %s |\n",
                 o->device, o->op, o->type, (long long)o->rows, (long long)o->cols,
-                (long long)o->n_tokens, o->ms, o->gbps, o->gflops, o->pct_copy_bw, o->note);
+                (long long)o->n_tokens, o->ms, o->gbps, o->gflops, o->pct_copy_bw, read_pct,
+                o->note);
     }
 }

@@ -257,6 +257,14 @@ static void check_cpu_figures(const json_value *row) {
               "kv_bytes %g, expected %g", num(row, "kv_bytes"), kv);
     cr_expect_eq(num(row, "device_bytes"), num(row, "kv_bytes") + num(row, "scratch_bytes"));
     cr_expect(num(row, "peak_host_bytes") >= num(row, "kv_bytes"));
+    /* The decode roofline of the same run. */
+    double bpt = num(row, "gen_bytes_per_token"), read = num(row, "read_gbps");
+    cr_expect(read > 0, "read_gbps %g", read);
+    cr_expect(bpt > 0 && bpt <= num(row, "weights_bytes"), "gen_bytes_per_token %g", bpt);
+    double gbps = num(row, "gen_tps") * bpt / 1e9;
+    cr_expect(fabs(num(row, "gen_gbps") - gbps) <= 1e-3 * gbps, "gen_gbps inconsistent");
+    cr_expect(fabs(num(row, "gen_pct_read_bw") - 100 * gbps / read) <= 1e-3 * 100 * gbps / read,
+              "gen_pct_read_bw inconsistent");
 }
 
 /* ------------------------------------------------------------ CSV */
@@ -453,11 +461,16 @@ Test(bench, ops_json_schema) {
     check_system(root);
     const json_value *ops = json_get(root, "ops");
     cr_assert(json_len(ops) >= 2, "fewer than two ops measured");
-    const char *keys[] = {"device", "op", "type", "rows", "cols", "gbps", "gflops", "pct_copy_bw"};
+    const char *keys[] = {"device", "op",     "type",        "rows",
+                          "cols",   "gbps",   "pct_copy_bw", "pct_read_bw"};
     for (size_t i = 0; i < json_len(ops); i++)
         for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
             cr_expect_not_null(json_get(json_at(ops, i), keys[k]), "op %zu lacks %s", i, keys[k]);
-    const json_value *copy = json_at(ops, 0), *mv = json_at(ops, 1);
+    cr_assert(json_len(ops) >= 3, "fewer than three ops measured");
+    const json_value *copy = json_at(ops, 0), *read = json_at(ops, 1), *mv = json_at(ops, 2);
+    cr_expect_str_eq(json_str(json_get(read, "op")), "read");
+    cr_expect(num(read, "gbps") > 0);
+    cr_expect_eq(num(read, "pct_read_bw"), 100);
     cr_expect_str_eq(json_str(json_get(copy, "op")), "copy");
     cr_expect(num(copy, "gbps") > 0);
     cr_expect_eq(num(copy, "pct_copy_bw"), 100);
@@ -465,6 +478,8 @@ Test(bench, ops_json_schema) {
     cr_expect(num(mv, "gbps") > 0 && num(mv, "pct_copy_bw") > 0);
     double pct = num(mv, "gbps") / num(copy, "gbps") * 100;
     cr_expect(fabs(pct - num(mv, "pct_copy_bw")) < 0.01 * pct + 1e-3, "pct_copy_bw inconsistent");
+    pct = num(mv, "gbps") / num(read, "gbps") * 100;
+    cr_expect(fabs(pct - num(mv, "pct_read_bw")) < 0.01 * pct + 1e-3, "pct_read_bw inconsistent");
     json_free(root);
     run_free(&r);
 }
