@@ -1,6 +1,6 @@
 /*
- * vec_dot_arm.c: AArch64 NEON dot kernels for Q4_0, Q8_0, Q4_K, Q6_K, F32, F16
- * and BF16 weights.
+ * vec_dot_arm.c: AArch64 NEON dot kernels for Q4_0, Q4_1, Q5_0, Q8_0, Q4_K,
+ * Q5_K, Q6_K, F32, F16 and BF16 weights.
  *
  * Advanced SIMD is part of every AArch64 CPU. The integer kernels are built
  * twice from the same source (the second half of this file, included twice):
@@ -13,7 +13,8 @@
  * Per block (or super-block) the integer sums are exact. The K-quant kernels
  * then accumulate in float as the quant module's reference does; the
  * 32-value formats keep four float lanes per token (whose split of a block's
- * sum differs between the two paths, hence the last bits). A kernel reads and
+ * sum differs between the two paths, hence the last bits; Q4_1's min term
+ * goes to lane 0). A kernel reads and
  * unpacks each weight block once for up to CPU_DOT_MAX_NT tokens; the
  * operations for one (row, token) pair are the same whatever the number of
  * tokens, so results never depend on the grouping.
@@ -81,22 +82,58 @@ typedef struct i8x32 {
     int8x16_t lo, hi; /* values 0..15, 16..31 */
 } i8x32;
 
-typedef enum blk32 { BLK_Q4_0, BLK_Q8_0 } blk32;
+typedef enum blk32 { BLK_Q4_0, BLK_Q4_1, BLK_Q5_0, BLK_Q8_0 } blk32;
 
 INLINE size_t blk32_bytes(blk32 k) {
-    return k == BLK_Q4_0 ? sizeof(block_q4_0) : sizeof(block_q8_0);
+    switch (k) {
+    case BLK_Q4_0: return sizeof(block_q4_0);
+    case BLK_Q4_1: return sizeof(block_q4_1);
+    case BLK_Q5_0: return sizeof(block_q5_0);
+    default: return sizeof(block_q8_0);
+    }
 }
 
-/* The 32 signed values of a Q4_0 (q - 8) or Q8_0 block; both start with d. */
+/* The activations: Q8_1 (d, s, qs) for Q4_1, Q8_0 (d, qs) for the others. */
+INLINE size_t blk32_ybytes(blk32 k) {
+    return k == BLK_Q4_1 ? sizeof(block_q8_1) : sizeof(block_q8_0);
+}
+
+INLINE const int8_t *blk32_yqs(blk32 k, const char *yb) {
+    return k == BLK_Q4_1 ? ((const block_q8_1 *)yb)->qs : ((const block_q8_0 *)yb)->qs;
+}
+
+/* Sixteen nibbles of qs as signed bytes: low (shift 0) or high (shift 4). */
+INLINE int8x16_t nibbles(uint8x16_t q, int shift) {
+    return vreinterpretq_s8_u8(shift ? vshrq_n_u8(q, 4) : vandq_u8(q, vdupq_n_u8(0x0F)));
+}
+
+/* Q5_0's fifth bits of values 16h .. 16h + 15 (bits 16h.. of qh), as 0x10
+ * where clear: the value is then the nibble minus these, q - 16. */
+INLINE int8x16_t q5_0_minus(const uint8_t qh[4], int h) {
+    static const uint8_t bit[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t b = vcombine_u8(vdup_n_u8(qh[2 * h]), vdup_n_u8(qh[2 * h + 1]));
+    return vreinterpretq_s8_u8(vbicq_u8(vdupq_n_u8(0x10), vtstq_u8(b, vld1q_u8(bit))));
+}
+
+/* The 32 values of a block, as the reference multiplies them with the
+ * activations: q - 8 (Q4_0), q (Q4_1), q - 16 (Q5_0) or q (Q8_0). All four
+ * formats start with d. */
 INLINE i8x32 blk32_values(blk32 k, const char *b) {
-    if (k == BLK_Q4_0) {
-        const uint8x16_t q = vld1q_u8(((const block_q4_0 *)b)->qs);
-        const int8x16_t eight = vdupq_n_s8(8);
-        return (i8x32){vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F))), eight),
-                       vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), eight)};
+    if (k == BLK_Q8_0) {
+        const int8_t *q = ((const block_q8_0 *)b)->qs;
+        return (i8x32){vld1q_s8(q), vld1q_s8(q + 16)};
     }
-    const int8_t *q = ((const block_q8_0 *)b)->qs;
-    return (i8x32){vld1q_s8(q), vld1q_s8(q + 16)};
+    if (k == BLK_Q5_0) {
+        const block_q5_0 *q5 = (const block_q5_0 *)b;
+        const uint8x16_t q = vld1q_u8(q5->qs);
+        return (i8x32){vsubq_s8(nibbles(q, 0), q5_0_minus(q5->qh, 0)),
+                       vsubq_s8(nibbles(q, 4), q5_0_minus(q5->qh, 1))};
+    }
+    const uint8x16_t q = vld1q_u8(k == BLK_Q4_1 ? ((const block_q4_1 *)b)->qs
+                                                : ((const block_q4_0 *)b)->qs);
+    if (k == BLK_Q4_1) return (i8x32){nibbles(q, 0), nibbles(q, 4)};
+    const int8x16_t eight = vdupq_n_s8(8);
+    return (i8x32){vsubq_s8(nibbles(q, 0), eight), vsubq_s8(nibbles(q, 4), eight)};
 }
 
 INLINE elm_fp16 blk32_d(const char *b) { return ((const block_q4_0 *)b)->d; }
@@ -237,8 +274,11 @@ void cpu_fill_arm(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quan
     if (level != CPU_SIMD_NEON) return;
     const bool sdot = arm_has_dotprod();
     dot[QT_Q4_0] = sdot ? dot_q4_0_sdot : dot_q4_0_mull;
+    dot[QT_Q4_1] = sdot ? dot_q4_1_sdot : dot_q4_1_mull;
+    dot[QT_Q5_0] = sdot ? dot_q5_0_sdot : dot_q5_0_mull;
     dot[QT_Q8_0] = sdot ? dot_q8_0_sdot : dot_q8_0_mull;
     dot[QT_Q4_K] = sdot ? dot_q4_K_sdot : dot_q4_K_mull;
+    dot[QT_Q5_K] = sdot ? dot_q5_K_sdot : dot_q5_K_mull;
     dot[QT_Q6_K] = sdot ? dot_q6_K_sdot : dot_q6_K_mull;
     dot[QT_F32] = dot_f32_neon;
     dot[QT_F16] = dot_f16_neon;
@@ -263,18 +303,24 @@ void cpu_fill_arm(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quan
 #else /* ELM_ARM_PASS: the integer kernels, with ARM_DOT16 for the 16-byte
        * dot product, ARM_TGT for the target and ARM_SFX for the names. */
 
-/* One row of 32-value blocks (Q4_0, Q8_0) against NT rows of Q8_0
- * activations. Per token, even and odd blocks go to two float accumulators
- * of 4 lanes. */
+/* One row of 32-value blocks (Q4_0, Q4_1, Q5_0, Q8_0) against NT rows of
+ * Q8_0 or Q8_1 activations. Per token, even and odd blocks go to two float
+ * accumulators of 4 lanes; Q4_1's m * s goes to lane 0, in one fma. */
 ARM_TGT INLINE void ARM_FN(blk32_step)(blk32 k, const char *wb, int64_t i, const char *y,
                                        size_t by, float32x4_t *acc, const int NT) {
     const i8x32 v = blk32_values(k, wb);
     const float dw = fp16(blk32_d(wb));
+    const float32x4_t mw =
+        k == BLK_Q4_1 ? vsetq_lane_f32(fp16(((const block_q4_1 *)wb)->m), vdupq_n_f32(0.0f), 0)
+                      : vdupq_n_f32(0.0f);
     UNROLL(4) for (int j = 0; j < NT; j++) {
-        const block_q8_0 *yb = (const block_q8_0 *)(y + j * by) + i;
-        int32x4_t p = ARM_DOT16(vdupq_n_s32(0), v.lo, vld1q_s8(yb->qs));
-        p = ARM_DOT16(p, v.hi, vld1q_s8(yb->qs + 16));
-        acc[j] = vfmaq_n_f32(acc[j], vcvtq_f32_s32(p), dw * fp16(yb->d));
+        const char *yb = y + j * by + i * blk32_ybytes(k);
+        const int8_t *yq = blk32_yqs(k, yb);
+        int32x4_t p = ARM_DOT16(vdupq_n_s32(0), v.lo, vld1q_s8(yq));
+        p = ARM_DOT16(p, v.hi, vld1q_s8(yq + 16));
+        /* Q8_0 and Q8_1 both start with d. */
+        acc[j] = vfmaq_n_f32(acc[j], vcvtq_f32_s32(p), dw * fp16(((const block_q8_0 *)yb)->d));
+        if (k == BLK_Q4_1) acc[j] = vfmaq_n_f32(acc[j], mw, fp16(((const block_q8_1 *)yb)->s));
     }
 }
 
@@ -292,51 +338,70 @@ ARM_TGT INLINE void ARM_FN(row32)(blk32 k, int64_t nb, const char *w, const char
     UNROLL(4) for (int j = 0; j < NT; j++) s[j * ss] = vaddvq_f32(vaddq_f32(a0[j], a1[j]));
 }
 
-#define ARM_BLK32_KERNEL(name, kind)                                                              \
+#define ARM_KIND_KERNEL(name, row, kind, bs)                                                      \
     ARM_TGT static void ARM_FN(name)(int64_t n, int nr, const void *restrict x, size_t bx,        \
                                      const void *restrict y, size_t by, int nt,                   \
                                      float *restrict s, size_t ss) {                              \
-        const int64_t nb = n / 32;                                                                \
+        const int64_t nb = n / (bs);                                                              \
         for (int r = 0; r < nr; r++) {                                                            \
             const char *w = (const char *)x + r * bx;                                             \
             switch (nt) {                                                                         \
-            case 1: ARM_FN(row32)(kind, nb, w, y, by, s + r, ss, 1); break;                       \
-            case 2: ARM_FN(row32)(kind, nb, w, y, by, s + r, ss, 2); break;                       \
-            case 3: ARM_FN(row32)(kind, nb, w, y, by, s + r, ss, 3); break;                       \
-            default: ARM_FN(row32)(kind, nb, w, y, by, s + r, ss, 4); break;                      \
+            case 1: ARM_FN(row)(kind, nb, w, y, by, s + r, ss, 1); break;                         \
+            case 2: ARM_FN(row)(kind, nb, w, y, by, s + r, ss, 2); break;                         \
+            case 3: ARM_FN(row)(kind, nb, w, y, by, s + r, ss, 3); break;                         \
+            default: ARM_FN(row)(kind, nb, w, y, by, s + r, ss, 4); break;                        \
             }                                                                                     \
         }                                                                                         \
     }
-ARM_BLK32_KERNEL(dot_q4_0, BLK_Q4_0)
-ARM_BLK32_KERNEL(dot_q8_0, BLK_Q8_0)
-#undef ARM_BLK32_KERNEL
+ARM_KIND_KERNEL(dot_q4_0, row32, BLK_Q4_0, 32)
+ARM_KIND_KERNEL(dot_q4_1, row32, BLK_Q4_1, 32)
+ARM_KIND_KERNEL(dot_q5_0, row32, BLK_Q5_0, 32)
+ARM_KIND_KERNEL(dot_q8_0, row32, BLK_Q8_0, 32)
 
-/* One row of Q4_K against NT rows of Q8_K. Per super-block and token, the
- * exact integer sums of the reference: isum = sum_j sc[j] * (q . y over
- * sub-block j), msum = sum_j m[j] * (bsums of sub-block j). */
-ARM_TGT INLINE void ARM_FN(row_q4_K)(int64_t nb, const block_q4_K *w, const char *y, size_t by,
-                                     float *s, size_t ss, const int NT) {
+/* One row of Q4_K or Q5_K (q5) against NT rows of Q8_K. Per super-block and
+ * token, the exact integer sums of the reference: isum = sum_j sc[j] * (q . y
+ * over sub-block j), msum = sum_j m[j] * (bsums of sub-block j). */
+ARM_TGT INLINE void ARM_FN(row_q45_K)(bool q5, int64_t nb, const char *w, const char *y,
+                                      size_t by, float *s, size_t ss, const int NT) {
+    const size_t wsz = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
     float sum[CPU_DOT_MAX_NT];
     UNROLL(4) for (int j = 0; j < NT; j++) sum[j] = 0.0f;
-    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    const uint8x16_t m4 = vdupq_n_u8(0x0F), bit4 = vdupq_n_u8(0x10);
     for (int64_t i = 0; i < nb; i++) {
-        const block_q4_K *b = &w[i];
+        /* Both formats start with d, dmin and scales; Q5_K has qh before qs. */
+        const block_q4_K *b = (const block_q4_K *)(w + i * wsz);
+        const block_q5_K *b5 = (const block_q5_K *)b;
+        const uint8_t *qs = q5 ? b5->qs : b->qs;
         uint8_t sc[8], mn[8];
         q4_K_scales(b->scales, sc, mn);
+        /* Q5_K: the fifth bits of values 0..15 (qh0) and 16..31 (qh1) of
+         * every sub-block, shifted down by 2 per group. */
+        uint8x16_t qh0 = vdupq_n_u8(0), qh1 = vdupq_n_u8(0);
+        if (q5) {
+            qh0 = vld1q_u8(b5->qh);
+            qh1 = vld1q_u8(b5->qh + 16);
+        }
         int32x4_t isum[CPU_DOT_MAX_NT];
         UNROLL(4) for (int j = 0; j < NT; j++) isum[j] = vdupq_n_s32(0);
         for (int g = 0; g < 4; g++) { /* sub-blocks 2g (low nibbles), 2g + 1 (high) */
-            const uint8x16_t q0 = vld1q_u8(b->qs + 32 * g), q1 = vld1q_u8(b->qs + 32 * g + 16);
-            const int8x16_t l0 = vreinterpretq_s8_u8(vandq_u8(q0, m4));
-            const int8x16_t l1 = vreinterpretq_s8_u8(vandq_u8(q1, m4));
-            const int8x16_t h0 = vreinterpretq_s8_u8(vshrq_n_u8(q0, 4));
-            const int8x16_t h1 = vreinterpretq_s8_u8(vshrq_n_u8(q1, 4));
+            const uint8x16_t q0 = vld1q_u8(qs + 32 * g), q1 = vld1q_u8(qs + 32 * g + 16);
+            uint8x16_t l0 = vandq_u8(q0, m4), l1 = vandq_u8(q1, m4);
+            uint8x16_t h0 = vshrq_n_u8(q0, 4), h1 = vshrq_n_u8(q1, 4);
+            if (q5) { /* bits 2g and 2g + 1 of qh (now bits 0 and 1), to bit 4 */
+                l0 = vorrq_u8(l0, vandq_u8(vshlq_n_u8(qh0, 4), bit4));
+                l1 = vorrq_u8(l1, vandq_u8(vshlq_n_u8(qh1, 4), bit4));
+                h0 = vorrq_u8(h0, vandq_u8(vshlq_n_u8(qh0, 3), bit4));
+                h1 = vorrq_u8(h1, vandq_u8(vshlq_n_u8(qh1, 3), bit4));
+                qh0 = vshrq_n_u8(qh0, 2);
+                qh1 = vshrq_n_u8(qh1, 2);
+            }
             UNROLL(4) for (int j = 0; j < NT; j++) {
                 const int8_t *yq = ((const block_q8_K *)(y + j * by) + i)->qs + 64 * g;
-                int32x4_t lo = ARM_DOT16(vdupq_n_s32(0), l0, vld1q_s8(yq));
-                lo = ARM_DOT16(lo, l1, vld1q_s8(yq + 16));
-                int32x4_t hi = ARM_DOT16(vdupq_n_s32(0), h0, vld1q_s8(yq + 32));
-                hi = ARM_DOT16(hi, h1, vld1q_s8(yq + 48));
+                int32x4_t lo = ARM_DOT16(vdupq_n_s32(0), vreinterpretq_s8_u8(l0), vld1q_s8(yq));
+                lo = ARM_DOT16(lo, vreinterpretq_s8_u8(l1), vld1q_s8(yq + 16));
+                int32x4_t hi =
+                    ARM_DOT16(vdupq_n_s32(0), vreinterpretq_s8_u8(h0), vld1q_s8(yq + 32));
+                hi = ARM_DOT16(hi, vreinterpretq_s8_u8(h1), vld1q_s8(yq + 48));
                 isum[j] = vmlaq_n_s32(isum[j], lo, sc[2 * g]);
                 isum[j] = vmlaq_n_s32(isum[j], hi, sc[2 * g + 1]);
             }
@@ -356,6 +421,10 @@ ARM_TGT INLINE void ARM_FN(row_q4_K)(int64_t nb, const block_q4_K *w, const char
     }
     UNROLL(4) for (int j = 0; j < NT; j++) s[j * ss] = sum[j];
 }
+
+ARM_KIND_KERNEL(dot_q4_K, row_q45_K, false, QK_K)
+ARM_KIND_KERNEL(dot_q5_K, row_q45_K, true, QK_K)
+#undef ARM_KIND_KERNEL
 
 /* One row of Q6_K against NT rows of Q8_K: isum = sum_j scales[j] *
  * ((q - 32) . y over the 16 values of sub-block j). Each half n of the
@@ -417,7 +486,6 @@ ARM_TGT INLINE void ARM_FN(row_q6_K)(int64_t nb, const block_q6_K *w, const char
             }                                                                                     \
         }                                                                                         \
     }
-ARM_K_KERNEL(dot_q4_K, block_q4_K, row_q4_K)
 ARM_K_KERNEL(dot_q6_K, block_q6_K, row_q6_K)
 #undef ARM_K_KERNEL
 
