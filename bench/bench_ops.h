@@ -40,6 +40,8 @@ typedef elm_status (*bench_run_fn)(void *arg);
 /* Runs fn once to warm up, then repeatedly for about budget_ms (at least a
  * few times); *ms receives the median time of one run. */
 elm_status bench_time_median(bench_run_fn fn, void *arg, double budget_ms, double *ms);
+/* The same, with *ms the median or (best) the fastest run. */
+elm_status bench_time_runs(bench_run_fn fn, void *arg, double budget_ms, bool best, double *ms);
 double bench_median(double *v, int n);
 /* Bytes a buffer must have to stream from memory rather than a cache. */
 size_t bench_stream_bytes(void);
