@@ -4,15 +4,21 @@
  *
  * Why not the tiled kernels (gemm_x86.c) for one token: they repack every
  * panel before use, which pays off across a batch but not for one token.
- * Measured on this machine (2 cores of an Ice Lake Xeon, 2.8 GHz), one
- * thread, K = 2048, weights resident in L2 / streamed from DRAM (GB/s of
- * weights; DRAM read bandwidth 11.5 GB/s per core):
+ * Measured on this machine (2 cores of an Ice Lake Xeon, 2.8 GHz, shared),
+ * K = 2048, best of runs, GB/s of weights: a 1 MB matrix (cache) and 512 MB
+ * streamed from DRAM with 1 and 2 threads (read bandwidth of a plain
+ * streaming loop: 11.5 and 22.5 GB/s):
  *
- *   type   tiled dots     these kernels
- *   Q4_0   11.3 / 5.7     (see the figures in matvec's commit)
- *   Q8_0   13.0 / 7.3
- *   Q4_K   11.1 / 6.0
- *   Q6_K   13.2 / 7.6
+ *   type   tiled dots: cache / DRAM 1 thr   these kernels: cache / 1 thr / 2 thr
+ *   Q4_0   11.3 / 5.7                       15.7 /  8.7 / 17.7
+ *   Q8_0   13.0 / 7.3                       20.3 /  9.9 / 19.0
+ *   Q4_K   11.1 / 6.0                       13.4 /  9.4 / 18.4
+ *   Q6_K   13.2 / 7.6                       21.6 / 11.2 / 21.1
+ *
+ * The L2 prefetch MV_PF bytes ahead took them from about 7.5 to 9-10 GB/s
+ * on one thread (distances of 2-8 KB and hints to L1/L2 tried: 4 KB to L2
+ * best); one pass per row over up to 16384 values (MV_KC) instead of
+ * 128-block chunks, 20% at K = 8192.
  *
  * Arithmetic. Integer sums per block are exact; each row keeps one vector
  * of 16 float partial sums, updated in block order with one FMA per step,
