@@ -27,6 +27,15 @@
  * tokens alongside. It is not the scalar reference's rounding (that is the
  * tiled kernels' contract for batches); tests bound the difference.
  *
+ * AVX2 (for CPUs without AVX-512): row kernels for Q4_0 and Q8_0 here, for
+ * Q4_K and Q6_K in vec_dot_x86_k.c, with the same prefetch. Measured here
+ * under EDGELM_SIMD=avx2, K = 2048, 1 / 2 threads, GB/s of weights from
+ * DRAM: the tiled dots before them 5.5 / 10.2 (Q4_0), 6.7 / 13.0 (Q8_0),
+ * 5.2 / 10.6 (Q4_K), 6.6 / 11.6 (Q6_K); these kernels 11.0 / 16.8 (Q8_0),
+ * 9.4 / 16.0 (Q4_K), 10.2 / 18.9 (Q6_K), and for Q4_0 5.6-7.1 / 10-11,
+ * no better than the tiled dots (it is bound by its per-block shuffle-port
+ * work: scale conversion and broadcast); read bandwidth 11.0 / 23.2.
+ *
  * Q4_0 and Q8_0 work in steps of 4 (Q4_0) or 2 (Q8_0) blocks, one 128- or
  * 256-bit lane per block. The activations of a step, and what every row
  * needs from them (the offset correction of the unsigned weights, the
@@ -55,6 +64,13 @@
 #define MV_HINT 2 /* into L2: the L1 is busy with the activations */
 #endif
 #define PREFETCH(p) __builtin_prefetch((const char *)(p) + MV_PF, 0, MV_HINT)
+/* For steps of 64 to 128 bytes: one prefetch per step would skip a line now
+ * and then, and every skipped line is a full miss. */
+#define PREFETCH2(p)                                                                               \
+    do {                                                                                           \
+        PREFETCH(p);                                                                               \
+        PREFETCH((const char *)(p) + 64);                                                          \
+    } while (0)
 
 TGT_VNNI INLINE float reduce16(__m512 v) {
     __m256 s = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
@@ -122,7 +138,7 @@ TGT_VNNI static __m512 q40_row(const char *row, const block_q8_0 *y, int64_t nb,
     (void)y; /* q40_prep copied what the rows need */
     int64_t s = 0;
     for (; 4 * s + 4 <= nb; s++) {
-        PREFETCH(row + 72 * s);
+        PREFETCH2(row + 72 * s); /* 72 bytes: two lines may start in them */
         acc = q40_step_fma(row + 72 * s, &st[s], acc);
     }
     if (4 * s < nb) {
@@ -184,8 +200,7 @@ TGT_VNNI static __m512 q80_row(const char *row, const block_q8_0 *y, int64_t nb,
                                const q80_step *st, __m512 acc) {
     int64_t s = 0;
     for (; 2 * s + 2 <= nb; s++) {
-        PREFETCH(row + 68 * s);
-        PREFETCH(row + 68 * s + 64);
+        PREFETCH2(row + 68 * s);
         acc = q80_step_fma(row + 68 * s, &st[s], q80_pair(y + 2 * s), acc);
     }
     if (2 * s < nb) {
@@ -342,12 +357,109 @@ TGT_VNNI static float q6k_row(const block_q6_K *x, const block_q8_K *y, int64_t 
 K_DOT(q4k, block_q4_K)
 K_DOT(q6k, block_q6_K)
 
+/* ------------------------------------------------------ AVX2, Q4_0 and Q8_0
+ *
+ * One block per step: the integer dot of the signed values through
+ * vpmaddubsw (|w| times x with w's sign; no pair of products can saturate:
+ * at most 2 * 128 * 127), then one FMA into 8 float lanes per row. */
+
+TGT_AVX2 INLINE __m256 avx2_block(__m256i w, const block_q8_0 *y, float dw, __m256 acc) {
+    const __m256i x = _mm256_loadu_si256((const __m256i *)y->qs);
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
+    p = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * fp16(y->d)), acc);
+}
+
+/* The nibbles of a Q4_0 block in value order, 0..15: qs in both lanes (a
+ * broadcast load, no shuffle-port work), the high lane shifted. */
+TGT_AVX2 INLINE __m256i q40_nibbles(const block_q4_0 *w) {
+    const __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)w->qs));
+    return _mm256_and_si256(_mm256_srlv_epi64(q, _mm256_setr_epi64x(0, 0, 4, 4)),
+                            _mm256_set1_epi8(0x0F));
+}
+
+TGT_AVX2 static float q40_row_avx2(const block_q4_0 *w, const block_q8_0 *y, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        if (b % 4 == 0) PREFETCH2(w + b); /* 72 bytes: two lines may start in them */
+        __m256i v = _mm256_sub_epi8(q40_nibbles(&w[b]), _mm256_set1_epi8(8));
+        acc = avx2_block(v, &y[b], fp16(w[b].d), acc);
+    }
+    return hsum_ps(acc);
+}
+
+/* The same sums with the weights' offset taken from the activations once
+ * per call: (q - 8) . x = q . x - 8 . x, pairwise in int16 (at most 3810
+ * and 2032), so the unsigned nibbles go to vpmaddubsw as they are. */
+TGT_AVX2 static float q40_row_avx2_prep(const block_q4_0 *w, const block_q8_0 *y,
+                                        const __m256i *x8, const float *dx, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        if (b % 4 == 0) PREFETCH2(w + b); /* 72 bytes: two lines may start in them */
+        const __m256i x = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(q40_nibbles(&w[b]), x), x8[b]);
+        p = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(fp16(w[b].d) * dx[b]), acc);
+    }
+    return hsum_ps(acc);
+}
+
+TGT_AVX2 static void q40_dot_avx2(DOT_PARAMS) {
+    const int64_t nb = n / 32;
+    for (int j = 0; j < nt; j++) {
+        const block_q8_0 *yj = (const block_q8_0 *)((const char *)y + (size_t)j * by);
+        if (nb > MV_KC) { /* past the stack buffers: the offset per block */
+            for (int r = 0; r < nr; r++)
+                s[r + (size_t)j * ss] =
+                    q40_row_avx2((const block_q4_0 *)((const char *)x + (size_t)r * bx), yj, nb);
+            continue;
+        }
+        __m256i x8[MV_KC];
+        float dx[MV_KC];
+        for (int64_t b = 0; b < nb; b++) {
+            x8[b] = _mm256_maddubs_epi16(_mm256_set1_epi8(8),
+                                         _mm256_loadu_si256((const __m256i *)yj[b].qs));
+            dx[b] = fp16(yj[b].d);
+        }
+        for (int r = 0; r < nr; r++)
+            s[r + (size_t)j * ss] = q40_row_avx2_prep(
+                (const block_q4_0 *)((const char *)x + (size_t)r * bx), yj, x8, dx, nb);
+    }
+}
+
+TGT_AVX2 static float q80_row_avx2(const block_q8_0 *w, const block_q8_0 *y, int64_t nb) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        if (b % 2 == 0) PREFETCH2(w + b);
+        acc = avx2_block(_mm256_loadu_si256((const __m256i *)w[b].qs), &y[b], fp16(w[b].d), acc);
+    }
+    return hsum_ps(acc);
+}
+
+#define AVX2_DOT(name, wblock)                                                                     \
+    TGT_AVX2 static void name##_dot_avx2(DOT_PARAMS) {                                             \
+        const int64_t nb = n / 32;                                                                 \
+        for (int j = 0; j < nt; j++) {                                                             \
+            const block_q8_0 *yj = (const block_q8_0 *)((const char *)y + (size_t)j * by);         \
+            for (int r = 0; r < nr; r++)                                                           \
+                s[r + (size_t)j * ss] =                                                            \
+                    name##_row_avx2((const wblock *)((const char *)x + (size_t)r * bx), yj, nb);   \
+        }                                                                                          \
+    }
+AVX2_DOT(q80, block_q8_0)
+
 bool cpu_matvec_x86_has(int type, cpu_simd level) {
-    return level == CPU_SIMD_AVX512VNNI &&
+    return (level == CPU_SIMD_AVX512VNNI || level == CPU_SIMD_AVX2) &&
            (type == QT_Q4_0 || type == QT_Q8_0 || type == QT_Q4_K || type == QT_Q6_K);
 }
 
 void cpu_fill_matvec_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
+    if (level == CPU_SIMD_AVX2) {
+        dot[QT_Q4_0] = q40_dot_avx2;
+        dot[QT_Q8_0] = q80_dot_avx2;
+        cpu_fill_x86_k_rows(level, dot);
+        return;
+    }
     if (level != CPU_SIMD_AVX512VNNI) return;
     dot[QT_Q4_0] = q40_dot_rows;
     dot[QT_Q8_0] = q80_dot_rows;

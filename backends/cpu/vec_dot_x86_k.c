@@ -1,6 +1,7 @@
 /*
- * vec_dot_x86_k.c: the AVX2 kernel for Q5_K x Q8_K (Q4_K and Q6_K take the
- * tiled kernels of gemm_x86.c).
+ * vec_dot_x86_k.c: AVX2 row kernels for the k-quants x Q8_K: Q5_K at every
+ * token count, Q4_K and Q6_K for one token (several take the tiled kernels
+ * of gemm_x86.c; cpu_fill_matvec_x86 installs these over their dots).
  *
  * Per super-block the integer sums are exact (int32 lanes: at most a few
  * million each); they are scaled into one float accumulator per token, super-
@@ -9,6 +10,13 @@
 #if defined(__x86_64__) || defined(__i386__)
 
 #include "backends/cpu/simd_x86.h"
+
+/* The next super-blocks, into L2 (see matvec_x86.c): 4 KB ahead. */
+#define K_PREFETCH(p, bytes)                                                                       \
+    do {                                                                                           \
+        for (size_t o_ = 0; o_ < (bytes); o_ += 64)                                                \
+            __builtin_prefetch((const char *)(p) + 4096 + o_, 0, 2);                               \
+    } while (0)
 
 /* A vector whose every int16 is element e of the 128-bit lane it sits in. */
 TGT_AVX2 INLINE __m256i splat16(__m256i v, int e) {
@@ -64,6 +72,8 @@ TGT_AVX2 INLINE void q45_K_body(int64_t n, float *restrict s, const void *restri
     __m256 acc[CPU_DOT_MAX_NT];
     UNROLL(4) for (int j = 0; j < nt; j++) acc[j] = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
+        K_PREFETCH((const char *)vx + (size_t)i * (five ? sizeof(block_q5_K) : sizeof(block_q4_K)),
+                   five ? sizeof(block_q5_K) : sizeof(block_q4_K));
         q45_block b = q45_get(vx, i, five);
         __m256i sc, mins;
         q45_scales(b.scales, &sc, &mins);
@@ -102,11 +112,91 @@ TGT_AVX2 INLINE void q5_K_body(int64_t n, float *restrict s, const void *restric
     q45_K_body(n, s, vx, vy, by, nt, true);
 }
 
+TGT_AVX2 INLINE void q4_K_body(int64_t n, float *restrict s, const void *restrict vx,
+                               const void *restrict vy, size_t by, const int nt) {
+    q45_K_body(n, s, vx, vy, by, nt, false);
+}
+
 TGT_AVX2 static void dot_q5_K_avx2(DOT_PARAMS) { DISPATCH_NT(q5_K_body); }
+TGT_AVX2 static void dot_q4_K_avx2(DOT_PARAMS) { DISPATCH_NT(q4_K_body); }
+
+/* ------------------------------------------------------------ Q6_K */
+
+/* The four 32-value rows of 6-bit q (0..63) of half h of a Q6_K block. */
+TGT_AVX2 INLINE void q6_K_unpack(const block_q6_K *x, int h, __m256i q[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    __m256i l0 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h));
+    __m256i l1 = _mm256_loadu_si256((const __m256i *)(x->ql + 64 * h + 32));
+    __m256i qh = _mm256_loadu_si256((const __m256i *)(x->qh + 32 * h));
+    q[0] =
+        _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
+    q[1] =
+        _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
+    q[2] =
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(qh, m2));
+    q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                           _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
+}
+
+/* Row k of half h covers sub-blocks 8h + 2k (its first 16 values, the low
+ * lane of the product) and 8h + 2k + 1 (the high lane); `half` holds
+ * scales 8h..8h+7 as int16 in both lanes. */
+TGT_AVX2 INLINE __m256i q6_K_scale_pair(__m256i half, int k) {
+    __m256i ctl = _mm256_set_m128i(_mm_set1_epi16((short)(0x0302 + 0x0404 * k)),
+                                   _mm_set1_epi16((short)(0x0100 + 0x0404 * k)));
+    return _mm256_shuffle_epi8(half, ctl);
+}
+
+TGT_AVX2 INLINE void q6_K_body(int64_t n, float *restrict s, const void *restrict vx,
+                               const void *restrict vy, size_t by, const int nt) {
+    const block_q6_K *x = vx;
+    const int64_t nb = n / QK_K;
+    __m256 acc[CPU_DOT_MAX_NT];
+    UNROLL(4) for (int j = 0; j < nt; j++) acc[j] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        K_PREFETCH(x + i, sizeof *x);
+        const __m256i sc = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales));
+        __m256i sumi[CPU_DOT_MAX_NT];
+        /* q is stored + 32: start from -32 * sum(scale * bsum). */
+        UNROLL(4) for (int j = 0; j < nt; j++) {
+            __m256i bs = _mm256_loadu_si256((const __m256i *)YROW(block_q8_K, j)[i].bsums);
+            sumi[j] = _mm256_sub_epi32(_mm256_setzero_si256(),
+                                       _mm256_slli_epi32(_mm256_madd_epi16(sc, bs), 5));
+        }
+        UNROLL(2) for (int h = 0; h < 2; h++) {
+            __m256i q[4];
+            q6_K_unpack(&x[i], h, q);
+            const __m256i half = h ? _mm256_permute2x128_si256(sc, sc, 0x11)
+                                   : _mm256_permute2x128_si256(sc, sc, 0x00);
+            UNROLL(4) for (int k = 0; k < 4; k++) {
+                const __m256i pair = q6_K_scale_pair(half, k);
+                UNROLL(4) for (int j = 0; j < nt; j++) {
+                    const int8_t *yq = YROW(block_q8_K, j)[i].qs + 128 * h + 32 * k;
+                    __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)yq));
+                    sumi[j] = _mm256_add_epi32(sumi[j], _mm256_madd_epi16(p, pair));
+                }
+            }
+        }
+        const float dx = fp16(x[i].d);
+        UNROLL(4) for (int j = 0; j < nt; j++) {
+            float d = dx * YROW(block_q8_K, j)[i].d;
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[j]), acc[j]);
+        }
+    }
+    UNROLL(4) for (int j = 0; j < nt; j++) s[j] = hsum_ps(acc[j]);
+}
+
+TGT_AVX2 static void dot_q6_K_avx2(DOT_PARAMS) { DISPATCH_NT(q6_K_body); }
 
 void cpu_fill_x86_k(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
     if (level != CPU_SIMD_AVX2) return;
     dot[QT_Q5_K] = dot_q5_K_avx2;
+}
+
+void cpu_fill_x86_k_rows(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
+    if (level != CPU_SIMD_AVX2) return;
+    dot[QT_Q4_K] = dot_q4_K_avx2;
+    dot[QT_Q6_K] = dot_q6_K_avx2;
 }
 
 #else
