@@ -25,6 +25,7 @@
 #if ELM_HAVE_VULKAN
 #include "backends/backend.h"
 #include "backends/vulkan/vk_backend.h"
+#include "support/vk_fixture.h"
 #include "quant/quant.h"
 
 /* ------------------------------------------------------- the mapped file */
@@ -119,21 +120,9 @@ typedef struct ifx {
     char err[1024];
 } ifx;
 
-static bool have_device(void) {
-    size_t n = 0;
-    char err[256];
-    return be_vk_enumerate(NULL, 0, &n, err, sizeof err) == ELM_OK && n > 0;
-}
-
 static void ifx_open(ifx *f, const char *limits) {
     memset(f, 0, sizeof *f);
-    if (!have_device()) cr_skip_test("no Vulkan device");
-    be_vk_options o = be_vk_default_options();
-    o.limits = limits;
-    o.cache_dir = "";
-    o.validation = 1;
-    o.quiet = true;
-    cr_assert_eq(be_vk_new(&o, &f->be, f->err, sizeof f->err), ELM_OK, "[%s] %s", limits, f->err);
+    f->be = vk_test_open(limits, f->err, sizeof f->err);
     f->bi = f->be->iface;
     f->limits = limits;
     cr_assert_eq(be_vk_device_info(f->be, &f->info), ELM_OK);

@@ -87,33 +87,30 @@ static const void *cache_row(const be_tensor *c, int64_t j, int64_t kvh, int64_t
     return (const char *)cpu_row(c, j, 0, 0) + (size_t)(kvh * head_dim) * elem;
 }
 
+void cpu_softmax_fold(float *score, int64_t n, float *m, float *l, float *acc, int64_t hd) {
+    float tile_max = -INFINITY; /* exact: any order gives the same value */
+    for (int64_t j = 0; j < n; j++) tile_max = score[j] > tile_max ? score[j] : tile_max;
+    if (tile_max > *m) {
+        float corr = expf(*m - tile_max);
+        *l *= corr;
+        cpu_vec_scale_f32(acc, corr, hd);
+        *m = tile_max;
+    }
+    *l += cpu_vec_exp_sum_f32(score, score, *m, n);
+}
+
 /* Scores of one head against cache rows [j0, j0 + n) of K, folded into its
- * running softmax: leaves exp(score - m) in score[] and rescales acc and l
- * to the new max. */
+ * running softmax. */
 static void fold_scores(const be_tensor *K, int64_t kvh, int64_t j0, int64_t n, const float *q,
                         int64_t head_dim, float *score, float *m, float *l, float *acc) {
     cpu_vec_dot_rows(K->type, q, cache_row(K, j0, kvh, head_dim), K->nb[1], n, head_dim, score);
-    float tile_max = -INFINITY;
-    for (int64_t j = 0; j < n; j++) tile_max = score[j] > tile_max ? score[j] : tile_max;
-    float m_new = tile_max > *m ? tile_max : *m;
-    if (m_new > *m) {
-        float corr = expf(*m - m_new);
-        *l *= corr;
-        cpu_vec_scale_f32(acc, corr, head_dim);
-        *m = m_new;
-    }
-    float sum = 0.0f;
-    for (int64_t j = 0; j < n; j++) {
-        score[j] = expf(score[j] - m_new);
-        sum += score[j];
-    }
-    *l += sum;
+    cpu_softmax_fold(score, n, m, l, acc, head_dim);
 }
 
-static void attend(const be_node *nd, const attn_shape *s, attn_scratch *w, int64_t t, int64_t kvh,
-                   int64_t h0, int64_t nh) {
-    const be_tensor *K = nd->src[1], *V = nd->src[2];
-    int64_t hd = s->head_dim, n_kv = s->pos + t + 1;
+/* The scaled queries of heads h0.. (nh of them) of token t, and empty sums. */
+static void begin_heads(const be_node *nd, const attn_shape *s, attn_scratch *w, int64_t t,
+                        int64_t h0, int64_t nh) {
+    const int64_t hd = s->head_dim;
     for (int64_t c = 0; c < nh; c++) {
         const float *q = cpu_row(nd->src[0], h0 + c, t, 0);
         for (int64_t d = 0; d < hd; d++) w->q[c * hd + d] = q[d] * nd->fparams[0];
@@ -121,6 +118,21 @@ static void attend(const be_node *nd, const attn_shape *s, attn_scratch *w, int6
         w->m[c] = -INFINITY;
         w->l[c] = 0.0f;
     }
+}
+
+static void end_heads(const be_node *nd, const attn_shape *s, const attn_scratch *w, int64_t t,
+                      int64_t h0, int64_t nh) {
+    const int64_t hd = s->head_dim;
+    float *out = cpu_row(nd->dst, t, 0, 0);
+    for (int64_t c = 0; c < nh; c++)
+        for (int64_t d = 0; d < hd; d++) out[(h0 + c) * hd + d] = w->acc[c * hd + d] / w->l[c];
+}
+
+static void attend(const be_node *nd, const attn_shape *s, attn_scratch *w, int64_t t, int64_t kvh,
+                   int64_t h0, int64_t nh) {
+    const be_tensor *K = nd->src[1], *V = nd->src[2];
+    int64_t hd = s->head_dim, n_kv = s->pos + t + 1;
+    begin_heads(nd, s, w, t, h0, nh);
     for (int64_t j0 = 0; j0 < n_kv; j0 += TILE) {
         int64_t n = n_kv - j0 < TILE ? n_kv - j0 : TILE;
         for (int64_t c = 0; c < nh; c++)
@@ -130,9 +142,7 @@ static void attend(const be_node *nd, const attn_shape *s, attn_scratch *w, int6
         for (int64_t c = 0; c < nh; c++)
             cpu_vec_mad_rows(V->type, w->acc + c * hd, v, V->nb[1], w->score + c * TILE, n, hd);
     }
-    float *out = cpu_row(nd->dst, t, 0, 0);
-    for (int64_t c = 0; c < nh; c++)
-        for (int64_t d = 0; d < hd; d++) out[(h0 + c) * hd + d] = w->acc[c * hd + d] / w->l[c];
+    end_heads(nd, s, w, t, h0, nh);
 }
 
 #if ATT_X86
@@ -220,25 +230,8 @@ ATT_TGT ATT_INLINE void simd_tile(const char *K, size_t ks, const char *V, size_
                                   int64_t hd, const float *q, int nh, int64_t n, float *score,
                                   float *m, float *l, float *acc) {
     simd_scores(K, ks, f16, hd, q, nh, n, score);
-    for (int c = 0; c < nh; c++) {
-        float *sc = score + c * TILE, tile_max = -INFINITY;
-        int64_t j = 0;
-        if (n >= 8) { /* max is exact: any order gives the same value */
-            __m256 mx = _mm256_loadu_ps(sc);
-            for (j = 8; j + 8 <= n; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(sc + j));
-            float b[8];
-            _mm256_storeu_ps(b, mx);
-            for (int i = 0; i < 8; i++) tile_max = b[i] > tile_max ? b[i] : tile_max;
-        }
-        for (; j < n; j++) tile_max = sc[j] > tile_max ? sc[j] : tile_max;
-        if (tile_max > m[c]) {
-            float corr = expf(m[c] - tile_max);
-            l[c] *= corr;
-            cpu_vec_scale_f32(acc + c * hd, corr, hd);
-            m[c] = tile_max;
-        }
-        l[c] += cpu_vec_exp_sum_f32(sc, sc, m[c], n);
-    }
+    for (int c = 0; c < nh; c++)
+        cpu_softmax_fold(score + c * TILE, n, &m[c], &l[c], acc + c * hd, hd);
     simd_values(V, vs, f16, hd, nh, n, score, acc);
 }
 
@@ -275,13 +268,7 @@ static void attend_simd(const be_node *nd, const attn_shape *s, attn_scratch *w,
     int64_t hd = s->head_dim, n_kv = s->pos + t + 1;
     bool f16 = K->type == QT_F16;
     size_t elem = f16 ? 2 : 4;
-    for (int64_t c = 0; c < nh; c++) {
-        const float *q = cpu_row(nd->src[0], h0 + c, t, 0);
-        for (int64_t d = 0; d < hd; d++) w->q[c * hd + d] = q[d] * nd->fparams[0];
-        for (int64_t d = 0; d < hd; d++) w->acc[c * hd + d] = 0.0f;
-        w->m[c] = -INFINITY;
-        w->l[c] = 0.0f;
-    }
+    begin_heads(nd, s, w, t, h0, nh);
     for (int64_t c0 = 0; c0 < nh; c0 += SIMD_HEADS) {
         int hb = nh - c0 < SIMD_HEADS ? (int)(nh - c0) : SIMD_HEADS;
         float *q = w->q + c0 * hd, *acc = w->acc + c0 * hd;
@@ -297,9 +284,7 @@ static void attend_simd(const be_node *nd, const attn_shape *s, attn_scratch *w,
                               w->l + c0, acc);
         }
     }
-    float *out = cpu_row(nd->dst, t, 0, 0);
-    for (int64_t c = 0; c < nh; c++)
-        for (int64_t d = 0; d < hd; d++) out[(h0 + c) * hd + d] = w->acc[c * hd + d] / w->l[c];
+    end_heads(nd, s, w, t, h0, nh);
 }
 #endif
 

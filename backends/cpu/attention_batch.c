@@ -30,8 +30,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
-#define ATB_TILE 64     /* cache rows per tile: 8 chains of 8 */
-#define ATB_QUERIES 32  /* queries per work item */
+#define ATB_TILE 64    /* cache rows per tile: 8 chains of 8 */
+#define ATB_QUERIES 32 /* queries per work item */
 #define ATB_MAX_HD 256
 
 #define TGT __attribute__((target("avx2,fma,f16c")))
@@ -114,11 +114,12 @@ TGT static void load_tile(const char *k, size_t ks, const char *v, size_t vs, bo
         int m = n - j0 < 8 ? (int)(n - j0) : 8;
         for (int64_t d0 = 0; d0 < hd; d0 += 8) {
             __m256 r[8];
-            UNROLL8 for (int i = 0; i < 8; i++)
-                r[i] = i < m ? ld8(k + (size_t)(j0 + i) * ks + (size_t)d0 * elem, f16)
-                             : _mm256_setzero_ps();
+            UNROLL8 for (int i = 0; i < 8; i++) r[i] =
+                i < m ? ld8(k + (size_t)(j0 + i) * ks + (size_t)d0 * elem, f16)
+                      : _mm256_setzero_ps();
             transpose8(r);
-            UNROLL8 for (int i = 0; i < 8; i++) _mm256_storeu_ps(kt + (d0 + i) * ATB_TILE + j0, r[i]);
+            UNROLL8 for (int i = 0; i < 8; i++)
+                _mm256_storeu_ps(kt + (d0 + i) * ATB_TILE + j0, r[i]);
         }
         for (int i = 0; i < m; i++)
             for (int64_t d0 = 0; d0 < hd; d0 += 8)
@@ -136,8 +137,8 @@ TGT static void load_tile(const char *k, size_t ks, const char *v, size_t vs, bo
         for (int64_t d = 0; d < hd; d++) {                                                         \
             const __m256 b = _mm256_broadcast_ss(q + d);                                           \
             const float *row = kt + d * ATB_TILE;                                                  \
-            UNROLL8 for (int g = 0; g < NG; g++)                                                   \
-                s[g] = _mm256_fmadd_ps(b, _mm256_loadu_ps(row + 8 * g), s[g]);                     \
+            UNROLL8 for (int g = 0; g < NG; g++) s[g] =                                            \
+                _mm256_fmadd_ps(b, _mm256_loadu_ps(row + 8 * g), s[g]);                            \
         }                                                                                          \
         UNROLL8 for (int g = 0; g < NG; g++) _mm256_storeu_ps(score + 8 * g, s[g]);                \
     }
@@ -169,7 +170,8 @@ TGT static void values(float *acc, const float *p, const float *vf, int64_t hd, 
         for (int64_t j = 0; j < n; j++) {
             const __m256 b = _mm256_broadcast_ss(p + j);
             const float *row = vf + j * hd + d0;
-            UNROLL8 for (int i = 0; i < 8; i++) a[i] = _mm256_fmadd_ps(b, _mm256_loadu_ps(row + 8 * i), a[i]);
+            UNROLL8 for (int i = 0; i < 8; i++) a[i] =
+                _mm256_fmadd_ps(b, _mm256_loadu_ps(row + 8 * i), a[i]);
         }
         UNROLL8 for (int i = 0; i < 8; i++) _mm256_storeu_ps(acc + d0 + 8 * i, a[i]);
     }
@@ -179,20 +181,6 @@ TGT static void values(float *acc, const float *p, const float *vf, int64_t hd, 
             a = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), _mm256_loadu_ps(vf + j * hd + d0), a);
         _mm256_storeu_ps(acc + d0, a);
     }
-}
-
-/* The online softmax step of one query over n scores: leaves exp(s - m)
- * in score and rescales acc and l to the new running max m. */
-static void fold(float *score, int64_t n, float *m, float *l, float *acc, int64_t hd) {
-    float tile_max = -INFINITY;
-    for (int64_t j = 0; j < n; j++) tile_max = score[j] > tile_max ? score[j] : tile_max;
-    if (tile_max > *m) {
-        float corr = expf(*m - tile_max);
-        *l *= corr;
-        cpu_vec_scale_f32(acc, corr, hd);
-        *m = tile_max;
-    }
-    *l += cpu_vec_exp_sum_f32(score, score, *m, n);
 }
 
 static void attend_block(const be_node *nd, const atb_shape *s, float *w, int64_t t0, int64_t kvh) {
@@ -220,7 +208,7 @@ static void attend_block(const be_node *nd, const atb_shape *s, float *w, int64_
             if (limit <= 0) continue;
             int64_t nc = limit < n ? limit : n;
             scores(qs + c * hd, kt, hd, nc, score);
-            fold(score, nc, &m[c], &l[c], acc + c * hd, hd);
+            cpu_softmax_fold(score, nc, &m[c], &l[c], acc + c * hd, hd);
             values(acc + c * hd, score, vf, hd, nc);
         }
     }

@@ -73,7 +73,8 @@
     } while (0)
 
 TGT_VNNI INLINE float reduce16(__m512 v) {
-    __m256 s = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    __m256 s = _mm256_add_ps(_mm512_castps512_ps256(v),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
     return hsum_ps(s);
 }
 
@@ -119,7 +120,8 @@ TGT_VNNI static void q40_prep(const block_q8_0 *y, int64_t nb, q40_step *st) {
 /* One step: 4 blocks (72 bytes) at p. */
 TGT_VNNI INLINE __m512 q40_step_fma(const char *p, const q40_step *st, __m512 acc) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    static const alignas(64) int16_t d_at[32] = {0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18, 27, 27, 27, 27};
+    static const alignas(64)
+        int16_t d_at[32] = {0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18, 27, 27, 27, 27};
     const __m512i didx = _mm512_load_si512(d_at);
     __m512i a = _mm512_loadu_si512(p);
     __m512i q = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p + 2)));
@@ -133,8 +135,8 @@ TGT_VNNI INLINE __m512 q40_step_fma(const char *p, const q40_step *st, __m512 ac
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc);
 }
 
-TGT_VNNI static __m512 q40_row(const char *row, const block_q8_0 *y, int64_t nb,
-                               const q40_step *st, __m512 acc) {
+TGT_VNNI static __m512 q40_row(const char *row, const block_q8_0 *y, int64_t nb, const q40_step *st,
+                               __m512 acc) {
     (void)y; /* q40_prep copied what the rows need */
     int64_t s = 0;
     for (; 4 * s + 4 <= nb; s++) {
@@ -185,7 +187,8 @@ TGT_VNNI static void q80_prep(const block_q8_0 *y, int64_t nb, q80_step *st) {
 
 /* One step: 2 blocks (68 bytes) at p. */
 TGT_VNNI INLINE __m512 q80_step_fma(const char *p, const q80_step *st, __m512i xq, __m512 acc) {
-    static const alignas(64) int16_t d_at[32] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
+    static const alignas(64)
+        int16_t d_at[32] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
     const __m512i didx = _mm512_load_si512(d_at);
     __m512i a = _mm512_loadu_si512(p);
     __m512i q = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2)));
@@ -196,8 +199,8 @@ TGT_VNNI INLINE __m512 q80_step_fma(const char *p, const q80_step *st, __m512i x
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc);
 }
 
-TGT_VNNI static __m512 q80_row(const char *row, const block_q8_0 *y, int64_t nb,
-                               const q80_step *st, __m512 acc) {
+TGT_VNNI static __m512 q80_row(const char *row, const block_q8_0 *y, int64_t nb, const q80_step *st,
+                               __m512 acc) {
     int64_t s = 0;
     for (; 2 * s + 2 <= nb; s++) {
         PREFETCH2(row + 68 * s);
@@ -253,37 +256,24 @@ TGT_VNNI INLINE __m512i pair_scales(__m512i sc, int g) {
         sc);
 }
 
-/* The 6-bit scales (as int16) and the mins (each twice, to pair with the
- * 16 bsums) of a packed Q4_K scales array. */
-TGT_VNNI INLINE void q4k_scales(const uint8_t *packed, __m512i *sc, __m256i *mins2) {
-    uint32_t u[3];
-    memcpy(u, packed, sizeof u);
-    const uint32_t m6 = 0x3F3F3F3F, m4 = 0x0F0F0F0F, m2 = 0x03030303;
-    uint32_t sc_lo = u[0] & m6, mn_lo = u[1] & m6;
-    uint32_t sc_hi = (u[2] & m4) | ((u[0] >> 6) & m2) << 4;
-    uint32_t mn_hi = ((u[2] >> 4) & m4) | ((u[1] >> 6) & m2) << 4;
-    __m128i s8 = _mm_setr_epi32((int)sc_lo, (int)sc_hi, 0, 0);
-    __m128i m8 = _mm_setr_epi32((int)mn_lo, (int)mn_hi, 0, 0);
-    *sc = _mm512_castsi128_si512(_mm_cvtepu8_epi16(s8));
-    *mins2 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
-}
-
 TGT_VNNI static float q4k_row(const block_q4_K *x, const block_q8_K *y, int64_t nb) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i nib = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
     __m512 acc = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++) {
-        __m512i sc;
+        __m128i sc8;
         __m256i mins2;
-        q4k_scales(x[i].scales, &sc, &mins2);
+        k4_scales_mins(x[i].scales, &sc8, &mins2);
+        const __m512i sc = _mm512_castsi128_si512(sc8);
         __m512i isum = _mm512_setzero_si512();
         PREFETCH(x + i);
         PREFETCH((const char *)(x + i) + 64);
         PREFETCH((const char *)(x + i) + 128);
         UNROLL(4) for (int g = 0; g < 4; g++) {
             /* Sub-blocks 2g (low nibbles) and 2g + 1 (high): values 64g.. in order. */
-            __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * g)));
+            __m512i q =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[i].qs + 32 * g)));
             __m512i w = _mm512_and_si512(_mm512_srlv_epi64(q, nib), m4);
             __m512i p = _mm512_maddubs_epi16(w, _mm512_loadu_si512(y[i].qs + 64 * g));
             isum = _mm512_dpwssd_epi32(isum, p, pair_scales(sc, g));
@@ -318,15 +308,16 @@ TGT_VNNI static float q6k_row(const block_q6_K *x, const block_q8_K *y, int64_t 
         const __m512i sc = _mm512_castsi256_si512(sc16);
         /* The values are stored + 32: start from -32 * sum(scale * bsum). */
         __m256i off = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y[i].bsums));
-        __m512i isum = _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(),
-                                                                _mm256_slli_epi32(off, 5)));
+        __m512i isum = _mm512_zextsi256_si512(
+            _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(off, 5)));
         PREFETCH(x + i);
         PREFETCH((const char *)(x + i) + 64);
         PREFETCH((const char *)(x + i) + 128);
         PREFETCH((const char *)(x + i) + 192);
         UNROLL(2) for (int h = 0; h < 2; h++) {
             __m512i l = _mm512_loadu_si512(x[i].ql + 64 * h);
-            __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h)));
+            __m512i qh =
+                _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h)));
             /* Values 128h + 0..63, then 128h + 64..127, in order. */
             __m512i v0 = _mm512_or_si512(_mm512_and_si512(l, m4),
                                          _mm512_and_si512(_mm512_sllv_epi64(qh, shl), m2));
@@ -344,18 +335,19 @@ TGT_VNNI static float q6k_row(const block_q6_K *x, const block_q8_K *y, int64_t 
     return reduce16(acc);
 }
 
-#define K_DOT(name, wblock)                                                                        \
-    TGT_VNNI static void name##_dot_rows(DOT_PARAMS) {                                             \
-        const int64_t nb = n / QK_K;                                                               \
+/* A cpu_dot_fn `fn` from a one-row function: float row(w, y, n_blocks). */
+#define ROW_DOT(tgt, fn, row, wblock, yblock, block)                                               \
+    tgt static void fn(DOT_PARAMS) {                                                               \
+        const int64_t nb = n / (block);                                                            \
         for (int j = 0; j < nt; j++) {                                                             \
-            const block_q8_K *yj = (const block_q8_K *)((const char *)y + (size_t)j * by);         \
+            const yblock *yj = (const yblock *)((const char *)y + (size_t)j * by);                 \
             for (int r = 0; r < nr; r++)                                                           \
                 s[r + (size_t)j * ss] =                                                            \
-                    name##_row((const wblock *)((const char *)x + (size_t)r * bx), yj, nb);        \
+                    row((const wblock *)((const char *)x + (size_t)r * bx), yj, nb);               \
         }                                                                                          \
     }
-K_DOT(q4k, block_q4_K)
-K_DOT(q6k, block_q6_K)
+ROW_DOT(TGT_VNNI, q4k_dot_rows, q4k_row, block_q4_K, block_q8_K, QK_K)
+ROW_DOT(TGT_VNNI, q6k_dot_rows, q6k_row, block_q6_K, block_q8_K, QK_K)
 
 /* ------------------------------------------------------ AVX2, Q4_0 and Q8_0
  *
@@ -391,8 +383,8 @@ TGT_AVX2 static float q40_row_avx2(const block_q4_0 *w, const block_q8_0 *y, int
 /* The same sums with the weights' offset taken from the activations once
  * per call: (q - 8) . x = q . x - 8 . x, pairwise in int16 (at most 3810
  * and 2032), so the unsigned nibbles go to vpmaddubsw as they are. */
-TGT_AVX2 static float q40_row_avx2_prep(const block_q4_0 *w, const block_q8_0 *y,
-                                        const __m256i *x8, const float *dx, int64_t nb) {
+TGT_AVX2 static float q40_row_avx2_prep(const block_q4_0 *w, const block_q8_0 *y, const __m256i *x8,
+                                        const float *dx, int64_t nb) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         if (b % 4 == 0) PREFETCH2(w + b); /* 72 bytes: two lines may start in them */
@@ -436,17 +428,7 @@ TGT_AVX2 static float q80_row_avx2(const block_q8_0 *w, const block_q8_0 *y, int
     return hsum_ps(acc);
 }
 
-#define AVX2_DOT(name, wblock)                                                                     \
-    TGT_AVX2 static void name##_dot_avx2(DOT_PARAMS) {                                             \
-        const int64_t nb = n / 32;                                                                 \
-        for (int j = 0; j < nt; j++) {                                                             \
-            const block_q8_0 *yj = (const block_q8_0 *)((const char *)y + (size_t)j * by);         \
-            for (int r = 0; r < nr; r++)                                                           \
-                s[r + (size_t)j * ss] =                                                            \
-                    name##_row_avx2((const wblock *)((const char *)x + (size_t)r * bx), yj, nb);   \
-        }                                                                                          \
-    }
-AVX2_DOT(q80, block_q8_0)
+ROW_DOT(TGT_AVX2, q80_dot_avx2, q80_row_avx2, block_q8_0, block_q8_0, 32)
 
 bool cpu_matvec_x86_has(int type, cpu_simd level) {
     return (level == CPU_SIMD_AVX512VNNI || level == CPU_SIMD_AVX2) &&

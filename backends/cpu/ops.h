@@ -93,6 +93,10 @@ void cpu_attention(const be_node *node, void *work, int ith, int nth);
 /* The batched path of attention_batch.c (several tokens, x86 SIMD), which
  * cpu_attention takes when it applies. */
 bool cpu_attention_batch_applies(const be_node *node);
+/* One step of the online softmax over n scores of a query: rescales its
+ * running sum l and accumulator acc (hd values) to the new running max m,
+ * and leaves exp(score - m) in score. */
+void cpu_softmax_fold(float *score, int64_t n, float *m, float *l, float *acc, int64_t hd);
 size_t cpu_attention_batch_work_size(const be_node *node, int nth);
 void cpu_attention_batch(const be_node *node, void *work, int ith, int nth);
 

@@ -53,6 +53,21 @@ TGT_AVX2 INLINE float hsum_ps(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* The 8 six-bit scales (as int16) and the 8 mins, each twice (to pair with
+ * the 16 bsums of Q8_K), of a packed Q4_K/Q5_K `scales` array: the layout of
+ * get_scale_min_k4, four values per 32-bit word. */
+TGT_AVX2 INLINE void k4_scales_mins(const uint8_t *packed, __m128i *sc, __m256i *mins2) {
+    uint32_t u[3];
+    memcpy(u, packed, sizeof u);
+    const uint32_t m6 = 0x3F3F3F3F, m4 = 0x0F0F0F0F, m2 = 0x03030303;
+    uint32_t sc_lo = u[0] & m6, mn_lo = u[1] & m6;
+    uint32_t sc_hi = (u[2] & m4) | ((u[0] >> 6) & m2) << 4;
+    uint32_t mn_hi = ((u[2] >> 4) & m4) | ((u[1] >> 6) & m2) << 4;
+    __m128i m8 = _mm_setr_epi32((int)mn_lo, (int)mn_hi, 0, 0);
+    *sc = _mm_cvtepu8_epi16(_mm_setr_epi32((int)sc_lo, (int)sc_hi, 0, 0));
+    *mins2 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+}
+
 INLINE elm_fp16 ld16(const void *p) {
     elm_fp16 h;
     memcpy(&h, p, sizeof h);

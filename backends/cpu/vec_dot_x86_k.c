@@ -40,20 +40,11 @@ INLINE q45_block q45_get(const void *vx, int64_t i, bool five) {
     return (q45_block){b->d, b->dmin, b->scales, b->qs, NULL};
 }
 
-/* The 8 six-bit scales (as int16, in both lanes) and the 8 mins, each twice
- * (to pair with the 16 bsums), of a packed `scales` array: the layout of
- * get_scale_min_k4, four values per 32-bit word. */
+/* The scales as int16 in both lanes, and the mins each twice. */
 TGT_AVX2 INLINE void q45_scales(const uint8_t *packed, __m256i *sc, __m256i *mins2) {
-    uint32_t u[3];
-    memcpy(u, packed, sizeof u);
-    const uint32_t m6 = 0x3F3F3F3F, m4 = 0x0F0F0F0F, m2 = 0x03030303;
-    uint32_t sc_lo = u[0] & m6, mn_lo = u[1] & m6;
-    uint32_t sc_hi = (u[2] & m4) | ((u[0] >> 6) & m2) << 4;
-    uint32_t mn_hi = ((u[2] >> 4) & m4) | ((u[1] >> 6) & m2) << 4;
-    __m128i s8 = _mm_setr_epi32((int)sc_lo, (int)sc_hi, 0, 0);
-    __m128i m8 = _mm_setr_epi32((int)mn_lo, (int)mn_hi, 0, 0);
-    *sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(s8));
-    *mins2 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));
+    __m128i sc8;
+    k4_scales_mins(packed, &sc8, mins2);
+    *sc = _mm256_broadcastsi128_si256(sc8);
 }
 
 /* Sub-block 2g + h of a Q4_K/Q5_K block as 32 unsigned bytes. */
