@@ -63,6 +63,37 @@ ELM_API const char *elm_version(void);
 
 typedef int32_t elm_token;
 
+/* --------------------------------------------------------------- allocator */
+
+/*
+ * Every heap allocation the library makes goes through one allocator: libc's
+ * malloc/realloc/free unless replaced here (as libuv's uv_replace_allocator
+ * and sqlite's SQLITE_CONFIG_MALLOC). Memory of third-party libraries
+ * (OpenBLAS, PCRE2's JIT stack, the Vulkan driver) is not covered.
+ * The functions must behave as their libc namesakes, be thread-safe, and may
+ * fail (return NULL): every failure surfaces as ELM_ERR_NO_MEMORY.
+ */
+typedef struct elm_allocator {
+    size_t struct_size;  /* sizeof(elm_allocator), as the caller was built */
+    void *(*malloc)(void *user, size_t size);
+    void *(*realloc)(void *user, void *ptr, size_t size);
+    void (*free)(void *user, void *ptr);
+    void *user;          /* passed to the three functions; borrowed, kept */
+} elm_allocator;
+
+/*
+ * Replaces the allocator (the struct is copied; `user` is kept), or restores
+ * libc's with NULL. This is the library's only process-wide setting: call it
+ * while no edgelm object exists. ELM_ERR_INVALID_ARG when a function is
+ * missing, or when memory from the current allocator is still allocated.
+ */
+ELM_API elm_status elm_set_allocator(const elm_allocator *allocator);
+
+/* Blocks allocated through the allocator and not yet freed (0 once every
+ * edgelm object is freed). */
+ELM_API size_t elm_allocations_live(void);
+
+
 /* ----------------------------------------------------------------- devices */
 
 #define ELM_MAX_HEAPS 8
