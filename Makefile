@@ -4,7 +4,7 @@ BUILD ?= build
 SHARED ?= $(abspath ../shared)
 CMAKE_FLAGS ?=
 
-.PHONY: run test test-arm64 deps build build-asan build-tsan fuzz bench install clean
+.PHONY: run test test-arm64 deps build build-asan build-tsan fuzz bench install clean abi-check
 
 deps:
 	@./scripts/install-deps.sh
@@ -33,6 +33,11 @@ test-arm64:
 
 fuzz: deps
 	./scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
+
+# Compares build/libedgelm.so with the ABI baseline abi/libedgelm.abi
+# (abigail-tools); make test runs it too. See README, "ABI".
+abi-check: build
+	./scripts/abi-check.sh $(BUILD)
 
 bench: build
 	./$(BUILD)/edgelm bench --ops

@@ -123,7 +123,14 @@ typedef struct be_stats {
     uint64_t n_graphs;          /* graph_compute calls */
     uint64_t n_nodes;           /* nodes executed */
     uint64_t n_fallback_nodes;  /* nodes run on another backend because this one could not */
+    uint64_t n_validation_errors; /* errors a validation layer reported (0 without one) */
 } be_stats;
+
+/* One device-specific counter ("vulkan.pipeline_ms", ...); name is static. */
+typedef struct be_stat {
+    const char *name;
+    double value;
+} be_stat;
 
 /* The function table every backend fills with designated initializers. */
 typedef struct be_iface {
@@ -149,6 +156,9 @@ typedef struct be_iface {
     /* Runs every node in order. Writes a message to err on failure. */
     elm_status (*graph_compute)(be_backend *be, const be_graph *graph, char *err, size_t err_size);
     void (*get_stats)(be_backend *be, be_stats *out);
+    /* Optional. Writes at most `cap` device-specific counters to out and
+     * returns how many the backend has (elm_context_device_stat). */
+    size_t (*device_stats)(be_backend *be, be_stat *out, size_t cap);
 } be_iface;
 
 struct be_backend {

@@ -118,7 +118,8 @@ static void send(e2e_run *e) {
 
 static elm_status load_model(const bench_opts *o, const char *device, elm_model **m, char *err,
                              size_t err_size) {
-    elm_model_params mp = elm_model_default_params();
+    elm_model_params mp;
+    elm_model_default_params(&mp);
     mp.device = device;
     if (o->model_path) return elm_model_load(o->model_path, &mp, m, err, err_size);
     elm_synth_params sp = elm_synth_default_params();
@@ -148,14 +149,15 @@ static elm_status load_ready(e2e_run *e, double *ms) {
     double t0 = bench_now_ms();
     elm_status st = load_model(e->o, e->device, &e->model, err, sizeof err);
     if (st == ELM_OK) {
-        elm_context_params cp = elm_context_default_params();
+        elm_context_params cp;
+        elm_context_default_params(&cp);
         cp.n_ctx = context_size(e->o);
         cp.n_threads = e->o->n_threads;
         cp.pin_threads = e->o->pin;
         st = elm_context_new(e->model, &cp, &e->ctx, err, sizeof err);
     }
     if (st == ELM_OK) {
-        elm_model_info info;
+        elm_model_info info = ELM_INIT(elm_model_info);
         elm_model_get_info(e->model, &info);
         elm_token t = info.bos >= 0 ? info.bos : 0;
         st = elm_decode(e->ctx, &t, 1);
@@ -233,7 +235,7 @@ static elm_status run_rep(e2e_run *e, rep_times *t, uint32_t n_vocab) {
 }
 
 static void run_reps(e2e_run *e) {
-    elm_model_info info;
+    elm_model_info info = ELM_INIT(elm_model_info);
     elm_model_get_info(e->model, &info);
     if (!make_prompt(e, &info)) {
         snprintf(e->r.error, sizeof e->r.error, "out of memory");
@@ -254,7 +256,7 @@ static uint64_t gen_bytes_per_token(const elm_model *m) {
     uint64_t total = 0, embd = 0;
     bool has_output = false;
     for (uint32_t i = 0; i < elm_model_n_tensors(m); i++) {
-        elm_tensor_info t;
+        elm_tensor_info t = ELM_INIT(elm_tensor_info);
         if (elm_model_tensor(m, i, &t) != ELM_OK) continue;
         total += t.nbytes;
         if (!strcmp(t.name, "token_embd.weight")) embd = t.nbytes;
@@ -280,7 +282,7 @@ static void measure_roofline(e2e_run *e) {
 }
 
 static void fill_memory(e2e_run *e) {
-    elm_memory_usage mu;
+    elm_memory_usage mu = ELM_INIT(elm_memory_usage);
     if (elm_context_memory(e->ctx, &mu) != ELM_OK) return;
     e->r.weights_bytes = mu.weights_bytes;
     e->r.kv_bytes = mu.kv_bytes;
@@ -424,6 +426,7 @@ void bench_measure_device(const bench_opts *o, const elm_device_info *dev, bench
 
 static void probe_child(int fd, void *arg) {
     elm_device_info devs[BENCH_MAX_DEVICES];
+    devs[0].struct_size = sizeof devs[0];
     size_t n = 0;
     if (elm_devices(devs, BENCH_MAX_DEVICES, &n) != ELM_OK) return;
     if (n > BENCH_MAX_DEVICES) n = BENCH_MAX_DEVICES;

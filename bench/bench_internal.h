@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "edgelm.h"
+#include "edgelm_tools.h"
 
 #define BENCH_MAX_DEVICES 16
 #define BENCH_MAX_REPS 100

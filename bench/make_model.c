@@ -8,6 +8,7 @@
 
 #include "bench/bench.h"
 #include "edgelm.h"
+#include "edgelm_tools.h"
 
 static const char MM_USAGE[] =
     "usage: edgelm make-model --shape NAME --type Q4_0|Q8_0|Q4_K|F16|... [--output-type T]\n"

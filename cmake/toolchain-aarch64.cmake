@@ -44,10 +44,10 @@ set(CMAKE_FIND_ROOT_PATH ${ELM_CROSS_PREFIX} ${EDGELM_ARM64_SYSROOT})
 set(_elm_libdirs
     ${EDGELM_ARM64_SYSROOT}/lib/${ELM_CROSS_TRIPLE}
     ${EDGELM_ARM64_SYSROOT}/usr/lib/${ELM_CROSS_TRIPLE}
-    ${EDGELM_ARM64_SYSROOT}/usr/lib/${ELM_CROSS_TRIPLE}/openblas-pthread)
+    ${EDGELM_ARM64_SYSROOT}/usr/lib/${ELM_CROSS_TRIPLE}/openblas-serial)
 # pkg-config reads only the sysroot's .pc files and prefixes their -I/-L.
 set(ENV{PKG_CONFIG_LIBDIR}
-    "${EDGELM_ARM64_SYSROOT}/usr/lib/${ELM_CROSS_TRIPLE}/pkgconfig:${EDGELM_ARM64_SYSROOT}/usr/lib/${ELM_CROSS_TRIPLE}/openblas-pthread/pkgconfig:${EDGELM_ARM64_SYSROOT}/usr/share/pkgconfig")
+    "${EDGELM_ARM64_SYSROOT}/usr/lib/${ELM_CROSS_TRIPLE}/pkgconfig:${EDGELM_ARM64_SYSROOT}/usr/lib/${ELM_CROSS_TRIPLE}/openblas-serial/pkgconfig:${EDGELM_ARM64_SYSROOT}/usr/share/pkgconfig")
 set(ENV{PKG_CONFIG_SYSROOT_DIR} "${EDGELM_ARM64_SYSROOT}")
 set(ENV{PKG_CONFIG_PATH} "")
 

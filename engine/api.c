@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "common/abi.h"
 #include "engine/internal.h"
 
 const char *elm_strerror(elm_status st) {
@@ -84,18 +85,26 @@ bool elm_token_is_eog(const elm_model *m, elm_token token) {
     return m && vocab_is_eog(m->vocab, token);
 }
 
-elm_sampler_params elm_sampler_default_params(void) {
-    return (elm_sampler_params){.temperature = 0.8f, .top_k = 40, .top_p = 0.95f,
-                                .min_p = 0.05f, .repeat_penalty = 1.0f, .repeat_last_n = 64,
-                                .seed = 0x5eed};
+const elm_sampler_params elmi_sampler_defaults = {
+    .struct_size = sizeof(elm_sampler_params), .temperature = 0.8f, .top_k = 40, .top_p = 0.95f,
+    .min_p = 0.05f, .repeat_penalty = 1.0f, .repeat_last_n = 64, .seed = 0x5eed};
+
+const elm_generate_params elmi_generate_defaults = {
+    .struct_size = sizeof(elm_generate_params), .n_predict = 128, .add_bos = true,
+    .parse_special = true, .ignore_eos = false, .sampler = NULL};
+
+const elm_context_params elmi_context_defaults = {
+    .struct_size = sizeof(elm_context_params), .n_ctx = 0, .n_batch = 0, .n_threads = 0,
+    .mode = ELM_MODE_FAST, .logits_all = false, .pin_threads = false};
+
+void elm_sampler_params_init(elm_sampler_params *p, size_t struct_size) {
+    elmi_struct_init(p, struct_size, &elmi_sampler_defaults, sizeof elmi_sampler_defaults);
 }
 
-elm_generate_params elm_generate_default_params(void) {
-    return (elm_generate_params){.n_predict = 128, .add_bos = true, .parse_special = true,
-                                 .ignore_eos = false, .sampler = elm_sampler_default_params()};
+void elm_generate_params_init(elm_generate_params *p, size_t struct_size) {
+    elmi_struct_init(p, struct_size, &elmi_generate_defaults, sizeof elmi_generate_defaults);
 }
 
-elm_context_params elm_context_default_params(void) {
-    return (elm_context_params){.n_ctx = 0, .n_batch = 0, .n_threads = 0, .mode = ELM_MODE_FAST,
-                                .logits_all = false, .pin_threads = false};
+void elm_context_params_init(elm_context_params *p, size_t struct_size) {
+    elmi_struct_init(p, struct_size, &elmi_context_defaults, sizeof elmi_context_defaults);
 }

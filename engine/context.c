@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/abi.h"
 #include "engine/internal.h"
 #include "quant/quant.h"
 
@@ -213,7 +214,14 @@ elm_status elm_context_new(const elm_model *model, const elm_context_params *par
     elm_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     ctx->model = model;
-    ctx->params = params ? *params : elm_context_default_params();
+    ctx->params = elmi_context_defaults;
+    if (params && !elmi_struct_in(&ctx->params, sizeof ctx->params, params,
+                                  ELMI_MIN_CONTEXT_PARAMS)) {
+        free(ctx);
+        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                          "elm_context_params.struct_size is %zu: initialize the struct with "
+                          "elm_context_default_params", params->struct_size);
+    }
     elm_status st = resolve_params(model, &ctx->params, err, err_size);
     if (st == ELM_OK) st = setup_device(ctx, &model->device, err, err_size);
     if (st != ELM_OK && model->device.automatic && model->device.vk_index >= 0) {
@@ -259,11 +267,12 @@ uint32_t elm_context_n_ctx(const elm_context *ctx) {
 
 elm_status elm_context_memory(const elm_context *ctx, elm_memory_usage *out) {
     if (!ctx || !out) return ELM_ERR_INVALID_ARG;
-    out->weights_bytes = ctx->model->info.weights_bytes;
-    out->kv_bytes = ctx->kv_bytes;
-    out->scratch_bytes = ctx->scratch_bytes;
-    out->device_bytes = ctx->kv_bytes + ctx->scratch_bytes;
-    return ELM_OK;
+    elm_memory_usage m = {.struct_size = sizeof m};
+    m.weights_bytes = ctx->model->info.weights_bytes;
+    m.kv_bytes = ctx->kv_bytes;
+    m.scratch_bytes = ctx->scratch_bytes;
+    m.device_bytes = ctx->kv_bytes + ctx->scratch_bytes;
+    return elmi_struct_out(out, &m, sizeof m, ELMI_MIN_MEMORY_USAGE) ? ELM_OK : ELM_ERR_INVALID_ARG;
 }
 
 const char *elm_context_device(const elm_context *ctx) {

@@ -1,7 +1,9 @@
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
 
+#include "common/abi.h"
 #include "engine/internal.h"
 
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
@@ -94,38 +96,67 @@ void device_backend_stats(be_backend *be, elm_stats *st) {
     be_stats bs = {0};
     if (be->iface->get_stats) be->iface->get_stats(be, &bs);
     st->n_fallback_nodes = bs.n_fallback_nodes;
-#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
-    if (be_vk_is(be)) {
-        be_vk_stats vs;
-        if (be_vk_get_stats(be, &vs) == ELM_OK) {
-            st->pipeline_ms = vs.pipeline_ms;
-            st->n_fallback_nodes = vs.n_fallback_nodes;
-            st->pipeline_cache_loaded = vs.cache_loaded;
-        }
-    }
-#endif
 }
 
 uint64_t device_validation_errors(be_backend *be) {
-#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
-    if (be_vk_is(be)) return be_vk_validation_errors(be);
-#endif
-    (void)be;
-    return 0;
+    be_stats bs = {0};
+    if (be->iface->get_stats) be->iface->get_stats(be, &bs);
+    return bs.n_validation_errors;
 }
+
+#define ELM_MAX_DEVICE_STATS 64
+
+elm_status elm_context_device_stat(const elm_context *ctx, size_t index, const char **name,
+                                   double *value) {
+    if (!ctx || !ctx->be || !ctx->be->iface->device_stats) return ELM_ERR_INVALID_ARG;
+    be_stat all[ELM_MAX_DEVICE_STATS];
+    size_t n = ctx->be->iface->device_stats(ctx->be, all, ELM_MAX_DEVICE_STATS);
+    if (index >= n || index >= ELM_MAX_DEVICE_STATS) return ELM_ERR_INVALID_ARG;
+    if (name) *name = all[index].name;
+    if (value) *value = all[index].value;
+    return ELM_OK;
+}
+
+elm_status elm_context_device_stat_find(const elm_context *ctx, const char *name, double *value) {
+    if (!name) return ELM_ERR_INVALID_ARG;
+    const char *n = NULL;
+    double v = 0;
+    for (size_t i = 0; elm_context_device_stat(ctx, i, &n, &v) == ELM_OK; i++)
+        if (!strcmp(n, name)) {
+            if (value) *value = v;
+            return ELM_OK;
+        }
+    return ELM_ERR_INVALID_ARG;
+}
+
+/* More devices than this are counted but not described. */
+#define ELM_MAX_DEVICES 64
 
 elm_status elm_devices(elm_device_info *out, size_t cap, size_t *n) {
     if (!n || (!out && cap)) return ELM_ERR_INVALID_ARG;
-    size_t count = 0;
-    if (cap > 0) cpu_device(&out[0]);
-    count++;
+    size_t stride = cap ? out[0].struct_size : 0;
+    if (cap && stride < ELMI_MIN_DEVICE_INFO) return ELM_ERR_INVALID_ARG;
+    size_t want = cap < ELM_MAX_DEVICES ? cap : ELM_MAX_DEVICES;
+    elm_device_info *all = NULL;
+    if (want) {
+        all = calloc(want, sizeof *all);
+        if (!all) return ELM_ERR_NO_MEMORY;
+        cpu_device(&all[0]);
+    }
+    size_t count = 1;
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
     size_t n_vk = 0;
     char err[256];
-    elm_status st = be_vk_enumerate(cap > 1 ? out + 1 : NULL, cap > 1 ? cap - 1 : 0, &n_vk, err,
+    elm_status st = be_vk_enumerate(want > 1 ? all + 1 : NULL, want > 1 ? want - 1 : 0, &n_vk, err,
                                     sizeof err);
     if (st == ELM_OK) count += n_vk;
 #endif
+    for (size_t i = 0; i < want && i < count; i++) {
+        elm_device_info *dst = (elm_device_info *)((unsigned char *)out + i * stride);
+        dst->struct_size = stride;
+        elmi_struct_out(dst, &all[i], sizeof all[i], ELMI_MIN_DEVICE_INFO);
+    }
+    free(all);
     *n = count;
     return ELM_OK;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/abi.h"
 #include "engine/internal.h"
 #include "engine/utf8.h"
 
@@ -82,7 +83,7 @@ static elm_status pick(gen_state *g, elm_token_info *info) {
 static elm_status step(gen_state *g, uint32_t index, bool *done) {
     elm_context *ctx = g->ctx;
     const elm_model *m = ctx->model;
-    elm_token_info info = {.index = index};
+    elm_token_info info = {.struct_size = sizeof info, .index = index};
     elm_status pst = pick(g, &info);
     if (pst != ELM_OK) return pst;
     elm_token tok = info.token;
@@ -123,7 +124,7 @@ static void finish_stats(gen_state *g, elm_stats *out) {
     st->peak_rss_bytes = elm_peak_rss();
     snprintf(st->device, sizeof st->device, "%s", g->ctx->device_id);
     device_backend_stats(g->ctx->be, st);
-    if (out) *out = *st;
+    if (out) elmi_struct_out(out, st, sizeof *st, ELMI_MIN_STATS);
 }
 
 elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
@@ -131,17 +132,31 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
     if (!ctx) return ELM_ERR_INVALID_ARG;
     ctx->last_error[0] = 0;
     if (!prompt && len) return ctx_error(ctx, ELM_ERR_INVALID_ARG, "prompt is NULL");
-    elm_generate_params p = params ? *params : elm_generate_default_params();
+    if (stats && stats->struct_size < ELMI_MIN_STATS)
+        return ctx_error(ctx, ELM_ERR_INVALID_ARG,
+                         "elm_stats.struct_size is %zu: declare it with ELM_INIT(elm_stats)",
+                         stats->struct_size);
+    elm_generate_params p = elmi_generate_defaults;
+    if (params && !elmi_struct_in(&p, sizeof p, params, ELMI_MIN_GENERATE_PARAMS))
+        return ctx_error(ctx, ELM_ERR_INVALID_ARG,
+                         "elm_generate_params.struct_size is %zu: initialize the struct with "
+                         "elm_generate_default_params", params->struct_size);
+    elm_sampler_params sp = elmi_sampler_defaults;
+    if (p.sampler && !elmi_struct_in(&sp, sizeof sp, p.sampler, ELMI_MIN_SAMPLER_PARAMS))
+        return ctx_error(ctx, ELM_ERR_INVALID_ARG,
+                         "elm_sampler_params.struct_size is %zu: initialize the struct with "
+                         "elm_sampler_default_params", p.sampler->struct_size);
+    p.sampler = &sp;
     gen_state g = {.ctx = ctx, .p = &p, .t_start = elm_now_ms()};
+    g.st.struct_size = sizeof g.st;
     /* Greedy without a penalty needs only the argmax summary, which the
      * device computes, instead of every logit. Ties go to the lower id either way. */
-    g.greedy = p.sampler.temperature <= 0.0f &&
-               (p.sampler.repeat_penalty == 1.0f || p.sampler.repeat_last_n == 0);
+    g.greedy = sp.temperature <= 0.0f && (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0);
     elm_token *toks = NULL;
     size_t n = 0;
     elm_status st = tokenize_prompt(&g, prompt ? prompt : "", len, &toks, &n);
     if (st == ELM_OK) {
-        st = sampler_new(&p.sampler, ctx->model->hp.n_vocab, &g.sampler);
+        st = sampler_new(&sp, ctx->model->hp.n_vocab, &g.sampler);
         if (st != ELM_OK) ctx_error(ctx, st, "cannot create the sampler");
     }
     if (st == ELM_OK) {

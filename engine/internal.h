@@ -9,6 +9,7 @@
 
 #include "backends/backend.h"
 #include "edgelm.h"
+#include "edgelm_tools.h"
 #include "engine/gguf.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
@@ -21,6 +22,12 @@ elm_status elm_errorf(char *err, size_t err_size, elm_status st, const char *fmt
     __attribute__((format(printf, 4, 5)));
 
 double elm_now_ms(void); /* monotonic clock */
+
+/* The defaults behind elm_*_default_params (api.c, model.c). */
+extern const elm_sampler_params elmi_sampler_defaults;
+extern const elm_generate_params elmi_generate_defaults;
+extern const elm_context_params elmi_context_defaults;
+extern const elm_model_params elmi_model_defaults;
 
 /* Where a model's contexts run: a Vulkan device index, or -1 for the CPU. */
 typedef struct elm_device_choice {

@@ -2,11 +2,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/abi.h"
 #include "engine/internal.h"
 #include "quant/quant.h"
 
-elm_model_params elm_model_default_params(void) {
-    return (elm_model_params){.device = "cpu", .vocab_only = false};
+const elm_model_params elmi_model_defaults = {
+    .struct_size = sizeof(elm_model_params), .device = "cpu", .vocab_only = false};
+
+void elm_model_params_init(elm_model_params *p, size_t struct_size) {
+    elmi_struct_init(p, struct_size, &elmi_model_defaults, sizeof elmi_model_defaults);
 }
 
 static char *str_dup_n(const char *s, size_t n) {
@@ -111,7 +115,13 @@ static elm_status load_common(const char *path, void *data, size_t size,
         return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "out is NULL");
     }
     *out = NULL;
-    elm_model_params p = params ? *params : elm_model_default_params();
+    elm_model_params p = elmi_model_defaults;
+    if (params && !elmi_struct_in(&p, sizeof p, params, ELMI_MIN_MODEL_PARAMS)) {
+        free(data);
+        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                          "elm_model_params.struct_size is %zu: initialize the struct with "
+                          "elm_model_default_params", params->struct_size);
+    }
     double t0 = elm_now_ms();
     elm_model *m = calloc(1, sizeof *m);
     if (!m) {
@@ -167,8 +177,8 @@ void elm_model_free(elm_model *m) {
 
 elm_status elm_model_get_info(const elm_model *m, elm_model_info *out) {
     if (!m || !out) return ELM_ERR_INVALID_ARG;
-    *out = m->info;
-    return ELM_OK;
+    return elmi_struct_out(out, &m->info, sizeof m->info, ELMI_MIN_MODEL_INFO) ? ELM_OK
+                                                                             : ELM_ERR_INVALID_ARG;
 }
 
 uint32_t elm_model_n_tensors(const elm_model *m) {
@@ -177,6 +187,6 @@ uint32_t elm_model_n_tensors(const elm_model *m) {
 
 elm_status elm_model_tensor(const elm_model *m, uint32_t index, elm_tensor_info *out) {
     if (!m || !out || index >= m->info.n_tensors) return ELM_ERR_INVALID_ARG;
-    *out = m->tensors[index].info;
-    return ELM_OK;
+    const elm_tensor_info *t = &m->tensors[index].info;
+    return elmi_struct_out(out, t, sizeof *t, ELMI_MIN_TENSOR_INFO) ? ELM_OK : ELM_ERR_INVALID_ARG;
 }

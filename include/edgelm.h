@@ -14,7 +14,29 @@
  *  - Every pointer parameter is *borrowed* (the callee keeps no reference
  *    past the call) unless its comment says *owned* or *kept*.
  *  - elm_*_free(NULL) is a no-op. No function calls exit() or abort(), and
- *    the library keeps no global mutable state.
+ *    the library keeps no global mutable state besides the allocator
+ *    (elm_set_allocator), set once before use.
+ *
+ * ABI rule (the library's binary interface can grow without breaking
+ * programs built against an older edgelm.h):
+ *  - Every struct that crosses the library boundary starts with
+ *    `size_t struct_size`, the struct's size as the *caller* was compiled.
+ *    Parameter structs get it from their init function-like macro
+ *    (elm_model_default_params(&p) and the like), which also fills the
+ *    defaults; output structs are declared with ELM_INIT(type) or have it
+ *    set by hand. The library reads and writes only the first struct_size
+ *    bytes, and refuses (ELM_ERR_INVALID_ARG) a size smaller than that of
+ *    the first release of the struct.
+ *  - Fields are only ever appended. They are never removed, reordered,
+ *    retyped or given another meaning; an appended field's zero value means
+ *    "as before".
+ *  - Arrays of such structs are strided by their first element's
+ *    struct_size (elm_devices).
+ *  - Functions are only added. An incompatible change bumps the SONAME
+ *    (libedgelm.so.N) and the ABI baseline (abi/libedgelm.abi) together;
+ *    `make abi-check` compares the built library with that baseline.
+ *  - Only functions named elm_* are exported; edgelm_tools.h (benchmark
+ *    fixtures) is outside this promise.
  */
 #ifndef EDGELM_H
 #define EDGELM_H
@@ -38,6 +60,9 @@ extern "C" {
 #define ELM_VERSION_MAJOR 0
 #define ELM_VERSION_MINOR 1
 #define ELM_VERSION_PATCH 0
+
+/* Initializer of an output struct: `elm_stats st = ELM_INIT(elm_stats);`. */
+#define ELM_INIT(type) {.struct_size = sizeof(type)}
 
 /* ------------------------------------------------------------------ status */
 
@@ -100,6 +125,7 @@ ELM_API size_t elm_allocations_live(void);
 
 /* One compute device, as `edgelm devices` lists it. */
 typedef struct elm_device_info {
+    size_t struct_size;        /* set by the caller (see the ABI rule) */
     char name[256];
     char backend[16];          /* "cpu" or "vulkan" */
     char type[16];             /* "discrete", "integrated", "virtual", "cpu", "other" */
@@ -127,6 +153,8 @@ typedef struct elm_device_info {
  * Lists every device edgelm can run on: the CPU backend first, then every
  * Vulkan physical device (CPU-type ones such as lavapipe included) in
  * enumeration order. Writes at most `cap` entries and the total to *n.
+ * When cap > 0, out[0].struct_size must be set: it is the size of every
+ * entry (the array's stride), and each entry's struct_size is set to it.
  * Without a Vulkan loader or driver only the CPU is listed; that is not an
  * error. EDGELM_VK_LIMITS shapes what Vulkan devices report (see README).
  */
@@ -137,6 +165,7 @@ ELM_API elm_status elm_devices(elm_device_info *out, size_t cap, size_t *n);
 typedef struct elm_model elm_model;
 
 typedef struct elm_model_params {
+    size_t struct_size;  /* set by elm_model_default_params */
     /* Device to run on: "cpu" (default), "auto", "vulkan", "vulkan:N".
      * Borrowed; may be NULL for "cpu". */
     const char *device;
@@ -145,7 +174,10 @@ typedef struct elm_model_params {
     bool vocab_only;
 } elm_model_params;
 
-ELM_API elm_model_params elm_model_default_params(void);
+/* Fills *p (struct_size bytes) with the defaults and sets p->struct_size.
+ * Use the macro: `elm_model_params mp; elm_model_default_params(&mp);`. */
+ELM_API void elm_model_params_init(elm_model_params *p, size_t struct_size);
+#define elm_model_default_params(p) elm_model_params_init((p), sizeof *(p))
 
 /*
  * Loads the GGUF file at `path` (borrowed). The weights are memory-mapped and
@@ -164,6 +196,7 @@ ELM_API void elm_model_free(elm_model *model);
 /* Hyperparameters and provenance of a loaded model. Strings point into the
  * model and live as long as it does. */
 typedef struct elm_model_info {
+    size_t struct_size;          /* set by the caller: ELM_INIT(elm_model_info) */
     const char *path;
     const char *name;            /* general.name, or "" */
     const char *arch;            /* general.architecture, e.g. "llama", "qwen2" */
@@ -200,6 +233,7 @@ ELM_API elm_status elm_model_get_info(const elm_model *model, elm_model_info *ou
 /* One tensor of the file, for listings. `name` and `type` live as long as
  * the model. */
 typedef struct elm_tensor_info {
+    size_t struct_size;          /* set by the caller: ELM_INIT(elm_tensor_info) */
     const char *name;
     const char *type;            /* "F32", "Q4_0", ... */
     uint32_t n_dims;
@@ -256,6 +290,7 @@ typedef enum elm_mode {
 } elm_mode;
 
 typedef struct elm_context_params {
+    size_t struct_size;  /* set by elm_context_default_params */
     uint32_t n_ctx;      /* tokens of context; 0 = min(model's context, 4096) */
     uint32_t n_batch;    /* most tokens per forward pass; 0 = 512 */
     int n_threads;       /* 0 = the number of physical cores */
@@ -268,7 +303,9 @@ typedef struct elm_context_params {
     bool pin_threads;
 } elm_context_params;
 
-ELM_API elm_context_params elm_context_default_params(void);
+/* Fills *p with the defaults: `elm_context_params cp; elm_context_default_params(&cp);`. */
+ELM_API void elm_context_params_init(elm_context_params *p, size_t struct_size);
+#define elm_context_default_params(p) elm_context_params_init((p), sizeof *(p))
 
 /*
  * Creates a context on `model`. The model is borrowed and must outlive the
@@ -292,6 +329,7 @@ ELM_API elm_status elm_context_reset(elm_context *ctx);
 ELM_API uint32_t elm_context_n_ctx(const elm_context *ctx);
 /* Memory a context uses on its device, in bytes. */
 typedef struct elm_memory_usage {
+    size_t struct_size;      /* set by the caller: ELM_INIT(elm_memory_usage) */
     uint64_t weights_bytes;  /* weights the device reads (memory-mapped on the CPU) */
     uint64_t kv_bytes;       /* the KV cache */
     uint64_t scratch_bytes;  /* activations, logits and work buffers */
@@ -299,6 +337,19 @@ typedef struct elm_memory_usage {
 } elm_memory_usage;
 
 ELM_API elm_status elm_context_memory(const elm_context *ctx, elm_memory_usage *out);
+
+/*
+ * Device-specific counters of a context, by index from 0: names such as
+ * "vulkan.pipeline_ms", "vulkan.pipeline_cache_loaded", "vulkan.submits",
+ * "vulkan.dispatches", "vulkan.validation_errors". The set depends on the
+ * device and may grow; *name is static. ELM_ERR_INVALID_ARG past the last.
+ */
+ELM_API elm_status elm_context_device_stat(const elm_context *ctx, size_t index,
+                                           const char **name, double *value);
+/* The counter called `name` (borrowed); ELM_ERR_INVALID_ARG when the
+ * context's device has none by that name. */
+ELM_API elm_status elm_context_device_stat_find(const elm_context *ctx, const char *name,
+                                                double *value);
 
 /* The device the context runs on ("cpu", "vulkan:0", ...); owned by the context. */
 ELM_API const char *elm_context_device(const elm_context *ctx);
@@ -327,6 +378,7 @@ ELM_API const float *elm_get_logits(const elm_context *ctx, int32_t i);
 /* ----------------------------------------------------------------- sampler */
 
 typedef struct elm_sampler_params {
+    size_t struct_size;    /* set by elm_sampler_default_params */
     float temperature;     /* <= 0: greedy (ties go to the lower id) */
     int32_t top_k;         /* <= 0: off */
     float top_p;           /* >= 1: off */
@@ -336,12 +388,15 @@ typedef struct elm_sampler_params {
     uint64_t seed;         /* same seed, same model, same prompt: same text */
 } elm_sampler_params;
 
-ELM_API elm_sampler_params elm_sampler_default_params(void);
+/* Fills *p with the defaults: `elm_sampler_params sp; elm_sampler_default_params(&sp);`. */
+ELM_API void elm_sampler_params_init(elm_sampler_params *p, size_t struct_size);
+#define elm_sampler_default_params(p) elm_sampler_params_init((p), sizeof *(p))
 
 /* -------------------------------------------------------------- generation */
 
 /* What the callback learns of each generated token. Borrowed for the call. */
 typedef struct elm_token_info {
+    size_t struct_size;    /* the library's size: fields past it do not exist */
     elm_token token;
     const char *text;      /* complete UTF-8 produced so far by this token (may be "") */
     size_t text_len;
@@ -362,18 +417,22 @@ typedef enum elm_stop_reason {
 } elm_stop_reason;
 
 typedef struct elm_generate_params {
+    size_t struct_size;           /* set by elm_generate_default_params */
     int32_t n_predict;            /* new tokens at most; < 0: until EOG or context end */
     bool add_bos;                 /* as in elm_tokenize; default true */
     bool parse_special;           /* default true */
     bool ignore_eos;              /* keep going past end-of-generation tokens */
-    elm_sampler_params sampler;
+    const elm_sampler_params *sampler; /* borrowed; NULL: elm_sampler_default_params */
     elm_token_callback callback;  /* may be NULL */
     void *user_data;              /* passed to callback; borrowed */
 } elm_generate_params;
 
-ELM_API elm_generate_params elm_generate_default_params(void);
+/* Fills *p with the defaults: `elm_generate_params gp; elm_generate_default_params(&gp);`. */
+ELM_API void elm_generate_params_init(elm_generate_params *p, size_t struct_size);
+#define elm_generate_default_params(p) elm_generate_params_init((p), sizeof *(p))
 
 typedef struct elm_stats {
+    size_t struct_size;     /* set by the caller: ELM_INIT(elm_stats) */
     double load_ms;         /* model load (from the model) */
     double prompt_ms;       /* prompt evaluation */
     double ttft_ms;         /* from the call to the first generated token */
@@ -386,8 +445,7 @@ typedef struct elm_stats {
     elm_stop_reason stop;
     char device[32];         /* where the context runs: "cpu", "vulkan:N" */
     uint64_t n_fallback_nodes; /* graph nodes the device could not run, run on the CPU instead */
-    double pipeline_ms;      /* Vulkan: time spent creating pipelines so far */
-    bool pipeline_cache_loaded; /* Vulkan: a valid pipeline cache file was used */
+    /* Device-specific figures: elm_context_device_stat. */
 } elm_stats;
 
 /*
@@ -403,40 +461,6 @@ typedef struct elm_stats {
  */
 ELM_API elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
                                 const elm_generate_params *params, elm_stats *stats);
-
-/* ------------------------------------------------------ synthetic models */
-
-/* A model with the shape of a popular small model and deterministic
- * pseudo-random weights, for benchmarks. Shapes: "smollm-135m",
- * "qwen2-0.5b" (qwen2 architecture, q/k/v biases), "llama-1b" (Llama 3.2 1B),
- * "tinyllama-1.1b". The vocabulary is synthetic (SentencePiece-style). */
-typedef struct elm_synth_params {
-    const char *shape;       /* borrowed */
-    /* Weight type of the 2-D tensors: "Q4_0", "Q8_0", "Q4_K", "F16", any
-     * supported type, or "Q4_K_M" (Q4_K with Q6_K for half of attn_v and
-     * ffn_down). A tensor whose rows are not whole blocks falls back to
-     * Q5_0/Q5_1/Q8_0. Borrowed. */
-    const char *type;
-    /* Type of output.weight; NULL: Q6_K for Q4_0/Q4_K types (Q8_0 where the
-     * row length is not a multiple of 256), Q8_0 otherwise. Borrowed. */
-    const char *output_type;
-    uint32_t vocab_size;     /* 0: the shape's own */
-    uint64_t seed;
-} elm_synth_params;
-
-ELM_API elm_synth_params elm_synth_default_params(void);
-/* Name of shape i, or NULL past the last. */
-ELM_API const char *elm_synth_shape_name(size_t i);
-/* Writes the model as a GGUF file at `path` (borrowed). */
-ELM_API elm_status elm_synth_write(const elm_synth_params *p, const char *path, char *err,
-                                   size_t err_size);
-/* Builds the model in memory and loads it as elm_model_load would; the
- * model's path reads "shape:NAME:TYPE". */
-ELM_API elm_status elm_synth_load(const elm_synth_params *p, const elm_model_params *mp,
-                                  elm_model **out, char *err, size_t err_size);
-
-/* Peak resident memory of this process in bytes (0 where unknown). */
-ELM_API uint64_t elm_peak_rss(void);
 
 #ifdef __cplusplus
 }

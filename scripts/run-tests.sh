@@ -34,16 +34,18 @@ configure_build() { # dir sanitize build_type [targets...]
 
 run_suite "release" "$build"
 
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:strict_string_checks=1
-export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-export LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0
+echo "=== ABI check ==="
+if ! ./scripts/abi-check.sh "$build"; then
+  echo "=== ABI check: FAILED ===" >&2; fail=1
+fi
+
+# The sanitizer options every test runs with are set by CMakeLists.txt.
 if configure_build build-asan address,undefined RelWithDebInfo; then
   run_suite "address+undefined sanitizers" build-asan
 else
   echo "=== sanitizer build FAILED ===" >&2; fail=1
 fi
 
-export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 # Criterion cannot start under TSan; test_threads.c then brings its own main.
 if configure_build build-tsan thread RelWithDebInfo test_threads; then
   run_suite "thread sanitizer" build-tsan -R '^test_threads$'

@@ -62,7 +62,7 @@ qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static) || {
   echo "test-arm64: qemu-aarch64 not found" >&2; exit 1; }
 
 # --------------------------------------------------------- arm64 libraries
-arm64_devs=(libpcre2-dev:arm64 libopenblas-dev:arm64 libcriterion-dev:arm64)
+arm64_devs=(libpcre2-dev:arm64 libopenblas-serial-dev:arm64 libcriterion-dev:arm64)
 # Provided by the cross toolchain (/usr/aarch64-linux-gnu), or host tools.
 provided='^(libc6|libc6-dev|libgcc-s1|gcc-12-base|linux-libc-dev|libcrypt1|libcrypt-dev|pkgconf|pkg-config):arm64='
 
@@ -244,7 +244,7 @@ t_build=$(date +%s)
 echo "test-arm64: configure and build took $((t_build - t_setup)) s" >&2
 
 # -------------------------------------------------------------------- tests
-libpath="$sysroot/lib/$triple:$sysroot/usr/lib/$triple:$sysroot/usr/lib/$triple/openblas-pthread"
+libpath="$sysroot/lib/$triple:$sysroot/usr/lib/$triple:$sysroot/usr/lib/$triple/openblas-serial"
 export ELM_SHARED_DIR="$shared" ELM_SOURCE_DIR="$root" ELM_BUILD_DIR="$build"
 export ELM_CLI="$build/edgelm"
 [ -d "$shared" ] || echo "note: $shared is absent; the reference tests skip" >&2

@@ -402,7 +402,7 @@ static void check_round_trip(const char *path) {
     elm_model *m = NULL;
     char err[256];
     cr_assert_eq(elm_model_load(path, NULL, &m, err, sizeof err), ELM_OK, "%s", err);
-    elm_model_info info;
+    elm_model_info info = ELM_INIT(elm_model_info);
     cr_assert_eq(elm_model_get_info(m, &info), ELM_OK);
     cr_expect_eq(info.n_embd, 576);
     cr_expect_eq(info.n_layer, 30);
@@ -412,7 +412,7 @@ static void check_round_trip(const char *path) {
     cr_expect_eq(info.n_vocab, 1000);
     bool found = false;
     for (uint32_t i = 0; i < elm_model_n_tensors(m); i++) {
-        elm_tensor_info t;
+        elm_tensor_info t = ELM_INIT(elm_tensor_info);
         cr_assert_eq(elm_model_tensor(m, i, &t), ELM_OK);
         if (strcmp(t.name, "blk.0.attn_q.weight")) continue;
         found = true;

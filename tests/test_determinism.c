@@ -57,7 +57,8 @@ static bool record(const elm_token_info *info, void *user) {
 }
 
 static elm_context *new_context(const elm_model *m, elm_mode mode, int n_threads, bool all) {
-    elm_context_params cp = elm_context_default_params();
+    elm_context_params cp;
+    elm_context_default_params(&cp);
     cp.mode = mode;
     cp.n_threads = n_threads;
     cp.n_ctx = N_EVAL + N_GEN + 16;
@@ -71,7 +72,7 @@ static elm_context *new_context(const elm_model *m, elm_mode mode, int n_threads
 }
 
 static void run_once(const elm_model *m, elm_mode mode, int n_threads, run_result *r) {
-    elm_model_info info;
+    elm_model_info info = ELM_INIT(elm_model_info);
     cr_assert_eq(elm_model_get_info(m, &info), ELM_OK);
     memset(r, 0, sizeof *r);
     size_t nv = r->n_vocab = info.n_vocab;
@@ -106,10 +107,14 @@ static void run_once(const elm_model *m, elm_mode mode, int n_threads, run_resul
 
     /* elm_generate with greedy sampling. */
     cr_assert_eq(elm_context_reset(ctx), ELM_OK);
-    elm_generate_params gp = elm_generate_default_params();
+    elm_generate_params gp;
+    elm_generate_default_params(&gp);
+    elm_sampler_params sp;
+    elm_sampler_default_params(&sp);
+    gp.sampler = &sp;
     gp.n_predict = N_GEN;
     gp.ignore_eos = true;
-    gp.sampler.temperature = 0;
+    sp.temperature = 0;
     gp.callback = record;
     gp.user_data = r;
     const char *prompt = "Once upon a time";
@@ -135,13 +140,21 @@ static void expect_same(const char *who, const run_result *a, const run_result *
               "%s: elm_generate's tokens differ", who);
 }
 
-/* n_threads 1, 2, 3, then 1 and 2 again: all bit-identical to the first. */
+/* n_threads 1, 2, 3, then 1 and 2 again: all bit-identical to the first.
+ * A model the engine refuses as unsupported (an architecture an open issue
+ * adds) is skipped by name with a message; any other failure fails. */
 static void check_model(const char *path) {
     elm_model *m = NULL;
     char err[512] = "";
-    elm_model_params mp = elm_model_default_params();
+    elm_model_params mp;
+    elm_model_default_params(&mp);
     mp.device = "cpu";
-    cr_assert_eq(elm_model_load(path, &mp, &m, err, sizeof err), ELM_OK, "%s: %s", path, err);
+    elm_status lst = elm_model_load(path, &mp, &m, err, sizeof err);
+    if (lst == ELM_ERR_UNSUPPORTED) {
+        cr_log_warn("skipping %s: %s", path, err);
+        return;
+    }
+    cr_assert_eq(lst, ELM_OK, "%s: %s", path, err);
     const elm_mode modes[2] = {ELM_MODE_FAST, ELM_MODE_EXACT};
     const int threads[] = {1, 2, 3, 1, 2};
     for (int k = 0; k < 2; k++) {

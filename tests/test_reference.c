@@ -201,6 +201,7 @@ static const char *device_label(void) {
 /* Whether elm_devices lists a Vulkan device. */
 static bool have_vulkan_device(void) {
     elm_device_info info[16];
+    info[0].struct_size = sizeof info[0];
     size_t n = 0;
     if (elm_devices(info, 16, &n) != ELM_OK) return false;
     for (size_t i = 0; i < n && i < 16; i++)
@@ -362,7 +363,8 @@ static elm_model *load_model(const char *name) {
     char rel[256], path[4096], err[512] = "";
     snprintf(rel, sizeof rel, "models/%s.gguf", name);
     test_shared_path(rel, path, sizeof path);
-    elm_model_params mp = elm_model_default_params();
+    elm_model_params mp;
+    elm_model_default_params(&mp);
     mp.device = test_device();
     elm_model *m = NULL;
     elm_status st = elm_model_load(path, &mp, &m, err, sizeof err);
@@ -372,7 +374,7 @@ static elm_model *load_model(const char *name) {
 }
 
 static size_t model_vocab(const elm_model *m) {
-    elm_model_info info;
+    elm_model_info info = ELM_INIT(elm_model_info);
     cr_assert_eq(elm_model_get_info(m, &info), ELM_OK);
     return info.n_vocab;
 }
@@ -380,7 +382,8 @@ static size_t model_vocab(const elm_model *m) {
 /* Runs `n` tokens in one batch from position 0 and returns all n rows of
  * logits (malloc'd, n * n_vocab). */
 static float *eval_batch(const elm_model *m, elm_mode mode, const elm_token *toks, size_t n) {
-    elm_context_params cp = elm_context_default_params();
+    elm_context_params cp;
+    elm_context_default_params(&cp);
     cp.mode = mode;
     cp.logits_all = true;
     cp.n_batch = (uint32_t)n;
@@ -776,6 +779,7 @@ Test(rule4_text, stories260K_greedy196) {
 Test(device, under_test) {
     require_device();
     elm_device_info info[16];
+    info[0].struct_size = sizeof info[0];
     size_t n = 0;
     cr_assert_eq(elm_devices(info, 16, &n), ELM_OK);
     const char *want = test_device();

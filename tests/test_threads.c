@@ -109,7 +109,7 @@ static bool record_token(const elm_token_info *info, void *user) {
 }
 
 static void fill_tokens(const elm_model *m, elm_token *toks, size_t n_vocab) {
-    elm_model_info info;
+    elm_model_info info = ELM_INIT(elm_model_info);
     elm_model_get_info(m, &info);
     for (size_t i = 0; i < N_EVAL; i++) toks[i] = (elm_token)((i * 37 + 11) % n_vocab);
     if (info.bos >= 0) toks[0] = info.bos;
@@ -141,10 +141,14 @@ static elm_status teacher_forced(workload *w, elm_context *ctx) {
 static elm_status greedy(workload *w, elm_context *ctx) {
     elm_status st = elm_context_reset(ctx);
     if (st != ELM_OK) return fail(w, ctx, st, "elm_context_reset");
-    elm_generate_params gp = elm_generate_default_params();
+    elm_generate_params gp;
+    elm_generate_default_params(&gp);
+    elm_sampler_params sp;
+    elm_sampler_default_params(&sp);
+    gp.sampler = &sp;
     gp.n_predict = N_GEN;
     gp.ignore_eos = true;
-    gp.sampler.temperature = 0;
+    sp.temperature = 0;
     gp.callback = record_token;
     gp.user_data = w;
     const char *prompt = "Once upon a time";
@@ -153,10 +157,11 @@ static elm_status greedy(workload *w, elm_context *ctx) {
 }
 
 static elm_status run_workload(workload *w) {
-    elm_model_info info;
+    elm_model_info info = ELM_INIT(elm_model_info);
     elm_model_get_info(w->model, &info);
     w->n_vocab = info.n_vocab;
-    elm_context_params cp = elm_context_default_params();
+    elm_context_params cp;
+    elm_context_default_params(&cp);
     cp.mode = w->mode;
     cp.n_threads = w->n_threads;
     cp.n_ctx = 256;

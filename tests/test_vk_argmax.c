@@ -47,7 +47,7 @@ static void afx_open(afx *f, const char *limits) {
     f->be = vk_test_open(limits, f->err, sizeof f->err);
     f->bi = f->be->iface;
     f->limits = limits;
-    elm_device_info info;
+    elm_device_info info = ELM_INIT(elm_device_info);
     cr_assert_eq(be_vk_device_info(f->be, &info), ELM_OK);
     f->max_alloc = info.max_memory_allocation_size;
 }

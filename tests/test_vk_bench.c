@@ -16,6 +16,7 @@
 
 static const char *first_vulkan(char *id, size_t cap) {
     elm_device_info info[16];
+    info[0].struct_size = sizeof info[0];
     size_t n = 0;
     if (elm_devices(info, 16, &n) != ELM_OK) return NULL;
     for (size_t i = 0; i < n && i < 16; i++)

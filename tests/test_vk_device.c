@@ -54,6 +54,7 @@ static void close_be(be_backend *be) {
 Test(vk_device, enumerate_lists_sane_devices) {
     need_device();
     elm_device_info info[8];
+    info[0].struct_size = sizeof info[0];
     size_t n = 0;
     char err[256];
     cr_assert_eq(be_vk_enumerate(info, 8, &n, err, sizeof err), ELM_OK);
@@ -79,6 +80,7 @@ Test(vk_device, missing_driver_lists_nothing) {
     setenv("VK_ICD_FILENAMES", "/nonexistent/icd.json", 1);
     setenv("VK_DRIVER_FILES", "/nonexistent/icd.json", 1);
     elm_device_info info[4];
+    info[0].struct_size = sizeof info[0];
     size_t n = 99;
     char err[256];
     cr_assert_eq(be_vk_enumerate(info, 4, &n, err, sizeof err), ELM_OK);
@@ -127,6 +129,7 @@ Test(vk_device, limits_profiles_shape_the_listing) {
 Test(vk_device, select_rules) {
     need_device();
     elm_device_info info[16];
+    info[0].struct_size = sizeof info[0];
     size_t n;
     char err[256];
     cr_assert_eq(be_vk_enumerate(info, 16, &n, err, sizeof err), ELM_OK);
@@ -211,7 +214,7 @@ Test(vk_device, buffer_roundtrips_mapped_staged_segmented) {
         roundtrip(be, (3u << 20) + (1u << 19) + 12); /* 3.5 MiB: several segments under small-buffers */
         be_buffer *buf;
         cr_assert_eq(be->iface->buffer_alloc(be, 1024, NULL, &buf), ELM_OK);
-        elm_device_info info;
+        elm_device_info info = ELM_INIT(elm_device_info);
         be_vk_device_info(be, &info);
         if (strstr(profiles[i], "discrete")) cr_expect_null(be->iface->buffer_host(be, buf));
         else if (info.uma) cr_expect_not_null(be->iface->buffer_host(be, buf));
@@ -245,7 +248,7 @@ Test(vk_device, buffer_from_host_pointer_and_zeroed) {
 Test(vk_device, out_of_device_memory_is_reported) {
     need_device();
     be_backend *be = open_be("", NULL);
-    elm_device_info info;
+    elm_device_info info = ELM_INIT(elm_device_info);
     be_vk_device_info(be, &info);
     uint64_t most = 0;
     for (uint32_t i = 0; i < info.n_heaps; i++)

@@ -34,6 +34,7 @@
 
 static bool have_vulkan(void) {
     elm_device_info info[16];
+    info[0].struct_size = sizeof info[0];
     size_t n = 0;
     if (elm_devices(info, 16, &n) != ELM_OK) return false;
     for (size_t i = 0; i < n && i < 16; i++)
@@ -65,7 +66,8 @@ static elm_model *load(const char *name, const char *device) {
     char rel[256], path[4096], err[512] = "";
     snprintf(rel, sizeof rel, "models/%s.gguf", name);
     test_shared_path(rel, path, sizeof path);
-    elm_model_params mp = elm_model_default_params();
+    elm_model_params mp;
+    elm_model_default_params(&mp);
     mp.device = device;
     elm_model *m = NULL;
     elm_status st = elm_model_load(path, &mp, &m, err, sizeof err);
@@ -74,7 +76,8 @@ static elm_model *load(const char *name, const char *device) {
 }
 
 static elm_context *new_ctx(const elm_model *m, elm_mode mode, uint32_t n_batch, bool all) {
-    elm_context_params cp = elm_context_default_params();
+    elm_context_params cp;
+    elm_context_default_params(&cp);
     cp.mode = mode;
     cp.logits_all = all;
     cp.n_batch = n_batch;
@@ -88,7 +91,7 @@ static elm_context *new_ctx(const elm_model *m, elm_mode mode, uint32_t n_batch,
 }
 
 static uint32_t vocab(const elm_model *m) {
-    elm_model_info info;
+    elm_model_info info = ELM_INIT(elm_model_info);
     cr_assert_eq(elm_model_get_info(m, &info), ELM_OK);
     return info.n_vocab;
 }
@@ -142,11 +145,14 @@ static float *logits_of(elm_context *ctx, const elm_model *m, const elm_token *t
 /* Evaluates a one-token prompt after what the context holds and returns
  * the run's statistics (the fallback count is the backend's, cumulative). */
 static elm_stats stats_of(elm_context *ctx) {
-    elm_generate_params gp = elm_generate_default_params();
+    elm_generate_params gp;
+    elm_generate_default_params(&gp);
+    elm_sampler_params sp;
+    elm_sampler_default_params(&sp);
+    gp.sampler = &sp;
     gp.n_predict = 0;
     gp.add_bos = false;
-    elm_stats st;
-    memset(&st, 0, sizeof st);
+    elm_stats st = ELM_INIT(elm_stats);
     elm_status rc = elm_generate(ctx, "a", 1, &gp, &st);
     cr_assert_eq(rc, ELM_OK, "elm_generate on %s: %s (%s)", elm_context_device(ctx),
                  elm_strerror(rc), elm_context_last_error(ctx));
@@ -246,10 +252,14 @@ static bool collect(const elm_token_info *info, void *user) {
 
 static elm_status greedy(elm_context *ctx, int n_predict, collected *out, elm_stats *st) {
     memset(out, 0, sizeof *out);
-    elm_generate_params gp = elm_generate_default_params();
+    elm_generate_params gp;
+    elm_generate_default_params(&gp);
+    elm_sampler_params sp;
+    elm_sampler_default_params(&sp);
+    gp.sampler = &sp;
     gp.n_predict = n_predict;
     gp.ignore_eos = true;
-    gp.sampler.temperature = 0;
+    sp.temperature = 0;
     gp.callback = collect;
     gp.user_data = out;
     const char *prompt = "Once upon a time";
@@ -269,7 +279,7 @@ static void expect_same_tokens(const collected *a, const collected *b, const cha
 static void expect_unusable(elm_context *ctx, const char *what) {
     elm_token t = 1;
     collected c;
-    elm_stats st;
+    elm_stats st = ELM_INIT(elm_stats);
     cr_expect_eq(elm_decode(ctx, &t, 1), ELM_ERR_DEVICE, "%s: decode after the loss", what);
     cr_expect(strstr(elm_context_last_error(ctx), "unusable"), "%s: message '%s'", what,
               elm_context_last_error(ctx));
@@ -288,7 +298,7 @@ static void device_loss(const char *limits, const char *after, bool mid_generati
     elm_model *mv = load("stories260K", "vulkan"), *mc = load("stories260K", "cpu");
     const int N = 24;
     collected want, got;
-    elm_stats st;
+    elm_stats st = ELM_INIT(elm_stats);
     elm_context *cpu = new_ctx(mc, ELM_MODE_EXACT, 64, false);
     cr_assert_eq(greedy(cpu, N, &want, &st), ELM_OK);
 
@@ -355,7 +365,8 @@ Test(vk_model, bad_fault_variable_is_refused) {
     setup("stories260K", NULL);
     elm_model *m = load("stories260K", "vulkan");
     setenv("EDGELM_VK_FAULT_AFTER", "soon", 1);
-    elm_context_params cp = elm_context_default_params();
+    elm_context_params cp;
+    elm_context_default_params(&cp);
     cp.n_ctx = 64;
     elm_context *ctx = NULL;
     char err[512] = "";

@@ -243,7 +243,8 @@ static const char *resolve_device(const char *path, const char *device, char *bu
 }
 
 elm_model *cli_load_model(const char *path, const char *device, bool vocab_only) {
-    elm_model_params mp = elm_model_default_params();
+    elm_model_params mp;
+    elm_model_default_params(&mp);
     char best[64];
     device = resolve_device(path, device, best, sizeof best);
     if (device) mp.device = device;

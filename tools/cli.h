@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "edgelm.h"
+#include "edgelm_tools.h"
 
 enum { CLI_OK = 0, CLI_ERROR = 1, CLI_USAGE = 2 };
 

@@ -52,6 +52,7 @@ int cmd_devices(int argc, char **argv) {
     int rc;
     if (!cli_parse(&spec, argc, argv, &rc)) return rc;
     elm_device_info devs[32];
+    devs[0].struct_size = sizeof devs[0];
     size_t n = 0;
     elm_status st = elm_devices(devs, sizeof devs / sizeof *devs, &n);
     if (st != ELM_OK) return cli_lib_error("devices", st, NULL);

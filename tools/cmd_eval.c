@@ -131,7 +131,8 @@ static void print_json(const elm_context *ctx, const elm_token *ids, size_t n, u
 
 static int evaluate(const elm_model *m, const eval_opts *o, const elm_token *ids, size_t n,
                     uint32_t n_vocab) {
-    elm_context_params cp = elm_context_default_params();
+    elm_context_params cp;
+    elm_context_default_params(&cp);
     cp.n_ctx = cp.n_batch = (uint32_t)n;
     cp.n_threads = o->n_threads;
     cp.pin_threads = o->pin;
@@ -192,7 +193,7 @@ int cmd_eval(int argc, char **argv) {
 
     elm_token *ids = malloc(n * sizeof *ids);
     elm_model *m = ids ? cli_load_model(o.model, o.device, false) : NULL;
-    elm_model_info info;
+    elm_model_info info = ELM_INIT(elm_model_info);
     elm_status st = m ? elm_model_get_info(m, &info) : ELM_OK;
     if (!ids)
         rc = cli_error(o.model, "out of memory");

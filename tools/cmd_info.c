@@ -58,7 +58,7 @@ static int print_tensors(const elm_model *m, const char *path) {
     }
     printf("\n%-40s %-6s %-22s %s\n", "tensor", "type", "shape", "size");
     for (uint32_t i = 0; i < n; i++) {
-        elm_tensor_info t;
+        elm_tensor_info t = ELM_INIT(elm_tensor_info);
         elm_status st = elm_model_tensor(m, i, &t);
         if (st != ELM_OK) return cli_lib_error(path, st, NULL);
         char shape[96], size[32];
@@ -70,7 +70,7 @@ static int print_tensors(const elm_model *m, const char *path) {
 }
 
 static int describe(const elm_model *m, const char *path) {
-    elm_model_info in;
+    elm_model_info in = ELM_INIT(elm_model_info);
     elm_status st = elm_model_get_info(m, &in);
     if (st != ELM_OK) return cli_lib_error(path, st, NULL);
     char fsize[32], wsize[32];
@@ -95,7 +95,8 @@ static int describe(const elm_model *m, const char *path) {
  * failure is reported as the full load saw it.
  */
 static elm_model *load_for_info(const char *path) {
-    elm_model_params mp = elm_model_default_params();
+    elm_model_params mp;
+    elm_model_default_params(&mp);
     char err[1024] = "";
     elm_model *m = NULL;
     elm_status st = elm_model_load(path, &mp, &m, err, sizeof err);
@@ -104,7 +105,7 @@ static elm_model *load_for_info(const char *path) {
     m = NULL;
     mp.vocab_only = true;
     char err2[1024] = "";
-    elm_model_info in;
+    elm_model_info in = ELM_INIT(elm_model_info);
     if (elm_model_load(path, &mp, &m, err2, sizeof err2) == ELM_OK &&
         elm_model_get_info(m, &in) == ELM_OK && in.n_tensors == 0)
         return m;

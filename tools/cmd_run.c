@@ -38,7 +38,7 @@ static bool on_token(const elm_token_info *info, void *user_data) {
     return !s->failed;
 }
 
-static void print_stats(const elm_stats *st) {
+static void print_stats(const elm_context *ctx, const elm_stats *st) {
     uint64_t rss = st->peak_rss_bytes ? st->peak_rss_bytes : elm_peak_rss();
     char mem[32] = "n/a";
     if (rss) snprintf(mem, sizeof mem, "%.1f MiB", (double)rss / (1024.0 * 1024.0));
@@ -48,21 +48,24 @@ static void print_stats(const elm_stats *st) {
             st->load_ms, st->ttft_ms, st->prompt_tps, st->n_prompt, st->gen_tps, st->n_gen, mem);
     fprintf(stderr, "edgelm: device %s | CPU fallback nodes %llu", st->device[0] ? st->device : "cpu",
             (unsigned long long)st->n_fallback_nodes);
-    if (strncmp(st->device, "vulkan", 6) == 0)
-        fprintf(stderr, " | pipeline creation %.1f ms (cache %s)", st->pipeline_ms,
-                st->pipeline_cache_loaded ? "used" : "cold");
+    double pipeline_ms = 0, cache_loaded = 0;
+    if (elm_context_device_stat_find(ctx, "vulkan.pipeline_ms", &pipeline_ms) == ELM_OK &&
+        elm_context_device_stat_find(ctx, "vulkan.pipeline_cache_loaded", &cache_loaded) == ELM_OK)
+        fprintf(stderr, " | pipeline creation %.1f ms (cache %s)", pipeline_ms,
+                cache_loaded != 0 ? "used" : "cold");
     fputc('\n', stderr);
 }
 
 static int generate(elm_context *ctx, const run_opts *o) {
     stream s = {.prompt = o->prompt};
-    elm_generate_params gp = elm_generate_default_params();
+    elm_generate_params gp;
+    elm_generate_default_params(&gp);
     gp.n_predict = o->n_predict;
     gp.ignore_eos = o->ignore_eos;
-    gp.sampler = o->sp;
+    gp.sampler = &o->sp;
     gp.callback = on_token;
     gp.user_data = &s;
-    elm_stats st = {0};
+    elm_stats st = ELM_INIT(elm_stats);
     elm_status rc = elm_generate(ctx, o->prompt, strlen(o->prompt), &gp, &st);
     if (s.failed) return cli_error("stdout", "write error");
     if (rc != ELM_OK) {
@@ -73,13 +76,15 @@ static int generate(elm_context *ctx, const run_opts *o) {
     if (st.stop == ELM_STOP_CONTEXT_FULL)
         fprintf(stderr, "edgelm: %s: the context is full (%u tokens): generation stopped\n",
                 o->model, elm_context_n_ctx(ctx));
-    print_stats(&st);
+    print_stats(ctx, &st);
     return CLI_OK;
 }
 
 int cmd_run(int argc, char **argv) {
-    run_opts o = {.n_predict = elm_generate_default_params().n_predict,
-                  .sp = elm_sampler_default_params()};
+    elm_generate_params gdef;
+    elm_generate_default_params(&gdef);
+    run_opts o = {.n_predict = gdef.n_predict};
+    elm_sampler_default_params(&o.sp);
     const cli_opt opts[] = {
         CLI_REQ("-m", "--model", CLI_STR, &o.model, "FILE", "GGUF model file"),
         CLI_REQ("-p", "--prompt", CLI_STR, &o.prompt, "TEXT", "the prompt"),
@@ -115,7 +120,8 @@ int cmd_run(int argc, char **argv) {
 
     elm_model *m = cli_load_model(o.model, o.device, false);
     if (!m) return CLI_ERROR;
-    elm_context_params cp = elm_context_default_params();
+    elm_context_params cp;
+    elm_context_default_params(&cp);
     cp.n_ctx = o.n_ctx;
     cp.n_threads = o.n_threads;
     cp.pin_threads = o.pin;

@@ -56,11 +56,11 @@
  * Each mode runs as one tp_run per product. Small activations are quantized
  * by the caller instead of the threads, which costs less than a barrier.
  *
- * OpenBLAS runs inside our workers, each call on its own tile, so its own
- * threads must stay out of the way: the first exact batched product calls
- * openblas_set_num_threads(1). That setting is process-wide (OpenBLAS 0.3.21
- * has no per-call thread count); an application that shares OpenBLAS with
- * edgelm gets single-threaded BLAS from then on.
+ * OpenBLAS is Debian's serial build (docs/openblas.md): it starts no threads
+ * of its own, but it is not reentrant (its buffer pool has no lock), so the
+ * workers take turns on blas_lock for each sgemm tile while dequantizing
+ * their next tiles in parallel. Every tile is the same call whatever the
+ * thread count, so results stay independent of it.
  */
 #include "backends/cpu/matmul.h"
 
@@ -425,6 +425,9 @@ static void exact_vec_task(void *arg, int ith, int nth) {
     (void)nth;
 }
 
+/* The one lock of the serial OpenBLAS, process-wide like the library. */
+static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void exact_tile(mm_task *m, float *buf, int64_t r0, int64_t rows) {
     const float *b = (const float *)(m->w + (size_t)r0 * m->w_stride);
     size_t ldb = m->w_stride / sizeof(float);
@@ -436,9 +439,11 @@ static void exact_tile(mm_task *m, float *buf, int64_t r0, int64_t rows) {
     }
     if (rows == 1) ldb = (size_t)m->K; /* a one-row stride may be anything */
     float *c = (float *)m->dst + r0;
+    pthread_mutex_lock(&blas_lock);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m->T, (int)rows, (int)m->K, 1.0f,
                 (const float *)m->x, (int)(m->x_stride / sizeof(float)), b, (int)ldb, 0.0f, c,
                 (int)(m->d_stride / sizeof(float)));
+    pthread_mutex_unlock(&blas_lock);
     if (!m->bias) return;
     for (int64_t t = 0; t < m->T; t++) {
         float *ct = (float *)(m->dst + (size_t)t * m->d_stride) + r0;
@@ -458,7 +463,6 @@ static void exact_gemm_task(void *arg, int ith, int nth) {
 
 /* --------------------------------------------------------------- driver */
 
-static void blas_single_thread(void) { openblas_set_num_threads(1); }
 
 static void set_chunks(mm_task *m, int nth, int64_t rows_per_chunk) {
     m->chunk_rows = rows_per_chunk;
@@ -499,8 +503,6 @@ static void run_exact(mm_task *m, char *work, int nth) {
         run(m, exact_vec_task);
         return;
     }
-    static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
-    pthread_once(&blas_once, blas_single_thread);
     set_chunks(m, nth, EXACT_TILE_ROWS);
     run(m, exact_gemm_task);
 }

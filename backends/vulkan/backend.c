@@ -156,7 +156,33 @@ static elm_status iface_graph_compute(be_backend *be, const be_graph *g, char *e
 }
 
 static void iface_get_stats(be_backend *be, be_stats *out) {
-    if (out) *out = vk_of(be)->stats;
+    if (!out) return;
+    *out = vk_of(be)->stats;
+    out->n_validation_errors = atomic_load(&vk_of(be)->validation_errors);
+}
+
+static size_t iface_device_stats(be_backend *be, be_stat *out, size_t cap) {
+    const vk_backend *vk = vk_of(be);
+    const be_vk_stats *s = &vk->vstats;
+    const be_stat all[] = {
+        {"vulkan.pipelines", (double)s->n_pipelines},
+        {"vulkan.pipeline_ms", s->pipeline_ms},
+        {"vulkan.pipeline_cache_loaded", s->cache_loaded ? 1.0 : 0.0},
+        {"vulkan.pipeline_cache_rejected", s->cache_rejected ? 1.0 : 0.0},
+        {"vulkan.records", (double)s->n_records},
+        {"vulkan.replays", (double)s->n_replays},
+        {"vulkan.submits", (double)s->n_submits},
+        {"vulkan.dispatches", (double)s->n_dispatches},
+        {"vulkan.barriers", (double)s->n_barriers},
+        {"vulkan.weight_bytes", (double)s->weight_bytes},
+        {"vulkan.weight_import_bytes", (double)s->weight_import_bytes},
+        {"vulkan.weight_copy_bytes", (double)s->weight_copy_bytes},
+        {"vulkan.device_bytes", (double)vk->device_bytes},
+        {"vulkan.validation_errors", (double)atomic_load(&vk->validation_errors)},
+    };
+    const size_t n = sizeof all / sizeof all[0];
+    for (size_t i = 0; i < n && i < cap; i++) out[i] = all[i];
+    return n;
 }
 
 static const be_iface vk_iface = {
@@ -171,6 +197,7 @@ static const be_iface vk_iface = {
     .graph_prepare = iface_graph_prepare,
     .graph_compute = iface_graph_compute,
     .get_stats = iface_get_stats,
+    .device_stats = iface_device_stats,
 };
 
 bool be_vk_is(const be_backend *be) {

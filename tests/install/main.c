@@ -18,12 +18,14 @@
 
 static int run_model(const char *path) {
     char err[512] = "";
-    elm_model_params mp = elm_model_default_params();
+    elm_model_params mp;
+    elm_model_default_params(&mp);
     mp.device = "cpu";
     elm_model *model = NULL;
     elm_context *ctx = NULL;
-    elm_model_info info;
-    elm_context_params cp = elm_context_default_params();
+    elm_model_info info = ELM_INIT(elm_model_info);
+    elm_context_params cp;
+    elm_context_default_params(&cp);
     cp.n_ctx = 16;
     cp.n_threads = 1;
     elm_status st = elm_model_load(path, &mp, &model, err, sizeof err);

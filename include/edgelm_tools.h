@@ -1,0 +1,55 @@
+/*
+ * edgelm_tools.h: fixtures for edgelm's own benchmarks and tools.
+ *
+ * Stability: NONE. Unlike edgelm.h, nothing here is covered by the ABI rule
+ * or the ABI check (abi/libedgelm.abi ignores these functions): signatures,
+ * structs and shapes may change in any release. Applications should not
+ * depend on it; it is installed for benchmark harnesses built out of tree.
+ * Same conventions as edgelm.h otherwise (status codes, borrowed pointers).
+ */
+#ifndef EDGELM_TOOLS_H
+#define EDGELM_TOOLS_H
+
+#include "edgelm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+
+/* A model with the shape of a popular small model and deterministic
+ * pseudo-random weights, for benchmarks. Shapes: "smollm-135m",
+ * "qwen2-0.5b" (qwen2 architecture, q/k/v biases), "llama-1b" (Llama 3.2 1B),
+ * "tinyllama-1.1b". The vocabulary is synthetic (SentencePiece-style). */
+typedef struct elm_synth_params {
+    const char *shape;       /* borrowed */
+    /* Weight type of the 2-D tensors: "Q4_0", "Q8_0", "Q4_K", "F16", any
+     * supported type, or "Q4_K_M" (Q4_K with Q6_K for half of attn_v and
+     * ffn_down). A tensor whose rows are not whole blocks falls back to
+     * Q5_0/Q5_1/Q8_0. Borrowed. */
+    const char *type;
+    /* Type of output.weight; NULL: Q6_K for Q4_0/Q4_K types (Q8_0 where the
+     * row length is not a multiple of 256), Q8_0 otherwise. Borrowed. */
+    const char *output_type;
+    uint32_t vocab_size;     /* 0: the shape's own */
+    uint64_t seed;
+} elm_synth_params;
+
+ELM_API elm_synth_params elm_synth_default_params(void);
+/* Name of shape i, or NULL past the last. */
+ELM_API const char *elm_synth_shape_name(size_t i);
+/* Writes the model as a GGUF file at `path` (borrowed). */
+ELM_API elm_status elm_synth_write(const elm_synth_params *p, const char *path, char *err,
+                                   size_t err_size);
+/* Builds the model in memory and loads it as elm_model_load would; the
+ * model's path reads "shape:NAME:TYPE". */
+ELM_API elm_status elm_synth_load(const elm_synth_params *p, const elm_model_params *mp,
+                                  elm_model **out, char *err, size_t err_size);
+
+/* Peak resident memory of this process in bytes (0 where unknown). */
+ELM_API uint64_t elm_peak_rss(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EDGELM_TOOLS_H */
