@@ -82,10 +82,11 @@ static void compile_example(const char *src, const char *exe, const char *build)
     build_sanitizer(build, san, sizeof san);
     snprintf(cmd, sizeof cmd,
              "cc -std=c11 -Wall -o '%s' '%s' -I'%s/include' '%s/libedgelm.a' "
-             "$(pkg-config --libs libpcre2-8 openblas 2>/dev/null || echo -lpcre2-8 -lopenblas) "
+             "$(pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8) %s "
              "$(pkg-config --libs vulkan 2>/dev/null) "
              "-lpthread -lm %s",
-             exe, src, test_source_dir(), build, san);
+             exe, src, test_source_dir(), build,
+             getenv("ELM_BLAS_LIBS") ? getenv("ELM_BLAS_LIBS") : "-lopenblas", san);
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
     char *out = NULL, *err = NULL;
     int rc = test_run(argv, NULL, 0, &out, &err);
