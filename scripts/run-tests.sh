@@ -32,7 +32,28 @@ configure_build() { # dir sanitize build_type [targets...]
   fi
 }
 
+# Each suite starts with a cold cache (pipeline cache, bench store): the
+# tests point XDG_CACHE_HOME there, so a warm cache from an earlier run
+# cannot hide a cold-start failure.
+cold_cache() { rm -rf "$1/test-cache"; }
+
+cold_cache "$build"
 run_suite "release" "$build"
+
+# The CPU kernels at each lower SIMD level this CPU has (EDGELM_SIMD): the
+# suite minus the Vulkan tests (their own kernels do not depend on it) and
+# the tests that exercise the build, install or process limits.
+simd_levels=(scalar)
+if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw avx512_vnni /proc/cpuinfo 2>/dev/null; then
+  simd_levels=(avx2 scalar)
+fi
+for level in "${simd_levels[@]}"; do
+  cold_cache "$build"
+  export EDGELM_SIMD=$level
+  run_suite "release, EDGELM_SIMD=$level" "$build" \
+    -E '^test_(vk_|reference_vulkan|install|readme|lowmem|lsan|bench)'
+  unset EDGELM_SIMD
+done
 
 echo "=== ABI check ==="
 if ! ./scripts/abi-check.sh "$build"; then
@@ -41,6 +62,7 @@ fi
 
 # The sanitizer options every test runs with are set by CMakeLists.txt.
 if configure_build build-asan address,undefined RelWithDebInfo; then
+  cold_cache build-asan
   run_suite "address+undefined sanitizers" build-asan
 else
   echo "=== sanitizer build FAILED ===" >&2; fail=1
