@@ -72,6 +72,7 @@
 
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/vec_dot.h"
+#include "common/status.h"
 #include "quant/quant.h"
 
 #define ALIGN 64
@@ -575,8 +576,7 @@ elm_status cpu_mul_mat(elm_threadpool *tp, const be_tensor *w, const be_tensor *
     if (!w || !x || !dst) return ELM_ERR_INVALID_ARG;
     const qtype_traits *wt = weight_traits(w->type);
     if (!wt || (exact && !cpu_vec_dot(QT_F32))) return ELM_ERR_UNSUPPORTED;
-    elm_status st = check_shapes(w, x, bias, dst, wt);
-    if (st != ELM_OK) return st;
+    ELM_TRY(check_shapes(w, x, bias, dst, wt));
     int nth = tp_n_threads(tp);
     size_t need = work_bytes(wt, w->type, w->ne[0], x->ne[1], exact, nth);
     if (need > work_size || (need && !work)) return ELM_ERR_INVALID_ARG;

@@ -229,8 +229,8 @@ elm_status op_set_groups(vk_planner *p, disp_build *db, uint64_t n, uint64_t z) 
 elm_status op_emit(vk_planner *p, disp_build *db, const void *pc, size_t pc_bytes) {
     if (!p->plan) return ELM_OK;
     memcpy(db->d.pc, pc, pc_bytes);
-    elm_status st = vk_pipeline_get(p->vk, db->shader, db->spec, db->n_spec, &db->d.pipe);
-    return st == ELM_OK ? vk_plan_add_dispatch(p->vk, p->plan, &db->d) : st;
+    ELM_TRY(vk_pipeline_get(p->vk, db->shader, db->spec, db->n_spec, &db->d.pipe));
+    return vk_plan_add_dispatch(p->vk, p->plan, &db->d);
 }
 
 static uint32_t op_pow2_floor(uint32_t v) {
