@@ -148,6 +148,8 @@ static const qtype_traits *weight_traits(int t) {
     return tr;
 }
 
+bool elmi_cpu_mul_mat_supported(int weight_type) { return weight_traits(weight_type) != NULL; }
+
 static bool is_matrix(const be_tensor *t) {
     return t->data && t->ne[0] > 0 && t->ne[1] > 0 && t->ne[2] == 1 && t->ne[3] == 1;
 }

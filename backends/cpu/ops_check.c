@@ -5,8 +5,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "backends/cpu/matmul.h"
 #include "backends/cpu/ops.h"
-#include "backends/cpu/vec_dot.h"
 #include "common/status.h"
 #include "quant/quant.h"
 
@@ -194,31 +194,10 @@ static elm_status check_kv_store(const cpu_check *c) {
     return ELM_OK;
 }
 
-/* The weight types matmul.c has kernels for. This mirrors its
- * weight_traits(), as matmul.h has no query for it yet. */
-static bool mul_mat_weight_ok(int type) {
-    switch (type) {
-    case QT_F32:
-    case QT_F16:
-    case QT_BF16:
-    case QT_Q4_0:
-    case QT_Q4_1:
-    case QT_Q5_0:
-    case QT_Q5_1:
-    case QT_Q8_0:
-    case QT_Q4_K:
-    case QT_Q5_K:
-    case QT_Q6_K: break;
-    default: return false;
-    }
-    const qtype_traits *tr = qtype_get(type);
-    return tr && tr->to_float && tr->vec_dot && cpu_vec_dot(type);
-}
-
 static elm_status check_mul_mat(const cpu_check *c) {
     const be_node *nd = c->node;
     const be_tensor *w = nd->src[0], *x = nd->src[1];
-    if (w && !mul_mat_weight_ok(w->type))
+    if (w && !elmi_cpu_mul_mat_supported(w->type))
         return cpu_check_fail(c, ELM_ERR_UNSUPPORTED, w, "src0", "no kernels for weight type %s",
                               qtype_name(w->type));
     ELM_TRY(check_any_type(c, w, "src0"));
@@ -266,7 +245,7 @@ bool cpu_op_supported(const be_node *node) {
     if (node->op != BE_OP_KV_STORE && !is_type(node->dst, QT_F32)) return false;
     switch (node->op) {
     case BE_OP_GET_ROWS: return s[0] && dequantizable(s[0]->type) && is_type(s[1], BE_TYPE_I32);
-    case BE_OP_MUL_MAT: return s[0] && mul_mat_weight_ok(s[0]->type) && is_type(s[1], QT_F32);
+    case BE_OP_MUL_MAT: return s[0] && elmi_cpu_mul_mat_supported(s[0]->type) && is_type(s[1], QT_F32);
     case BE_OP_KV_STORE: return is_type(s[0], QT_F32) && is_cache(node->dst);
     case BE_OP_ATTENTION: return is_type(s[0], QT_F32) && is_cache(s[1]) && is_cache(s[2]);
     case BE_OP_ROPE: return is_type(s[0], QT_F32) && is_type(s[1], BE_TYPE_I32);
