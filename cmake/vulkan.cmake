@@ -12,6 +12,9 @@
 # shaders/common/. Each family's SPIR-V is embedded as uint32_t arrays in a
 # generated C file (shaders/embed_spirv.cmake, pure CMake) and a table file
 # lists the families; all are compiled into elm_vulkan.
+#
+# Shared constants: blocks.glsl includes quant/layout.h (block sizes and
+# field offsets, checked against quant.h's structs), hence -I <source dir>.
 
 option(EDGELM_VULKAN "Build the Vulkan backend when Vulkan and glslc are found" ON)
 
@@ -37,6 +40,8 @@ set(ELM_VK_SHADER_DIR ${CMAKE_SOURCE_DIR}/shaders)
 set(ELM_VK_GEN_DIR ${CMAKE_BINARY_DIR}/vulkan)
 file(MAKE_DIRECTORY ${ELM_VK_GEN_DIR}/spv)
 file(GLOB ELM_VK_COMMON CONFIGURE_DEPENDS ${ELM_VK_SHADER_DIR}/common/*.glsl)
+list(APPEND ELM_VK_COMMON ${CMAKE_SOURCE_DIR}/quant/layout.h)
+set(ELM_GLSLC_FLAGS --target-env=vulkan1.1 -I ${ELM_VK_SHADER_DIR} -I ${CMAKE_SOURCE_DIR})
 set(ELM_VK_FAMILIES)
 
 # elm_vk_variant(<family> <variant name> [defines...]): one SPIR-V module.
@@ -48,8 +53,7 @@ function(elm_vk_variant family name)
     list(APPEND defs -D${d})
   endforeach()
   add_custom_command(OUTPUT ${spv}
-    COMMAND ${ELM_GLSLC} --target-env=vulkan1.1 -O -I ${ELM_VK_SHADER_DIR} ${defs}
-            -MD -MF ${spv}.d -o ${spv} ${src}
+    COMMAND ${ELM_GLSLC} ${ELM_GLSLC_FLAGS} -O ${defs} -MD -MF ${spv}.d -o ${spv} ${src}
     DEPENDS ${src} ${ELM_VK_COMMON}
     DEPFILE ${spv}.d
     COMMENT "glslc ${name}"
