@@ -15,11 +15,18 @@
 #
 # Shared constants: blocks.glsl includes quant/layout.h (block sizes and
 # field offsets, checked against quant.h's structs), hence -I <source dir>.
+# Push constants: each family is also compiled once without -O (so its
+# SPIR-V keeps member names) and shaders/pc_layout.cmake reads the
+# push_constant block of that module and of every shipped variant with
+# spirv-dis into pc_layout.h; backends/vulkan/pc_check.c compares it with
+# the structs of push_constants.h by _Static_assert, so a mismatch fails the
+# build. Nothing is run on the target, so cross builds check too.
 
 option(EDGELM_VULKAN "Build the Vulkan backend when Vulkan and glslc are found" ON)
 
 find_package(Vulkan QUIET)
 find_program(ELM_GLSLC NAMES glslc HINTS ${Vulkan_GLSLC_EXECUTABLE})
+find_program(ELM_SPIRV_DIS NAMES spirv-dis)
 
 if(NOT EDGELM_VULKAN OR NOT Vulkan_FOUND OR NOT ELM_GLSLC)
   if(NOT EDGELM_VULKAN)
@@ -33,12 +40,16 @@ if(NOT EDGELM_VULKAN OR NOT Vulkan_FOUND OR NOT ELM_GLSLC)
   add_compile_definitions(ELM_HAVE_VULKAN=0)
   return()
 endif()
+if(NOT ELM_SPIRV_DIS)
+  message(FATAL_ERROR "edgelm: spirv-dis (package spirv-tools, scripts/install-deps.sh) is needed "
+                      "to check the shaders' push constants; or configure with -DEDGELM_VULKAN=OFF")
+endif()
 message(STATUS "edgelm: Vulkan backend enabled (glslc: ${ELM_GLSLC})")
 add_compile_definitions(ELM_HAVE_VULKAN=1)
 
 set(ELM_VK_SHADER_DIR ${CMAKE_SOURCE_DIR}/shaders)
 set(ELM_VK_GEN_DIR ${CMAKE_BINARY_DIR}/vulkan)
-file(MAKE_DIRECTORY ${ELM_VK_GEN_DIR}/spv)
+file(MAKE_DIRECTORY ${ELM_VK_GEN_DIR}/spv ${ELM_VK_GEN_DIR}/layout)
 file(GLOB ELM_VK_COMMON CONFIGURE_DEPENDS ${ELM_VK_SHADER_DIR}/common/*.glsl)
 list(APPEND ELM_VK_COMMON ${CMAKE_SOURCE_DIR}/quant/layout.h)
 set(ELM_GLSLC_FLAGS --target-env=vulkan1.1 -I ${ELM_VK_SHADER_DIR} -I ${CMAKE_SOURCE_DIR})
@@ -63,7 +74,17 @@ function(elm_vk_variant family name)
   get_property(fams GLOBAL PROPERTY ELM_VK_FAMILY_LIST)
   if(NOT family IN_LIST fams)
     set_property(GLOBAL APPEND PROPERTY ELM_VK_FAMILY_LIST ${family})
+    # The family's first variant, unoptimized: the layout module of pc_layout.cmake.
+    set(layout ${ELM_VK_GEN_DIR}/layout/${family}.spv)
+    add_custom_command(OUTPUT ${layout}
+      COMMAND ${ELM_GLSLC} ${ELM_GLSLC_FLAGS} ${defs} -MD -MF ${layout}.d -o ${layout} ${src}
+      DEPENDS ${src} ${ELM_VK_COMMON}
+      DEPFILE ${layout}.d
+      COMMENT "glslc ${family} (push-constant layout)"
+      VERBATIM)
+    set_property(GLOBAL APPEND PROPERTY ELM_VK_LAYOUT_SPV ${layout})
   endif()
+  set_property(GLOBAL APPEND PROPERTY ELM_VK_MODULE_LIST ${family}:${name})
 endfunction()
 
 # Weight types with kernels; the suffix names the variant, the define
@@ -150,8 +171,28 @@ const size_t elmi_vk_n_weight_types = ${_n_types};
 ")
 list(APPEND ELM_VK_GEN_SRCS ${ELM_VK_GEN_DIR}/spv_table.c)
 
+# The push-constant check: pc_layout.h, from every module, for pc_check.c.
+get_property(_layout_spv GLOBAL PROPERTY ELM_VK_LAYOUT_SPV)
+get_property(_modules GLOBAL PROPERTY ELM_VK_MODULE_LIST)
+set(_all_spv)
+foreach(fam ${ELM_VK_FAMILIES})
+  get_property(spvs GLOBAL PROPERTY ELM_VK_SPV_${fam})
+  list(APPEND _all_spv ${spvs})
+endforeach()
+string(REPLACE ";" "|" _fam_arg "${ELM_VK_FAMILIES}")
+string(REPLACE ";" "|" _mod_arg "${_modules}")
+add_custom_command(OUTPUT ${ELM_VK_GEN_DIR}/pc_layout.h
+  COMMAND ${CMAKE_COMMAND} -DSPIRV_DIS=${ELM_SPIRV_DIS} -DOUT=${ELM_VK_GEN_DIR}/pc_layout.h
+          -DLAYOUT_DIR=${ELM_VK_GEN_DIR}/layout -DSPV_DIR=${ELM_VK_GEN_DIR}/spv
+          -DFAMILIES=${_fam_arg} -DMODULES=${_mod_arg} -P ${ELM_VK_SHADER_DIR}/pc_layout.cmake
+  DEPENDS ${_layout_spv} ${_all_spv} ${ELM_VK_SHADER_DIR}/pc_layout.cmake
+  COMMENT "checking the shaders' push constants"
+  VERBATIM)
+list(APPEND ELM_VK_GEN_SRCS ${ELM_VK_GEN_DIR}/pc_layout.h)
+
 elm_module(elm_vulkan backends/vulkan/*.c)
 target_sources(elm_vulkan PRIVATE ${ELM_VK_GEN_SRCS})
+target_include_directories(elm_vulkan PRIVATE ${ELM_VK_GEN_DIR})
 target_link_libraries(elm_vulkan PUBLIC Vulkan::Vulkan)
 
 list(APPEND ELM_EXTRA_MODULES elm_vulkan)

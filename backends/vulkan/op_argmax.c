@@ -13,10 +13,6 @@
  * one row per token. */
 #define ARGMAX_WG 256u
 
-typedef struct pc_argmax {
-    uint32_t x_base, d_base, n, n_rows, x_stride, d_stride;
-} pc_argmax;
-
 elm_status op_plan_argmax(vk_planner *p, const be_node *nd) {
     const be_tensor *x = nd->src[0], *d = nd->dst;
     ELM_TRY(op_check_f32(p, x, "src0"));

@@ -21,10 +21,6 @@
 
 /* ------------------------------------------------------- element-wise ops */
 
-typedef struct pc_binary {
-    uint32_t a_base, b_base, d_base, n, n_rows, a_stride, b_stride, d_stride;
-} pc_binary;
-
 static elm_status plan_binary(vk_planner *p, const be_node *nd) {
     const be_tensor *a = nd->src[0], *b = nd->src[1], *d = nd->dst;
     ELM_TRY(op_check_f32(p, a, "src0"));
@@ -60,11 +56,6 @@ static elm_status plan_binary(vk_planner *p, const be_node *nd) {
     return ELM_OK;
 }
 
-typedef struct pc_rms {
-    uint32_t x_base, w_base, d_base, n, n_rows, x_stride, d_stride;
-    float eps;
-} pc_rms;
-
 static elm_status plan_rms_norm(vk_planner *p, const be_node *nd) {
     const be_tensor *x = nd->src[0], *w = nd->src[1], *d = nd->dst;
     ELM_TRY(op_check_f32(p, x, "src0"));
@@ -90,8 +81,8 @@ static elm_status plan_rms_norm(vk_planner *p, const be_node *nd) {
         op_disp_init(p, &db);
         db.shader = op_use_sg(p) ? "rms_norm_sg" : "rms_norm_sh";
         db.spec[0] = wg, db.spec[1] = op_nsg(p, wg), db.n_spec = 2;
-        pc_rms pc = {.n = (uint32_t)x->ne[0], .n_rows = (uint32_t)n, .x_stride = (uint32_t)(sx / 4),
-                     .d_stride = (uint32_t)(sd / 4), .eps = nd->fparams[0]};
+        pc_rms_norm pc = {.n = (uint32_t)x->ne[0], .n_rows = (uint32_t)n, .x_stride = (uint32_t)(sx / 4),
+                          .d_stride = (uint32_t)(sd / 4), .eps = nd->fparams[0]};
         ELM_TRY(op_bind_view(p, &vx, r0 * sx, (r0 + n - 1) * sx + width, 4, &db.d.b[0], &pc.x_base));
         ELM_TRY(op_bind_view(p, &vw, 0, width, 4, &db.d.b[1], &pc.w_base));
         ELM_TRY(op_bind_view(p, &vd, r0 * sd, (r0 + n - 1) * sd + width, 4, &db.d.b[3], &pc.d_base));
@@ -102,12 +93,6 @@ static elm_status plan_rms_norm(vk_planner *p, const be_node *nd) {
 }
 
 /* ------------------------------------------------------------------- ROPE */
-
-typedef struct pc_rope {
-    uint32_t x_base, pos_base, ff_base, d_base, head_dim, n_head, x_rs, x_ts, d_rs, d_ts;
-    uint32_t neox, n_rot, has_ff, yarn;
-    float log2_theta_scale, freq_scale, ext_factor, corr_low, corr_high, mscale;
-} pc_rope;
 
 static double yarn_dim(int n_rot, int n_ctx_orig, double beta, double base) {
     return n_rot * log(n_ctx_orig / (beta * 2.0 * M_PI)) / (2.0 * log(base));
@@ -181,10 +166,6 @@ static elm_status plan_rope(vk_planner *p, const be_node *nd) {
 
 /* --------------------------------------------------------------- KV_STORE */
 
-typedef struct pc_kv_store {
-    uint32_t x_base, d_base, n, x_stride, d_stride, tok0, dyn_idx;
-} pc_kv_store;
-
 static bool is_cache(const be_tensor *t) {
     return t && (t->type == QT_F32 || t->type == QT_F16) && t->ne[2] == 1 && t->ne[3] == 1;
 }
@@ -224,11 +205,6 @@ static elm_status plan_kv_store(vk_planner *p, const be_node *nd) {
 }
 
 /* -------------------------------------------------------------- ATTENTION */
-
-typedef struct pc_attention {
-    uint32_t q_base, k_base, v_base, d_base, n_head, n_head_kv, q_rs, q_ts, kv_stride, d_ts, tok0, dyn_idx;
-    float scale;
-} pc_attention;
 
 /* The workgroup size whose scratch fits shared memory, or 0. */
 static uint32_t attention_wg(const vk_planner *p, uint32_t D) {

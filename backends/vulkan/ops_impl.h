@@ -9,6 +9,7 @@
 #ifndef ELM_VK_OPS_IMPL_H
 #define ELM_VK_OPS_IMPL_H
 
+#include "backends/vulkan/push_constants.h"
 #include "backends/vulkan/vk_internal.h"
 
 #define WG_DEFAULT 128u

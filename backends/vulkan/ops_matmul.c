@@ -12,10 +12,6 @@
 
 /* --------------------------------------------------------------- GET_ROWS */
 
-typedef struct pc_get_rows {
-    uint32_t w_base, id_base, d_base, n, row_bytes, d_stride, row0, n_rows, n_table;
-} pc_get_rows;
-
 typedef struct gr_ctx {
     const be_tensor *tab, *d;
     tview vi, vd;
@@ -71,14 +67,6 @@ elm_status op_plan_get_rows(vk_planner *p, const be_node *nd) {
 }
 
 /* ---------------------------------------------------------------- MUL_MAT */
-
-typedef struct pc_matvec {
-    uint32_t w_base, x_base, b_base, d_base, K, N, row_bytes, x_stride, d_stride, has_bias;
-} pc_matvec;
-
-typedef struct pc_matmat {
-    uint32_t w_base, x_base, b_base, d_base, K, N, n_tok, row_bytes, x_stride, d_stride, has_bias;
-} pc_matmat;
 
 typedef struct tile {
     uint32_t bm, bn, bk, tm, tn;
