@@ -16,6 +16,9 @@ const char *be_op_name(be_op op) {
 
 #include "quant/quant.h"
 
+/* backend.h cannot include quant.h; the two type ids meet here. */
+_Static_assert(BE_TYPE_I32 == QT_I32, "BE_TYPE_I32 must be quant.h's QT_I32");
+
 bool be_tensor_init(be_tensor *t, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3,
                     const char *name) {
     memset(t, 0, sizeof *t);

@@ -28,7 +28,7 @@
 #define BE_MAX_PARAMS 8
 
 /* Element types beyond the qtype ids of quant.h. */
-#define BE_TYPE_I32 26 /* same id as QT_I32 */
+#define BE_TYPE_I32 26 /* QT_I32 of quant.h (checked in backend.c) */
 
 typedef struct be_buffer be_buffer;
 

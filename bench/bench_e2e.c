@@ -147,25 +147,29 @@ static elm_token greedy(const elm_context *ctx, uint32_t n_vocab) {
 static elm_status load_ready(e2e_run *e, double *ms) {
     char err[sizeof e->r.error] = "";
     double t0 = bench_now_ms();
+    elm_context_params cp;
+    elm_context_default_params(&cp);
+    cp.n_ctx = context_size(e->o);
+    cp.n_threads = e->o->n_threads;
+    cp.pin_threads = e->o->pin;
+    elm_model_info info = ELM_INIT(elm_model_info);
+    elm_token t;
     elm_status st = load_model(e->o, e->device, &e->model, err, sizeof err);
-    if (st == ELM_OK) {
-        elm_context_params cp;
-        elm_context_default_params(&cp);
-        cp.n_ctx = context_size(e->o);
-        cp.n_threads = e->o->n_threads;
-        cp.pin_threads = e->o->pin;
-        st = elm_context_new(e->model, &cp, &e->ctx, err, sizeof err);
-    }
-    if (st == ELM_OK) {
-        elm_model_info info = ELM_INIT(elm_model_info);
-        elm_model_get_info(e->model, &info);
-        elm_token t = info.bos >= 0 ? info.bos : 0;
-        st = elm_decode(e->ctx, &t, 1);
-        if (st != ELM_OK) snprintf(err, sizeof err, "%s", elm_context_last_error(e->ctx));
+    if (st != ELM_OK) goto fail;
+    st = elm_context_new(e->model, &cp, &e->ctx, err, sizeof err);
+    if (st != ELM_OK) goto fail;
+    elm_model_get_info(e->model, &info);
+    t = info.bos >= 0 ? info.bos : 0;
+    st = elm_decode(e->ctx, &t, 1);
+    if (st != ELM_OK) {
+        snprintf(err, sizeof err, "%s", elm_context_last_error(e->ctx));
+        goto fail;
     }
     *ms = bench_now_ms() - t0;
-    if (st != ELM_OK)
-        snprintf(e->r.error, sizeof e->r.error, "%s", err[0] ? err : elm_strerror(st));
+    return ELM_OK;
+fail:
+    *ms = bench_now_ms() - t0;
+    snprintf(e->r.error, sizeof e->r.error, "%s", err[0] ? err : elm_strerror(st));
     return st;
 }
 

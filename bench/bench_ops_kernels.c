@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bench/bench_ops.h"
+#include "common/status.h"
 #include "quant/quant.h"
 
 #define MAT_COLS 4096
@@ -64,14 +65,15 @@ static elm_status copy_once(void *arg) {
 elm_status bench_cpu_copy_gbps(be_backend *be, int n_threads, size_t bytes, double budget_ms,
                                double *ms, double *gbps) {
     copy_run c = {.dst = malloc(bytes), .src = malloc(bytes), .bytes = bytes, .nth = n_threads};
-    elm_status st = c.dst && c.src ? ELM_OK : ELM_ERR_NO_MEMORY;
-    if (st == ELM_OK) {
-        /* Touch every page first: page faults are not copy bandwidth. */
-        memset(c.src, 1, bytes);
-        memset(c.dst, 2, bytes);
-        st = bench_time_median(copy_once, &c, budget_ms, ms);
-    }
-    *gbps = st == ELM_OK && *ms > 0 ? 2.0 * (double)bytes / (*ms * 1e-3) / 1e9 : 0;
+    elm_status st = ELM_ERR_NO_MEMORY;
+    *gbps = 0;
+    if (!c.dst || !c.src) goto done;
+    /* Touch every page first: page faults are not copy bandwidth. */
+    memset(c.src, 1, bytes);
+    memset(c.dst, 2, bytes);
+    st = bench_time_median(copy_once, &c, budget_ms, ms);
+    if (st == ELM_OK && *ms > 0) *gbps = 2.0 * (double)bytes / (*ms * 1e-3) / 1e9;
+done:
     free(c.dst);
     free(c.src);
     return st;
@@ -156,16 +158,17 @@ elm_status bench_cpu_read_gbps(be_backend *be, int n_threads, size_t bytes, doub
     (void)be;
     uint64_t *src = malloc(bytes);
     read_run r = {.src = src, .words = bytes / sizeof *src, .nth = n_threads};
-    elm_status st = src ? ELM_OK : ELM_ERR_NO_MEMORY;
-    if (st == ELM_OK) {
-        memset(src, 1, bytes);
-        /* The fastest pass: what the memory can deliver. A shared
-         * machine's bandwidth drifts by tens of percent within seconds
-         * (medians here ranged 13 to 22 GB/s), and a roofline taken from a
-         * slow moment would flatter the kernels measured against it. */
-        st = bench_time_runs(read_once, &r, budget_ms, true, ms);
-    }
-    *gbps = st == ELM_OK && *ms > 0 ? (double)bytes / (*ms * 1e-3) / 1e9 : 0;
+    elm_status st = ELM_ERR_NO_MEMORY;
+    *gbps = 0;
+    if (!src) goto done;
+    memset(src, 1, bytes);
+    /* The fastest pass: what the memory can deliver. A shared
+     * machine's bandwidth drifts by tens of percent within seconds
+     * (medians here ranged 13 to 22 GB/s), and a roofline taken from a
+     * slow moment would flatter the kernels measured against it. */
+    st = bench_time_runs(read_once, &r, budget_ms, true, ms);
+    if (st == ELM_OK && *ms > 0) *gbps = (double)bytes / (*ms * 1e-3) / 1e9;
+done:
     free(src);
     return st;
 }
@@ -197,12 +200,14 @@ static elm_status device_tensor(be_backend *be, be_tensor *t, be_buffer **buf, u
     size_t n = (size_t)be_tensor_nelements(t);
     float *f = malloc(n * sizeof *f);
     void *conv = t->type == QT_F32 ? (void *)f : malloc(bytes);
-    if (!f || !conv) st = ELM_ERR_NO_MEMORY;
-    if (st == ELM_OK) {
-        fill_random(f, n, seed);
-        if (t->type != QT_F32) qtype_get(t->type)->from_float(f, conv, (int64_t)n);
-        st = be->iface->tensor_set(be, t, conv, 0, bytes);
+    if (!f || !conv) {
+        st = ELM_ERR_NO_MEMORY;
+        goto done;
     }
+    fill_random(f, n, seed);
+    if (t->type != QT_F32) qtype_get(t->type)->from_float(f, conv, (int64_t)n);
+    st = be->iface->tensor_set(be, t, conv, 0, bytes);
+done:
     if (conv != f) free(conv);
     free(f);
     return st;
@@ -252,11 +257,10 @@ static elm_status time_node(bench_ops_ctx *c, node_run *r, double *ms) {
     r->graph = (be_graph){.nodes = &r->node, .n_nodes = 1, .exact = false};
     if (!c->be->iface->supports_op(c->be, &r->node)) return ELM_ERR_UNSUPPORTED;
     const be_iface *bi = c->be->iface;
-    elm_status st =
-        bi->graph_prepare ? bi->graph_prepare(c->be, &r->graph, r->err, sizeof r->err) : ELM_OK;
+    if (bi->graph_prepare) ELM_TRY(bi->graph_prepare(c->be, &r->graph, r->err, sizeof r->err));
     double left = c->deadline_ms - bench_now_ms();
     double budget = left < BENCH_OP_TIME_MS ? (left > 0 ? left : 0) : BENCH_OP_TIME_MS;
-    return st == ELM_OK ? bench_time_median(compute_once, r, budget, ms) : st;
+    return bench_time_median(compute_once, r, budget, ms);
 }
 
 static void send_op(bench_ops_ctx *c, bench_op_result *res, elm_status st, const node_run *r) {
@@ -295,15 +299,19 @@ void bench_op_mul_mat(bench_ops_ctx *c, int type, int64_t n_tokens) {
     be_tensor_init(&x, QT_F32, MAT_COLS, n_tokens, 1, 1, "x");
     be_tensor_init(&d, QT_F32, res.rows, n_tokens, 1, 1, "dst");
     w.data = host_weights(type, res.rows, MAT_COLS, row_bytes);
-    elm_status st = w.data ? device_tensor(c->be, &x, &bx, 7) : ELM_ERR_NO_MEMORY;
-    if (st == ELM_OK) st = device_tensor(c->be, &d, &bd, 9);
     r.node = (be_node){.op = BE_OP_MUL_MAT, .dst = &d, .src = {&w, &x}};
-    if (st == ELM_OK) st = time_node(c, &r, &res.ms);
-    if (st == ELM_OK && res.ms > 0) {
-        double s = res.ms * 1e-3;
-        res.gbps = (double)row_bytes * (double)res.rows / s / 1e9;
-        res.gflops = 2.0 * MAT_COLS * (double)res.rows * (double)n_tokens / s / 1e9;
-    }
+    elm_status st = ELM_ERR_NO_MEMORY;
+    if (!w.data) goto done;
+    st = device_tensor(c->be, &x, &bx, 7);
+    if (st != ELM_OK) goto done;
+    st = device_tensor(c->be, &d, &bd, 9);
+    if (st != ELM_OK) goto done;
+    st = time_node(c, &r, &res.ms);
+    if (st != ELM_OK || res.ms <= 0) goto done;
+    double s = res.ms * 1e-3;
+    res.gbps = (double)row_bytes * (double)res.rows / s / 1e9;
+    res.gflops = 2.0 * MAT_COLS * (double)res.rows * (double)n_tokens / s / 1e9;
+done:
     send_op(c, &res, st, &r);
     if (bx) c->be->iface->buffer_free(c->be, bx);
     if (bd) c->be->iface->buffer_free(c->be, bd);
@@ -329,20 +337,22 @@ void bench_op_attention(bench_ops_ctx *c, int64_t n_ctx) {
     be_tensor_init(&v, QT_F16, ATT_HEAD_DIM * ATT_KV_HEADS, n_ctx, 1, 1, "v_cache");
     be_tensor_init(&d, QT_F32, ATT_HEAD_DIM * ATT_HEADS, 1, 1, 1, "dst");
     be_tensor *ts[4] = {&q, &k, &v, &d};
-    elm_status st = ELM_OK;
-    for (int i = 0; i < 4 && st == ELM_OK; i++)
-        st = device_tensor(c->be, ts[i], &bufs[i], 11 + (uint64_t)i);
     r.node = (be_node){.op = BE_OP_ATTENTION,
                        .dst = &d,
                        .src = {&q, &k, &v},
                        .iparams = {(int32_t)n_ctx - 1, ATT_KV_HEADS},
                        .fparams = {1.0f / sqrtf((float)ATT_HEAD_DIM)}};
-    if (st == ELM_OK) st = time_node(c, &r, &res.ms);
-    if (st == ELM_OK && res.ms > 0) {
-        double s = res.ms * 1e-3;
-        res.gbps = 2.0 * (double)be_tensor_nbytes(&k) / s / 1e9;
-        res.gflops = 4.0 * ATT_HEAD_DIM * ATT_HEADS * (double)n_ctx / s / 1e9;
+    elm_status st;
+    for (int i = 0; i < 4; i++) {
+        st = device_tensor(c->be, ts[i], &bufs[i], 11 + (uint64_t)i);
+        if (st != ELM_OK) goto done;
     }
+    st = time_node(c, &r, &res.ms);
+    if (st != ELM_OK || res.ms <= 0) goto done;
+    double s = res.ms * 1e-3;
+    res.gbps = 2.0 * (double)be_tensor_nbytes(&k) / s / 1e9;
+    res.gflops = 4.0 * ATT_HEAD_DIM * ATT_HEADS * (double)n_ctx / s / 1e9;
+done:
     send_op(c, &res, st, &r);
     for (int i = 0; i < 4; i++)
         if (bufs[i]) c->be->iface->buffer_free(c->be, bufs[i]);

@@ -30,23 +30,26 @@ elm_status bench_vk_copy_gbps(be_backend *be, int n_threads, size_t bytes, doubl
     *ms = *gbps = 0;
     be_buffer *src = NULL, *dst = NULL;
     const be_iface *bi = be->iface;
-    elm_status st = bi->buffer_alloc(be, bytes, NULL, &src);
-    if (st == ELM_OK) st = bi->buffer_alloc(be, bytes, NULL, &dst);
     double t[COPY_MAX_RUNS], spent = 0, one = 0;
     int n = 0;
+    elm_status st = bi->buffer_alloc(be, bytes, NULL, &src);
+    if (st != ELM_OK) goto done;
+    st = bi->buffer_alloc(be, bytes, NULL, &dst);
+    if (st != ELM_OK) goto done;
     /* A warm-up submission, then submissions of COPY_REPS copies until the
      * budget is spent (at least three); the figure is the median per copy. */
-    if (st == ELM_OK) st = be_vk_copy_buffer(be, dst, src, bytes, 1, &one);
-    while (st == ELM_OK && n < COPY_MAX_RUNS && (n < 3 || spent < budget_ms)) {
+    st = be_vk_copy_buffer(be, dst, src, bytes, 1, &one);
+    if (st != ELM_OK) goto done;
+    while (n < COPY_MAX_RUNS && (n < 3 || spent < budget_ms)) {
         double t0 = bench_now_ms();
         st = be_vk_copy_buffer(be, dst, src, bytes, COPY_REPS, &t[n]);
+        if (st != ELM_OK) goto done;
         spent += bench_now_ms() - t0;
         n++;
     }
-    if (st == ELM_OK && n > 0) {
-        *ms = bench_median(t, n);
-        *gbps = *ms > 0 ? 2.0 * (double)bytes / (*ms * 1e-3) / 1e9 : 0;
-    }
+    *ms = bench_median(t, n);
+    *gbps = *ms > 0 ? 2.0 * (double)bytes / (*ms * 1e-3) / 1e9 : 0;
+done:
     if (dst) bi->buffer_free(be, dst);
     if (src) bi->buffer_free(be, src);
     return st;

@@ -31,16 +31,6 @@ const char *elm_version(void) {
     return ELM_STR(ELM_VERSION_MAJOR) "." ELM_STR(ELM_VERSION_MINOR) "." ELM_STR(ELM_VERSION_PATCH);
 }
 
-elm_status elm_errorf(char *err, size_t err_size, elm_status st, const char *fmt, ...) {
-    if (err && err_size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_size, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 double elm_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

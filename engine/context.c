@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/abi.h"
+#include "common/status.h"
 #include "engine/internal.h"
 #include "quant/quant.h"
 
@@ -22,16 +23,16 @@ const char *elm_context_last_error(const elm_context *ctx) {
 static elm_status resolve_params(const elm_model *m, elm_context_params *p, char *err,
                                  size_t err_size) {
     if (p->mode != ELM_MODE_FAST && p->mode != ELM_MODE_EXACT)
-        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "unknown mode %d", (int)p->mode);
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "unknown mode %d", (int)p->mode);
     if (p->n_ctx == 0) p->n_ctx = m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096;
     if (p->n_ctx > (1u << 24))
-        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "n_ctx %u is too large", p->n_ctx);
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "n_ctx %u is too large", p->n_ctx);
     if (p->n_batch == 0) p->n_batch = 512;
     if (p->n_batch > p->n_ctx) p->n_batch = p->n_ctx;
     if (p->n_threads <= 0) p->n_threads = be_cpu_physical_cores();
     if (p->n_threads > 256)
-        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "n_threads %d is too large",
-                          p->n_threads);
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "n_threads %d is too large",
+                           p->n_threads);
     return ELM_OK;
 }
 
@@ -98,11 +99,11 @@ static elm_status alloc_kv(elm_context *ctx, char *err, size_t err_size) {
     ctx->k_cache = calloc(hp->n_layer, sizeof *ctx->k_cache);
     ctx->v_cache = calloc(hp->n_layer, sizeof *ctx->v_cache);
     if (!ctx->k_cache || !ctx->v_cache)
-        return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+        return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     size_t total = per * 2 * hp->n_layer;
     elm_status st = bi->buffer_alloc(ctx->be, total, NULL, &ctx->kv_buf);
     if (st != ELM_OK)
-        return elm_errorf(err, err_size, st, "cannot allocate the KV cache (%zu bytes)", total);
+        return elmi_errorf(err, err_size, st, "cannot allocate the KV cache (%zu bytes)", total);
     ctx->kv_bytes = total;
     char *base = bi->buffer_host(ctx->be, ctx->kv_buf);
     for (uint32_t il = 0; il < hp->n_layer; il++) {
@@ -126,7 +127,7 @@ static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
     size_t size = layout_scratch(ctx, false, NULL);
     elm_status st = bi->buffer_alloc(ctx->be, size, NULL, &ctx->g.buf);
     if (st != ELM_OK)
-        return elm_errorf(err, err_size, st, "cannot allocate %zu bytes of activations", size);
+        return elmi_errorf(err, err_size, st, "cannot allocate %zu bytes of activations", size);
     layout_scratch(ctx, true, bi->buffer_host(ctx->be, ctx->g.buf));
     ctx->scratch_bytes = size;
     ctx->nodes_cap = 20 * (int)hp->n_layer + 16;
@@ -135,7 +136,7 @@ static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
     ctx->ids_host = malloc(B * sizeof(int32_t));
     ctx->pos_host = malloc(B * sizeof(int32_t));
     if (!ctx->nodes || !ctx->logits || !ctx->ids_host || !ctx->pos_host)
-        return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+        return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     return ELM_OK;
 }
 
@@ -144,7 +145,7 @@ static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
 static elm_status check_support(elm_context *ctx, char *err, size_t err_size) {
     be_graph graph;
     if (graph_build(ctx, 1, ELM_OUT_SUMMARY, &graph) < 0)
-        return elm_errorf(err, err_size, ELM_ERR_INTERNAL, "graph node storage too small");
+        return elmi_errorf(err, err_size, ELM_ERR_INTERNAL, "graph node storage too small");
     /* A device backend with graph_prepare plans explicit CPU fallbacks for
      * what it cannot run; the CPU backend has nowhere to fall back to. */
     bool plans_fallback = ctx->be->iface->graph_prepare != NULL;
@@ -152,16 +153,16 @@ static elm_status check_support(elm_context *ctx, char *err, size_t err_size) {
         const be_node *nd = &graph.nodes[i];
         if (!ctx->be->iface->supports_op(ctx->be, nd)) {
             const be_tensor *w = nd->src[0];
-            return elm_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
-                              "%s: the %s backend cannot run %s on '%s' (type %s)",
-                              ctx->model->path, ctx->be->iface->name, be_op_name(nd->op),
-                              w ? w->name : "?", w ? qtype_name(w->type) : "?");
+            return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
+                               "%s: the %s backend cannot run %s on '%s' (type %s)",
+                               ctx->model->path, ctx->be->iface->name, be_op_name(nd->op),
+                               w ? w->name : "?", w ? qtype_name(w->type) : "?");
         }
     }
     if (ctx->be->iface->graph_prepare) {
         char msg[ELM_ERR_LEN] = "";
         elm_status st = ctx->be->iface->graph_prepare(ctx->be, &graph, msg, sizeof msg);
-        if (st != ELM_OK) return elm_errorf(err, err_size, st, "%s: %s", ctx->model->path, msg);
+        if (st != ELM_OK) return elmi_errorf(err, err_size, st, "%s: %s", ctx->model->path, msg);
     }
     return ELM_OK;
 }
@@ -194,36 +195,36 @@ static elm_status setup_device(elm_context *ctx, const elm_device_choice *c, cha
     elm_status st = device_backend_new(c, ctx->params.n_threads, ctx->params.pin_threads, &ctx->be, msg,
                                        sizeof msg);
     if (st != ELM_OK)
-        return elm_errorf(err, err_size, st, "%s: device %s: %s", ctx->model->path, c->id, msg);
+        return elmi_errorf(err, err_size, st, "%s: device %s: %s", ctx->model->path, c->id, msg);
     snprintf(ctx->device_id, sizeof ctx->device_id, "%s", c->id);
-    st = alloc_kv(ctx, err, err_size);
-    if (st == ELM_OK) st = alloc_scratch(ctx, err, err_size);
-    if (st == ELM_OK) st = check_support(ctx, err, err_size);
-    return st;
+    ELM_TRY(alloc_kv(ctx, err, err_size));
+    ELM_TRY(alloc_scratch(ctx, err, err_size));
+    return check_support(ctx, err, err_size);
 }
 
 elm_status elm_context_new(const elm_model *model, const elm_context_params *params,
                            elm_context **out, char *err, size_t err_size) {
     if (err && err_size) err[0] = 0;
-    if (!out) return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "out is NULL");
+    if (!out) return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "out is NULL");
     *out = NULL;
-    if (!model) return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "model is NULL");
+    if (!model) return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "model is NULL");
     if (model->vocab_only)
-        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG,
-                          "%s: the model was loaded vocabulary-only", model->path);
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                           "%s: the model was loaded vocabulary-only", model->path);
     elm_context *ctx = calloc(1, sizeof *ctx);
-    if (!ctx) return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    if (!ctx) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     ctx->model = model;
     ctx->params = elmi_context_defaults;
     if (params && !elmi_struct_in(&ctx->params, sizeof ctx->params, params,
                                   ELMI_MIN_CONTEXT_PARAMS)) {
         free(ctx);
-        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
                           "elm_context_params.struct_size is %zu: initialize the struct with "
                           "elm_context_default_params", params->struct_size);
     }
     elm_status st = resolve_params(model, &ctx->params, err, err_size);
-    if (st == ELM_OK) st = setup_device(ctx, &model->device, err, err_size);
+    if (st != ELM_OK) goto fail;
+    st = setup_device(ctx, &model->device, err, err_size);
     if (st != ELM_OK && model->device.automatic && model->device.vk_index >= 0) {
         /* "auto" promises a working context: say why the GPU was left. */
         release_device(ctx);
@@ -234,12 +235,12 @@ elm_status elm_context_new(const elm_model *model, const elm_context_params *par
         if (err && err_size) err[0] = 0;
         st = setup_device(ctx, &cpu, err, err_size);
     }
-    if (st != ELM_OK) {
-        elm_context_free(ctx);
-        return st;
-    }
+    if (st != ELM_OK) goto fail;
     *out = ctx;
     return ELM_OK;
+fail:
+    elm_context_free(ctx);
+    return st;
 }
 
 void elm_context_free(elm_context *ctx) {
@@ -302,22 +303,20 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
     be_graph graph;
     if (graph_build(ctx, n, output, &graph) < 0)
         return ctx_error(ctx, ELM_ERR_INTERNAL, "graph node storage too small");
-    elm_status st = bi->tensor_set(ctx->be, &ctx->g.ids, ctx->ids_host, 0, n * sizeof(int32_t));
-    if (st == ELM_OK)
-        st = bi->tensor_set(ctx->be, &ctx->g.pos, ctx->pos_host, 0, n * sizeof(int32_t));
     char msg[ELM_ERR_LEN] = "";
-    if (st == ELM_OK) st = bi->graph_compute(ctx->be, &graph, msg, sizeof msg);
     uint32_t rows = output == ELM_OUT_ALL ? n : 1;
-    if (st == ELM_OK && output == ELM_OUT_SUMMARY)
+    elm_status st = bi->tensor_set(ctx->be, &ctx->g.ids, ctx->ids_host, 0, n * sizeof(int32_t));
+    if (st != ELM_OK) goto fail;
+    st = bi->tensor_set(ctx->be, &ctx->g.pos, ctx->pos_host, 0, n * sizeof(int32_t));
+    if (st != ELM_OK) goto fail;
+    st = bi->graph_compute(ctx->be, &graph, msg, sizeof msg);
+    if (st != ELM_OK) goto fail;
+    if (output == ELM_OUT_SUMMARY)
         st = bi->tensor_get(ctx->be, &ctx->g.summary, ctx->summary, 0, sizeof ctx->summary);
-    else if (st == ELM_OK)
+    else
         st = bi->tensor_get(ctx->be, &ctx->g.logits, ctx->logits, 0,
                             (size_t)rows * ctx->model->hp.n_vocab * sizeof(float));
-    if (st != ELM_OK) {
-        if (st == ELM_ERR_DEVICE) ctx->broken = true;
-        return ctx_error(ctx, st, "forward pass failed on %s: %s", ctx->device_id,
-                         msg[0] ? msg : elm_strerror(st));
-    }
+    if (st != ELM_OK) goto fail;
     uint64_t n_validation = device_validation_errors(ctx->be);
     if (n_validation > 0)
         return ctx_error(ctx, ELM_ERR_INTERNAL,
@@ -333,6 +332,10 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
     }
     ctx->n_logits_valid = rows;
     return check_logits(ctx, rows);
+fail:
+    if (st == ELM_ERR_DEVICE) ctx->broken = true;
+    return ctx_error(ctx, st, "forward pass failed on %s: %s", ctx->device_id,
+                     msg[0] ? msg : elm_strerror(st));
 }
 
 elm_status context_decode(elm_context *ctx, const elm_token *tokens, size_t n, elm_output output) {

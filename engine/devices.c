@@ -4,6 +4,7 @@
 #include <sys/utsname.h>
 
 #include "common/abi.h"
+#include "common/status.h"
 #include "engine/internal.h"
 
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
@@ -53,25 +54,25 @@ elm_status device_resolve(const char *spec, elm_device_choice *out, char *err, s
     bool automatic = strcmp(spec, "auto") == 0 || strcmp(spec, "best") == 0;
     bool vulkan = strcmp(spec, "vulkan") == 0 || strncmp(spec, "vulkan:", 7) == 0;
     if (!automatic && !vulkan)
-        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG,
-                          "unknown device '%s' (expected cpu, auto, best, vulkan or vulkan:N)", spec);
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                           "unknown device '%s' (expected cpu, auto, best, vulkan or vulkan:N)", spec);
     out->automatic = automatic;
     snprintf(out->id, sizeof out->id, "cpu");
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
     int index = -1;
     elm_status st = be_vk_select(automatic ? "auto" : spec, &index);
     if (st != ELM_OK)
-        return elm_errorf(err, err_size, st, "device '%s' does not exist (see `edgelm devices`)", spec);
+        return elmi_errorf(err, err_size, st, "device '%s' does not exist (see `edgelm devices`)", spec);
     if (index < 0 && vulkan)
-        return elm_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "device '%s': no Vulkan device found",
-                          spec);
+        return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "device '%s': no Vulkan device found",
+                           spec);
     out->vk_index = index;
     if (index >= 0) snprintf(out->id, sizeof out->id, "vulkan:%d", index);
     return ELM_OK;
 #else
     if (vulkan)
-        return elm_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
-                          "device '%s' is not available: this build has no Vulkan backend", spec);
+        return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
+                           "device '%s' is not available: this build has no Vulkan backend", spec);
     return ELM_OK;
 #endif
 }
@@ -80,7 +81,7 @@ elm_status device_backend_new(const elm_device_choice *c, int n_threads, bool pi
                               char *err, size_t err_size) {
     if (c->vk_index < 0) {
         elm_status st = be_cpu_new_ex(n_threads, pin, out);
-        if (st != ELM_OK) elm_errorf(err, err_size, st, "cannot start the CPU backend");
+        if (st != ELM_OK) elmi_errorf(err, err_size, st, "cannot start the CPU backend");
         return st;
     }
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
@@ -88,7 +89,7 @@ elm_status device_backend_new(const elm_device_choice *c, int n_threads, bool pi
     opt.device = c->vk_index;
     return be_vk_new(&opt, out, err, err_size);
 #else
-    return elm_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "this build has no Vulkan backend");
+    return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "this build has no Vulkan backend");
 #endif
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/abi.h"
+#include "common/status.h"
 #include "engine/internal.h"
 #include "engine/utf8.h"
 
@@ -55,6 +56,21 @@ static elm_status tokenize_prompt(gen_state *g, const char *prompt, size_t len, 
                          "the prompt has %zu tokens but the context has room for %u (n_ctx %u)",
                          *n, room, ctx->params.n_ctx);
     return ELM_OK;
+}
+
+/* Tokenizes and evaluates the prompt; *toks is the caller's to free. */
+static elm_status prefill(gen_state *g, const char *prompt, size_t len, elm_token **toks) {
+    elm_context *ctx = g->ctx;
+    size_t n = 0;
+    ELM_TRY(tokenize_prompt(g, prompt, len, toks, &n));
+    elm_status st = sampler_new(g->p->sampler, ctx->model->hp.n_vocab, &g->sampler);
+    if (st != ELM_OK) return ctx_error(ctx, st, "cannot create the sampler");
+    for (size_t i = 0; i < n; i++) sampler_accept(g->sampler, (*toks)[i]);
+    double t0 = elm_now_ms();
+    st = context_decode(ctx, *toks, n, g->greedy ? ELM_OUT_SUMMARY : ELM_OUT_LAST);
+    g->st.prompt_ms = elm_now_ms() - t0;
+    g->st.n_prompt = (uint32_t)n;
+    return st;
 }
 
 /* Samples, reports and (unless it is the last) evaluates one token. Returns
@@ -153,19 +169,7 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
      * device computes, instead of every logit. Ties go to the lower id either way. */
     g.greedy = sp.temperature <= 0.0f && (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0);
     elm_token *toks = NULL;
-    size_t n = 0;
-    elm_status st = tokenize_prompt(&g, prompt ? prompt : "", len, &toks, &n);
-    if (st == ELM_OK) {
-        st = sampler_new(&sp, ctx->model->hp.n_vocab, &g.sampler);
-        if (st != ELM_OK) ctx_error(ctx, st, "cannot create the sampler");
-    }
-    if (st == ELM_OK) {
-        for (size_t i = 0; i < n; i++) sampler_accept(g.sampler, toks[i]);
-        double t0 = elm_now_ms();
-        st = context_decode(ctx, toks, n, g.greedy ? ELM_OUT_SUMMARY : ELM_OUT_LAST);
-        g.st.prompt_ms = elm_now_ms() - t0;
-        g.st.n_prompt = (uint32_t)n;
-    }
+    elm_status st = prefill(&g, prompt ? prompt : "", len, &toks);
     utf8_init(&g.utf8);
     bool done = p.n_predict == 0;
     if (done) g.st.stop = ELM_STOP_N_PREDICT;

@@ -6,6 +6,7 @@
  */
 #define _POSIX_C_SOURCE 200809L /* the XSI strerror_r: thread-safe */
 
+#include "common/status.h"
 #include "engine/gguf_internal.h"
 #include "quant/quant.h"
 
@@ -58,17 +59,6 @@ typedef struct reader {
 } reader;
 
 /* ------------------------------------------------------------ messages */
-
-static void set_err(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t err_size, const char *fmt, ...) {
-    if (!err || err_size == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
 
 static bool fail(reader *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -509,10 +499,8 @@ static bool parse_tensors(reader *r, gguf_file *f) {
 static elm_status parse(const uint8_t *data, uint64_t size, gguf_file **out, char *err,
                         size_t err_size) {
     gguf_file *f = calloc(1, sizeof *f);
-    if (!f) {
-        set_err(err, err_size, "out of memory");
-        return ELM_ERR_NO_MEMORY;
-    }
+    if (!f)
+        return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     f->base = data;
     f->size = size;
     reader r = {.p = data, .size = size, .status = ELM_OK, .err = err, .err_size = err_size};
@@ -527,15 +515,11 @@ static elm_status parse(const uint8_t *data, uint64_t size, gguf_file **out, cha
 
 elm_status gguf_open_memory(const void *data, size_t size, gguf_file **out, char *err,
                             size_t err_size) {
-    if (!out) {
-        set_err(err, err_size, "no output pointer");
-        return ELM_ERR_INVALID_ARG;
-    }
+    if (!out)
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no output pointer");
     *out = NULL;
-    if (!data && size > 0) {
-        set_err(err, err_size, "no data");
-        return ELM_ERR_INVALID_ARG;
-    }
+    if (!data && size > 0)
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no data");
     static const uint8_t empty[1];
     return parse(data ? data : empty, size, out, err, err_size);
 }
@@ -546,33 +530,29 @@ static void errno_message(int e, char *buf, size_t cap) {
 
 elm_status gguf_open(const char *path, gguf_file **out, char *err, size_t err_size) {
     if (!out || !path) {
-        set_err(err, err_size, "no path or output pointer");
         if (out) *out = NULL;
-        return ELM_ERR_INVALID_ARG;
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no path or output pointer");
     }
     *out = NULL;
     char why[128];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         errno_message(errno, why, sizeof why);
-        set_err(err, err_size, "cannot open: %s", why);
-        return ELM_ERR_IO;
+        return elmi_errorf(err, err_size, ELM_ERR_IO, "cannot open: %s", why);
     }
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        set_err(err, err_size, "not a regular file");
-        return ELM_ERR_IO;
+        return elmi_errorf(err, err_size, ELM_ERR_IO, "not a regular file");
     }
     if (st.st_size == 0) {
         close(fd);
-        set_err(err, err_size, "the file is empty (0 bytes), too short for a GGUF header");
-        return ELM_ERR_FORMAT;
+        return elmi_errorf(err, err_size, ELM_ERR_FORMAT,
+                           "the file is empty (0 bytes), too short for a GGUF header");
     }
     if ((uint64_t)st.st_size > SIZE_MAX) {
         close(fd);
-        set_err(err, err_size, "the file is too large to map");
-        return ELM_ERR_IO;
+        return elmi_errorf(err, err_size, ELM_ERR_IO, "the file is too large to map");
     }
     size_t size = (size_t)st.st_size;
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -580,8 +560,7 @@ elm_status gguf_open(const char *path, gguf_file **out, char *err, size_t err_si
     close(fd);
     if (map == MAP_FAILED) {
         errno_message(map_errno, why, sizeof why);
-        set_err(err, err_size, "cannot map %zu bytes: %s", size, why);
-        return ELM_ERR_IO;
+        return elmi_errorf(err, err_size, ELM_ERR_IO, "cannot map %zu bytes: %s", size, why);
     }
     elm_status s = parse(map, size, out, err, err_size);
     if (s != ELM_OK) {
@@ -661,15 +640,11 @@ const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
 static elm_status get_kv(const gguf_file *f, const char *key, bool required,
                          const gguf_kv **kv, char *err, size_t err_size) {
     *kv = NULL;
-    if (!f || !key) {
-        set_err(err, err_size, "no file or key");
-        return ELM_ERR_INVALID_ARG;
-    }
+    if (!f || !key)
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no file or key");
     *kv = gguf_find(f, key);
-    if (!*kv && required) {
-        set_err(err, err_size, "required key '%s' is missing", key);
-        return ELM_ERR_FORMAT;
-    }
+    if (!*kv && required)
+        return elmi_errorf(err, err_size, ELM_ERR_FORMAT, "required key '%s' is missing", key);
     return ELM_OK;
 }
 
@@ -685,9 +660,8 @@ static bool is_signed(gguf_type t) {
 
 static elm_status wrong_type(const char *key, const gguf_kv *kv, const char *expected,
                              char *err, size_t err_size) {
-    set_err(err, err_size, "key '%s' has type %s, expected %s", key, gguf_type_name(kv->type),
-            expected);
-    return ELM_ERR_FORMAT;
+    return elmi_errorf(err, err_size, ELM_ERR_FORMAT, "key '%s' has type %s, expected %s", key,
+                       gguf_type_name(kv->type), expected);
 }
 
 /* The integer value of kv within [lo, hi]. */
@@ -702,14 +676,14 @@ static elm_status get_int(const gguf_file *f, const char *key, bool required, in
     if (is_unsigned(kv->type)) {
         fits = kv->v.u64 <= (uint64_t)hi;
         if (!fits)
-            set_err(err, err_size, "key '%s' = %" PRIu64 " does not fit in %s", key, kv->v.u64,
-                    target);
+            elmi_errorf(err, err_size, ELM_ERR_FORMAT, "key '%s' = %" PRIu64 " does not fit in %s",
+                        key, kv->v.u64, target);
         *out = fits ? (int64_t)kv->v.u64 : 0;
     } else if (is_signed(kv->type)) {
         fits = kv->v.i64 >= lo && kv->v.i64 <= hi;
         if (!fits)
-            set_err(err, err_size, "key '%s' = %" PRId64 " does not fit in %s", key, kv->v.i64,
-                    target);
+            elmi_errorf(err, err_size, ELM_ERR_FORMAT, "key '%s' = %" PRId64 " does not fit in %s",
+                        key, kv->v.i64, target);
         *out = kv->v.i64;
     } else {
         return wrong_type(key, kv, "an integer", err, err_size);
@@ -744,10 +718,9 @@ elm_status gguf_get_f32(const gguf_file *f, const char *key, bool required, floa
     if (s != ELM_OK || !kv) return s;
     if (kv->type != GGUF_TYPE_FLOAT32 && kv->type != GGUF_TYPE_FLOAT64)
         return wrong_type(key, kv, "FLOAT32", err, err_size);
-    if (isfinite(kv->v.f64) && fabs(kv->v.f64) > FLT_MAX) {
-        set_err(err, err_size, "key '%s' = %g does not fit in float32", key, kv->v.f64);
-        return ELM_ERR_FORMAT;
-    }
+    if (isfinite(kv->v.f64) && fabs(kv->v.f64) > FLT_MAX)
+        return elmi_errorf(err, err_size, ELM_ERR_FORMAT, "key '%s' = %g does not fit in float32",
+                           key, kv->v.f64);
     *out = (float)kv->v.f64;
     return ELM_OK;
 }
@@ -777,16 +750,14 @@ elm_status gguf_get_arr(const gguf_file *f, const char *key, bool required, gguf
     const gguf_kv *kv;
     elm_status s = get_kv(f, key, required, &kv, err, err_size);
     if (s != ELM_OK || !kv) return s;
-    if (kv->type != GGUF_TYPE_ARRAY) {
-        set_err(err, err_size, "key '%s' has type %s, expected an array of %s", key,
-                gguf_type_name(kv->type), gguf_type_name(elem));
-        return ELM_ERR_FORMAT;
-    }
-    if (kv->arr_type != elem) {
-        set_err(err, err_size, "key '%s' is an array of %s, expected an array of %s", key,
-                gguf_type_name(kv->arr_type), gguf_type_name(elem));
-        return ELM_ERR_FORMAT;
-    }
+    if (kv->type != GGUF_TYPE_ARRAY)
+        return elmi_errorf(err, err_size, ELM_ERR_FORMAT,
+                           "key '%s' has type %s, expected an array of %s", key,
+                           gguf_type_name(kv->type), gguf_type_name(elem));
+    if (kv->arr_type != elem)
+        return elmi_errorf(err, err_size, ELM_ERR_FORMAT,
+                           "key '%s' is an array of %s, expected an array of %s", key,
+                           gguf_type_name(kv->arr_type), gguf_type_name(elem));
     *out = kv;
     return ELM_OK;
 }

@@ -5,6 +5,7 @@
  */
 #define _POSIX_C_SOURCE 200809L /* the XSI strerror_r */
 
+#include "common/status.h"
 #include "engine/gguf_internal.h"
 #include "quant/quant.h"
 
@@ -367,10 +368,7 @@ elm_status gguf_write_memory(const gguf_writer *w, void **out, size_t *out_size)
 }
 
 elm_status gguf_write_file(const gguf_writer *w, const char *path, char *err, size_t err_size) {
-    if (!w || !path) {
-        if (err && err_size) snprintf(err, err_size, "no writer or path");
-        return ELM_ERR_INVALID_ARG;
-    }
+    if (!w || !path) return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no writer or path");
     FILE *fp = fopen(path, "wb");
     int e = errno;
     sink s = {.fp = fp};
@@ -386,7 +384,5 @@ elm_status gguf_write_file(const gguf_writer *w, const char *path, char *err, si
     if (fp) unlink(path);
     char why[128];
     if (strerror_r(e, why, sizeof why) != 0) snprintf(why, sizeof why, "error %d", e);
-    if (err && err_size)
-        snprintf(err, err_size, "cannot %s: %s", fp ? "write" : "create", why);
-    return ELM_ERR_IO;
+    return elmi_errorf(err, err_size, ELM_ERR_IO, "cannot %s: %s", fp ? "write" : "create", why);
 }

@@ -17,10 +17,6 @@
 #define ELM_MAX_LAYERS 1024
 #define ELM_ERR_LEN 512
 
-/* Formats a message into err (when not NULL) and returns st. */
-elm_status elm_errorf(char *err, size_t err_size, elm_status st, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
 double elm_now_ms(void); /* monotonic clock */
 
 /* The defaults behind elm_*_default_params (api.c, model.c). */

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "common/abi.h"
+#include "common/status.h"
 #include "engine/internal.h"
 #include "quant/quant.h"
 
@@ -26,12 +27,12 @@ static elm_status index_tensors(elm_model *m, char *err, size_t err_size) {
     m->info.n_tensors = (uint32_t)n;
     if (n == 0) return ELM_OK;
     m->tensors = calloc(n, sizeof *m->tensors);
-    if (!m->tensors) return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    if (!m->tensors) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     for (uint64_t i = 0; i < n; i++) {
         const gguf_tensor *g = gguf_tensor_at(m->gguf, i);
         elm_tensor_entry *e = &m->tensors[i];
         e->name = str_dup_n(g->name.ptr, g->name.len);
-        if (!e->name) return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+        if (!e->name) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
         e->info = (elm_tensor_info){.name = e->name, .type = qtype_name(g->type),
                                     .n_dims = g->n_dims, .nbytes = g->nbytes,
                                     .offset = g->offset};
@@ -81,27 +82,24 @@ static elm_status load_strings(elm_model *m, char *err, size_t err_size) {
     if (st != ELM_OK) return st;
     m->name = str_dup_n(s.ptr ? s.ptr : "", s.ptr ? s.len : 0);
     s = (gguf_str){0};
-    st = gguf_get_str(m->gguf, "general.architecture", false, &s, err, err_size);
-    if (st != ELM_OK) return st;
+    ELM_TRY(gguf_get_str(m->gguf, "general.architecture", false, &s, err, err_size));
     m->arch_name = str_dup_n(s.ptr ? s.ptr : "", s.ptr ? s.len : 0);
     if (!m->name || !m->arch_name)
-        return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+        return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     return ELM_OK;
 }
 
 /* Opens the file, or the memory image when m->owned_data is set. */
 static elm_status load(elm_model *m, const char *path, const elm_model_params *p, char *err,
                        size_t err_size) {
-    elm_status st = device_resolve(p->device, &m->device, err, err_size);
-    if (st == ELM_OK)
-        st = m->owned_data ? gguf_open_memory(m->owned_data, m->owned_size, &m->gguf, err, err_size)
-                           : gguf_open(path, &m->gguf, err, err_size);
-    if (st == ELM_OK) st = index_tensors(m, err, err_size);
-    if (st == ELM_OK) st = load_strings(m, err, err_size);
-    if (st == ELM_OK) st = vocab_load(m->gguf, &m->vocab, err, err_size);
-    if (st != ELM_OK || m->vocab_only) return st;
-    st = hparams_load(m->gguf, &m->hp, err, err_size);
-    if (st != ELM_OK) return st;
+    ELM_TRY(device_resolve(p->device, &m->device, err, err_size));
+    ELM_TRY(m->owned_data ? gguf_open_memory(m->owned_data, m->owned_size, &m->gguf, err, err_size)
+                          : gguf_open(path, &m->gguf, err, err_size));
+    ELM_TRY(index_tensors(m, err, err_size));
+    ELM_TRY(load_strings(m, err, err_size));
+    ELM_TRY(vocab_load(m->gguf, &m->vocab, err, err_size));
+    if (m->vocab_only) return ELM_OK;
+    ELM_TRY(hparams_load(m->gguf, &m->hp, err, err_size));
     m->hp.n_vocab = vocab_n_tokens(m->vocab);
     return weights_bind(m, err, err_size);
 }
@@ -112,13 +110,13 @@ static elm_status load_common(const char *path, void *data, size_t size,
     if (err && err_size) err[0] = 0;
     if (!out) {
         free(data);
-        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "out is NULL");
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "out is NULL");
     }
     *out = NULL;
     elm_model_params p = elmi_model_defaults;
     if (params && !elmi_struct_in(&p, sizeof p, params, ELMI_MIN_MODEL_PARAMS)) {
         free(data);
-        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
                           "elm_model_params.struct_size is %zu: initialize the struct with "
                           "elm_model_default_params", params->struct_size);
     }
@@ -126,7 +124,7 @@ static elm_status load_common(const char *path, void *data, size_t size,
     elm_model *m = calloc(1, sizeof *m);
     if (!m) {
         free(data);
-        return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+        return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     }
     m->owned_data = data;
     m->owned_size = size;
@@ -135,7 +133,7 @@ static elm_status load_common(const char *path, void *data, size_t size,
     char msg[ELM_ERR_LEN] = "";
     elm_status st = m->path ? load(m, path, &p, msg, sizeof msg) : ELM_ERR_NO_MEMORY;
     if (st != ELM_OK) {
-        elm_errorf(err, err_size, st, "%s: %s", path, msg[0] ? msg : elm_strerror(st));
+        elmi_errorf(err, err_size, st, "%s: %s", path, msg[0] ? msg : elm_strerror(st));
         elm_model_free(m);
         return st;
     }
@@ -149,7 +147,7 @@ elm_status elm_model_load(const char *path, const elm_model_params *params, elm_
                           char *err, size_t err_size) {
     if (!path) {
         if (out) *out = NULL;
-        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "path is NULL");
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "path is NULL");
     }
     return load_common(path, NULL, 0, params, out, err, err_size);
 }

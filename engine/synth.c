@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/status.h"
 #include "engine/internal.h"
 #include "quant/quant.h"
 
@@ -155,18 +156,12 @@ static elm_status add_tensor(synth_ctx *c, const char *name, int type, int64_t n
     } else {
         data = gen_tensor(t, ne0, ne1, c->seed + ++c->n_tensor, sd, &nbytes);
     }
-    if (!data) return elm_errorf(c->err, c->err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    if (!data) return elmi_errorf(c->err, c->err_size, ELM_ERR_NO_MEMORY, "out of memory");
     elm_status st = gguf_add_tensor(c->w, name, t, n_dims, ne, data, nbytes);
     free(data);
-    if (st != ELM_OK) elm_errorf(c->err, c->err_size, st, "cannot add tensor %s", name);
+    if (st != ELM_OK) elmi_errorf(c->err, c->err_size, st, "cannot add tensor %s", name);
     return st;
 }
-
-#define TRY(e)                         \
-    do {                               \
-        elm_status st_ = (e);          \
-        if (st_ != ELM_OK) return st_; \
-    } while (0)
 
 /* llama.cpp-style Q4_K_M: attn_v and ffn_down get Q6_K in the first and
  * last eighth of the layers and every third layer between. */
@@ -181,22 +176,34 @@ static elm_status add_layer(synth_ctx *c, uint32_t il, int type, bool q4km) {
     int wide = q4km && q4km_wide_layer(il, s->n_layer) ? QT_Q6_K : type;
     char name[96];
 #define N(x) (snprintf(name, sizeof name, "blk.%u." x, il), name)
-    TRY(add_tensor(c, N("attn_norm.weight"), QT_F32, s->n_embd, 1, 0.0f, 1.0f));
-    TRY(add_tensor(c, N("attn_q.weight"), type, s->n_embd, s->n_embd, sd_in, 0));
-    TRY(add_tensor(c, N("attn_k.weight"), type, s->n_embd, n_kv, sd_in, 0));
-    TRY(add_tensor(c, N("attn_v.weight"), wide, s->n_embd, n_kv, sd_in, 0));
-    TRY(add_tensor(c, N("attn_output.weight"), type, s->n_embd, s->n_embd, sd_in, 0));
-    TRY(add_tensor(c, N("ffn_norm.weight"), QT_F32, s->n_embd, 1, 0.0f, 1.0f));
-    TRY(add_tensor(c, N("ffn_gate.weight"), type, s->n_embd, s->n_ff, sd_in, 0));
-    TRY(add_tensor(c, N("ffn_up.weight"), type, s->n_embd, s->n_ff, sd_in, 0));
-    TRY(add_tensor(c, N("ffn_down.weight"), wide, s->n_ff, s->n_embd, sd_ff, 0));
+    ELM_TRY(add_tensor(c, N("attn_norm.weight"), QT_F32, s->n_embd, 1, 0.0f, 1.0f));
+    ELM_TRY(add_tensor(c, N("attn_q.weight"), type, s->n_embd, s->n_embd, sd_in, 0));
+    ELM_TRY(add_tensor(c, N("attn_k.weight"), type, s->n_embd, n_kv, sd_in, 0));
+    ELM_TRY(add_tensor(c, N("attn_v.weight"), wide, s->n_embd, n_kv, sd_in, 0));
+    ELM_TRY(add_tensor(c, N("attn_output.weight"), type, s->n_embd, s->n_embd, sd_in, 0));
+    ELM_TRY(add_tensor(c, N("ffn_norm.weight"), QT_F32, s->n_embd, 1, 0.0f, 1.0f));
+    ELM_TRY(add_tensor(c, N("ffn_gate.weight"), type, s->n_embd, s->n_ff, sd_in, 0));
+    ELM_TRY(add_tensor(c, N("ffn_up.weight"), type, s->n_embd, s->n_ff, sd_in, 0));
+    ELM_TRY(add_tensor(c, N("ffn_down.weight"), wide, s->n_ff, s->n_embd, sd_ff, 0));
     if (strcmp(s->arch, "qwen2") == 0) {
-        TRY(add_tensor(c, N("attn_q.bias"), QT_F32, s->n_embd, 1, 0.0f, 0.01f));
-        TRY(add_tensor(c, N("attn_k.bias"), QT_F32, n_kv, 1, 0.0f, 0.01f));
-        TRY(add_tensor(c, N("attn_v.bias"), QT_F32, n_kv, 1, 0.0f, 0.01f));
+        ELM_TRY(add_tensor(c, N("attn_q.bias"), QT_F32, s->n_embd, 1, 0.0f, 0.01f));
+        ELM_TRY(add_tensor(c, N("attn_k.bias"), QT_F32, n_kv, 1, 0.0f, 0.01f));
+        ELM_TRY(add_tensor(c, N("attn_v.bias"), QT_F32, n_kv, 1, 0.0f, 0.01f));
     }
 #undef N
     return ELM_OK;
+}
+
+static elm_status set_vocab(gguf_writer *w, const char *const *toks, const float *scores,
+                            const int32_t *types, uint32_t n_vocab) {
+    ELM_TRY(gguf_set_str(w, "tokenizer.ggml.model", "llama"));
+    ELM_TRY(gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, n_vocab));
+    ELM_TRY(gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, n_vocab));
+    ELM_TRY(gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, n_vocab));
+    ELM_TRY(gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0));
+    ELM_TRY(gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1));
+    ELM_TRY(gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2));
+    return gguf_set_bool(w, "tokenizer.ggml.add_bos_token", true);
 }
 
 /* <unk>, <s>, </s>, the 256 byte tokens, then synthetic pieces. */
@@ -226,69 +233,67 @@ static elm_status add_vocab(synth_ctx *c, uint32_t n_vocab) {
         scores[i] = i < 259 ? 0.0f : -(float)(i - 259);
         types[i] = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1;
     }
-    st = gguf_set_str(c->w, "tokenizer.ggml.model", "llama");
-    if (st == ELM_OK) st = gguf_set_arr_str(c->w, "tokenizer.ggml.tokens", (const char *const *)toks, n_vocab);
-    if (st == ELM_OK) st = gguf_set_arr_data(c->w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, n_vocab);
-    if (st == ELM_OK) st = gguf_set_arr_data(c->w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, n_vocab);
-    if (st == ELM_OK) st = gguf_set_u32(c->w, "tokenizer.ggml.unknown_token_id", 0);
-    if (st == ELM_OK) st = gguf_set_u32(c->w, "tokenizer.ggml.bos_token_id", 1);
-    if (st == ELM_OK) st = gguf_set_u32(c->w, "tokenizer.ggml.eos_token_id", 2);
-    if (st == ELM_OK) st = gguf_set_bool(c->w, "tokenizer.ggml.add_bos_token", true);
+    st = set_vocab(c->w, (const char *const *)toks, scores, types, n_vocab);
 done:
     if (toks)
         for (uint32_t i = 0; i < n_vocab; i++) free(toks[i]);
     free(toks);
     free(scores);
     free(types);
-    if (st != ELM_OK) elm_errorf(c->err, c->err_size, st, "cannot write the vocabulary");
+    if (st != ELM_OK) elmi_errorf(c->err, c->err_size, st, "cannot write the vocabulary");
     return st;
 }
 
-static elm_status add_hparams(synth_ctx *c, const char *model_name) {
+static elm_status set_hparams(const synth_ctx *c, const char *model_name) {
     const synth_shape *s = c->sh;
     char key[128];
-    elm_status st = gguf_set_str(c->w, "general.architecture", s->arch);
 #define K(x) (snprintf(key, sizeof key, "%s." x, s->arch), key)
-    if (st == ELM_OK) st = gguf_set_str(c->w, "general.name", model_name);
-    if (st == ELM_OK) st = gguf_set_u32(c->w, "general.file_type", 0);
-    if (st == ELM_OK) st = gguf_set_u32(c->w, K("context_length"), s->n_ctx);
-    if (st == ELM_OK) st = gguf_set_u32(c->w, K("embedding_length"), s->n_embd);
-    if (st == ELM_OK) st = gguf_set_u32(c->w, K("block_count"), s->n_layer);
-    if (st == ELM_OK) st = gguf_set_u32(c->w, K("feed_forward_length"), s->n_ff);
-    if (st == ELM_OK) st = gguf_set_u32(c->w, K("attention.head_count"), s->n_head);
-    if (st == ELM_OK) st = gguf_set_u32(c->w, K("attention.head_count_kv"), s->n_head_kv);
-    if (st == ELM_OK) st = gguf_set_u32(c->w, K("rope.dimension_count"), s->n_embd / s->n_head);
-    if (st == ELM_OK) st = gguf_set_f32(c->w, K("rope.freq_base"), s->rope_theta);
-    if (st == ELM_OK) st = gguf_set_f32(c->w, K("attention.layer_norm_rms_epsilon"), s->rms_eps);
+    ELM_TRY(gguf_set_str(c->w, "general.architecture", s->arch));
+    ELM_TRY(gguf_set_str(c->w, "general.name", model_name));
+    ELM_TRY(gguf_set_u32(c->w, "general.file_type", 0));
+    ELM_TRY(gguf_set_u32(c->w, K("context_length"), s->n_ctx));
+    ELM_TRY(gguf_set_u32(c->w, K("embedding_length"), s->n_embd));
+    ELM_TRY(gguf_set_u32(c->w, K("block_count"), s->n_layer));
+    ELM_TRY(gguf_set_u32(c->w, K("feed_forward_length"), s->n_ff));
+    ELM_TRY(gguf_set_u32(c->w, K("attention.head_count"), s->n_head));
+    ELM_TRY(gguf_set_u32(c->w, K("attention.head_count_kv"), s->n_head_kv));
+    ELM_TRY(gguf_set_u32(c->w, K("rope.dimension_count"), s->n_embd / s->n_head));
+    ELM_TRY(gguf_set_f32(c->w, K("rope.freq_base"), s->rope_theta));
+    ELM_TRY(gguf_set_f32(c->w, K("attention.layer_norm_rms_epsilon"), s->rms_eps));
 #undef K
-    if (st != ELM_OK) elm_errorf(c->err, c->err_size, st, "cannot write the metadata");
-    return st;
+    return ELM_OK;
+}
+
+static elm_status add_hparams(synth_ctx *c, const char *model_name) {
+    elm_status st = set_hparams(c, model_name);
+    if (st != ELM_OK) return elmi_errorf(c->err, c->err_size, st, "cannot write the metadata");
+    return ELM_OK;
 }
 
 static elm_status build(const elm_synth_params *p, gguf_writer *w, char *err, size_t err_size) {
     const synth_shape *sh = find_shape(p->shape);
     if (!sh)
-        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG,
-                          "unknown shape '%s' (smollm-135m, qwen2-0.5b, llama-1b, tinyllama-1.1b)",
-                          p->shape ? p->shape : "(null)");
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                           "unknown shape '%s' (smollm-135m, qwen2-0.5b, llama-1b, tinyllama-1.1b)",
+                           p->shape ? p->shape : "(null)");
     bool q4km = p->type && strcmp(p->type, "Q4_K_M") == 0;
     int type = q4km ? QT_Q4_K : type_by_name(p->type ? p->type : "");
     if (type < 0 || !qtype_get(type)->from_float)
-        return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "unsupported weight type '%s'",
-                          p->type ? p->type : "(null)");
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "unsupported weight type '%s'",
+                           p->type ? p->type : "(null)");
     int out_type = (type == QT_Q4_0 || type == QT_Q4_K) ? QT_Q6_K : QT_Q8_0;
     if (type == QT_F16 || type == QT_F32 || type == QT_BF16) out_type = type;
     if (p->output_type && *p->output_type) {
         out_type = type_by_name(p->output_type);
         if (out_type < 0)
-            return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "unsupported output type '%s'",
-                              p->output_type);
+            return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "unsupported output type '%s'",
+                               p->output_type);
     }
     synth_shape s = *sh;
     if (p->vocab_size) {
         if (p->vocab_size < 260 || p->vocab_size > 1000000)
-            return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG,
-                              "vocab size %u is out of range [260, 1000000]", p->vocab_size);
+            return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                               "vocab size %u is out of range [260, 1000000]", p->vocab_size);
         s.n_vocab = p->vocab_size;
     }
     /* The output projection is stored apart from the embeddings whenever its
@@ -297,51 +302,51 @@ static elm_status build(const elm_synth_params *p, gguf_writer *w, char *err, si
     synth_ctx c = {w, &s, p->seed, 0, err, err_size};
     char name[128];
     snprintf(name, sizeof name, "synthetic %s %s", s.name, p->type);
-    TRY(add_hparams(&c, name));
-    TRY(add_vocab(&c, s.n_vocab));
-    TRY(add_tensor(&c, "token_embd.weight", type, s.n_embd, s.n_vocab, 0.02f * 10, 0));
-    TRY(add_tensor(&c, "output_norm.weight", QT_F32, s.n_embd, 1, 0.0f, 1.0f));
+    ELM_TRY(add_hparams(&c, name));
+    ELM_TRY(add_vocab(&c, s.n_vocab));
+    ELM_TRY(add_tensor(&c, "token_embd.weight", type, s.n_embd, s.n_vocab, 0.02f * 10, 0));
+    ELM_TRY(add_tensor(&c, "output_norm.weight", QT_F32, s.n_embd, 1, 0.0f, 1.0f));
     if (!tied)
-        TRY(add_tensor(&c, "output.weight", out_type, s.n_embd, s.n_vocab,
-                       1.0f / sqrtf((float)s.n_embd), 0));
-    for (uint32_t il = 0; il < s.n_layer; il++) TRY(add_layer(&c, il, type, q4km));
+        ELM_TRY(add_tensor(&c, "output.weight", out_type, s.n_embd, s.n_vocab,
+                           1.0f / sqrtf((float)s.n_embd), 0));
+    for (uint32_t il = 0; il < s.n_layer; il++) ELM_TRY(add_layer(&c, il, type, q4km));
     return ELM_OK;
 }
 
 elm_status elm_synth_write(const elm_synth_params *p, const char *path, char *err,
                            size_t err_size) {
-    if (!p || !path) return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "NULL argument");
+    if (!p || !path) return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "NULL argument");
     gguf_writer *w = gguf_writer_new();
-    if (!w) return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    if (!w) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    char msg[ELM_ERR_LEN] = "";
     elm_status st = build(p, w, err, err_size);
-    if (st == ELM_OK) {
-        char msg[ELM_ERR_LEN] = "";
-        st = gguf_write_file(w, path, msg, sizeof msg);
-        if (st != ELM_OK) elm_errorf(err, err_size, st, "%s: %s", path, msg);
-    }
+    if (st != ELM_OK) goto done;
+    st = gguf_write_file(w, path, msg, sizeof msg);
+    if (st != ELM_OK) elmi_errorf(err, err_size, st, "%s: %s", path, msg);
+done:
     gguf_writer_free(w);
     return st;
 }
 
 elm_status elm_synth_load(const elm_synth_params *p, const elm_model_params *mp, elm_model **out,
                           char *err, size_t err_size) {
-    if (!p || !out) return elm_errorf(err, err_size, ELM_ERR_INVALID_ARG, "NULL argument");
+    if (!p || !out) return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "NULL argument");
     *out = NULL;
     char label[160];
     snprintf(label, sizeof label, "shape:%s:%s", p->shape ? p->shape : "?", p->type ? p->type : "?");
     char msg[ELM_ERR_LEN] = "";
     elm_device_choice choice;
     elm_status dst = device_resolve(mp ? mp->device : NULL, &choice, msg, sizeof msg);
-    if (dst != ELM_OK) return elm_errorf(err, err_size, dst, "%s: %s", label, msg);
+    if (dst != ELM_OK) return elmi_errorf(err, err_size, dst, "%s: %s", label, msg);
     gguf_writer *w = gguf_writer_new();
-    if (!w) return elm_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    if (!w) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     void *data = NULL;
     size_t size = 0;
     elm_status st = build(p, w, err, err_size);
-    if (st == ELM_OK) {
-        st = gguf_write_memory(w, &data, &size);
-        if (st != ELM_OK) elm_errorf(err, err_size, st, "cannot serialize the model");
-    }
+    if (st != ELM_OK) goto done;
+    st = gguf_write_memory(w, &data, &size);
+    if (st != ELM_OK) elmi_errorf(err, err_size, st, "cannot serialize the model");
+done:
     gguf_writer_free(w);
     if (st != ELM_OK) return st;
     return model_load_memory(label, data, size, mp, out, err, err_size);

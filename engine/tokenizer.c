@@ -3,25 +3,17 @@
  * splitting, and the token -> text direction.
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/status.h"
 #include "engine/tokenizer_impl.h"
 #include "engine/unicode.h"
 
 /* Tokens longer than this are refused: no real vocabulary comes close, and
  * it keeps every size computation far from overflow. */
 #define VOCAB_MAX_TOKEN_LEN (1u << 20)
-
-void vocab_errf(char *err, size_t err_size, const char *fmt, ...) {
-    if (!err || err_size == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-}
 
 vocab_arrays vocab_arrays_init(void) {
     vocab_arrays a;
@@ -119,10 +111,9 @@ static void merge_insert(elm_vocab *v, int32_t l, int32_t r, int32_t res, uint32
 
 static elm_status build_merges(elm_vocab *v, const vocab_arrays *a, char *err, size_t es) {
     if (a->n_merges == 0) return ELM_OK;
-    if (!a->merges) {
-        vocab_errf(err, es, "tokenizer: %u merges but no merge array", a->n_merges);
-        return ELM_ERR_INVALID_ARG;
-    }
+    if (!a->merges)
+        return elmi_errorf(err, es, ELM_ERR_INVALID_ARG, "tokenizer: %u merges but no merge array",
+                           a->n_merges);
     size_t size = table_size(a->n_merges), longest = 1;
     for (uint32_t i = 0; i < a->n_merges; i++)
         if (a->merges[i].len > longest && a->merges[i].len <= 2 * (uint64_t)VOCAB_MAX_TOKEN_LEN)
@@ -162,32 +153,24 @@ static int parse_byte_token(const char *s, size_t len) {
 }
 
 static elm_status check_arrays(const vocab_arrays *a, char *err, size_t es) {
-    if (a->n_tokens == 0 || a->n_tokens > (uint32_t)INT32_MAX || !a->tokens) {
-        vocab_errf(err, es, "tokenizer: bad token count %u", a->n_tokens);
-        return ELM_ERR_FORMAT;
-    }
+    if (a->n_tokens == 0 || a->n_tokens > (uint32_t)INT32_MAX || !a->tokens)
+        return elmi_errorf(err, es, ELM_ERR_FORMAT, "tokenizer: bad token count %u", a->n_tokens);
     for (uint32_t i = 0; i < a->n_tokens; i++) {
-        if (a->tokens[i].len > VOCAB_MAX_TOKEN_LEN || (a->tokens[i].len && !a->tokens[i].ptr)) {
-            vocab_errf(err, es, "tokenizer: token %u has a bad length", i);
-            return ELM_ERR_FORMAT;
-        }
-        if (a->types && (a->types[i] < 0 || a->types[i] > VOCAB_TT_BYTE)) {
-            vocab_errf(err, es, "tokenizer: token %u has unknown type %d", i, (int)a->types[i]);
-            return ELM_ERR_FORMAT;
-        }
-        if (a->scores && isnan(a->scores[i])) {
-            vocab_errf(err, es, "tokenizer: token %u has a NaN score", i);
-            return ELM_ERR_FORMAT;
-        }
+        if (a->tokens[i].len > VOCAB_MAX_TOKEN_LEN || (a->tokens[i].len && !a->tokens[i].ptr))
+            return elmi_errorf(err, es, ELM_ERR_FORMAT, "tokenizer: token %u has a bad length", i);
+        if (a->types && (a->types[i] < 0 || a->types[i] > VOCAB_TT_BYTE))
+            return elmi_errorf(err, es, ELM_ERR_FORMAT, "tokenizer: token %u has unknown type %d",
+                               i, (int)a->types[i]);
+        if (a->scores && isnan(a->scores[i]))
+            return elmi_errorf(err, es, ELM_ERR_FORMAT, "tokenizer: token %u has a NaN score", i);
     }
     const int32_t ids[] = {a->bos, a->eos, a->unk, a->pad, a->eot, a->eom};
     const char *names[] = {"bos", "eos", "unknown", "padding", "eot", "eom"};
     for (int i = 0; i < 6; i++) {
-        if (ids[i] < -1 || (ids[i] >= 0 && (uint32_t)ids[i] >= a->n_tokens)) {
-            vocab_errf(err, es, "tokenizer: %s token id %d is out of range (%u tokens)", names[i],
-                       (int)ids[i], a->n_tokens);
-            return ELM_ERR_FORMAT;
-        }
+        if (ids[i] < -1 || (ids[i] >= 0 && (uint32_t)ids[i] >= a->n_tokens))
+            return elmi_errorf(err, es, ELM_ERR_FORMAT,
+                               "tokenizer: %s token id %d is out of range (%u tokens)", names[i],
+                               (int)ids[i], a->n_tokens);
     }
     return ELM_OK;
 }
@@ -387,16 +370,15 @@ static elm_status set_model(elm_vocab *v, const vocab_arrays *a, char *err, size
     } else if (a->model && strcmp(a->model, "gpt2") == 0) {
         v->kind = VOCAB_BPE;
     } else {
-        vocab_errf(err, es, "tokenizer model '%.40s' is not supported (only 'llama' and 'gpt2')",
-                   a->model ? a->model : "");
-        return ELM_ERR_UNSUPPORTED;
+        return elmi_errorf(err, es, ELM_ERR_UNSUPPORTED,
+                           "tokenizer model '%.40s' is not supported (only 'llama' and 'gpt2')",
+                           a->model ? a->model : "");
     }
     snprintf(v->model, sizeof v->model, "%s", a->model);
     const char *pre = a->pre ? a->pre : "";
-    if (strlen(pre) >= sizeof v->pre) {
-        vocab_errf(err, es, "tokenizer: pre-tokenizer name '%.40s...' is too long", pre);
-        return ELM_ERR_UNSUPPORTED;
-    }
+    if (strlen(pre) >= sizeof v->pre)
+        return elmi_errorf(err, es, ELM_ERR_UNSUPPORTED,
+                           "tokenizer: pre-tokenizer name '%.40s...' is too long", pre);
     snprintf(v->pre, sizeof v->pre, "%s", pre);
     return ELM_OK;
 }
@@ -416,15 +398,17 @@ static void set_flags(elm_vocab *v, const vocab_arrays *a) {
 }
 
 static elm_status vocab_build(elm_vocab *v, const vocab_arrays *a, char *err, size_t es) {
-    elm_status st = set_model(v, a, err, es);
-    if (!st) st = check_arrays(a, err, es);
-    if (st) return st;
+    ELM_TRY(set_model(v, a, err, es));
+    ELM_TRY(check_arrays(a, err, es));
     v->n_tokens = a->n_tokens;
     set_flags(v, a);
-    if ((st = copy_tokens(v, a)) || (st = build_index(v))) return st;
+    ELM_TRY(copy_tokens(v, a));
+    ELM_TRY(build_index(v));
     build_byte_tokens(v);
-    if (v->kind == VOCAB_BPE && (st = build_merges(v, a, err, es))) return st;
-    if ((st = build_specials(v)) || (st = build_eog(v)) || (st = build_pieces(v))) return st;
+    if (v->kind == VOCAB_BPE) ELM_TRY(build_merges(v, a, err, es));
+    ELM_TRY(build_specials(v));
+    ELM_TRY(build_eog(v));
+    ELM_TRY(build_pieces(v));
     if (v->kind == VOCAB_BPE) return bpe_init(v, err, es);
     return ELM_OK;
 }
@@ -440,7 +424,7 @@ elm_status vocab_new_from_arrays(const vocab_arrays *a, elm_vocab **out, char *e
     elm_status st = vocab_build(v, a, err, err_size);
     if (st) {
         if (st == ELM_ERR_NO_MEMORY && err && err_size && !err[0])
-            vocab_errf(err, err_size, "tokenizer: out of memory");
+            elmi_errorf(err, err_size, st, "tokenizer: out of memory");
         vocab_free(v);
         return st;
     }
@@ -538,8 +522,7 @@ static elm_status tokenize_all(const elm_vocab *v, const char *text, size_t len,
             continue;
         }
         if (pos > frag) {
-            elm_status st = tokenize_text(v, text + frag, pos - frag, after_special, sink);
-            if (st) return st;
+            ELM_TRY(tokenize_text(v, text + frag, pos - frag, after_special, sink));
         }
         sink_push(sink, id);
         pos += v->tok[id].len;
@@ -556,8 +539,7 @@ elm_status vocab_tokenize(const elm_vocab *v, const char *text, size_t len, bool
     if (!v || !n_out || (!text && len) || (!out && cap)) return ELM_ERR_INVALID_ARG;
     tok_sink sink = {out, cap, 0};
     if (add_bos && v->add_bos) sink_push(&sink, v->bos);
-    elm_status st = tokenize_all(v, text, len, parse_special, &sink);
-    if (st) return st;
+    ELM_TRY(tokenize_all(v, text, len, parse_special, &sink));
     if (add_bos && v->add_eos) sink_push(&sink, v->eos);
     *n_out = sink.n;
     return sink.n > cap ? ELM_ERR_BUFFER_TOO_SMALL : ELM_OK;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/status.h"
 #include "engine/tokenizer_impl.h"
 #include "engine/unicode.h"
 
@@ -46,11 +47,10 @@ elm_status bpe_init(elm_vocab *v, char *err, size_t err_size) {
     } else if (!strcmp(v->pre, "smollm") || !strcmp(v->pre, "starcoder")) {
         pattern = re_starcoder;
     } else {
-        vocab_errf(err, err_size,
-                   "pre-tokenizer '%s' is not supported (known: default, gpt-2, llama-bpe, "
-                   "qwen2, smollm, starcoder)",
-                   v->pre);
-        return ELM_ERR_UNSUPPORTED;
+        return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
+                           "pre-tokenizer '%s' is not supported (known: default, gpt-2, llama-bpe, "
+                           "qwen2, smollm, starcoder)",
+                           v->pre);
     }
     int code;
     PCRE2_SIZE where;
@@ -58,10 +58,9 @@ elm_status bpe_init(elm_vocab *v, char *err, size_t err_size) {
      * between matches, so arbitrary input can be split. */
     v->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
                           PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &code, &where, NULL);
-    if (!v->re) {
-        vocab_errf(err, err_size, "tokenizer: PCRE2 error %d compiling the pre-tokenizer", code);
-        return ELM_ERR_INTERNAL;
-    }
+    if (!v->re)
+        return elmi_errorf(err, err_size, ELM_ERR_INTERNAL,
+                           "tokenizer: PCRE2 error %d compiling the pre-tokenizer", code);
     (void)pcre2_jit_compile(v->re, PCRE2_JIT_COMPLETE); /* optional: the interpreter also works */
     return ELM_OK;
 }

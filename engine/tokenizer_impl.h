@@ -101,8 +101,4 @@ typedef struct merge_heap {
 void merge_heap_push(merge_heap *h, merge_pair p);
 merge_pair merge_heap_pop(merge_heap *h); /* h->n > 0 */
 
-/* tokenizer.c: formats an error message (printf-style) into err. */
-void vocab_errf(char *err, size_t err_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 #endif /* ELM_TOKENIZER_IMPL_H */

@@ -2,7 +2,9 @@
  * quant.h: the tensor types of GGUF files, their block layouts and the scalar
  * reference conversions. This module depends on nothing else in edgelm and is
  * the single source of truth for block layouts: the GGUF reader, the CPU
- * kernels and the shaders (shaders/common/blocks.glsl mirrors it) follow it.
+ * kernels and the shaders follow it. The numbers (values and bytes per block,
+ * field offsets) live in quant/layout.h, which the shaders include too
+ * (shaders/common/blocks.glsl); the structs below are checked against them.
  *
  * Every layout is bit-compatible with GGUF files written by other tools.
  * Within a block, values are stored as the comments describe; the scalar
@@ -15,6 +17,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "quant/layout.h"
 
 /* Type ids as stored in GGUF tensor infos. Ids 4 and 5 (Q4_2, Q4_3) and
  * 31-33, 36-38 (the repacked Q4_0_x_y / IQ4_NL_x_y) were removed from the
@@ -55,14 +59,14 @@ typedef enum qtype {
     QT_COUNT = 40, /* upper bound on ids this table knows */
 } qtype;
 
-#define QK4_0 32
-#define QK4_1 32
-#define QK5_0 32
-#define QK5_1 32
-#define QK8_0 32
+#define QK4_0 ELM_QK_Q4_0
+#define QK4_1 ELM_QK_Q4_1
+#define QK5_0 ELM_QK_Q5_0
+#define QK5_1 ELM_QK_Q5_1
+#define QK8_0 ELM_QK_Q8_0
 #define QK8_1 32
-#define QK_K 256
-#define K_SCALE_SIZE 12
+#define QK_K ELM_QK_K
+#define K_SCALE_SIZE ELM_K_SCALE_SIZE
 
 typedef uint16_t elm_fp16; /* IEEE half, stored bits */
 typedef uint16_t elm_bf16; /* bfloat16, stored bits */
@@ -73,7 +77,8 @@ typedef struct {
     elm_fp16 d;
     uint8_t qs[QK4_0 / 2];
 } block_q4_0;
-_Static_assert(sizeof(block_q4_0) == 18, "block_q4_0 size");
+_Static_assert(sizeof(block_q4_0) == ELM_QB_Q4_0, "block_q4_0 size");
+_Static_assert(offsetof(block_q4_0, qs) == ELM_OFF_Q4_0_QS, "block_q4_0.qs");
 
 /* x[i] = d * q[i] + m, nibbles as in Q4_0. */
 typedef struct {
@@ -81,7 +86,9 @@ typedef struct {
     elm_fp16 m;
     uint8_t qs[QK4_1 / 2];
 } block_q4_1;
-_Static_assert(sizeof(block_q4_1) == 20, "block_q4_1 size");
+_Static_assert(sizeof(block_q4_1) == ELM_QB_Q4_1, "block_q4_1 size");
+_Static_assert(offsetof(block_q4_1, m) == ELM_OFF_Q4_1_M, "block_q4_1.m");
+_Static_assert(offsetof(block_q4_1, qs) == ELM_OFF_Q4_1_QS, "block_q4_1.qs");
 
 /* x[i] = d * (q[i] - 16); the low 4 bits as in Q4_0, bit 4 of q[i] is bit i
  * of the little-endian 32-bit qh. */
@@ -90,7 +97,9 @@ typedef struct {
     uint8_t qh[4];
     uint8_t qs[QK5_0 / 2];
 } block_q5_0;
-_Static_assert(sizeof(block_q5_0) == 22, "block_q5_0 size");
+_Static_assert(sizeof(block_q5_0) == ELM_QB_Q5_0, "block_q5_0 size");
+_Static_assert(offsetof(block_q5_0, qh) == ELM_OFF_Q5_0_QH, "block_q5_0.qh");
+_Static_assert(offsetof(block_q5_0, qs) == ELM_OFF_Q5_0_QS, "block_q5_0.qs");
 
 /* x[i] = d * q[i] + m, bits as in Q5_0. */
 typedef struct {
@@ -99,14 +108,18 @@ typedef struct {
     uint8_t qh[4];
     uint8_t qs[QK5_1 / 2];
 } block_q5_1;
-_Static_assert(sizeof(block_q5_1) == 24, "block_q5_1 size");
+_Static_assert(sizeof(block_q5_1) == ELM_QB_Q5_1, "block_q5_1 size");
+_Static_assert(offsetof(block_q5_1, m) == ELM_OFF_Q5_1_M, "block_q5_1.m");
+_Static_assert(offsetof(block_q5_1, qh) == ELM_OFF_Q5_1_QH, "block_q5_1.qh");
+_Static_assert(offsetof(block_q5_1, qs) == ELM_OFF_Q5_1_QS, "block_q5_1.qs");
 
 /* x[i] = d * qs[i]. */
 typedef struct {
     elm_fp16 d;
     int8_t qs[QK8_0];
 } block_q8_0;
-_Static_assert(sizeof(block_q8_0) == 34, "block_q8_0 size");
+_Static_assert(sizeof(block_q8_0) == ELM_QB_Q8_0, "block_q8_0 size");
+_Static_assert(offsetof(block_q8_0, qs) == ELM_OFF_Q8_0_QS, "block_q8_0.qs");
 
 /* Activation format for Q4_1/Q5_1 dot products: s = d * sum(qs). */
 typedef struct {
@@ -125,7 +138,10 @@ typedef struct {
     elm_fp16 d;
     elm_fp16 dmin;
 } block_q2_K;
-_Static_assert(sizeof(block_q2_K) == 84, "block_q2_K size");
+_Static_assert(sizeof(block_q2_K) == ELM_QB_Q2_K, "block_q2_K size");
+_Static_assert(offsetof(block_q2_K, qs) == ELM_OFF_Q2_K_QS, "block_q2_K.qs");
+_Static_assert(offsetof(block_q2_K, d) == ELM_OFF_Q2_K_D, "block_q2_K.d");
+_Static_assert(offsetof(block_q2_K, dmin) == ELM_OFF_Q2_K_DMIN, "block_q2_K.dmin");
 
 /* Super-block of 256 = 16 sub-blocks of 16; x = d * (sc[j] - 32) * q, q in
  * -4..3. The low 2 bits of q are placed in qs as in Q2_K; q gets -4 unless
@@ -138,7 +154,10 @@ typedef struct {
     uint8_t scales[K_SCALE_SIZE];
     elm_fp16 d;
 } block_q3_K;
-_Static_assert(sizeof(block_q3_K) == 110, "block_q3_K size");
+_Static_assert(sizeof(block_q3_K) == ELM_QB_Q3_K, "block_q3_K size");
+_Static_assert(offsetof(block_q3_K, qs) == ELM_OFF_Q3_K_QS, "block_q3_K.qs");
+_Static_assert(offsetof(block_q3_K, scales) == ELM_OFF_Q3_K_SCALES, "block_q3_K.scales");
+_Static_assert(offsetof(block_q3_K, d) == ELM_OFF_Q3_K_D, "block_q3_K.d");
 
 /* Super-block of 256 = 8 sub-blocks of 32. Each sub-block j has a 6-bit scale
  * sc[j] and 6-bit min m[j] packed in `scales` (see get_scale_min_k4);
@@ -151,7 +170,10 @@ typedef struct {
     uint8_t scales[K_SCALE_SIZE];
     uint8_t qs[QK_K / 2];
 } block_q4_K;
-_Static_assert(sizeof(block_q4_K) == 144, "block_q4_K size");
+_Static_assert(sizeof(block_q4_K) == ELM_QB_Q4_K, "block_q4_K size");
+_Static_assert(offsetof(block_q4_K, dmin) == ELM_OFF_Q4_K_DMIN, "block_q4_K.dmin");
+_Static_assert(offsetof(block_q4_K, scales) == ELM_OFF_Q4_K_SCALES, "block_q4_K.scales");
+_Static_assert(offsetof(block_q4_K, qs) == ELM_OFF_Q4_K_QS, "block_q4_K.qs");
 
 /* As Q4_K with a fifth bit: for group g, bit 2g of qh[l] is the high bit of
  * sub-block 2g's value l, bit 2g+1 of sub-block 2g+1's. */
@@ -162,7 +184,11 @@ typedef struct {
     uint8_t qh[QK_K / 8];
     uint8_t qs[QK_K / 2];
 } block_q5_K;
-_Static_assert(sizeof(block_q5_K) == 176, "block_q5_K size");
+_Static_assert(sizeof(block_q5_K) == ELM_QB_Q5_K, "block_q5_K size");
+_Static_assert(offsetof(block_q5_K, dmin) == ELM_OFF_Q5_K_DMIN, "block_q5_K.dmin");
+_Static_assert(offsetof(block_q5_K, scales) == ELM_OFF_Q5_K_SCALES, "block_q5_K.scales");
+_Static_assert(offsetof(block_q5_K, qh) == ELM_OFF_Q5_K_QH, "block_q5_K.qh");
+_Static_assert(offsetof(block_q5_K, qs) == ELM_OFF_Q5_K_QS, "block_q5_K.qs");
 
 /* 16 sub-blocks of 16 with int8 scales; x = d * scales[v / 16] * (q - 32), q
  * 6-bit. Value v = 128n + 32k + l (n < 2, k < 4, l < 32): low 4 bits are the
@@ -174,7 +200,10 @@ typedef struct {
     int8_t scales[QK_K / 16];
     elm_fp16 d;
 } block_q6_K;
-_Static_assert(sizeof(block_q6_K) == 210, "block_q6_K size");
+_Static_assert(sizeof(block_q6_K) == ELM_QB_Q6_K, "block_q6_K size");
+_Static_assert(offsetof(block_q6_K, qh) == ELM_OFF_Q6_K_QH, "block_q6_K.qh");
+_Static_assert(offsetof(block_q6_K, scales) == ELM_OFF_Q6_K_SCALES, "block_q6_K.scales");
+_Static_assert(offsetof(block_q6_K, d) == ELM_OFF_Q6_K_D, "block_q6_K.d");
 
 /* Activation format for k-quant dot products. bsums[j] = sum of qs[16j..16j+15]. */
 typedef struct {

@@ -12,9 +12,10 @@ out=$root/build-fuzz
 cc=${CC_FUZZ:-clang}
 mkdir -p "$out/artifacts"
 
-# The library sources a target may need: the GGUF reader, the tokenizer and quant.
+# The library sources a target may need: elmi_errorf, the GGUF reader, the
+# tokenizer and quant.
 srcs=()
-for f in "$root"/engine/gguf*.c "$root"/engine/tokenizer*.c "$root"/engine/unicode*.c \
+for f in "$root"/common/status.c "$root"/engine/gguf*.c "$root"/engine/tokenizer*.c "$root"/engine/unicode*.c \
          "$root"/engine/utf8*.c "$root"/quant/*.c; do
   [ -e "$f" ] && srcs+=("$f")
 done

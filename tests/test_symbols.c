@@ -25,7 +25,7 @@ static char *sh(const char *cmd, int *rc) {
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
     char *out = NULL, *err = NULL;
     *rc = test_run(argv, NULL, 0, &out, &err);
-    if (*rc != 0) cr_log_warn("$ %s\n%s", cmd, err ? err : "");
+    if (*rc != 0) cr_log_info("$ %s\n%s", cmd, err ? err : "");
     free(err);
     return out;
 }

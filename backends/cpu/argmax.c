@@ -2,12 +2,12 @@
 #include <math.h>
 
 #include "backends/cpu/ops.h"
+#include "common/status.h"
 #include "quant/quant.h"
 
 elm_status cpu_argmax_check(const cpu_check *c) {
     const be_tensor *x = c->node->src[0];
-    elm_status st = cpu_check_tensor(c, x, "src0", QT_F32);
-    if (st != ELM_OK) return st;
+    ELM_TRY(cpu_check_tensor(c, x, "src0", QT_F32));
     if (x->ne[0] < 1 || x->ne[0] >= (1 << 24) || x->ne[2] != 1 || x->ne[3] != 1)
         return cpu_check_fail(c, ELM_ERR_INVALID_ARG, x, "src0",
                               "rows of %lld values: expected 1 to 2^24 - 1 per row",

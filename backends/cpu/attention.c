@@ -12,6 +12,7 @@
 
 #include "backends/cpu/ops.h"
 #include "backends/cpu/vec_dot.h"
+#include "common/status.h"
 #include "quant/quant.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -314,8 +315,7 @@ void cpu_attention(const be_node *nd, void *work, int ith, int nth) {
 
 static elm_status check_cache(const cpu_check *c, const be_tensor *t, const char *role,
                               int64_t n_embd_kv, int64_t n_end) {
-    elm_status st = cpu_check_cache(c, t, role);
-    if (st != ELM_OK) return st;
+    ELM_TRY(cpu_check_cache(c, t, role));
     if (t->ne[0] != n_embd_kv)
         return cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
                               "shape (%lld, %lld, %lld, %lld), expected rows of %lld",
@@ -331,8 +331,7 @@ static elm_status check_cache(const cpu_check *c, const be_tensor *t, const char
 elm_status cpu_attention_check(const cpu_check *c) {
     const be_node *nd = c->node;
     const be_tensor *q = nd->src[0];
-    elm_status st = cpu_check_tensor(c, q, "src0", QT_F32);
-    if (st != ELM_OK) return st;
+    ELM_TRY(cpu_check_tensor(c, q, "src0", QT_F32));
     if (q->ne[3] != 1) return cpu_check_fail(c, ELM_ERR_INVALID_ARG, q, "src0", "must be 3-D");
     int64_t n_head = q->ne[1], n_kv = nd->iparams[1], pos = nd->iparams[0];
     if (n_kv < 1 || n_head % n_kv != 0)
@@ -345,8 +344,7 @@ elm_status cpu_attention_check(const cpu_check *c) {
     if (!isfinite(nd->fparams[0]))
         return cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams[0]", "scale %g",
                               nd->fparams[0]);
-    st = check_cache(c, nd->src[1], "src1", q->ne[0] * n_kv, pos + q->ne[2]);
-    if (st == ELM_OK) st = check_cache(c, nd->src[2], "src2", q->ne[0] * n_kv, pos + q->ne[2]);
-    if (st == ELM_OK) st = cpu_check_f32(c, nd->dst, "dst", q->ne[0] * n_head, q->ne[2], 1, 1);
-    return st;
+    ELM_TRY(check_cache(c, nd->src[1], "src1", q->ne[0] * n_kv, pos + q->ne[2]));
+    ELM_TRY(check_cache(c, nd->src[2], "src2", q->ne[0] * n_kv, pos + q->ne[2]));
+    return cpu_check_f32(c, nd->dst, "dst", q->ne[0] * n_head, q->ne[2], 1, 1);
 }

@@ -19,6 +19,7 @@
 #include "backends/cpu/ops.h"
 #include "backends/cpu/threadpool.h"
 #include "backends/cpu/vec_dot.h"
+#include "common/status.h"
 #include "quant/quant.h"
 
 /* ------------------------------------------------------------------ plan
@@ -277,10 +278,9 @@ static elm_status check_graph(const cpu_backend *cb, const be_graph *g, size_t *
     *need = 0;
     for (int i = 0; i < g->n_nodes; i++) {
         const be_node *nd = &g->nodes[i];
-        elm_status st = cpu_op_check(nd, i, err, err_size);
         cpu_check c = {.index = i, .node = nd, .err = err, .err_size = err_size};
-        if (st == ELM_OK) st = check_placement(cb, &c);
-        if (st != ELM_OK) return st;
+        ELM_TRY(cpu_op_check(nd, i, err, err_size));
+        ELM_TRY(check_placement(cb, &c));
         size_t n = node_work_size(cb, nd, g->exact);
         if (n > *need) *need = n;
     }
@@ -630,29 +630,23 @@ static elm_status run_mul_mat(cpu_backend *cb, const be_node *nd, int index, boo
 static elm_status cpu_graph_compute(be_backend *be, const be_graph *g, char *err, size_t err_size) {
     cpu_backend *cb = impl(be);
     if (err && err_size) err[0] = '\0';
-    if (!g || g->n_nodes < 0 || (g->n_nodes > 0 && !g->nodes)) {
-        if (err && err_size) snprintf(err, err_size, "graph_compute: bad graph");
-        return ELM_ERR_INVALID_ARG;
-    }
+    if (!g || g->n_nodes < 0 || (g->n_nodes > 0 && !g->nodes))
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "graph_compute: bad graph");
     size_t need;
-    elm_status st = check_graph(cb, g, &need, err, err_size);
-    if (st == ELM_OK) st = plan_reserve(&cb->plan, g->n_nodes, tp_n_threads(cb->tp));
-    if (st == ELM_OK) {
-        plan_graph(cb, g);
-        size_t pool = cb->plan.op_scratch + cb->plan.slot_stride * (size_t)tp_n_threads(cb->tp);
-        if (pool > need) need = pool;
-        st = reserve_work(cb, need);
-    }
-    if (st == ELM_ERR_NO_MEMORY && err && err_size)
-        snprintf(err, err_size, "graph_compute: no memory for %zu bytes of scratch", need);
-    if (st != ELM_OK) return st;
+    ELM_TRY(check_graph(cb, g, &need, err, err_size));
+    elm_status st = plan_reserve(&cb->plan, g->n_nodes, tp_n_threads(cb->tp));
+    if (st != ELM_OK) goto fail;
+    plan_graph(cb, g);
+    size_t pool = cb->plan.op_scratch + cb->plan.slot_stride * (size_t)tp_n_threads(cb->tp);
+    if (pool > need) need = pool;
+    st = reserve_work(cb, need);
+    if (st != ELM_OK) goto fail;
     cb->stats.n_graphs++;
     const ex_plan *p = &cb->plan;
     for (int i = 0; i < p->n_segs; i++) {
         const ex_seg *seg = &p->segs[i];
         if (seg->n_phases == 0) {
-            st = run_mul_mat(cb, &g->nodes[seg->node], seg->node, g->exact, err, err_size);
-            if (st != ELM_OK) return st;
+            ELM_TRY(run_mul_mat(cb, &g->nodes[seg->node], seg->node, g->exact, err, err_size));
             continue;
         }
         seg_task task = {.cb = cb, .seg = seg, .work = cb->work};
@@ -660,6 +654,10 @@ static elm_status cpu_graph_compute(be_backend *be, const be_graph *g, char *err
     }
     cb->stats.n_nodes += (uint64_t)g->n_nodes;
     return ELM_OK;
+fail:
+    if (st == ELM_ERR_NO_MEMORY)
+        elmi_errorf(err, err_size, st, "graph_compute: no memory for %zu bytes of scratch", need);
+    return st;
 }
 
 static void cpu_get_stats(be_backend *be, be_stats *out) {

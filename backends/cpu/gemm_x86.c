@@ -19,22 +19,11 @@
  * an FMA (the test catches it: remove one and it fails). The results are
  * therefore the reference's, bit for bit, at both levels.
  *
- * Measurements that chose the design (this machine: 2 cores of a Xeon,
- * Ice Lake server, 2.8 GHz, shared with other work; thread CPU time, best
- * of several; matmul.c has the end-to-end table):
- *   instruction throughput, independent chains, one core:
- *     vpdpbusd zmm 4.7-4.9 /ns (two ports: 300 G MAC/s), ymm 5.4-6.0 /ns
- *     (170-190 G MAC/s); vpmaddubsw ymm 6.1-6.3 /ns; vpmulld zmm 2.5 /ns;
- *     vpdpwssd zmm 4.7-5.0 /ns; vfmadd/vmulps zmm 4.7-5.2 /ns;
- *   512-bit loads and broadcasts: 3.1-3.6 /ns alone, and a vpdpbusd fed by
- *     one each runs at 2.6 /ns (an embedded {1to16} broadcast no better),
- *     by one per two vpdpbusd at 4.5 /ns; 256-bit loads 5.3-5.9 /ns.
- *   So 512-bit VNNI with 32-row panels: each activation broadcast feeds the
- *   two halves. Q4_0 kernel alone, in L1: 16-row panels x 8 tokens 220
- *   GOP/s, 32 rows x 4 tokens 370, with two accumulation chains per token
- *   (shorter vpdpbusd dependency chains) 390. Panel repacking: unrolled
- *   14 -> 25-31 G values/s; scalar loads of the row scales beat vpgatherdd
- *   (31 vs 25).
+ * The design follows from instruction costs measured on an Ice Lake Xeon
+ * (docs/measurements.md, "Tiled int8 kernels"): 512-bit loads, not
+ * vpdpbusd, are the limit, so VNNI panels have 32 rows and each activation
+ * broadcast feeds both 16-row halves; two accumulation chains per token;
+ * panels repacked unrolled, with scalar loads of the row scales.
  */
 #include "backends/cpu/gemm.h"
 
@@ -76,8 +65,8 @@ TGT_VNNI INLINE void rows_init(rows16 *R, const void *w, size_t w_stride, int nr
     }
 }
 
-/* The dword at byte `at` of each lane's row. (Scalar loads: measured
- * faster here than vpgatherdd, 31 vs 25 G values/s for Q4_0 panels.) */
+/* The dword at byte `at` of each lane's row. (Scalar loads: faster here
+ * than vpgatherdd, see docs/measurements.md.) */
 TGT_VNNI INLINE __m512i rows_dword(const rows16 *R, size_t at) {
     alignas(64) int32_t v[16];
     UNROLL(16) for (int r = 0; r < 16; r++) memcpy(&v[r], R->p[r] + at, 4);
@@ -674,7 +663,7 @@ KQ_VNNI(q6_K, QT_Q6_K, Q6K_HALF)
  * sign trick (|x| times y with x's sign) and widens every step. The integer
  * sums are the same exact sums as at VNNI, the float part the same, so
  * both levels give the reference's results.
- * Measured (one core, kernel only, L1): see the table in matmul.c.
+ * Measured (one core, kernel only, L1): docs/measurements.md.
  */
 typedef struct rows8 {
     const char *p[8];
@@ -1128,15 +1117,9 @@ const cpu_gemm *cpu_gemm_at(int type, cpu_simd level) { return gemm_table(type, 
 
 /* The panel and the activation group of the dot kernels live on the
  * stack: blocks go in ranges whose panel and group fit these sizes. */
-/* Measured, one core streaming 256 MB of weights (GB/s, thread CPU time,
- * two rounds; the former per-row kernels in the same runs):
- *   panel bytes    Q8_0       Q4_K       Q6_K
- *   12 KB        7.2/8.7    7.8/6.0    7.4/7.8
- *   24 KB        6.6/6.0    6.9/5.7    7.2/6.5
- *   64 KB        6.0/6.1    4.8/5.4    5.0/5.6
- *   256 KB       4.9/5.0    4.2/4.7    4.2/4.5
- *   per-row      7.8/7.0    7.7/6.9    8.4/8.0
- * (short ranges keep the panel and the 16 rows' lines in L1). */
+/* 12 KB: of the sizes tried, the fastest while streaming weights, as short
+ * ranges keep the panel and the 16 rows' lines in L1 (docs/measurements.md,
+ * "Dot kernels on the tiles"). */
 #ifndef DOT_PANEL_BYTES
 #define DOT_PANEL_BYTES (12 * 1024)
 #endif
@@ -1164,10 +1147,8 @@ static void gemm_dot(const cpu_gemm *g, int vdt_size, DOT_PARAMS) {
              * (the callers go through the rows in order; a prefetch past the
              * matrix is harmless). The rows are read in lockstep, 16 short
              * streams that the hardware prefetcher follows less well than
-             * the one long stream of a row-by-row kernel: streaming 256 MB
-             * of weights, one core, this prefetch took AVX2 Q8_0 from 5.6-6.5
-             * to 8.4-9.2 GB/s (VNNI: no clear change, 6.9-8.6 GB/s; the
-             * former per-row kernels 7.5-9.5 GB/s, same runs). */
+             * the one long stream of a row-by-row kernel; this prefetch
+             * gains about 45% at AVX2 (docs/measurements.md). */
             const char *nx = (const char *)x + (size_t)r0 * bx + (size_t)(b0 + nk) * g->w_block_bytes;
             int pr = rows;
             if (b0 + nk >= nb) {

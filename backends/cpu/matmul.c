@@ -24,34 +24,12 @@
  * (vec_dot.h, gemm.h), except with F32/F16/BF16 weights, where T >=
  * SGEMM_MIN_T takes sgemm's summation order.
  *
- * The choice, measured here (2 cores of an Ice Lake Xeon at 2.8 GHz with
- * AVX-512 VNNI, shared with other work: best of repeated runs; GOP/s =
- * 2 K N T / thread CPU time, one thread, K = 2048, N = 512, T = 128):
- *
- *   weights  dot kernels  int8 tiles  int8 tiles  dequant + sgemm   dequant + sgemm
- *            (before)     VNNI        AVX2        (before: scalar)  (SIMD dequant)
- *   Q4_0        34          270          79           53                75
- *   Q8_0        53          236          79           80                77
- *   Q4_K        72          199          82           46                77
- *   Q6_K        78          156          87           38                82
- *   F16         29            -           -           52                81
- *   F32         22            -           -           88               69-88
- *
- *   So: int8 tiles for every quantized type that has them (VNNI and AVX2;
- *   on an AVX2-only CPU sgemm has half this machine's F32 peak, so the
- *   tiles stay ahead there too), sgemm for float weights. Token count
- *   (Q4_0 tiles vs sgemm, F16 dots vs sgemm; GOP/s):
- *     T        2     4     8     16     32
- *     Q4_0   23/10 66/29 111/19 149/33  -      (tiles / sgemm): tiles from T = 2
- *     F16    23/16 32/33  30/23  31/36 28/35   (dots / sgemm): sgemm from T = 16
- *     F32    17/24 19/37  19/18  21/41 22/43
- *   Tile shape (Q4_0 kernel alone, data in L1): 16 rows x 8 tokens per call
- *   220 GOP/s; 32 rows x 4 tokens 370 (each activation broadcast feeds two
- *   vpdpbusd: 512-bit loads run at about one per cycle here, vpdpbusd at
- *   two); two accumulation chains per token 390. Panel K range
- *   (GEMM_KC_BYTES), llama-1b prompt tok/s on one thread, two rounds:
- *   16 KB 115/121 (Q4_0), 96/95 (Q4_K_M); 32 KB 105/131, 98/107; 64 KB
- *   96/123, 96/103; whole rows 96/123, 97/94: 32 KB.
+ * The choice (numbers and machine: docs/measurements.md, "CPU matrix
+ * products"): the int8 tiles for every quantized type that has them, from
+ * T = GEMM_MIN_T, since they beat the dot kernels and dequantize + sgemm at
+ * VNNI and AVX2 alike; sgemm for float weights from T = SGEMM_MIN_T, where
+ * it overtakes the dot kernels; GEMM_KC_BYTES of panel per K range, the
+ * best prompt speed overall of the sizes tried.
  *
  * Each mode runs as one tp_run per product. Small activations are quantized
  * by the caller instead of the threads, which costs less than a barrier.
@@ -72,6 +50,7 @@
 
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/vec_dot.h"
+#include "common/status.h"
 #include "quant/quant.h"
 
 #define ALIGN 64
@@ -82,7 +61,7 @@
 #define SERIAL_QUANTIZE_MAX 8192 /* activation values */
 #define ROW_GROUP 16
 #ifndef GEMM_KC_BYTES
-#define GEMM_KC_BYTES (32 * 1024) /* panel bytes per K range (see the table) */
+#define GEMM_KC_BYTES (32 * 1024) /* panel bytes per K range (docs/measurements.md) */
 #endif
 #define GEMM_MIN_T 2             /* tokens from which the tiled kernels run */
 #define SGEMM_MIN_T 16           /* fast mode, float weights: tokens from which sgemm runs */
@@ -146,6 +125,8 @@ static const qtype_traits *weight_traits(int t) {
     if (!cpu_quantize(tr->vec_dot_type) && tr->vec_dot_type != QT_F32) return NULL;
     return tr;
 }
+
+bool elmi_cpu_mul_mat_supported(int weight_type) { return weight_traits(weight_type) != NULL; }
 
 static bool is_matrix(const be_tensor *t) {
     return t->data && t->ne[0] > 0 && t->ne[1] > 0 && t->ne[2] == 1 && t->ne[3] == 1;
@@ -577,8 +558,7 @@ elm_status cpu_mul_mat(elm_threadpool *tp, const be_tensor *w, const be_tensor *
     if (!w || !x || !dst) return ELM_ERR_INVALID_ARG;
     const qtype_traits *wt = weight_traits(w->type);
     if (!wt || (exact && !cpu_vec_dot(QT_F32))) return ELM_ERR_UNSUPPORTED;
-    elm_status st = check_shapes(w, x, bias, dst, wt);
-    if (st != ELM_OK) return st;
+    ELM_TRY(check_shapes(w, x, bias, dst, wt));
     int nth = tp_n_threads(tp);
     size_t need = work_bytes(wt, w->type, w->ne[0], x->ne[1], exact, nth);
     if (need > work_size || (need && !work)) return ELM_ERR_INVALID_ARG;

@@ -22,6 +22,10 @@ elm_status cpu_mul_mat(elm_threadpool *tp, const be_tensor *w, const be_tensor *
                        const be_tensor *bias, be_tensor *dst, bool exact, void *work,
                        size_t work_size);
 
+/* Whether cpu_mul_mat has kernels for this weight type on this CPU: the one
+ * list of the types the CPU backend multiplies (ops_check.c asks here). */
+bool elmi_cpu_mul_mat_supported(int weight_type);
+
 /* Bytes of `work` cpu_mul_mat needs for these shapes with n_threads threads. */
 size_t cpu_mul_mat_work_size(const be_tensor *w, const be_tensor *x, bool exact, int n_threads);
 

@@ -3,22 +3,10 @@
  * weights in their file layout, row by row (Q4_0, Q8_0, Q4_K, Q6_K).
  *
  * Why not the tiled kernels (gemm_x86.c) for one token: they repack every
- * panel before use, which pays off across a batch but not for one token.
- * Measured on this machine (2 cores of an Ice Lake Xeon, 2.8 GHz, shared),
- * K = 2048, best of runs, GB/s of weights: a 1 MB matrix (cache) and 512 MB
- * streamed from DRAM with 1 and 2 threads (read bandwidth of a plain
- * streaming loop: 11.5 and 22.5 GB/s):
- *
- *   type   tiled dots: cache / DRAM 1 thr   these kernels: cache / 1 thr / 2 thr
- *   Q4_0   11.3 / 5.7                       15.7 /  8.7 / 17.7
- *   Q8_0   13.0 / 7.3                       20.3 /  9.9 / 19.0
- *   Q4_K   11.1 / 6.0                       13.4 /  9.4 / 18.4
- *   Q6_K   13.2 / 7.6                       21.6 / 11.2 / 21.1
- *
- * The L2 prefetch MV_PF bytes ahead took them from about 7.5 to 9-10 GB/s
- * on one thread (distances of 2-8 KB and hints to L1/L2 tried: 4 KB to L2
- * best); one pass per row over up to 16384 values (MV_KC) instead of
- * 128-block chunks, 20% at K = 8192.
+ * panel before use, which pays off across a batch but not for one token;
+ * these kernels read 1.2-1.6x the weight bandwidth of the tiled dots, from
+ * cache and from DRAM (docs/measurements.md, "One-token row kernels", which
+ * also has the trials behind MV_PF, MV_HINT and MV_KC).
  *
  * Arithmetic. Integer sums per block are exact; each row keeps one vector
  * of 16 float partial sums, updated in block order with one FMA per step,
@@ -28,13 +16,10 @@
  * tiled kernels' contract for batches); tests bound the difference.
  *
  * AVX2 (for CPUs without AVX-512): row kernels for Q4_0 and Q8_0 here, for
- * Q4_K and Q6_K in vec_dot_x86_k.c, with the same prefetch. Measured here
- * under EDGELM_SIMD=avx2, K = 2048, 1 / 2 threads, GB/s of weights from
- * DRAM: the tiled dots before them 5.5 / 10.2 (Q4_0), 6.7 / 13.0 (Q8_0),
- * 5.2 / 10.6 (Q4_K), 6.6 / 11.6 (Q6_K); these kernels 11.0 / 16.8 (Q8_0),
- * 9.4 / 16.0 (Q4_K), 10.2 / 18.9 (Q6_K), and for Q4_0 5.6-7.1 / 10-11,
- * no better than the tiled dots (it is bound by its per-block shuffle-port
- * work: scale conversion and broadcast); read bandwidth 11.0 / 23.2.
+ * Q4_K and Q6_K in vec_dot_x86_k.c, with the same prefetch: 1.3-1.8x the
+ * tiled dots' bandwidth, except Q4_0, which its per-block shuffle-port work
+ * (scale conversion and broadcast) keeps at the tiled dots' level
+ * (docs/measurements.md).
  *
  * Q4_0 and Q8_0 work in steps of 4 (Q4_0) or 2 (Q8_0) blocks, one 128- or
  * 256-bit lane per block. The activations of a step, and what every row

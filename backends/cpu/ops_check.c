@@ -5,8 +5,9 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "backends/cpu/matmul.h"
 #include "backends/cpu/ops.h"
-#include "backends/cpu/vec_dot.h"
+#include "common/status.h"
 #include "quant/quant.h"
 
 elm_status cpu_check_fail(const cpu_check *c, elm_status status, const be_tensor *t,
@@ -96,8 +97,7 @@ elm_status cpu_check_tensor(const cpu_check *c, const be_tensor *t, const char *
 
 elm_status cpu_check_f32(const cpu_check *c, const be_tensor *t, const char *role, int64_t n0,
                          int64_t n1, int64_t n2, int64_t n3) {
-    elm_status st = cpu_check_tensor(c, t, role, QT_F32);
-    if (st != ELM_OK) return st;
+    ELM_TRY(cpu_check_tensor(c, t, role, QT_F32));
     if (t->ne[0] != n0 || t->ne[1] != n1 || t->ne[2] != n2 || t->ne[3] != n3)
         return cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
                               "shape (%lld, %lld, %lld, %lld), expected (%lld, %lld, %lld, %lld)",
@@ -125,15 +125,13 @@ static elm_status check_any_type(const cpu_check *c, const be_tensor *t, const c
 static elm_status check_get_rows(const cpu_check *c) {
     const be_node *nd = c->node;
     const be_tensor *table = nd->src[0], *ids = nd->src[1];
-    elm_status st = check_any_type(c, table, "src0");
-    if (st == ELM_OK) st = cpu_check_tensor(c, ids, "src1", BE_TYPE_I32);
-    if (st != ELM_OK) return st;
+    ELM_TRY(check_any_type(c, table, "src0"));
+    ELM_TRY(cpu_check_tensor(c, ids, "src1", BE_TYPE_I32));
     if (table->ne[2] != 1 || table->ne[3] != 1)
         return cpu_check_fail(c, ELM_ERR_INVALID_ARG, table, "src0", "table must be 2-D");
     if (ids->ne[1] != 1 || ids->ne[2] != 1 || ids->ne[3] != 1)
         return cpu_check_fail(c, ELM_ERR_INVALID_ARG, ids, "src1", "ids must be 1-D");
-    st = cpu_check_f32(c, nd->dst, "dst", table->ne[0], ids->ne[0], 1, 1);
-    if (st != ELM_OK) return st;
+    ELM_TRY(cpu_check_f32(c, nd->dst, "dst", table->ne[0], ids->ne[0], 1, 1));
     const int32_t *id = ids->data;
     for (int64_t t = 0; t < ids->ne[0]; t++)
         if (id[t] < 0 || id[t] >= table->ne[1])
@@ -150,10 +148,9 @@ static elm_status check_same_f32(const cpu_check *c, const be_tensor *t, const c
 
 static elm_status check_rms_norm(const cpu_check *c) {
     const be_node *nd = c->node;
-    elm_status st = cpu_check_tensor(c, nd->src[0], "src0", QT_F32);
-    if (st == ELM_OK) st = cpu_check_f32(c, nd->src[1], "src1", nd->src[0]->ne[0], 1, 1, 1);
-    if (st == ELM_OK) st = check_same_f32(c, nd->dst, "dst", nd->src[0]);
-    if (st != ELM_OK) return st;
+    ELM_TRY(cpu_check_tensor(c, nd->src[0], "src0", QT_F32));
+    ELM_TRY(cpu_check_f32(c, nd->src[1], "src1", nd->src[0]->ne[0], 1, 1, 1));
+    ELM_TRY(check_same_f32(c, nd->dst, "dst", nd->src[0]));
     float eps = nd->fparams[0];
     if (!(eps >= 0.0f) || !isfinite(eps))
         return cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams[0]", "eps %g", eps);
@@ -163,10 +160,9 @@ static elm_status check_rms_norm(const cpu_check *c) {
 /* ADD and SWIGLU: three F32 tensors of one shape. */
 static elm_status check_binary(const cpu_check *c) {
     const be_node *nd = c->node;
-    elm_status st = cpu_check_tensor(c, nd->src[0], "src0", QT_F32);
-    if (st == ELM_OK) st = check_same_f32(c, nd->src[1], "src1", nd->src[0]);
-    if (st == ELM_OK) st = check_same_f32(c, nd->dst, "dst", nd->src[0]);
-    return st;
+    ELM_TRY(cpu_check_tensor(c, nd->src[0], "src0", QT_F32));
+    ELM_TRY(check_same_f32(c, nd->src[1], "src1", nd->src[0]));
+    return check_same_f32(c, nd->dst, "dst", nd->src[0]);
 }
 
 elm_status cpu_check_cache(const cpu_check *c, const be_tensor *t, const char *role) {
@@ -174,18 +170,17 @@ elm_status cpu_check_cache(const cpu_check *c, const be_tensor *t, const char *r
     if (t->type != QT_F32 && t->type != QT_F16)
         return cpu_check_fail(c, ELM_ERR_UNSUPPORTED, t, role, "cache type %s not supported",
                               qtype_name(t->type));
-    elm_status st = cpu_check_tensor(c, t, role, t->type);
-    if (st == ELM_OK && (t->ne[2] != 1 || t->ne[3] != 1))
+    ELM_TRY(cpu_check_tensor(c, t, role, t->type));
+    if (t->ne[2] != 1 || t->ne[3] != 1)
         return cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role, "cache must be 2-D");
-    return st;
+    return ELM_OK;
 }
 
 static elm_status check_kv_store(const cpu_check *c) {
     const be_node *nd = c->node;
     const be_tensor *src = nd->src[0], *cache = nd->dst;
-    elm_status st = cpu_check_cache(c, cache, "dst");
-    if (st == ELM_OK) st = cpu_check_tensor(c, src, "src0", QT_F32);
-    if (st != ELM_OK) return st;
+    ELM_TRY(cpu_check_cache(c, cache, "dst"));
+    ELM_TRY(cpu_check_tensor(c, src, "src0", QT_F32));
     if (src->ne[0] != cache->ne[0] || src->ne[2] != 1 || src->ne[3] != 1)
         return cpu_check_fail(c, ELM_ERR_INVALID_ARG, src, "src0",
                               "shape (%lld, %lld, %lld, %lld) does not match the cache row of %lld",
@@ -199,48 +194,22 @@ static elm_status check_kv_store(const cpu_check *c) {
     return ELM_OK;
 }
 
-/* The weight types matmul.c has kernels for. This mirrors its
- * weight_traits(), as matmul.h has no query for it yet. */
-static bool mul_mat_weight_ok(int type) {
-    switch (type) {
-    case QT_F32:
-    case QT_F16:
-    case QT_BF16:
-    case QT_Q4_0:
-    case QT_Q4_1:
-    case QT_Q5_0:
-    case QT_Q5_1:
-    case QT_Q8_0:
-    case QT_Q4_K:
-    case QT_Q5_K:
-    case QT_Q6_K: break;
-    default: return false;
-    }
-    const qtype_traits *tr = qtype_get(type);
-    return tr && tr->to_float && tr->vec_dot && cpu_vec_dot(type);
-}
-
 static elm_status check_mul_mat(const cpu_check *c) {
     const be_node *nd = c->node;
     const be_tensor *w = nd->src[0], *x = nd->src[1];
-    if (w && !mul_mat_weight_ok(w->type))
+    if (w && !elmi_cpu_mul_mat_supported(w->type))
         return cpu_check_fail(c, ELM_ERR_UNSUPPORTED, w, "src0", "no kernels for weight type %s",
                               qtype_name(w->type));
-    elm_status st = check_any_type(c, w, "src0");
-    if (st != ELM_OK) return st;
+    ELM_TRY(check_any_type(c, w, "src0"));
     if (w->ne[2] != 1 || w->ne[3] != 1)
         return cpu_check_fail(c, ELM_ERR_INVALID_ARG, w, "src0", "weights must be 2-D");
-    st = cpu_check_tensor(c, x, "src1", QT_F32);
-    if (st != ELM_OK) return st;
+    ELM_TRY(cpu_check_tensor(c, x, "src1", QT_F32));
     if (x->ne[0] != w->ne[0] || x->ne[2] != 1 || x->ne[3] != 1)
         return cpu_check_fail(c, ELM_ERR_INVALID_ARG, x, "src1",
                               "shape (%lld, %lld, %lld, %lld) does not match K = %lld",
                               (long long)x->ne[0], (long long)x->ne[1], (long long)x->ne[2],
                               (long long)x->ne[3], (long long)w->ne[0]);
-    if (nd->src[2]) {
-        st = cpu_check_f32(c, nd->src[2], "src2", w->ne[1], 1, 1, 1);
-        if (st != ELM_OK) return st;
-    }
+    if (nd->src[2]) ELM_TRY(cpu_check_f32(c, nd->src[2], "src2", w->ne[1], 1, 1, 1));
     return cpu_check_f32(c, nd->dst, "dst", w->ne[1], x->ne[1], 1, 1);
 }
 
@@ -276,7 +245,7 @@ bool cpu_op_supported(const be_node *node) {
     if (node->op != BE_OP_KV_STORE && !is_type(node->dst, QT_F32)) return false;
     switch (node->op) {
     case BE_OP_GET_ROWS: return s[0] && dequantizable(s[0]->type) && is_type(s[1], BE_TYPE_I32);
-    case BE_OP_MUL_MAT: return s[0] && mul_mat_weight_ok(s[0]->type) && is_type(s[1], QT_F32);
+    case BE_OP_MUL_MAT: return s[0] && elmi_cpu_mul_mat_supported(s[0]->type) && is_type(s[1], QT_F32);
     case BE_OP_KV_STORE: return is_type(s[0], QT_F32) && is_cache(node->dst);
     case BE_OP_ATTENTION: return is_type(s[0], QT_F32) && is_cache(s[1]) && is_cache(s[2]);
     case BE_OP_ROPE: return is_type(s[0], QT_F32) && is_type(s[1], BE_TYPE_I32);

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "backends/cpu/ops.h"
+#include "common/status.h"
 #include "quant/quant.h"
 
 #define ROPE_MAX_PAIRS 512
@@ -193,8 +194,7 @@ static elm_status check_params(const cpu_check *c, int64_t head_dim) {
 static elm_status check_freq_factors(const cpu_check *c, int n_rot) {
     const be_tensor *ff = c->node->src[2];
     if (!ff) return ELM_OK;
-    elm_status st = cpu_check_f32(c, ff, "src2", n_rot / 2, 1, 1, 1);
-    if (st != ELM_OK) return st;
+    ELM_TRY(cpu_check_f32(c, ff, "src2", n_rot / 2, 1, 1, 1));
     const float *v = ff->data;
     for (int i = 0; i < n_rot / 2; i++)
         if (!(v[i] > 0.0f) || !isfinite(v[i]))
@@ -205,17 +205,14 @@ static elm_status check_freq_factors(const cpu_check *c, int n_rot) {
 elm_status cpu_rope_check(const cpu_check *c) {
     const be_node *nd = c->node;
     const be_tensor *x = nd->src[0];
-    elm_status st = cpu_check_tensor(c, x, "src0", QT_F32);
-    if (st == ELM_OK && x->ne[3] != 1)
-        st = cpu_check_fail(c, ELM_ERR_INVALID_ARG, x, "src0", "must be 3-D");
-    if (st == ELM_OK) st = cpu_check_f32(c, nd->dst, "dst", x->ne[0], x->ne[1], x->ne[2], 1);
-    if (st == ELM_OK) st = cpu_check_tensor(c, nd->src[1], "src1", BE_TYPE_I32);
-    if (st != ELM_OK) return st;
+    ELM_TRY(cpu_check_tensor(c, x, "src0", QT_F32));
+    if (x->ne[3] != 1) return cpu_check_fail(c, ELM_ERR_INVALID_ARG, x, "src0", "must be 3-D");
+    ELM_TRY(cpu_check_f32(c, nd->dst, "dst", x->ne[0], x->ne[1], x->ne[2], 1));
+    ELM_TRY(cpu_check_tensor(c, nd->src[1], "src1", BE_TYPE_I32));
     const be_tensor *pos = nd->src[1];
     if (pos->ne[0] != x->ne[2] || pos->ne[1] != 1 || pos->ne[2] != 1 || pos->ne[3] != 1)
         return cpu_check_fail(c, ELM_ERR_INVALID_ARG, pos, "src1", "%lld positions for %lld tokens",
                               (long long)pos->ne[0], (long long)x->ne[2]);
-    st = check_params(c, x->ne[0]);
-    if (st == ELM_OK) st = check_freq_factors(c, nd->iparams[1]);
-    return st;
+    ELM_TRY(check_params(c, x->ne[0]));
+    return check_freq_factors(c, nd->iparams[1]);
 }

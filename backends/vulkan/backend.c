@@ -206,31 +206,30 @@ bool be_vk_is(const be_backend *be) {
 
 /* ------------------------------------------------------ devices, selection */
 
-static void set_err(char *err, size_t err_size, const char *msg) {
-    if (err && err_size) snprintf(err, err_size, "%s", msg);
-}
-
 elm_status be_vk_enumerate(elm_device_info *out, size_t cap, size_t *n, char *err, size_t err_size) {
     if (!n || (cap && !out)) return ELM_ERR_INVALID_ARG;
     *n = 0;
     vk_limits lim;
-    elm_status st = vk_limits_from_env(&lim, err, err_size);
-    if (st != ELM_OK) return st;
+    ELM_TRY(vk_limits_from_env(&lim, err, err_size));
     vk_instance vi;
     if (vk_instance_create(false, true, NULL, &vi, NULL, 0) != ELM_OK) return ELM_OK;
     VkPhysicalDevice *pd;
     uint32_t count;
-    st = vk_physical_devices(vi.inst, &pd, &count);
-    for (uint32_t i = 0; st == ELM_OK && i < count; i++) {
+    elm_status st = vk_physical_devices(vi.inst, &pd, &count);
+    if (st != ELM_OK) {
+        elmi_errorf(err, err_size, st, "out of memory listing Vulkan devices");
+        goto done;
+    }
+    for (uint32_t i = 0; i < count; i++) {
         vk_caps caps;
         elm_device_info info;
         vk_query_device(pd[i], (int)i, &lim, &caps, &info);
         if (i < cap) out[i] = info;
     }
-    if (st == ELM_OK) *n = count;
+    *n = count;
+done:
     free(pd);
     vk_instance_destroy(&vi);
-    if (st != ELM_OK) set_err(err, err_size, "out of memory listing Vulkan devices");
     return st;
 }
 
@@ -240,17 +239,20 @@ static elm_status device_types(VkPhysicalDeviceType **types, uint32_t *count) {
     *count = 0;
     vk_instance vi;
     if (vk_instance_create(false, true, NULL, &vi, NULL, 0) != ELM_OK) return ELM_OK;
-    VkPhysicalDevice *pd;
+    VkPhysicalDevice *pd = NULL;
     elm_status st = vk_physical_devices(vi.inst, &pd, count);
-    if (st == ELM_OK && *count) {
-        *types = calloc(*count, sizeof **types);
-        if (!*types) st = ELM_ERR_NO_MEMORY;
-        for (uint32_t i = 0; st == ELM_OK && i < *count; i++) {
-            VkPhysicalDeviceProperties p;
-            vkGetPhysicalDeviceProperties(pd[i], &p);
-            (*types)[i] = p.deviceType;
-        }
+    if (st != ELM_OK || *count == 0) goto done;
+    *types = calloc(*count, sizeof **types);
+    if (!*types) {
+        st = ELM_ERR_NO_MEMORY;
+        goto done;
     }
+    for (uint32_t i = 0; i < *count; i++) {
+        VkPhysicalDeviceProperties p;
+        vkGetPhysicalDeviceProperties(pd[i], &p);
+        (*types)[i] = p.deviceType;
+    }
+done:
     free(pd);
     vk_instance_destroy(&vi);
     return st;
@@ -320,24 +322,26 @@ static elm_status open_backend(vk_backend *vk, const be_vk_options *o, const vk_
                                char *err, size_t err_size) {
     elm_status st = vk_instance_create(validation_wanted(o), o->quiet, &vk->validation_errors,
                                        &vk->vi, err, err_size);
-    if (st == ELM_ERR_UNSUPPORTED) set_err(err, err_size, "no Vulkan loader or driver");
+    if (st == ELM_ERR_UNSUPPORTED) return elmi_errorf(err, err_size, st, "no Vulkan loader or driver");
     if (st != ELM_OK) return st;
     int index = o->device;
     if (index < 0) {
         VkPhysicalDeviceType *types;
         uint32_t n;
-        st = device_types(&types, &n);
-        index = st == ELM_OK ? choose(types, n, true) : -1;
+        ELM_TRY(device_types(&types, &n));
+        index = choose(types, n, true);
         free(types);
-        if (st == ELM_OK && index < 0) {
-            set_err(err, err_size, "no Vulkan device found");
-            return ELM_ERR_UNSUPPORTED;
-        }
+        if (index < 0) return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "no Vulkan device found");
     }
-    if (st == ELM_OK) st = vk_device_open(vk, index, lim, err, err_size);
-    if (st == ELM_OK) st = vk_memory_init(vk);
-    if (st == ELM_OK) st = vk_pipeline_init(vk, o->cache_dir);
-    if (st != ELM_OK && vk->last_error[0]) vk_copy_error(vk, err, err_size);
+    st = vk_device_open(vk, index, lim, err, err_size);
+    if (st != ELM_OK) goto fail;
+    st = vk_memory_init(vk);
+    if (st != ELM_OK) goto fail;
+    st = vk_pipeline_init(vk, o->cache_dir);
+    if (st != ELM_OK) goto fail;
+    return ELM_OK;
+fail:
+    if (vk->last_error[0]) vk_copy_error(vk, err, err_size);
     return st;
 }
 
@@ -348,11 +352,9 @@ static elm_status fault_from_env(int64_t *after, char *err, size_t err_size) {
     if (!v || !*v) return ELM_OK;
     char *end;
     long long n = strtoll(v, &end, 10);
-    if (*end || n < 0 || v[0] < '0' || v[0] > '9') {
-        if (err && err_size)
-            snprintf(err, err_size, "EDGELM_VK_FAULT_AFTER='%s' is not a number of submissions", v);
-        return ELM_ERR_INVALID_ARG;
-    }
+    if (*end || n < 0 || v[0] < '0' || v[0] > '9')
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                           "EDGELM_VK_FAULT_AFTER='%s' is not a number of submissions", v);
     *after = n;
     return ELM_OK;
 }
@@ -363,11 +365,10 @@ elm_status be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size
     *out = NULL;
     be_vk_options o = opt ? *opt : be_vk_default_options();
     vk_limits lim;
-    elm_status st = o.limits ? vk_limits_parse(o.limits, &lim, err, err_size)
-                             : vk_limits_from_env(&lim, err, err_size);
+    ELM_TRY(o.limits ? vk_limits_parse(o.limits, &lim, err, err_size)
+                     : vk_limits_from_env(&lim, err, err_size));
     int64_t fault_after;
-    if (st == ELM_OK) st = fault_from_env(&fault_after, err, err_size);
-    if (st != ELM_OK) return st;
+    ELM_TRY(fault_from_env(&fault_after, err, err_size));
     vk_backend *vk = calloc(1, sizeof *vk);
     if (!vk) return ELM_ERR_NO_MEMORY;
     vk->be.iface = &vk_iface;
@@ -375,7 +376,7 @@ elm_status be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size
     vk->quiet = o.quiet;
     vk->fault_after = fault_after;
     atomic_init(&vk->validation_errors, 0);
-    st = open_backend(vk, &o, &lim, err, err_size);
+    elm_status st = open_backend(vk, &o, &lim, err, err_size);
     if (st != ELM_OK) {
         vk_free(&vk->be);
         return st;

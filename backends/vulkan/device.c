@@ -74,10 +74,8 @@ elm_status vk_instance_create(bool validation, bool quiet, _Atomic uint64_t *err
                               vk_instance *out, char *err, size_t err_size) {
     memset(out, 0, sizeof *out);
     uint32_t version = loader_version();
-    if (version < VK_API_VERSION_1_1) {
-        if (err && err_size) snprintf(err, err_size, "the Vulkan loader is older than 1.1");
-        return ELM_ERR_UNSUPPORTED;
-    }
+    if (version < VK_API_VERSION_1_1)
+        return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "the Vulkan loader is older than 1.1");
     if (version > VK_API_VERSION_1_3) version = VK_API_VERSION_1_3;
     if (validation && !layer_available(VALIDATION_LAYER)) {
         if (!quiet) fprintf(stderr, "edgelm vulkan: %s is not installed; validation is off\n",
@@ -112,9 +110,10 @@ elm_status vk_instance_create(bool validation, bool quiet, _Atomic uint64_t *err
     };
     VkResult r = vkCreateInstance(&ci, NULL, &out->inst);
     if (r != VK_SUCCESS) {
-        if (err && err_size) snprintf(err, err_size, "vkCreateInstance: %s", vk_result_name(r));
         out->inst = VK_NULL_HANDLE;
-        return r == VK_ERROR_OUT_OF_HOST_MEMORY ? ELM_ERR_NO_MEMORY : ELM_ERR_UNSUPPORTED;
+        return elmi_errorf(err, err_size,
+                           r == VK_ERROR_OUT_OF_HOST_MEMORY ? ELM_ERR_NO_MEMORY : ELM_ERR_UNSUPPORTED,
+                           "vkCreateInstance: %s", vk_result_name(r));
     }
     out->api_version = version;
     out->validation = validation;
@@ -425,9 +424,8 @@ static elm_status create_device(vk_backend *vk, char *err, size_t err_size) {
     VkResult r = vkCreateDevice(vk->phys, &ci, NULL, &vk->dev);
     if (r != VK_SUCCESS) {
         vk->dev = VK_NULL_HANDLE;
-        if (err && err_size)
-            snprintf(err, err_size, "vkCreateDevice on %s: %s", vk->info.name, vk_result_name(r));
-        return r == VK_ERROR_OUT_OF_HOST_MEMORY ? ELM_ERR_NO_MEMORY : ELM_ERR_DEVICE;
+        return elmi_errorf(err, err_size, r == VK_ERROR_OUT_OF_HOST_MEMORY ? ELM_ERR_NO_MEMORY : ELM_ERR_DEVICE,
+                           "vkCreateDevice on %s: %s", vk->info.name, vk_result_name(r));
     }
     vkGetDeviceQueue(vk->dev, vk->queue_family, 0, &vk->queue);
     return ELM_OK;
@@ -437,29 +435,21 @@ elm_status vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char 
                           size_t err_size) {
     VkPhysicalDevice *pd;
     uint32_t n;
-    elm_status st = vk_physical_devices(vk->vi.inst, &pd, &n);
-    if (st != ELM_OK) return st;
+    ELM_TRY(vk_physical_devices(vk->vi.inst, &pd, &n));
     if (n == 0 || index >= (int)n) {
         free(pd);
-        if (err && err_size)
-            snprintf(err, err_size, n ? "no Vulkan device %d (%u found)" : "no Vulkan device found",
-                     index, n);
-        return n ? ELM_ERR_INVALID_ARG : ELM_ERR_UNSUPPORTED;
+        if (n) return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no Vulkan device %d (%u found)", index, n);
+        return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "no Vulkan device found");
     }
     vk->phys = pd[index];
     vk->index = index;
     free(pd);
     vk_query_device(vk->phys, index, lim, &vk->caps, &vk->info);
     vkGetPhysicalDeviceMemoryProperties(vk->phys, &vk->mem_props);
-    if (vk->caps.api_version < VK_API_VERSION_1_1) {
-        if (err && err_size) snprintf(err, err_size, "%s supports only Vulkan 1.0", vk->info.name);
-        return ELM_ERR_UNSUPPORTED;
-    }
+    if (vk->caps.api_version < VK_API_VERSION_1_1)
+        return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "%s supports only Vulkan 1.0", vk->info.name);
     int qf = pick_queue_family(vk->phys);
-    if (qf < 0) {
-        if (err && err_size) snprintf(err, err_size, "%s has no compute queue", vk->info.name);
-        return ELM_ERR_UNSUPPORTED;
-    }
+    if (qf < 0) return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "%s has no compute queue", vk->info.name);
     vk->queue_family = (uint32_t)qf;
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(vk->phys, &nq, NULL);

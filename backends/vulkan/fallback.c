@@ -44,8 +44,7 @@ static elm_status fill_mirrors(vk_backend *vk, mirror *m, int n) {
     for (int i = 0; i < n; i++) {
         m[i].host = malloc(m[i].hi - m[i].lo);
         if (!m[i].host) return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory for a CPU fallback");
-        elm_status st = vk_buffer_read(vk, m[i].buf, m[i].lo, m[i].host, m[i].hi - m[i].lo);
-        if (st != ELM_OK) return st;
+        ELM_TRY(vk_buffer_read(vk, m[i].buf, m[i].lo, m[i].host, m[i].hi - m[i].lo));
     }
     return ELM_OK;
 }
@@ -75,10 +74,13 @@ elm_status vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index) {
         return vk_fail(vk, ELM_ERR_INVALID_ARG, "node %d: the destination is not in a buffer", index);
     mirror m[N_TENSORS];
     int n = 0;
-    elm_status st = span_mirrors(vk, ts, m, &n);
-    if (st == ELM_OK) st = fill_mirrors(vk, m, n);
     be_tensor copies[N_TENSORS];
-    for (int i = 0; st == ELM_OK && i < N_TENSORS; i++) {
+    VkDeviceSize extent;
+    elm_status st = span_mirrors(vk, ts, m, &n);
+    if (st != ELM_OK) goto done;
+    st = fill_mirrors(vk, m, n);
+    if (st != ELM_OK) goto done;
+    for (int i = 0; i < N_TENSORS; i++) {
         if (!ts[i]) continue;
         copies[i] = *ts[i];
         if (!ts[i]->buf) continue;
@@ -86,12 +88,11 @@ elm_status vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index) {
         copies[i].buf = NULL;
         copies[i].data = mi->host + (ts[i]->offs - mi->lo);
     }
-    if (st == ELM_OK) st = run_on_cpu(vk, nd, copies, g, index);
-    if (st == ELM_OK) {
-        VkDeviceSize extent;
-        vk_tensor_extent(nd->dst, &extent);
-        st = vk_buffer_write(vk, nd->dst->buf, nd->dst->offs, copies[0].data, extent);
-    }
+    st = run_on_cpu(vk, nd, copies, g, index);
+    if (st != ELM_OK) goto done;
+    vk_tensor_extent(nd->dst, &extent);
+    st = vk_buffer_write(vk, nd->dst->buf, nd->dst->offs, copies[0].data, extent);
+done:
     for (int i = 0; i < n; i++) free(m[i].host);
     return st;
 }

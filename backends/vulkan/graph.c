@@ -206,8 +206,8 @@ static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
         .poolSizeCount = 1,
         .pPoolSizes = &size,
     };
-    elm_status st = vk_check(vk, vkCreateDescriptorPool(vk->dev, &pci, NULL, &plan->pool), "vkCreateDescriptorPool");
-    for (uint32_t i = 0; st == ELM_OK && i < plan->n_disp; i++) {
+    ELM_TRY(vk_check(vk, vkCreateDescriptorPool(vk->dev, &pci, NULL, &plan->pool), "vkCreateDescriptorPool"));
+    for (uint32_t i = 0; i < plan->n_disp; i++) {
         vk_disp *d = &plan->disp[i];
         VkDescriptorSetAllocateInfo ai = {
             .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
@@ -215,8 +215,7 @@ static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
             .descriptorSetCount = 1,
             .pSetLayouts = &vk->dsl,
         };
-        st = vk_check(vk, vkAllocateDescriptorSets(vk->dev, &ai, &d->set), "vkAllocateDescriptorSets");
-        if (st != ELM_OK) break;
+        ELM_TRY(vk_check(vk, vkAllocateDescriptorSets(vk->dev, &ai, &d->set), "vkAllocateDescriptorSets"));
         VkDescriptorBufferInfo bi[VK_N_BIND + 1];
         VkWriteDescriptorSet w[VK_N_BIND + 1];
         for (uint32_t b = 0; b <= VK_N_BIND; b++) {
@@ -233,7 +232,7 @@ static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
         }
         vkUpdateDescriptorSets(vk->dev, VK_N_BIND + 1, w, 0, NULL);
     }
-    return st;
+    return ELM_OK;
 }
 
 /* ------------------------------------------------------------- recording */
@@ -312,10 +311,9 @@ static elm_status record_step(vk_backend *vk, const vk_plan *plan, vk_step *s, h
         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
         .commandBufferCount = 1,
     };
-    elm_status st = vk_check(vk, vkAllocateCommandBuffers(vk->dev, &ai, &s->cmd), "vkAllocateCommandBuffers");
+    ELM_TRY(vk_check(vk, vkAllocateCommandBuffers(vk->dev, &ai, &s->cmd), "vkAllocateCommandBuffers"));
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    if (st == ELM_OK) st = vk_check(vk, vkBeginCommandBuffer(s->cmd, &bi), "vkBeginCommandBuffer");
-    if (st != ELM_OK) return st;
+    ELM_TRY(vk_check(vk, vkBeginCommandBuffer(s->cmd, &bi), "vkBeginCommandBuffer"));
     /* Transfers and CPU steps since the last run wrote device memory. */
     memory_barrier(s->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                    VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT,
@@ -334,9 +332,17 @@ static elm_status record_all(vk_backend *vk, vk_plan *plan) {
     h.cap = plan->n_disp * VK_N_BIND + 1;
     h.r = malloc(h.cap * sizeof *h.r);
     h.w = malloc(h.cap * sizeof *h.w);
-    elm_status st = h.r && h.w ? ELM_OK : vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
-    for (uint32_t i = 0; st == ELM_OK && i < plan->n_steps; i++)
-        if (!plan->steps[i].cpu) st = record_step(vk, plan, &plan->steps[i], &h);
+    elm_status st = ELM_OK;
+    if (!h.r || !h.w) {
+        st = vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+        goto done;
+    }
+    for (uint32_t i = 0; i < plan->n_steps; i++) {
+        if (plan->steps[i].cpu) continue;
+        st = record_step(vk, plan, &plan->steps[i], &h);
+        if (st != ELM_OK) goto done;
+    }
+done:
     free(h.r);
     free(h.w);
     return st;
@@ -345,12 +351,11 @@ static elm_status record_all(vk_backend *vk, vk_plan *plan) {
 /* -------------------------------------------------------------- building */
 
 static elm_status plan_build(vk_backend *vk, const be_graph *g, vk_plan *plan) {
-    elm_status st = plan_nodes(vk, g, plan);
-    if (st == ELM_OK) st = vk_seg_alloc(vk, 4 * (plan->n_dyn ? plan->n_dyn : 1), true, &plan->dyn);
-    if (st == ELM_OK && !plan->dyn.map) st = vk_fail(vk, ELM_ERR_DEVICE, "cannot map the per-call buffer");
-    if (st == ELM_OK) st = write_sets(vk, plan);
-    if (st == ELM_OK) st = record_all(vk, plan);
-    return st;
+    ELM_TRY(plan_nodes(vk, g, plan));
+    ELM_TRY(vk_seg_alloc(vk, 4 * (plan->n_dyn ? plan->n_dyn : 1), true, &plan->dyn));
+    if (!plan->dyn.map) return vk_fail(vk, ELM_ERR_DEVICE, "cannot map the per-call buffer");
+    ELM_TRY(write_sets(vk, plan));
+    return record_all(vk, plan);
 }
 
 static vk_plan *find_plan(vk_backend *vk, const keybuf *k, uint64_t hash) {
@@ -437,11 +442,11 @@ static elm_status write_dyn(vk_backend *vk, const be_graph *g, vk_plan *plan) {
 elm_status vk_graph_compute(vk_backend *vk, const be_graph *g) {
     vk_plan *plan;
     uint64_t records = vk->vstats.n_records;
-    elm_status st = vk_graph_prepare(vk, g, &plan);
-    if (st == ELM_OK) st = write_dyn(vk, g, plan);
-    if (st != ELM_OK) return st;
+    ELM_TRY(vk_graph_prepare(vk, g, &plan));
+    ELM_TRY(write_dyn(vk, g, plan));
     if (vk->vstats.n_records == records && plan->n_disp) vk->vstats.n_replays++;
     vk->in_graph = true;
+    elm_status st = ELM_OK;
     for (uint32_t i = 0; st == ELM_OK && i < plan->n_steps; i++) {
         const vk_step *s = &plan->steps[i];
         if (s->cpu) {

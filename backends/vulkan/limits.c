@@ -83,13 +83,11 @@ static elm_status parse_item(char *item, vk_limits *l, char *err, size_t err_siz
         ok = apply_profile(item, l);
     }
     if (ok) return ELM_OK;
-    if (err && err_size)
-        snprintf(err, err_size,
-                 "limits: unknown item '%s' (profiles: pi5, mali, adreno, nofp16, nosubgroup, "
-                 "small-buffers, discrete, noimport; overrides: max_shared, max_invocations, "
-                 "max_range, max_alloc = a positive number)",
-                 item);
-    return ELM_ERR_INVALID_ARG;
+    return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                       "limits: unknown item '%s' (profiles: pi5, mali, adreno, nofp16, nosubgroup, "
+                       "small-buffers, discrete, noimport; overrides: max_shared, max_invocations, "
+                       "max_range, max_alloc = a positive number)",
+                       item);
 }
 
 elm_status vk_limits_parse(const char *spec, vk_limits *out, char *err, size_t err_size) {
@@ -98,9 +96,11 @@ elm_status vk_limits_parse(const char *spec, vk_limits *out, char *err, size_t e
         char *copy = strdup(spec);
         if (!copy) return ELM_ERR_NO_MEMORY;
         elm_status st = ELM_OK;
-        for (char *save = NULL, *item = strtok_r(copy, ", ", &save); item && st == ELM_OK;
-             item = strtok_r(NULL, ", ", &save))
+        for (char *save = NULL, *item = strtok_r(copy, ", ", &save); item;
+             item = strtok_r(NULL, ", ", &save)) {
             st = parse_item(item, &l, err, err_size);
+            if (st != ELM_OK) break;
+        }
         free(copy);
         if (st != ELM_OK) return st;
     }
@@ -109,7 +109,7 @@ elm_status vk_limits_parse(const char *spec, vk_limits *out, char *err, size_t e
 }
 
 elm_status vk_limits_from_env(vk_limits *out, char *err, size_t err_size) {
-    elm_status st = vk_limits_parse(getenv("EDGELM_VK_LIMITS"), out, err, err_size);
+    ELM_TRY(vk_limits_parse(getenv("EDGELM_VK_LIMITS"), out, err, err_size));
     static const struct {
         const char *env, *key;
     } vars[] = {
@@ -118,13 +118,12 @@ elm_status vk_limits_from_env(vk_limits *out, char *err, size_t err_size) {
         {"EDGELM_VK_MAX_RANGE", "max_range"},
         {"EDGELM_VK_MAX_ALLOC", "max_alloc"},
     };
-    for (size_t i = 0; i < sizeof vars / sizeof *vars && st == ELM_OK; i++) {
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
         const char *v = getenv(vars[i].env);
         if (!v || !*v) continue;
-        if (!apply_override(vars[i].key, v, out)) {
-            if (err && err_size) snprintf(err, err_size, "%s='%s' is not a positive number", vars[i].env, v);
-            st = ELM_ERR_INVALID_ARG;
-        }
+        if (!apply_override(vars[i].key, v, out))
+            return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "%s='%s' is not a positive number",
+                               vars[i].env, v);
     }
-    return st;
+    return ELM_OK;
 }

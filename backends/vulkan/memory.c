@@ -109,18 +109,19 @@ elm_status vk_seg_alloc(vk_backend *vk, VkDeviceSize size, bool host_visible, vk
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
     elm_status st = vk_check(vk, vkCreateBuffer(vk->dev, &bi, NULL, &out->buf), "vkCreateBuffer");
-    if (st == ELM_OK) st = alloc_memory(vk, out, host_visible);
-    if (st != ELM_OK) {
-        vk_seg_free(vk, out);
-        return st;
-    }
+    if (st != ELM_OK) goto fail;
+    st = alloc_memory(vk, out, host_visible);
+    if (st != ELM_OK) goto fail;
     out->size = bytes;
     out->id = ++vk->next_seg_id;
     vk->device_bytes += bytes;
     /* Fresh memory is zeroed, as the CPU backend's buffers are. */
     if (out->map) memset(out->map, 0, bytes);
     else st = zero_fill(vk, out);
-    if (st != ELM_OK) vk_seg_free(vk, out);
+    if (st != ELM_OK) goto fail;
+    return ELM_OK;
+fail:
+    vk_seg_free(vk, out);
     return st;
 }
 
@@ -139,9 +140,8 @@ void vk_seg_free(vk_backend *vk, vk_seg *s) {
 elm_status vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what) {
     if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
-    elm_status st = vk_check(vk, vkResetFences(vk->dev, 1, &vk->fence), "vkResetFences");
-    if (st == ELM_OK) st = vk_check(vk, vkQueueSubmit(vk->queue, 1, &si, vk->fence), what);
-    if (st != ELM_OK) return st;
+    ELM_TRY(vk_check(vk, vkResetFences(vk->dev, 1, &vk->fence), "vkResetFences"));
+    ELM_TRY(vk_check(vk, vkQueueSubmit(vk->queue, 1, &si, vk->fence), what));
     /* Generous: a CPU device may take long, a hung GPU must not hang us. */
     VkResult r = vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE, 600ull * 1000 * 1000 * 1000);
     if (r == VK_TIMEOUT) {
@@ -170,9 +170,8 @@ static void global_barrier(VkCommandBuffer cmd, VkPipelineStageFlags src, VkAcce
 static elm_status xfer_begin(vk_backend *vk) {
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
-    elm_status st = vk_check(vk, vkResetCommandBuffer(vk->xfer_cmd, 0), "vkResetCommandBuffer");
-    if (st == ELM_OK) st = vk_check(vk, vkBeginCommandBuffer(vk->xfer_cmd, &bi), "vkBeginCommandBuffer");
-    if (st != ELM_OK) return st;
+    ELM_TRY(vk_check(vk, vkResetCommandBuffer(vk->xfer_cmd, 0), "vkResetCommandBuffer"));
+    ELM_TRY(vk_check(vk, vkBeginCommandBuffer(vk->xfer_cmd, &bi), "vkBeginCommandBuffer"));
     global_barrier(vk->xfer_cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                    VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
                    VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
@@ -183,13 +182,12 @@ static elm_status xfer_end(vk_backend *vk) {
     global_barrier(vk->xfer_cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
                    VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                    VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
-    elm_status st = vk_check(vk, vkEndCommandBuffer(vk->xfer_cmd), "vkEndCommandBuffer");
-    return st == ELM_OK ? vk_submit_wait(vk, vk->xfer_cmd, "transfer") : st;
+    ELM_TRY(vk_check(vk, vkEndCommandBuffer(vk->xfer_cmd), "vkEndCommandBuffer"));
+    return vk_submit_wait(vk, vk->xfer_cmd, "transfer");
 }
 
 static elm_status zero_fill(vk_backend *vk, const vk_seg *s) {
-    elm_status st = xfer_begin(vk);
-    if (st != ELM_OK) return st;
+    ELM_TRY(xfer_begin(vk));
     vkCmdFillBuffer(vk->xfer_cmd, s->buf, 0, VK_WHOLE_SIZE, 0);
     return xfer_end(vk);
 }
@@ -197,8 +195,7 @@ static elm_status zero_fill(vk_backend *vk, const vk_seg *s) {
 /* One copy between the staging buffer and a segment, submitted and waited. */
 static elm_status staged_copy(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, size_t size,
                               bool to_device) {
-    elm_status st = xfer_begin(vk);
-    if (st != ELM_OK) return st;
+    ELM_TRY(xfer_begin(vk));
     VkBufferCopy region = {.srcOffset = to_device ? 0 : offset, .dstOffset = to_device ? offset : 0, .size = size};
     vkCmdCopyBuffer(vk->xfer_cmd, to_device ? vk->staging.buf : s->buf, to_device ? s->buf : vk->staging.buf, 1,
                     &region);
@@ -222,14 +219,14 @@ elm_status vk_seg_write(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, co
         memcpy((char *)s->map + offset, src, size);
         return ELM_OK;
     }
-    elm_status st = ensure_staging(vk);
-    for (size_t done = 0; st == ELM_OK && done < size;) {
+    ELM_TRY(ensure_staging(vk));
+    for (size_t done = 0; done < size;) {
         size_t n = size - done < staging_room(vk) ? size - done : staging_room(vk);
         memcpy(vk->staging.map, (const char *)src + done, n);
-        st = staged_copy(vk, s, offset + done, n, true);
+        ELM_TRY(staged_copy(vk, s, offset + done, n, true));
         done += n;
     }
-    return st;
+    return ELM_OK;
 }
 
 elm_status vk_seg_read(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, void *dst,
@@ -239,14 +236,14 @@ elm_status vk_seg_read(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, voi
         memcpy(dst, (const char *)s->map + offset, size);
         return ELM_OK;
     }
-    elm_status st = ensure_staging(vk);
-    for (size_t done = 0; st == ELM_OK && done < size;) {
+    ELM_TRY(ensure_staging(vk));
+    for (size_t done = 0; done < size;) {
         size_t n = size - done < staging_room(vk) ? size - done : staging_room(vk);
-        st = staged_copy(vk, s, offset + done, n, false);
-        if (st == ELM_OK) memcpy((char *)dst + done, vk->staging.map, n);
+        ELM_TRY(staged_copy(vk, s, offset + done, n, false));
+        memcpy((char *)dst + done, vk->staging.map, n);
         done += n;
     }
-    return st;
+    return ELM_OK;
 }
 
 /* ------------------------------------------------------- timed copies */
@@ -279,39 +276,40 @@ elm_status vk_buffer_copy_timed(vk_backend *vk, be_buffer *dst, be_buffer *src, 
         return vk_fail(vk, ELM_ERR_INVALID_ARG, "bad buffers or size for a device copy");
     if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     VkQueryPool pool = VK_NULL_HANDLE;
-    elm_status st = ELM_OK;
+    elm_status st;
     if (vk->caps.timestamp_bits) {
         VkQueryPoolCreateInfo qci = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
                                      .queryType = VK_QUERY_TYPE_TIMESTAMP,
                                      .queryCount = 2};
         if (vkCreateQueryPool(vk->dev, &qci, NULL, &pool) != VK_SUCCESS) pool = VK_NULL_HANDLE;
     }
+    double t0, wall;
+    uint64_t ts[2];
     st = xfer_begin(vk);
-    if (st == ELM_OK) {
-        if (pool) {
-            vkCmdResetQueryPool(vk->xfer_cmd, pool, 0, 2);
-            vkCmdWriteTimestamp(vk->xfer_cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, pool, 0);
-        }
-        for (uint32_t r = 0; r < reps; r++) {
-            /* Each repetition waits for the previous one's writes. */
-            if (r) global_barrier(vk->xfer_cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-                                  VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT);
-            record_copy(vk, dst, src, size);
-        }
-        if (pool) vkCmdWriteTimestamp(vk->xfer_cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, pool, 1);
-        double t0 = wall_ms();
-        st = xfer_end(vk);
-        double wall = wall_ms() - t0;
-        uint64_t ts[2];
-        if (st == ELM_OK && pool &&
-            vkGetQueryPoolResults(vk->dev, pool, 0, 2, sizeof ts, ts, sizeof ts[0],
-                                  VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
-            uint64_t mask = vk->caps.timestamp_bits >= 64 ? ~0ull : (1ull << vk->caps.timestamp_bits) - 1;
-            uint64_t ticks = (ts[1] - ts[0]) & mask;
-            *ms = (double)ticks * vk->caps.timestamp_period / 1e6 / reps;
-        }
-        if (st == ELM_OK && *ms <= 0) *ms = wall / reps;
+    if (st != ELM_OK) goto done;
+    if (pool) {
+        vkCmdResetQueryPool(vk->xfer_cmd, pool, 0, 2);
+        vkCmdWriteTimestamp(vk->xfer_cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, pool, 0);
     }
+    for (uint32_t r = 0; r < reps; r++) {
+        /* Each repetition waits for the previous one's writes. */
+        if (r) global_barrier(vk->xfer_cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                              VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT);
+        record_copy(vk, dst, src, size);
+    }
+    if (pool) vkCmdWriteTimestamp(vk->xfer_cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, pool, 1);
+    t0 = wall_ms();
+    st = xfer_end(vk);
+    wall = wall_ms() - t0;
+    if (st != ELM_OK) goto done;
+    if (pool && vkGetQueryPoolResults(vk->dev, pool, 0, 2, sizeof ts, ts, sizeof ts[0],
+                                      VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
+        uint64_t mask = vk->caps.timestamp_bits >= 64 ? ~0ull : (1ull << vk->caps.timestamp_bits) - 1;
+        uint64_t ticks = (ts[1] - ts[0]) & mask;
+        *ms = (double)ticks * vk->caps.timestamp_period / 1e6 / reps;
+    }
+    if (*ms <= 0) *ms = wall / reps;
+done:
     if (pool) vkDestroyQueryPool(vk->dev, pool, NULL);
     return st;
 }
@@ -342,20 +340,27 @@ elm_status vk_buffer_alloc(vk_backend *vk, size_t size, void *host_ptr, be_buffe
     if (vk->buffers) vk->buffers->prev = b;
     vk->buffers = b;
     b->segs = calloc(b->n_segs, sizeof *b->segs);
-    elm_status st = b->segs ? ELM_OK : vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
-    if (!b->segs) b->n_segs = 0;
-    for (uint32_t i = 0; st == ELM_OK && i < b->n_segs; i++) {
+    elm_status st;
+    if (!b->segs) {
+        b->n_segs = 0;
+        st = vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+        goto fail;
+    }
+    for (uint32_t i = 0; i < b->n_segs; i++) {
         VkDeviceSize left = size - (VkDeviceSize)i * b->seg_size;
         st = vk_seg_alloc(vk, left < b->seg_size ? left : b->seg_size, false, &b->segs[i]);
+        if (st != ELM_OK) goto fail;
     }
-    if (st == ELM_OK && b->n_segs == 1) b->host = b->segs[0].map;
-    if (st == ELM_OK && host_ptr && size) st = vk_buffer_write(vk, b, 0, host_ptr, size);
-    if (st != ELM_OK) {
-        vk_buffer_free(vk, b);
-        return st;
+    if (b->n_segs == 1) b->host = b->segs[0].map;
+    if (host_ptr && size) {
+        st = vk_buffer_write(vk, b, 0, host_ptr, size);
+        if (st != ELM_OK) goto fail;
     }
     *out = b;
     return ELM_OK;
+fail:
+    vk_buffer_free(vk, b);
+    return st;
 }
 
 void vk_buffer_free(vk_backend *vk, be_buffer *b) {
@@ -381,15 +386,14 @@ static elm_status buffer_io(vk_backend *vk, be_buffer *b, size_t offset, void *p
     if (offset > b->size || size > b->size - offset)
         return vk_fail(vk, ELM_ERR_INVALID_ARG, "bytes [%zu, %zu) outside a buffer of %zu",
                        offset, offset + size, b->size);
-    elm_status st = ELM_OK;
-    while (st == ELM_OK && size) {
+    while (size) {
         uint32_t i = (uint32_t)(offset / b->seg_size);
         size_t in = (size_t)(offset - (VkDeviceSize)i * b->seg_size);
         size_t n = b->seg_size - in < size ? (size_t)(b->seg_size - in) : size;
-        st = io(vk, &b->segs[i], in, p, n);
+        ELM_TRY(io(vk, &b->segs[i], in, p, n));
         offset += n, size -= n, p = (char *)p + n;
     }
-    return st;
+    return ELM_OK;
 }
 
 static elm_status seg_write_io(vk_backend *vk, const vk_seg *s, VkDeviceSize o, void *p, size_t n) {
@@ -448,14 +452,13 @@ static void weight_free(vk_backend *vk, vk_weight *w) {
 static elm_status weight_upload(vk_backend *vk, vk_weight *w) {
     /* Unified memory with VK_EXT_external_memory_host: read in place. */
     if (vk_weight_import(vk, w)) return ELM_OK;
-    elm_status st = ELM_OK;
-    for (uint32_t i = 0; st == ELM_OK && i < w->n_pieces; i++) {
+    for (uint32_t i = 0; i < w->n_pieces; i++) {
         size_t off = (size_t)w->row0[i] * w->row_bytes;
         size_t n = (size_t)(w->row0[i + 1] - w->row0[i]) * w->row_bytes;
-        st = vk_seg_alloc(vk, n, false, &w->pieces[i]);
-        if (st == ELM_OK) st = vk_seg_write(vk, &w->pieces[i], 0, (const char *)w->data + off, n);
+        ELM_TRY(vk_seg_alloc(vk, n, false, &w->pieces[i]));
+        ELM_TRY(vk_seg_write(vk, &w->pieces[i], 0, (const char *)w->data + off, n));
     }
-    return st;
+    return ELM_OK;
 }
 
 elm_status vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **out) {
@@ -474,13 +477,13 @@ elm_status vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **o
     }
     vk_weight w = {0};
     elm_status st = weight_geometry(vk, t, &w);
-    if (st == ELM_OK && w.bytes != bytes)
+    if (st != ELM_OK) goto fail;
+    if (w.bytes != bytes) {
         st = vk_fail(vk, ELM_ERR_UNSUPPORTED, "host tensor '%s' has padded rows", t->name);
-    if (st == ELM_OK) st = weight_upload(vk, &w);
-    if (st != ELM_OK) {
-        weight_free(vk, &w);
-        return st;
+        goto fail;
     }
+    st = weight_upload(vk, &w);
+    if (st != ELM_OK) goto fail;
     vk->weights[vk->n_weights] = w;
     *out = &vk->weights[vk->n_weights++];
     vk->vstats.weight_bytes += w.bytes;
@@ -488,6 +491,9 @@ elm_status vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **o
     else vk->vstats.weight_copy_bytes += w.bytes;
     vk->vstats.n_weights = vk->n_weights;
     return ELM_OK;
+fail:
+    weight_free(vk, &w);
+    return st;
 }
 
 void vk_weights_clear(vk_backend *vk) {
@@ -504,19 +510,17 @@ elm_status vk_memory_init(vk_backend *vk) {
         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
         .queueFamilyIndex = vk->queue_family,
     };
-    elm_status st = vk_check(vk, vkCreateCommandPool(vk->dev, &pci, NULL, &vk->cmd_pool), "vkCreateCommandPool");
-    if (st != ELM_OK) return st;
+    ELM_TRY(vk_check(vk, vkCreateCommandPool(vk->dev, &pci, NULL, &vk->cmd_pool), "vkCreateCommandPool"));
     VkCommandBufferAllocateInfo ai = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
         .commandPool = vk->cmd_pool,
         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
         .commandBufferCount = 1,
     };
-    st = vk_check(vk, vkAllocateCommandBuffers(vk->dev, &ai, &vk->xfer_cmd), "vkAllocateCommandBuffers");
+    ELM_TRY(vk_check(vk, vkAllocateCommandBuffers(vk->dev, &ai, &vk->xfer_cmd), "vkAllocateCommandBuffers"));
     VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    if (st == ELM_OK) st = vk_check(vk, vkCreateFence(vk->dev, &fci, NULL, &vk->fence), "vkCreateFence");
-    if (st == ELM_OK) st = vk_seg_alloc(vk, 16, false, &vk->dummy);
-    return st;
+    ELM_TRY(vk_check(vk, vkCreateFence(vk->dev, &fci, NULL, &vk->fence), "vkCreateFence"));
+    return vk_seg_alloc(vk, 16, false, &vk->dummy);
 }
 
 void vk_memory_free(vk_backend *vk) {

@@ -13,22 +13,18 @@
  * one row per token. */
 #define ARGMAX_WG 256u
 
-typedef struct pc_argmax {
-    uint32_t x_base, d_base, n, n_rows, x_stride, d_stride;
-} pc_argmax;
-
 elm_status op_plan_argmax(vk_planner *p, const be_node *nd) {
     const be_tensor *x = nd->src[0], *d = nd->dst;
-    elm_status st = op_check_f32(p, x, "src0");
-    if (st == ELM_OK) st = op_check_f32(p, d, "dst");
-    if (st != ELM_OK) return st;
+    ELM_TRY(op_check_f32(p, x, "src0"));
+    ELM_TRY(op_check_f32(p, d, "dst"));
     if (x->ne[0] < 1 || x->ne[0] >= ARGMAX_MAX_N || x->ne[2] != 1 || x->ne[3] != 1)
         return op_invalid(p, "src0 '%s': rows of %lld values, expected 1 to 2^24 - 1 per row", x->name,
                           (long long)x->ne[0]);
     if (d->ne[0] != 4 || d->ne[1] != x->ne[1] || d->ne[2] != 1 || d->ne[3] != 1)
         return op_invalid(p, "dst '%s' must be (4, %lld)", d->name, (long long)x->ne[1]);
     tview vx, vd;
-    if ((st = op_resolve(p, x, "src0", &vx)) || (st = op_resolve(p, d, "dst", &vd))) return st;
+    ELM_TRY(op_resolve(p, x, "src0", &vx));
+    ELM_TRY(op_resolve(p, d, "dst", &vd));
     if (vx.w && vx.w->n_pieces != 1) return op_unsupported(p, "src0 is a host tensor split in pieces");
     if (!vx.w && vx.w_rows_per_piece && vx.w_rows_per_piece < x->ne[1])
         return op_unsupported(p, "src0 is a host tensor split in pieces");
@@ -50,10 +46,10 @@ elm_status op_plan_argmax(vk_planner *p, const be_node *nd) {
         db.spec[0] = wg, db.spec[1] = op_nsg(p, wg), db.n_spec = 2;
         pc_argmax pc = {.n = (uint32_t)x->ne[0], .n_rows = (uint32_t)n, .x_stride = (uint32_t)(sx / 4),
                         .d_stride = (uint32_t)(sd / 4)};
-        if ((st = op_bind_view(p, &vx, r0 * sx, (r0 + n - 1) * sx + wx, 4, &db.d.b[0], &pc.x_base)) ||
-            (st = op_bind_view(p, &vd, r0 * sd, (r0 + n - 1) * sd + wd, 4, &db.d.b[3], &pc.d_base)) ||
-            (st = op_set_groups(p, &db, (uint64_t)n, 1)) || (st = op_emit(p, &db, &pc, sizeof pc)))
-            return st;
+        ELM_TRY(op_bind_view(p, &vx, r0 * sx, (r0 + n - 1) * sx + wx, 4, &db.d.b[0], &pc.x_base));
+        ELM_TRY(op_bind_view(p, &vd, r0 * sd, (r0 + n - 1) * sd + wd, 4, &db.d.b[3], &pc.d_base));
+        ELM_TRY(op_set_groups(p, &db, (uint64_t)n, 1));
+        ELM_TRY(op_emit(p, &db, &pc, sizeof pc));
     }
     return ELM_OK;
 }

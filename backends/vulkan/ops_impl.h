@@ -9,6 +9,7 @@
 #ifndef ELM_VK_OPS_IMPL_H
 #define ELM_VK_OPS_IMPL_H
 
+#include "backends/vulkan/push_constants.h"
 #include "backends/vulkan/vk_internal.h"
 
 #define WG_DEFAULT 128u
@@ -48,7 +49,8 @@ typedef struct disp_build {
 elm_status op_unsupported(vk_planner *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 elm_status op_invalid(vk_planner *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Types: the shader suffix of a weight type with kernels ("q4_0"), or NULL. */
+/* Types: the shader suffix of a weight type with kernels ("q4_0"), or NULL;
+ * the list is generated from ELM_VK_TYPES (cmake/vulkan.cmake). */
 const char *op_type_suffix(int type);
 bool op_row_bytes(int type, int64_t n, size_t *out);
 size_t op_elem_bytes(int type);

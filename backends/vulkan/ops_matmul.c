@@ -12,10 +12,6 @@
 
 /* --------------------------------------------------------------- GET_ROWS */
 
-typedef struct pc_get_rows {
-    uint32_t w_base, id_base, d_base, n, row_bytes, d_stride, row0, n_rows, n_table;
-} pc_get_rows;
-
 typedef struct gr_ctx {
     const be_tensor *tab, *d;
     tview vi, vd;
@@ -34,12 +30,10 @@ static elm_status gr_dispatch(vk_planner *p, const gr_ctx *g, const rows_piece *
                       .n_rows = (uint32_t)rp->n, .n_table = (uint32_t)tab->ne[1]};
     VkDeviceSize width = (VkDeviceSize)d->ne[0] * 4, rb = (VkDeviceSize)rp->n * tab->nb[1];
     uint32_t groups = (uint32_t)(tab->ne[0] / 4);
-    elm_status st = ELM_OK;
-    if (p->plan) st = op_bind(p, rp->seg, rp->offs, rp->offs + rb, 1, &db.d.b[0], &pc.w_base);
-    if (st || (st = op_bind_view(p, &g->vi, t0 * 4, (t0 + n) * 4, 4, &db.d.b[1], &pc.id_base)) ||
-        (st = op_bind_view(p, &g->vd, t0 * d->nb[1], (t0 + n - 1) * d->nb[1] + width, 4, &db.d.b[3], &pc.d_base)) ||
-        (st = op_set_groups(p, &db, (groups + g->wg - 1) / g->wg, (uint64_t)n)))
-        return st;
+    if (p->plan) ELM_TRY(op_bind(p, rp->seg, rp->offs, rp->offs + rb, 1, &db.d.b[0], &pc.w_base));
+    ELM_TRY(op_bind_view(p, &g->vi, t0 * 4, (t0 + n) * 4, 4, &db.d.b[1], &pc.id_base));
+    ELM_TRY(op_bind_view(p, &g->vd, t0 * d->nb[1], (t0 + n - 1) * d->nb[1] + width, 4, &db.d.b[3], &pc.d_base));
+    ELM_TRY(op_set_groups(p, &db, (groups + g->wg - 1) / g->wg, (uint64_t)n));
     return op_emit(p, &db, &pc, sizeof pc);
 }
 
@@ -47,17 +41,16 @@ elm_status op_plan_get_rows(vk_planner *p, const be_node *nd) {
     gr_ctx g = {.tab = nd->src[0], .d = nd->dst};
     const be_tensor *tab = g.tab, *ids = nd->src[1], *d = g.d;
     if (!tab || !ids) return op_invalid(p, "missing tensor");
-    elm_status st = op_check_f32(p, d, "dst");
-    if (st != ELM_OK) return st;
+    ELM_TRY(op_check_f32(p, d, "dst"));
     if (ids->type != BE_TYPE_I32) return op_invalid(p, "src1 must be I32");
     if (tab->ne[2] != 1 || tab->ne[3] != 1 || d->ne[0] != tab->ne[0] || d->ne[1] != ids->ne[0])
         return op_invalid(p, "shapes do not match");
     if (!op_type_suffix(tab->type) || !op_whole_groups(tab->type, tab->ne[0]))
         return op_unsupported(p, "no kernel for %s rows of %lld", qtype_name(tab->type), (long long)tab->ne[0]);
     tview vt;
-    if ((st = op_resolve(p, tab, "src0", &vt)) || (st = op_resolve(p, ids, "src1", &g.vi)) ||
-        (st = op_resolve(p, d, "dst", &g.vd)))
-        return st;
+    ELM_TRY(op_resolve(p, tab, "src0", &vt));
+    ELM_TRY(op_resolve(p, ids, "src1", &g.vi));
+    ELM_TRY(op_resolve(p, d, "dst", &g.vd));
     rows_iter it;
     if (!op_rows_init(p, &vt, tab->ne[1], tab->nb[1], INT64_MAX, &it))
         return op_unsupported(p, "a table row exceeds maxStorageBufferRange");
@@ -69,19 +62,11 @@ elm_status op_plan_get_rows(vk_planner *p, const be_node *nd) {
     snprintf(g.shader, sizeof g.shader, "get_rows_%s_%s", op_type_suffix(tab->type), op_storage(p));
     for (rows_piece piece; op_rows_next(&it, &piece);)
         for (int64_t t0 = 0; t0 < T; t0 += chunk)
-            if ((st = gr_dispatch(p, &g, &piece, t0, T - t0 < chunk ? T - t0 : chunk))) return st;
+            ELM_TRY(gr_dispatch(p, &g, &piece, t0, T - t0 < chunk ? T - t0 : chunk));
     return ELM_OK;
 }
 
 /* ---------------------------------------------------------------- MUL_MAT */
-
-typedef struct pc_matvec {
-    uint32_t w_base, x_base, b_base, d_base, K, N, row_bytes, x_stride, d_stride, has_bias;
-} pc_matvec;
-
-typedef struct pc_matmat {
-    uint32_t w_base, x_base, b_base, d_base, K, N, n_tok, row_bytes, x_stride, d_stride, has_bias;
-} pc_matmat;
 
 typedef struct tile {
     uint32_t bm, bn, bk, tm, tn;
@@ -120,17 +105,15 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
     const be_tensor *w = m->w, *x = m->x, *d = m->d;
     uint32_t wb = 0, xb, bb = 0, dbase;
     VkDeviceSize xs = x->nb[1], ds = d->nb[1];
-    elm_status st = ELM_OK;
-    if (p->plan) st = op_bind(p, rp->seg, rp->offs, rp->offs + (VkDeviceSize)rp->n * w->nb[1], 1, &db.d.b[0], &wb);
-    if (st || (st = op_bind_view(p, &m->vx, t0 * xs, (t0 + n - 1) * xs + x->ne[0] * 4, 4, &db.d.b[1], &xb)) ||
-        (st = op_bind_view(p, &m->vd, t0 * ds + rp->r0 * 4, (t0 + n - 1) * ds + (rp->r0 + rp->n) * 4, 4, &db.d.b[3], &dbase)))
-        return st;
-    if (m->bias && (st = op_bind_view(p, &m->vb, rp->r0 * 4, (rp->r0 + rp->n) * 4, 4, &db.d.b[2], &bb))) return st;
+    if (p->plan) ELM_TRY(op_bind(p, rp->seg, rp->offs, rp->offs + (VkDeviceSize)rp->n * w->nb[1], 1, &db.d.b[0], &wb));
+    ELM_TRY(op_bind_view(p, &m->vx, t0 * xs, (t0 + n - 1) * xs + x->ne[0] * 4, 4, &db.d.b[1], &xb));
+    ELM_TRY(op_bind_view(p, &m->vd, t0 * ds + rp->r0 * 4, (t0 + n - 1) * ds + (rp->r0 + rp->n) * 4, 4, &db.d.b[3], &dbase));
+    if (m->bias) ELM_TRY(op_bind_view(p, &m->vb, rp->r0 * 4, (rp->r0 + rp->n) * 4, 4, &db.d.b[2], &bb));
     if (!m->tl) {
         db.spec[0] = m->wg, db.spec[1] = op_nsg(p, m->wg), db.n_spec = 2;
         pc_matvec pc = {wb, xb, bb, dbase, (uint32_t)w->ne[0], (uint32_t)rp->n, (uint32_t)w->nb[1],
                         (uint32_t)(xs / 4), (uint32_t)(ds / 4), m->bias != NULL};
-        if ((st = op_set_groups(p, &db, (uint64_t)rp->n, (uint64_t)n))) return st;
+        ELM_TRY(op_set_groups(p, &db, (uint64_t)rp->n, (uint64_t)n));
         return op_emit(p, &db, &pc, sizeof pc);
     }
     const tile *t = m->tl;
@@ -148,10 +131,9 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
 static elm_status mm_check(vk_planner *p, const be_node *nd, mm_ctx *m) {
     m->w = nd->src[0], m->x = nd->src[1], m->bias = nd->src[2], m->d = nd->dst;
     if (!m->w) return op_invalid(p, "src0 is missing");
-    elm_status st = op_check_f32(p, m->x, "src1");
-    if (st == ELM_OK) st = op_check_f32(p, m->d, "dst");
-    if (st == ELM_OK && m->bias) st = op_check_f32(p, m->bias, "src2");
-    if (st != ELM_OK) return st;
+    ELM_TRY(op_check_f32(p, m->x, "src1"));
+    ELM_TRY(op_check_f32(p, m->d, "dst"));
+    if (m->bias) ELM_TRY(op_check_f32(p, m->bias, "src2"));
     const be_tensor *w = m->w, *x = m->x, *d = m->d;
     if (w->ne[2] != 1 || w->ne[3] != 1 || x->ne[0] != w->ne[0] || x->ne[2] != 1 || x->ne[3] != 1 ||
         d->ne[0] != w->ne[1] || d->ne[1] != x->ne[1] || d->ne[2] != 1 || d->ne[3] != 1 ||
@@ -186,14 +168,14 @@ static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
 
 elm_status op_plan_mul_mat(vk_planner *p, const be_node *nd) {
     mm_ctx m;
-    elm_status st = mm_check(p, nd, &m);
-    if (st != ELM_OK) return st;
+    ELM_TRY(mm_check(p, nd, &m));
     tview vw;
-    if ((st = op_resolve(p, m.w, "src0", &vw)) || (st = op_resolve(p, m.x, "src1", &m.vx)) ||
-        (st = op_resolve(p, m.d, "dst", &m.vd)) || (m.bias && (st = op_resolve(p, m.bias, "src2", &m.vb))))
-        return st;
+    ELM_TRY(op_resolve(p, m.w, "src0", &vw));
+    ELM_TRY(op_resolve(p, m.x, "src1", &m.vx));
+    ELM_TRY(op_resolve(p, m.d, "dst", &m.vd));
+    if (m.bias) ELM_TRY(op_resolve(p, m.bias, "src2", &m.vb));
     int64_t T = m.x->ne[1], N = m.w->ne[1];
-    if ((st = mm_select(p, &m, T))) return st;
+    ELM_TRY(mm_select(p, &m, T));
     const vk_caps *c = &p->vk->caps;
     int64_t most = m.tl ? (int64_t)m.tl->bm * c->max_wg_count[0] : (int64_t)c->max_wg_count[0] * c->max_wg_count[1];
     rows_iter it;
@@ -206,6 +188,6 @@ elm_status op_plan_mul_mat(vk_planner *p, const be_node *nd) {
     if (chunk < 1) return op_unsupported(p, "an activation row exceeds maxStorageBufferRange");
     for (rows_piece piece; op_rows_next(&it, &piece);)
         for (int64_t t0 = 0; t0 < T; t0 += chunk)
-            if ((st = mm_dispatch(p, &m, &piece, t0, T - t0 < chunk ? T - t0 : chunk))) return st;
+            ELM_TRY(mm_dispatch(p, &m, &piece, t0, T - t0 < chunk ? T - t0 : chunk));
     return ELM_OK;
 }

@@ -32,22 +32,9 @@ bool vk_node_has_dyn(const be_node *node) {
 /* ------------------------------------------------------------- type info */
 
 const char *op_type_suffix(int type) {
-    switch (type) {
-    case QT_F32: return "f32";
-    case QT_F16: return "f16";
-    case QT_BF16: return "bf16";
-    case QT_Q4_0: return "q4_0";
-    case QT_Q4_1: return "q4_1";
-    case QT_Q5_0: return "q5_0";
-    case QT_Q5_1: return "q5_1";
-    case QT_Q8_0: return "q8_0";
-    case QT_Q2_K: return "q2_k";
-    case QT_Q3_K: return "q3_k";
-    case QT_Q4_K: return "q4_k";
-    case QT_Q5_K: return "q5_k";
-    case QT_Q6_K: return "q6_k";
-    default: return NULL;
-    }
+    for (size_t i = 0; i < elmi_vk_n_weight_types; i++)
+        if (elmi_vk_weight_types[i].type == type) return elmi_vk_weight_types[i].suffix;
+    return NULL;
 }
 
 bool op_row_bytes(int type, int64_t n, size_t *out) {
@@ -229,8 +216,8 @@ elm_status op_set_groups(vk_planner *p, disp_build *db, uint64_t n, uint64_t z) 
 elm_status op_emit(vk_planner *p, disp_build *db, const void *pc, size_t pc_bytes) {
     if (!p->plan) return ELM_OK;
     memcpy(db->d.pc, pc, pc_bytes);
-    elm_status st = vk_pipeline_get(p->vk, db->shader, db->spec, db->n_spec, &db->d.pipe);
-    return st == ELM_OK ? vk_plan_add_dispatch(p->vk, p->plan, &db->d) : st;
+    ELM_TRY(vk_pipeline_get(p->vk, db->shader, db->spec, db->n_spec, &db->d.pipe));
+    return vk_plan_add_dispatch(p->vk, p->plan, &db->d);
 }
 
 static uint32_t op_pow2_floor(uint32_t v) {

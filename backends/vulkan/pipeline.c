@@ -205,9 +205,8 @@ static elm_status create_layouts(vk_backend *vk) {
         .bindingCount = VK_N_BIND + 1,
         .pBindings = b,
     };
-    elm_status st = vk_check(vk, vkCreateDescriptorSetLayout(vk->dev, &dci, NULL, &vk->dsl),
-                             "vkCreateDescriptorSetLayout");
-    if (st != ELM_OK) return st;
+    ELM_TRY(vk_check(vk, vkCreateDescriptorSetLayout(vk->dev, &dci, NULL, &vk->dsl),
+                     "vkCreateDescriptorSetLayout"));
     VkPushConstantRange pcr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .size = VK_PC_WORDS * 4};
     VkPipelineLayoutCreateInfo lci = {
         .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
@@ -220,8 +219,8 @@ static elm_status create_layouts(vk_backend *vk) {
 }
 
 elm_status vk_pipeline_init(vk_backend *vk, const char *cache_dir) {
-    elm_status st = create_layouts(vk);
-    return st == ELM_OK ? create_cache(vk, cache_dir) : st;
+    ELM_TRY(create_layouts(vk));
+    return create_cache(vk, cache_dir);
 }
 
 void vk_pipeline_free(vk_backend *vk) {
@@ -267,9 +266,9 @@ static elm_status get_module(vk_backend *vk, const elm_spv *spv, VkShaderModule 
         .codeSize = spv->size,
         .pCode = spv->code,
     };
-    elm_status st = vk_check(vk, vkCreateShaderModule(vk->dev, &ci, NULL, out), "vkCreateShaderModule");
-    if (st == ELM_OK) vk->modules[vk->n_modules++] = (vk_module){spv, *out};
-    return st;
+    ELM_TRY(vk_check(vk, vkCreateShaderModule(vk->dev, &ci, NULL, out), "vkCreateShaderModule"));
+    vk->modules[vk->n_modules++] = (vk_module){spv, *out};
+    return ELM_OK;
 }
 
 static double now_ms(void) {
@@ -281,8 +280,7 @@ static double now_ms(void) {
 static elm_status create_pipeline(vk_backend *vk, const elm_spv *spv, const uint32_t *spec,
                                   uint32_t n_spec, VkPipeline *out) {
     VkShaderModule mod;
-    elm_status st = get_module(vk, spv, &mod);
-    if (st != ELM_OK) return st;
+    ELM_TRY(get_module(vk, spv, &mod));
     VkSpecializationMapEntry map[VK_MAX_SPEC];
     for (uint32_t i = 0; i < n_spec; i++) map[i] = (VkSpecializationMapEntry){i, 4 * i, 4};
     VkSpecializationInfo si = {.mapEntryCount = n_spec, .pMapEntries = map, .dataSize = 4 * n_spec, .pData = spec};
@@ -319,8 +317,7 @@ elm_status vk_pipeline_get(vk_backend *vk, const char *name, const uint32_t *spe
     }
     if (!grow((void **)&vk->pipes, &vk->cap_pipes, vk->n_pipes, sizeof *vk->pipes))
         return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
-    elm_status st = create_pipeline(vk, spv, spec, n_spec, out);
-    if (st != ELM_OK) return st;
+    ELM_TRY(create_pipeline(vk, spv, spec, n_spec, out));
     vk_pipe *p = &vk->pipes[vk->n_pipes++];
     p->spv = spv;
     p->n_spec = n_spec;

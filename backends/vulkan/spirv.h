@@ -22,6 +22,17 @@ typedef struct elm_spv_family {
 extern const elm_spv_family elm_spv_families[];
 extern const size_t elm_spv_n_families;
 
+/* The weight types with GET_ROWS and MUL_MAT kernels (ELM_VK_TYPES in
+ * cmake/vulkan.cmake, the one list) and the suffix that names their
+ * variants, e.g. {QT_Q4_0, "q4_0"}. */
+typedef struct elm_spv_weight_type {
+    int type;
+    const char *suffix;
+} elm_spv_weight_type;
+
+extern const elm_spv_weight_type elmi_vk_weight_types[];
+extern const size_t elmi_vk_n_weight_types;
+
 /* The module called `name`, or NULL. */
 const elm_spv *elm_spv_find(const char *name);
 

@@ -22,6 +22,7 @@
 #include "backends/backend.h"
 #include "backends/vulkan/spirv.h"
 #include "backends/vulkan/vk_backend.h"
+#include "common/status.h"
 
 #define VK_ERR_LEN 512
 

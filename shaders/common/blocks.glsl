@@ -1,5 +1,7 @@
 // blocks.glsl: the block layouts of quant/quant.h, as byte offsets inside a
 // block, and dequant4(), which expands four consecutive values of a row.
+// Block sizes and field offsets come from quant/layout.h, the header the C
+// structs are checked against; U(x) makes one of its numbers a uint.
 //
 // The weights are bound at binding 0 and addressed in bytes. Every block
 // size is even and every field we read is 2-byte aligned, so two access
@@ -16,6 +18,9 @@
 //   vec4 dequant4(uint bo, uint i): values i..i+3 of the block at byte bo;
 //   i is a multiple of 4 below QK.
 // Values are computed in F32 exactly as the scalar references do.
+
+#include "quant/layout.h"
+#define U(x) uint(x)
 
 #if defined(S16)
 #extension GL_EXT_shader_16bit_storage : require
@@ -60,45 +65,45 @@ vec4 dequant4(uint bo, uint i) {
 
 #elif defined(TYPE_Q4_0)
 // d (fp16) | qs[16]; value i < 16 is the low nibble of qs[i], i >= 16 the high one of qs[i-16].
-const uint QK = 32u, QB = 18u;
+const uint QK = U(ELM_QK_Q4_0), QB = U(ELM_QB_Q4_0);
 vec4 dequant4(uint bo, uint i) {
-    uint q = (ld32(bo + 2u + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
+    uint q = (ld32(bo + U(ELM_OFF_Q4_0_QS) + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
     return ldh(bo) * (vec4(bytes4(q)) - 8.0);
 }
 
 #elif defined(TYPE_Q4_1)
 // d | m | qs[16]
-const uint QK = 32u, QB = 20u;
+const uint QK = U(ELM_QK_Q4_1), QB = U(ELM_QB_Q4_1);
 vec4 dequant4(uint bo, uint i) {
-    uint q = (ld32(bo + 4u + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
-    return ldh(bo) * vec4(bytes4(q)) + ldh(bo + 2u);
+    uint q = (ld32(bo + U(ELM_OFF_Q4_1_QS) + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
+    return ldh(bo) * vec4(bytes4(q)) + ldh(bo + U(ELM_OFF_Q4_1_M));
 }
 
 #elif defined(TYPE_Q5_0)
 // d | qh (u32: bit i is bit 4 of value i) | qs[16]
-const uint QK = 32u, QB = 22u;
+const uint QK = U(ELM_QK_Q5_0), QB = U(ELM_QB_Q5_0);
 vec4 dequant4(uint bo, uint i) {
-    uint q = (ld32(bo + 6u + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
-    uint h = ld32(bo + 2u) >> i;
+    uint q = (ld32(bo + U(ELM_OFF_Q5_0_QS) + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
+    uint h = ld32(bo + U(ELM_OFF_Q5_0_QH)) >> i;
     uvec4 v = bytes4(q) | uvec4(h & 1u, (h >> 1) & 1u, (h >> 2) & 1u, (h >> 3) & 1u) << 4;
     return ldh(bo) * (vec4(v) - 16.0);
 }
 
 #elif defined(TYPE_Q5_1)
 // d | m | qh | qs[16]
-const uint QK = 32u, QB = 24u;
+const uint QK = U(ELM_QK_Q5_1), QB = U(ELM_QB_Q5_1);
 vec4 dequant4(uint bo, uint i) {
-    uint q = (ld32(bo + 8u + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
-    uint h = ld32(bo + 4u) >> i;
+    uint q = (ld32(bo + U(ELM_OFF_Q5_1_QS) + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
+    uint h = ld32(bo + U(ELM_OFF_Q5_1_QH)) >> i;
     uvec4 v = bytes4(q) | uvec4(h & 1u, (h >> 1) & 1u, (h >> 2) & 1u, (h >> 3) & 1u) << 4;
-    return ldh(bo) * vec4(v) + ldh(bo + 2u);
+    return ldh(bo) * vec4(v) + ldh(bo + U(ELM_OFF_Q5_1_M));
 }
 
 #elif defined(TYPE_Q8_0)
 // d | qs[32] (int8)
-const uint QK = 32u, QB = 34u;
+const uint QK = U(ELM_QK_Q8_0), QB = U(ELM_QB_Q8_0);
 vec4 dequant4(uint bo, uint i) {
-    int w = int(ld32(bo + 2u + i));
+    int w = int(ld32(bo + U(ELM_OFF_Q8_0_QS) + i));
     ivec4 q = ivec4(bitfieldExtract(w, 0, 8), bitfieldExtract(w, 8, 8), bitfieldExtract(w, 16, 8),
                     bitfieldExtract(w, 24, 8));
     return ldh(bo) * vec4(q);
@@ -107,25 +112,26 @@ vec4 dequant4(uint bo, uint i) {
 #elif defined(TYPE_Q2_K)
 // scales[16] | qs[64] | d | dmin. Value v: bits 2k..2k+1 of qs[32n + v%32],
 // n = v/128, k = (v%128)/32; sub-block j = v/16 (scale low nibble, min high).
-const uint QK = 256u, QB = 84u;
+const uint QK = U(ELM_QK_K), QB = U(ELM_QB_Q2_K);
 vec4 dequant4(uint bo, uint i) {
     uint n = i >> 7, k = (i >> 5) & 3u, sc = ld8(bo + (i >> 4));
-    uint q = (ld32(bo + 16u + 32u * n + (i & 31u)) >> (2u * k)) & 0x03030303u;
-    float dl = ldh(bo + 80u) * float(sc & 15u), ml = ldh(bo + 82u) * float(sc >> 4);
+    uint q = (ld32(bo + U(ELM_OFF_Q2_K_QS) + 32u * n + (i & 31u)) >> (2u * k)) & 0x03030303u;
+    float dl = ldh(bo + U(ELM_OFF_Q2_K_D)) * float(sc & 15u);
+    float ml = ldh(bo + U(ELM_OFF_Q2_K_DMIN)) * float(sc >> 4);
     return dl * vec4(bytes4(q)) - ml;
 }
 
 #elif defined(TYPE_Q3_K)
 // hmask[32] | qs[64] | scales[12] | d. Low 2 bits as Q2_K; the value is
 // low - 4 unless bit v/32 of hmask[v%32] is set; 6-bit scales offset by 32.
-const uint QK = 256u, QB = 110u;
+const uint QK = U(ELM_QK_K), QB = U(ELM_QB_Q3_K), SC_OFF = U(ELM_OFF_Q3_K_SCALES);
 vec4 dequant4(uint bo, uint i) {
     uint n = i >> 7, k = (i >> 5) & 3u, j = i >> 4;
-    uint q = (ld32(bo + 32u + 32u * n + (i & 31u)) >> (2u * k)) & 0x03030303u;
+    uint q = (ld32(bo + U(ELM_OFF_Q3_K_QS) + 32u * n + (i & 31u)) >> (2u * k)) & 0x03030303u;
     uint h = (ld32(bo + (i & 31u)) >> (i >> 5)) & 0x01010101u;
-    uint lo = (ld8(bo + 96u + (j & 7u)) >> (4u * (j >> 3))) & 15u;
-    uint hi = (ld8(bo + 104u + (j & 3u)) >> (2u * (j >> 2))) & 3u;
-    float dl = ldh(bo + 108u) * float(int(lo | hi << 4) - 32);
+    uint lo = (ld8(bo + SC_OFF + (j & 7u)) >> (4u * (j >> 3))) & 15u;
+    uint hi = (ld8(bo + SC_OFF + 8u + (j & 3u)) >> (2u * (j >> 2))) & 3u;
+    float dl = ldh(bo + U(ELM_OFF_Q3_K_D)) * float(int(lo | hi << 4) - 32);
     return dl * (vec4(bytes4(q | h << 2)) - 4.0);
 }
 
@@ -134,12 +140,14 @@ vec4 dequant4(uint bo, uint i) {
 // 6-bit scale and min; its values are the low (j even) or high (j odd)
 // nibbles of qs[32(j/2) .. +31]; Q5_K adds bit j of qh[v%32] as bit 4.
 #if defined(TYPE_Q4_K)
-const uint QK = 256u, QB = 144u, QS_OFF = 16u;
+const uint QK = U(ELM_QK_K), QB = U(ELM_QB_Q4_K), QS_OFF = U(ELM_OFF_Q4_K_QS);
+const uint SC_OFF = U(ELM_OFF_Q4_K_SCALES), DMIN_OFF = U(ELM_OFF_Q4_K_DMIN);
 #else
-const uint QK = 256u, QB = 176u, QS_OFF = 48u;
+const uint QK = U(ELM_QK_K), QB = U(ELM_QB_Q5_K), QS_OFF = U(ELM_OFF_Q5_K_QS);
+const uint SC_OFF = U(ELM_OFF_Q5_K_SCALES), DMIN_OFF = U(ELM_OFF_Q5_K_DMIN);
 #endif
 vec2 scale_min_k4(uint bo, uint j) {
-    uint s = bo + 4u;
+    uint s = bo + SC_OFF;
     if (j < 4u) return vec2(ld8(s + j) & 63u, ld8(s + j + 4u) & 63u);
     uint sc = (ld8(s + j + 4u) & 15u) | ((ld8(s + j - 4u) >> 6) << 4);
     uint mn = (ld8(s + j + 4u) >> 4) | ((ld8(s + j) >> 6) << 4);
@@ -149,23 +157,23 @@ vec4 dequant4(uint bo, uint i) {
     uint j = i >> 5;
     uint q = (ld32(bo + QS_OFF + 32u * (j >> 1) + (i & 31u)) >> (4u * (j & 1u))) & 0x0F0F0F0Fu;
 #if defined(TYPE_Q5_K)
-    q |= ((ld32(bo + 16u + (i & 31u)) >> j) & 0x01010101u) << 4;
+    q |= ((ld32(bo + U(ELM_OFF_Q5_K_QH) + (i & 31u)) >> j) & 0x01010101u) << 4;
 #endif
     vec2 sm = scale_min_k4(bo, j);
-    return ldh(bo) * sm.x * vec4(bytes4(q)) - ldh(bo + 2u) * sm.y;
+    return ldh(bo) * sm.x * vec4(bytes4(q)) - ldh(bo + DMIN_OFF) * sm.y;
 }
 
 #elif defined(TYPE_Q6_K)
 // ql[128] | qh[64] | scales[16] (int8) | d. Value v = 128n + 32k + l: low
 // nibble from ql[64n + 32(k&1) + l] (high nibble when k >= 2), bits 4..5
 // from bits 2k.. of qh[32n + l]; x = d * scales[v/16] * (q - 32).
-const uint QK = 256u, QB = 210u;
+const uint QK = U(ELM_QK_K), QB = U(ELM_QB_Q6_K);
 vec4 dequant4(uint bo, uint i) {
     uint n = i >> 7, k = (i >> 5) & 3u, l = i & 31u;
     uint lo = (ld32(bo + 64u * n + 32u * (k & 1u) + l) >> (4u * (k >> 1))) & 0x0F0F0F0Fu;
-    uint hi = (ld32(bo + 128u + 32u * n + l) >> (2u * k)) & 0x03030303u;
-    int sc = bitfieldExtract(int(ld8(bo + 192u + (i >> 4))), 0, 8);
-    return ldh(bo + 208u) * float(sc) * (vec4(bytes4(lo | hi << 4)) - 32.0);
+    uint hi = (ld32(bo + U(ELM_OFF_Q6_K_QH) + 32u * n + l) >> (2u * k)) & 0x03030303u;
+    int sc = bitfieldExtract(int(ld8(bo + U(ELM_OFF_Q6_K_SCALES) + (i >> 4))), 0, 8);
+    return ldh(bo + U(ELM_OFF_Q6_K_D)) * float(sc) * (vec4(bytes4(lo | hi << 4)) - 32.0);
 }
 
 #else

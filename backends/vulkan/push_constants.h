@@ -1,0 +1,57 @@
+/*
+ * push_constants.h: the push constants of every shader, as the host fills
+ * them. The struct for shaders/<family>.comp is pc_<family>, member for
+ * member the shader's `layout(push_constant) uniform Params` block.
+ *
+ * The build checks that correspondence: shaders/pc_layout.cmake reads the
+ * block of every compiled SPIR-V module (spirv-dis) and generates
+ * pc_layout.h, whose offsets, sizes and types pc_check.c compares with
+ * these structs by _Static_assert. A member added, removed, renamed,
+ * retyped or moved on one side only fails the build.
+ */
+#ifndef ELM_VK_PUSH_CONSTANTS_H
+#define ELM_VK_PUSH_CONSTANTS_H
+
+#include <stdint.h>
+
+typedef struct pc_binary {
+    uint32_t a_base, b_base, d_base, n, n_rows, a_stride, b_stride, d_stride;
+} pc_binary;
+
+typedef struct pc_rms_norm {
+    uint32_t x_base, w_base, d_base, n, n_rows, x_stride, d_stride;
+    float eps;
+} pc_rms_norm;
+
+typedef struct pc_rope {
+    uint32_t x_base, pos_base, ff_base, d_base, head_dim, n_head, x_rs, x_ts, d_rs, d_ts;
+    uint32_t neox, n_rot, has_ff, yarn;
+    float log2_theta_scale, freq_scale, ext_factor, corr_low, corr_high, mscale;
+} pc_rope;
+
+typedef struct pc_kv_store {
+    uint32_t x_base, d_base, n, x_stride, d_stride, tok0, dyn_idx;
+} pc_kv_store;
+
+typedef struct pc_attention {
+    uint32_t q_base, k_base, v_base, d_base, n_head, n_head_kv, q_rs, q_ts, kv_stride, d_ts, tok0, dyn_idx;
+    float scale;
+} pc_attention;
+
+typedef struct pc_get_rows {
+    uint32_t w_base, id_base, d_base, n, row_bytes, d_stride, row0, n_rows, n_table;
+} pc_get_rows;
+
+typedef struct pc_matvec {
+    uint32_t w_base, x_base, b_base, d_base, K, N, row_bytes, x_stride, d_stride, has_bias;
+} pc_matvec;
+
+typedef struct pc_matmat {
+    uint32_t w_base, x_base, b_base, d_base, K, N, n_tok, row_bytes, x_stride, d_stride, has_bias;
+} pc_matmat;
+
+typedef struct pc_argmax {
+    uint32_t x_base, d_base, n, n_rows, x_stride, d_stride;
+} pc_argmax;
+
+#endif
