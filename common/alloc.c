@@ -85,7 +85,7 @@ char *elmi_strndup(const char *s, size_t n) {
     return p;
 }
 
-char *elmi_strdup(const char *s) { return elmi_strndup(s, SIZE_MAX); }
+char *elmi_strdup(const char *s) { return elmi_strndup(s, strlen(s)); }
 
 /* The block before the aligned pointer holds the pointer the allocator gave. */
 void *elmi_aligned_alloc(size_t align, size_t size) {

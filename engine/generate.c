@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "engine/internal.h"
 #include "engine/utf8.h"
 
@@ -42,7 +43,7 @@ static elm_status tokenize_prompt(gen_state *g, const char *prompt, size_t len, 
                                   size_t *n) {
     elm_context *ctx = g->ctx;
     size_t cap = len + 8;
-    *out = malloc(cap * sizeof(elm_token));
+    *out = elmi_malloc(cap * sizeof(elm_token));
     if (!*out) return ctx_error(ctx, ELM_ERR_NO_MEMORY, "out of memory");
     elm_status st = elm_tokenize(ctx->model, prompt, len, g->p->add_bos, g->p->parse_special,
                                  *out, cap, n);
@@ -158,6 +159,6 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
     finish_stats(&g, stats);
     utf8_free(&g.utf8);
     sampler_free(g.sampler);
-    free(toks);
+    elmi_free(toks);
     return st;
 }

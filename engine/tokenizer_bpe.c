@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "engine/tokenizer_impl.h"
 #include "engine/unicode.h"
 
@@ -156,16 +157,17 @@ static void split_words(bpe_work *w, const char *text, size_t len, tok_sink *sin
 elm_status bpe_tokenize(const elm_vocab *v, const char *text, size_t len, tok_sink *sink) {
     if (len == 0) return ELM_OK;
     if (len > INT32_MAX / 4) return ELM_ERR_INVALID_ARG; /* symbol indices are int32 */
-    bpe_work w = {v, malloc(len * sizeof(bpe_sym)), {malloc((3 * len + 1) * sizeof(merge_pair)), 0},
-                  malloc(2 * len + 1), pcre2_match_data_create_from_pattern(v->re, NULL)};
+    bpe_work w = {v, elmi_malloc(len * sizeof(bpe_sym)),
+                  {elmi_malloc((3 * len + 1) * sizeof(merge_pair)), 0}, elmi_malloc(2 * len + 1),
+                  pcre2_match_data_create_from_pattern(v->re, NULL)};
     elm_status st = ELM_ERR_NO_MEMORY;
     if (w.sym && w.heap.v && w.mapped && w.md) {
         split_words(&w, text, len, sink);
         st = ELM_OK;
     }
-    free(w.sym);
-    free(w.heap.v);
-    free(w.mapped);
+    elmi_free(w.sym);
+    elmi_free(w.heap.v);
+    elmi_free(w.mapped);
     pcre2_match_data_free(w.md);
     return st;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "engine/tokenizer_impl.h"
 
 #define KEY(name) "tokenizer.ggml." name
@@ -78,7 +79,7 @@ static elm_status get_token_array(const gguf_file *f, const char *key, gguf_type
                    (unsigned long long)kv->arr_n, n);
         return ELM_ERR_FORMAT;
     }
-    *out = malloc((size_t)n * 4);
+    *out = elmi_malloc((size_t)n * 4);
     if (!*out) return ELM_ERR_NO_MEMORY;
     memcpy(*out, kv->arr_data, (size_t)n * 4);
     return ELM_OK;
@@ -156,7 +157,7 @@ elm_status vocab_load(const gguf_file *f, elm_vocab **out, char *err, size_t err
         a.types = types;
         st = vocab_new_from_arrays(&a, out, err, err_size);
     }
-    free(scores);
-    free(types);
+    elmi_free(scores);
+    elmi_free(types);
     return st;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backends/vulkan/vk_internal.h"
+#include "common/alloc.h"
 
 /* ---------------------------------------------------------------- errors */
 
@@ -66,7 +67,7 @@ static void vk_free(be_backend *be) {
     }
     be_free(vk->cpu);
     vk_instance_destroy(&vk->vi);
-    free(vk);
+    elmi_free(vk);
 }
 
 static bool vk_supports_op(be_backend *be, const be_node *node) {
@@ -201,7 +202,7 @@ elm_status be_vk_enumerate(elm_device_info *out, size_t cap, size_t *n, char *er
         if (i < cap) out[i] = info;
     }
     if (st == ELM_OK) *n = count;
-    free(pd);
+    elmi_free(pd);
     vk_instance_destroy(&vi);
     if (st != ELM_OK) set_err(err, err_size, "out of memory listing Vulkan devices");
     return st;
@@ -216,7 +217,7 @@ static elm_status device_types(VkPhysicalDeviceType **types, uint32_t *count) {
     VkPhysicalDevice *pd;
     elm_status st = vk_physical_devices(vi.inst, &pd, count);
     if (st == ELM_OK && *count) {
-        *types = calloc(*count, sizeof **types);
+        *types = elmi_calloc(*count, sizeof **types);
         if (!*types) st = ELM_ERR_NO_MEMORY;
         for (uint32_t i = 0; st == ELM_OK && i < *count; i++) {
             VkPhysicalDeviceProperties p;
@@ -224,7 +225,7 @@ static elm_status device_types(VkPhysicalDeviceType **types, uint32_t *count) {
             (*types)[i] = p.deviceType;
         }
     }
-    free(pd);
+    elmi_free(pd);
     vk_instance_destroy(&vi);
     return st;
 }
@@ -273,7 +274,7 @@ elm_status be_vk_select(const char *spec, int *index) {
     } else {
         *index = choose(types, n, is_vulkan);
     }
-    free(types);
+    elmi_free(types);
     return st;
 }
 
@@ -301,7 +302,7 @@ static elm_status open_backend(vk_backend *vk, const be_vk_options *o, const vk_
         uint32_t n;
         st = device_types(&types, &n);
         index = st == ELM_OK ? choose(types, n, true) : -1;
-        free(types);
+        elmi_free(types);
         if (st == ELM_OK && index < 0) {
             set_err(err, err_size, "no Vulkan device found");
             return ELM_ERR_UNSUPPORTED;
@@ -341,7 +342,7 @@ elm_status be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size
     int64_t fault_after;
     if (st == ELM_OK) st = fault_from_env(&fault_after, err, err_size);
     if (st != ELM_OK) return st;
-    vk_backend *vk = calloc(1, sizeof *vk);
+    vk_backend *vk = elmi_calloc(1, sizeof *vk);
     if (!vk) return ELM_ERR_NO_MEMORY;
     vk->be.iface = &vk_iface;
     vk->be.impl = vk;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "backends/vulkan/vk_internal.h"
+#include "common/alloc.h"
 
 #define VALIDATION_LAYER "VK_LAYER_KHRONOS_validation"
 
@@ -26,11 +27,11 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_message(VkDebugUtilsMessageSeverityFlag
 static bool layer_available(const char *name) {
     uint32_t n = 0;
     if (vkEnumerateInstanceLayerProperties(&n, NULL) != VK_SUCCESS || n == 0) return false;
-    VkLayerProperties *props = calloc(n, sizeof *props);
+    VkLayerProperties *props = elmi_calloc(n, sizeof *props);
     bool found = false;
     if (props && vkEnumerateInstanceLayerProperties(&n, props) == VK_SUCCESS)
         for (uint32_t i = 0; i < n && !found; i++) found = !strcmp(props[i].layerName, name);
-    free(props);
+    elmi_free(props);
     return found;
 }
 
@@ -38,11 +39,11 @@ static bool instance_ext_available(const char *name) {
     uint32_t n = 0;
     if (vkEnumerateInstanceExtensionProperties(NULL, &n, NULL) != VK_SUCCESS || n == 0)
         return false;
-    VkExtensionProperties *props = calloc(n, sizeof *props);
+    VkExtensionProperties *props = elmi_calloc(n, sizeof *props);
     bool found = false;
     if (props && vkEnumerateInstanceExtensionProperties(NULL, &n, props) == VK_SUCCESS)
         for (uint32_t i = 0; i < n && !found; i++) found = !strcmp(props[i].extensionName, name);
-    free(props);
+    elmi_free(props);
     return found;
 }
 
@@ -139,11 +140,11 @@ elm_status vk_physical_devices(VkInstance inst, VkPhysicalDevice **out, uint32_t
     *n = 0;
     uint32_t count = 0;
     if (vkEnumeratePhysicalDevices(inst, &count, NULL) != VK_SUCCESS || count == 0) return ELM_OK;
-    VkPhysicalDevice *pd = calloc(count, sizeof *pd);
+    VkPhysicalDevice *pd = elmi_calloc(count, sizeof *pd);
     if (!pd) return ELM_ERR_NO_MEMORY;
     VkResult r = vkEnumeratePhysicalDevices(inst, &count, pd);
     if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
-        free(pd);
+        elmi_free(pd);
         return ELM_OK;
     }
     *out = pd;
@@ -161,9 +162,9 @@ typedef struct dev_exts {
 static dev_exts device_exts(VkPhysicalDevice pd) {
     dev_exts e = {0};
     if (vkEnumerateDeviceExtensionProperties(pd, NULL, &e.n, NULL) != VK_SUCCESS || !e.n) return e;
-    e.props = calloc(e.n, sizeof *e.props);
+    e.props = elmi_calloc(e.n, sizeof *e.props);
     if (!e.props || vkEnumerateDeviceExtensionProperties(pd, NULL, &e.n, e.props) != VK_SUCCESS) {
-        free(e.props);
+        elmi_free(e.props);
         e.props = NULL;
         e.n = 0;
     }
@@ -363,7 +364,7 @@ void vk_query_device(VkPhysicalDevice pd, int index, const vk_limits *lim, vk_ca
     fill_heaps(pd, &e, caps, info);
     apply_limits(lim, caps);
     fill_info(&pc, caps, index, info);
-    free(e.props);
+    elmi_free(e.props);
 }
 
 /* ---------------------------------------------------------------- device */
@@ -371,7 +372,7 @@ void vk_query_device(VkPhysicalDevice pd, int index, const vk_limits *lim, vk_ca
 static int pick_queue_family(VkPhysicalDevice pd) {
     uint32_t n = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, NULL);
-    VkQueueFamilyProperties *q = calloc(n ? n : 1, sizeof *q);
+    VkQueueFamilyProperties *q = elmi_calloc(n ? n : 1, sizeof *q);
     if (!q) return -1;
     vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, q);
     int best = -1;
@@ -382,7 +383,7 @@ static int pick_queue_family(VkPhysicalDevice pd) {
             best = (int)i;
     for (uint32_t i = 0; i < n && best < 0; i++)
         if ((q[i].queueFlags & VK_QUEUE_COMPUTE_BIT) && q[i].queueCount > 0) best = (int)i;
-    free(q);
+    elmi_free(q);
     return best;
 }
 
@@ -440,7 +441,7 @@ elm_status vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char 
     elm_status st = vk_physical_devices(vk->vi.inst, &pd, &n);
     if (st != ELM_OK) return st;
     if (n == 0 || index >= (int)n) {
-        free(pd);
+        elmi_free(pd);
         if (err && err_size)
             snprintf(err, err_size, n ? "no Vulkan device %d (%u found)" : "no Vulkan device found",
                      index, n);
@@ -448,7 +449,7 @@ elm_status vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char 
     }
     vk->phys = pd[index];
     vk->index = index;
-    free(pd);
+    elmi_free(pd);
     vk_query_device(vk->phys, index, lim, &vk->caps, &vk->info);
     vkGetPhysicalDeviceMemoryProperties(vk->phys, &vk->mem_props);
     if (vk->caps.api_version < VK_API_VERSION_1_1) {
@@ -463,11 +464,11 @@ elm_status vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char 
     vk->queue_family = (uint32_t)qf;
     uint32_t nq = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(vk->phys, &nq, NULL);
-    VkQueueFamilyProperties *qp = calloc(nq ? nq : 1, sizeof *qp);
+    VkQueueFamilyProperties *qp = elmi_calloc(nq ? nq : 1, sizeof *qp);
     if (qp) {
         vkGetPhysicalDeviceQueueFamilyProperties(vk->phys, &nq, qp);
         if ((uint32_t)qf < nq) vk->caps.timestamp_bits = qp[qf].timestampValidBits;
-        free(qp);
+        elmi_free(qp);
     }
     VkPhysicalDeviceProperties props;
     vkGetPhysicalDeviceProperties(vk->phys, &props);
