@@ -58,6 +58,8 @@ elm_status device_resolve(const char *spec, elm_device_choice *out, char *err, s
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
     int index = -1;
     elm_status st = be_vk_select(automatic ? "auto" : spec, &index);
+    if (st == ELM_ERR_NO_MEMORY)
+        return elm_errorf(err, err_size, st, "device '%s': out of memory listing the devices", spec);
     if (st != ELM_OK)
         return elm_errorf(err, err_size, st, "device '%s' does not exist (see `edgelm devices`)", spec);
     if (index < 0 && vulkan)
@@ -125,7 +127,10 @@ elm_status elm_devices(elm_device_info *out, size_t cap, size_t *n) {
     elm_status st = be_vk_enumerate(cap > 1 ? out + 1 : NULL, cap > 1 ? cap - 1 : 0, &n_vk, err,
                                     sizeof err);
     if (st == ELM_OK) count += n_vk;
-#endif
+    *n = count;
+    return st == ELM_ERR_NO_MEMORY ? st : ELM_OK;
+#else
     *n = count;
     return ELM_OK;
+#endif
 }

@@ -191,15 +191,17 @@ elm_status be_vk_enumerate(elm_device_info *out, size_t cap, size_t *n, char *er
     elm_status st = vk_limits_from_env(&lim, err, err_size);
     if (st != ELM_OK) return st;
     vk_instance vi;
-    if (vk_instance_create(false, true, NULL, &vi, NULL, 0) != ELM_OK) return ELM_OK;
+    st = vk_instance_create(false, true, NULL, &vi, NULL, 0);
+    if (st == ELM_ERR_NO_MEMORY) set_err(err, err_size, "out of memory listing Vulkan devices");
+    if (st != ELM_OK) return st == ELM_ERR_NO_MEMORY ? st : ELM_OK; /* no Vulkan: no devices */
     VkPhysicalDevice *pd;
     uint32_t count;
     st = vk_physical_devices(vi.inst, &pd, &count);
     for (uint32_t i = 0; st == ELM_OK && i < count; i++) {
         vk_caps caps;
         elm_device_info info;
-        vk_query_device(pd[i], (int)i, &lim, &caps, &info);
-        if (i < cap) out[i] = info;
+        st = vk_query_device(pd[i], (int)i, &lim, &caps, &info);
+        if (st == ELM_OK && i < cap) out[i] = info;
     }
     if (st == ELM_OK) *n = count;
     elmi_free(pd);
@@ -213,9 +215,10 @@ static elm_status device_types(VkPhysicalDeviceType **types, uint32_t *count) {
     *types = NULL;
     *count = 0;
     vk_instance vi;
-    if (vk_instance_create(false, true, NULL, &vi, NULL, 0) != ELM_OK) return ELM_OK;
+    elm_status st = vk_instance_create(false, true, NULL, &vi, NULL, 0);
+    if (st != ELM_OK) return st == ELM_ERR_NO_MEMORY ? st : ELM_OK; /* no Vulkan: no devices */
     VkPhysicalDevice *pd;
-    elm_status st = vk_physical_devices(vi.inst, &pd, count);
+    st = vk_physical_devices(vi.inst, &pd, count);
     if (st == ELM_OK && *count) {
         *types = elmi_calloc(*count, sizeof **types);
         if (!*types) st = ELM_ERR_NO_MEMORY;
@@ -303,6 +306,7 @@ static elm_status open_backend(vk_backend *vk, const be_vk_options *o, const vk_
         st = device_types(&types, &n);
         index = st == ELM_OK ? choose(types, n, true) : -1;
         elmi_free(types);
+        if (st != ELM_OK) set_err(err, err_size, "out of memory listing Vulkan devices");
         if (st == ELM_OK && index < 0) {
             set_err(err, err_size, "no Vulkan device found");
             return ELM_ERR_UNSUPPORTED;
