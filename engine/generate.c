@@ -134,6 +134,7 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
     if (!prompt && len) return ctx_error(ctx, ELM_ERR_INVALID_ARG, "prompt is NULL");
     elm_generate_params p = params ? *params : elm_generate_default_params();
     gen_state g = {.ctx = ctx, .p = &p, .t_start = elm_now_ms()};
+    const uint32_t n_past0 = ctx->n_past;
     /* Greedy without a penalty needs only the argmax summary, which the
      * device computes, instead of every logit. Ties go to the lower id either way. */
     g.greedy = p.sampler.temperature <= 0.0f &&
@@ -156,6 +157,12 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
     bool done = p.n_predict == 0;
     if (done) g.st.stop = ELM_STOP_N_PREDICT;
     for (uint32_t i = 0; st == ELM_OK && !done; i++) st = step(&g, i, &done);
+    if (st != ELM_OK) {
+        /* As with elm_decode, the tokens of a failed call are forgotten. */
+        ctx->n_past = n_past0;
+        ctx->n_logits_valid = 0;
+        ctx->summary_valid = false;
+    }
     finish_stats(&g, stats);
     utf8_free(&g.utf8);
     sampler_free(g.sampler);
