@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/abi.h"
+#include "common/alloc.h"
 #include "common/status.h"
 #include "engine/internal.h"
 #include "quant/quant.h"
@@ -96,8 +97,8 @@ static elm_status alloc_kv(elm_context *ctx, char *err, size_t err_size) {
     be_tensor proto;
     be_tensor_init(&proto, type, (int64_t)hp->head_dim * hp->n_head_kv, ctx->params.n_ctx, 1, 1, "");
     size_t per = (be_tensor_nbytes(&proto) + 63) & ~(size_t)63;
-    ctx->k_cache = calloc(hp->n_layer, sizeof *ctx->k_cache);
-    ctx->v_cache = calloc(hp->n_layer, sizeof *ctx->v_cache);
+    ctx->k_cache = elmi_calloc(hp->n_layer, sizeof *ctx->k_cache);
+    ctx->v_cache = elmi_calloc(hp->n_layer, sizeof *ctx->v_cache);
     if (!ctx->k_cache || !ctx->v_cache)
         return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     size_t total = per * 2 * hp->n_layer;
@@ -131,10 +132,10 @@ static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
     layout_scratch(ctx, true, bi->buffer_host(ctx->be, ctx->g.buf));
     ctx->scratch_bytes = size;
     ctx->nodes_cap = 20 * (int)hp->n_layer + 16;
-    ctx->nodes = calloc((size_t)ctx->nodes_cap, sizeof *ctx->nodes);
-    ctx->logits = malloc((size_t)hp->n_vocab * ctx->g.n_logits * sizeof(float));
-    ctx->ids_host = malloc(B * sizeof(int32_t));
-    ctx->pos_host = malloc(B * sizeof(int32_t));
+    ctx->nodes = elmi_calloc((size_t)ctx->nodes_cap, sizeof *ctx->nodes);
+    ctx->logits = elmi_malloc((size_t)hp->n_vocab * ctx->g.n_logits * sizeof(float));
+    ctx->ids_host = elmi_malloc(B * sizeof(int32_t));
+    ctx->pos_host = elmi_malloc(B * sizeof(int32_t));
     if (!ctx->nodes || !ctx->logits || !ctx->ids_host || !ctx->pos_host)
         return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     return ELM_OK;
@@ -177,12 +178,12 @@ static void release_device(elm_context *ctx) {
     ctx->be = NULL;
     ctx->kv_buf = NULL;
     ctx->g.buf = NULL;
-    free(ctx->k_cache);
-    free(ctx->v_cache);
-    free(ctx->nodes);
-    free(ctx->logits);
-    free(ctx->ids_host);
-    free(ctx->pos_host);
+    elmi_free(ctx->k_cache);
+    elmi_free(ctx->v_cache);
+    elmi_free(ctx->nodes);
+    elmi_free(ctx->logits);
+    elmi_free(ctx->ids_host);
+    elmi_free(ctx->pos_host);
     ctx->k_cache = ctx->v_cache = NULL;
     ctx->nodes = NULL;
     ctx->logits = NULL;
@@ -211,13 +212,13 @@ elm_status elm_context_new(const elm_model *model, const elm_context_params *par
     if (model->vocab_only)
         return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
                            "%s: the model was loaded vocabulary-only", model->path);
-    elm_context *ctx = calloc(1, sizeof *ctx);
+    elm_context *ctx = elmi_calloc(1, sizeof *ctx);
     if (!ctx) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     ctx->model = model;
     ctx->params = elmi_context_defaults;
     if (params && !elmi_struct_in(&ctx->params, sizeof ctx->params, params,
                                   ELMI_MIN_CONTEXT_PARAMS)) {
-        free(ctx);
+        elmi_free(ctx);
         return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
                           "elm_context_params.struct_size is %zu: initialize the struct with "
                           "elm_context_default_params", params->struct_size);
@@ -246,7 +247,7 @@ fail:
 void elm_context_free(elm_context *ctx) {
     if (!ctx) return;
     release_device(ctx);
-    free(ctx);
+    elmi_free(ctx);
 }
 
 const char *elm_context_notice(const elm_context *ctx) {

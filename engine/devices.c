@@ -4,6 +4,7 @@
 #include <sys/utsname.h>
 
 #include "common/abi.h"
+#include "common/alloc.h"
 #include "common/status.h"
 #include "engine/internal.h"
 
@@ -61,6 +62,8 @@ elm_status device_resolve(const char *spec, elm_device_choice *out, char *err, s
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
     int index = -1;
     elm_status st = be_vk_select(automatic ? "auto" : spec, &index);
+    if (st == ELM_ERR_NO_MEMORY)
+        return elmi_errorf(err, err_size, st, "device '%s': out of memory listing the devices", spec);
     if (st != ELM_OK)
         return elmi_errorf(err, err_size, st, "device '%s' does not exist (see `edgelm devices`)", spec);
     if (index < 0 && vulkan)
@@ -140,24 +143,25 @@ elm_status elm_devices(elm_device_info *out, size_t cap, size_t *n) {
     size_t want = cap < ELM_MAX_DEVICES ? cap : ELM_MAX_DEVICES;
     elm_device_info *all = NULL;
     if (want) {
-        all = calloc(want, sizeof *all);
+        all = elmi_calloc(want, sizeof *all);
         if (!all) return ELM_ERR_NO_MEMORY;
         cpu_device(&all[0]);
     }
     size_t count = 1;
+    elm_status st = ELM_OK;
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
     size_t n_vk = 0;
     char err[256];
-    elm_status st = be_vk_enumerate(want > 1 ? all + 1 : NULL, want > 1 ? want - 1 : 0, &n_vk, err,
-                                    sizeof err);
+    st = be_vk_enumerate(want > 1 ? all + 1 : NULL, want > 1 ? want - 1 : 0, &n_vk, err, sizeof err);
     if (st == ELM_OK) count += n_vk;
+    else if (st != ELM_ERR_NO_MEMORY) st = ELM_OK; /* no usable Vulkan: the CPU alone */
 #endif
-    for (size_t i = 0; i < want && i < count; i++) {
+    for (size_t i = 0; st == ELM_OK && i < want && i < count; i++) {
         elm_device_info *dst = (elm_device_info *)((unsigned char *)out + i * stride);
         dst->struct_size = stride;
         elmi_struct_out(dst, &all[i], sizeof all[i], ELMI_MIN_DEVICE_INFO);
     }
-    free(all);
-    *n = count;
-    return ELM_OK;
+    elmi_free(all);
+    if (st == ELM_OK) *n = count;
+    return st;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/abi.h"
+#include "common/alloc.h"
 #include "common/status.h"
 #include "engine/internal.h"
 #include "engine/utf8.h"
@@ -44,7 +45,7 @@ static elm_status tokenize_prompt(gen_state *g, const char *prompt, size_t len, 
                                   size_t *n) {
     elm_context *ctx = g->ctx;
     size_t cap = len + 8;
-    *out = malloc(cap * sizeof(elm_token));
+    *out = elmi_malloc(cap * sizeof(elm_token));
     if (!*out) return ctx_error(ctx, ELM_ERR_NO_MEMORY, "out of memory");
     elm_status st = elm_tokenize(ctx->model, prompt, len, g->p->add_bos, g->p->parse_special,
                                  *out, cap, n);
@@ -165,6 +166,7 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
     p.sampler = &sp;
     gen_state g = {.ctx = ctx, .p = &p, .t_start = elm_now_ms()};
     g.st.struct_size = sizeof g.st;
+    const uint32_t n_past0 = ctx->n_past;
     /* Greedy without a penalty needs only the argmax summary, which the
      * device computes, instead of every logit. Ties go to the lower id either way. */
     g.greedy = sp.temperature <= 0.0f && (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0);
@@ -174,9 +176,15 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
     bool done = p.n_predict == 0;
     if (done) g.st.stop = ELM_STOP_N_PREDICT;
     for (uint32_t i = 0; st == ELM_OK && !done; i++) st = step(&g, i, &done);
+    if (st != ELM_OK) {
+        /* As with elm_decode, the tokens of a failed call are forgotten. */
+        ctx->n_past = n_past0;
+        ctx->n_logits_valid = 0;
+        ctx->summary_valid = false;
+    }
     finish_stats(&g, stats);
     utf8_free(&g.utf8);
     sampler_free(g.sampler);
-    free(toks);
+    elmi_free(toks);
     return st;
 }

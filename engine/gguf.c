@@ -6,6 +6,7 @@
  */
 #define _POSIX_C_SOURCE 200809L /* the XSI strerror_r: thread-safe */
 
+#include "common/alloc.h"
 #include "common/status.h"
 #include "engine/gguf_internal.h"
 #include "quant/quant.h"
@@ -261,7 +262,7 @@ static bool parse_str_array(reader *r, gguf_kv *kv) {
                        "bytes and only %" PRIu64 " remain",
                     kv->arr_n, left(r));
     if (kv->arr_n == 0) return true;
-    kv->arr_strs = calloc((size_t)kv->arr_n, sizeof *kv->arr_strs);
+    kv->arr_strs = elmi_calloc((size_t)kv->arr_n, sizeof *kv->arr_strs);
     if (!kv->arr_strs) return fail_oom(r, "a string array index");
     for (uint64_t j = 0; j < kv->arr_n; j++) {
         if (!rd_str(r, &kv->arr_strs[j], "string element")) {
@@ -314,7 +315,7 @@ static int cmp_kv_ptr(const void *a, const void *b) {
 
 static bool index_kvs(reader *r, gguf_file *f) {
     if (f->n_kv == 0) return true;
-    f->kv_by_key = malloc((size_t)f->n_kv * sizeof *f->kv_by_key);
+    f->kv_by_key = elmi_malloc((size_t)f->n_kv * sizeof *f->kv_by_key);
     if (!f->kv_by_key) return fail_oom(r, "the key index");
     for (uint64_t i = 0; i < f->n_kv; i++) f->kv_by_key[i] = &f->kvs[i];
     qsort(f->kv_by_key, (size_t)f->n_kv, sizeof *f->kv_by_key, cmp_kv_ptr);
@@ -330,7 +331,7 @@ static bool index_kvs(reader *r, gguf_file *f) {
 
 static bool parse_kvs(reader *r, gguf_file *f) {
     if (f->n_kv > 0) {
-        f->kvs = calloc((size_t)f->n_kv, sizeof *f->kvs);
+        f->kvs = elmi_calloc((size_t)f->n_kv, sizeof *f->kvs);
         if (!f->kvs) return fail_oom(r, "the key-value pairs");
     }
     for (uint64_t i = 0; i < f->n_kv; i++)
@@ -434,7 +435,7 @@ static bool check_duplicate_names(reader *r, gguf_file *f) {
 }
 
 static bool check_overlaps(reader *r, gguf_file *f) {
-    const gguf_tensor **by_off = malloc((size_t)f->n_tensors * sizeof *by_off);
+    const gguf_tensor **by_off = elmi_malloc((size_t)f->n_tensors * sizeof *by_off);
     if (!by_off) return fail_oom(r, "the tensor offset index");
     memcpy(by_off, f->tensor_by_name, (size_t)f->n_tensors * sizeof *by_off);
     qsort(by_off, (size_t)f->n_tensors, sizeof *by_off, cmp_tensor_offset);
@@ -450,7 +451,7 @@ static bool check_overlaps(reader *r, gguf_file *f) {
                       b->offset, a - f->tensors, shown, a->offset, a->nbytes);
         }
     }
-    free(by_off);
+    elmi_free(by_off);
     return ok;
 }
 
@@ -471,8 +472,8 @@ static bool place_tensors(reader *r, gguf_file *f) {
 
 static bool parse_tensors(reader *r, gguf_file *f) {
     if (f->n_tensors > 0) {
-        f->tensors = calloc((size_t)f->n_tensors, sizeof *f->tensors);
-        f->tensor_by_name = malloc((size_t)f->n_tensors * sizeof *f->tensor_by_name);
+        f->tensors = elmi_calloc((size_t)f->n_tensors, sizeof *f->tensors);
+        f->tensor_by_name = elmi_malloc((size_t)f->n_tensors * sizeof *f->tensor_by_name);
         if (!f->tensors || !f->tensor_by_name) return fail_oom(r, "the tensor infos");
     }
     for (uint64_t i = 0; i < f->n_tensors; i++)
@@ -498,7 +499,7 @@ static bool parse_tensors(reader *r, gguf_file *f) {
 
 static elm_status parse(const uint8_t *data, uint64_t size, gguf_file **out, char *err,
                         size_t err_size) {
-    gguf_file *f = calloc(1, sizeof *f);
+    gguf_file *f = elmi_calloc(1, sizeof *f);
     if (!f)
         return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     f->base = data;
@@ -574,13 +575,13 @@ elm_status gguf_open(const char *path, gguf_file **out, char *err, size_t err_si
 
 void gguf_close(gguf_file *f) {
     if (!f) return;
-    for (uint64_t i = 0; f->kvs && i < f->n_kv; i++) free(f->kvs[i].arr_strs);
-    free(f->kvs);
-    free(f->kv_by_key);
-    free(f->tensors);
-    free(f->tensor_by_name);
+    for (uint64_t i = 0; f->kvs && i < f->n_kv; i++) elmi_free(f->kvs[i].arr_strs);
+    elmi_free(f->kvs);
+    elmi_free(f->kv_by_key);
+    elmi_free(f->tensors);
+    elmi_free(f->tensor_by_name);
     if (f->map) munmap(f->map, f->map_size);
-    free(f);
+    elmi_free(f);
 }
 
 /* ------------------------------------------------------------ accessors */

@@ -180,9 +180,10 @@ elm_status gguf_add_tensor_raw(gguf_writer *w, const char *name, int type, uint3
 /* Removes a tensor; false when there was none. */
 bool gguf_remove_tensor(gguf_writer *w, const char *name);
 
-/* Serializes (v3, little-endian) to a malloc'd buffer (owned by the caller)
- * or to a file. Tensor data is padded to `general.alignment` when it was set
- * with gguf_set_u32 to a power of two, else to GGUF_DEFAULT_ALIGNMENT. */
+/* Serializes (v3, little-endian) to a buffer from elmi_malloc (the caller
+ * frees it with elmi_free) or to a file. Tensor data is padded to
+ * `general.alignment` when it was set with gguf_set_u32 to a power of two,
+ * else to GGUF_DEFAULT_ALIGNMENT. */
 elm_status gguf_write_memory(const gguf_writer *w, void **out, size_t *out_size);
 elm_status gguf_write_file(const gguf_writer *w, const char *path, char *err, size_t err_size);
 

@@ -5,6 +5,7 @@
  */
 #define _POSIX_C_SOURCE 200809L /* the XSI strerror_r */
 
+#include "common/alloc.h"
 #include "common/status.h"
 #include "engine/gguf_internal.h"
 #include "quant/quant.h"
@@ -42,39 +43,39 @@ struct gguf_writer {
     size_t n_tensors, cap_tensors;
 };
 
-gguf_writer *gguf_writer_new(void) { return calloc(1, sizeof(gguf_writer)); }
+gguf_writer *gguf_writer_new(void) { return elmi_calloc(1, sizeof(gguf_writer)); }
 
 static void wkv_free(wkv *kv) {
-    free(kv->key);
-    free(kv->str);
-    free(kv->arr_data);
-    for (uint64_t i = 0; kv->arr_strs && i < kv->arr_n; i++) free(kv->arr_strs[i]);
-    free(kv->arr_strs);
+    elmi_free(kv->key);
+    elmi_free(kv->str);
+    elmi_free(kv->arr_data);
+    for (uint64_t i = 0; kv->arr_strs && i < kv->arr_n; i++) elmi_free(kv->arr_strs[i]);
+    elmi_free(kv->arr_strs);
 }
 
 static void wtensor_free(wtensor *t) {
-    free(t->name);
-    free(t->data);
+    elmi_free(t->name);
+    elmi_free(t->data);
 }
 
 void gguf_writer_free(gguf_writer *w) {
     if (!w) return;
     for (size_t i = 0; i < w->n_kv; i++) wkv_free(&w->kvs[i]);
     for (size_t i = 0; i < w->n_tensors; i++) wtensor_free(&w->tensors[i]);
-    free(w->kvs);
-    free(w->tensors);
-    free(w);
+    elmi_free(w->kvs);
+    elmi_free(w->tensors);
+    elmi_free(w);
 }
 
 static char *dup_str(const char *s) {
     size_t n = strlen(s) + 1;
-    char *d = malloc(n);
+    char *d = elmi_malloc(n);
     if (d) memcpy(d, s, n);
     return d;
 }
 
 static void *dup_mem(const void *p, size_t n) {
-    void *d = malloc(n ? n : 1);
+    void *d = elmi_malloc(n ? n : 1);
     if (d && n) memcpy(d, p, n);
     return d;
 }
@@ -82,7 +83,7 @@ static void *dup_mem(const void *p, size_t n) {
 static bool grow(void **arr, size_t *cap, size_t n, size_t elem) {
     if (n < *cap) return true;
     size_t new_cap = *cap ? *cap * 2 : 16;
-    void *p = realloc(*arr, new_cap * elem);
+    void *p = elmi_realloc(*arr, new_cap * elem);
     if (!p) return false;
     *arr = p;
     *cap = new_cap;
@@ -161,7 +162,7 @@ elm_status gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *
     for (uint64_t i = 0; i < n; i++)
         if (!v[i]) return ELM_ERR_INVALID_ARG;
     wkv kv = {.type = GGUF_TYPE_ARRAY, .arr_type = GGUF_TYPE_STRING, .key = dup_str(key)};
-    kv.arr_strs = calloc(n ? (size_t)n : 1, sizeof *kv.arr_strs);
+    kv.arr_strs = elmi_calloc(n ? (size_t)n : 1, sizeof *kv.arr_strs);
     kv.arr_n = n;
     bool ok = kv.key && kv.arr_strs;
     for (uint64_t i = 0; ok && i < n; i++) ok = (kv.arr_strs[i] = dup_str(v[i])) != NULL;
@@ -358,7 +359,7 @@ elm_status gguf_write_memory(const gguf_writer *w, void **out, size_t *out_size)
     sink count = {0};
     emit(w, &count);
     if (count.pos > SIZE_MAX) return ELM_ERR_NO_MEMORY;
-    uint8_t *buf = malloc(count.pos ? (size_t)count.pos : 1);
+    uint8_t *buf = elmi_malloc(count.pos ? (size_t)count.pos : 1);
     if (!buf) return ELM_ERR_NO_MEMORY;
     sink s = {.buf = buf};
     emit(w, &s);

@@ -118,8 +118,9 @@ void device_backend_stats(be_backend *be, elm_stats *st);
 /* Validation-layer errors seen by a Vulkan backend (0 otherwise). */
 uint64_t device_validation_errors(be_backend *be);
 
-/* Loads a model from a malloc'd GGUF image, which the model takes over
- * (freed on failure too). `label` stands for the path in messages. */
+/* Loads a model from a GGUF image allocated with elmi_malloc, which the
+ * model takes over (freed on failure too). `label` stands for the path in
+ * messages. */
 elm_status model_load_memory(const char *label, void *data, size_t size,
                              const elm_model_params *params, elm_model **out, char *err,
                              size_t err_size);

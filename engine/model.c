@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "common/abi.h"
+#include "common/alloc.h"
 #include "common/status.h"
 #include "engine/internal.h"
 #include "quant/quant.h"
@@ -15,7 +16,7 @@ void elm_model_params_init(elm_model_params *p, size_t struct_size) {
 }
 
 static char *str_dup_n(const char *s, size_t n) {
-    char *d = malloc(n + 1);
+    char *d = elmi_malloc(n + 1);
     if (!d) return NULL;
     memcpy(d, s, n);
     d[n] = 0;
@@ -26,7 +27,7 @@ static elm_status index_tensors(elm_model *m, char *err, size_t err_size) {
     uint64_t n = gguf_n_tensors(m->gguf);
     m->info.n_tensors = (uint32_t)n;
     if (n == 0) return ELM_OK;
-    m->tensors = calloc(n, sizeof *m->tensors);
+    m->tensors = elmi_calloc(n, sizeof *m->tensors);
     if (!m->tensors) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     for (uint64_t i = 0; i < n; i++) {
         const gguf_tensor *g = gguf_tensor_at(m->gguf, i);
@@ -109,21 +110,21 @@ static elm_status load_common(const char *path, void *data, size_t size,
                               size_t err_size) {
     if (err && err_size) err[0] = 0;
     if (!out) {
-        free(data);
+        elmi_free(data);
         return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "out is NULL");
     }
     *out = NULL;
     elm_model_params p = elmi_model_defaults;
     if (params && !elmi_struct_in(&p, sizeof p, params, ELMI_MIN_MODEL_PARAMS)) {
-        free(data);
+        elmi_free(data);
         return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
                           "elm_model_params.struct_size is %zu: initialize the struct with "
                           "elm_model_default_params", params->struct_size);
     }
     double t0 = elm_now_ms();
-    elm_model *m = calloc(1, sizeof *m);
+    elm_model *m = elmi_calloc(1, sizeof *m);
     if (!m) {
-        free(data);
+        elmi_free(data);
         return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     }
     m->owned_data = data;
@@ -161,16 +162,16 @@ elm_status model_load_memory(const char *label, void *data, size_t size,
 void elm_model_free(elm_model *m) {
     if (!m) return;
     if (m->tensors)
-        for (uint32_t i = 0; i < m->info.n_tensors; i++) free(m->tensors[i].name);
-    free(m->tensors);
-    free(m->w.layers);
+        for (uint32_t i = 0; i < m->info.n_tensors; i++) elmi_free(m->tensors[i].name);
+    elmi_free(m->tensors);
+    elmi_free(m->w.layers);
     vocab_free(m->vocab);
     gguf_close(m->gguf);
-    free(m->owned_data);
-    free(m->name);
-    free(m->arch_name);
-    free(m->path);
-    free(m);
+    elmi_free(m->owned_data);
+    elmi_free(m->name);
+    elmi_free(m->arch_name);
+    elmi_free(m->path);
+    elmi_free(m);
 }
 
 elm_status elm_model_get_info(const elm_model *m, elm_model_info *out) {

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 
+#include "common/alloc.h"
+
 /* One candidate token: v holds its logit, later its unnormalized weight. */
 typedef struct cand {
     float v;
@@ -65,14 +67,14 @@ elm_status sampler_new(const elm_sampler_params *p, uint32_t n_vocab, elm_sample
     if (!out) return ELM_ERR_INVALID_ARG;
     *out = NULL;
     if (!p || n_vocab == 0 || n_vocab > INT32_MAX || !params_valid(p)) return ELM_ERR_INVALID_ARG;
-    elm_sampler *s = calloc(1, sizeof *s);
+    elm_sampler *s = elmi_calloc(1, sizeof *s);
     if (!s) return ELM_ERR_NO_MEMORY;
     s->p = *p;
     s->n_vocab = n_vocab;
     s->hist_cap = (uint32_t)p->repeat_last_n;
-    s->c = malloc((size_t)n_vocab * sizeof *s->c);
-    s->seen = calloc(((size_t)n_vocab + 7) / 8, 1);
-    s->hist = malloc(((size_t)s->hist_cap + 1) * sizeof *s->hist);
+    s->c = elmi_malloc((size_t)n_vocab * sizeof *s->c);
+    s->seen = elmi_calloc(((size_t)n_vocab + 7) / 8, 1);
+    s->hist = elmi_malloc(((size_t)s->hist_cap + 1) * sizeof *s->hist);
     if (!s->c || !s->seen || !s->hist) {
         sampler_free(s);
         return ELM_ERR_NO_MEMORY;
@@ -84,10 +86,10 @@ elm_status sampler_new(const elm_sampler_params *p, uint32_t n_vocab, elm_sample
 
 void sampler_free(elm_sampler *s) {
     if (!s) return;
-    free(s->c);
-    free(s->seen);
-    free(s->hist);
-    free(s);
+    elmi_free(s->c);
+    elmi_free(s->seen);
+    elmi_free(s->hist);
+    elmi_free(s);
 }
 
 void sampler_reset(elm_sampler *s) {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/status.h"
 #include "engine/internal.h"
 #include "quant/quant.h"
@@ -80,14 +81,14 @@ typedef struct gen_job {
 
 static void *gen_rows(void *arg) {
     gen_job *j = arg;
-    float *row = malloc((size_t)j->ne0 * sizeof(float));
+    float *row = elmi_malloc((size_t)j->ne0 * sizeof(float));
     if (!row) return (void *)1;
     const qtype_traits *tr = qtype_get(j->type);
     for (int64_t r = j->ith; r < j->ne1; r += j->nth) {
         fill_row(row, j->ne0, j->seed * 1000003ull + (uint64_t)r, j->sd);
         tr->from_float(row, j->dst + (size_t)r * j->row_bytes, j->ne0);
     }
-    free(row);
+    elmi_free(row);
     return NULL;
 }
 
@@ -96,7 +97,7 @@ static void *gen_tensor(int type, int64_t ne0, int64_t ne1, uint64_t seed, float
                         size_t *nbytes) {
     size_t row_bytes;
     if (!qtype_row_bytes(type, ne0, &row_bytes)) return NULL;
-    uint8_t *dst = malloc(row_bytes * (size_t)ne1);
+    uint8_t *dst = elmi_malloc(row_bytes * (size_t)ne1);
     if (!dst) return NULL;
     enum { NTH = 2 };
     gen_job jobs[NTH];
@@ -116,7 +117,7 @@ static void *gen_tensor(int type, int64_t ne0, int64_t ne1, uint64_t seed, float
         }
     }
     if (!ok) {
-        free(dst);
+        elmi_free(dst);
         return NULL;
     }
     *nbytes = row_bytes * (size_t)ne1;
@@ -149,7 +150,7 @@ static elm_status add_tensor(synth_ctx *c, const char *name, int type, int64_t n
     void *data;
     if (sd == 0.0f) {
         nbytes = (size_t)ne0 * (size_t)ne1 * sizeof(float);
-        float *f = malloc(nbytes);
+        float *f = elmi_malloc(nbytes);
         if (f)
             for (int64_t i = 0; i < ne0 * ne1; i++) f[i] = constant;
         data = f;
@@ -158,7 +159,7 @@ static elm_status add_tensor(synth_ctx *c, const char *name, int type, int64_t n
     }
     if (!data) return elmi_errorf(c->err, c->err_size, ELM_ERR_NO_MEMORY, "out of memory");
     elm_status st = gguf_add_tensor(c->w, name, t, n_dims, ne, data, nbytes);
-    free(data);
+    elmi_free(data);
     if (st != ELM_OK) elmi_errorf(c->err, c->err_size, st, "cannot add tensor %s", name);
     return st;
 }
@@ -208,9 +209,9 @@ static elm_status set_vocab(gguf_writer *w, const char *const *toks, const float
 
 /* <unk>, <s>, </s>, the 256 byte tokens, then synthetic pieces. */
 static elm_status add_vocab(synth_ctx *c, uint32_t n_vocab) {
-    char **toks = calloc(n_vocab, sizeof *toks);
-    float *scores = malloc(n_vocab * sizeof *scores);
-    int32_t *types = malloc(n_vocab * sizeof *types);
+    char **toks = elmi_calloc(n_vocab, sizeof *toks);
+    float *scores = elmi_malloc(n_vocab * sizeof *scores);
+    int32_t *types = elmi_malloc(n_vocab * sizeof *types);
     elm_status st = ELM_ERR_NO_MEMORY;
     if (!toks || !scores || !types) goto done;
     static const char letters[] = "etaoinshrdlucmfwypvbgkjqxz";
@@ -228,7 +229,7 @@ static elm_status add_vocab(synth_ctx *c, uint32_t n_vocab) {
             } while (k && o < sizeof buf - 1);
             buf[o] = 0;
         }
-        toks[i] = strdup(buf);
+        toks[i] = elmi_strdup(buf);
         if (!toks[i]) goto done;
         scores[i] = i < 259 ? 0.0f : -(float)(i - 259);
         types[i] = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1;
@@ -236,10 +237,10 @@ static elm_status add_vocab(synth_ctx *c, uint32_t n_vocab) {
     st = set_vocab(c->w, (const char *const *)toks, scores, types, n_vocab);
 done:
     if (toks)
-        for (uint32_t i = 0; i < n_vocab; i++) free(toks[i]);
-    free(toks);
-    free(scores);
-    free(types);
+        for (uint32_t i = 0; i < n_vocab; i++) elmi_free(toks[i]);
+    elmi_free(toks);
+    elmi_free(scores);
+    elmi_free(types);
     if (st != ELM_OK) elmi_errorf(c->err, c->err_size, st, "cannot write the vocabulary");
     return st;
 }

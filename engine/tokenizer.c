@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/status.h"
 #include "engine/tokenizer_impl.h"
 #include "engine/unicode.h"
@@ -56,7 +57,7 @@ int32_t vocab_lookup(const elm_vocab *v, const char *s, size_t len) {
 
 static elm_status build_index(elm_vocab *v) {
     size_t size = table_size(v->n_tokens);
-    v->index = malloc(size * sizeof *v->index);
+    v->index = elmi_malloc(size * sizeof *v->index);
     if (!v->index) return ELM_ERR_NO_MEMORY;
     memset(v->index, 0xff, size * sizeof *v->index);
     v->index_mask = size - 1;
@@ -118,10 +119,10 @@ static elm_status build_merges(elm_vocab *v, const vocab_arrays *a, char *err, s
     for (uint32_t i = 0; i < a->n_merges; i++)
         if (a->merges[i].len > longest && a->merges[i].len <= 2 * (uint64_t)VOCAB_MAX_TOKEN_LEN)
             longest = a->merges[i].len;
-    v->merges = malloc(size * sizeof *v->merges);
-    char *buf = malloc(longest);
+    v->merges = elmi_malloc(size * sizeof *v->merges);
+    char *buf = elmi_malloc(longest);
     if (!v->merges || !buf) {
-        free(buf);
+        elmi_free(buf);
         return ELM_ERR_NO_MEMORY;
     }
     for (size_t i = 0; i < size; i++) v->merges[i] = (vocab_merge){0, -1, 0};
@@ -132,7 +133,7 @@ static elm_status build_merges(elm_vocab *v, const vocab_arrays *a, char *err, s
         if (m.len > 2 * (uint64_t)VOCAB_MAX_TOKEN_LEN || (m.len && !m.ptr)) continue;
         if (parse_merge(v, m, buf, &l, &r, &res)) merge_insert(v, l, r, res, rank);
     }
-    free(buf);
+    elmi_free(buf);
     return ELM_OK;
 }
 
@@ -180,8 +181,8 @@ static elm_status check_arrays(const vocab_arrays *a, char *err, size_t es) {
 static elm_status copy_tokens(elm_vocab *v, const vocab_arrays *a) {
     size_t total = 0;
     for (uint32_t i = 0; i < a->n_tokens; i++) total += a->tokens[i].len;
-    v->tok = calloc(a->n_tokens, sizeof *v->tok);
-    v->text = malloc(total + 1);
+    v->tok = elmi_calloc(a->n_tokens, sizeof *v->tok);
+    v->text = elmi_malloc(total + 1);
     if (!v->tok || !v->text) return ELM_ERR_NO_MEMORY;
     size_t off = 0;
     for (uint32_t i = 0; i < a->n_tokens; i++) {
@@ -241,10 +242,10 @@ static elm_status build_specials(elm_vocab *v) {
     uint32_t n = 0;
     for (uint32_t id = 0; id < v->n_tokens; id++)
         if (is_special_type(v->tok[id].type) && v->tok[id].len) n++;
-    special_key *keys = malloc((n ? n : 1) * sizeof *keys);
-    v->special = malloc((n ? n : 1) * sizeof *v->special);
+    special_key *keys = elmi_malloc((n ? n : 1) * sizeof *keys);
+    v->special = elmi_malloc((n ? n : 1) * sizeof *v->special);
     if (!keys || !v->special) {
-        free(keys);
+        elmi_free(keys);
         return ELM_ERR_NO_MEMORY;
     }
     uint32_t k = 0;
@@ -260,7 +261,7 @@ static elm_status build_specials(elm_vocab *v) {
         v->special_start[keys[i].first + 1]++;
     }
     for (int b = 0; b < 256; b++) v->special_start[b + 1] += v->special_start[b];
-    free(keys);
+    elmi_free(keys);
     return ELM_OK;
 }
 
@@ -280,7 +281,7 @@ static void eog_add(elm_vocab *v, int32_t id) {
 
 static elm_status build_eog(elm_vocab *v) {
     const size_t n_texts = sizeof eog_texts / sizeof eog_texts[0];
-    v->eog = malloc((3 + n_texts) * sizeof *v->eog);
+    v->eog = elmi_malloc((3 + n_texts) * sizeof *v->eog);
     if (!v->eog) return ELM_ERR_NO_MEMORY;
     eog_add(v, v->eos);
     eog_add(v, v->eot);
@@ -350,7 +351,7 @@ static size_t render_piece(const elm_vocab *v, const vocab_token *t, char *out) 
 static elm_status build_pieces(elm_vocab *v) {
     size_t total = 0;
     for (uint32_t id = 0; id < v->n_tokens; id++) total += v->tok[id].len + sizeof unk_piece;
-    v->pieces = malloc(total);
+    v->pieces = elmi_malloc(total);
     if (!v->pieces) return ELM_ERR_NO_MEMORY;
     size_t off = 0;
     for (uint32_t id = 0; id < v->n_tokens; id++) {
@@ -419,7 +420,7 @@ elm_status vocab_new_from_arrays(const vocab_arrays *a, elm_vocab **out, char *e
     if (!out) return ELM_ERR_INVALID_ARG;
     *out = NULL;
     if (!a) return ELM_ERR_INVALID_ARG;
-    elm_vocab *v = calloc(1, sizeof *v);
+    elm_vocab *v = elmi_calloc(1, sizeof *v);
     if (!v) return ELM_ERR_NO_MEMORY;
     elm_status st = vocab_build(v, a, err, err_size);
     if (st) {
@@ -435,14 +436,14 @@ elm_status vocab_new_from_arrays(const vocab_arrays *a, elm_vocab **out, char *e
 void vocab_free(elm_vocab *v) {
     if (!v) return;
     pcre2_code_free(v->re);
-    free(v->tok);
-    free(v->text);
-    free(v->pieces);
-    free(v->index);
-    free(v->merges);
-    free(v->special);
-    free(v->eog);
-    free(v);
+    elmi_free(v->tok);
+    elmi_free(v->text);
+    elmi_free(v->pieces);
+    elmi_free(v->index);
+    elmi_free(v->merges);
+    elmi_free(v->special);
+    elmi_free(v->eog);
+    elmi_free(v);
 }
 
 /* ------------------------------------------------------------ accessors */
@@ -583,7 +584,7 @@ elm_status vocab_detokenize(const elm_vocab *v, const int32_t *ids, size_t n, ch
         if (!id_ok(v, ids[i])) return ELM_ERR_INVALID_ARG;
         total += v->tok[ids[i]].piece_len;
     }
-    char *raw = malloc(total ? total : 1);
+    char *raw = elmi_malloc(total ? total : 1);
     if (!raw) return ELM_ERR_NO_MEMORY;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
@@ -593,7 +594,7 @@ elm_status vocab_detokenize(const elm_vocab *v, const int32_t *ids, size_t n, ch
     }
     size_t skip = v->add_space_prefix && k > 0 && raw[0] == ' ';
     size_t out = sanitize_utf8(raw + skip, k - skip, buf, cap);
-    free(raw);
+    elmi_free(raw);
     *len = out;
     if (out < cap) buf[out] = 0;
     return out > cap ? ELM_ERR_BUFFER_TOO_SMALL : ELM_OK;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/status.h"
 #include "engine/tokenizer_impl.h"
 #include "engine/unicode.h"
@@ -35,6 +36,16 @@ static const char re_qwen2[] =
 static const char re_starcoder[] =
     "\\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?![^\\s\\p{N}])|\\s+";
 
+static void *re_malloc(PCRE2_SIZE size, void *data) {
+    (void)data;
+    return elmi_malloc(size);
+}
+
+static void re_free(void *ptr, void *data) {
+    (void)data;
+    elmi_free(ptr);
+}
+
 elm_status bpe_init(elm_vocab *v, char *err, size_t err_size) {
     const char *pattern;
     if (!v->pre[0] || !strcmp(v->pre, "default") || !strcmp(v->pre, "gpt-2")) {
@@ -52,12 +63,23 @@ elm_status bpe_init(elm_vocab *v, char *err, size_t err_size) {
                            "qwen2, smollm, starcoder)",
                            v->pre);
     }
-    int code;
+    int code = PCRE2_ERROR_HEAP_FAILED; /* what pcre2_compile sets when it cannot allocate */
     PCRE2_SIZE where;
+    /* PCRE2 allocates through the library's allocator: the compiled code
+     * keeps a copy of the functions and passes them on to its JIT code and
+     * to match data made from it, so both contexts can go right away. */
+    pcre2_general_context *gc = pcre2_general_context_create(re_malloc, re_free, NULL);
+    pcre2_compile_context *cc = gc ? pcre2_compile_context_create(gc) : NULL;
     /* MATCH_INVALID_UTF: ill-formed bytes never match and end up in the gaps
      * between matches, so arbitrary input can be split. */
-    v->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
-                          PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &code, &where, NULL);
+    if (cc)
+        v->re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
+                              PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &code, &where, cc);
+    pcre2_compile_context_free(cc);
+    pcre2_general_context_free(gc);
+    if (!v->re && code == PCRE2_ERROR_HEAP_FAILED)
+        return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY,
+                           "tokenizer: out of memory compiling the pre-tokenizer");
     if (!v->re)
         return elmi_errorf(err, err_size, ELM_ERR_INTERNAL,
                            "tokenizer: PCRE2 error %d compiling the pre-tokenizer", code);
@@ -77,6 +99,7 @@ typedef struct bpe_work {
     merge_heap heap; /* a, b: the symbols' ids when pushed (detects stale pairs) */
     char *mapped; /* a word in token-text form, for ignore_merges */
     pcre2_match_data *md;
+    bool oom; /* the matcher could not allocate: the text is not tokenized */
 } bpe_work;
 
 static void try_pair(bpe_work *w, int32_t left, int32_t right) {
@@ -127,6 +150,7 @@ static bool next_match(bpe_work *w, const char *text, size_t len, size_t off, si
     int rc = pcre2_match(w->v->re, (PCRE2_SPTR)text, len, off, 0, w->md, NULL);
     if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) /* e.g. the JIT stack ran out */
         rc = pcre2_match(w->v->re, (PCRE2_SPTR)text, len, off, PCRE2_NO_JIT, w->md, NULL);
+    if (rc == PCRE2_ERROR_NOMEMORY) w->oom = true;
     if (rc < 0) return false;
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(w->md);
     if (ov[0] < off || ov[1] > len || ov[1] < ov[0]) return false;
@@ -143,6 +167,7 @@ static void split_words(bpe_work *w, const char *text, size_t len, tok_sink *sin
     size_t off = 0, s, e;
     while (off < len) {
         if (!next_match(w, text, len, off, &s, &e)) {
+            if (w->oom) return;
             bpe_word(w, text + off, len - off, sink);
             return;
         }
@@ -155,16 +180,17 @@ static void split_words(bpe_work *w, const char *text, size_t len, tok_sink *sin
 elm_status bpe_tokenize(const elm_vocab *v, const char *text, size_t len, tok_sink *sink) {
     if (len == 0) return ELM_OK;
     if (len > INT32_MAX / 4) return ELM_ERR_INVALID_ARG; /* symbol indices are int32 */
-    bpe_work w = {v, malloc(len * sizeof(bpe_sym)), {malloc((3 * len + 1) * sizeof(merge_pair)), 0},
-                  malloc(2 * len + 1), pcre2_match_data_create_from_pattern(v->re, NULL)};
+    bpe_work w = {v, elmi_malloc(len * sizeof(bpe_sym)),
+                  {elmi_malloc((3 * len + 1) * sizeof(merge_pair)), 0}, elmi_malloc(2 * len + 1),
+                  pcre2_match_data_create_from_pattern(v->re, NULL), false};
     elm_status st = ELM_ERR_NO_MEMORY;
     if (w.sym && w.heap.v && w.mapped && w.md) {
         split_words(&w, text, len, sink);
-        st = ELM_OK;
+        st = w.oom ? ELM_ERR_NO_MEMORY : ELM_OK;
     }
-    free(w.sym);
-    free(w.heap.v);
-    free(w.mapped);
+    elmi_free(w.sym);
+    elmi_free(w.heap.v);
+    elmi_free(w.mapped);
     pcre2_match_data_free(w.md);
     return st;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/status.h"
 #include "engine/tokenizer_impl.h"
 
@@ -72,7 +73,7 @@ static elm_status get_token_array(const gguf_file *f, const char *key, gguf_type
     if (kv->arr_n != n)
         return elmi_errorf(err, es, ELM_ERR_FORMAT, "%s has %llu entries for %u tokens", key,
                            (unsigned long long)kv->arr_n, n);
-    *out = malloc((size_t)n * 4);
+    *out = elmi_malloc((size_t)n * 4);
     if (!*out) return ELM_ERR_NO_MEMORY;
     memcpy(*out, kv->arr_data, (size_t)n * 4);
     return ELM_OK;
@@ -149,7 +150,7 @@ elm_status vocab_load(const gguf_file *f, elm_vocab **out, char *err, size_t err
     if (st != ELM_OK) goto done;
     st = vocab_new_from_arrays(&a, out, err, err_size);
 done:
-    free(scores);
-    free(types);
+    elmi_free(scores);
+    elmi_free(types);
     return st;
 }

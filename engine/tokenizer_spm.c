@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "engine/tokenizer_impl.h"
 #include "engine/unicode.h"
 
@@ -105,21 +106,21 @@ elm_status spm_tokenize(const elm_vocab *v, const char *text, size_t len, bool a
     if (len == 0 && !add_prefix) return ELM_OK;
     if (len > INT32_MAX / 4) return ELM_ERR_INVALID_ARG; /* symbol indices are int32 */
     size_t cap = 3 * len + 3;
-    spm_work w = {v, malloc(cap), malloc(cap * sizeof(spm_sym)), {NULL, 0}};
+    spm_work w = {v, elmi_malloc(cap), elmi_malloc(cap * sizeof(spm_sym)), {NULL, 0}};
     size_t n = w.buf ? escape(text, len, add_prefix, w.buf) : 0;
-    w.heap.v = malloc((3 * n + 1) * sizeof(merge_pair));
+    w.heap.v = elmi_malloc((3 * n + 1) * sizeof(merge_pair));
     if (!w.buf || !w.sym || !w.heap.v) {
-        free(w.buf);
-        free(w.sym);
-        free(w.heap.v);
+        elmi_free(w.buf);
+        elmi_free(w.sym);
+        elmi_free(w.heap.v);
         return ELM_ERR_NO_MEMORY;
     }
     int32_t count = split_chars(&w, n);
     for (int32_t i = 1; i < count; i++) try_pair(&w, i - 1, i);
     merge_all(&w);
     for (int32_t i = count ? 0 : -1; i >= 0; i = w.sym[i].next) emit_symbol(&w, &w.sym[i], sink);
-    free(w.buf);
-    free(w.sym);
-    free(w.heap.v);
+    elmi_free(w.buf);
+    elmi_free(w.sym);
+    elmi_free(w.heap.v);
     return ELM_OK;
 }

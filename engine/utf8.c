@@ -4,12 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
+
 void utf8_init(utf8_stream *s) {
     memset(s, 0, sizeof *s);
 }
 
 void utf8_free(utf8_stream *s) {
-    free(s->out);
+    elmi_free(s->out);
     memset(s, 0, sizeof *s);
 }
 
@@ -46,7 +48,7 @@ bool utf8_push(utf8_stream *s, const char *bytes, size_t len, bool final, const 
     size_t total = s->n_pending + len;
     size_t need = total * 3 + 1;
     if (need > s->out_cap) {
-        char *nb = realloc(s->out, need);
+        char *nb = elmi_realloc(s->out, need);
         if (!nb) return false;
         s->out = nb;
         s->out_cap = need;

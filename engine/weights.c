@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "common/status.h"
 #include "engine/internal.h"
 #include "quant/quant.h"
@@ -88,7 +89,7 @@ elm_status weights_bind(elm_model *m, char *err, size_t err_size) {
     if (w->tied) w->output = w->tok_embd;
     ELM_TRY(bind(&b, &w->rope_freqs, "rope_freqs.weight", hp->n_rot / 2, 0, false, true));
     w->has_rope_freqs = w->rope_freqs.data != NULL;
-    w->layers = calloc(hp->n_layer, sizeof *w->layers);
+    w->layers = elmi_calloc(hp->n_layer, sizeof *w->layers);
     if (!w->layers) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     for (uint32_t il = 0; il < hp->n_layer; il++) ELM_TRY(bind_layer(&b, hp, il, &w->layers[il]));
     return ELM_OK;

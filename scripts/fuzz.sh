@@ -12,11 +12,11 @@ out=$root/build-fuzz
 cc=${CC_FUZZ:-clang}
 mkdir -p "$out/artifacts"
 
-# The library sources a target may need: elmi_errorf, the GGUF reader, the
-# tokenizer and quant.
+# The library sources a target may need: the GGUF reader, the tokenizer, quant
+# and common/ (the allocator hook).
 srcs=()
-for f in "$root"/common/status.c "$root"/engine/gguf*.c "$root"/engine/tokenizer*.c "$root"/engine/unicode*.c \
-         "$root"/engine/utf8*.c "$root"/quant/*.c; do
+for f in "$root"/engine/gguf*.c "$root"/engine/tokenizer*.c "$root"/engine/unicode*.c \
+         "$root"/engine/utf8*.c "$root"/quant/*.c "$root"/common/*.c; do
   [ -e "$f" ] && srcs+=("$f")
 done
 flags=(-std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 #include "engine/unicode.h"
@@ -754,7 +755,7 @@ static elm_status gg_load(gguf_writer *w, elm_vocab **v, char *err, size_t es) {
     cr_assert(st == ELM_OK ? *v != NULL : *v == NULL);
     gguf_close(f);
     memset(buf, 0, size);
-    free(buf);
+    elmi_free(buf);
     return st;
 }
 

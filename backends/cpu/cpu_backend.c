@@ -19,6 +19,7 @@
 #include "backends/cpu/ops.h"
 #include "backends/cpu/threadpool.h"
 #include "backends/cpu/vec_dot.h"
+#include "common/alloc.h"
 #include "common/status.h"
 #include "quant/quant.h"
 
@@ -157,28 +158,28 @@ static void cpu_free(be_backend *be) {
     cpu_backend *cb = impl(be);
     for (be_buffer *b = cb->buffers, *next; b; b = next) {
         next = b->next;
-        if (b->owned) free(b->base);
-        free(b);
+        if (b->owned) elmi_aligned_free(b->base);
+        elmi_free(b);
     }
     tp_free(cb->tp);
     plan_free(&cb->plan);
-    free(cb->work);
-    free(cb);
+    elmi_aligned_free(cb->work);
+    elmi_free(cb);
 }
 
 static elm_status cpu_buffer_alloc(be_backend *be, size_t size, void *host_ptr, be_buffer **out) {
     if (!out) return ELM_ERR_INVALID_ARG;
     *out = NULL;
-    be_buffer *b = calloc(1, sizeof *b);
+    be_buffer *b = elmi_calloc(1, sizeof *b);
     if (!b) return ELM_ERR_NO_MEMORY;
     b->size = size;
     if (host_ptr) {
         b->base = host_ptr;
     } else {
         size_t bytes = cpu_align_up(size ? size : 1);
-        b->base = bytes >= size ? aligned_alloc(CPU_ALIGN, bytes) : NULL;
+        b->base = bytes >= size ? elmi_aligned_alloc(CPU_ALIGN, bytes) : NULL;
         if (!b->base) {
-            free(b);
+            elmi_free(b);
             return ELM_ERR_NO_MEMORY;
         }
         memset(b->base, 0, bytes);
@@ -203,8 +204,8 @@ static void cpu_buffer_free(be_backend *be, be_buffer *b) {
     else if (cb->buffers == b)
         cb->buffers = b->next;
     if (b->next) b->next->prev = b->prev;
-    if (b->owned) free(b->base);
-    free(b);
+    if (b->owned) elmi_aligned_free(b->base);
+    elmi_free(b);
 }
 
 static void *cpu_buffer_host(be_backend *be, be_buffer *b) {
@@ -290,9 +291,9 @@ static elm_status check_graph(const cpu_backend *cb, const be_graph *g, size_t *
 static elm_status reserve_work(cpu_backend *cb, size_t need) {
     if (need <= cb->work_size) return ELM_OK;
     size_t bytes = cpu_align_up(need);
-    void *w = bytes >= need ? aligned_alloc(CPU_ALIGN, bytes) : NULL;
+    void *w = bytes >= need ? elmi_aligned_alloc(CPU_ALIGN, bytes) : NULL;
     if (!w) return ELM_ERR_NO_MEMORY;
-    free(cb->work);
+    elmi_aligned_free(cb->work);
     cb->work = w;
     cb->work_size = bytes;
     return ELM_OK;
@@ -301,11 +302,11 @@ static elm_status reserve_work(cpu_backend *cb, size_t need) {
 /* ------------------------------------------------------------ planning */
 
 static void plan_free(ex_plan *p) {
-    free(p->units);
-    free(p->slots);
-    free(p->phases);
-    free(p->counters);
-    free(p->segs);
+    elmi_free(p->units);
+    elmi_free(p->slots);
+    elmi_free(p->phases);
+    elmi_aligned_free(p->counters);
+    elmi_free(p->segs);
     memset(p, 0, sizeof *p);
 }
 
@@ -313,11 +314,11 @@ static void plan_free(ex_plan *p) {
 static elm_status plan_reserve(ex_plan *p, int n, int nth) {
     if (n <= p->cap) return ELM_OK;
     ex_plan q = {.cap = n};
-    q.units = malloc((size_t)n * sizeof *q.units);
-    q.slots = malloc((size_t)n * sizeof *q.slots);
-    q.phases = malloc((size_t)n * sizeof *q.phases);
-    q.segs = malloc((size_t)n * sizeof *q.segs);
-    q.counters = aligned_alloc(64, (size_t)n * (size_t)nth * sizeof *q.counters);
+    q.units = elmi_malloc((size_t)n * sizeof *q.units);
+    q.slots = elmi_malloc((size_t)n * sizeof *q.slots);
+    q.phases = elmi_malloc((size_t)n * sizeof *q.phases);
+    q.segs = elmi_malloc((size_t)n * sizeof *q.segs);
+    q.counters = elmi_aligned_alloc(64, (size_t)n * (size_t)nth * sizeof *q.counters);
     if (!q.units || !q.slots || !q.phases || !q.segs || !q.counters) {
         plan_free(&q);
         return ELM_ERR_NO_MEMORY;
@@ -684,11 +685,11 @@ static const be_iface cpu_iface = {
 elm_status be_cpu_new_ex(int n_threads, bool pin, be_backend **out) {
     if (!out) return ELM_ERR_INVALID_ARG;
     *out = NULL;
-    cpu_backend *cb = calloc(1, sizeof *cb);
+    cpu_backend *cb = elmi_calloc(1, sizeof *cb);
     if (!cb) return ELM_ERR_NO_MEMORY;
     elm_status st = tp_new(n_threads > 0 ? n_threads : be_cpu_physical_cores(), pin, &cb->tp);
     if (st != ELM_OK) {
-        free(cb);
+        elmi_free(cb);
         return st;
     }
     cb->be.iface = &cpu_iface;

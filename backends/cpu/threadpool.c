@@ -28,6 +28,7 @@
 #endif
 
 #include "backends/cpu/cpu_info.h"
+#include "common/alloc.h"
 
 #define TP_SPIN_NS 200000 /* 0.2 ms: longer than the gaps between ops of one token */
 #define TP_YIELD_NS 5000
@@ -186,13 +187,13 @@ static void stop_workers(elm_threadpool *tp) {
 
 elm_status tp_new(int n_threads, bool pin, elm_threadpool **out) {
     if (!out || n_threads < 1 || n_threads > TP_MAX_THREADS) return ELM_ERR_INVALID_ARG;
-    elm_threadpool *tp = aligned_alloc(64, (sizeof *tp + 63) / 64 * 64);
+    elm_threadpool *tp = elmi_aligned_alloc(64, (sizeof *tp + 63) / 64 * 64);
     if (!tp) return ELM_ERR_NO_MEMORY;
     memset(tp, 0, sizeof *tp);
     tp->n_threads = n_threads;
-    tp->workers = calloc((size_t)n_threads, sizeof *tp->workers);
+    tp->workers = elmi_calloc((size_t)n_threads, sizeof *tp->workers);
     if (!tp->workers) {
-        free(tp);
+        elmi_aligned_free(tp);
         return ELM_ERR_NO_MEMORY;
     }
 #if !defined(__linux__)
@@ -219,8 +220,8 @@ void tp_free(elm_threadpool *tp) {
     pthread_mutex_destroy(&tp->mu);
     pthread_cond_destroy(&tp->cv);
 #endif
-    free(tp->workers);
-    free(tp);
+    elmi_free(tp->workers);
+    elmi_aligned_free(tp);
 }
 
 int tp_n_threads(const elm_threadpool *tp) { return tp ? tp->n_threads : 1; }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backends/vulkan/vk_internal.h"
+#include "common/alloc.h"
 
 /* ---------------------------------------------------------------- errors */
 
@@ -66,7 +67,7 @@ static void vk_free(be_backend *be) {
     }
     be_free(vk->cpu);
     vk_instance_destroy(&vk->vi);
-    free(vk);
+    elmi_free(vk);
 }
 
 static bool vk_supports_op(be_backend *be, const be_node *node) {
@@ -212,25 +213,29 @@ elm_status be_vk_enumerate(elm_device_info *out, size_t cap, size_t *n, char *er
     vk_limits lim;
     ELM_TRY(vk_limits_from_env(&lim, err, err_size));
     vk_instance vi;
-    if (vk_instance_create(false, true, NULL, &vi, NULL, 0) != ELM_OK) return ELM_OK;
-    VkPhysicalDevice *pd;
-    uint32_t count;
-    elm_status st = vk_physical_devices(vi.inst, &pd, &count);
-    if (st != ELM_OK) {
-        elmi_errorf(err, err_size, st, "out of memory listing Vulkan devices");
-        goto done;
-    }
+    elm_status st = vk_instance_create(false, true, NULL, &vi, NULL, 0);
+    if (st == ELM_ERR_NO_MEMORY)
+        return elmi_errorf(err, err_size, st, "out of memory listing Vulkan devices");
+    if (st != ELM_OK) return ELM_OK; /* no Vulkan: no devices */
+    VkPhysicalDevice *pd = NULL;
+    uint32_t count = 0;
+    st = vk_physical_devices(vi.inst, &pd, &count);
+    if (st != ELM_OK) goto fail;
     for (uint32_t i = 0; i < count; i++) {
         vk_caps caps;
         elm_device_info info;
-        vk_query_device(pd[i], (int)i, &lim, &caps, &info);
+        st = vk_query_device(pd[i], (int)i, &lim, &caps, &info);
+        if (st != ELM_OK) goto fail;
         if (i < cap) out[i] = info;
     }
     *n = count;
-done:
-    free(pd);
+    elmi_free(pd);
     vk_instance_destroy(&vi);
-    return st;
+    return ELM_OK;
+fail:
+    elmi_free(pd);
+    vk_instance_destroy(&vi);
+    return elmi_errorf(err, err_size, st, "out of memory listing Vulkan devices");
 }
 
 /* Device types in enumeration order; *count = 0 without Vulkan. */
@@ -238,11 +243,12 @@ static elm_status device_types(VkPhysicalDeviceType **types, uint32_t *count) {
     *types = NULL;
     *count = 0;
     vk_instance vi;
-    if (vk_instance_create(false, true, NULL, &vi, NULL, 0) != ELM_OK) return ELM_OK;
+    elm_status st = vk_instance_create(false, true, NULL, &vi, NULL, 0);
+    if (st != ELM_OK) return st == ELM_ERR_NO_MEMORY ? st : ELM_OK; /* no Vulkan: no devices */
     VkPhysicalDevice *pd = NULL;
-    elm_status st = vk_physical_devices(vi.inst, &pd, count);
+    st = vk_physical_devices(vi.inst, &pd, count);
     if (st != ELM_OK || *count == 0) goto done;
-    *types = calloc(*count, sizeof **types);
+    *types = elmi_calloc(*count, sizeof **types);
     if (!*types) {
         st = ELM_ERR_NO_MEMORY;
         goto done;
@@ -253,7 +259,7 @@ static elm_status device_types(VkPhysicalDeviceType **types, uint32_t *count) {
         (*types)[i] = p.deviceType;
     }
 done:
-    free(pd);
+    elmi_free(pd);
     vk_instance_destroy(&vi);
     return st;
 }
@@ -302,7 +308,7 @@ elm_status be_vk_select(const char *spec, int *index) {
     } else {
         *index = choose(types, n, is_vulkan);
     }
-    free(types);
+    elmi_free(types);
     return st;
 }
 
@@ -328,9 +334,11 @@ static elm_status open_backend(vk_backend *vk, const be_vk_options *o, const vk_
     if (index < 0) {
         VkPhysicalDeviceType *types;
         uint32_t n;
-        ELM_TRY(device_types(&types, &n));
+        st = device_types(&types, &n);
+        if (st != ELM_OK)
+            return elmi_errorf(err, err_size, st, "out of memory listing Vulkan devices");
         index = choose(types, n, true);
-        free(types);
+        elmi_free(types);
         if (index < 0) return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "no Vulkan device found");
     }
     st = vk_device_open(vk, index, lim, err, err_size);
@@ -369,7 +377,7 @@ elm_status be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size
                      : vk_limits_from_env(&lim, err, err_size));
     int64_t fault_after;
     ELM_TRY(fault_from_env(&fault_after, err, err_size));
-    vk_backend *vk = calloc(1, sizeof *vk);
+    vk_backend *vk = elmi_calloc(1, sizeof *vk);
     if (!vk) return ELM_ERR_NO_MEMORY;
     vk->be.iface = &vk_iface;
     vk->be.impl = vk;

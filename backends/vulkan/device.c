@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "backends/vulkan/vk_internal.h"
+#include "common/alloc.h"
+#include "common/status.h"
 
 #define VALIDATION_LAYER "VK_LAYER_KHRONOS_validation"
 
@@ -23,27 +25,29 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_message(VkDebugUtilsMessageSeverityFlag
     return VK_FALSE;
 }
 
-static bool layer_available(const char *name) {
+static elm_status layer_available(const char *name, bool *found) {
+    *found = false;
     uint32_t n = 0;
-    if (vkEnumerateInstanceLayerProperties(&n, NULL) != VK_SUCCESS || n == 0) return false;
-    VkLayerProperties *props = calloc(n, sizeof *props);
-    bool found = false;
-    if (props && vkEnumerateInstanceLayerProperties(&n, props) == VK_SUCCESS)
-        for (uint32_t i = 0; i < n && !found; i++) found = !strcmp(props[i].layerName, name);
-    free(props);
-    return found;
+    if (vkEnumerateInstanceLayerProperties(&n, NULL) != VK_SUCCESS || n == 0) return ELM_OK;
+    VkLayerProperties *props = elmi_calloc(n, sizeof *props);
+    if (!props) return ELM_ERR_NO_MEMORY;
+    if (vkEnumerateInstanceLayerProperties(&n, props) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n && !*found; i++) *found = !strcmp(props[i].layerName, name);
+    elmi_free(props);
+    return ELM_OK;
 }
 
-static bool instance_ext_available(const char *name) {
+static elm_status instance_ext_available(const char *name, bool *found) {
+    *found = false;
     uint32_t n = 0;
     if (vkEnumerateInstanceExtensionProperties(NULL, &n, NULL) != VK_SUCCESS || n == 0)
-        return false;
-    VkExtensionProperties *props = calloc(n, sizeof *props);
-    bool found = false;
-    if (props && vkEnumerateInstanceExtensionProperties(NULL, &n, props) == VK_SUCCESS)
-        for (uint32_t i = 0; i < n && !found; i++) found = !strcmp(props[i].extensionName, name);
-    free(props);
-    return found;
+        return ELM_OK;
+    VkExtensionProperties *props = elmi_calloc(n, sizeof *props);
+    if (!props) return ELM_ERR_NO_MEMORY;
+    if (vkEnumerateInstanceExtensionProperties(NULL, &n, props) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n && !*found; i++) *found = !strcmp(props[i].extensionName, name);
+    elmi_free(props);
+    return ELM_OK;
 }
 
 static uint32_t loader_version(void) {
@@ -77,7 +81,18 @@ elm_status vk_instance_create(bool validation, bool quiet, _Atomic uint64_t *err
     if (version < VK_API_VERSION_1_1)
         return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "the Vulkan loader is older than 1.1");
     if (version > VK_API_VERSION_1_3) version = VK_API_VERSION_1_3;
-    if (validation && !layer_available(VALIDATION_LAYER)) {
+    bool have_layer = false, have_debug = false, have_portability = false;
+    elm_status st = validation ? layer_available(VALIDATION_LAYER, &have_layer) : ELM_OK;
+    if (st == ELM_OK && validation && have_layer)
+        st = instance_ext_available(VK_EXT_DEBUG_UTILS_EXTENSION_NAME, &have_debug);
+    if (st == ELM_OK)
+        st = instance_ext_available(VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME,
+                                    &have_portability);
+    if (st != ELM_OK) {
+        if (err && err_size) snprintf(err, err_size, "out of memory creating the Vulkan instance");
+        return st;
+    }
+    if (validation && !have_layer) {
         if (!quiet) fprintf(stderr, "edgelm vulkan: %s is not installed; validation is off\n",
                             VALIDATION_LAYER);
         validation = false;
@@ -85,10 +100,9 @@ elm_status vk_instance_create(bool validation, bool quiet, _Atomic uint64_t *err
     const char *exts[2];
     uint32_t n_ext = 0;
     VkInstanceCreateFlags flags = 0;
-    if (validation && instance_ext_available(VK_EXT_DEBUG_UTILS_EXTENSION_NAME))
-        exts[n_ext++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+    if (validation && have_debug) exts[n_ext++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
     /* Lists portability drivers (MoltenVK) too. */
-    if (instance_ext_available(VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME)) {
+    if (have_portability) {
         exts[n_ext++] = VK_KHR_PORTABILITY_ENUMERATION_EXTENSION_NAME;
         flags |= VK_INSTANCE_CREATE_ENUMERATE_PORTABILITY_BIT_KHR;
     }
@@ -138,11 +152,11 @@ elm_status vk_physical_devices(VkInstance inst, VkPhysicalDevice **out, uint32_t
     *n = 0;
     uint32_t count = 0;
     if (vkEnumeratePhysicalDevices(inst, &count, NULL) != VK_SUCCESS || count == 0) return ELM_OK;
-    VkPhysicalDevice *pd = calloc(count, sizeof *pd);
+    VkPhysicalDevice *pd = elmi_calloc(count, sizeof *pd);
     if (!pd) return ELM_ERR_NO_MEMORY;
     VkResult r = vkEnumeratePhysicalDevices(inst, &count, pd);
     if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
-        free(pd);
+        elmi_free(pd);
         return ELM_OK;
     }
     *out = pd;
@@ -157,16 +171,17 @@ typedef struct dev_exts {
     uint32_t n;
 } dev_exts;
 
-static dev_exts device_exts(VkPhysicalDevice pd) {
-    dev_exts e = {0};
-    if (vkEnumerateDeviceExtensionProperties(pd, NULL, &e.n, NULL) != VK_SUCCESS || !e.n) return e;
-    e.props = calloc(e.n, sizeof *e.props);
-    if (!e.props || vkEnumerateDeviceExtensionProperties(pd, NULL, &e.n, e.props) != VK_SUCCESS) {
-        free(e.props);
-        e.props = NULL;
-        e.n = 0;
+static elm_status device_exts(VkPhysicalDevice pd, dev_exts *e) {
+    *e = (dev_exts){0};
+    if (vkEnumerateDeviceExtensionProperties(pd, NULL, &e->n, NULL) != VK_SUCCESS || !e->n)
+        return ELM_OK;
+    e->props = elmi_calloc(e->n, sizeof *e->props);
+    if (!e->props) return ELM_ERR_NO_MEMORY;
+    if (vkEnumerateDeviceExtensionProperties(pd, NULL, &e->n, e->props) != VK_SUCCESS) {
+        elmi_free(e->props);
+        *e = (dev_exts){0};
     }
-    return e;
+    return ELM_OK;
 }
 
 static bool has_ext(const dev_exts *e, const char *name) {
@@ -341,13 +356,14 @@ static void fill_info(const props_chain *pc, const vk_caps *c, int index, elm_de
     info->uma = c->uma;
 }
 
-void vk_query_device(VkPhysicalDevice pd, int index, const vk_limits *lim, vk_caps *caps,
-                     elm_device_info *info) {
+elm_status vk_query_device(VkPhysicalDevice pd, int index, const vk_limits *lim, vk_caps *caps,
+                           elm_device_info *info) {
     memset(caps, 0, sizeof *caps);
     memset(info, 0, sizeof *info);
     VkPhysicalDeviceProperties base;
     vkGetPhysicalDeviceProperties(pd, &base);
-    dev_exts e = device_exts(pd);
+    dev_exts e;
+    ELM_TRY(device_exts(pd, &e));
     props_chain pc;
     feats_chain fc;
     if (base.apiVersion >= VK_API_VERSION_1_1) {
@@ -362,16 +378,18 @@ void vk_query_device(VkPhysicalDevice pd, int index, const vk_limits *lim, vk_ca
     fill_heaps(pd, &e, caps, info);
     apply_limits(lim, caps);
     fill_info(&pc, caps, index, info);
-    free(e.props);
+    elmi_free(e.props);
+    return ELM_OK;
 }
 
 /* ---------------------------------------------------------------- device */
 
-static int pick_queue_family(VkPhysicalDevice pd) {
+/* The queue family to use (-1: none computes) and its timestamp bits. */
+static elm_status pick_queue_family(VkPhysicalDevice pd, int *family, uint32_t *timestamp_bits) {
     uint32_t n = 0;
     vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, NULL);
-    VkQueueFamilyProperties *q = calloc(n ? n : 1, sizeof *q);
-    if (!q) return -1;
+    VkQueueFamilyProperties *q = elmi_calloc(n ? n : 1, sizeof *q);
+    if (!q) return ELM_ERR_NO_MEMORY;
     vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, q);
     int best = -1;
     /* A compute-only family runs beside graphics work without sharing its queue. */
@@ -381,8 +399,10 @@ static int pick_queue_family(VkPhysicalDevice pd) {
             best = (int)i;
     for (uint32_t i = 0; i < n && best < 0; i++)
         if ((q[i].queueFlags & VK_QUEUE_COMPUTE_BIT) && q[i].queueCount > 0) best = (int)i;
-    free(q);
-    return best;
+    *family = best;
+    *timestamp_bits = best >= 0 ? q[best].timestampValidBits : 0;
+    elmi_free(q);
+    return ELM_OK;
 }
 
 static elm_status create_device(vk_backend *vk, char *err, size_t err_size) {
@@ -437,28 +457,23 @@ elm_status vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char 
     uint32_t n;
     ELM_TRY(vk_physical_devices(vk->vi.inst, &pd, &n));
     if (n == 0 || index >= (int)n) {
-        free(pd);
+        elmi_free(pd);
         if (n) return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no Vulkan device %d (%u found)", index, n);
         return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "no Vulkan device found");
     }
     vk->phys = pd[index];
     vk->index = index;
-    free(pd);
-    vk_query_device(vk->phys, index, lim, &vk->caps, &vk->info);
+    elmi_free(pd);
+    int qf = -1;
+    elm_status st = vk_query_device(vk->phys, index, lim, &vk->caps, &vk->info);
+    if (st == ELM_OK) st = pick_queue_family(vk->phys, &qf, &vk->caps.timestamp_bits);
+    if (st != ELM_OK)
+        return elmi_errorf(err, err_size, st, "out of memory querying Vulkan device %d", index);
     vkGetPhysicalDeviceMemoryProperties(vk->phys, &vk->mem_props);
     if (vk->caps.api_version < VK_API_VERSION_1_1)
         return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "%s supports only Vulkan 1.0", vk->info.name);
-    int qf = pick_queue_family(vk->phys);
     if (qf < 0) return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "%s has no compute queue", vk->info.name);
     vk->queue_family = (uint32_t)qf;
-    uint32_t nq = 0;
-    vkGetPhysicalDeviceQueueFamilyProperties(vk->phys, &nq, NULL);
-    VkQueueFamilyProperties *qp = calloc(nq ? nq : 1, sizeof *qp);
-    if (qp) {
-        vkGetPhysicalDeviceQueueFamilyProperties(vk->phys, &nq, qp);
-        if ((uint32_t)qf < nq) vk->caps.timestamp_bits = qp[qf].timestampValidBits;
-        free(qp);
-    }
     VkPhysicalDeviceProperties props;
     vkGetPhysicalDeviceProperties(vk->phys, &props);
     vk->caps.timestamp_period = props.limits.timestampPeriod;

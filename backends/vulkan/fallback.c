@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "backends/vulkan/vk_internal.h"
+#include "common/alloc.h"
 
 #define N_TENSORS (1 + BE_MAX_SRC)
 
@@ -42,7 +43,7 @@ static elm_status span_mirrors(vk_backend *vk, const be_tensor *const *ts, mirro
 
 static elm_status fill_mirrors(vk_backend *vk, mirror *m, int n) {
     for (int i = 0; i < n; i++) {
-        m[i].host = malloc(m[i].hi - m[i].lo);
+        m[i].host = elmi_malloc(m[i].hi - m[i].lo);
         if (!m[i].host) return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory for a CPU fallback");
         ELM_TRY(vk_buffer_read(vk, m[i].buf, m[i].lo, m[i].host, m[i].hi - m[i].lo));
     }
@@ -93,6 +94,6 @@ elm_status vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index) {
     vk_tensor_extent(nd->dst, &extent);
     st = vk_buffer_write(vk, nd->dst->buf, nd->dst->offs, copies[0].data, extent);
 done:
-    for (int i = 0; i < n; i++) free(m[i].host);
+    for (int i = 0; i < n; i++) elmi_free(m[i].host);
     return st;
 }

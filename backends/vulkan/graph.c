@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "backends/vulkan/vk_internal.h"
+#include "common/alloc.h"
 
 /* ------------------------------------------------------------------ keys */
 
@@ -29,7 +30,7 @@ static void put(keybuf *k, const void *v, size_t n) {
     if (k->len + n > k->cap) {
         size_t cap = k->cap ? 2 * k->cap : 4096;
         while (cap < k->len + n) cap *= 2;
-        uint8_t *q = realloc(k->p, cap);
+        uint8_t *q = elmi_realloc(k->p, cap);
         if (!q) {
             k->oom = true;
             return;
@@ -94,7 +95,7 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n) {
 static bool grow(void **p, uint32_t *cap, uint32_t n, size_t elem) {
     if (n < *cap) return true;
     uint32_t c = *cap ? 2 * *cap : 64;
-    void *q = realloc(*p, (size_t)c * elem);
+    void *q = elmi_realloc(*p, (size_t)c * elem);
     if (!q) return false;
     *p = q;
     *cap = c;
@@ -151,11 +152,11 @@ static void plan_free(vk_backend *vk, vk_plan *plan) {
         if (plan->steps[i].cmd) vkFreeCommandBuffers(vk->dev, vk->cmd_pool, 1, &plan->steps[i].cmd);
     if (plan->pool) vkDestroyDescriptorPool(vk->dev, plan->pool, NULL);
     vk_seg_free(vk, &plan->dyn);
-    free(plan->key);
-    free(plan->disp);
-    free(plan->steps);
-    free(plan->dyn_node);
-    free(plan);
+    elmi_free(plan->key);
+    elmi_free(plan->disp);
+    elmi_free(plan->steps);
+    elmi_free(plan->dyn_node);
+    elmi_free(plan);
 }
 
 void vk_plans_clear(vk_backend *vk) {
@@ -330,8 +331,8 @@ static elm_status record_step(vk_backend *vk, const vk_plan *plan, vk_step *s, h
 static elm_status record_all(vk_backend *vk, vk_plan *plan) {
     hazards h = {0};
     h.cap = plan->n_disp * VK_N_BIND + 1;
-    h.r = malloc(h.cap * sizeof *h.r);
-    h.w = malloc(h.cap * sizeof *h.w);
+    h.r = elmi_malloc(h.cap * sizeof *h.r);
+    h.w = elmi_malloc(h.cap * sizeof *h.w);
     elm_status st = ELM_OK;
     if (!h.r || !h.w) {
         st = vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
@@ -343,8 +344,8 @@ static elm_status record_all(vk_backend *vk, vk_plan *plan) {
         if (st != ELM_OK) goto done;
     }
 done:
-    free(h.r);
-    free(h.w);
+    elmi_free(h.r);
+    elmi_free(h.w);
     return st;
 }
 
@@ -390,20 +391,20 @@ elm_status vk_graph_prepare(vk_backend *vk, const be_graph *g, vk_plan **out) {
     if (st != ELM_OK) return st;
     keybuf k = {0};
     if (!graph_key(g, &k)) {
-        free(k.p);
+        elmi_free(k.p);
         return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     }
     uint64_t hash = hash_bytes(k.p, k.len);
     vk_plan *plan = find_plan(vk, &k, hash);
     if (plan) {
-        free(k.p);
+        elmi_free(k.p);
         plan->last_use = ++vk->clock;
         *out = plan;
         return ELM_OK;
     }
-    plan = calloc(1, sizeof *plan);
+    plan = elmi_calloc(1, sizeof *plan);
     if (!plan) {
-        free(k.p);
+        elmi_free(k.p);
         return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     }
     plan->key = k.p;

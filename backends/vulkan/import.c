@@ -42,6 +42,7 @@
 #endif
 
 #include "backends/vulkan/vk_internal.h"
+#include "common/alloc.h"
 
 #define IMPORT_MIN_UNITS 4
 #define IMPORT_USAGE VK_BUFFER_USAGE_STORAGE_BUFFER_BIT
@@ -205,8 +206,8 @@ bool vk_weight_import(vk_backend *vk, vk_weight *w) {
         per = fit;
     }
     uint32_t n_pieces = (uint32_t)((w->n_rows + per - 1) / per);
-    vk_seg *pieces = calloc(n_pieces, sizeof *pieces);
-    int64_t *row0 = calloc(n_pieces + 1, sizeof *row0);
+    vk_seg *pieces = elmi_calloc(n_pieces, sizeof *pieces);
+    int64_t *row0 = elmi_calloc(n_pieces + 1, sizeof *row0);
     bool ok = pieces && row0;
     for (uint32_t i = 0; ok && i <= n_pieces; i++) row0[i] = (int64_t)i * per < w->n_rows ? (int64_t)i * per : w->n_rows;
     for (uint32_t i = 0; ok && i < n_pieces; i++) {
@@ -215,12 +216,12 @@ bool vk_weight_import(vk_backend *vk, vk_weight *w) {
     }
     if (!ok) {
         for (uint32_t i = 0; pieces && i < n_pieces; i++) vk_seg_free(vk, &pieces[i]);
-        free(pieces);
-        free(row0);
+        elmi_free(pieces);
+        elmi_free(row0);
         return false;
     }
-    free(w->pieces);
-    free(w->row0);
+    elmi_free(w->pieces);
+    elmi_free(w->row0);
     w->pieces = pieces;
     w->row0 = row0;
     w->n_pieces = n_pieces;

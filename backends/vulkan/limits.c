@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backends/vulkan/vk_internal.h"
+#include "common/alloc.h"
 
 #define MIB (1024u * 1024u)
 
@@ -93,7 +94,7 @@ static elm_status parse_item(char *item, vk_limits *l, char *err, size_t err_siz
 elm_status vk_limits_parse(const char *spec, vk_limits *out, char *err, size_t err_size) {
     vk_limits l = {0};
     if (spec && *spec) {
-        char *copy = strdup(spec);
+        char *copy = elmi_strdup(spec);
         if (!copy) return ELM_ERR_NO_MEMORY;
         elm_status st = ELM_OK;
         for (char *save = NULL, *item = strtok_r(copy, ", ", &save); item;
@@ -101,7 +102,7 @@ elm_status vk_limits_parse(const char *spec, vk_limits *out, char *err, size_t e
             st = parse_item(item, &l, err, err_size);
             if (st != ELM_OK) break;
         }
-        free(copy);
+        elmi_free(copy);
         if (st != ELM_OK) return st;
     }
     *out = l;

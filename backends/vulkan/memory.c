@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "backends/vulkan/vk_internal.h"
+#include "common/alloc.h"
 
 /* Bytes past the end of every segment: a 2-byte aligned 32-bit load of
  * the last bytes of a tensor reads up to 3 bytes further. */
@@ -330,7 +331,7 @@ elm_status vk_buffer_alloc(vk_backend *vk, size_t size, void *host_ptr, be_buffe
     if (size > largest_heap(vk))
         return vk_fail(vk, ELM_ERR_NO_MEMORY, "%zu bytes requested but the largest memory heap of %s has %llu",
                        size, vk->info.name, (unsigned long long)largest_heap(vk));
-    be_buffer *b = calloc(1, sizeof *b);
+    be_buffer *b = elmi_calloc(1, sizeof *b);
     if (!b) return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     VkDeviceSize lim = seg_limit(vk);
     b->size = size;
@@ -339,7 +340,7 @@ elm_status vk_buffer_alloc(vk_backend *vk, size_t size, void *host_ptr, be_buffe
     b->next = vk->buffers;
     if (vk->buffers) vk->buffers->prev = b;
     vk->buffers = b;
-    b->segs = calloc(b->n_segs, sizeof *b->segs);
+    b->segs = elmi_calloc(b->n_segs, sizeof *b->segs);
     elm_status st;
     if (!b->segs) {
         b->n_segs = 0;
@@ -369,8 +370,8 @@ void vk_buffer_free(vk_backend *vk, be_buffer *b) {
     else if (vk->buffers == b) vk->buffers = b->next;
     if (b->next) b->next->prev = b->prev;
     for (uint32_t i = 0; i < b->n_segs; i++) vk_seg_free(vk, &b->segs[i]);
-    free(b->segs);
-    free(b);
+    elmi_free(b->segs);
+    elmi_free(b);
 }
 
 bool vk_owns_buffer(const vk_backend *vk, const be_buffer *b) {
@@ -435,8 +436,8 @@ static elm_status weight_geometry(vk_backend *vk, const be_tensor *t, vk_weight 
         return vk_fail(vk, ELM_ERR_UNSUPPORTED, "a row of '%s' (%zu bytes) exceeds the device limits",
                        t->name, row);
     w->n_pieces = (uint32_t)((rows + per - 1) / per);
-    w->pieces = calloc(w->n_pieces, sizeof *w->pieces);
-    w->row0 = calloc(w->n_pieces + 1, sizeof *w->row0);
+    w->pieces = elmi_calloc(w->n_pieces, sizeof *w->pieces);
+    w->row0 = elmi_calloc(w->n_pieces + 1, sizeof *w->row0);
     if (!w->pieces || !w->row0) return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     for (uint32_t i = 0; i <= w->n_pieces; i++) w->row0[i] = (int64_t)i * per < rows ? (int64_t)i * per : rows;
     return ELM_OK;
@@ -444,8 +445,8 @@ static elm_status weight_geometry(vk_backend *vk, const be_tensor *t, vk_weight 
 
 static void weight_free(vk_backend *vk, vk_weight *w) {
     for (uint32_t i = 0; w->pieces && i < w->n_pieces; i++) vk_seg_free(vk, &w->pieces[i]);
-    free(w->pieces);
-    free(w->row0);
+    elmi_free(w->pieces);
+    elmi_free(w->row0);
     memset(w, 0, sizeof *w);
 }
 
@@ -470,7 +471,7 @@ elm_status vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **o
         }
     if (vk->n_weights == vk->cap_weights) {
         uint32_t cap = vk->cap_weights ? 2 * vk->cap_weights : 64;
-        vk_weight *nw = realloc(vk->weights, cap * sizeof *nw);
+        vk_weight *nw = elmi_realloc(vk->weights, cap * sizeof *nw);
         if (!nw) return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
         vk->weights = nw;
         vk->cap_weights = cap;
@@ -526,7 +527,7 @@ elm_status vk_memory_init(vk_backend *vk) {
 void vk_memory_free(vk_backend *vk) {
     while (vk->buffers) vk_buffer_free(vk, vk->buffers);
     for (uint32_t i = 0; i < vk->n_weights; i++) weight_free(vk, &vk->weights[i]);
-    free(vk->weights);
+    elmi_free(vk->weights);
     vk->weights = NULL;
     vk->n_weights = vk->cap_weights = 0;
     vk_seg_free(vk, &vk->staging);

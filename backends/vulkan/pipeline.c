@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "backends/vulkan/vk_internal.h"
+#include "common/alloc.h"
 
 #define MAGIC "ELMVKPC1"
 #define WRAP_BYTES 24
@@ -80,9 +81,9 @@ static uint8_t *read_file(const char *path, size_t *len) {
     if (!f) return NULL;
     uint8_t *buf = NULL;
     long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc(n ? (size_t)n : 1))) {
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = elmi_malloc(n ? (size_t)n : 1))) {
         if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
-            free(buf);
+            elmi_free(buf);
             buf = NULL;
         }
         *len = (size_t)n;
@@ -120,7 +121,7 @@ static uint8_t *load_cache(vk_backend *vk, size_t *len) {
         s->cache_rejected = true;
         if (!vk->quiet)
             fprintf(stderr, "edgelm vulkan: pipeline cache %s %s\n", s->cache_path, s->cache_note);
-        free(file);
+        elmi_free(file);
         return NULL;
     }
     *len = n - WRAP_BYTES;
@@ -134,7 +135,7 @@ static void save_cache(vk_backend *vk) {
     if (!path[0] || !vk->pcache || vkGetPipelineCacheData(vk->dev, vk->pcache, &n, NULL) != VK_SUCCESS ||
         n == 0)
         return;
-    uint8_t *buf = malloc(n + WRAP_BYTES);
+    uint8_t *buf = elmi_malloc(n + WRAP_BYTES);
     if (!buf) return;
     if (vkGetPipelineCacheData(vk->dev, vk->pcache, &n, buf + WRAP_BYTES) == VK_SUCCESS) {
         memcpy(buf, MAGIC, 8);
@@ -148,7 +149,7 @@ static void save_cache(vk_backend *vk) {
         /* rename() is atomic: a concurrent reader sees the old file or the new one. */
         if (!ok || rename(tmp, path) != 0) remove(tmp);
     }
-    free(buf);
+    elmi_free(buf);
 }
 
 static elm_status create_cache(vk_backend *vk, const char *dir_opt) {
@@ -174,7 +175,7 @@ static elm_status create_cache(vk_backend *vk, const char *dir_opt) {
     if (r != VK_SUCCESS && data) { /* the driver refused the data: start empty */
         snprintf(s->cache_note, sizeof s->cache_note, "discarded: refused by the driver");
         s->cache_rejected = true;
-        free(data);
+        elmi_free(data);
         data = NULL;
         ci.initialDataSize = 0;
         ci.pInitialData = NULL;
@@ -185,7 +186,7 @@ static elm_status create_cache(vk_backend *vk, const char *dir_opt) {
         s->cache_load_bytes = len;
         s->cache_note[0] = '\0';
     }
-    free(data);
+    elmi_free(data);
     return vk_check(vk, r, "vkCreatePipelineCache");
 }
 
@@ -228,8 +229,8 @@ void vk_pipeline_free(vk_backend *vk) {
     if (!vk->lost && (vk->vstats.n_pipelines > 0 || vk->vstats.cache_rejected)) save_cache(vk);
     for (uint32_t i = 0; i < vk->n_pipes; i++) vkDestroyPipeline(vk->dev, vk->pipes[i].pipe, NULL);
     for (uint32_t i = 0; i < vk->n_modules; i++) vkDestroyShaderModule(vk->dev, vk->modules[i].mod, NULL);
-    free(vk->pipes);
-    free(vk->modules);
+    elmi_free(vk->pipes);
+    elmi_free(vk->modules);
     vk->pipes = NULL;
     vk->modules = NULL;
     vk->n_pipes = vk->n_modules = 0;
@@ -246,7 +247,7 @@ void vk_pipeline_free(vk_backend *vk) {
 static bool grow(void **p, uint32_t *cap, uint32_t n, size_t elem) {
     if (n < *cap) return true;
     uint32_t c = *cap ? 2 * *cap : 32;
-    void *q = realloc(*p, c * elem);
+    void *q = elmi_realloc(*p, c * elem);
     if (!q) return false;
     *p = q;
     *cap = c;

@@ -73,17 +73,19 @@ typedef struct vk_instance {
 
 /* Creates an instance; `validation` asks for the Khronos layer and a
  * messenger that counts errors into *error_count (may be NULL when off).
- * A missing loader or driver gives ELM_ERR_UNSUPPORTED. */
+ * A missing loader or driver gives ELM_ERR_UNSUPPORTED; a failed host
+ * allocation ELM_ERR_NO_MEMORY. */
 elm_status vk_instance_create(bool validation, bool quiet, _Atomic uint64_t *error_count,
                               vk_instance *out, char *err, size_t err_size);
 void vk_instance_destroy(vk_instance *vi);
 
-/* The physical devices of an instance (malloc'd array). */
+/* The physical devices of an instance (an array from elmi_malloc). */
 elm_status vk_physical_devices(VkInstance inst, VkPhysicalDevice **out, uint32_t *n);
 
-/* Capabilities and the listing entry of device `index`, limits applied. */
-void vk_query_device(VkPhysicalDevice pd, int index, const vk_limits *lim, vk_caps *caps,
-                     elm_device_info *info);
+/* Capabilities and the listing entry of device `index`, limits applied.
+ * ELM_ERR_NO_MEMORY when the extension list cannot be allocated. */
+elm_status vk_query_device(VkPhysicalDevice pd, int index, const vk_limits *lim, vk_caps *caps,
+                           elm_device_info *info);
 
 /* ------------------------------------------------------------------ memory */
 

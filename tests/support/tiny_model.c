@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "quant/quant.h"
 
 #define SPACE "\xE2\x96\x81" /* U+2581, SentencePiece's space */
@@ -408,5 +409,10 @@ int tiny_write_bytes(const char *path, const void *buf, size_t n) {
 uint8_t *tiny_serialize(const gguf_writer *w, size_t *size) {
     void *buf = NULL;
     if (gguf_write_memory(w, &buf, size) != ELM_OK) return NULL;
-    return buf;
+    /* The writer's buffer comes from the library's allocator; callers free
+     * with free(). */
+    uint8_t *copy = malloc(*size ? *size : 1);
+    if (copy) memcpy(copy, buf, *size);
+    elmi_free(buf);
+    return copy;
 }
