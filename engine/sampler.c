@@ -1,6 +1,7 @@
 /* sampler.c: repetition penalty, greedy, top-k, top-p, min-p and the draw. */
 #include "engine/sampler.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -182,11 +183,14 @@ static void mark_history(elm_sampler *s, bool on) {
     }
 }
 
+/* A penalized finite logit saturates at +-FLT_MAX instead of overflowing:
+ * an infinite one would read as a bad logit (+inf) or a masked token (-inf). */
 static float logit_at(const elm_sampler *s, const float *logits, uint32_t i) {
     float v = logits[i];
     if (!(s->seen[i >> 3] >> (i & 7) & 1)) return v;
     float r = s->p.repeat_penalty;
-    return v > 0 ? v / r : v * r;
+    float pv = v > 0 ? v / r : v * r;
+    return isinf(pv) && isfinite(v) ? copysignf(FLT_MAX, pv) : pv;
 }
 
 /* The id of the highest penalized logit (the lower id on ties), or -1 when a

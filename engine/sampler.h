@@ -41,7 +41,9 @@ void sampler_accept(elm_sampler *s, int32_t token);
 /*
  * Samples one id from n_vocab logits (borrowed, not modified). -inf masks a
  * token. Returns -1 when a logit is NaN or +inf, or when no token has a
- * finite logit: the caller reports that as ELM_ERR_NUMERIC.
+ * finite logit: the caller reports that as ELM_ERR_NUMERIC. A penalized
+ * finite logit that would overflow saturates at +-FLT_MAX instead, so the
+ * penalty never turns finite logits into an error or a masked token.
  */
 int32_t sampler_sample(elm_sampler *s, const float *logits);
 
