@@ -56,6 +56,11 @@ static void rng_seed(uint64_t s[4], uint64_t seed) {
 
 /* ------------------------------------------------------------ lifecycle */
 
+/* The widest penalty window kept: the longest context (context.c refuses
+ * n_ctx above 2^24), so a wider one would hold every accepted token anyway.
+ * It bounds the history ring (64 MiB) whatever repeat_last_n asks for. */
+#define MAX_WINDOW (1u << 24)
+
 static bool params_valid(const elm_sampler_params *p) {
     return !isnan(p->temperature) && !isinf(p->temperature) && !isnan(p->top_p) &&
            !isnan(p->min_p) && p->repeat_penalty > 0 && !isinf(p->repeat_penalty) &&
@@ -70,7 +75,8 @@ elm_status sampler_new(const elm_sampler_params *p, uint32_t n_vocab, elm_sample
     if (!s) return ELM_ERR_NO_MEMORY;
     s->p = *p;
     s->n_vocab = n_vocab;
-    s->hist_cap = (uint32_t)p->repeat_last_n;
+    uint32_t window = (uint32_t)p->repeat_last_n; /* >= 0, checked above */
+    s->hist_cap = window < MAX_WINDOW ? window : MAX_WINDOW;
     s->c = malloc((size_t)n_vocab * sizeof *s->c);
     s->seen = calloc(((size_t)n_vocab + 7) / 8, 1);
     s->hist = malloc(((size_t)s->hist_cap + 1) * sizeof *s->hist);

@@ -25,6 +25,8 @@ typedef struct elm_sampler elm_sampler;
 
 /*
  * Allocates all work memory for n_vocab up front: sampling allocates nothing.
+ * The penalty looks back over at most 2^24 tokens (the longest context), so
+ * a larger repeat_last_n costs no more memory than that.
  * Errors: ELM_ERR_INVALID_ARG (NULL, n_vocab 0, NaN or infinite temperature,
  * NaN top_p/min_p, repeat_penalty <= 0 or NaN, repeat_last_n < 0),
  * ELM_ERR_NO_MEMORY. *out is NULL on failure.

@@ -11,8 +11,38 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "engine/sampler.h"
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZED 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZED 1
+#endif
+
+/* Limits this test process's address space to what it maps now plus
+ * `extra` bytes, so that an oversized allocation fails instead of being
+ * overcommitted. Not under the sanitizers, which reserve terabytes of
+ * shadow memory. Criterion runs each test in its own process. */
+static bool limit_address_space(size_t extra) {
+#ifdef SANITIZED
+    (void)extra;
+    return false;
+#else
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    bool ok = f && fscanf(f, "%lu", &pages) == 1;
+    if (f) fclose(f);
+    if (!ok) return false;
+    rlim_t lim = (rlim_t)pages * 4096 + extra;
+    struct rlimit rl = {lim, lim};
+    return setrlimit(RLIMIT_AS, &rl) == 0;
+#endif
+}
 
 static elm_sampler_params params(float temp, float penalty, int32_t last_n) {
     return (elm_sampler_params){.temperature = temp, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
@@ -52,5 +82,26 @@ Test(fuzz_regress, sampler_penalty_overflow) {
     for (int32_t i = 0; i < 3; i++) sampler_accept(s, i);
     int32_t id = sampler_sample(s, neg);
     cr_assert(id >= 0 && id < 3, "sampled %d from finite logits", id);
+    sampler_free(s);
+}
+
+/*
+ * fuzz_sampler oom-0bcf16a565f9fc56e02ed6958715f96b6c6c7f5f: repeat_last_n
+ * INT32_MAX made sampler_new allocate an 8 GiB history ring (libFuzzer:
+ * out-of-memory (malloc(8589934592))); where that fails, elm_generate failed
+ * with ELM_ERR_NO_MEMORY. The window is now kept at most 2^24 tokens (the
+ * longest context), which changes nothing: it still covers every token.
+ */
+Test(fuzz_regress, sampler_huge_window) {
+    bool limited = limit_address_space((size_t)1 << 30);
+    elm_sampler_params p = params(0.0f, 2.0f, INT32_MAX);
+    elm_sampler *s = NULL;
+    cr_assert_eq(sampler_new(&p, 4, &s), ELM_OK, "repeat_last_n INT32_MAX refused%s",
+                 limited ? " within 1 GiB of address space" : "");
+    /* Token 0 accepted first, then 5000 others: still in the window. */
+    sampler_accept(s, 0);
+    for (int i = 0; i < 5000; i++) sampler_accept(s, 3);
+    const float logits[4] = {4.0f, 3.0f, 2.5f, 1.0f}; /* penalized: 2, 3, 2.5, 0.5 */
+    cr_assert_eq(sampler_sample(s, logits), 1);
     sampler_free(s);
 }
