@@ -4,7 +4,7 @@ BUILD ?= build
 SHARED ?= $(abspath ../shared)
 CMAKE_FLAGS ?=
 
-.PHONY: run test test-arm64 deps build build-asan build-tsan fuzz bench install clean abi-check
+.PHONY: run test test-arm64 deps build build-asan build-tsan fuzz fuzz-long bench install clean abi-check
 
 deps:
 	@./scripts/install-deps.sh
@@ -38,6 +38,14 @@ fuzz: deps
 # (abigail-tools); make test runs it too. See README, "ABI".
 abi-check: build
 	./scripts/abi-check.sh $(BUILD)
+
+# A long campaign: every target (or FUZZ_TARGETS) under nice for FUZZ_RUNS
+# executions (default 10 million) or FUZZ_SECONDS (default: no limit); the
+# corpora stay in build-fuzz/corpus/NAME, the figures go to
+# build-fuzz/campaign.log. See docs/fuzzing.md.
+fuzz-long: deps
+	FUZZ_RUNS=$(or $(FUZZ_RUNS),10000000) FUZZ_SECONDS=$(or $(FUZZ_SECONDS),0) \
+	  FUZZ_TARGETS="$(FUZZ_TARGETS)" ./scripts/fuzz.sh --long
 
 bench: build
 	./$(BUILD)/edgelm bench --ops

@@ -1,6 +1,7 @@
 /* sampler.c: repetition penalty, greedy, top-k, top-p, min-p and the draw. */
 #include "engine/sampler.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -57,6 +58,11 @@ static void rng_seed(uint64_t s[4], uint64_t seed) {
 
 /* ------------------------------------------------------------ lifecycle */
 
+/* The widest penalty window kept: the longest context (context.c refuses
+ * n_ctx above 2^24), so a wider one would hold every accepted token anyway.
+ * It bounds the history ring (64 MiB) whatever repeat_last_n asks for. */
+#define MAX_WINDOW (1u << 24)
+
 static bool params_valid(const elm_sampler_params *p) {
     return !isnan(p->temperature) && !isinf(p->temperature) && !isnan(p->top_p) &&
            !isnan(p->min_p) && p->repeat_penalty > 0 && !isinf(p->repeat_penalty) &&
@@ -71,7 +77,8 @@ elm_status sampler_new(const elm_sampler_params *p, uint32_t n_vocab, elm_sample
     if (!s) return ELM_ERR_NO_MEMORY;
     s->p = *p;
     s->n_vocab = n_vocab;
-    s->hist_cap = (uint32_t)p->repeat_last_n;
+    uint32_t window = (uint32_t)p->repeat_last_n; /* >= 0, checked above */
+    s->hist_cap = window < MAX_WINDOW ? window : MAX_WINDOW;
     s->c = elmi_malloc((size_t)n_vocab * sizeof *s->c);
     s->seen = elmi_calloc(((size_t)n_vocab + 7) / 8, 1);
     s->hist = elmi_malloc(((size_t)s->hist_cap + 1) * sizeof *s->hist);
@@ -184,11 +191,14 @@ static void mark_history(elm_sampler *s, bool on) {
     }
 }
 
+/* A penalized finite logit saturates at +-FLT_MAX instead of overflowing:
+ * an infinite one would read as a bad logit (+inf) or a masked token (-inf). */
 static float logit_at(const elm_sampler *s, const float *logits, uint32_t i) {
     float v = logits[i];
     if (!(s->seen[i >> 3] >> (i & 7) & 1)) return v;
     float r = s->p.repeat_penalty;
-    return v > 0 ? v / r : v * r;
+    float pv = v > 0 ? v / r : v * r;
+    return isinf(pv) && isfinite(v) ? copysignf(FLT_MAX, pv) : pv;
 }
 
 /* The id of the highest penalized logit (the lower id on ties), or -1 when a

@@ -25,6 +25,8 @@ typedef struct elm_sampler elm_sampler;
 
 /*
  * Allocates all work memory for n_vocab up front: sampling allocates nothing.
+ * The penalty looks back over at most 2^24 tokens (the longest context), so
+ * a larger repeat_last_n costs no more memory than that.
  * Errors: ELM_ERR_INVALID_ARG (NULL, n_vocab 0, NaN or infinite temperature,
  * NaN top_p/min_p, repeat_penalty <= 0 or NaN, repeat_last_n < 0),
  * ELM_ERR_NO_MEMORY. *out is NULL on failure.
@@ -41,7 +43,9 @@ void sampler_accept(elm_sampler *s, int32_t token);
 /*
  * Samples one id from n_vocab logits (borrowed, not modified). -inf masks a
  * token. Returns -1 when a logit is NaN or +inf, or when no token has a
- * finite logit: the caller reports that as ELM_ERR_NUMERIC.
+ * finite logit: the caller reports that as ELM_ERR_NUMERIC. A penalized
+ * finite logit that would overflow saturates at +-FLT_MAX instead, so the
+ * penalty never turns finite logits into an error or a masked token.
  */
 int32_t sampler_sample(elm_sampler *s, const float *logits);
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tools/cli.h"
+#include "tools/cli_parse.h"
 
 typedef struct eval_opts {
     const char *model, *tokens, *device;
@@ -22,33 +23,18 @@ static const char ABOUT[] =
 
 /* ---------------------------------------------------------------- ids */
 
-/* Parses "ID,ID,...": non-empty runs of digits. Ids too large for any
- * vocabulary saturate at UINT64_MAX and fail the range check later. */
+/* Parses "ID,ID,...": non-empty runs of digits (elmi_parse_ids), reporting
+ * a malformed list as a usage error. */
 static int parse_ids(const cli_spec *spec, const char *text, uint64_t **out, size_t *n) {
-    size_t cap = 1;
-    for (const char *p = text; *p; p++) cap += *p == ',';
-    uint64_t *ids = malloc(cap * sizeof *ids);
-    if (!ids) return cli_error(spec->name, "out of memory");
-    size_t k = 0;
-    for (const char *p = text;; p++) {
-        if (*p < '0' || *p > '9') {
-            free(ids);
-            return cli_usage_error(spec, "--tokens: expected comma-separated ids >= 0, got '%s'",
-                                   text);
-        }
-        uint64_t v = 0;
-        for (; *p >= '0' && *p <= '9'; p++)
-            v = v > UINT32_MAX ? UINT64_MAX : v * 10 + (uint64_t)(*p - '0');
-        ids[k++] = v;
-        if (*p == 0) break;
-        if (*p != ',') {
-            free(ids);
-            return cli_usage_error(spec, "--tokens: unexpected '%c' in '%s'", *p, text);
-        }
+    char bad = 0;
+    switch (elmi_parse_ids(text, out, n, &bad)) {
+    case ELMI_IDS_OK: return CLI_OK;
+    case ELMI_IDS_NO_MEMORY: return cli_error(spec->name, "out of memory");
+    case ELMI_IDS_NOT_AN_ID:
+        return cli_usage_error(spec, "--tokens: expected comma-separated ids >= 0, got '%s'", text);
+    case ELMI_IDS_UNEXPECTED: break;
     }
-    *out = ids;
-    *n = k;
-    return CLI_OK;
+    return cli_usage_error(spec, "--tokens: unexpected '%c' in '%s'", bad, text);
 }
 
 /* --------------------------------------------------------------- top-k */

@@ -57,7 +57,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 #ifdef FUZZ_WRITE_SEEDS
 /* Built without libFuzzer by scripts/fuzz.sh: writes small valid files into
- * argv[1], since the shared files are too large to mutate quickly. */
+ * argv[1], since the shared files are too large to mutate quickly, and the
+ * hostile files of tests/test_hostile.c made from one of them. */
 #include <stdio.h>
 
 #include "quant/quant.h"
@@ -96,11 +97,144 @@ static int write_values(const char *dir) {
     return rc;
 }
 
+/* ------------------------------------------------------------ hostile files */
+
+/* The malformed files of tests/test_hostile.c, made from a small model: each
+ * is a near miss of a valid file, which mutation turns into many more. */
+
+static const char *g_dir;
+static int g_rc;
+
+static void put(const char *name, const uint8_t *b, size_t n) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/hostile-%s.gguf", g_dir, name);
+    if (tiny_write_bytes(path, b, n) != 0) g_rc = 1;
+}
+
+/* A copy of the valid file with one 64-bit field replaced. */
+static void put_u64(const char *name, const uint8_t *b, size_t n, size_t pos, uint64_t v) {
+    uint8_t *c = malloc(n);
+    if (!c) {
+        g_rc = 1;
+        return;
+    }
+    memcpy(c, b, n);
+    tiny_put_u64(c, pos, v);
+    put(name, c, n);
+    free(c);
+}
+
+static void put_writer(const char *name, gguf_writer *w) {
+    size_t n;
+    uint8_t *b = w ? tiny_serialize(w, &n) : NULL;
+    if (b) put(name, b, n);
+    else g_rc = 1;
+    free(b);
+    gguf_writer_free(w);
+}
+
+static void write_hostile(const tiny_model_opts *o) {
+    size_t n, infos_end, data_start;
+    gguf_writer *w = tiny_model_build(o);
+    uint8_t *b = w ? tiny_serialize(w, &n) : NULL;
+    gguf_writer_free(w);
+    gguf_file *f = NULL;
+    if (!b || gguf_open_memory(b, n, &f, NULL, 0) != ELM_OK ||
+        !tiny_layout(b, n, &infos_end, &data_start)) {
+        g_rc = 1;
+        free(b);
+        return;
+    }
+    char name[64];
+    /* Truncations: the header, each pair at its start and inside its value,
+     * tensor infos, the padding and the data. */
+    put("trunc_magic", b, 3);
+    put("trunc_header", b, 20);
+    for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
+        const gguf_kv *kv = gguf_kv_at(f, i);
+        size_t key = (size_t)((const uint8_t *)kv->key.ptr - b);
+        snprintf(name, sizeof name, "trunc_kv%llu", (unsigned long long)i);
+        put(name, b, key - 8);
+        snprintf(name, sizeof name, "trunc_kv%llu_value", (unsigned long long)i);
+        put(name, b, key + kv->key.len + 5);
+    }
+    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = gguf_tensor_at(f, i);
+        size_t at = (size_t)((const uint8_t *)t->name.ptr - b);
+        snprintf(name, sizeof name, "trunc_tensor%llu", (unsigned long long)i);
+        put(name, b, at - 8);
+        snprintf(name, sizeof name, "trunc_tensor%llu_dims", (unsigned long long)i);
+        put(name, b, at + t->name.len + 6);
+    }
+    gguf_close(f);
+    if (data_start > infos_end) put("trunc_padding", b, infos_end + 1);
+    put("trunc_data_start", b, data_start);
+    put("trunc_data_mid", b, data_start + (n - data_start) / 2);
+    /* Counts and lengths near 2^63 and 2^62. */
+    put_u64("count_kv", b, n, 16, 1ull << 63);
+    put_u64("count_tensors", b, n, 8, 1ull << 63);
+    tiny_kv_pos p;
+    tiny_tensor_pos t;
+    if (tiny_find_kv(b, n, "tokenizer.ggml.tokens", &p)) {
+        put_u64("count_tokens", b, n, p.value + 4, 1ull << 63);
+        put_u64("strlen_token", b, n, p.value + 12, 1ull << 62);
+    }
+    if (tiny_find_kv(b, n, "tokenizer.ggml.scores", &p))
+        put_u64("count_scores", b, n, p.value + 4, 1ull << 63);
+    if (tiny_find_kv(b, n, "general.name", &p)) {
+        put_u64("strlen_key", b, n, p.start, 1ull << 62);
+        put_u64("strlen_value", b, n, p.value, 1ull << 62);
+    }
+    if (tiny_find_tensor(b, n, "output_norm.weight", &t))
+        put_u64("strlen_tensor_name", b, n, t.start, 1ull << 62);
+    /* Tensor offsets: misaligned, past the file, onto another tensor. */
+    if (tiny_find_tensor(b, n, "blk.0.attn_norm.weight", &t)) {
+        uint64_t off;
+        memcpy(&off, b + t.offset, 8);
+        put_u64("offset_misaligned", b, n, t.offset, off + 4);
+        put_u64("offset_out_of_file", b, n, t.offset, ((uint64_t)n + 4096) / 32 * 32);
+        put_u64("offset_overlap", b, n, t.offset, 0);
+    }
+    free(b);
+    /* Metadata of the wrong type or value, and impossible tensors. */
+    uint8_t scores[262] = {0};
+    const char *types[262];
+    for (int i = 0; i < 262; i++) types[i] = "1";
+    if ((w = tiny_model_build(o)))
+        gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_UINT8, scores, 262);
+    put_writer("scores_uint8", w);
+    if ((w = tiny_model_build(o))) gguf_set_arr_str(w, "tokenizer.ggml.token_type", types, 262);
+    put_writer("token_type_string", w);
+    if ((w = tiny_model_build(o))) gguf_set_u32(w, "general.alignment", 0);
+    put_writer("align_0", w);
+    if ((w = tiny_model_build(o))) gguf_set_u32(w, "general.alignment", 3);
+    put_writer("align_3", w);
+    if ((w = tiny_model_build(o))) gguf_set_str(w, "general.alignment", "32");
+    put_writer("align_string", w);
+    int64_t dims[2] = {1ll << 32, 1ll << 32}, bytes[2] = {1ll << 31, 1ll << 31};
+    if ((w = tiny_model_build(o)))
+        gguf_add_tensor_raw(w, "blk.0.attn_q.weight", QT_F32, 2, dims, NULL, 64);
+    put_writer("dims_overflow", w);
+    if ((w = tiny_model_build(o)))
+        gguf_add_tensor_raw(w, "blk.0.attn_q.weight", QT_F32, 2, bytes, NULL, 64);
+    put_writer("bytes_overflow", w);
+    static const int type_ids[] = {77, 4, 5};
+    for (size_t i = 0; i < sizeof type_ids / sizeof type_ids[0]; i++) {
+        int64_t ne[2] = {32, 32};
+        if ((w = tiny_model_build(o)))
+            gguf_add_tensor_raw(w, "blk.0.attn_q.weight", type_ids[i], 2, ne, NULL, 32 * 32 * 4);
+        snprintf(name, sizeof name, "type_%d", type_ids[i]);
+        put_writer(name, w);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) return 2;
     tiny_model_opts o = tiny_model_default();
     o.n_embd = 32, o.n_ff = 32, o.n_layer = 1, o.n_head = 2, o.n_head_kv = 1, o.n_vocab = 262;
     o.wtype = QT_Q8_0;
+    g_dir = argv[1];
+    write_hostile(&o);
     tiny_model_opts q = o;
     q.arch = "qwen2", q.tied = true, q.wtype = QT_F16;
     int rc = write_model(argv[1], "tiny-llama", o) | write_model(argv[1], "tiny-qwen2", q);
@@ -111,6 +245,6 @@ int main(int argc, char **argv) {
         gguf_write_file(w, path, NULL, 0) != ELM_OK)
         rc = -1;
     gguf_writer_free(w);
-    return (rc | write_values(argv[1])) ? 1 : 0;
+    return (rc | g_rc | write_values(argv[1])) ? 1 : 0;
 }
 #endif

@@ -98,3 +98,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     run(data, size, true);
     return 0;
 }
+
+#ifdef FUZZ_WRITE_SEEDS
+/* Built without libFuzzer by scripts/fuzz.sh: writes text seeds into
+ * argv[1] (the shared test strings are added by the script when present). */
+static const struct {
+    const char *s;
+    size_t n;
+} SEEDS[] = {
+#define S(x) {x, sizeof x - 1}
+    S(""), S(" "), S("  "), S("\n"), S("\r\n\t \n"), S("Hello world"), S(" Hello World."),
+    S("<s>"), S("</s>"), S("<unk>"), S("<s>Hello</s>"), S("<|im_start|>user\nhi<|im_end|>"),
+    S("<|endoftext|>"), S("<0x0A><0xFF>"), S("\xe2\x96\x81x \xe2\x96\x81"),
+    S("I'm, you've, he'll, we'd, it's, they're"), S("3333333 1.5e-3 0x1F 12,345"),
+    S("\xc3\xa9\xc3\xa0 \xe4\xb8\xad\xe6\x96\x87 \xf0\x9f\xa6\x99 \xd9\x85\xd8\xb1"),
+    S("\x80\xbf\xc0\xaf\xed\xa0\x80\xf4\x90\x80\x80\xff\xfe"), S("\xe2\x96"), S("a\0b\0"),
+    S("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+    S("\t\t\t    \n\n\n   x"), S("```c\nint main(void) { return 0; }\n```"),
+#undef S
+};
+
+int main(int argc, char **argv) {
+    if (argc != 2) return 2;
+    for (size_t i = 0; i < sizeof SEEDS / sizeof SEEDS[0]; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/seed%02zu", argv[1], i);
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(SEEDS[i].s, 1, SEEDS[i].n, f) != SEEDS[i].n || fclose(f) != 0) return 1;
+    }
+    return 0;
+}
+#endif
