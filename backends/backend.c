@@ -1,6 +1,6 @@
 #include "backends/backend.h"
 
-const char *be_op_name(be_op op) {
+const char *elmi_be_op_name(be_op op) {
     static const char *const names[BE_OP_COUNT] = {
         [BE_OP_GET_ROWS] = "get_rows", [BE_OP_RMS_NORM] = "rms_norm",
         [BE_OP_MUL_MAT] = "mul_mat",   [BE_OP_ADD] = "add",
@@ -19,7 +19,7 @@ const char *be_op_name(be_op op) {
 /* backend.h cannot include quant.h; the two type ids meet here. */
 _Static_assert(BE_TYPE_I32 == QT_I32, "BE_TYPE_I32 must be quant.h's QT_I32");
 
-bool be_tensor_init(be_tensor *t, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3,
+bool elmi_be_tensor_init(be_tensor *t, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3,
                     const char *name) {
     memset(t, 0, sizeof *t);
     t->type = type;
@@ -32,8 +32,8 @@ bool be_tensor_init(be_tensor *t, int type, int64_t ne0, int64_t ne1, int64_t ne
         row = (size_t)ne0 * 4;
         t->nb[0] = 4;
     } else {
-        const qtype_traits *tr = qtype_get(type);
-        if (!tr || !qtype_row_bytes(type, ne0, &row)) return false;
+        const qtype_traits *tr = elmi_qtype_get(type);
+        if (!tr || !elmi_qtype_row_bytes(type, ne0, &row)) return false;
         t->nb[0] = tr->type_size;
     }
     t->nb[1] = row;
@@ -43,10 +43,10 @@ bool be_tensor_init(be_tensor *t, int type, int64_t ne0, int64_t ne1, int64_t ne
     return true;
 }
 
-size_t be_tensor_nbytes(const be_tensor *t) {
+size_t elmi_be_tensor_nbytes(const be_tensor *t) {
     return t->nb[3] * (size_t)t->ne[3];
 }
 
-int64_t be_tensor_nelements(const be_tensor *t) {
+int64_t elmi_be_tensor_nelements(const be_tensor *t) {
     return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
 }

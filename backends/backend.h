@@ -106,16 +106,16 @@ typedef struct be_graph {
     bool exact;      /* ELM_MODE_EXACT: F32 activations, exact dequantization */
 } be_graph;
 
-const char *be_op_name(be_op op);
+const char *elmi_be_op_name(be_op op);
 
 /* Fills t's type, shape, strides and name (buf, offs and data are zeroed).
  * Returns false when the type is unknown or a row is not whole blocks. */
-bool be_tensor_init(be_tensor *t, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3,
+bool elmi_be_tensor_init(be_tensor *t, int type, int64_t ne0, int64_t ne1, int64_t ne2, int64_t ne3,
                     const char *name);
 /* Bytes of the whole tensor (contiguous). */
-size_t be_tensor_nbytes(const be_tensor *t);
+size_t elmi_be_tensor_nbytes(const be_tensor *t);
 /* Number of elements. */
-int64_t be_tensor_nelements(const be_tensor *t);
+int64_t elmi_be_tensor_nelements(const be_tensor *t);
 
 typedef struct be_backend be_backend;
 
@@ -167,11 +167,11 @@ struct be_backend {
 };
 
 /* The CPU backend. n_threads <= 0: the number of physical cores. */
-elm_status be_cpu_new(int n_threads, be_backend **out);
-/* As be_cpu_new; pin: keep worker thread i on physical core i. */
-elm_status be_cpu_new_ex(int n_threads, bool pin, be_backend **out);
+elm_status elmi_be_cpu_new(int n_threads, be_backend **out);
+/* As elmi_be_cpu_new; pin: keep worker thread i on physical core i. */
+elm_status elmi_be_cpu_new_ex(int n_threads, bool pin, be_backend **out);
 /* Physical cores of this machine (at least 1). */
-int be_cpu_physical_cores(void);
+int elmi_be_cpu_physical_cores(void);
 
 static inline void be_free(be_backend *be) {
     if (be) be->iface->free(be);

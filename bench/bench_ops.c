@@ -28,14 +28,14 @@
 /* ---------------------------------------------------------- the devices */
 
 static elm_status cpu_create(const elm_device_info *dev, int n_threads, be_backend **out) {
-    return be_cpu_new(n_threads, out);
+    return elmi_be_cpu_new(n_threads, out);
 }
 
 /* A device backend adds its entry here: id "vulkan" matches "vulkan:N". */
 static const ops_device OPS_DEVICES[] = {
     {"cpu", cpu_create, bench_cpu_copy_gbps, bench_cpu_read_gbps, NULL},
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
-    {"vulkan", bench_vk_create, bench_vk_copy_gbps, NULL, be_vk_release_weights},
+    {"vulkan", bench_vk_create, bench_vk_copy_gbps, NULL, elmi_be_vk_release_weights},
 #endif
 };
 

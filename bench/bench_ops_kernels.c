@@ -191,13 +191,13 @@ static void fill_random(float *v, size_t n, uint64_t seed) {
 /* A tensor in a fresh buffer of the backend, filled with random values
  * converted to its type (F32 or F16). */
 static elm_status device_tensor(be_backend *be, be_tensor *t, be_buffer **buf, uint64_t seed) {
-    size_t bytes = be_tensor_nbytes(t);
+    size_t bytes = elmi_be_tensor_nbytes(t);
     elm_status st = be->iface->buffer_alloc(be, bytes, NULL, buf);
     if (st != ELM_OK) return st;
     t->buf = *buf;
     t->offs = 0;
     t->data = be->iface->buffer_host(be, *buf);
-    size_t n = (size_t)be_tensor_nelements(t);
+    size_t n = (size_t)elmi_be_tensor_nelements(t);
     float *f = malloc(n * sizeof *f);
     void *conv = t->type == QT_F32 ? (void *)f : malloc(bytes);
     if (!f || !conv) {
@@ -205,7 +205,7 @@ static elm_status device_tensor(be_backend *be, be_tensor *t, be_buffer **buf, u
         goto done;
     }
     fill_random(f, n, seed);
-    if (t->type != QT_F32) qtype_get(t->type)->from_float(f, conv, (int64_t)n);
+    if (t->type != QT_F32) elmi_qtype_get(t->type)->from_float(f, conv, (int64_t)n);
     st = be->iface->tensor_set(be, t, conv, 0, bytes);
 done:
     if (conv != f) free(conv);
@@ -228,7 +228,7 @@ static void *host_weights(int type, int64_t rows, int64_t cols, size_t row_bytes
     int64_t tile = rows < TILE_ROWS ? rows : TILE_ROWS;
     for (int64_t r = 0; r < tile; r++) {
         fill_random(f, (size_t)cols, 0x1234 + (uint64_t)r);
-        qtype_get(type)->from_float(f, w + row_bytes * (size_t)r, cols);
+        elmi_qtype_get(type)->from_float(f, w + row_bytes * (size_t)r, cols);
     }
     size_t tile_bytes = row_bytes * (size_t)tile;
     for (size_t off = tile_bytes; off < total; off += tile_bytes)
@@ -287,17 +287,17 @@ static int64_t mat_vec_rows(size_t row_bytes) {
 void bench_op_mul_mat(bench_ops_ctx *c, int type, int64_t n_tokens) {
     bench_op_result res = {.cols = MAT_COLS, .n_tokens = n_tokens};
     snprintf(res.op, sizeof res.op, n_tokens == 1 ? "mul_mat_vec" : "mul_mat");
-    snprintf(res.type, sizeof res.type, "%s", qtype_name(type));
+    snprintf(res.type, sizeof res.type, "%s", elmi_qtype_name(type));
     static node_run r;
     memset(&r, 0, sizeof r);
     size_t row_bytes = 0;
-    qtype_row_bytes(type, MAT_COLS, &row_bytes);
+    elmi_qtype_row_bytes(type, MAT_COLS, &row_bytes);
     res.rows = n_tokens == 1 ? mat_vec_rows(row_bytes) : MAT_COLS;
     be_tensor w, x, d;
     be_buffer *bx = NULL, *bd = NULL;
-    be_tensor_init(&w, type, MAT_COLS, res.rows, 1, 1, "w");
-    be_tensor_init(&x, QT_F32, MAT_COLS, n_tokens, 1, 1, "x");
-    be_tensor_init(&d, QT_F32, res.rows, n_tokens, 1, 1, "dst");
+    elmi_be_tensor_init(&w, type, MAT_COLS, res.rows, 1, 1, "w");
+    elmi_be_tensor_init(&x, QT_F32, MAT_COLS, n_tokens, 1, 1, "x");
+    elmi_be_tensor_init(&d, QT_F32, res.rows, n_tokens, 1, 1, "dst");
     w.data = host_weights(type, res.rows, MAT_COLS, row_bytes);
     r.node = (be_node){.op = BE_OP_MUL_MAT, .dst = &d, .src = {&w, &x}};
     elm_status st = ELM_ERR_NO_MEMORY;
@@ -332,10 +332,10 @@ void bench_op_attention(bench_ops_ctx *c, int64_t n_ctx) {
     memset(&r, 0, sizeof r);
     be_tensor q, k, v, d;
     be_buffer *bufs[4] = {NULL};
-    be_tensor_init(&q, QT_F32, ATT_HEAD_DIM, ATT_HEADS, 1, 1, "q");
-    be_tensor_init(&k, QT_F16, ATT_HEAD_DIM * ATT_KV_HEADS, n_ctx, 1, 1, "k_cache");
-    be_tensor_init(&v, QT_F16, ATT_HEAD_DIM * ATT_KV_HEADS, n_ctx, 1, 1, "v_cache");
-    be_tensor_init(&d, QT_F32, ATT_HEAD_DIM * ATT_HEADS, 1, 1, 1, "dst");
+    elmi_be_tensor_init(&q, QT_F32, ATT_HEAD_DIM, ATT_HEADS, 1, 1, "q");
+    elmi_be_tensor_init(&k, QT_F16, ATT_HEAD_DIM * ATT_KV_HEADS, n_ctx, 1, 1, "k_cache");
+    elmi_be_tensor_init(&v, QT_F16, ATT_HEAD_DIM * ATT_KV_HEADS, n_ctx, 1, 1, "v_cache");
+    elmi_be_tensor_init(&d, QT_F32, ATT_HEAD_DIM * ATT_HEADS, 1, 1, 1, "dst");
     be_tensor *ts[4] = {&q, &k, &v, &d};
     r.node = (be_node){.op = BE_OP_ATTENTION,
                        .dst = &d,
@@ -350,7 +350,7 @@ void bench_op_attention(bench_ops_ctx *c, int64_t n_ctx) {
     st = time_node(c, &r, &res.ms);
     if (st != ELM_OK || res.ms <= 0) goto done;
     double s = res.ms * 1e-3;
-    res.gbps = 2.0 * (double)be_tensor_nbytes(&k) / s / 1e9;
+    res.gbps = 2.0 * (double)elmi_be_tensor_nbytes(&k) / s / 1e9;
     res.gflops = 4.0 * ATT_HEAD_DIM * ATT_HEADS * (double)n_ctx / s / 1e9;
 done:
     send_op(c, &res, st, &r);

@@ -16,12 +16,12 @@
 
 elm_status bench_vk_create(const elm_device_info *dev, int n_threads, be_backend **out) {
     (void)n_threads;
-    be_vk_options o = be_vk_default_options();
+    be_vk_options o = elmi_be_vk_default_options();
     const char *colon = strchr(dev->id, ':');
     o.device = colon ? atoi(colon + 1) : -1;
     o.quiet = true;
     char err[256];
-    return be_vk_new(&o, out, err, sizeof err);
+    return elmi_be_vk_new(&o, out, err, sizeof err);
 }
 
 elm_status bench_vk_copy_gbps(be_backend *be, int n_threads, size_t bytes, double budget_ms,
@@ -38,11 +38,11 @@ elm_status bench_vk_copy_gbps(be_backend *be, int n_threads, size_t bytes, doubl
     if (st != ELM_OK) goto done;
     /* A warm-up submission, then submissions of COPY_REPS copies until the
      * budget is spent (at least three); the figure is the median per copy. */
-    st = be_vk_copy_buffer(be, dst, src, bytes, 1, &one);
+    st = elmi_be_vk_copy_buffer(be, dst, src, bytes, 1, &one);
     if (st != ELM_OK) goto done;
     while (n < COPY_MAX_RUNS && (n < 3 || spent < budget_ms)) {
         double t0 = bench_now_ms();
-        st = be_vk_copy_buffer(be, dst, src, bytes, COPY_REPS, &t[n]);
+        st = elmi_be_vk_copy_buffer(be, dst, src, bytes, COPY_REPS, &t[n]);
         if (st != ELM_OK) goto done;
         spent += bench_now_ms() - t0;
         n++;

@@ -142,12 +142,12 @@ foreach(fam ${ELM_VK_FAMILIES})
     COMMENT "embedding SPIR-V of ${fam}"
     VERBATIM)
   list(APPEND ELM_VK_GEN_SRCS ${out})
-  string(APPEND _decl "extern const elm_spv elm_spv_${fam}[];\nextern const size_t elm_spv_${fam}_count;\n")
-  string(APPEND _rows "    {\"${fam}\", elm_spv_${fam}, &elm_spv_${fam}_count},\n")
+  string(APPEND _decl "extern const elmi_spv elmi_spv_${fam}[];\nextern const size_t elmi_spv_${fam}_count;\n")
+  string(APPEND _rows "    {\"${fam}\", elmi_spv_${fam}, &elmi_spv_${fam}_count},\n")
 endforeach()
 list(LENGTH ELM_VK_FAMILIES _n_fam)
 # ELM_VK_TYPES is the one list of weight types the backend runs: the C side
-# reads this table instead of keeping its own (ops_util.c, op_type_suffix).
+# reads this table instead of keeping its own (ops_util.c, elmi_op_type_suffix).
 set(_types "")
 foreach(t ${ELM_VK_TYPES})
   string(TOLOWER ${t} lt)
@@ -161,11 +161,11 @@ file(CONFIGURE OUTPUT ${ELM_VK_GEN_DIR}/spv_table.c CONTENT
 #include \"quant/quant.h\"
 
 ${_decl}
-const elm_spv_family elm_spv_families[] = {
+const elmi_spv_family elmi_spv_families[] = {
 ${_rows}};
-const size_t elm_spv_n_families = ${_n_fam};
+const size_t elmi_spv_n_families = ${_n_fam};
 
-const elm_spv_weight_type elmi_vk_weight_types[] = {
+const elmi_spv_weight_type elmi_vk_weight_types[] = {
 ${_types}};
 const size_t elmi_vk_n_weight_types = ${_n_types};
 ")

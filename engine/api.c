@@ -31,7 +31,7 @@ const char *elm_version(void) {
     return ELM_STR(ELM_VERSION_MAJOR) "." ELM_STR(ELM_VERSION_MINOR) "." ELM_STR(ELM_VERSION_PATCH);
 }
 
-double elm_now_ms(void) {
+double elmi_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
@@ -55,24 +55,24 @@ uint64_t elm_peak_rss(void) {
 elm_status elm_tokenize(const elm_model *m, const char *text, size_t len, bool add_bos,
                         bool parse_special, elm_token *tokens, size_t cap, size_t *n_tokens) {
     if (!m || (!text && len) || !n_tokens || (!tokens && cap)) return ELM_ERR_INVALID_ARG;
-    return vocab_tokenize(m->vocab, text ? text : "", len, add_bos, parse_special, tokens, cap,
+    return elmi_vocab_tokenize(m->vocab, text ? text : "", len, add_bos, parse_special, tokens, cap,
                           n_tokens);
 }
 
 elm_status elm_token_to_piece(const elm_model *m, elm_token token, char *buf, size_t cap,
                               size_t *len) {
     if (!m || !len || (!buf && cap)) return ELM_ERR_INVALID_ARG;
-    return vocab_token_to_piece(m->vocab, token, buf, cap, len);
+    return elmi_vocab_token_to_piece(m->vocab, token, buf, cap, len);
 }
 
 elm_status elm_detokenize(const elm_model *m, const elm_token *tokens, size_t n, char *buf,
                           size_t cap, size_t *len) {
     if (!m || !len || (!tokens && n) || (!buf && cap)) return ELM_ERR_INVALID_ARG;
-    return vocab_detokenize(m->vocab, tokens, n, buf, cap, len);
+    return elmi_vocab_detokenize(m->vocab, tokens, n, buf, cap, len);
 }
 
 bool elm_token_is_eog(const elm_model *m, elm_token token) {
-    return m && vocab_is_eog(m->vocab, token);
+    return m && elmi_vocab_is_eog(m->vocab, token);
 }
 
 const elm_sampler_params elmi_sampler_defaults = {

@@ -9,7 +9,7 @@
 #include "engine/internal.h"
 #include "quant/quant.h"
 
-elm_status ctx_error(elm_context *ctx, elm_status st, const char *fmt, ...) {
+elm_status elmi_ctx_error(elm_context *ctx, elm_status st, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(ctx->last_error, sizeof ctx->last_error, fmt, ap);
@@ -30,7 +30,7 @@ static elm_status resolve_params(const elm_model *m, elm_context_params *p, char
         return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "n_ctx %u is too large", p->n_ctx);
     if (p->n_batch == 0) p->n_batch = 512;
     if (p->n_batch > p->n_ctx) p->n_batch = p->n_ctx;
-    if (p->n_threads <= 0) p->n_threads = be_cpu_physical_cores();
+    if (p->n_threads <= 0) p->n_threads = elmi_be_cpu_physical_cores();
     if (p->n_threads > 256)
         return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "n_threads %d is too large",
                            p->n_threads);
@@ -66,7 +66,7 @@ static size_t layout_scratch(elm_context *ctx, bool assign, char *base) {
     size_t offs = 0;
     for (size_t i = 0; i < sizeof specs / sizeof *specs; i++) {
         be_tensor t;
-        be_tensor_init(&t, specs[i].type, specs[i].ne0, specs[i].ne1, specs[i].ne2, 1,
+        elmi_be_tensor_init(&t, specs[i].type, specs[i].ne0, specs[i].ne1, specs[i].ne2, 1,
                        specs[i].name);
         if (assign) {
             t.buf = g->buf;
@@ -74,14 +74,14 @@ static size_t layout_scratch(elm_context *ctx, bool assign, char *base) {
             t.data = base ? base + offs : NULL;
             *specs[i].t = t;
         }
-        offs += (be_tensor_nbytes(&t) + 63) & ~(size_t)63;
+        offs += (elmi_be_tensor_nbytes(&t) + 63) & ~(size_t)63;
     }
     if (assign) {
         be_tensor *views[2][2] = {{&g->q3, &g->q}, {&g->k3, &g->k}};
         uint32_t heads[2] = {hp->n_head, hp->n_head_kv};
         for (int i = 0; i < 2; i++) {
             be_tensor *v = views[i][0], *base = views[i][1];
-            be_tensor_init(v, QT_F32, hp->head_dim, heads[i], B, 1, i ? "k3" : "q3");
+            elmi_be_tensor_init(v, QT_F32, hp->head_dim, heads[i], B, 1, i ? "k3" : "q3");
             v->buf = base->buf;
             v->offs = base->offs;
             v->data = base->data;
@@ -95,8 +95,8 @@ static elm_status alloc_kv(elm_context *ctx, char *err, size_t err_size) {
     const be_iface *bi = ctx->be->iface;
     int type = ctx->params.mode == ELM_MODE_EXACT ? QT_F32 : QT_F16;
     be_tensor proto;
-    be_tensor_init(&proto, type, (int64_t)hp->head_dim * hp->n_head_kv, ctx->params.n_ctx, 1, 1, "");
-    size_t per = (be_tensor_nbytes(&proto) + 63) & ~(size_t)63;
+    elmi_be_tensor_init(&proto, type, (int64_t)hp->head_dim * hp->n_head_kv, ctx->params.n_ctx, 1, 1, "");
+    size_t per = (elmi_be_tensor_nbytes(&proto) + 63) & ~(size_t)63;
     ctx->k_cache = elmi_calloc(hp->n_layer, sizeof *ctx->k_cache);
     ctx->v_cache = elmi_calloc(hp->n_layer, sizeof *ctx->v_cache);
     if (!ctx->k_cache || !ctx->v_cache)
@@ -145,7 +145,7 @@ static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
  * node, so an unsupported weight type fails here, not mid-generation. */
 static elm_status check_support(elm_context *ctx, char *err, size_t err_size) {
     be_graph graph;
-    if (graph_build(ctx, 1, ELM_OUT_SUMMARY, &graph) < 0)
+    if (elmi_graph_build(ctx, 1, ELM_OUT_SUMMARY, &graph) < 0)
         return elmi_errorf(err, err_size, ELM_ERR_INTERNAL, "graph node storage too small");
     /* A device backend with graph_prepare plans explicit CPU fallbacks for
      * what it cannot run; the CPU backend has nowhere to fall back to. */
@@ -156,8 +156,8 @@ static elm_status check_support(elm_context *ctx, char *err, size_t err_size) {
             const be_tensor *w = nd->src[0];
             return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
                                "%s: the %s backend cannot run %s on '%s' (type %s)",
-                               ctx->model->path, ctx->be->iface->name, be_op_name(nd->op),
-                               w ? w->name : "?", w ? qtype_name(w->type) : "?");
+                               ctx->model->path, ctx->be->iface->name, elmi_be_op_name(nd->op),
+                               w ? w->name : "?", w ? elmi_qtype_name(w->type) : "?");
         }
     }
     if (ctx->be->iface->graph_prepare) {
@@ -193,7 +193,7 @@ static void release_device(elm_context *ctx) {
 static elm_status setup_device(elm_context *ctx, const elm_device_choice *c, char *err,
                                size_t err_size) {
     char msg[ELM_ERR_LEN] = "";
-    elm_status st = device_backend_new(c, ctx->params.n_threads, ctx->params.pin_threads, &ctx->be, msg,
+    elm_status st = elmi_device_backend_new(c, ctx->params.n_threads, ctx->params.pin_threads, &ctx->be, msg,
                                        sizeof msg);
     if (st != ELM_OK)
         return elmi_errorf(err, err_size, st, "%s: device %s: %s", ctx->model->path, c->id, msg);
@@ -256,7 +256,7 @@ const char *elm_context_notice(const elm_context *ctx) {
 
 elm_status elm_context_reset(elm_context *ctx) {
     if (!ctx) return ELM_ERR_INVALID_ARG;
-    if (ctx->broken) return ctx_error(ctx, ELM_ERR_DEVICE, "the context is unusable after a device error");
+    if (ctx->broken) return elmi_ctx_error(ctx, ELM_ERR_DEVICE, "the context is unusable after a device error");
     ctx->n_past = 0;
     ctx->n_logits_valid = 0;
     ctx->last_error[0] = 0;
@@ -289,7 +289,7 @@ static elm_status check_logits(elm_context *ctx, uint32_t rows) {
     const uint32_t n_vocab = ctx->model->hp.n_vocab;
     for (size_t i = 0; i < (size_t)rows * n_vocab; i++)
         if (!isfinite(ctx->logits[i]))
-            return ctx_error(ctx, ELM_ERR_NUMERIC, "logit %zu of token %zu is not finite",
+            return elmi_ctx_error(ctx, ELM_ERR_NUMERIC, "logit %zu of token %zu is not finite",
                              i % n_vocab, i / n_vocab);
     return ELM_OK;
 }
@@ -302,8 +302,8 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
         ctx->pos_host[i] = (int32_t)(ctx->n_past + i);
     }
     be_graph graph;
-    if (graph_build(ctx, n, output, &graph) < 0)
-        return ctx_error(ctx, ELM_ERR_INTERNAL, "graph node storage too small");
+    if (elmi_graph_build(ctx, n, output, &graph) < 0)
+        return elmi_ctx_error(ctx, ELM_ERR_INTERNAL, "graph node storage too small");
     char msg[ELM_ERR_LEN] = "";
     uint32_t rows = output == ELM_OUT_ALL ? n : 1;
     elm_status st = bi->tensor_set(ctx->be, &ctx->g.ids, ctx->ids_host, 0, n * sizeof(int32_t));
@@ -318,16 +318,16 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
         st = bi->tensor_get(ctx->be, &ctx->g.logits, ctx->logits, 0,
                             (size_t)rows * ctx->model->hp.n_vocab * sizeof(float));
     if (st != ELM_OK) goto fail;
-    uint64_t n_validation = device_validation_errors(ctx->be);
+    uint64_t n_validation = elmi_device_validation_errors(ctx->be);
     if (n_validation > 0)
-        return ctx_error(ctx, ELM_ERR_INTERNAL,
+        return elmi_ctx_error(ctx, ELM_ERR_INTERNAL,
                          "the Vulkan validation layer reported %llu error(s) (see stderr)",
                          (unsigned long long)n_validation);
     ctx->n_past += n;
     if (output == ELM_OUT_SUMMARY) {
         for (int i = 0; i < 4; i++)
             if (!isfinite(ctx->summary[i]))
-                return ctx_error(ctx, ELM_ERR_NUMERIC, "the logits are not finite");
+                return elmi_ctx_error(ctx, ELM_ERR_NUMERIC, "the logits are not finite");
         ctx->summary_valid = true;
         return ELM_OK;
     }
@@ -335,25 +335,25 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
     return check_logits(ctx, rows);
 fail:
     if (st == ELM_ERR_DEVICE) ctx->broken = true;
-    return ctx_error(ctx, st, "forward pass failed on %s: %s", ctx->device_id,
+    return elmi_ctx_error(ctx, st, "forward pass failed on %s: %s", ctx->device_id,
                      msg[0] ? msg : elm_strerror(st));
 }
 
-elm_status context_decode(elm_context *ctx, const elm_token *tokens, size_t n, elm_output output) {
+elm_status elmi_context_decode(elm_context *ctx, const elm_token *tokens, size_t n, elm_output output) {
     ctx->last_error[0] = 0;
-    if (ctx->broken) return ctx_error(ctx, ELM_ERR_DEVICE, "the context is unusable after a device error");
-    if (!tokens || n == 0) return ctx_error(ctx, ELM_ERR_INVALID_ARG, "no tokens to decode");
+    if (ctx->broken) return elmi_ctx_error(ctx, ELM_ERR_DEVICE, "the context is unusable after a device error");
+    if (!tokens || n == 0) return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG, "no tokens to decode");
     const elm_context_params *p = &ctx->params;
     if (n > p->n_ctx - ctx->n_past)
-        return ctx_error(ctx, ELM_ERR_CONTEXT_FULL,
+        return elmi_ctx_error(ctx, ELM_ERR_CONTEXT_FULL,
                          "%zu tokens do not fit: the context holds %u and %u are used", n,
                          p->n_ctx, ctx->n_past);
     if (output == ELM_OUT_ALL && n > p->n_batch)
-        return ctx_error(ctx, ELM_ERR_INVALID_ARG,
+        return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG,
                          "%zu tokens exceed n_batch %u with logits_all", n, p->n_batch);
     for (size_t i = 0; i < n; i++)
         if (tokens[i] < 0 || (uint32_t)tokens[i] >= ctx->model->hp.n_vocab)
-            return ctx_error(ctx, ELM_ERR_INVALID_ARG, "token %zu has id %d, outside [0, %u)", i,
+            return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG, "token %zu has id %d, outside [0, %u)", i,
                              tokens[i], ctx->model->hp.n_vocab);
     ctx->n_logits_valid = 0;
     ctx->summary_valid = false;
@@ -375,7 +375,7 @@ elm_status context_decode(elm_context *ctx, const elm_token *tokens, size_t n, e
 
 elm_status elm_decode(elm_context *ctx, const elm_token *tokens, size_t n) {
     if (!ctx) return ELM_ERR_INVALID_ARG;
-    return context_decode(ctx, tokens, n, ctx->params.logits_all ? ELM_OUT_ALL : ELM_OUT_LAST);
+    return elmi_context_decode(ctx, tokens, n, ctx->params.logits_all ? ELM_OUT_ALL : ELM_OUT_LAST);
 }
 
 const float *elm_get_logits(const elm_context *ctx, int32_t i) {

@@ -42,10 +42,10 @@ static void cpu_device(elm_device_info *d) {
     snprintf(d->id, sizeof d->id, "cpu");
     snprintf(d->driver, sizeof d->driver, "edgelm CPU backend");
     d->uma = true;
-    d->n_threads = (uint32_t)be_cpu_physical_cores();
+    d->n_threads = (uint32_t)elmi_be_cpu_physical_cores();
 }
 
-elm_status device_resolve(const char *spec, elm_device_choice *out, char *err, size_t err_size) {
+elm_status elmi_device_resolve(const char *spec, elm_device_choice *out, char *err, size_t err_size) {
     memset(out, 0, sizeof *out);
     out->vk_index = -1;
     if (!spec || !*spec || strcmp(spec, "cpu") == 0) {
@@ -61,7 +61,7 @@ elm_status device_resolve(const char *spec, elm_device_choice *out, char *err, s
     snprintf(out->id, sizeof out->id, "cpu");
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
     int index = -1;
-    elm_status st = be_vk_select(automatic ? "auto" : spec, &index);
+    elm_status st = elmi_be_vk_select(automatic ? "auto" : spec, &index);
     if (st == ELM_ERR_NO_MEMORY)
         return elmi_errorf(err, err_size, st, "device '%s': out of memory listing the devices", spec);
     if (st != ELM_OK)
@@ -80,29 +80,29 @@ elm_status device_resolve(const char *spec, elm_device_choice *out, char *err, s
 #endif
 }
 
-elm_status device_backend_new(const elm_device_choice *c, int n_threads, bool pin, be_backend **out,
+elm_status elmi_device_backend_new(const elm_device_choice *c, int n_threads, bool pin, be_backend **out,
                               char *err, size_t err_size) {
     if (c->vk_index < 0) {
-        elm_status st = be_cpu_new_ex(n_threads, pin, out);
+        elm_status st = elmi_be_cpu_new_ex(n_threads, pin, out);
         if (st != ELM_OK) elmi_errorf(err, err_size, st, "cannot start the CPU backend");
         return st;
     }
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
-    be_vk_options opt = be_vk_default_options();
+    be_vk_options opt = elmi_be_vk_default_options();
     opt.device = c->vk_index;
-    return be_vk_new(&opt, out, err, err_size);
+    return elmi_be_vk_new(&opt, out, err, err_size);
 #else
     return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "this build has no Vulkan backend");
 #endif
 }
 
-void device_backend_stats(be_backend *be, elm_stats *st) {
+void elmi_device_backend_stats(be_backend *be, elm_stats *st) {
     be_stats bs = {0};
     if (be->iface->get_stats) be->iface->get_stats(be, &bs);
     st->n_fallback_nodes = bs.n_fallback_nodes;
 }
 
-uint64_t device_validation_errors(be_backend *be) {
+uint64_t elmi_device_validation_errors(be_backend *be) {
     be_stats bs = {0};
     if (be->iface->get_stats) be->iface->get_stats(be, &bs);
     return bs.n_validation_errors;
@@ -152,7 +152,7 @@ elm_status elm_devices(elm_device_info *out, size_t cap, size_t *n) {
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
     size_t n_vk = 0;
     char err[256];
-    st = be_vk_enumerate(want > 1 ? all + 1 : NULL, want > 1 ? want - 1 : 0, &n_vk, err, sizeof err);
+    st = elmi_be_vk_enumerate(want > 1 ? all + 1 : NULL, want > 1 ? want - 1 : 0, &n_vk, err, sizeof err);
     if (st == ELM_OK) count += n_vk;
     else if (st != ELM_ERR_NO_MEMORY) st = ELM_OK; /* no usable Vulkan: the CPU alone */
 #endif

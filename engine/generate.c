@@ -46,14 +46,14 @@ static elm_status tokenize_prompt(gen_state *g, const char *prompt, size_t len, 
     elm_context *ctx = g->ctx;
     size_t cap = len + 8;
     *out = elmi_malloc(cap * sizeof(elm_token));
-    if (!*out) return ctx_error(ctx, ELM_ERR_NO_MEMORY, "out of memory");
+    if (!*out) return elmi_ctx_error(ctx, ELM_ERR_NO_MEMORY, "out of memory");
     elm_status st = elm_tokenize(ctx->model, prompt, len, g->p->add_bos, g->p->parse_special,
                                  *out, cap, n);
-    if (st != ELM_OK) return ctx_error(ctx, st, "cannot tokenize the prompt: %s", elm_strerror(st));
-    if (*n == 0) return ctx_error(ctx, ELM_ERR_INVALID_ARG, "the prompt has no tokens");
+    if (st != ELM_OK) return elmi_ctx_error(ctx, st, "cannot tokenize the prompt: %s", elm_strerror(st));
+    if (*n == 0) return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG, "the prompt has no tokens");
     uint32_t room = ctx->params.n_ctx - ctx->n_past;
     if (*n > room)
-        return ctx_error(ctx, ELM_ERR_CONTEXT_FULL,
+        return elmi_ctx_error(ctx, ELM_ERR_CONTEXT_FULL,
                          "the prompt has %zu tokens but the context has room for %u (n_ctx %u)",
                          *n, room, ctx->params.n_ctx);
     return ELM_OK;
@@ -64,12 +64,12 @@ static elm_status prefill(gen_state *g, const char *prompt, size_t len, elm_toke
     elm_context *ctx = g->ctx;
     size_t n = 0;
     ELM_TRY(tokenize_prompt(g, prompt, len, toks, &n));
-    elm_status st = sampler_new(g->p->sampler, ctx->model->hp.n_vocab, &g->sampler);
-    if (st != ELM_OK) return ctx_error(ctx, st, "cannot create the sampler");
-    for (size_t i = 0; i < n; i++) sampler_accept(g->sampler, (*toks)[i]);
-    double t0 = elm_now_ms();
-    st = context_decode(ctx, *toks, n, g->greedy ? ELM_OUT_SUMMARY : ELM_OUT_LAST);
-    g->st.prompt_ms = elm_now_ms() - t0;
+    elm_status st = elmi_sampler_new(g->p->sampler, ctx->model->hp.n_vocab, &g->sampler);
+    if (st != ELM_OK) return elmi_ctx_error(ctx, st, "cannot create the sampler");
+    for (size_t i = 0; i < n; i++) elmi_sampler_accept(g->sampler, (*toks)[i]);
+    double t0 = elmi_now_ms();
+    st = elmi_context_decode(ctx, *toks, n, g->greedy ? ELM_OUT_SUMMARY : ELM_OUT_LAST);
+    g->st.prompt_ms = elmi_now_ms() - t0;
     g->st.n_prompt = (uint32_t)n;
     return st;
 }
@@ -80,7 +80,7 @@ static elm_status prefill(gen_state *g, const char *prompt, size_t len, elm_toke
 static elm_status pick(gen_state *g, elm_token_info *info) {
     elm_context *ctx = g->ctx;
     if (g->greedy) {
-        if (!ctx->summary_valid) return ctx_error(ctx, ELM_ERR_INTERNAL, "no logits to sample from");
+        if (!ctx->summary_valid) return elmi_ctx_error(ctx, ELM_ERR_INTERNAL, "no logits to sample from");
         const float *s = ctx->summary;
         info->token = (elm_token)s[0];
         info->top1_logit = s[1];
@@ -89,10 +89,10 @@ static elm_status pick(gen_state *g, elm_token_info *info) {
         return ELM_OK;
     }
     const float *logits = elm_get_logits(ctx, -1);
-    if (!logits) return ctx_error(ctx, ELM_ERR_INTERNAL, "no logits to sample from");
-    info->token = sampler_sample(g->sampler, logits);
+    if (!logits) return elmi_ctx_error(ctx, ELM_ERR_INTERNAL, "no logits to sample from");
+    info->token = elmi_sampler_sample(g->sampler, logits);
     if (info->token < 0)
-        return ctx_error(ctx, ELM_ERR_NUMERIC, "the logits hold no finite value to sample");
+        return elmi_ctx_error(ctx, ELM_ERR_NUMERIC, "the logits hold no finite value to sample");
     token_confidence(logits, ctx->model->hp.n_vocab, info->token, info);
     return ELM_OK;
 }
@@ -104,7 +104,7 @@ static elm_status step(gen_state *g, uint32_t index, bool *done) {
     elm_status pst = pick(g, &info);
     if (pst != ELM_OK) return pst;
     elm_token tok = info.token;
-    if (index == 0) g->t_first = elm_now_ms();
+    if (index == 0) g->t_first = elmi_now_ms();
     g->st.n_gen++;
 
     bool eog = !g->p->ignore_eos && elm_token_is_eog(m, tok);
@@ -114,8 +114,8 @@ static elm_status step(gen_state *g, uint32_t index, bool *done) {
     size_t plen = 0;
     elm_status st = elm_token_to_piece(m, tok, piece, sizeof piece, &plen);
     if (st != ELM_OK) plen = 0; /* a piece longer than 256 bytes is not text we can stream */
-    if (!utf8_push(&g->utf8, piece, plen, eog || last_n || full, &info.text, &info.text_len))
-        return ctx_error(ctx, ELM_ERR_NO_MEMORY, "out of memory");
+    if (!elmi_utf8_push(&g->utf8, piece, plen, eog || last_n || full, &info.text, &info.text_len))
+        return elmi_ctx_error(ctx, ELM_ERR_NO_MEMORY, "out of memory");
 
     *done = true;
     if (g->p->callback && !g->p->callback(&info, g->p->user_data)) g->st.stop = ELM_STOP_CALLBACK;
@@ -124,12 +124,12 @@ static elm_status step(gen_state *g, uint32_t index, bool *done) {
     else if (full) g->st.stop = ELM_STOP_CONTEXT_FULL;
     else *done = false;
     if (*done) return ELM_OK;
-    sampler_accept(g->sampler, tok);
-    return context_decode(ctx, &tok, 1, g->greedy ? ELM_OUT_SUMMARY : ELM_OUT_LAST);
+    elmi_sampler_accept(g->sampler, tok);
+    return elmi_context_decode(ctx, &tok, 1, g->greedy ? ELM_OUT_SUMMARY : ELM_OUT_LAST);
 }
 
 static void finish_stats(gen_state *g, elm_stats *out) {
-    double now = elm_now_ms();
+    double now = elmi_now_ms();
     elm_stats *st = &g->st;
     st->load_ms = g->ctx->model->load_ms;
     if (st->n_gen > 0) {
@@ -140,7 +140,7 @@ static void finish_stats(gen_state *g, elm_stats *out) {
     st->gen_tps = st->n_gen > 1 && st->gen_ms > 0 ? (st->n_gen - 1) / (st->gen_ms / 1e3) : 0;
     st->peak_rss_bytes = elm_peak_rss();
     snprintf(st->device, sizeof st->device, "%s", g->ctx->device_id);
-    device_backend_stats(g->ctx->be, st);
+    elmi_device_backend_stats(g->ctx->be, st);
     if (out) elmi_struct_out(out, st, sizeof *st, ELMI_MIN_STATS);
 }
 
@@ -148,23 +148,23 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
                         const elm_generate_params *params, elm_stats *stats) {
     if (!ctx) return ELM_ERR_INVALID_ARG;
     ctx->last_error[0] = 0;
-    if (!prompt && len) return ctx_error(ctx, ELM_ERR_INVALID_ARG, "prompt is NULL");
+    if (!prompt && len) return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG, "prompt is NULL");
     if (stats && stats->struct_size < ELMI_MIN_STATS)
-        return ctx_error(ctx, ELM_ERR_INVALID_ARG,
+        return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG,
                          "elm_stats.struct_size is %zu: declare it with ELM_INIT(elm_stats)",
                          stats->struct_size);
     elm_generate_params p = elmi_generate_defaults;
     if (params && !elmi_struct_in(&p, sizeof p, params, ELMI_MIN_GENERATE_PARAMS))
-        return ctx_error(ctx, ELM_ERR_INVALID_ARG,
+        return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG,
                          "elm_generate_params.struct_size is %zu: initialize the struct with "
                          "elm_generate_default_params", params->struct_size);
     elm_sampler_params sp = elmi_sampler_defaults;
     if (p.sampler && !elmi_struct_in(&sp, sizeof sp, p.sampler, ELMI_MIN_SAMPLER_PARAMS))
-        return ctx_error(ctx, ELM_ERR_INVALID_ARG,
+        return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG,
                          "elm_sampler_params.struct_size is %zu: initialize the struct with "
                          "elm_sampler_default_params", p.sampler->struct_size);
     p.sampler = &sp;
-    gen_state g = {.ctx = ctx, .p = &p, .t_start = elm_now_ms()};
+    gen_state g = {.ctx = ctx, .p = &p, .t_start = elmi_now_ms()};
     g.st.struct_size = sizeof g.st;
     const uint32_t n_past0 = ctx->n_past;
     /* Greedy without a penalty needs only the argmax summary, which the
@@ -172,7 +172,7 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
     g.greedy = sp.temperature <= 0.0f && (sp.repeat_penalty == 1.0f || sp.repeat_last_n == 0);
     elm_token *toks = NULL;
     elm_status st = prefill(&g, prompt ? prompt : "", len, &toks);
-    utf8_init(&g.utf8);
+    elmi_utf8_init(&g.utf8);
     bool done = p.n_predict == 0;
     if (done) g.st.stop = ELM_STOP_N_PREDICT;
     for (uint32_t i = 0; st == ELM_OK && !done; i++) st = step(&g, i, &done);
@@ -183,8 +183,8 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
         ctx->summary_valid = false;
     }
     finish_stats(&g, stats);
-    utf8_free(&g.utf8);
-    sampler_free(g.sampler);
+    elmi_utf8_free(&g.utf8);
+    elmi_sampler_free(g.sampler);
     elmi_free(toks);
     return st;
 }

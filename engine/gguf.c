@@ -198,7 +198,7 @@ static bool parse_header(reader *r, gguf_file *f) {
 
 /* ------------------------------------------------------------ key-value pairs */
 
-size_t gguf_type_size(gguf_type t) {
+size_t elmi_gguf_type_size(gguf_type t) {
     switch (t) {
     case GGUF_TYPE_UINT8:
     case GGUF_TYPE_INT8:
@@ -215,7 +215,7 @@ size_t gguf_type_size(gguf_type t) {
     }
 }
 
-const char *gguf_type_name(gguf_type t) {
+const char *elmi_gguf_type_name(gguf_type t) {
     static const char *const names[GGUF_TYPE_COUNT] = {
         "UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32",
         "BOOL", "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64",
@@ -226,7 +226,7 @@ const char *gguf_type_name(gguf_type t) {
 static bool widen_scalar(reader *r, gguf_kv *kv, const uint8_t *q) {
     union { uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
             uint64_t u64; int64_t i64; float f32; double f64; } x;
-    memcpy(&x, q, gguf_type_size(kv->type));
+    memcpy(&x, q, elmi_gguf_type_size(kv->type));
     switch (kv->type) {
     case GGUF_TYPE_UINT8: kv->v.u64 = x.u8; break;
     case GGUF_TYPE_INT8: kv->v.i64 = x.i8; break;
@@ -242,14 +242,14 @@ static bool widen_scalar(reader *r, gguf_kv *kv, const uint8_t *q) {
         if (x.u8 > 1) return fail(r, "bool value %u is neither 0 nor 1", x.u8);
         kv->v.b = x.u8 != 0;
         break;
-    default: return fail(r, "internal: %s is not a scalar type", gguf_type_name(kv->type));
+    default: return fail(r, "internal: %s is not a scalar type", elmi_gguf_type_name(kv->type));
     }
     return true;
 }
 
 static bool parse_scalar(reader *r, gguf_kv *kv) {
     if (kv->type == GGUF_TYPE_STRING) return rd_str(r, &kv->v.str, "the string value");
-    size_t n = gguf_type_size(kv->type);
+    size_t n = elmi_gguf_type_size(kv->type);
     if (!need(r, n, "the value")) return false;
     const uint8_t *q = r->p + r->pos;
     r->pos += n;
@@ -284,11 +284,11 @@ static bool parse_array(reader *r, gguf_kv *kv) {
     kv->arr_type = (gguf_type)et;
     if (!rd_u64(r, &kv->arr_n, "the array count")) return false;
     if (et == GGUF_TYPE_STRING) return parse_str_array(r, kv);
-    size_t esz = gguf_type_size(kv->arr_type);
+    size_t esz = elmi_gguf_type_size(kv->arr_type);
     if (kv->arr_n > left(r) / esz)
         return fail(r, "array of %" PRIu64 " %s values does not fit in the %" PRIu64
                        " bytes left at offset %" PRIu64 TRUNCATED,
-                    kv->arr_n, gguf_type_name(kv->arr_type), left(r), r->pos);
+                    kv->arr_n, elmi_gguf_type_name(kv->arr_type), left(r), r->pos);
     kv->arr_data = r->p + r->pos;
     r->pos += kv->arr_n * esz;
     return true;
@@ -342,11 +342,11 @@ static bool parse_kvs(reader *r, gguf_file *f) {
 
 static bool read_alignment(reader *r, gguf_file *f) {
     f->alignment = GGUF_DEFAULT_ALIGNMENT;
-    const gguf_kv *kv = gguf_find(f, GGUF_KEY_ALIGNMENT);
+    const gguf_kv *kv = elmi_gguf_find(f, GGUF_KEY_ALIGNMENT);
     if (!kv) return true;
     set_where(r, "kv", (uint64_t)(kv - f->kvs), &kv->key);
     if (kv->type != GGUF_TYPE_UINT32)
-        return fail(r, "the alignment has type %s; it must be UINT32", gguf_type_name(kv->type));
+        return fail(r, "the alignment has type %s; it must be UINT32", elmi_gguf_type_name(kv->type));
     if (!gguf_is_pow2(kv->v.u64))
         return fail(r, "the alignment %" PRIu64 " is not a power of two (it must be non-zero)",
                     kv->v.u64);
@@ -376,7 +376,7 @@ static bool parse_dims(reader *r, gguf_tensor *t) {
 }
 
 static bool tensor_size(reader *r, gguf_tensor *t) {
-    const qtype_traits *tr = qtype_get(t->type);
+    const qtype_traits *tr = elmi_qtype_get(t->type);
     if (!tr || tr->block_size <= 0 || tr->type_size == 0)
         return fail(r, "unknown or removed tensor type id %d", t->type);
     if (t->ne[0] % tr->block_size != 0)
@@ -384,7 +384,7 @@ static bool tensor_size(reader *r, gguf_tensor *t) {
                        " of type %s",
                     t->ne[0], tr->block_size, tr->name);
     size_t row;
-    if (!qtype_row_bytes(t->type, t->ne[0], &row))
+    if (!elmi_qtype_row_bytes(t->type, t->ne[0], &row))
         return fail(r, "the row size of %" PRId64 " %s values overflows", t->ne[0], tr->name);
     uint64_t nbytes = row;
     for (int d = 1; d < GGUF_MAX_DIMS; d++)
@@ -507,14 +507,14 @@ static elm_status parse(const uint8_t *data, uint64_t size, gguf_file **out, cha
     reader r = {.p = data, .size = size, .status = ELM_OK, .err = err, .err_size = err_size};
     if (!parse_header(&r, f) || !parse_kvs(&r, f) || !read_alignment(&r, f) ||
         !parse_tensors(&r, f)) {
-        gguf_close(f);
+        elmi_gguf_close(f);
         return r.status;
     }
     *out = f;
     return ELM_OK;
 }
 
-elm_status gguf_open_memory(const void *data, size_t size, gguf_file **out, char *err,
+elm_status elmi_gguf_open_memory(const void *data, size_t size, gguf_file **out, char *err,
                             size_t err_size) {
     if (!out)
         return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no output pointer");
@@ -529,7 +529,7 @@ static void errno_message(int e, char *buf, size_t cap) {
     if (strerror_r(e, buf, cap) != 0) snprintf(buf, cap, "error %d", e);
 }
 
-elm_status gguf_open(const char *path, gguf_file **out, char *err, size_t err_size) {
+elm_status elmi_gguf_open(const char *path, gguf_file **out, char *err, size_t err_size) {
     if (!out || !path) {
         if (out) *out = NULL;
         return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no path or output pointer");
@@ -573,7 +573,7 @@ elm_status gguf_open(const char *path, gguf_file **out, char *err, size_t err_si
     return ELM_OK;
 }
 
-void gguf_close(gguf_file *f) {
+void elmi_gguf_close(gguf_file *f) {
     if (!f) return;
     for (uint64_t i = 0; f->kvs && i < f->n_kv; i++) elmi_free(f->kvs[i].arr_strs);
     elmi_free(f->kvs);
@@ -586,28 +586,28 @@ void gguf_close(gguf_file *f) {
 
 /* ------------------------------------------------------------ accessors */
 
-uint32_t gguf_version(const gguf_file *f) { return f->version; }
-uint64_t gguf_file_size(const gguf_file *f) { return f->size; }
-uint32_t gguf_alignment(const gguf_file *f) { return f->alignment; }
-uint64_t gguf_data_offset(const gguf_file *f) { return f->data_offset; }
-const void *gguf_base(const gguf_file *f) { return f->base; }
-uint64_t gguf_n_kv(const gguf_file *f) { return f->n_kv; }
-uint64_t gguf_n_tensors(const gguf_file *f) { return f->n_tensors; }
+uint32_t elmi_gguf_version(const gguf_file *f) { return f->version; }
+uint64_t elmi_gguf_file_size(const gguf_file *f) { return f->size; }
+uint32_t elmi_gguf_alignment(const gguf_file *f) { return f->alignment; }
+uint64_t elmi_gguf_data_offset(const gguf_file *f) { return f->data_offset; }
+const void *elmi_gguf_base(const gguf_file *f) { return f->base; }
+uint64_t elmi_gguf_n_kv(const gguf_file *f) { return f->n_kv; }
+uint64_t elmi_gguf_n_tensors(const gguf_file *f) { return f->n_tensors; }
 
-const gguf_kv *gguf_kv_at(const gguf_file *f, uint64_t i) {
+const gguf_kv *elmi_gguf_kv_at(const gguf_file *f, uint64_t i) {
     return i < f->n_kv ? &f->kvs[i] : NULL;
 }
 
-const gguf_tensor *gguf_tensor_at(const gguf_file *f, uint64_t i) {
+const gguf_tensor *elmi_gguf_tensor_at(const gguf_file *f, uint64_t i) {
     return i < f->n_tensors ? &f->tensors[i] : NULL;
 }
 
-bool gguf_str_eq(gguf_str s, const char *c) {
+bool elmi_gguf_str_eq(gguf_str s, const char *c) {
     size_t n = strlen(c);
     return s.len == n && (n == 0 || memcmp(s.ptr, c, n) == 0);
 }
 
-const gguf_kv *gguf_find(const gguf_file *f, const char *key) {
+const gguf_kv *elmi_gguf_find(const gguf_file *f, const char *key) {
     if (!f || !key || f->n_kv == 0) return NULL;
     gguf_str k = {key, strlen(key)};
     size_t lo = 0, hi = (size_t)f->n_kv;
@@ -621,7 +621,7 @@ const gguf_kv *gguf_find(const gguf_file *f, const char *key) {
     return NULL;
 }
 
-const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
+const gguf_tensor *elmi_gguf_find_tensor(const gguf_file *f, const char *name) {
     if (!f || !name || f->n_tensors == 0) return NULL;
     gguf_str k = {name, strlen(name)};
     size_t lo = 0, hi = (size_t)f->n_tensors;
@@ -643,7 +643,7 @@ static elm_status get_kv(const gguf_file *f, const char *key, bool required,
     *kv = NULL;
     if (!f || !key)
         return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no file or key");
-    *kv = gguf_find(f, key);
+    *kv = elmi_gguf_find(f, key);
     if (!*kv && required)
         return elmi_errorf(err, err_size, ELM_ERR_FORMAT, "required key '%s' is missing", key);
     return ELM_OK;
@@ -662,7 +662,7 @@ static bool is_signed(gguf_type t) {
 static elm_status wrong_type(const char *key, const gguf_kv *kv, const char *expected,
                              char *err, size_t err_size) {
     return elmi_errorf(err, err_size, ELM_ERR_FORMAT, "key '%s' has type %s, expected %s", key,
-                       gguf_type_name(kv->type), expected);
+                       elmi_gguf_type_name(kv->type), expected);
 }
 
 /* The integer value of kv within [lo, hi]. */
@@ -692,7 +692,7 @@ static elm_status get_int(const gguf_file *f, const char *key, bool required, in
     return fits ? ELM_OK : ELM_ERR_FORMAT;
 }
 
-elm_status gguf_get_u32(const gguf_file *f, const char *key, bool required, uint32_t *out,
+elm_status elmi_gguf_get_u32(const gguf_file *f, const char *key, bool required, uint32_t *out,
                         char *err, size_t err_size) {
     int64_t v;
     bool found;
@@ -702,7 +702,7 @@ elm_status gguf_get_u32(const gguf_file *f, const char *key, bool required, uint
     return s;
 }
 
-elm_status gguf_get_i32(const gguf_file *f, const char *key, bool required, int32_t *out,
+elm_status elmi_gguf_get_i32(const gguf_file *f, const char *key, bool required, int32_t *out,
                         char *err, size_t err_size) {
     int64_t v;
     bool found;
@@ -712,7 +712,7 @@ elm_status gguf_get_i32(const gguf_file *f, const char *key, bool required, int3
     return s;
 }
 
-elm_status gguf_get_f32(const gguf_file *f, const char *key, bool required, float *out,
+elm_status elmi_gguf_get_f32(const gguf_file *f, const char *key, bool required, float *out,
                         char *err, size_t err_size) {
     const gguf_kv *kv;
     elm_status s = get_kv(f, key, required, &kv, err, err_size);
@@ -726,7 +726,7 @@ elm_status gguf_get_f32(const gguf_file *f, const char *key, bool required, floa
     return ELM_OK;
 }
 
-elm_status gguf_get_bool(const gguf_file *f, const char *key, bool required, bool *out,
+elm_status elmi_gguf_get_bool(const gguf_file *f, const char *key, bool required, bool *out,
                          char *err, size_t err_size) {
     const gguf_kv *kv;
     elm_status s = get_kv(f, key, required, &kv, err, err_size);
@@ -736,7 +736,7 @@ elm_status gguf_get_bool(const gguf_file *f, const char *key, bool required, boo
     return ELM_OK;
 }
 
-elm_status gguf_get_str(const gguf_file *f, const char *key, bool required, gguf_str *out,
+elm_status elmi_gguf_get_str(const gguf_file *f, const char *key, bool required, gguf_str *out,
                         char *err, size_t err_size) {
     const gguf_kv *kv;
     elm_status s = get_kv(f, key, required, &kv, err, err_size);
@@ -746,7 +746,7 @@ elm_status gguf_get_str(const gguf_file *f, const char *key, bool required, gguf
     return ELM_OK;
 }
 
-elm_status gguf_get_arr(const gguf_file *f, const char *key, bool required, gguf_type elem,
+elm_status elmi_gguf_get_arr(const gguf_file *f, const char *key, bool required, gguf_type elem,
                         const gguf_kv **out, char *err, size_t err_size) {
     const gguf_kv *kv;
     elm_status s = get_kv(f, key, required, &kv, err, err_size);
@@ -754,11 +754,11 @@ elm_status gguf_get_arr(const gguf_file *f, const char *key, bool required, gguf
     if (kv->type != GGUF_TYPE_ARRAY)
         return elmi_errorf(err, err_size, ELM_ERR_FORMAT,
                            "key '%s' has type %s, expected an array of %s", key,
-                           gguf_type_name(kv->type), gguf_type_name(elem));
+                           elmi_gguf_type_name(kv->type), elmi_gguf_type_name(elem));
     if (kv->arr_type != elem)
         return elmi_errorf(err, err_size, ELM_ERR_FORMAT,
                            "key '%s' is an array of %s, expected an array of %s", key,
-                           gguf_type_name(kv->arr_type), gguf_type_name(elem));
+                           elmi_gguf_type_name(kv->arr_type), elmi_gguf_type_name(elem));
     *out = kv;
     return ELM_OK;
 }

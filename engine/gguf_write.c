@@ -43,7 +43,7 @@ struct gguf_writer {
     size_t n_tensors, cap_tensors;
 };
 
-gguf_writer *gguf_writer_new(void) { return elmi_calloc(1, sizeof(gguf_writer)); }
+gguf_writer *elmi_gguf_writer_new(void) { return elmi_calloc(1, sizeof(gguf_writer)); }
 
 static void wkv_free(wkv *kv) {
     elmi_free(kv->key);
@@ -58,7 +58,7 @@ static void wtensor_free(wtensor *t) {
     elmi_free(t->data);
 }
 
-void gguf_writer_free(gguf_writer *w) {
+void elmi_gguf_writer_free(gguf_writer *w) {
     if (!w) return;
     for (size_t i = 0; i < w->n_kv; i++) wkv_free(&w->kvs[i]);
     for (size_t i = 0; i < w->n_tensors; i++) wtensor_free(&w->tensors[i]);
@@ -115,38 +115,38 @@ static elm_status put_kv(gguf_writer *w, wkv *kv) {
     return ELM_OK;
 }
 
-static bool is_fixed(gguf_type t) { return gguf_type_size(t) != 0; }
+static bool is_fixed(gguf_type t) { return elmi_gguf_type_size(t) != 0; }
 
-elm_status gguf_set_val(gguf_writer *w, const char *key, gguf_type type, const void *v) {
+elm_status elmi_gguf_set_val(gguf_writer *w, const char *key, gguf_type type, const void *v) {
     if (!w || !key || !v || !is_fixed(type)) return ELM_ERR_INVALID_ARG;
     wkv kv = {.type = type, .key = dup_str(key)};
     if (!kv.key) return ELM_ERR_NO_MEMORY;
-    memcpy(kv.scalar, v, gguf_type_size(type));
+    memcpy(kv.scalar, v, elmi_gguf_type_size(type));
     return put_kv(w, &kv);
 }
 
-elm_status gguf_set_u32(gguf_writer *w, const char *key, uint32_t v) {
-    return gguf_set_val(w, key, GGUF_TYPE_UINT32, &v);
+elm_status elmi_gguf_set_u32(gguf_writer *w, const char *key, uint32_t v) {
+    return elmi_gguf_set_val(w, key, GGUF_TYPE_UINT32, &v);
 }
 
-elm_status gguf_set_i32(gguf_writer *w, const char *key, int32_t v) {
-    return gguf_set_val(w, key, GGUF_TYPE_INT32, &v);
+elm_status elmi_gguf_set_i32(gguf_writer *w, const char *key, int32_t v) {
+    return elmi_gguf_set_val(w, key, GGUF_TYPE_INT32, &v);
 }
 
-elm_status gguf_set_u64(gguf_writer *w, const char *key, uint64_t v) {
-    return gguf_set_val(w, key, GGUF_TYPE_UINT64, &v);
+elm_status elmi_gguf_set_u64(gguf_writer *w, const char *key, uint64_t v) {
+    return elmi_gguf_set_val(w, key, GGUF_TYPE_UINT64, &v);
 }
 
-elm_status gguf_set_f32(gguf_writer *w, const char *key, float v) {
-    return gguf_set_val(w, key, GGUF_TYPE_FLOAT32, &v);
+elm_status elmi_gguf_set_f32(gguf_writer *w, const char *key, float v) {
+    return elmi_gguf_set_val(w, key, GGUF_TYPE_FLOAT32, &v);
 }
 
-elm_status gguf_set_bool(gguf_writer *w, const char *key, bool v) {
+elm_status elmi_gguf_set_bool(gguf_writer *w, const char *key, bool v) {
     uint8_t b = v ? 1 : 0;
-    return gguf_set_val(w, key, GGUF_TYPE_BOOL, &b);
+    return elmi_gguf_set_val(w, key, GGUF_TYPE_BOOL, &b);
 }
 
-elm_status gguf_set_str(gguf_writer *w, const char *key, const char *v) {
+elm_status elmi_gguf_set_str(gguf_writer *w, const char *key, const char *v) {
     if (!w || !key || !v) return ELM_ERR_INVALID_ARG;
     wkv kv = {.type = GGUF_TYPE_STRING, .key = dup_str(key), .str = dup_str(v)};
     if (!kv.key || !kv.str) {
@@ -156,7 +156,7 @@ elm_status gguf_set_str(gguf_writer *w, const char *key, const char *v) {
     return put_kv(w, &kv);
 }
 
-elm_status gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *v, uint64_t n) {
+elm_status elmi_gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *v, uint64_t n) {
     if (!w || !key || (n > 0 && !v) || n > SIZE_MAX / sizeof(char *))
         return ELM_ERR_INVALID_ARG;
     for (uint64_t i = 0; i < n; i++)
@@ -173,9 +173,9 @@ elm_status gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *
     return put_kv(w, &kv);
 }
 
-elm_status gguf_set_arr_data(gguf_writer *w, const char *key, gguf_type elem, const void *v,
+elm_status elmi_gguf_set_arr_data(gguf_writer *w, const char *key, gguf_type elem, const void *v,
                              uint64_t n) {
-    size_t esz = gguf_type_size(elem);
+    size_t esz = elmi_gguf_type_size(elem);
     if (!w || !key || !esz || (n > 0 && !v) || n > SIZE_MAX / esz) return ELM_ERR_INVALID_ARG;
     wkv kv = {.type = GGUF_TYPE_ARRAY, .arr_type = elem, .arr_n = n, .key = dup_str(key)};
     kv.arr_data = dup_mem(v, (size_t)n * esz);
@@ -186,7 +186,7 @@ elm_status gguf_set_arr_data(gguf_writer *w, const char *key, gguf_type elem, co
     return put_kv(w, &kv);
 }
 
-bool gguf_remove_key(gguf_writer *w, const char *key) {
+bool elmi_gguf_remove_key(gguf_writer *w, const char *key) {
     ptrdiff_t i = (w && key) ? find_kv(w, key) : -1;
     if (i < 0) return false;
     wkv_free(&w->kvs[i]);
@@ -203,7 +203,7 @@ static ptrdiff_t find_tensor(const gguf_writer *w, const char *name) {
     return -1;
 }
 
-elm_status gguf_add_tensor_raw(gguf_writer *w, const char *name, int type, uint32_t n_dims,
+elm_status elmi_gguf_add_tensor_raw(gguf_writer *w, const char *name, int type, uint32_t n_dims,
                                const int64_t *ne, const void *data, size_t nbytes) {
     if (!w || !name || n_dims > GGUF_MAX_DIMS || (n_dims > 0 && !ne))
         return ELM_ERR_INVALID_ARG;
@@ -230,11 +230,11 @@ elm_status gguf_add_tensor_raw(gguf_writer *w, const char *name, int type, uint3
 
 /* The byte size of a shape of type `type`, or false when it has none. */
 static bool shape_bytes(int type, uint32_t n_dims, const int64_t *ne, uint64_t *out) {
-    if (n_dims < 1 || n_dims > GGUF_MAX_DIMS || !qtype_get(type)) return false;
+    if (n_dims < 1 || n_dims > GGUF_MAX_DIMS || !elmi_qtype_get(type)) return false;
     for (uint32_t d = 0; d < n_dims; d++)
         if (ne[d] < 1) return false;
     size_t row;
-    if (!qtype_row_bytes(type, ne[0], &row)) return false;
+    if (!elmi_qtype_row_bytes(type, ne[0], &row)) return false;
     uint64_t n = row;
     for (uint32_t d = 1; d < n_dims; d++)
         if (__builtin_mul_overflow(n, (uint64_t)ne[d], &n)) return false;
@@ -242,16 +242,16 @@ static bool shape_bytes(int type, uint32_t n_dims, const int64_t *ne, uint64_t *
     return true;
 }
 
-elm_status gguf_add_tensor(gguf_writer *w, const char *name, int type, uint32_t n_dims,
+elm_status elmi_gguf_add_tensor(gguf_writer *w, const char *name, int type, uint32_t n_dims,
                            const int64_t *ne, const void *data, size_t nbytes) {
     uint64_t expect;
     if (!w || !name || !name[0] || !ne || !data || !shape_bytes(type, n_dims, ne, &expect) ||
         expect != nbytes)
         return ELM_ERR_INVALID_ARG;
-    return gguf_add_tensor_raw(w, name, type, n_dims, ne, data, nbytes);
+    return elmi_gguf_add_tensor_raw(w, name, type, n_dims, ne, data, nbytes);
 }
 
-bool gguf_remove_tensor(gguf_writer *w, const char *name) {
+bool elmi_gguf_remove_tensor(gguf_writer *w, const char *name) {
     ptrdiff_t i = (w && name) ? find_tensor(w, name) : -1;
     if (i < 0) return false;
     wtensor_free(&w->tensors[i]);
@@ -306,9 +306,9 @@ static void put_kv_value(sink *s, const wkv *kv) {
         if (kv->arr_type == GGUF_TYPE_STRING)
             for (uint64_t i = 0; i < kv->arr_n; i++) put_str(s, kv->arr_strs[i]);
         else
-            put(s, kv->arr_data, (size_t)kv->arr_n * gguf_type_size(kv->arr_type));
+            put(s, kv->arr_data, (size_t)kv->arr_n * elmi_gguf_type_size(kv->arr_type));
     } else {
-        put(s, kv->scalar, gguf_type_size(kv->type));
+        put(s, kv->scalar, elmi_gguf_type_size(kv->type));
     }
 }
 
@@ -352,7 +352,7 @@ static void emit(const gguf_writer *w, sink *s) {
     }
 }
 
-elm_status gguf_write_memory(const gguf_writer *w, void **out, size_t *out_size) {
+elm_status elmi_gguf_write_memory(const gguf_writer *w, void **out, size_t *out_size) {
     if (!w || !out || !out_size) return ELM_ERR_INVALID_ARG;
     *out = NULL;
     *out_size = 0;
@@ -368,7 +368,7 @@ elm_status gguf_write_memory(const gguf_writer *w, void **out, size_t *out_size)
     return ELM_OK;
 }
 
-elm_status gguf_write_file(const gguf_writer *w, const char *path, char *err, size_t err_size) {
+elm_status elmi_gguf_write_file(const gguf_writer *w, const char *path, char *err, size_t err_size) {
     if (!w || !path) return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no writer or path");
     FILE *fp = fopen(path, "wb");
     int e = errno;

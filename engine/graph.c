@@ -96,7 +96,7 @@ static void set_outputs(elm_graph_bufs *g, uint32_t n, bool all_logits) {
     set_tokens(&g->logits, 1, n_out);
 }
 
-int graph_build(elm_context *ctx, uint32_t n, elm_output output, be_graph *out) {
+int elmi_graph_build(elm_context *ctx, uint32_t n, elm_output output, be_graph *out) {
     bool all_logits = output == ELM_OUT_ALL;
     elm_graph_bufs *g = &ctx->g;
     const elm_weights *w = &ctx->model->w;

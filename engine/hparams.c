@@ -19,20 +19,20 @@ static const char *arch_key(const key_reader *r, const char *suffix, char *buf, 
 
 static elm_status get_u32(const key_reader *r, const char *suffix, bool required, uint32_t *out) {
     char key[128];
-    return gguf_get_u32(r->f, arch_key(r, suffix, key, sizeof key), required, out, r->err,
+    return elmi_gguf_get_u32(r->f, arch_key(r, suffix, key, sizeof key), required, out, r->err,
                         r->err_size);
 }
 
 static elm_status get_f32(const key_reader *r, const char *suffix, bool required, float *out) {
     char key[128];
-    return gguf_get_f32(r->f, arch_key(r, suffix, key, sizeof key), required, out, r->err,
+    return elmi_gguf_get_f32(r->f, arch_key(r, suffix, key, sizeof key), required, out, r->err,
                         r->err_size);
 }
 
 static elm_status load_arch(const gguf_file *f, elm_hparams *hp, char *arch, size_t cap,
                             char *err, size_t err_size) {
     gguf_str s = {0};
-    ELM_TRY(gguf_get_str(f, "general.architecture", true, &s, err, err_size));
+    ELM_TRY(elmi_gguf_get_str(f, "general.architecture", true, &s, err, err_size));
     if (s.len >= cap) s.len = cap - 1;
     memcpy(arch, s.ptr, s.len);
     arch[s.len] = 0;
@@ -56,17 +56,17 @@ static elm_status load_arch(const gguf_file *f, elm_hparams *hp, char *arch, siz
 static elm_status load_rope_scaling(const key_reader *r, elm_hparams *hp) {
     char key[128];
     gguf_str type = {0};
-    ELM_TRY(gguf_get_str(r->f, arch_key(r, "rope.scaling.type", key, sizeof key), false, &type,
+    ELM_TRY(elmi_gguf_get_str(r->f, arch_key(r, "rope.scaling.type", key, sizeof key), false, &type,
                          r->err, r->err_size));
     float factor = 0.0f;
     ELM_TRY(get_f32(r, "rope.scaling.factor", false, &factor));
     if (factor == 0.0f) ELM_TRY(get_f32(r, "rope.scale_linear", false, &factor));
     hp->rope_scaling = 0;
-    if (type.ptr == NULL || gguf_str_eq(type, "none")) {
+    if (type.ptr == NULL || elmi_gguf_str_eq(type, "none")) {
         if (factor != 0.0f && factor != 1.0f) hp->rope_scaling = 1; /* old scale_linear key */
-    } else if (gguf_str_eq(type, "linear")) {
+    } else if (elmi_gguf_str_eq(type, "linear")) {
         hp->rope_scaling = 1;
-    } else if (gguf_str_eq(type, "yarn")) {
+    } else if (elmi_gguf_str_eq(type, "yarn")) {
         hp->rope_scaling = 2;
     } else {
         return elmi_errorf(r->err, r->err_size, ELM_ERR_UNSUPPORTED,
@@ -135,7 +135,7 @@ static elm_status check_heads(elm_hparams *hp, uint32_t key_len, uint32_t val_le
     return ELM_OK;
 }
 
-elm_status hparams_load(const gguf_file *f, elm_hparams *hp, char *err, size_t err_size) {
+elm_status elmi_hparams_load(const gguf_file *f, elm_hparams *hp, char *err, size_t err_size) {
     memset(hp, 0, sizeof *hp);
     char arch[64];
     ELM_TRY(load_arch(f, hp, arch, sizeof arch, err, err_size));
@@ -160,11 +160,11 @@ elm_status hparams_load(const gguf_file *f, elm_hparams *hp, char *err, size_t e
     ELM_TRY(check_range(err, err_size, "block_count", hp->n_layer, 1, ELM_MAX_LAYERS));
     ELM_TRY(check_range(err, err_size, "feed_forward_length", hp->n_ff, 1, 1u << 20));
     uint64_t min_tensors = 2 + 9ull * hp->n_layer; /* embeddings, output norm, 9 per layer */
-    if (gguf_n_tensors(f) < min_tensors)
+    if (elmi_gguf_n_tensors(f) < min_tensors)
         return elmi_errorf(err, err_size, ELM_ERR_FORMAT,
                            "block_count %u needs at least %llu tensors, the file has %llu",
                            hp->n_layer, (unsigned long long)min_tensors,
-                           (unsigned long long)gguf_n_tensors(f));
+                           (unsigned long long)elmi_gguf_n_tensors(f));
     ELM_TRY(check_heads(hp, key_len, val_len, err, err_size));
     if (!(hp->rms_eps > 0.0f) || !(hp->rms_eps < 1.0f))
         return elmi_errorf(err, err_size, ELM_ERR_FORMAT,

@@ -17,7 +17,7 @@
 #define ELM_MAX_LAYERS 1024
 #define ELM_ERR_LEN 512
 
-double elm_now_ms(void); /* monotonic clock */
+double elmi_now_ms(void); /* monotonic clock */
 
 /* The defaults behind elm_*_default_params (api.c, model.c). */
 extern const elm_sampler_params elmi_sampler_defaults;
@@ -59,7 +59,7 @@ typedef struct elm_hparams {
 } elm_hparams;
 
 /* Reads and checks the hyperparameters of `arch_name` from the metadata. */
-elm_status hparams_load(const gguf_file *f, elm_hparams *hp, char *err, size_t err_size);
+elm_status elmi_hparams_load(const gguf_file *f, elm_hparams *hp, char *err, size_t err_size);
 
 typedef struct elm_layer {
     be_tensor attn_norm; /* (n_embd) F32 */
@@ -109,24 +109,24 @@ struct elm_model {
 };
 
 /* Resolves elm_model_params.device. */
-elm_status device_resolve(const char *spec, elm_device_choice *out, char *err, size_t err_size);
+elm_status elmi_device_resolve(const char *spec, elm_device_choice *out, char *err, size_t err_size);
 /* Creates the backend of a choice. */
-elm_status device_backend_new(const elm_device_choice *c, int n_threads, bool pin, be_backend **out,
+elm_status elmi_device_backend_new(const elm_device_choice *c, int n_threads, bool pin, be_backend **out,
                               char *err, size_t err_size);
 /* Fills the backend's part of elm_stats. */
-void device_backend_stats(be_backend *be, elm_stats *st);
+void elmi_device_backend_stats(be_backend *be, elm_stats *st);
 /* Validation-layer errors seen by a Vulkan backend (0 otherwise). */
-uint64_t device_validation_errors(be_backend *be);
+uint64_t elmi_device_validation_errors(be_backend *be);
 
 /* Loads a model from a GGUF image allocated with elmi_malloc, which the
  * model takes over (freed on failure too). `label` stands for the path in
  * messages. */
-elm_status model_load_memory(const char *label, void *data, size_t size,
+elm_status elmi_model_load_memory(const char *label, void *data, size_t size,
                              const elm_model_params *params, elm_model **out, char *err,
                              size_t err_size);
 
 /* Binds and shape-checks every weight tensor of the model. */
-elm_status weights_bind(elm_model *m, char *err, size_t err_size);
+elm_status elmi_weights_bind(elm_model *m, char *err, size_t err_size);
 
 /* Per-context state: backend, KV cache, activations, logits. */
 typedef struct elm_graph_bufs {
@@ -177,7 +177,7 @@ struct elm_context {
 };
 
 /* Sets ctx->last_error and returns st. */
-elm_status ctx_error(elm_context *ctx, elm_status st, const char *fmt, ...)
+elm_status elmi_ctx_error(elm_context *ctx, elm_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* What a forward pass hands back. */
@@ -189,10 +189,10 @@ typedef enum elm_output {
 } elm_output;
 
 /* Builds the forward graph of `n` tokens at position n_past into ctx->nodes. */
-int graph_build(elm_context *ctx, uint32_t n, elm_output out, be_graph *graph);
+int elmi_graph_build(elm_context *ctx, uint32_t n, elm_output out, be_graph *graph);
 
 /* Runs `n` tokens (split into batches) after the cached ones. On failure the
  * context is as before the call. */
-elm_status context_decode(elm_context *ctx, const elm_token *tokens, size_t n, elm_output out);
+elm_status elmi_context_decode(elm_context *ctx, const elm_token *tokens, size_t n, elm_output out);
 
 #endif

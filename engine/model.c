@@ -24,17 +24,17 @@ static char *str_dup_n(const char *s, size_t n) {
 }
 
 static elm_status index_tensors(elm_model *m, char *err, size_t err_size) {
-    uint64_t n = gguf_n_tensors(m->gguf);
+    uint64_t n = elmi_gguf_n_tensors(m->gguf);
     m->info.n_tensors = (uint32_t)n;
     if (n == 0) return ELM_OK;
     m->tensors = elmi_calloc(n, sizeof *m->tensors);
     if (!m->tensors) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     for (uint64_t i = 0; i < n; i++) {
-        const gguf_tensor *g = gguf_tensor_at(m->gguf, i);
+        const gguf_tensor *g = elmi_gguf_tensor_at(m->gguf, i);
         elm_tensor_entry *e = &m->tensors[i];
         e->name = str_dup_n(g->name.ptr, g->name.len);
         if (!e->name) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
-        e->info = (elm_tensor_info){.name = e->name, .type = qtype_name(g->type),
+        e->info = (elm_tensor_info){.name = e->name, .type = elmi_qtype_name(g->type),
                                     .n_dims = g->n_dims, .nbytes = g->nbytes,
                                     .offset = g->offset};
         memcpy(e->info.ne, g->ne, sizeof e->info.ne);
@@ -49,14 +49,14 @@ static void fill_info(elm_model *m) {
     in->path = m->path;
     in->name = m->name ? m->name : "";
     in->arch = m->arch_name ? m->arch_name : "";
-    in->tokenizer_model = vocab_model_name(m->vocab);
-    in->tokenizer_pre = vocab_pre_name(m->vocab);
-    in->file_size = gguf_file_size(m->gguf);
-    in->gguf_version = gguf_version(m->gguf);
-    in->n_vocab = vocab_n_tokens(m->vocab);
-    in->add_bos = vocab_add_bos(m->vocab);
-    in->bos = vocab_bos(m->vocab);
-    in->eos = vocab_eos(m->vocab);
+    in->tokenizer_model = elmi_vocab_model_name(m->vocab);
+    in->tokenizer_pre = elmi_vocab_pre_name(m->vocab);
+    in->file_size = elmi_gguf_file_size(m->gguf);
+    in->elmi_gguf_version = elmi_gguf_version(m->gguf);
+    in->n_vocab = elmi_vocab_n_tokens(m->vocab);
+    in->add_bos = elmi_vocab_add_bos(m->vocab);
+    in->bos = elmi_vocab_bos(m->vocab);
+    in->eos = elmi_vocab_eos(m->vocab);
     in->vocab_only = m->vocab_only;
     in->rope_scaling = "none";
     if (m->vocab_only) return;
@@ -79,11 +79,11 @@ static void fill_info(elm_model *m) {
 
 static elm_status load_strings(elm_model *m, char *err, size_t err_size) {
     gguf_str s = {0};
-    elm_status st = gguf_get_str(m->gguf, "general.name", false, &s, err, err_size);
+    elm_status st = elmi_gguf_get_str(m->gguf, "general.name", false, &s, err, err_size);
     if (st != ELM_OK) return st;
     m->name = str_dup_n(s.ptr ? s.ptr : "", s.ptr ? s.len : 0);
     s = (gguf_str){0};
-    ELM_TRY(gguf_get_str(m->gguf, "general.architecture", false, &s, err, err_size));
+    ELM_TRY(elmi_gguf_get_str(m->gguf, "general.architecture", false, &s, err, err_size));
     m->arch_name = str_dup_n(s.ptr ? s.ptr : "", s.ptr ? s.len : 0);
     if (!m->name || !m->arch_name)
         return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
@@ -93,16 +93,16 @@ static elm_status load_strings(elm_model *m, char *err, size_t err_size) {
 /* Opens the file, or the memory image when m->owned_data is set. */
 static elm_status load(elm_model *m, const char *path, const elm_model_params *p, char *err,
                        size_t err_size) {
-    ELM_TRY(device_resolve(p->device, &m->device, err, err_size));
-    ELM_TRY(m->owned_data ? gguf_open_memory(m->owned_data, m->owned_size, &m->gguf, err, err_size)
-                          : gguf_open(path, &m->gguf, err, err_size));
+    ELM_TRY(elmi_device_resolve(p->device, &m->device, err, err_size));
+    ELM_TRY(m->owned_data ? elmi_gguf_open_memory(m->owned_data, m->owned_size, &m->gguf, err, err_size)
+                          : elmi_gguf_open(path, &m->gguf, err, err_size));
     ELM_TRY(index_tensors(m, err, err_size));
     ELM_TRY(load_strings(m, err, err_size));
-    ELM_TRY(vocab_load(m->gguf, &m->vocab, err, err_size));
+    ELM_TRY(elmi_vocab_load(m->gguf, &m->vocab, err, err_size));
     if (m->vocab_only) return ELM_OK;
-    ELM_TRY(hparams_load(m->gguf, &m->hp, err, err_size));
-    m->hp.n_vocab = vocab_n_tokens(m->vocab);
-    return weights_bind(m, err, err_size);
+    ELM_TRY(elmi_hparams_load(m->gguf, &m->hp, err, err_size));
+    m->hp.n_vocab = elmi_vocab_n_tokens(m->vocab);
+    return elmi_weights_bind(m, err, err_size);
 }
 
 static elm_status load_common(const char *path, void *data, size_t size,
@@ -121,7 +121,7 @@ static elm_status load_common(const char *path, void *data, size_t size,
                           "elm_model_params.struct_size is %zu: initialize the struct with "
                           "elm_model_default_params", params->struct_size);
     }
-    double t0 = elm_now_ms();
+    double t0 = elmi_now_ms();
     elm_model *m = elmi_calloc(1, sizeof *m);
     if (!m) {
         elmi_free(data);
@@ -139,7 +139,7 @@ static elm_status load_common(const char *path, void *data, size_t size,
         return st;
     }
     fill_info(m);
-    m->load_ms = elm_now_ms() - t0;
+    m->load_ms = elmi_now_ms() - t0;
     *out = m;
     return ELM_OK;
 }
@@ -153,7 +153,7 @@ elm_status elm_model_load(const char *path, const elm_model_params *params, elm_
     return load_common(path, NULL, 0, params, out, err, err_size);
 }
 
-elm_status model_load_memory(const char *label, void *data, size_t size,
+elm_status elmi_model_load_memory(const char *label, void *data, size_t size,
                              const elm_model_params *params, elm_model **out, char *err,
                              size_t err_size) {
     return load_common(label, data, size, params, out, err, err_size);
@@ -165,8 +165,8 @@ void elm_model_free(elm_model *m) {
         for (uint32_t i = 0; i < m->info.n_tensors; i++) elmi_free(m->tensors[i].name);
     elmi_free(m->tensors);
     elmi_free(m->w.layers);
-    vocab_free(m->vocab);
-    gguf_close(m->gguf);
+    elmi_vocab_free(m->vocab);
+    elmi_gguf_close(m->gguf);
     elmi_free(m->owned_data);
     elmi_free(m->name);
     elmi_free(m->arch_name);

@@ -69,7 +69,7 @@ static bool params_valid(const elm_sampler_params *p) {
            p->repeat_last_n >= 0;
 }
 
-elm_status sampler_new(const elm_sampler_params *p, uint32_t n_vocab, elm_sampler **out) {
+elm_status elmi_sampler_new(const elm_sampler_params *p, uint32_t n_vocab, elm_sampler **out) {
     if (!out) return ELM_ERR_INVALID_ARG;
     *out = NULL;
     if (!p || n_vocab == 0 || n_vocab > INT32_MAX || !params_valid(p)) return ELM_ERR_INVALID_ARG;
@@ -83,15 +83,15 @@ elm_status sampler_new(const elm_sampler_params *p, uint32_t n_vocab, elm_sample
     s->seen = elmi_calloc(((size_t)n_vocab + 7) / 8, 1);
     s->hist = elmi_malloc(((size_t)s->hist_cap + 1) * sizeof *s->hist);
     if (!s->c || !s->seen || !s->hist) {
-        sampler_free(s);
+        elmi_sampler_free(s);
         return ELM_ERR_NO_MEMORY;
     }
-    sampler_reset(s);
+    elmi_sampler_reset(s);
     *out = s;
     return ELM_OK;
 }
 
-void sampler_free(elm_sampler *s) {
+void elmi_sampler_free(elm_sampler *s) {
     if (!s) return;
     elmi_free(s->c);
     elmi_free(s->seen);
@@ -99,14 +99,14 @@ void sampler_free(elm_sampler *s) {
     elmi_free(s);
 }
 
-void sampler_reset(elm_sampler *s) {
+void elmi_sampler_reset(elm_sampler *s) {
     if (!s) return;
     s->hist_len = 0;
     s->hist_pos = 0;
     rng_seed(s->rng, s->p.seed);
 }
 
-void sampler_accept(elm_sampler *s, int32_t token) {
+void elmi_sampler_accept(elm_sampler *s, int32_t token) {
     if (!s || s->hist_cap == 0 || token < 0 || (uint32_t)token >= s->n_vocab) return;
     s->hist[s->hist_pos] = token;
     s->hist_pos = (s->hist_pos + 1) % s->hist_cap;
@@ -346,7 +346,7 @@ static int32_t sample_marked(elm_sampler *s, const float *logits) {
     return draw(s, order_kept(&o), o.done, kept_w);
 }
 
-int32_t sampler_sample(elm_sampler *s, const float *logits) {
+int32_t elmi_sampler_sample(elm_sampler *s, const float *logits) {
     if (!s || !logits) return -1;
     mark_history(s, true);
     int32_t id = sample_marked(s, logits);

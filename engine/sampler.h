@@ -31,14 +31,14 @@ typedef struct elm_sampler elm_sampler;
  * NaN top_p/min_p, repeat_penalty <= 0 or NaN, repeat_last_n < 0),
  * ELM_ERR_NO_MEMORY. *out is NULL on failure.
  */
-elm_status sampler_new(const elm_sampler_params *p, uint32_t n_vocab, elm_sampler **out);
-void sampler_free(elm_sampler *s);
+elm_status elmi_sampler_new(const elm_sampler_params *p, uint32_t n_vocab, elm_sampler **out);
+void elmi_sampler_free(elm_sampler *s);
 
 /* Forgets the history and reseeds the generator from params.seed. */
-void sampler_reset(elm_sampler *s);
+void elmi_sampler_reset(elm_sampler *s);
 
 /* Adds a token to the repetition-penalty history (ids out of range are ignored). */
-void sampler_accept(elm_sampler *s, int32_t token);
+void elmi_sampler_accept(elm_sampler *s, int32_t token);
 
 /*
  * Samples one id from n_vocab logits (borrowed, not modified). -inf masks a
@@ -47,6 +47,6 @@ void sampler_accept(elm_sampler *s, int32_t token);
  * finite logit that would overflow saturates at +-FLT_MAX instead, so the
  * penalty never turns finite logits into an error or a masked token.
  */
-int32_t sampler_sample(elm_sampler *s, const float *logits);
+int32_t elmi_sampler_sample(elm_sampler *s, const float *logits);
 
 #endif

@@ -45,7 +45,7 @@ static const synth_shape *find_shape(const char *name) {
 
 static int type_by_name(const char *name) {
     for (int t = 0; t < QT_COUNT; t++)
-        if (qtype_supported(t) && strcmp(qtype_name(t), name) == 0) return t;
+        if (elmi_qtype_supported(t) && strcmp(elmi_qtype_name(t), name) == 0) return t;
     return -1;
 }
 
@@ -83,7 +83,7 @@ static void *gen_rows(void *arg) {
     gen_job *j = arg;
     float *row = elmi_malloc((size_t)j->ne0 * sizeof(float));
     if (!row) return (void *)1;
-    const qtype_traits *tr = qtype_get(j->type);
+    const qtype_traits *tr = elmi_qtype_get(j->type);
     for (int64_t r = j->ith; r < j->ne1; r += j->nth) {
         fill_row(row, j->ne0, j->seed * 1000003ull + (uint64_t)r, j->sd);
         tr->from_float(row, j->dst + (size_t)r * j->row_bytes, j->ne0);
@@ -96,7 +96,7 @@ static void *gen_rows(void *arg) {
 static void *gen_tensor(int type, int64_t ne0, int64_t ne1, uint64_t seed, float sd,
                         size_t *nbytes) {
     size_t row_bytes;
-    if (!qtype_row_bytes(type, ne0, &row_bytes)) return NULL;
+    if (!elmi_qtype_row_bytes(type, ne0, &row_bytes)) return NULL;
     uint8_t *dst = elmi_malloc(row_bytes * (size_t)ne1);
     if (!dst) return NULL;
     enum { NTH = 2 };
@@ -127,9 +127,9 @@ static void *gen_tensor(int type, int64_t ne0, int64_t ne1, uint64_t seed, float
 /* The type a tensor gets: `want`, or a fallback when its rows are not whole blocks. */
 static int fit_type(int want, int64_t ne0) {
     size_t b;
-    if (qtype_row_bytes(want, ne0, &b)) return want;
+    if (elmi_qtype_row_bytes(want, ne0, &b)) return want;
     int fallback = want == QT_Q4_K ? QT_Q5_0 : want == QT_Q5_K ? QT_Q5_1 : QT_Q8_0;
-    return qtype_row_bytes(fallback, ne0, &b) ? fallback : QT_F16;
+    return elmi_qtype_row_bytes(fallback, ne0, &b) ? fallback : QT_F16;
 }
 
 typedef struct synth_ctx {
@@ -158,7 +158,7 @@ static elm_status add_tensor(synth_ctx *c, const char *name, int type, int64_t n
         data = gen_tensor(t, ne0, ne1, c->seed + ++c->n_tensor, sd, &nbytes);
     }
     if (!data) return elmi_errorf(c->err, c->err_size, ELM_ERR_NO_MEMORY, "out of memory");
-    elm_status st = gguf_add_tensor(c->w, name, t, n_dims, ne, data, nbytes);
+    elm_status st = elmi_gguf_add_tensor(c->w, name, t, n_dims, ne, data, nbytes);
     elmi_free(data);
     if (st != ELM_OK) elmi_errorf(c->err, c->err_size, st, "cannot add tensor %s", name);
     return st;
@@ -197,14 +197,14 @@ static elm_status add_layer(synth_ctx *c, uint32_t il, int type, bool q4km) {
 
 static elm_status set_vocab(gguf_writer *w, const char *const *toks, const float *scores,
                             const int32_t *types, uint32_t n_vocab) {
-    ELM_TRY(gguf_set_str(w, "tokenizer.ggml.model", "llama"));
-    ELM_TRY(gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, n_vocab));
-    ELM_TRY(gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, n_vocab));
-    ELM_TRY(gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, n_vocab));
-    ELM_TRY(gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0));
-    ELM_TRY(gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1));
-    ELM_TRY(gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2));
-    return gguf_set_bool(w, "tokenizer.ggml.add_bos_token", true);
+    ELM_TRY(elmi_gguf_set_str(w, "tokenizer.ggml.model", "llama"));
+    ELM_TRY(elmi_gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, n_vocab));
+    ELM_TRY(elmi_gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, n_vocab));
+    ELM_TRY(elmi_gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, n_vocab));
+    ELM_TRY(elmi_gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0));
+    ELM_TRY(elmi_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1));
+    ELM_TRY(elmi_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2));
+    return elmi_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", true);
 }
 
 /* <unk>, <s>, </s>, the 256 byte tokens, then synthetic pieces. */
@@ -249,18 +249,18 @@ static elm_status set_hparams(const synth_ctx *c, const char *model_name) {
     const synth_shape *s = c->sh;
     char key[128];
 #define K(x) (snprintf(key, sizeof key, "%s." x, s->arch), key)
-    ELM_TRY(gguf_set_str(c->w, "general.architecture", s->arch));
-    ELM_TRY(gguf_set_str(c->w, "general.name", model_name));
-    ELM_TRY(gguf_set_u32(c->w, "general.file_type", 0));
-    ELM_TRY(gguf_set_u32(c->w, K("context_length"), s->n_ctx));
-    ELM_TRY(gguf_set_u32(c->w, K("embedding_length"), s->n_embd));
-    ELM_TRY(gguf_set_u32(c->w, K("block_count"), s->n_layer));
-    ELM_TRY(gguf_set_u32(c->w, K("feed_forward_length"), s->n_ff));
-    ELM_TRY(gguf_set_u32(c->w, K("attention.head_count"), s->n_head));
-    ELM_TRY(gguf_set_u32(c->w, K("attention.head_count_kv"), s->n_head_kv));
-    ELM_TRY(gguf_set_u32(c->w, K("rope.dimension_count"), s->n_embd / s->n_head));
-    ELM_TRY(gguf_set_f32(c->w, K("rope.freq_base"), s->rope_theta));
-    ELM_TRY(gguf_set_f32(c->w, K("attention.layer_norm_rms_epsilon"), s->rms_eps));
+    ELM_TRY(elmi_gguf_set_str(c->w, "general.architecture", s->arch));
+    ELM_TRY(elmi_gguf_set_str(c->w, "general.name", model_name));
+    ELM_TRY(elmi_gguf_set_u32(c->w, "general.file_type", 0));
+    ELM_TRY(elmi_gguf_set_u32(c->w, K("context_length"), s->n_ctx));
+    ELM_TRY(elmi_gguf_set_u32(c->w, K("embedding_length"), s->n_embd));
+    ELM_TRY(elmi_gguf_set_u32(c->w, K("block_count"), s->n_layer));
+    ELM_TRY(elmi_gguf_set_u32(c->w, K("feed_forward_length"), s->n_ff));
+    ELM_TRY(elmi_gguf_set_u32(c->w, K("attention.head_count"), s->n_head));
+    ELM_TRY(elmi_gguf_set_u32(c->w, K("attention.head_count_kv"), s->n_head_kv));
+    ELM_TRY(elmi_gguf_set_u32(c->w, K("rope.dimension_count"), s->n_embd / s->n_head));
+    ELM_TRY(elmi_gguf_set_f32(c->w, K("rope.freq_base"), s->rope_theta));
+    ELM_TRY(elmi_gguf_set_f32(c->w, K("attention.layer_norm_rms_epsilon"), s->rms_eps));
 #undef K
     return ELM_OK;
 }
@@ -279,7 +279,7 @@ static elm_status build(const elm_synth_params *p, gguf_writer *w, char *err, si
                            p->shape ? p->shape : "(null)");
     bool q4km = p->type && strcmp(p->type, "Q4_K_M") == 0;
     int type = q4km ? QT_Q4_K : type_by_name(p->type ? p->type : "");
-    if (type < 0 || !qtype_get(type)->from_float)
+    if (type < 0 || !elmi_qtype_get(type)->from_float)
         return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "unsupported weight type '%s'",
                            p->type ? p->type : "(null)");
     int out_type = (type == QT_Q4_0 || type == QT_Q4_K) ? QT_Q6_K : QT_Q8_0;
@@ -317,15 +317,15 @@ static elm_status build(const elm_synth_params *p, gguf_writer *w, char *err, si
 elm_status elm_synth_write(const elm_synth_params *p, const char *path, char *err,
                            size_t err_size) {
     if (!p || !path) return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "NULL argument");
-    gguf_writer *w = gguf_writer_new();
+    gguf_writer *w = elmi_gguf_writer_new();
     if (!w) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     char msg[ELM_ERR_LEN] = "";
     elm_status st = build(p, w, err, err_size);
     if (st != ELM_OK) goto done;
-    st = gguf_write_file(w, path, msg, sizeof msg);
+    st = elmi_gguf_write_file(w, path, msg, sizeof msg);
     if (st != ELM_OK) elmi_errorf(err, err_size, st, "%s: %s", path, msg);
 done:
-    gguf_writer_free(w);
+    elmi_gguf_writer_free(w);
     return st;
 }
 
@@ -337,18 +337,18 @@ elm_status elm_synth_load(const elm_synth_params *p, const elm_model_params *mp,
     snprintf(label, sizeof label, "shape:%s:%s", p->shape ? p->shape : "?", p->type ? p->type : "?");
     char msg[ELM_ERR_LEN] = "";
     elm_device_choice choice;
-    elm_status dst = device_resolve(mp ? mp->device : NULL, &choice, msg, sizeof msg);
+    elm_status dst = elmi_device_resolve(mp ? mp->device : NULL, &choice, msg, sizeof msg);
     if (dst != ELM_OK) return elmi_errorf(err, err_size, dst, "%s: %s", label, msg);
-    gguf_writer *w = gguf_writer_new();
+    gguf_writer *w = elmi_gguf_writer_new();
     if (!w) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     void *data = NULL;
     size_t size = 0;
     elm_status st = build(p, w, err, err_size);
     if (st != ELM_OK) goto done;
-    st = gguf_write_memory(w, &data, &size);
+    st = elmi_gguf_write_memory(w, &data, &size);
     if (st != ELM_OK) elmi_errorf(err, err_size, st, "cannot serialize the model");
 done:
-    gguf_writer_free(w);
+    elmi_gguf_writer_free(w);
     if (st != ELM_OK) return st;
-    return model_load_memory(label, data, size, mp, out, err, err_size);
+    return elmi_model_load_memory(label, data, size, mp, out, err, err_size);
 }

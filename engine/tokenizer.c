@@ -16,7 +16,7 @@
  * it keeps every size computation far from overflow. */
 #define VOCAB_MAX_TOKEN_LEN (1u << 20)
 
-vocab_arrays vocab_arrays_init(void) {
+vocab_arrays elmi_vocab_arrays_init(void) {
     vocab_arrays a;
     memset(&a, 0, sizeof a);
     a.bos = a.eos = a.unk = a.pad = a.eot = a.eom = -1;
@@ -46,7 +46,7 @@ static size_t table_size(size_t n) {
     return s;
 }
 
-int32_t vocab_lookup(const elm_vocab *v, const char *s, size_t len) {
+int32_t elmi_vocab_lookup(const elm_vocab *v, const char *s, size_t len) {
     for (size_t i = hash_bytes(s, len) & v->index_mask;; i = (i + 1) & v->index_mask) {
         int32_t id = v->index[i];
         if (id < 0) return -1;
@@ -75,7 +75,7 @@ static elm_status build_index(elm_vocab *v) {
     return ELM_OK;
 }
 
-const vocab_merge *vocab_merge_find(const elm_vocab *v, int32_t left, int32_t right) {
+const vocab_merge *elmi_vocab_merge_find(const elm_vocab *v, int32_t left, int32_t right) {
     if (!v->merges || left < 0 || right < 0) return NULL;
     uint64_t key = ((uint64_t)(uint32_t)left << 32) | (uint32_t)right;
     for (size_t i = hash_u64(key) & v->merge_mask;; i = (i + 1) & v->merge_mask) {
@@ -91,12 +91,12 @@ static bool parse_merge(const elm_vocab *v, gguf_str m, char *buf, int32_t *l, i
                         int32_t *res) {
     for (size_t sp = 1; sp + 1 < m.len; sp++) {
         if (m.ptr[sp] != ' ') continue;
-        *l = vocab_lookup(v, m.ptr, sp);
-        *r = vocab_lookup(v, m.ptr + sp + 1, m.len - sp - 1);
+        *l = elmi_vocab_lookup(v, m.ptr, sp);
+        *r = elmi_vocab_lookup(v, m.ptr + sp + 1, m.len - sp - 1);
         if (*l < 0 || *r < 0) continue;
         memcpy(buf, m.ptr, sp);
         memcpy(buf + sp, m.ptr + sp + 1, m.len - sp - 1);
-        *res = vocab_lookup(v, buf, m.len - 1);
+        *res = elmi_vocab_lookup(v, buf, m.len - 1);
         if (*res >= 0) return true;
     }
     return false;
@@ -206,8 +206,8 @@ static void build_byte_tokens(elm_vocab *v) {
     if (v->kind == VOCAB_BPE) {
         for (int b = 0; b < 256; b++) {
             char s[4];
-            size_t n = utf8_encode(bytelevel_cp((uint8_t)b), s);
-            v->byte_tok[b] = vocab_lookup(v, s, n);
+            size_t n = elmi_utf8_encode(elmi_bytelevel_cp((uint8_t)b), s);
+            v->byte_tok[b] = elmi_vocab_lookup(v, s, n);
         }
         return;
     }
@@ -287,7 +287,7 @@ static elm_status build_eog(elm_vocab *v) {
     eog_add(v, v->eot);
     eog_add(v, v->eom);
     for (size_t i = 0; i < n_texts; i++) {
-        int32_t id = vocab_lookup(v, eog_texts[i], strlen(eog_texts[i]));
+        int32_t id = elmi_vocab_lookup(v, eog_texts[i], strlen(eog_texts[i]));
         if (id >= 0 && v->tok[id].type == VOCAB_TT_CONTROL) eog_add(v, id);
     }
     return ELM_OK;
@@ -315,8 +315,8 @@ static size_t bpe_piece(const char *s, size_t n, char *out) {
     for (size_t i = 0; i < n;) {
         bool valid;
         uint32_t cp;
-        size_t len = utf8_next((const unsigned char *)s + i, n - i, &valid, &cp);
-        int b = valid ? bytelevel_byte(cp) : -1;
+        size_t len = elmi_utf8_next((const unsigned char *)s + i, n - i, &valid, &cp);
+        int b = valid ? elmi_bytelevel_byte(cp) : -1;
         if (b >= 0) {
             out[k++] = (char)b;
         } else {
@@ -410,11 +410,11 @@ static elm_status vocab_build(elm_vocab *v, const vocab_arrays *a, char *err, si
     ELM_TRY(build_specials(v));
     ELM_TRY(build_eog(v));
     ELM_TRY(build_pieces(v));
-    if (v->kind == VOCAB_BPE) return bpe_init(v, err, es);
+    if (v->kind == VOCAB_BPE) return elmi_bpe_init(v, err, es);
     return ELM_OK;
 }
 
-elm_status vocab_new_from_arrays(const vocab_arrays *a, elm_vocab **out, char *err,
+elm_status elmi_vocab_new_from_arrays(const vocab_arrays *a, elm_vocab **out, char *err,
                                  size_t err_size) {
     if (err && err_size) err[0] = 0;
     if (!out) return ELM_ERR_INVALID_ARG;
@@ -426,14 +426,14 @@ elm_status vocab_new_from_arrays(const vocab_arrays *a, elm_vocab **out, char *e
     if (st) {
         if (st == ELM_ERR_NO_MEMORY && err && err_size && !err[0])
             elmi_errorf(err, err_size, st, "tokenizer: out of memory");
-        vocab_free(v);
+        elmi_vocab_free(v);
         return st;
     }
     *out = v;
     return ELM_OK;
 }
 
-void vocab_free(elm_vocab *v) {
+void elmi_vocab_free(elm_vocab *v) {
     if (!v) return;
     pcre2_code_free(v->re);
     elmi_free(v->tok);
@@ -448,48 +448,48 @@ void vocab_free(elm_vocab *v) {
 
 /* ------------------------------------------------------------ accessors */
 
-vocab_kind vocab_get_kind(const elm_vocab *v) { return v->kind; }
-const char *vocab_model_name(const elm_vocab *v) { return v->model; }
-const char *vocab_pre_name(const elm_vocab *v) { return v->pre; }
-uint32_t vocab_n_tokens(const elm_vocab *v) { return v->n_tokens; }
-int32_t vocab_bos(const elm_vocab *v) { return v->bos; }
-int32_t vocab_eos(const elm_vocab *v) { return v->eos; }
-int32_t vocab_unk(const elm_vocab *v) { return v->unk; }
-int32_t vocab_pad(const elm_vocab *v) { return v->pad; }
-int32_t vocab_eot(const elm_vocab *v) { return v->eot; }
-int32_t vocab_eom(const elm_vocab *v) { return v->eom; }
-bool vocab_add_bos(const elm_vocab *v) { return v->add_bos; }
-bool vocab_add_eos(const elm_vocab *v) { return v->add_eos; }
-bool vocab_add_space_prefix(const elm_vocab *v) { return v->add_space_prefix; }
+vocab_kind elmi_vocab_get_kind(const elm_vocab *v) { return v->kind; }
+const char *elmi_vocab_model_name(const elm_vocab *v) { return v->model; }
+const char *elmi_vocab_pre_name(const elm_vocab *v) { return v->pre; }
+uint32_t elmi_vocab_n_tokens(const elm_vocab *v) { return v->n_tokens; }
+int32_t elmi_vocab_bos(const elm_vocab *v) { return v->bos; }
+int32_t elmi_vocab_eos(const elm_vocab *v) { return v->eos; }
+int32_t elmi_vocab_unk(const elm_vocab *v) { return v->unk; }
+int32_t elmi_vocab_pad(const elm_vocab *v) { return v->pad; }
+int32_t elmi_vocab_eot(const elm_vocab *v) { return v->eot; }
+int32_t elmi_vocab_eom(const elm_vocab *v) { return v->eom; }
+bool elmi_vocab_add_bos(const elm_vocab *v) { return v->add_bos; }
+bool elmi_vocab_add_eos(const elm_vocab *v) { return v->add_eos; }
+bool elmi_vocab_add_space_prefix(const elm_vocab *v) { return v->add_space_prefix; }
 
 static bool id_ok(const elm_vocab *v, int32_t id) {
     return v && id >= 0 && (uint32_t)id < v->n_tokens;
 }
 
-bool vocab_is_eog(const elm_vocab *v, int32_t id) {
+bool elmi_vocab_is_eog(const elm_vocab *v, int32_t id) {
     if (!id_ok(v, id)) return false;
     for (uint32_t i = 0; i < v->n_eog; i++)
         if (v->eog[i] == id) return true;
     return false;
 }
 
-const char *vocab_token_text(const elm_vocab *v, int32_t id, size_t *len) {
+const char *elmi_vocab_token_text(const elm_vocab *v, int32_t id, size_t *len) {
     if (!id_ok(v, id)) return NULL;
     if (len) *len = v->tok[id].len;
     return v->text + v->tok[id].off;
 }
 
-int vocab_token_type(const elm_vocab *v, int32_t id) {
+int elmi_vocab_token_type(const elm_vocab *v, int32_t id) {
     return id_ok(v, id) ? v->tok[id].type : -1;
 }
 
-float vocab_token_score(const elm_vocab *v, int32_t id) {
+float elmi_vocab_token_score(const elm_vocab *v, int32_t id) {
     return id_ok(v, id) ? v->tok[id].score : 0.0f;
 }
 
-int32_t vocab_find(const elm_vocab *v, const char *text, size_t len) {
+int32_t elmi_vocab_find(const elm_vocab *v, const char *text, size_t len) {
     if (!v || (!text && len) || len == 0) return -1;
-    return vocab_lookup(v, text, len);
+    return elmi_vocab_lookup(v, text, len);
 }
 
 /* ------------------------------------------------------------ tokenize */
@@ -508,8 +508,8 @@ static int32_t match_special(const elm_vocab *v, const char *s, size_t n, bool p
 static elm_status tokenize_text(const elm_vocab *v, const char *s, size_t n, bool after_special,
                                 tok_sink *sink) {
     if (v->kind == VOCAB_SPM)
-        return spm_tokenize(v, s, n, v->add_space_prefix && after_special, sink);
-    return bpe_tokenize(v, s, n, sink);
+        return elmi_spm_tokenize(v, s, n, v->add_space_prefix && after_special, sink);
+    return elmi_bpe_tokenize(v, s, n, sink);
 }
 
 static elm_status tokenize_all(const elm_vocab *v, const char *text, size_t len,
@@ -534,7 +534,7 @@ static elm_status tokenize_all(const elm_vocab *v, const char *text, size_t len,
     return ELM_OK;
 }
 
-elm_status vocab_tokenize(const elm_vocab *v, const char *text, size_t len, bool add_bos,
+elm_status elmi_vocab_tokenize(const elm_vocab *v, const char *text, size_t len, bool add_bos,
                           bool parse_special, int32_t *out, size_t cap, size_t *n_out) {
     if (n_out) *n_out = 0;
     if (!v || !n_out || (!text && len) || (!out && cap)) return ELM_ERR_INVALID_ARG;
@@ -548,7 +548,7 @@ elm_status vocab_tokenize(const elm_vocab *v, const char *text, size_t len, bool
 
 /* ---------------------------------------------------------- detokenize */
 
-elm_status vocab_token_to_piece(const elm_vocab *v, int32_t id, char *buf, size_t cap,
+elm_status elmi_vocab_token_to_piece(const elm_vocab *v, int32_t id, char *buf, size_t cap,
                                 size_t *len) {
     if (len) *len = 0;
     if (!len || (!buf && cap) || !id_ok(v, id)) return ELM_ERR_INVALID_ARG;
@@ -565,7 +565,7 @@ static size_t sanitize_utf8(const char *raw, size_t n, char *buf, size_t cap) {
     size_t k = 0;
     for (size_t i = 0; i < n;) {
         bool valid;
-        size_t len = utf8_next((const unsigned char *)raw + i, n - i, &valid, NULL);
+        size_t len = elmi_utf8_next((const unsigned char *)raw + i, n - i, &valid, NULL);
         const char *src = valid ? raw + i : "\xef\xbf\xbd";
         size_t m = valid ? len : 3;
         for (size_t j = 0; j < m; j++, k++)
@@ -575,7 +575,7 @@ static size_t sanitize_utf8(const char *raw, size_t n, char *buf, size_t cap) {
     return k;
 }
 
-elm_status vocab_detokenize(const elm_vocab *v, const int32_t *ids, size_t n, char *buf,
+elm_status elmi_vocab_detokenize(const elm_vocab *v, const int32_t *ids, size_t n, char *buf,
                             size_t cap, size_t *len) {
     if (len) *len = 0;
     if (!v || !len || (!ids && n) || (!buf && cap)) return ELM_ERR_INVALID_ARG;
@@ -604,7 +604,7 @@ static bool pair_before(const merge_pair *a, const merge_pair *b) {
     return a->priority > b->priority || (a->priority == b->priority && a->left < b->left);
 }
 
-void merge_heap_push(merge_heap *h, merge_pair p) {
+void elmi_merge_heap_push(merge_heap *h, merge_pair p) {
     size_t i = h->n++;
     while (i > 0) {
         size_t parent = (i - 1) / 2;
@@ -615,7 +615,7 @@ void merge_heap_push(merge_heap *h, merge_pair p) {
     h->v[i] = p;
 }
 
-merge_pair merge_heap_pop(merge_heap *h) {
+merge_pair elmi_merge_heap_pop(merge_heap *h) {
     merge_pair top = h->v[0], last = h->v[--h->n];
     size_t i = 0, n = h->n;
     for (;;) {

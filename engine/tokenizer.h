@@ -18,8 +18,8 @@
  *
  * Leading space (SentencePiece): when add_space_prefix is on (the default for
  * "llama"), a space is put before the first text fragment and before text
- * that follows a special token, so "Once" -> "▁Once". vocab_token_to_piece
- * returns each piece as is (" Once"); vocab_detokenize removes that one
+ * that follows a special token, so "Once" -> "▁Once". elmi_vocab_token_to_piece
+ * returns each piece as is (" Once"); elmi_vocab_detokenize removes that one
  * leading space from its output, so detokenize(tokenize(s)) == s. A program
  * that prints the prompt itself and then the pieces of generated tokens (which
  * never follow the prompt's start) needs no special handling.
@@ -73,7 +73,7 @@ typedef struct vocab_arrays {
 } vocab_arrays;
 
 /* Fields set to "none"/"default": ids -1, flags -1, everything else 0. */
-vocab_arrays vocab_arrays_init(void);
+vocab_arrays elmi_vocab_arrays_init(void);
 
 /*
  * Builds a vocab. Errors: ELM_ERR_INVALID_ARG (NULL arguments),
@@ -83,51 +83,51 @@ vocab_arrays vocab_arrays_init(void);
  * text tokens and never used for byte fallback. Merges that do not name two
  * tokens whose concatenation is a token are ignored.
  */
-elm_status vocab_new_from_arrays(const vocab_arrays *a, elm_vocab **out, char *err,
+elm_status elmi_vocab_new_from_arrays(const vocab_arrays *a, elm_vocab **out, char *err,
                                  size_t err_size);
 
 /* Reads the tokenizer.ggml.* keys of a GGUF file (see vocab_arrays for the
  * defaults) and builds the vocab. The file may be closed afterwards. */
-elm_status vocab_load(const gguf_file *f, elm_vocab **out, char *err, size_t err_size);
+elm_status elmi_vocab_load(const gguf_file *f, elm_vocab **out, char *err, size_t err_size);
 
-void vocab_free(elm_vocab *v);
+void elmi_vocab_free(elm_vocab *v);
 
 /* Accessors: v must not be NULL. */
-vocab_kind vocab_get_kind(const elm_vocab *v);
-const char *vocab_model_name(const elm_vocab *v); /* "llama" or "gpt2" */
-const char *vocab_pre_name(const elm_vocab *v);   /* as in the file, or "" */
-uint32_t vocab_n_tokens(const elm_vocab *v);
-int32_t vocab_bos(const elm_vocab *v); /* -1 when none, like the others */
-int32_t vocab_eos(const elm_vocab *v);
-int32_t vocab_unk(const elm_vocab *v);
-int32_t vocab_pad(const elm_vocab *v);
-int32_t vocab_eot(const elm_vocab *v);
-int32_t vocab_eom(const elm_vocab *v);
-bool vocab_add_bos(const elm_vocab *v); /* true only when a BOS id exists */
-bool vocab_add_eos(const elm_vocab *v);
-bool vocab_add_space_prefix(const elm_vocab *v); /* SentencePiece only: false for gpt2 */
+vocab_kind elmi_vocab_get_kind(const elm_vocab *v);
+const char *elmi_vocab_model_name(const elm_vocab *v); /* "llama" or "gpt2" */
+const char *elmi_vocab_pre_name(const elm_vocab *v);   /* as in the file, or "" */
+uint32_t elmi_vocab_n_tokens(const elm_vocab *v);
+int32_t elmi_vocab_bos(const elm_vocab *v); /* -1 when none, like the others */
+int32_t elmi_vocab_eos(const elm_vocab *v);
+int32_t elmi_vocab_unk(const elm_vocab *v);
+int32_t elmi_vocab_pad(const elm_vocab *v);
+int32_t elmi_vocab_eot(const elm_vocab *v);
+int32_t elmi_vocab_eom(const elm_vocab *v);
+bool elmi_vocab_add_bos(const elm_vocab *v); /* true only when a BOS id exists */
+bool elmi_vocab_add_eos(const elm_vocab *v);
+bool elmi_vocab_add_space_prefix(const elm_vocab *v); /* SentencePiece only: false for gpt2 */
 
 /* EOS, EOT, EOM and control tokens whose text is a well-known end-of-turn
  * marker ("<|eot_id|>", "<|im_end|>", "<|endoftext|>", ...). False for ids
  * out of range. */
-bool vocab_is_eog(const elm_vocab *v, int32_t id);
+bool elmi_vocab_is_eog(const elm_vocab *v, int32_t id);
 
 /* The token's text as stored in the vocab (not NUL-terminated), or NULL for
  * an id out of range. */
-const char *vocab_token_text(const elm_vocab *v, int32_t id, size_t *len);
+const char *elmi_vocab_token_text(const elm_vocab *v, int32_t id, size_t *len);
 /* vocab_tt value, or -1 for an id out of range. */
-int vocab_token_type(const elm_vocab *v, int32_t id);
-float vocab_token_score(const elm_vocab *v, int32_t id);
+int elmi_vocab_token_type(const elm_vocab *v, int32_t id);
+float elmi_vocab_token_score(const elm_vocab *v, int32_t id);
 /* The id whose text is exactly these bytes, or -1. */
-int32_t vocab_find(const elm_vocab *v, const char *text, size_t len);
+int32_t elmi_vocab_find(const elm_vocab *v, const char *text, size_t len);
 
 /*
- * Same contract as elm_tokenize: add_bos prepends BOS when vocab_add_bos()
- * (and appends EOS when vocab_add_eos()). Writes at most cap ids; when cap is
+ * Same contract as elm_tokenize: add_bos prepends BOS when elmi_vocab_add_bos()
+ * (and appends EOS when elmi_vocab_add_eos()). Writes at most cap ids; when cap is
  * too small returns ELM_ERR_BUFFER_TOO_SMALL with *n_out = the count needed.
  * Any bytes are accepted: invalid UTF-8 falls back to byte tokens.
  */
-elm_status vocab_tokenize(const elm_vocab *v, const char *text, size_t len, bool add_bos,
+elm_status elmi_vocab_tokenize(const elm_vocab *v, const char *text, size_t len, bool add_bos,
                           bool parse_special, int32_t *out, size_t cap, size_t *n_out);
 
 /*
@@ -138,7 +138,7 @@ elm_status vocab_tokenize(const elm_vocab *v, const char *text, size_t len, bool
  * give their text. No NUL is written. ELM_ERR_INVALID_ARG for an id out of
  * range.
  */
-elm_status vocab_token_to_piece(const elm_vocab *v, int32_t id, char *buf, size_t cap,
+elm_status elmi_vocab_token_to_piece(const elm_vocab *v, int32_t id, char *buf, size_t cap,
                                 size_t *len);
 
 /*
@@ -147,7 +147,7 @@ elm_status vocab_token_to_piece(const elm_vocab *v, int32_t id, char *buf, size_
  * text, and replaces each maximal ill-formed UTF-8 subpart with U+FFFD.
  * *len is the text length without NUL; the NUL is written when len < cap.
  */
-elm_status vocab_detokenize(const elm_vocab *v, const int32_t *ids, size_t n, char *buf,
+elm_status elmi_vocab_detokenize(const elm_vocab *v, const int32_t *ids, size_t n, char *buf,
                             size_t cap, size_t *len);
 
 #endif /* ELM_TOKENIZER_H */

@@ -46,7 +46,7 @@ static void re_free(void *ptr, void *data) {
     elmi_free(ptr);
 }
 
-elm_status bpe_init(elm_vocab *v, char *err, size_t err_size) {
+elm_status elmi_bpe_init(elm_vocab *v, char *err, size_t err_size) {
     const char *pattern;
     if (!v->pre[0] || !strcmp(v->pre, "default") || !strcmp(v->pre, "gpt-2")) {
         pattern = re_gpt2;
@@ -105,14 +105,14 @@ typedef struct bpe_work {
 static void try_pair(bpe_work *w, int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
     int32_t lid = w->sym[left].id, rid = w->sym[right].id;
-    const vocab_merge *m = vocab_merge_find(w->v, lid, rid);
-    if (m) merge_heap_push(&w->heap, (merge_pair){-(float)m->rank, left, right, lid, rid, m->result});
+    const vocab_merge *m = elmi_vocab_merge_find(w->v, lid, rid);
+    if (m) elmi_merge_heap_push(&w->heap, (merge_pair){-(float)m->rank, left, right, lid, rid, m->result});
 }
 
 static bool whole_word(bpe_work *w, const char *s, size_t n, tok_sink *sink) {
     size_t k = 0;
-    for (size_t i = 0; i < n; i++) k += utf8_encode(bytelevel_cp((uint8_t)s[i]), w->mapped + k);
-    int32_t id = vocab_lookup(w->v, w->mapped, k);
+    for (size_t i = 0; i < n; i++) k += elmi_utf8_encode(elmi_bytelevel_cp((uint8_t)s[i]), w->mapped + k);
+    int32_t id = elmi_vocab_lookup(w->v, w->mapped, k);
     if (id >= 0) sink_push(sink, id);
     return id >= 0;
 }
@@ -127,7 +127,7 @@ static void bpe_word(bpe_work *w, const char *s, size_t n, tok_sink *sink) {
     w->heap.n = 0;
     for (size_t i = 1; i < n; i++) try_pair(w, (int32_t)i - 1, (int32_t)i);
     while (w->heap.n > 0) {
-        merge_pair p = merge_heap_pop(&w->heap);
+        merge_pair p = elmi_merge_heap_pop(&w->heap);
         bpe_sym *l = &w->sym[p.left], *r = &w->sym[p.right];
         if (l->dead || r->dead || l->next != p.right || l->id != p.a || r->id != p.b) continue;
         l->id = p.result;
@@ -158,7 +158,7 @@ static bool next_match(bpe_work *w, const char *text, size_t len, size_t off, si
     *e = ov[1];
     if (*e == *s) { /* no pattern matches empty text; never loop on one */
         bool valid;
-        *e = *s + utf8_next((const unsigned char *)text + *s, len - *s, &valid, NULL);
+        *e = *s + elmi_utf8_next((const unsigned char *)text + *s, len - *s, &valid, NULL);
     }
     return true;
 }
@@ -177,7 +177,7 @@ static void split_words(bpe_work *w, const char *text, size_t len, tok_sink *sin
     }
 }
 
-elm_status bpe_tokenize(const elm_vocab *v, const char *text, size_t len, tok_sink *sink) {
+elm_status elmi_bpe_tokenize(const elm_vocab *v, const char *text, size_t len, tok_sink *sink) {
     if (len == 0) return ELM_OK;
     if (len > INT32_MAX / 4) return ELM_ERR_INVALID_ARG; /* symbol indices are int32 */
     bpe_work w = {v, elmi_malloc(len * sizeof(bpe_sym)),

@@ -1,5 +1,5 @@
 /*
- * tokenizer_gguf.c: vocab_load, reading the tokenizer.ggml.* keys of a GGUF
+ * tokenizer_gguf.c: elmi_vocab_load, reading the tokenizer.ggml.* keys of a GGUF
  * file into vocab_arrays.
  */
 #include <stdlib.h>
@@ -16,7 +16,7 @@ static elm_status get_name(const gguf_file *f, const char *key, bool required, c
                            size_t cap, char *err, size_t es) {
     gguf_str s = {NULL, 0};
     out[0] = 0;
-    elm_status st = gguf_get_str(f, key, required, &s, err, es);
+    elm_status st = elmi_gguf_get_str(f, key, required, &s, err, es);
     if (st || !s.ptr) return st;
     if (s.len >= cap || memchr(s.ptr, 0, s.len))
         return elmi_errorf(err, es, ELM_ERR_UNSUPPORTED, "%s: '%.*s' is not a known name", key,
@@ -39,11 +39,11 @@ static bool is_signed_type(gguf_type t) {
  * for "none") leave *out at -1; other values must be valid ids. */
 static elm_status get_id(const gguf_file *f, const char *key, uint32_t n, int32_t *out,
                          char *err, size_t es) {
-    const gguf_kv *kv = gguf_find(f, key);
+    const gguf_kv *kv = elmi_gguf_find(f, key);
     if (!kv) return ELM_OK;
     if (!is_int_type(kv->type))
         return elmi_errorf(err, es, ELM_ERR_FORMAT, "%s has type %s, expected an integer", key,
-                           gguf_type_name(kv->type));
+                           elmi_gguf_type_name(kv->type));
     bool sign = is_signed_type(kv->type);
     bool none = sign ? kv->v.i64 < 0 : (kv->v.u64 == UINT32_MAX || kv->v.u64 == UINT64_MAX);
     if (none) return ELM_OK;
@@ -57,8 +57,8 @@ static elm_status get_id(const gguf_file *f, const char *key, uint32_t n, int32_
 
 static elm_status get_flag(const gguf_file *f, const char *key, int *out, char *err, size_t es) {
     bool b = false;
-    if (!gguf_find(f, key)) return ELM_OK;
-    elm_status st = gguf_get_bool(f, key, true, &b, err, es);
+    if (!elmi_gguf_find(f, key)) return ELM_OK;
+    elm_status st = elmi_gguf_get_bool(f, key, true, &b, err, es);
     if (!st) *out = b;
     return st;
 }
@@ -68,7 +68,7 @@ static elm_status get_flag(const gguf_file *f, const char *key, int *out, char *
 static elm_status get_token_array(const gguf_file *f, const char *key, gguf_type elem,
                                   uint32_t n, void **out, char *err, size_t es) {
     const gguf_kv *kv = NULL;
-    elm_status st = gguf_get_arr(f, key, false, elem, &kv, err, es);
+    elm_status st = elmi_gguf_get_arr(f, key, false, elem, &kv, err, es);
     if (st || !kv) return st;
     if (kv->arr_n != n)
         return elmi_errorf(err, es, ELM_ERR_FORMAT, "%s has %llu entries for %u tokens", key,
@@ -81,7 +81,7 @@ static elm_status get_token_array(const gguf_file *f, const char *key, gguf_type
 
 static elm_status get_tokens(const gguf_file *f, vocab_arrays *a, char *err, size_t es) {
     const gguf_kv *kv = NULL;
-    ELM_TRY(gguf_get_arr(f, KEY("tokens"), true, GGUF_TYPE_STRING, &kv, err, es));
+    ELM_TRY(elmi_gguf_get_arr(f, KEY("tokens"), true, GGUF_TYPE_STRING, &kv, err, es));
     if (kv->arr_n == 0 || kv->arr_n > INT32_MAX)
         return elmi_errorf(err, es, ELM_ERR_FORMAT, KEY("tokens") " has %llu entries",
                            (unsigned long long)kv->arr_n);
@@ -92,7 +92,7 @@ static elm_status get_tokens(const gguf_file *f, vocab_arrays *a, char *err, siz
 
 static elm_status get_merges(const gguf_file *f, vocab_arrays *a, char *err, size_t es) {
     const gguf_kv *kv = NULL;
-    ELM_TRY(gguf_get_arr(f, KEY("merges"), true, GGUF_TYPE_STRING, &kv, err, es));
+    ELM_TRY(elmi_gguf_get_arr(f, KEY("merges"), true, GGUF_TYPE_STRING, &kv, err, es));
     if (kv->arr_n > UINT32_MAX)
         return elmi_errorf(err, es, ELM_ERR_FORMAT, KEY("merges") " has too many entries");
     a->n_merges = (uint32_t)kv->arr_n;
@@ -137,18 +137,18 @@ static elm_status read_arrays(const gguf_file *f, vocab_arrays *a, char model[16
     return ELM_OK;
 }
 
-elm_status vocab_load(const gguf_file *f, elm_vocab **out, char *err, size_t err_size) {
+elm_status elmi_vocab_load(const gguf_file *f, elm_vocab **out, char *err, size_t err_size) {
     if (err && err_size) err[0] = 0;
     if (!out) return ELM_ERR_INVALID_ARG;
     *out = NULL;
     if (!f) return ELM_ERR_INVALID_ARG;
-    vocab_arrays a = vocab_arrays_init();
+    vocab_arrays a = elmi_vocab_arrays_init();
     char model[16], pre[64];
     float *scores = NULL;
     int32_t *types = NULL;
     elm_status st = read_arrays(f, &a, model, pre, &scores, &types, err, err_size);
     if (st != ELM_OK) goto done;
-    st = vocab_new_from_arrays(&a, out, err, err_size);
+    st = elmi_vocab_new_from_arrays(&a, out, err, err_size);
 done:
     elmi_free(scores);
     elmi_free(types);

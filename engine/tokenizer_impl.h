@@ -70,17 +70,17 @@ static inline bool vocab_type_is_text(uint8_t t) {
 }
 
 /* Internal lookups, no range checks on ids. */
-int32_t vocab_lookup(const elm_vocab *v, const char *s, size_t len);
-const vocab_merge *vocab_merge_find(const elm_vocab *v, int32_t left, int32_t right);
+int32_t elmi_vocab_lookup(const elm_vocab *v, const char *s, size_t len);
+const vocab_merge *elmi_vocab_merge_find(const elm_vocab *v, int32_t left, int32_t right);
 
 /* tokenizer_spm.c / tokenizer_bpe.c: one fragment of text without special
  * tokens. Return ELM_OK or ELM_ERR_NO_MEMORY. */
-elm_status spm_tokenize(const elm_vocab *v, const char *text, size_t len, bool add_prefix,
+elm_status elmi_spm_tokenize(const elm_vocab *v, const char *text, size_t len, bool add_prefix,
                         tok_sink *sink);
-elm_status bpe_tokenize(const elm_vocab *v, const char *text, size_t len, tok_sink *sink);
+elm_status elmi_bpe_tokenize(const elm_vocab *v, const char *text, size_t len, tok_sink *sink);
 
 /* tokenizer_bpe.c: selects and compiles the pre-tokenizer for v->pre. */
-elm_status bpe_init(elm_vocab *v, char *err, size_t err_size);
+elm_status elmi_bpe_init(elm_vocab *v, char *err, size_t err_size);
 
 /* A candidate merge of two adjacent symbols. Both tokenizers merge the best
  * pair first, the leftmost among equals: SentencePiece by score, byte-level
@@ -98,7 +98,7 @@ typedef struct merge_heap {
     size_t n;
 } merge_heap;
 
-void merge_heap_push(merge_heap *h, merge_pair p);
-merge_pair merge_heap_pop(merge_heap *h); /* h->n > 0 */
+void elmi_merge_heap_push(merge_heap *h, merge_pair p);
+merge_pair elmi_merge_heap_pop(merge_heap *h); /* h->n > 0 */
 
 #endif /* ELM_TOKENIZER_IMPL_H */

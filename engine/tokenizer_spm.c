@@ -29,9 +29,9 @@ static void try_pair(spm_work *w, int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
     const spm_sym *l = &w->sym[left], *r = &w->sym[right];
     size_t len = l->len + r->len;
-    int32_t id = vocab_lookup(w->v, w->buf + l->start, len);
+    int32_t id = elmi_vocab_lookup(w->v, w->buf + l->start, len);
     if (id < 0 || !vocab_type_is_text(w->v->tok[id].type)) return;
-    merge_heap_push(&w->heap, (merge_pair){w->v->tok[id].score, left, right, (int32_t)len, 0, id});
+    elmi_merge_heap_push(&w->heap, (merge_pair){w->v->tok[id].score, left, right, (int32_t)len, 0, id});
 }
 
 /* Writes the text with an optional leading space and U+2581 for spaces;
@@ -58,7 +58,7 @@ static int32_t split_chars(spm_work *w, size_t n) {
     int32_t count = 0;
     for (size_t i = 0; i < n;) {
         bool valid;
-        size_t len = utf8_next((const unsigned char *)w->buf + i, n - i, &valid, NULL);
+        size_t len = elmi_utf8_next((const unsigned char *)w->buf + i, n - i, &valid, NULL);
         if (!valid) len = 1;
         w->sym[count] = (spm_sym){count - 1, -1, i, len};
         if (count > 0) w->sym[count - 1].next = count;
@@ -70,7 +70,7 @@ static int32_t split_chars(spm_work *w, size_t n) {
 
 static void merge_all(spm_work *w) {
     while (w->heap.n > 0) {
-        merge_pair p = merge_heap_pop(&w->heap);
+        merge_pair p = elmi_merge_heap_pop(&w->heap);
         spm_sym *l = &w->sym[p.left], *r = &w->sym[p.right];
         if (l->len == 0 || r->len == 0 || l->len + r->len != (size_t)p.a) continue;
         l->len += r->len;
@@ -85,7 +85,7 @@ static void merge_all(spm_work *w) {
 static void emit_symbol(const spm_work *w, const spm_sym *s, tok_sink *sink) {
     const elm_vocab *v = w->v;
     const char *text = w->buf + s->start;
-    int32_t id = vocab_lookup(v, text, s->len);
+    int32_t id = elmi_vocab_lookup(v, text, s->len);
     if (id >= 0 && vocab_type_is_text(v->tok[id].type)) {
         sink_push(sink, id);
         return;
@@ -101,7 +101,7 @@ static void emit_symbol(const spm_work *w, const spm_sym *s, tok_sink *sink) {
      * character at all: it is left out. */
 }
 
-elm_status spm_tokenize(const elm_vocab *v, const char *text, size_t len, bool add_prefix,
+elm_status elmi_spm_tokenize(const elm_vocab *v, const char *text, size_t len, bool add_prefix,
                         tok_sink *sink) {
     if (len == 0 && !add_prefix) return ELM_OK;
     if (len > INT32_MAX / 4) return ELM_ERR_INVALID_ARG; /* symbol indices are int32 */

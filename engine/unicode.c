@@ -22,7 +22,7 @@ static size_t lead_info(unsigned char c, unsigned char *lo, unsigned char *hi, u
     return 0;
 }
 
-size_t utf8_next(const unsigned char *s, size_t n, bool *valid, uint32_t *cp) {
+size_t elmi_utf8_next(const unsigned char *s, size_t n, bool *valid, uint32_t *cp) {
     unsigned char lo, hi;
     uint32_t v;
     *valid = false;
@@ -46,7 +46,7 @@ size_t utf8_next(const unsigned char *s, size_t n, bool *valid, uint32_t *cp) {
     return need;
 }
 
-size_t utf8_encode(uint32_t cp, char out[4]) {
+size_t elmi_utf8_encode(uint32_t cp, char out[4]) {
     if (cp < 0x80) {
         out[0] = (char)cp;
         return 1;
@@ -76,14 +76,14 @@ size_t utf8_encode(uint32_t cp, char out[4]) {
  * 0x7F..0xA0 -> 289..322, 0xAD -> 323. Closed forms instead of a table keep
  * the library free of global state.
  */
-uint32_t bytelevel_cp(uint8_t b) {
+uint32_t elmi_bytelevel_cp(uint8_t b) {
     if (b <= 0x20) return 256u + b;
     if (b >= 0x7F && b <= 0xA0) return 289u + (uint32_t)(b - 0x7F);
     if (b == 0xAD) return 323u;
     return b;
 }
 
-int bytelevel_byte(uint32_t cp) {
+int elmi_bytelevel_byte(uint32_t cp) {
     if (cp >= 256 && cp <= 288) return (int)(cp - 256);
     if (cp >= 289 && cp <= 322) return (int)(cp - 289 + 0x7F);
     if (cp == 323) return 0xAD;

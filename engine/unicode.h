@@ -17,14 +17,14 @@
  * maximal ill-formed subpart (at least 1), the unit that one U+FFFD replaces.
  * cp (may be NULL) receives the code point of a valid sequence.
  */
-size_t utf8_next(const unsigned char *s, size_t n, bool *valid, uint32_t *cp);
+size_t elmi_utf8_next(const unsigned char *s, size_t n, bool *valid, uint32_t *cp);
 
 /* Writes the UTF-8 form of cp (<= 0x10FFFF) to out; returns 1..4. */
-size_t utf8_encode(uint32_t cp, char out[4]);
+size_t elmi_utf8_encode(uint32_t cp, char out[4]);
 
 /* GPT-2 byte-level BPE: the code point that stands for byte b in token text. */
-uint32_t bytelevel_cp(uint8_t b);
+uint32_t elmi_bytelevel_cp(uint8_t b);
 /* The byte a code point stands for, or -1 when cp is not in the mapping. */
-int bytelevel_byte(uint32_t cp);
+int elmi_bytelevel_byte(uint32_t cp);
 
 #endif /* ELM_UNICODE_H */

@@ -6,11 +6,11 @@
 
 #include "common/alloc.h"
 
-void utf8_init(utf8_stream *s) {
+void elmi_utf8_init(utf8_stream *s) {
     memset(s, 0, sizeof *s);
 }
 
-void utf8_free(utf8_stream *s) {
+void elmi_utf8_free(utf8_stream *s) {
     elmi_free(s->out);
     memset(s, 0, sizeof *s);
 }
@@ -43,7 +43,7 @@ static bool valid_prefix(const uint8_t *b, int n) {
 
 static const char REPLACEMENT[3] = {(char)0xEF, (char)0xBF, (char)0xBD};
 
-bool utf8_push(utf8_stream *s, const char *bytes, size_t len, bool final, const char **out,
+bool elmi_utf8_push(utf8_stream *s, const char *bytes, size_t len, bool final, const char **out,
                size_t *out_len) {
     size_t total = s->n_pending + len;
     size_t need = total * 3 + 1;

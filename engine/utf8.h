@@ -13,12 +13,12 @@ typedef struct utf8_stream {
     size_t out_cap;
 } utf8_stream;
 
-void utf8_init(utf8_stream *s);
-void utf8_free(utf8_stream *s);
+void elmi_utf8_init(utf8_stream *s);
+void elmi_utf8_free(utf8_stream *s);
 /* Appends `len` bytes; *out (valid until the next push) receives the
  * complete, valid UTF-8 now available. Invalid bytes become U+FFFD; with
  * `final`, so does an incomplete tail. Returns false when out of memory. */
-bool utf8_push(utf8_stream *s, const char *bytes, size_t len, bool final, const char **out,
+bool elmi_utf8_push(utf8_stream *s, const char *bytes, size_t len, bool final, const char **out,
                size_t *out_len);
 
 #endif

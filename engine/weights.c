@@ -25,7 +25,7 @@ static void shape_str(const int64_t *ne, uint32_t n, char *buf, size_t cap) {
 static elm_status bind(const binder *b, be_tensor *t, const char *name, int64_t ne0, int64_t ne1,
                        bool required, bool f32_only) {
     memset(t, 0, sizeof *t);
-    const gguf_tensor *g = gguf_find_tensor(b->f, name);
+    const gguf_tensor *g = elmi_gguf_find_tensor(b->f, name);
     if (!g) {
         if (!required) return ELM_OK;
         return elmi_errorf(b->err, b->err_size, ELM_ERR_FORMAT, "missing tensor '%s'", name);
@@ -41,15 +41,15 @@ static elm_status bind(const binder *b, be_tensor *t, const char *name, int64_t 
         return elmi_errorf(b->err, b->err_size, ELM_ERR_FORMAT,
                            "tensor '%s' has shape %s, expected %s", name, got, exp);
     }
-    if (!qtype_supported(g->type))
+    if (!elmi_qtype_supported(g->type))
         return elmi_errorf(b->err, b->err_size, ELM_ERR_UNSUPPORTED,
-                           "tensor '%s' has unsupported type %s", name, qtype_name(g->type));
+                           "tensor '%s' has unsupported type %s", name, elmi_qtype_name(g->type));
     if (f32_only && g->type != QT_F32)
         return elmi_errorf(b->err, b->err_size, ELM_ERR_UNSUPPORTED,
                            "tensor '%s' has type %s; norms and biases must be F32", name,
-                           qtype_name(g->type));
-    if (!be_tensor_init(t, g->type, g->ne[0], ne1 ? g->ne[1] : 1, 1, 1, name) ||
-        be_tensor_nbytes(t) != g->nbytes)
+                           elmi_qtype_name(g->type));
+    if (!elmi_be_tensor_init(t, g->type, g->ne[0], ne1 ? g->ne[1] : 1, 1, 1, name) ||
+        elmi_be_tensor_nbytes(t) != g->nbytes)
         return elmi_errorf(b->err, b->err_size, ELM_ERR_FORMAT, "tensor '%s' has an invalid size",
                            name);
     t->data = (void *)g->data;
@@ -78,7 +78,7 @@ static elm_status bind_layer(const binder *b, const elm_hparams *hp, uint32_t il
     return ELM_OK;
 }
 
-elm_status weights_bind(elm_model *m, char *err, size_t err_size) {
+elm_status elmi_weights_bind(elm_model *m, char *err, size_t err_size) {
     const elm_hparams *hp = &m->hp;
     elm_weights *w = &m->w;
     binder b = {m->gguf, err, err_size};

@@ -237,24 +237,24 @@ typedef struct qtype_traits {
 /* Traits of type id `t`, or NULL for an id that is unknown or removed. A
  * non-NULL result with to_float == NULL is a known type edgelm cannot compute
  * with (for example Q2_K, I32). */
-const qtype_traits *qtype_get(int t);
+const qtype_traits *elmi_qtype_get(int t);
 
 /* Name of a type id ("Q4_0"), or "unknown". */
-const char *qtype_name(int t);
+const char *elmi_qtype_name(int t);
 
 /* True when edgelm can hold weights of this type (to_float != NULL). */
-bool qtype_supported(int t);
+bool elmi_qtype_supported(int t);
 
 /* Bytes of a row of n values of type t. Returns false (and leaves *out
  * alone) for an unknown type, an n that is not a multiple of the block
  * size, or an overflow. */
-bool qtype_row_bytes(int t, int64_t n, size_t *out);
+bool elmi_qtype_row_bytes(int t, int64_t n, size_t *out);
 
 /* Half and bfloat16 conversions (round to nearest even, NaN-preserving). */
-float elm_fp16_to_f32(elm_fp16 h);
-elm_fp16 elm_f32_to_fp16(float f);
-float elm_bf16_to_f32(elm_bf16 h);
-elm_bf16 elm_f32_to_bf16(float f);
+float elmi_fp16_to_f32(elm_fp16 h);
+elm_fp16 elmi_f32_to_fp16(float f);
+float elmi_bf16_to_f32(elm_bf16 h);
+elm_bf16 elmi_f32_to_bf16(float f);
 
 /* Scale and min j (0..7) of a Q4_K/Q5_K `scales` array. */
 static inline void get_scale_min_k4(int j, const uint8_t *restrict q, uint8_t *restrict d,

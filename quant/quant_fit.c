@@ -52,7 +52,7 @@ static double asym_solve(const fit_sums *f, double *s, double *o) {
            2 * *o * f->sx;
 }
 
-float qfit_asym(const float *x, int n, int nmax, float *m) {
+float elmi_qfit_asym(const float *x, int n, int nmax, float *m) {
     float lo = x[0], hi = x[0];
     for (int i = 1; i < n; i++) {
         lo = fminf(lo, x[i]);
@@ -87,7 +87,7 @@ float qfit_asym(const float *x, int n, int nmax, float *m) {
     return (float)best_s;
 }
 
-float qfit_sym(const float *x, int n, int nmax) {
+float elmi_qfit_sym(const float *x, int n, int nmax) {
     float amax = 0.0f, max = 0.0f;
     for (int i = 0; i < n; i++) {
         if (amax < fabsf(x[i])) {

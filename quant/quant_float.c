@@ -19,7 +19,7 @@ static float bits_f32(uint32_t u) {
     return f;
 }
 
-float elm_fp16_to_f32(elm_fp16 h) {
+float elmi_fp16_to_f32(elm_fp16 h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t exp = (h >> 10) & 0x1f;
     uint32_t man = h & 0x3ff;
@@ -39,7 +39,7 @@ static uint32_t shift_rne(uint32_t m, int shift) {
     return q;
 }
 
-elm_fp16 elm_f32_to_fp16(float f) {
+elm_fp16 elmi_f32_to_fp16(float f) {
     uint32_t u = f32_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
     uint32_t a = u & 0x7fffffff;
@@ -58,43 +58,43 @@ elm_fp16 elm_f32_to_fp16(float f) {
     return (elm_fp16)(sign | h);
 }
 
-float elm_bf16_to_f32(elm_bf16 h) {
+float elmi_bf16_to_f32(elm_bf16 h) {
     return bits_f32((uint32_t)h << 16);
 }
 
-elm_bf16 elm_f32_to_bf16(float f) {
+elm_bf16 elmi_f32_to_bf16(float f) {
     uint32_t u = f32_bits(f);
     if ((u & 0x7fffffff) > 0x7f800000u) /* NaN whose payload may sit in the low half */
         return (elm_bf16)((u >> 16) | 0x40);
     return (elm_bf16)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
 }
 
-void qref_f32_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_f32_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
-void qref_f32_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_f32_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     memcpy(dst, src, (size_t)n * sizeof(float));
 }
 
-void qref_f16_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_f16_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const elm_fp16 *h = src;
-    for (int64_t i = 0; i < n; i++) dst[i] = elm_fp16_to_f32(h[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = elmi_fp16_to_f32(h[i]);
 }
 
-void qref_f16_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_f16_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     elm_fp16 *h = dst;
-    for (int64_t i = 0; i < n; i++) h[i] = elm_f32_to_fp16(src[i]);
+    for (int64_t i = 0; i < n; i++) h[i] = elmi_f32_to_fp16(src[i]);
 }
 
-void qref_bf16_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_bf16_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const elm_bf16 *h = src;
-    for (int64_t i = 0; i < n; i++) dst[i] = elm_bf16_to_f32(h[i]);
+    for (int64_t i = 0; i < n; i++) dst[i] = elmi_bf16_to_f32(h[i]);
 }
 
-void qref_bf16_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_bf16_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     elm_bf16 *h = dst;
-    for (int64_t i = 0; i < n; i++) h[i] = elm_f32_to_bf16(src[i]);
+    for (int64_t i = 0; i < n; i++) h[i] = elmi_f32_to_bf16(src[i]);
 }
 
 /*
@@ -102,7 +102,7 @@ void qref_bf16_from_float(const float *restrict src, void *restrict dst, int64_t
  * significant bits), summed in double in index order and rounded to float
  * once, so the reference is as close to the true dot as a float can be.
  */
-void qref_f32_vec_dot(int64_t n, float *restrict s, const void *restrict x,
+void elmi_qref_f32_vec_dot(int64_t n, float *restrict s, const void *restrict x,
                       const void *restrict y) {
     const float *a = x, *b = y;
     double sum = 0.0;
@@ -110,20 +110,20 @@ void qref_f32_vec_dot(int64_t n, float *restrict s, const void *restrict x,
     *s = (float)sum;
 }
 
-void qref_f16_vec_dot(int64_t n, float *restrict s, const void *restrict x,
+void elmi_qref_f16_vec_dot(int64_t n, float *restrict s, const void *restrict x,
                       const void *restrict y) {
     const elm_fp16 *a = x, *b = y;
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++)
-        sum += (double)elm_fp16_to_f32(a[i]) * (double)elm_fp16_to_f32(b[i]);
+        sum += (double)elmi_fp16_to_f32(a[i]) * (double)elmi_fp16_to_f32(b[i]);
     *s = (float)sum;
 }
 
-void qref_bf16_vec_dot(int64_t n, float *restrict s, const void *restrict x,
+void elmi_qref_bf16_vec_dot(int64_t n, float *restrict s, const void *restrict x,
                        const void *restrict y) {
     const elm_bf16 *a = x, *b = y;
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++)
-        sum += (double)elm_bf16_to_f32(a[i]) * (double)elm_bf16_to_f32(b[i]);
+        sum += (double)elmi_bf16_to_f32(a[i]) * (double)elmi_bf16_to_f32(b[i]);
     *s = (float)sum;
 }

@@ -1,6 +1,6 @@
 /*
  * quant_impl.h: the scalar reference kernels behind the traits table. Private
- * to quant/; everything else reaches them through qtype_get().
+ * to quant/; everything else reaches them through elmi_qtype_get().
  */
 #ifndef ELM_QUANT_IMPL_H
 #define ELM_QUANT_IMPL_H
@@ -10,10 +10,10 @@
 #include "quant/quant.h"
 
 #define QREF_DECL(t)                                                                               \
-    void qref_##t##_to_float(const void *restrict src, float *restrict dst, int64_t n);            \
-    void qref_##t##_from_float(const float *restrict src, void *restrict dst, int64_t n)
+    void elmi_qref_##t##_to_float(const void *restrict src, float *restrict dst, int64_t n);            \
+    void elmi_qref_##t##_from_float(const float *restrict src, void *restrict dst, int64_t n)
 #define QREF_DOT(t)                                                                                \
-    void qref_##t##_vec_dot(int64_t n, float *restrict s, const void *restrict x,                  \
+    void elmi_qref_##t##_vec_dot(int64_t n, float *restrict s, const void *restrict x,                  \
                             const void *restrict y)
 
 QREF_DECL(f32);
@@ -71,9 +71,9 @@ static inline int qref_clamp_nearest(float v, int lo, int hi) {
 
 /* Best x ~ s * q - m with q in [0, nmax], s >= 0, m >= 0 (least squares over
  * a sweep of candidate grids). Returns s, stores m. */
-float qfit_asym(const float *x, int n, int nmax, float *m);
+float elmi_qfit_asym(const float *x, int n, int nmax, float *m);
 
 /* Best x ~ s * q with q in [-nmax, nmax - 1]. Returns s (any sign). */
-float qfit_sym(const float *x, int n, int nmax);
+float elmi_qfit_sym(const float *x, int n, int nmax);
 
 #endif /* ELM_QUANT_IMPL_H */

@@ -19,7 +19,7 @@
 #include "quant/quant.h"
 #include "quant/quant_impl.h"
 
-#define F16(h) elm_fp16_to_f32(h)
+#define F16(h) elmi_fp16_to_f32(h)
 
 /* ----------------------------------------------------------- Q4_K / Q5_K */
 
@@ -60,7 +60,7 @@ static void pack_scales6(const uint8_t sc[8], const uint8_t mn[8], uint8_t out[1
 static float quantize_uscales(const float *v, int n, int levels, elm_fp16 *h, uint8_t *out) {
     float vmax = 0.0f;
     for (int j = 0; j < n; j++) vmax = fmaxf(vmax, v[j]);
-    *h = elm_f32_to_fp16(vmax / levels);
+    *h = elmi_f32_to_fp16(vmax / levels);
     const float d = F16(*h);
     for (int j = 0; j < n; j++)
         out[j] = (uint8_t)(d > 0 ? qref_clamp_nearest(v[j] / d, 0, levels) : 0);
@@ -72,7 +72,7 @@ static void q45_quantize(const float *x, int nmax, elm_fp16 *d16, elm_fp16 *dmin
                          uint8_t scales[12], uint8_t *qs, uint8_t *qh) {
     float s[8], m[8];
     uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; j++) s[j] = qfit_asym(x + 32 * j, 32, nmax, &m[j]);
+    for (int j = 0; j < 8; j++) s[j] = elmi_qfit_asym(x + 32 * j, 32, nmax, &m[j]);
     const float d = quantize_uscales(s, 8, 63, d16, sc);
     const float dmin = quantize_uscales(m, 8, 63, dmin16, mn);
     pack_scales6(sc, mn, scales);
@@ -101,19 +101,19 @@ static void q45_dot_sums(const uint8_t *scales, const uint8_t *qs, const uint8_t
     }
 }
 
-void qref_q4_K_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_q4_K_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const block_q4_K *b = src;
     for (int64_t i = 0; i < n / QK_K; i++)
         q45_dequant(b[i].scales, b[i].qs, NULL, F16(b[i].d), F16(b[i].dmin), dst + QK_K * i);
 }
 
-void qref_q4_K_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_q4_K_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     block_q4_K *b = dst;
     for (int64_t i = 0; i < n / QK_K; i++)
         q45_quantize(src + QK_K * i, 15, &b[i].d, &b[i].dmin, b[i].scales, b[i].qs, NULL);
 }
 
-void qref_q4_K_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
+void elmi_qref_q4_K_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
                        const void *restrict vy) {
     const block_q4_K *x = vx;
     const block_q8_K *y = vy;
@@ -127,19 +127,19 @@ void qref_q4_K_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
     *s = sumf;
 }
 
-void qref_q5_K_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_q5_K_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const block_q5_K *b = src;
     for (int64_t i = 0; i < n / QK_K; i++)
         q45_dequant(b[i].scales, b[i].qs, b[i].qh, F16(b[i].d), F16(b[i].dmin), dst + QK_K * i);
 }
 
-void qref_q5_K_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_q5_K_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     block_q5_K *b = dst;
     for (int64_t i = 0; i < n / QK_K; i++)
         q45_quantize(src + QK_K * i, 31, &b[i].d, &b[i].dmin, b[i].scales, b[i].qs, b[i].qh);
 }
 
-void qref_q5_K_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
+void elmi_qref_q5_K_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
                        const void *restrict vy) {
     const block_q5_K *x = vx;
     const block_q8_K *y = vy;
@@ -169,7 +169,7 @@ static void q6_store(block_q6_K *b, int v, int q) {
     b->qh[32 * n + l] |= (uint8_t)((q >> 4) << (2 * k));
 }
 
-void qref_q6_K_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_q6_K_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const block_q6_K *b = src;
     for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K) {
         const float d = F16(b[i].d);
@@ -180,12 +180,12 @@ void qref_q6_K_to_float(const void *restrict src, float *restrict dst, int64_t n
 static void q6_quantize(const float *x, block_q6_K *b) {
     float s[16], smax = 0.0f;
     for (int j = 0; j < 16; j++) {
-        s[j] = qfit_sym(x + 16 * j, 16, 32);
+        s[j] = elmi_qfit_sym(x + 16 * j, 16, 32);
         if (fabsf(s[j]) > fabsf(smax)) smax = s[j];
     }
     memset(b, 0, sizeof *b);
     /* The largest scale takes the extra level -128. */
-    b->d = elm_f32_to_fp16(smax / -128);
+    b->d = elmi_f32_to_fp16(smax / -128);
     const float d = F16(b->d);
     for (int j = 0; j < 16; j++) {
         b->scales[j] = (int8_t)(d != 0 ? qref_clamp_nearest(s[j] / d, -128, 127) : 0);
@@ -197,12 +197,12 @@ static void q6_quantize(const float *x, block_q6_K *b) {
     }
 }
 
-void qref_q6_K_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_q6_K_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     block_q6_K *b = dst;
     for (int64_t i = 0; i < n / QK_K; i++) q6_quantize(src + QK_K * i, &b[i]);
 }
 
-void qref_q6_K_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
+void elmi_qref_q6_K_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
                        const void *restrict vy) {
     const block_q6_K *x = vx;
     const block_q8_K *y = vy;
@@ -221,7 +221,7 @@ void qref_q6_K_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
 
 /* ------------------------------------------------------------------ Q8_K */
 
-void qref_q8_K_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_q8_K_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const block_q8_K *b = src;
     for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K)
         for (int j = 0; j < QK_K; j++) dst[j] = b[i].d * b[i].qs[j];
@@ -249,7 +249,7 @@ static void q8_K_quantize(const float *x, block_q8_K *b) {
     b->d = 1 / iscale;
 }
 
-void qref_q8_K_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_q8_K_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     block_q8_K *b = dst;
     for (int64_t i = 0; i < n / QK_K; i++) q8_K_quantize(src + QK_K * i, &b[i]);
 }

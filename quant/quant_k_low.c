@@ -15,7 +15,7 @@
 #include "quant/quant.h"
 #include "quant/quant_impl.h"
 
-#define F16(h) elm_fp16_to_f32(h)
+#define F16(h) elmi_fp16_to_f32(h)
 
 /* Both formats keep the low 2 bits of value v in the same place. */
 static int low2(const uint8_t *qs, int v) {
@@ -28,7 +28,7 @@ static void low2_store(uint8_t *qs, int v, int q) {
 
 /* ------------------------------------------------------------------ Q2_K */
 
-void qref_q2_K_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_q2_K_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const block_q2_K *b = src;
     for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K) {
         const float d = F16(b[i].d), dmin = F16(b[i].dmin);
@@ -42,7 +42,7 @@ void qref_q2_K_to_float(const void *restrict src, float *restrict dst, int64_t n
 static float quantize_u4(const float *v, elm_fp16 *h, uint8_t out[16]) {
     float vmax = 0.0f;
     for (int j = 0; j < 16; j++) vmax = fmaxf(vmax, v[j]);
-    *h = elm_f32_to_fp16(vmax / 15);
+    *h = elmi_f32_to_fp16(vmax / 15);
     const float d = F16(*h);
     for (int j = 0; j < 16; j++)
         out[j] = (uint8_t)(d > 0 ? qref_clamp_nearest(v[j] / d, 0, 15) : 0);
@@ -52,7 +52,7 @@ static float quantize_u4(const float *v, elm_fp16 *h, uint8_t out[16]) {
 static void q2_quantize(const float *x, block_q2_K *b) {
     float s[16], m[16];
     uint8_t sc[16], mn[16];
-    for (int j = 0; j < 16; j++) s[j] = qfit_asym(x + 16 * j, 16, 3, &m[j]);
+    for (int j = 0; j < 16; j++) s[j] = elmi_qfit_asym(x + 16 * j, 16, 3, &m[j]);
     memset(b, 0, sizeof *b);
     const float d = quantize_u4(s, &b->d, sc);
     const float dmin = quantize_u4(m, &b->dmin, mn);
@@ -66,12 +66,12 @@ static void q2_quantize(const float *x, block_q2_K *b) {
     }
 }
 
-void qref_q2_K_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_q2_K_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     block_q2_K *b = dst;
     for (int64_t i = 0; i < n / QK_K; i++) q2_quantize(src + QK_K * i, &b[i]);
 }
 
-void qref_q2_K_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
+void elmi_qref_q2_K_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
                        const void *restrict vy) {
     const block_q2_K *x = vx;
     const block_q8_K *y = vy;
@@ -110,7 +110,7 @@ static int q3_value(const block_q3_K *b, int v) {
     return low2(b->qs, v) - (high ? 0 : 4);
 }
 
-void qref_q3_K_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_q3_K_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const block_q3_K *b = src;
     for (int64_t i = 0; i < n / QK_K; i++, dst += QK_K) {
         const float d = F16(b[i].d);
@@ -124,11 +124,11 @@ void qref_q3_K_to_float(const void *restrict src, float *restrict dst, int64_t n
 static void q3_quantize(const float *x, block_q3_K *b) {
     float s[16], smax = 0.0f;
     for (int j = 0; j < 16; j++) {
-        s[j] = qfit_sym(x + 16 * j, 16, 4);
+        s[j] = elmi_qfit_sym(x + 16 * j, 16, 4);
         if (fabsf(s[j]) > fabsf(smax)) smax = s[j];
     }
     memset(b, 0, sizeof *b);
-    b->d = elm_f32_to_fp16(smax / -32);
+    b->d = elmi_f32_to_fp16(smax / -32);
     const float d = F16(b->d);
     for (int j = 0; j < 16; j++) {
         const int sc = d != 0 ? qref_clamp_nearest(s[j] / d, -32, 31) : 0;
@@ -143,12 +143,12 @@ static void q3_quantize(const float *x, block_q3_K *b) {
     }
 }
 
-void qref_q3_K_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_q3_K_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     block_q3_K *b = dst;
     for (int64_t i = 0; i < n / QK_K; i++) q3_quantize(src + QK_K * i, &b[i]);
 }
 
-void qref_q3_K_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
+void elmi_qref_q3_K_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
                        const void *restrict vy) {
     const block_q3_K *x = vx;
     const block_q8_K *y = vy;

@@ -16,7 +16,7 @@
 #include "quant/quant.h"
 #include "quant/quant_impl.h"
 
-#define F16(h) elm_fp16_to_f32(h)
+#define F16(h) elmi_fp16_to_f32(h)
 
 static uint32_t load_qh(const uint8_t qh[4]) {
     return (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
@@ -65,7 +65,7 @@ static void pack_nibbles(const int q[32], uint8_t qs[16], uint32_t *qh) {
 
 /* ------------------------------------------------------------------ Q4_0 */
 
-void qref_q4_0_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_q4_0_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const block_q4_0 *b = src;
     for (int64_t i = 0; i < n / QK4_0; i++, dst += QK4_0) {
         const float d = F16(b[i].d);
@@ -75,7 +75,7 @@ void qref_q4_0_to_float(const void *restrict src, float *restrict dst, int64_t n
     }
 }
 
-void qref_q4_0_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_q4_0_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     block_q4_0 *b = dst;
     for (int64_t i = 0; i < n / QK4_0; i++, src += QK4_0) {
         const float d = signed_absmax(src, QK4_0) / -8;
@@ -83,14 +83,14 @@ void qref_q4_0_from_float(const float *restrict src, void *restrict dst, int64_t
         int q[32];
         uint32_t qh;
         for (int j = 0; j < QK4_0; j++) q[j] = qref_clamp_trunc(src[j] * id + 8.5f, 0, 15);
-        b[i].d = elm_f32_to_fp16(d);
+        b[i].d = elmi_f32_to_fp16(d);
         pack_nibbles(q, b[i].qs, &qh);
     }
 }
 
 /* ------------------------------------------------------------------ Q4_1 */
 
-void qref_q4_1_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_q4_1_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const block_q4_1 *b = src;
     for (int64_t i = 0; i < n / QK4_1; i++, dst += QK4_1) {
         const float d = F16(b[i].d), m = F16(b[i].m);
@@ -100,7 +100,7 @@ void qref_q4_1_to_float(const void *restrict src, float *restrict dst, int64_t n
     }
 }
 
-void qref_q4_1_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_q4_1_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     block_q4_1 *b = dst;
     for (int64_t i = 0; i < n / QK4_1; i++, src += QK4_1) {
         float lo, hi;
@@ -110,15 +110,15 @@ void qref_q4_1_from_float(const float *restrict src, void *restrict dst, int64_t
         int q[32];
         uint32_t qh;
         for (int j = 0; j < QK4_1; j++) q[j] = qref_clamp_trunc((src[j] - lo) * id + 0.5f, 0, 15);
-        b[i].d = elm_f32_to_fp16(d);
-        b[i].m = elm_f32_to_fp16(lo);
+        b[i].d = elmi_f32_to_fp16(d);
+        b[i].m = elmi_f32_to_fp16(lo);
         pack_nibbles(q, b[i].qs, &qh);
     }
 }
 
 /* ------------------------------------------------------------------ Q5_0 */
 
-void qref_q5_0_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_q5_0_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const block_q5_0 *b = src;
     for (int64_t i = 0; i < n / QK5_0; i++, dst += QK5_0) {
         const float d = F16(b[i].d);
@@ -128,7 +128,7 @@ void qref_q5_0_to_float(const void *restrict src, float *restrict dst, int64_t n
     }
 }
 
-void qref_q5_0_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_q5_0_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     block_q5_0 *b = dst;
     for (int64_t i = 0; i < n / QK5_0; i++, src += QK5_0) {
         const float d = signed_absmax(src, QK5_0) / -16;
@@ -136,7 +136,7 @@ void qref_q5_0_from_float(const float *restrict src, void *restrict dst, int64_t
         int q[32];
         uint32_t qh;
         for (int j = 0; j < QK5_0; j++) q[j] = qref_clamp_trunc(src[j] * id + 16.5f, 0, 31);
-        b[i].d = elm_f32_to_fp16(d);
+        b[i].d = elmi_f32_to_fp16(d);
         pack_nibbles(q, b[i].qs, &qh);
         store_qh(b[i].qh, qh);
     }
@@ -144,7 +144,7 @@ void qref_q5_0_from_float(const float *restrict src, void *restrict dst, int64_t
 
 /* ------------------------------------------------------------------ Q5_1 */
 
-void qref_q5_1_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_q5_1_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const block_q5_1 *b = src;
     for (int64_t i = 0; i < n / QK5_1; i++, dst += QK5_1) {
         const float d = F16(b[i].d), m = F16(b[i].m);
@@ -154,7 +154,7 @@ void qref_q5_1_to_float(const void *restrict src, float *restrict dst, int64_t n
     }
 }
 
-void qref_q5_1_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_q5_1_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     block_q5_1 *b = dst;
     for (int64_t i = 0; i < n / QK5_1; i++, src += QK5_1) {
         float lo, hi;
@@ -164,8 +164,8 @@ void qref_q5_1_from_float(const float *restrict src, void *restrict dst, int64_t
         int q[32];
         uint32_t qh;
         for (int j = 0; j < QK5_1; j++) q[j] = qref_clamp_trunc((src[j] - lo) * id + 0.5f, 0, 31);
-        b[i].d = elm_f32_to_fp16(d);
-        b[i].m = elm_f32_to_fp16(lo);
+        b[i].d = elmi_f32_to_fp16(d);
+        b[i].m = elmi_f32_to_fp16(lo);
         pack_nibbles(q, b[i].qs, &qh);
         store_qh(b[i].qh, qh);
     }
@@ -188,7 +188,7 @@ static float quantize_q8_block(const float *x, int8_t qs[32], int *sum) {
     return d;
 }
 
-void qref_q8_0_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_q8_0_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const block_q8_0 *b = src;
     for (int64_t i = 0; i < n / QK8_0; i++, dst += QK8_0) {
         const float d = F16(b[i].d);
@@ -196,15 +196,15 @@ void qref_q8_0_to_float(const void *restrict src, float *restrict dst, int64_t n
     }
 }
 
-void qref_q8_0_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_q8_0_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     block_q8_0 *b = dst;
     for (int64_t i = 0; i < n / QK8_0; i++, src += QK8_0) {
         int sum;
-        b[i].d = elm_f32_to_fp16(quantize_q8_block(src, b[i].qs, &sum));
+        b[i].d = elmi_f32_to_fp16(quantize_q8_block(src, b[i].qs, &sum));
     }
 }
 
-void qref_q8_1_to_float(const void *restrict src, float *restrict dst, int64_t n) {
+void elmi_qref_q8_1_to_float(const void *restrict src, float *restrict dst, int64_t n) {
     const block_q8_1 *b = src;
     for (int64_t i = 0; i < n / QK8_1; i++, dst += QK8_1) {
         const float d = F16(b[i].d);
@@ -212,13 +212,13 @@ void qref_q8_1_to_float(const void *restrict src, float *restrict dst, int64_t n
     }
 }
 
-void qref_q8_1_from_float(const float *restrict src, void *restrict dst, int64_t n) {
+void elmi_qref_q8_1_from_float(const float *restrict src, void *restrict dst, int64_t n) {
     block_q8_1 *b = dst;
     for (int64_t i = 0; i < n / QK8_1; i++, src += QK8_1) {
         int sum;
         const float d = quantize_q8_block(src, b[i].qs, &sum);
-        b[i].d = elm_f32_to_fp16(d);
-        b[i].s = elm_f32_to_fp16(sum * d);
+        b[i].d = elmi_f32_to_fp16(d);
+        b[i].s = elmi_f32_to_fp16(sum * d);
     }
 }
 
@@ -230,7 +230,7 @@ static int32_t dot32(const int q[32], const int8_t y[32], int offset) {
     return s;
 }
 
-void qref_q4_0_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
+void elmi_qref_q4_0_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
                        const void *restrict vy) {
     const block_q4_0 *x = vx;
     const block_q8_0 *y = vy;
@@ -243,7 +243,7 @@ void qref_q4_0_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
     *s = sumf;
 }
 
-void qref_q5_0_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
+void elmi_qref_q5_0_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
                        const void *restrict vy) {
     const block_q5_0 *x = vx;
     const block_q8_0 *y = vy;
@@ -256,7 +256,7 @@ void qref_q5_0_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
     *s = sumf;
 }
 
-void qref_q8_0_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
+void elmi_qref_q8_0_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
                        const void *restrict vy) {
     const block_q8_0 *x = vx;
     const block_q8_0 *y = vy;
@@ -269,7 +269,7 @@ void qref_q8_0_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
     *s = sumf;
 }
 
-void qref_q4_1_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
+void elmi_qref_q4_1_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
                        const void *restrict vy) {
     const block_q4_1 *x = vx;
     const block_q8_1 *y = vy;
@@ -283,7 +283,7 @@ void qref_q4_1_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
     *s = sumf;
 }
 
-void qref_q5_1_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
+void elmi_qref_q5_1_vec_dot(int64_t n, float *restrict s, const void *restrict vx,
                        const void *restrict vy) {
     const block_q5_1 *x = vx;
     const block_q8_1 *y = vy;

@@ -169,7 +169,7 @@ static void put_f32(gguf_writer *w, const char *name, int64_t ne0, int64_t ne1, 
     if (strcmp(name, "output.weight") == 0) /* row 2 (EOS) highest, row 3 second, rest 0 */
         for (int64_t i = 0; i < ne0; i++) x[2 * ne0 + i] = 0.1f, x[3 * ne0 + i] = 0.05f;
     const int64_t ne[2] = {ne0, ne1};
-    cr_assert_eq(gguf_add_tensor(w, name, QT_F32, 2, ne, x, n * sizeof *x), ELM_OK, "%s", name);
+    cr_assert_eq(elmi_gguf_add_tensor(w, name, QT_F32, 2, ne, x, n * sizeof *x), ELM_OK, "%s", name);
     free(x);
 }
 
@@ -197,8 +197,8 @@ static const char *eos_model(void) {
     }
     put_f32(w, "output.weight", o.n_embd, o.n_vocab, 0.0f);
     char err[256];
-    cr_assert_eq(gguf_write_file(w, path, err, sizeof err), ELM_OK, "%s", err);
-    gguf_writer_free(w);
+    cr_assert_eq(elmi_gguf_write_file(w, path, err, sizeof err), ELM_OK, "%s", err);
+    elmi_gguf_writer_free(w);
     return path;
 }
 

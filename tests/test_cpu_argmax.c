@@ -29,10 +29,10 @@ static void run_case(int64_t n, int64_t rows, int n_threads, bool ties) {
     for (int64_t i = 0; i < n * rows; i++)
         x[i] = ties ? (float)(rand() % 5) : (float)rand() / RAND_MAX * 40.0f - 20.0f;
     be_backend *be = NULL;
-    cr_assert_eq(be_cpu_new(n_threads, &be), ELM_OK);
+    cr_assert_eq(elmi_be_cpu_new(n_threads, &be), ELM_OK);
     be_tensor xt, yt;
-    be_tensor_init(&xt, QT_F32, n, rows, 1, 1, "logits");
-    be_tensor_init(&yt, QT_F32, 4, rows, 1, 1, "summary");
+    elmi_be_tensor_init(&xt, QT_F32, n, rows, 1, 1, "logits");
+    elmi_be_tensor_init(&yt, QT_F32, 4, rows, 1, 1, "summary");
     xt.data = x;
     yt.data = y;
     be_node nd = {.op = BE_OP_ARGMAX, .dst = &yt, .src = {&xt}};
@@ -68,10 +68,10 @@ Test(argmax, ties_go_to_the_lowest_index) {
 Test(argmax, rejects_bad_shapes) {
     float x[8] = {0}, y[8];
     be_backend *be = NULL;
-    cr_assert_eq(be_cpu_new(1, &be), ELM_OK);
+    cr_assert_eq(elmi_be_cpu_new(1, &be), ELM_OK);
     be_tensor xt, yt;
-    be_tensor_init(&xt, QT_F32, 8, 1, 1, 1, "logits");
-    be_tensor_init(&yt, QT_F32, 3, 1, 1, 1, "summary"); /* needs 4 */
+    elmi_be_tensor_init(&xt, QT_F32, 8, 1, 1, 1, "logits");
+    elmi_be_tensor_init(&yt, QT_F32, 3, 1, 1, 1, "summary"); /* needs 4 */
     xt.data = x;
     yt.data = y;
     be_node nd = {.op = BE_OP_ARGMAX, .dst = &yt, .src = {&xt}};

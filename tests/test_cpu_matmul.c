@@ -1,5 +1,5 @@
 /*
- * test_cpu_matmul.c: cpu_mul_mat for every weight type and both modes, the
+ * test_cpu_matmul.c: elmi_cpu_mul_mat for every weight type and both modes, the
  * SIMD dot kernels against the quant module's scalar references, and the
  * thread pool.
  *
@@ -52,14 +52,14 @@ static float frand(void) { /* uniform in [-1, 1) */
 }
 
 static const qtype_traits *traits(int type) {
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     cr_assert_not_null(tr);
     return tr;
 }
 
 static size_t row_bytes(int type, int64_t n) {
     size_t b = 0;
-    cr_assert(qtype_row_bytes(type, n, &b), "%s rows of %lld", qtype_name(type), (long long)n);
+    cr_assert(elmi_qtype_row_bytes(type, n, &b), "%s rows of %lld", elmi_qtype_name(type), (long long)n);
     return b;
 }
 
@@ -197,15 +197,15 @@ static void problem_free(problem *p) {
     free(p->bias);
 }
 
-/* Runs cpu_mul_mat with a work buffer of exactly the requested size into a
+/* Runs elmi_cpu_mul_mat with a work buffer of exactly the requested size into a
  * fresh (N, T) output with padded rows; out gets the contiguous result. */
 static elm_status run_mm(elm_threadpool *tp, problem *p, bool exact, float *out) {
     mat dst;
     mat_init(&dst, QT_F32, p->N, p->T, 20);
-    size_t ws = cpu_mul_mat_work_size(&p->w.t, &p->x.t, exact, tp_n_threads(tp));
+    size_t ws = elmi_cpu_mul_mat_work_size(&p->w.t, &p->x.t, exact, elmi_tp_n_threads(tp));
     void *work = ws ? malloc(ws) : NULL;
     elm_status st =
-        cpu_mul_mat(tp, &p->w.t, &p->x.t, p->bias ? &p->bias_t : NULL, &dst.t, exact, work, ws);
+        elmi_cpu_mul_mat(tp, &p->w.t, &p->x.t, p->bias ? &p->bias_t : NULL, &dst.t, exact, work, ws);
     if (st == ELM_OK) gather(&dst, out);
     free(work);
     free(dst.mem);
@@ -214,7 +214,7 @@ static elm_status run_mm(elm_threadpool *tp, problem *p, bool exact, float *out)
 
 static elm_threadpool *pool(int n) {
     elm_threadpool *tp = NULL;
-    cr_assert_eq(tp_new(n, false, &tp), ELM_OK);
+    cr_assert_eq(elmi_tp_new(n, false, &tp), ELM_OK);
     return tp;
 }
 
@@ -239,24 +239,24 @@ static void check_type(int type) {
             else
                 ref_fast(&p.w, &p.x, p.bias, want);
             double e = nmse(got1, want, n), bound = exact ? NMSE_EXACT : NMSE_FAST;
-            cr_log_info("%-5s %-5s T=%-2lld nmse %.3g", qtype_name(type), exact ? "exact" : "fast",
+            cr_log_info("%-5s %-5s T=%-2lld nmse %.3g", elmi_qtype_name(type), exact ? "exact" : "fast",
                         (long long)p.T, e);
-            cr_expect_leq(e, bound, "%s %s T=%lld: nmse %g > %g", qtype_name(type),
+            cr_expect_leq(e, bound, "%s %s T=%lld: nmse %g > %g", elmi_qtype_name(type),
                           exact ? "exact" : "fast", (long long)p.T, e, bound);
             cr_expect(memcmp(got1, got2, (size_t)n * 4) == 0, "%s %s T=%lld: 1 vs 2 threads differ",
-                      qtype_name(type), exact ? "exact" : "fast", (long long)p.T);
+                      elmi_qtype_name(type), exact ? "exact" : "fast", (long long)p.T);
             free(got1);
             free(got2);
             free(want);
             problem_free(&p);
         }
     }
-    tp_free(tp1);
-    tp_free(tp2);
+    elmi_tp_free(tp1);
+    elmi_tp_free(tp2);
 }
 
 #define TYPE_TEST(T)                                                                               \
-    Test(cpu_mul_mat, T) { check_type(QT_##T); }
+    Test(elmi_cpu_mul_mat, T) { check_type(QT_##T); }
 TYPE_TEST(F32)
 TYPE_TEST(F16)
 TYPE_TEST(BF16)
@@ -271,8 +271,8 @@ TYPE_TEST(Q6_K)
 
 /* Fast mode: a token's result does not depend on the batch it came in, for
  * batches of two or more (one token may take the row kernels; it equals the
- * batched result where cpu_vec_dot_is_reference). */
-Test(cpu_mul_mat, token_grouping_is_invisible) {
+ * batched result where elmi_cpu_vec_dot_is_reference). */
+Test(elmi_cpu_mul_mat, token_grouping_is_invisible) {
     static const int types[] = {QT_Q4_0, QT_Q8_0, QT_Q4_K, QT_Q6_K, QT_F16};
     elm_threadpool *tp = pool(2);
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
@@ -280,7 +280,7 @@ Test(cpu_mul_mat, token_grouping_is_invisible) {
         problem_init(&p, types[i], 45, 7, true);
         float *all = malloc((size_t)(p.N * p.T) * 4), two[2 * 45];
         cr_assert_eq(run_mm(tp, &p, false, all), ELM_OK);
-        bool one_too = cpu_vec_dot_is_reference(types[i], cpu_simd_active());
+        bool one_too = elmi_cpu_vec_dot_is_reference(types[i], elmi_cpu_simd_active());
         for (int64_t t = 0; t < p.T; t++) {
             for (int64_t n_tok = one_too ? 1 : 2; n_tok <= 2; n_tok++) {
                 int64_t t0 = n_tok == 1 || t + 1 < p.T ? t : t - 1;
@@ -290,18 +290,18 @@ Test(cpu_mul_mat, token_grouping_is_invisible) {
                 q.x.t.data = mat_row(&p.x, t0);
                 cr_assert_eq(run_mm(tp, &q, false, two), ELM_OK);
                 cr_expect(memcmp(two + (t - t0) * p.N, all + t * p.N, 45 * 4) == 0,
-                          "%s token %lld in a batch of %lld", qtype_name(types[i]), (long long)t,
+                          "%s token %lld in a batch of %lld", elmi_qtype_name(types[i]), (long long)t,
                           (long long)n_tok);
             }
         }
         free(all);
         problem_free(&p);
     }
-    tp_free(tp);
+    elmi_tp_free(tp);
 }
 
 /* The bias is added to the product, in every path. */
-Test(cpu_mul_mat, bias_is_added) {
+Test(elmi_cpu_mul_mat, bias_is_added) {
     static const int64_t Ts[] = {1, 5};
     elm_threadpool *tp = pool(2);
     for (int mode = 0; mode < 2; mode++) {
@@ -323,11 +323,11 @@ Test(cpu_mul_mat, bias_is_added) {
             problem_free(&p);
         }
     }
-    tp_free(tp);
+    elmi_tp_free(tp);
 }
 
 /* A NULL pool runs on the calling thread. */
-Test(cpu_mul_mat, null_pool_runs_inline) {
+Test(elmi_cpu_mul_mat, null_pool_runs_inline) {
     problem p;
     problem_init(&p, QT_Q8_0, 20, 3, false);
     float got[60];
@@ -338,7 +338,7 @@ Test(cpu_mul_mat, null_pool_runs_inline) {
     problem_free(&p);
 }
 
-Test(cpu_mul_mat, unsupported_types) {
+Test(elmi_cpu_mul_mat, unsupported_types) {
     static const int types[] = {QT_Q2_K, QT_Q3_K, QT_Q8_K, QT_Q8_1, QT_I32, QT_IQ4_NL, 4, 99, -1};
     float xs[QK_K], out[2];
     char wbuf[2 * 292];
@@ -354,55 +354,55 @@ Test(cpu_mul_mat, unsupported_types) {
         be_tensor d = {.type = QT_F32, .ne = {2, 1, 1, 1}, .nb = {4, 8, 8, 8}, .data = out};
         for (int exact = 0; exact < 2; exact++) {
             char work[1 << 14];
-            cr_expect_eq(cpu_mul_mat(NULL, &w, &x, NULL, &d, exact, work, sizeof work),
+            cr_expect_eq(elmi_cpu_mul_mat(NULL, &w, &x, NULL, &d, exact, work, sizeof work),
                          ELM_ERR_UNSUPPORTED, "type %d", types[i]);
         }
     }
 }
 
-Test(cpu_mul_mat, invalid_arguments) {
+Test(elmi_cpu_mul_mat, invalid_arguments) {
     elm_threadpool *tp = pool(2);
     problem p;
     problem_init(&p, QT_Q4_K, 16, 3, false);
     mat dst;
     mat_init(&dst, QT_F32, p.N, p.T, 0);
     for (int exact = 0; exact < 2; exact++) {
-        size_t ws = cpu_mul_mat_work_size(&p.w.t, &p.x.t, exact, 2);
+        size_t ws = elmi_cpu_mul_mat_work_size(&p.w.t, &p.x.t, exact, 2);
         cr_assert_gt(ws, 0);
         char *work = malloc(ws);
-        cr_expect_eq(cpu_mul_mat(tp, &p.w.t, &p.x.t, NULL, &dst.t, exact, work, ws - 1),
+        cr_expect_eq(elmi_cpu_mul_mat(tp, &p.w.t, &p.x.t, NULL, &dst.t, exact, work, ws - 1),
                      ELM_ERR_INVALID_ARG, "short work buffer");
-        cr_expect_eq(cpu_mul_mat(tp, &p.w.t, &p.x.t, NULL, &dst.t, exact, NULL, ws),
+        cr_expect_eq(elmi_cpu_mul_mat(tp, &p.w.t, &p.x.t, NULL, &dst.t, exact, NULL, ws),
                      ELM_ERR_INVALID_ARG, "no work buffer");
         /* Sized for one thread, run on two. */
-        size_t ws1 = cpu_mul_mat_work_size(&p.w.t, &p.x.t, exact, 1);
+        size_t ws1 = elmi_cpu_mul_mat_work_size(&p.w.t, &p.x.t, exact, 1);
         if (ws1 < ws)
-            cr_expect_eq(cpu_mul_mat(tp, &p.w.t, &p.x.t, NULL, &dst.t, exact, work, ws1),
+            cr_expect_eq(elmi_cpu_mul_mat(tp, &p.w.t, &p.x.t, NULL, &dst.t, exact, work, ws1),
                          ELM_ERR_INVALID_ARG, "work sized for fewer threads");
         be_tensor bad = dst.t;
         bad.ne[1] = p.T + 1;
-        cr_expect_eq(cpu_mul_mat(tp, &p.w.t, &p.x.t, NULL, &bad, exact, work, ws),
+        cr_expect_eq(elmi_cpu_mul_mat(tp, &p.w.t, &p.x.t, NULL, &bad, exact, work, ws),
                      ELM_ERR_INVALID_ARG, "dst tokens");
         bad = p.x.t;
         bad.ne[0] = p.K - QK_K;
-        cr_expect_eq(cpu_mul_mat(tp, &p.w.t, &bad, NULL, &dst.t, exact, work, ws),
+        cr_expect_eq(elmi_cpu_mul_mat(tp, &p.w.t, &bad, NULL, &dst.t, exact, work, ws),
                      ELM_ERR_INVALID_ARG, "x length");
         be_tensor w = p.w.t;
         w.ne[0] = p.K - 1;
-        cr_expect_eq(cpu_mul_mat(tp, &w, &p.x.t, NULL, &dst.t, exact, work, ws),
+        cr_expect_eq(elmi_cpu_mul_mat(tp, &w, &p.x.t, NULL, &dst.t, exact, work, ws),
                      ELM_ERR_INVALID_ARG, "K not whole blocks");
         be_tensor bias = {
             .type = QT_F32, .ne = {p.N - 1, 1, 1, 1}, .nb = {4, 4, 4, 4}, .data = work};
-        cr_expect_eq(cpu_mul_mat(tp, &p.w.t, &p.x.t, &bias, &dst.t, exact, work, ws),
+        cr_expect_eq(elmi_cpu_mul_mat(tp, &p.w.t, &p.x.t, &bias, &dst.t, exact, work, ws),
                      ELM_ERR_INVALID_ARG, "bias length");
-        cr_expect_eq(cpu_mul_mat(tp, NULL, &p.x.t, NULL, &dst.t, exact, work, ws),
+        cr_expect_eq(elmi_cpu_mul_mat(tp, NULL, &p.x.t, NULL, &dst.t, exact, work, ws),
                      ELM_ERR_INVALID_ARG);
-        cr_expect_eq(cpu_mul_mat(tp, &p.w.t, &p.x.t, NULL, &dst.t, exact, work, ws), ELM_OK);
+        cr_expect_eq(elmi_cpu_mul_mat(tp, &p.w.t, &p.x.t, NULL, &dst.t, exact, work, ws), ELM_OK);
         free(work);
     }
     free(dst.mem);
     problem_free(&p);
-    tp_free(tp);
+    elmi_tp_free(tp);
 }
 
 /* ----------------------------------------------------- kernels vs scalar */
@@ -429,7 +429,7 @@ static void poke_extremes(int type, void *row, int64_t K) {
 
 static void check_kernel(int type, cpu_simd level, int64_t K) {
     const qtype_traits *wt = traits(type), *vt = traits(wt->vec_dot_type);
-    cpu_dot_fn fn = cpu_vec_dot_at(type, level);
+    cpu_dot_fn fn = elmi_cpu_vec_dot_at(type, level);
     cr_assert_not_null(fn);
     enum { NR = 3, SS = NR + 2 }; /* rows per call; output stride with a gap */
     size_t wb = row_bytes(type, K) + 8, yb = row_bytes(wt->vec_dot_type, K) + 4;
@@ -456,14 +456,14 @@ static void check_kernel(int type, cpu_simd level, int64_t K) {
                     fn(K, 1, wr, 0, yj, 0, 1, &alone, 0);
                     double tol = KERNEL_REL * abs_dot(type, wr, yj, K) + 1e-30;
                     cr_expect_leq(fabs((double)got - want), tol, "%s at %s K=%lld: %.9g vs %.9g",
-                                  qtype_name(type), cpu_simd_name(level), (long long)K, got, want);
-                    if (cpu_vec_dot_is_reference(type, level))
+                                  elmi_qtype_name(type), elmi_cpu_simd_name(level), (long long)K, got, want);
+                    if (elmi_cpu_vec_dot_is_reference(type, level))
                         cr_expect(memcmp(&got, &want, sizeof got) == 0,
                                   "%s at %s K=%lld: %.9g is not the reference's %.9g",
-                                  qtype_name(type), cpu_simd_name(level), (long long)K, got, want);
+                                  elmi_qtype_name(type), elmi_cpu_simd_name(level), (long long)K, got, want);
                     cr_expect(got == alone,
                               "%s at %s: row %d token %d of %d differs from a lone call",
-                              qtype_name(type), cpu_simd_name(level), r, j, nt);
+                              elmi_qtype_name(type), elmi_cpu_simd_name(level), r, j, nt);
                 }
             }
         }
@@ -476,10 +476,10 @@ static void check_kernel(int type, cpu_simd level, int64_t K) {
 Test(vec_dot, every_level_matches_scalar) {
     int checked = 0;
     for (int l = 0; l < CPU_SIMD_COUNT; l++) {
-        if (!cpu_simd_supported((cpu_simd)l)) continue;
+        if (!elmi_cpu_simd_supported((cpu_simd)l)) continue;
         for (int i = 0; i < N_WEIGHT_TYPES; i++) {
             int type = weight_types[i];
-            if (!cpu_vec_dot_native(type, (cpu_simd)l)) continue;
+            if (!elmi_cpu_vec_dot_native(type, (cpu_simd)l)) continue;
             int64_t bs = traits(type)->block_size;
             /* One block, an odd and an even count of blocks, a float tail;
              * for 32-value blocks also rows longer than the row kernels'
@@ -490,28 +490,28 @@ Test(vec_dot, every_level_matches_scalar) {
             checked++;
         }
     }
-    cr_log_info("%d native kernels checked; active level %s", checked, cpu_simd_level());
+    cr_log_info("%d native kernels checked; active level %s", checked, elmi_cpu_simd_level());
     cr_expect_gt(checked, 0);
 }
 
 Test(vec_dot, forcing_levels) {
-    cr_expect(cpu_vec_dot_force_level("scalar"));
-    cr_expect_str_eq(cpu_simd_level(), "scalar");
-    cr_expect(!cpu_vec_dot_force_level("no-such-level"));
-    cr_expect_str_eq(cpu_simd_level(), "scalar");
-    cr_expect(cpu_vec_dot_force_level(NULL));
-    cr_expect_str_neq(cpu_simd_level(), "unknown");
+    cr_expect(elmi_cpu_vec_dot_force_level("scalar"));
+    cr_expect_str_eq(elmi_cpu_simd_level(), "scalar");
+    cr_expect(!elmi_cpu_vec_dot_force_level("no-such-level"));
+    cr_expect_str_eq(elmi_cpu_simd_level(), "scalar");
+    cr_expect(elmi_cpu_vec_dot_force_level(NULL));
+    cr_expect_str_neq(elmi_cpu_simd_level(), "unknown");
     for (int l = 0; l < CPU_SIMD_COUNT; l++)
-        if (!cpu_simd_supported((cpu_simd)l))
-            cr_expect(!cpu_vec_dot_force_level(cpu_simd_name((cpu_simd)l)));
+        if (!elmi_cpu_simd_supported((cpu_simd)l))
+            cr_expect(!elmi_cpu_vec_dot_force_level(elmi_cpu_simd_name((cpu_simd)l)));
 }
 
 /* End to end at every level: the same products within the fast bound. */
 Test(vec_dot, matmul_at_every_level) {
     elm_threadpool *tp = pool(2);
     for (int l = 0; l < CPU_SIMD_COUNT; l++) {
-        if (!cpu_simd_supported((cpu_simd)l)) continue;
-        cr_assert(cpu_vec_dot_force_level(cpu_simd_name((cpu_simd)l)));
+        if (!elmi_cpu_simd_supported((cpu_simd)l)) continue;
+        cr_assert(elmi_cpu_vec_dot_force_level(elmi_cpu_simd_name((cpu_simd)l)));
         for (int i = 0; i < N_WEIGHT_TYPES; i++) {
             problem p;
             problem_init(&p, weight_types[i], 37, 5, true);
@@ -520,15 +520,15 @@ Test(vec_dot, matmul_at_every_level) {
             double *want = malloc((size_t)n * sizeof *want);
             cr_assert_eq(run_mm(tp, &p, false, got), ELM_OK);
             ref_fast(&p.w, &p.x, p.bias, want);
-            cr_expect_leq(nmse(got, want, n), NMSE_FAST, "%s at %s", qtype_name(p.type),
-                          cpu_simd_name((cpu_simd)l));
+            cr_expect_leq(nmse(got, want, n), NMSE_FAST, "%s at %s", elmi_qtype_name(p.type),
+                          elmi_cpu_simd_name((cpu_simd)l));
             free(got);
             free(want);
             problem_free(&p);
         }
     }
-    cpu_vec_dot_force_level(NULL);
-    tp_free(tp);
+    elmi_cpu_vec_dot_force_level(NULL);
+    elmi_tp_free(tp);
 }
 
 /* Tiled kernels, end to end: at every level that has them, each product
@@ -570,16 +570,16 @@ static void check_gemm_exact(int type, cpu_simd level, elm_threadpool *tp1, elm_
         int64_t bad = 0;
         /* One token may take the row kernels, which round their own way
          * (checked against the reference with a bound in vec_dot's tests). */
-        bool exact_one = p.T > 1 || cpu_vec_dot_is_reference(type, level);
+        bool exact_one = p.T > 1 || elmi_cpu_vec_dot_is_reference(type, level);
         for (int64_t i = 0; i < n && exact_one; i++) {
             float w = (float)want[i];
             if (memcmp(&got1[i], &w, 4) != 0) bad++;
         }
         cr_expect_eq(bad, 0, "%s at %s N=%lld T=%lld: %lld products differ from the reference",
-                     qtype_name(type), cpu_simd_name(level), (long long)p.N, (long long)p.T,
+                     elmi_qtype_name(type), elmi_cpu_simd_name(level), (long long)p.N, (long long)p.T,
                      (long long)bad);
         cr_expect(memcmp(got1, got2, (size_t)n * 4) == 0, "%s at %s T=%lld: 1 vs 2 threads differ",
-                  qtype_name(type), cpu_simd_name(level), (long long)p.T);
+                  elmi_qtype_name(type), elmi_cpu_simd_name(level), (long long)p.T);
         free(got1);
         free(got2);
         free(want);
@@ -591,18 +591,18 @@ Test(gemm, tiled_kernels_equal_the_reference) {
     elm_threadpool *tp1 = pool(1), *tp2 = pool(2);
     int checked = 0;
     for (int l = 0; l < CPU_SIMD_COUNT; l++) {
-        if (!cpu_simd_supported((cpu_simd)l)) continue;
-        cr_assert(cpu_vec_dot_force_level(cpu_simd_name((cpu_simd)l)));
+        if (!elmi_cpu_simd_supported((cpu_simd)l)) continue;
+        cr_assert(elmi_cpu_vec_dot_force_level(elmi_cpu_simd_name((cpu_simd)l)));
         for (int i = 0; i < N_WEIGHT_TYPES; i++) {
-            if (!cpu_gemm_at(weight_types[i], (cpu_simd)l)) continue;
+            if (!elmi_cpu_gemm_at(weight_types[i], (cpu_simd)l)) continue;
             check_gemm_exact(weight_types[i], (cpu_simd)l, tp1, tp2);
             checked++;
         }
     }
-    cpu_vec_dot_force_level(NULL);
+    elmi_cpu_vec_dot_force_level(NULL);
     cr_log_info("%d tiled kernels checked", checked);
-    tp_free(tp1);
-    tp_free(tp2);
+    elmi_tp_free(tp1);
+    elmi_tp_free(tp2);
 }
 
 /* The exact mode's dequantization: bit-identical to to_float, on weights
@@ -612,12 +612,12 @@ Test(gemm, dequantization_equals_to_float) {
     const int64_t K = 4 * QK_K;
     float *tmp = malloc(K * 4), *want = malloc(K * 4), *got = malloc(K * 4);
     for (int l = 0; l < CPU_SIMD_COUNT; l++) {
-        if (!cpu_simd_supported((cpu_simd)l)) continue;
-        cr_assert(cpu_vec_dot_force_level(cpu_simd_name((cpu_simd)l)));
+        if (!elmi_cpu_simd_supported((cpu_simd)l)) continue;
+        cr_assert(elmi_cpu_vec_dot_force_level(elmi_cpu_simd_name((cpu_simd)l)));
         for (int i = 0; i < N_WEIGHT_TYPES; i++) {
             const int type = weight_types[i];
             const qtype_traits *tr = traits(type);
-            qt_to_float_fn deq = cpu_dequant_get(type);
+            qt_to_float_fn deq = elmi_cpu_dequant_get(type);
             cr_assert_not_null(deq);
             size_t rb = row_bytes(type, K);
             unsigned char *w = malloc(rb);
@@ -631,12 +631,12 @@ Test(gemm, dequantization_equals_to_float) {
                 tr->to_float(w, want, K);
                 deq(w, got, K);
                 cr_expect(memcmp(got, want, (size_t)K * 4) == 0, "%s at %s rep %d",
-                          qtype_name(type), cpu_simd_name((cpu_simd)l), rep);
+                          elmi_qtype_name(type), elmi_cpu_simd_name((cpu_simd)l), rep);
             }
             free(w);
         }
     }
-    cpu_vec_dot_force_level(NULL);
+    elmi_cpu_vec_dot_force_level(NULL);
     free(tmp);
     free(want);
     free(got);
@@ -662,16 +662,16 @@ Test(vec_dot, quantizers_match_reference) {
     x[600] = -127.0f;
     for (int k = 768; k < K; k++) x[k] *= (k % 7) ? 1e-3f : 1e3f;
     for (int l = 0; l < CPU_SIMD_COUNT; l++) {
-        if (!cpu_simd_supported((cpu_simd)l)) continue;
+        if (!elmi_cpu_simd_supported((cpu_simd)l)) continue;
         for (size_t i = 0; i < sizeof vdts / sizeof vdts[0]; i++) {
-            cpu_quantize_fn q = cpu_quantize_at(vdts[i], (cpu_simd)l);
-            cr_assert_not_null(q, "%s", qtype_name(vdts[i]));
+            cpu_quantize_fn q = elmi_cpu_quantize_at(vdts[i], (cpu_simd)l);
+            cr_assert_not_null(q, "%s", elmi_qtype_name(vdts[i]));
             size_t rb = row_bytes(vdts[i], K);
             char *got = calloc(1, rb), *want = calloc(1, rb);
             q(x, got, K);
             traits(vdts[i])->from_float(x, want, K);
-            cr_expect(memcmp(got, want, rb) == 0, "%s at %s", qtype_name(vdts[i]),
-                      cpu_simd_name((cpu_simd)l));
+            cr_expect(memcmp(got, want, rb) == 0, "%s at %s", elmi_qtype_name(vdts[i]),
+                      elmi_cpu_simd_name((cpu_simd)l));
             free(got);
             free(want);
         }
@@ -698,12 +698,12 @@ static void count_fn(void *arg, int ith, int nth) {
 Test(threadpool, runs_every_share_once) {
     for (int n = 1; n <= 4; n++) {
         elm_threadpool *tp = pool(n);
-        cr_assert_eq(tp_n_threads(tp), n);
+        cr_assert_eq(elmi_tp_n_threads(tp), n);
         count_task c = {0};
-        for (int i = 0; i < 2000; i++) tp_run(tp, count_fn, &c);
+        for (int i = 0; i < 2000; i++) elmi_tp_run(tp, count_fn, &c);
         for (int i = 0; i < n; i++) cr_expect_eq(atomic_load(&c.hits[i]), 2000);
         cr_expect_eq(atomic_load(&c.total), 2000L * n * n);
-        tp_free(tp);
+        elmi_tp_free(tp);
     }
 }
 
@@ -711,9 +711,9 @@ static void barrier_fn(void *arg, int ith, int nth) {
     count_task *c = arg;
     for (int round = 1; round <= 50; round++) {
         atomic_fetch_add(&c->arrived, 1);
-        tp_barrier(c->tp);
+        elmi_tp_barrier(c->tp);
         if (atomic_load(&c->arrived) != round * nth) atomic_store(&c->hits[ith], -1);
-        tp_barrier(c->tp);
+        elmi_tp_barrier(c->tp);
     }
 }
 
@@ -722,10 +722,10 @@ Test(threadpool, barrier_separates_phases) {
         elm_threadpool *tp = pool(n);
         for (int rep = 0; rep < 20; rep++) {
             count_task c = {.tp = tp};
-            tp_run(tp, barrier_fn, &c);
+            elmi_tp_run(tp, barrier_fn, &c);
             for (int i = 0; i < n; i++) cr_expect_eq(atomic_load(&c.hits[i]), 0);
         }
-        tp_free(tp);
+        elmi_tp_free(tp);
     }
 }
 
@@ -736,21 +736,21 @@ Test(threadpool, wakes_sleeping_workers) {
     for (int i = 0; i < 3; i++) {
         struct timespec ts = {0, 5000000}; /* beyond the spin time */
         nanosleep(&ts, NULL);
-        tp_run(tp, count_fn, &c);
+        elmi_tp_run(tp, count_fn, &c);
     }
     cr_expect_eq(atomic_load(&c.hits[1]), 3);
-    tp_free(tp);
+    elmi_tp_free(tp);
 }
 
 Test(threadpool, arguments_and_pinning) {
     elm_threadpool *tp = NULL;
-    cr_expect_eq(tp_new(0, false, &tp), ELM_ERR_INVALID_ARG);
-    cr_expect_eq(tp_new(2, false, NULL), ELM_ERR_INVALID_ARG);
-    cr_assert_eq(tp_new(2, true, &tp), ELM_OK);
+    cr_expect_eq(elmi_tp_new(0, false, &tp), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_tp_new(2, false, NULL), ELM_ERR_INVALID_ARG);
+    cr_assert_eq(elmi_tp_new(2, true, &tp), ELM_OK);
     count_task c = {0};
-    tp_run(tp, count_fn, &c);
+    elmi_tp_run(tp, count_fn, &c);
     cr_expect_eq(atomic_load(&c.hits[1]), 1);
-    tp_free(tp);
-    tp_free(NULL);
-    cr_expect_geq(be_cpu_physical_cores(), 1);
+    elmi_tp_free(tp);
+    elmi_tp_free(NULL);
+    cr_expect_geq(elmi_be_cpu_physical_cores(), 1);
 }

@@ -32,7 +32,7 @@ typedef struct fx {
 
 static void fx_init(fx *f, int n_threads, size_t cap) {
     memset(f, 0, sizeof *f);
-    cr_assert_eq(be_cpu_new(n_threads, &f->be), ELM_OK);
+    cr_assert_eq(elmi_be_cpu_new(n_threads, &f->be), ELM_OK);
     cr_assert_eq(f->be->iface->buffer_alloc(f->be, cap, NULL, &f->buf), ELM_OK);
     f->base = f->be->iface->buffer_host(f->be, f->buf);
     cr_assert_not_null(f->base);
@@ -47,7 +47,7 @@ static void fx_free(fx *f) {
 static size_t row_bytes(int type, int64_t n) {
     if (type == QT_F32 || type == BE_TYPE_I32) return (size_t)n * 4;
     size_t b = 0;
-    cr_assert(qtype_row_bytes(type, n, &b), "row bytes of %s x %lld", qtype_name(type),
+    cr_assert(elmi_qtype_row_bytes(type, n, &b), "row bytes of %s x %lld", elmi_qtype_name(type),
               (long long)n);
     return b;
 }
@@ -58,7 +58,7 @@ static be_tensor *fx_tensor(fx *f, int type, int64_t n0, int64_t n1, int64_t n2,
     memset(t, 0, sizeof *t);
     t->type = type;
     t->ne[0] = n0, t->ne[1] = n1, t->ne[2] = n2, t->ne[3] = 1;
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     t->nb[0] = tr ? tr->type_size : 4;
     t->nb[1] = row_bytes(type, n0);
     t->nb[2] = t->nb[1] * (size_t)n1;
@@ -117,7 +117,7 @@ static void get_rows_case(int type, int nth) {
     be_tensor *dst = fx_tensor(&f, QT_F32, n, T, 1, "emb");
     float src[256 * 7];
     fill(src, n * rows, 2.0f);
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     for (int64_t r = 0; r < rows; r++)
         tr->from_float(src + r * n, (char *)table->data + r * table->nb[1], n);
     memcpy(id->data, ids, sizeof ids);
@@ -141,7 +141,7 @@ Test(get_rows, f32_f16_bf16_q8_0_q4_0) {
 
 Test(get_rows, every_quant_type) {
     for (int type = 0; type < QT_COUNT; type++) {
-        const qtype_traits *tr = qtype_get(type);
+        const qtype_traits *tr = elmi_qtype_get(type);
         if (!tr || !tr->to_float || !tr->from_float) continue;
         get_rows_case(type, 2);
     }
@@ -154,13 +154,13 @@ Test(get_rows, f16_matches_scalar_conversion) {
     be_tensor *id = fx_tensor(&f, BE_TYPE_I32, 2, 1, 1, "ids");
     be_tensor *dst = fx_tensor(&f, QT_F32, 37, 2, 1, "emb");
     uint16_t *h = table->data;
-    for (int i = 0; i < 37 * 3; i++) h[i] = elm_f32_to_fp16(frand() * 100.0f);
+    for (int i = 0; i < 37 * 3; i++) h[i] = elmi_f32_to_fp16(frand() * 100.0f);
     ((int32_t *)id->data)[0] = 2, ((int32_t *)id->data)[1] = 0;
     be_node node = {.op = BE_OP_GET_ROWS, .dst = dst, .src = {table, id}};
     cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s", f.err);
     for (int i = 0; i < 37; i++) {
-        cr_assert_eq(f32(dst)[i], elm_fp16_to_f32(h[2 * 37 + i]));
-        cr_assert_eq(f32(dst)[37 + i], elm_fp16_to_f32(h[i]));
+        cr_assert_eq(f32(dst)[i], elmi_fp16_to_f32(h[2 * 37 + i]));
+        cr_assert_eq(f32(dst)[37 + i], elmi_fp16_to_f32(h[i]));
     }
     fx_free(&f);
 }
@@ -442,7 +442,7 @@ static void kv_store_case(int type, int nth) {
                     cr_assert_eq(f32(cache)[r * n + i], v);
                 } else {
                     uint16_t h = ((uint16_t *)cache->data)[r * n + i];
-                    cr_assert_eq(h, in ? elm_f32_to_fp16(v) : 0, "row %lld i %lld", (long long)r,
+                    cr_assert_eq(h, in ? elmi_f32_to_fp16(v) : 0, "row %lld i %lld", (long long)r,
                                  (long long)i);
                 }
             }
@@ -460,7 +460,7 @@ Test(kv_store, f32_and_f16) {
 /* --------------------------------------------------------- ATTENTION */
 
 static float cache_value(const be_tensor *c, int64_t i) {
-    return c->type == QT_F16 ? elm_fp16_to_f32(((uint16_t *)c->data)[i]) : f32(c)[i];
+    return c->type == QT_F16 ? elmi_fp16_to_f32(((uint16_t *)c->data)[i]) : f32(c)[i];
 }
 
 static void ref_attention(const float *q, const be_tensor *K, const be_tensor *V, double *out,
@@ -494,7 +494,7 @@ static void set_cache(be_tensor *c, int64_t row, int64_t n, float v_scale, bool 
     for (int64_t i = 0; i < n; i++) {
         float v = poison ? NAN : frand() * v_scale;
         if (c->type == QT_F16)
-            ((uint16_t *)c->data)[row * n + i] = elm_f32_to_fp16(v);
+            ((uint16_t *)c->data)[row * n + i] = elmi_f32_to_fp16(v);
         else
             f32(c)[row * n + i] = v;
     }
@@ -536,7 +536,7 @@ static void attention_case(int hd, int T, int pos, int cache_type) {
          * reference reads the same cache values, so F16 adds no error). */
         double err = max_abs_diff(f32(o), want, n_out);
         cr_assert_leq(err, 2e-5, "hd %d T %d pos %d %s nth %d: max abs %g", hd, T, pos,
-                      qtype_name(cache_type), nth, err);
+                      elmi_qtype_name(cache_type), nth, err);
         if (!first) {
             first = malloc((size_t)n_out * sizeof(float));
             memcpy(first, f32(o), (size_t)n_out * sizeof(float));
@@ -572,7 +572,7 @@ Test(attention, long_context_crosses_tiles) {
  * the same references. Criterion runs each test in its own process, so the
  * forced level does not leak into other tests. */
 Test(scalar, fallback_paths) {
-    cr_assert(cpu_vec_dot_force_level("scalar"));
+    cr_assert(elmi_cpu_vec_dot_force_level("scalar"));
     attention_case(64, 5, 11, QT_F16);
     attention_case(16, 1, 37, QT_F32);
     kv_store_case(QT_F16, 2);
@@ -634,7 +634,7 @@ static void mul_mat_case(int type, bool exact, int nth) {
     be_tensor *y = fx_tensor(&f, QT_F32, N, T, 1, "y");
     float wf[64 * 24], wd[64 * 24];
     fill(wf, K * N, 1.0f);
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     tr->from_float(wf, w->data, K * N);
     tr->to_float(w->data, wd, K * N);
     fill(f32(x), K * T, 1.0f);
@@ -791,7 +791,7 @@ Test(errors, tensor_outside_its_buffer) {
 
 Test(backend, buffers) {
     be_backend *be;
-    cr_assert_eq(be_cpu_new(0, &be), ELM_OK);
+    cr_assert_eq(elmi_be_cpu_new(0, &be), ELM_OK);
     be_buffer *buf;
     cr_assert_eq(be->iface->buffer_alloc(be, 1000, NULL, &buf), ELM_OK);
     unsigned char *p = be->iface->buffer_host(be, buf);
@@ -816,7 +816,7 @@ Test(backend, buffers) {
 
     /* A buffer freed through another CPU backend leaves both lists sound. */
     be_backend *other;
-    cr_assert_eq(be_cpu_new(1, &other), ELM_OK);
+    cr_assert_eq(elmi_be_cpu_new(1, &other), ELM_OK);
     be_buffer *b1, *b2;
     cr_assert_eq(other->iface->buffer_alloc(other, 64, NULL, &b1), ELM_OK);
     cr_assert_eq(other->iface->buffer_alloc(other, 64, NULL, &b2), ELM_OK);
@@ -832,7 +832,7 @@ Test(backend, buffers) {
 
 Test(backend, supports_op) {
     be_backend *be;
-    cr_assert_eq(be_cpu_new(1, &be), ELM_OK);
+    cr_assert_eq(elmi_be_cpu_new(1, &be), ELM_OK);
     be_tensor f32t = {.type = QT_F32}, i32t = {.type = BE_TYPE_I32}, f16t = {.type = QT_F16};
     be_tensor q4 = {.type = QT_Q4_K}, bad = {.type = BE_TYPE_I32}, removed = {.type = 4};
     be_node ok[] = {
@@ -846,7 +846,7 @@ Test(backend, supports_op) {
         {.op = BE_OP_ADD, .dst = &f32t, .src = {&f32t, &f32t}},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        cr_assert(be->iface->supports_op(be, &ok[i]), "op %s", be_op_name(ok[i].op));
+        cr_assert(be->iface->supports_op(be, &ok[i]), "op %s", elmi_be_op_name(ok[i].op));
     be_node no[] = {
         {.op = BE_OP_MUL_MAT, .dst = &f32t, .src = {&bad, &f32t}},
         {.op = BE_OP_MUL_MAT, .dst = &f32t, .src = {&removed, &f32t}},
@@ -920,17 +920,17 @@ Test(backend, concurrent_backends) {
 
 /* ------------------------------------------- one-token products (in-pool) */
 
-/* be_cpu_new with optional pinning (backend.h declares it once the engine
+/* elmi_be_cpu_new with optional pinning (backend.h declares it once the engine
  * takes the option). */
 
 static const int mv_types[] = {QT_F32,  QT_F16,  QT_BF16, QT_Q4_0, QT_Q4_1, QT_Q5_0,
                                QT_Q5_1, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
 
-/* cpu_mul_mat on one thread: the product the in-pool mat-vec must equal. */
+/* elmi_cpu_mul_mat on one thread: the product the in-pool mat-vec must equal. */
 static void direct_mul_mat(const be_node *nd, bool exact) {
-    size_t need = cpu_mul_mat_work_size(nd->src[0], nd->src[1], exact, 1);
+    size_t need = elmi_cpu_mul_mat_work_size(nd->src[0], nd->src[1], exact, 1);
     void *work = need ? aligned_alloc(64, (need + 63) & ~(size_t)63) : NULL;
-    cr_assert_eq(cpu_mul_mat(NULL, nd->src[0], nd->src[1], nd->src[2], nd->dst, exact, work, need),
+    cr_assert_eq(elmi_cpu_mul_mat(NULL, nd->src[0], nd->src[1], nd->src[2], nd->dst, exact, work, need),
                  ELM_OK);
     free(work);
 }
@@ -938,18 +938,18 @@ static void direct_mul_mat(const be_node *nd, bool exact) {
 /* y = W x + b for one token, every weight type, both modes, 1 to 3 threads
  * and pinned: against a double reference on the dequantized weights (exact:
  * max abs 1e-4 for K = 512 of O(1) values; fast, which quantizes x: NMSE <
- * 1e-3), and bit-identical to cpu_mul_mat. N = 1001 rows cut into chunks
+ * 1e-3), and bit-identical to elmi_cpu_mul_mat. N = 1001 rows cut into chunks
  * and row groups with remainders. */
 static void matvec_case(int type, bool exact) {
     const int64_t K = 512, N = 1001;
     float *want_bits = NULL;
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     for (int cfg = 0; cfg < 4; cfg++) {
         int nth = cfg < 3 ? cfg + 1 : 2;
         rng_state = 777;
         fx f;
         memset(&f, 0, sizeof f);
-        cr_assert_eq(be_cpu_new_ex(nth, cfg == 3, &f.be), ELM_OK);
+        cr_assert_eq(elmi_be_cpu_new_ex(nth, cfg == 3, &f.be), ELM_OK);
         cr_assert_eq(f.be->iface->buffer_alloc(f.be, 4 << 20, NULL, &f.buf), ELM_OK);
         f.base = f.be->iface->buffer_host(f.be, f.buf);
         f.cap = 4 << 20;
@@ -983,7 +983,7 @@ static void matvec_case(int type, bool exact) {
         be_node direct = {.op = BE_OP_MUL_MAT, .dst = y2, .src = {w, x, b}};
         direct_mul_mat(&direct, exact);
         cr_assert(memcmp(y->data, y2->data, (size_t)N * sizeof(float)) == 0,
-                  "%s %s nth %d: differs from cpu_mul_mat", tr->name, exact ? "exact" : "fast", nth);
+                  "%s %s nth %d: differs from elmi_cpu_mul_mat", tr->name, exact ? "exact" : "fast", nth);
         if (!want_bits) {
             want_bits = malloc((size_t)N * sizeof(float));
             memcpy(want_bits, y->data, (size_t)N * sizeof(float));
@@ -1030,7 +1030,7 @@ static be_tensor *quant_weight(fx *f, int type, int64_t K, int64_t N, const char
     float *tmp = malloc((size_t)K * sizeof(float));
     for (int64_t r = 0; r < N; r++) {
         fill(tmp, K, 1.0f / sqrtf((float)K) * 1.7f);
-        qtype_get(type)->from_float(tmp, (char *)t->data + r * t->nb[1], K);
+        elmi_qtype_get(type)->from_float(tmp, (char *)t->data + r * t->nb[1], K);
     }
     free(tmp);
     return t;
@@ -1147,7 +1147,7 @@ static void layer_graph(layer_fx *L, int64_t T, int pos, int rope_mode) {
 }
 
 /* Runs the graph whole (how = 0) or node by node, MUL_MAT through
- * cpu_mul_mat and every other node as its own one-node graph (how = 1), the
+ * elmi_cpu_mul_mat and every other node as its own one-node graph (how = 1), the
  * unfused, one-dispatch-per-node way. */
 static void layer_run(layer_fx *L, bool exact, int how) {
     if (how == 0) {
@@ -1167,7 +1167,7 @@ static void layer_run(layer_fx *L, bool exact, int how) {
  * the final residual stream. */
 static float *layer_session(int type, bool exact, int nth, int how, int rope_mode) {
     be_backend *be;
-    cr_assert_eq(be_cpu_new(nth, &be), ELM_OK);
+    cr_assert_eq(elmi_be_cpu_new(nth, &be), ELM_OK);
     layer_fx *L = malloc(sizeof *L);
     layer_init(L, be, type, exact, rope_mode);
     int64_t nv = L->n_vocab, E = L->n_embd;
@@ -1201,7 +1201,7 @@ static void layer_case(int type, bool exact, int rope_mode) {
         float *got = layer_session(type, exact, nth, 0, rope_mode);
         size_t i = 0;
         while (i < n && memcmp(&got[i], &ref[i], sizeof(float)) == 0) i++;
-        cr_assert_eq(i, n, "%s %s nth %d: value %zu differs: %.9g vs %.9g", qtype_name(type),
+        cr_assert_eq(i, n, "%s %s nth %d: value %zu differs: %.9g vs %.9g", elmi_qtype_name(type),
                      exact ? "exact" : "fast", nth, i, i < n ? got[i] : 0.0,
                      i < n ? ref[i] : 0.0);
         free(got);
@@ -1220,7 +1220,7 @@ Test(graph, layers_fused_equal_node_by_node) {
 /* The counts of graphs and nodes still say what ran. */
 Test(graph, stats_count_fused_nodes) {
     be_backend *be;
-    cr_assert_eq(be_cpu_new(2, &be), ELM_OK);
+    cr_assert_eq(elmi_be_cpu_new(2, &be), ELM_OK);
     layer_fx *L = malloc(sizeof *L);
     layer_init(L, be, QT_Q8_0, false, BE_ROPE_NORM);
     fill(f32(L->x), L->n_embd, 1.0f);
@@ -1289,7 +1289,7 @@ static void phase_task(void *arg, int ith, int nth) {
     phase_job *j = arg;
     for (int p = 0; p < j->n_phases; p++) {
         atomic_store_explicit(&j->slots[p * nth + ith], p + 1, memory_order_relaxed);
-        tp_barrier(j->tp);
+        elmi_tp_barrier(j->tp);
         for (int t = 0; t < nth; t++)
             if (atomic_load_explicit(&j->slots[p * nth + t], memory_order_relaxed) != p + 1)
                 atomic_store(&j->bad, 1);
@@ -1300,13 +1300,13 @@ Test(threadpool, barrier_many_phases) {
     for (int nth = 1; nth <= 4; nth++) {
         for (int pin = 0; pin < 2; pin++) {
             elm_threadpool *tp;
-            cr_assert_eq(tp_new(nth, pin, &tp), ELM_OK);
+            cr_assert_eq(elmi_tp_new(nth, pin, &tp), ELM_OK);
             phase_job j = {.tp = tp, .n_phases = 20000};
             j.slots = calloc((size_t)j.n_phases * nth, sizeof *j.slots);
-            for (int rep = 0; rep < 3; rep++) tp_run(tp, phase_task, &j);
+            for (int rep = 0; rep < 3; rep++) elmi_tp_run(tp, phase_task, &j);
             cr_assert_eq(atomic_load(&j.bad), 0, "nth %d: a thread passed a barrier early", nth);
             free(j.slots);
-            tp_free(tp);
+            elmi_tp_free(tp);
         }
     }
 }
@@ -1322,7 +1322,7 @@ Test(vec, exp_sum_and_swiglu) {
         x[i] = -30.0f + 60.0f * (float)i / N;
         g[i] = frand();
     }
-    float sum = cpu_vec_exp_sum_f32(y, x, 1.5f, N);
+    float sum = elmi_cpu_vec_exp_sum_f32(y, x, 1.5f, N);
     double want_sum = 0;
     for (int i = 0; i < N; i++) {
         double w = exp((double)(x[i] - 1.5f)); /* the argument as the kernel forms it */
@@ -1330,7 +1330,7 @@ Test(vec, exp_sum_and_swiglu) {
         cr_assert_leq(fabs(y[i] - w), 3e-7 * w, "exp(%g): %.9g vs %.9g", x[i] - 1.5, y[i], w);
     }
     cr_assert_leq(fabs(sum - want_sum), 1e-6 * want_sum);
-    cpu_vec_swiglu_f32(z, x, g, N);
+    elmi_cpu_vec_swiglu_f32(z, x, g, N);
     for (int i = 0; i < N; i++) {
         double w = x[i] / (1.0 + exp(-(double)x[i])) * g[i];
         cr_assert_leq(fabs(z[i] - w), 1e-6 * fabs(w) + 1e-30, "swiglu(%g)", x[i]);
@@ -1339,8 +1339,8 @@ Test(vec, exp_sum_and_swiglu) {
     for (int c = 0; c < N;) {
         int n = 1 + (c * 7) % 13;
         if (c + n > N) n = N - c;
-        cpu_vec_exp_sum_f32(y2 + c, x + c, 1.5f, n);
-        cpu_vec_swiglu_f32(z2 + c, x + c, g + c, n);
+        elmi_cpu_vec_exp_sum_f32(y2 + c, x + c, 1.5f, n);
+        elmi_cpu_vec_swiglu_f32(z2 + c, x + c, g + c, n);
         c += n;
     }
     cr_assert(memcmp(y, y2, sizeof y) == 0, "exp depends on the cut");

@@ -55,7 +55,7 @@ static elm_sampler_params params(float temp, float penalty, int32_t last_n) {
  *   90 00 02 00 04 01 00 00 5e ed 07 00 04 03 09 09 0a 0b 0c 0b 0c 00 00 00 00
  * temperature 2, penalty 0.5 over the last token, n_vocab 4, accepted 1 1 2,
  * logits {FLT_MAX, -FLT_MAX, FLT_MAX, -FLT_MAX}. The penalty divided token
- * 2's FLT_MAX by 0.5 into +inf, and sampler_sample returned -1 (a numeric
+ * 2's FLT_MAX by 0.5 into +inf, and elmi_sampler_sample returned -1 (a numeric
  * error, ELM_ERR_NUMERIC from elm_generate) on finite logits. A penalized
  * finite logit now saturates at +-FLT_MAX.
  */
@@ -64,30 +64,30 @@ Test(fuzz_regress, sampler_penalty_overflow) {
     for (int greedy = 0; greedy < 2; greedy++) {
         elm_sampler_params p = params(greedy ? 0.0f : 2.0f, 0.5f, 1);
         elm_sampler *s = NULL;
-        cr_assert_eq(sampler_new(&p, 4, &s), ELM_OK);
-        sampler_accept(s, 1);
-        sampler_accept(s, 1);
-        sampler_accept(s, 2);
-        int32_t id = sampler_sample(s, logits);
+        cr_assert_eq(elmi_sampler_new(&p, 4, &s), ELM_OK);
+        elmi_sampler_accept(s, 1);
+        elmi_sampler_accept(s, 1);
+        elmi_sampler_accept(s, 2);
+        int32_t id = elmi_sampler_sample(s, logits);
         cr_assert(id == 0 || id == 2, "sampled %d from finite logits", id);
         if (greedy) cr_assert_eq(id, 0, "a tie at FLT_MAX goes to the lower id");
-        sampler_free(s);
+        elmi_sampler_free(s);
     }
     /* The other direction: a penalty of FLT_MAX on negative logits of every
      * token multiplied them into -inf, masking the whole vocabulary. */
     const float neg[3] = {-2.0f, -1.0f, -3.0f};
     elm_sampler_params p = params(1.0f, FLT_MAX, 8);
     elm_sampler *s = NULL;
-    cr_assert_eq(sampler_new(&p, 3, &s), ELM_OK);
-    for (int32_t i = 0; i < 3; i++) sampler_accept(s, i);
-    int32_t id = sampler_sample(s, neg);
+    cr_assert_eq(elmi_sampler_new(&p, 3, &s), ELM_OK);
+    for (int32_t i = 0; i < 3; i++) elmi_sampler_accept(s, i);
+    int32_t id = elmi_sampler_sample(s, neg);
     cr_assert(id >= 0 && id < 3, "sampled %d from finite logits", id);
-    sampler_free(s);
+    elmi_sampler_free(s);
 }
 
 /*
  * fuzz_sampler oom-0bcf16a565f9fc56e02ed6958715f96b6c6c7f5f: repeat_last_n
- * INT32_MAX made sampler_new allocate an 8 GiB history ring (libFuzzer:
+ * INT32_MAX made elmi_sampler_new allocate an 8 GiB history ring (libFuzzer:
  * out-of-memory (malloc(8589934592))); where that fails, elm_generate failed
  * with ELM_ERR_NO_MEMORY. The window is now kept at most 2^24 tokens (the
  * longest context), which changes nothing: it still covers every token.
@@ -96,12 +96,12 @@ Test(fuzz_regress, sampler_huge_window) {
     bool limited = limit_address_space((size_t)1 << 30);
     elm_sampler_params p = params(0.0f, 2.0f, INT32_MAX);
     elm_sampler *s = NULL;
-    cr_assert_eq(sampler_new(&p, 4, &s), ELM_OK, "repeat_last_n INT32_MAX refused%s",
+    cr_assert_eq(elmi_sampler_new(&p, 4, &s), ELM_OK, "repeat_last_n INT32_MAX refused%s",
                  limited ? " within 1 GiB of address space" : "");
     /* Token 0 accepted first, then 5000 others: still in the window. */
-    sampler_accept(s, 0);
-    for (int i = 0; i < 5000; i++) sampler_accept(s, 3);
+    elmi_sampler_accept(s, 0);
+    for (int i = 0; i < 5000; i++) elmi_sampler_accept(s, 3);
     const float logits[4] = {4.0f, 3.0f, 2.5f, 1.0f}; /* penalized: 2, 3, 2.5, 0.5 */
-    cr_assert_eq(sampler_sample(s, logits), 1);
-    sampler_free(s);
+    cr_assert_eq(elmi_sampler_sample(s, logits), 1);
+    elmi_sampler_free(s);
 }

@@ -80,7 +80,7 @@ static void check_writer(const char *name, gguf_writer *w, const char *const *wo
     size_t n;
     uint8_t *buf = tiny_serialize(w, &n);
     cr_assert_not_null(buf);
-    gguf_writer_free(w);
+    elmi_gguf_writer_free(w);
     check_bytes(name, buf, n, words);
     free(buf);
 }
@@ -96,7 +96,7 @@ static uint8_t *model_bytes(size_t *n) {
     gguf_writer *w = model();
     uint8_t *buf = tiny_serialize(w, n);
     cr_assert_not_null(buf);
-    gguf_writer_free(w);
+    elmi_gguf_writer_free(w);
     return buf;
 }
 
@@ -140,9 +140,9 @@ Test(hostile, truncated_each_kv) {
     size_t n;
     uint8_t *b = model_bytes(&n);
     gguf_file *f = NULL;
-    cr_assert_eq(gguf_open_memory(b, n, &f, NULL, 0), ELM_OK);
-    for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
-        const gguf_kv *kv = gguf_kv_at(f, i);
+    cr_assert_eq(elmi_gguf_open_memory(b, n, &f, NULL, 0), ELM_OK);
+    for (uint64_t i = 0; i < elmi_gguf_n_kv(f); i++) {
+        const gguf_kv *kv = elmi_gguf_kv_at(f, i);
         size_t key = (size_t)((const uint8_t *)kv->key.ptr - b);
         char name[64];
         snprintf(name, sizeof name, "trunc_kv%llu", (unsigned long long)i);
@@ -150,7 +150,7 @@ Test(hostile, truncated_each_kv) {
         snprintf(name, sizeof name, "trunc_kv%llu_value", (unsigned long long)i);
         check_bytes(name, b, key + kv->key.len + 5, TRUNC_WORDS); /* inside its value */
     }
-    gguf_close(f);
+    elmi_gguf_close(f);
     free(b);
 }
 
@@ -158,9 +158,9 @@ Test(hostile, truncated_tensor_infos) {
     size_t n;
     uint8_t *b = model_bytes(&n);
     gguf_file *f = NULL;
-    cr_assert_eq(gguf_open_memory(b, n, &f, NULL, 0), ELM_OK);
-    for (uint64_t i = 0; i < gguf_n_tensors(f); i += 4) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    cr_assert_eq(elmi_gguf_open_memory(b, n, &f, NULL, 0), ELM_OK);
+    for (uint64_t i = 0; i < elmi_gguf_n_tensors(f); i += 4) {
+        const gguf_tensor *t = elmi_gguf_tensor_at(f, i);
         size_t at = (size_t)((const uint8_t *)t->name.ptr - b);
         char name[64];
         snprintf(name, sizeof name, "trunc_tensor%llu", (unsigned long long)i);
@@ -168,7 +168,7 @@ Test(hostile, truncated_tensor_infos) {
         snprintf(name, sizeof name, "trunc_tensor%llu_dims", (unsigned long long)i);
         check_bytes(name, b, at + t->name.len + 6, TRUNC_WORDS);
     }
-    gguf_close(f);
+    elmi_gguf_close(f);
     free(b);
 }
 
@@ -239,27 +239,27 @@ Test(hostile, huge_strings) {
 Test(hostile, vocab_array_types) {
     gguf_writer *w = model();
     uint8_t scores[300] = {0};
-    gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_UINT8, scores, 300);
+    elmi_gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_UINT8, scores, 300);
     check_writer("scores_uint8", w, WORDS("tokenizer.ggml.scores"));
     w = model();
     const char *types[300];
     for (int i = 0; i < 300; i++) types[i] = "1";
-    gguf_set_arr_str(w, "tokenizer.ggml.token_type", types, 300);
+    elmi_gguf_set_arr_str(w, "tokenizer.ggml.token_type", types, 300);
     check_writer("token_type_string", w, WORDS("tokenizer.ggml.token_type"));
 }
 
 Test(hostile, block_count_100000) {
     gguf_writer *w = model();
-    gguf_set_u32(w, "llama.block_count", 100000);
+    elmi_gguf_set_u32(w, "llama.block_count", 100000);
     check_writer("block_count", w, WORDS("block_count", "layer", "blk."));
 }
 
 Test(hostile, head_counts) {
     gguf_writer *w = model();
-    gguf_set_u32(w, "llama.attention.head_count_kv", 3);
+    elmi_gguf_set_u32(w, "llama.attention.head_count_kv", 3);
     check_writer("head_count_kv_3", w, WORDS("head_count"));
     w = model();
-    gguf_set_u32(w, "llama.attention.head_count", 0);
+    elmi_gguf_set_u32(w, "llama.attention.head_count", 0);
     check_writer("head_count_0", w, WORDS("head_count"));
 }
 
@@ -269,21 +269,21 @@ Test(hostile, wrong_and_missing_tensors) {
     gguf_writer *w = model();
     float x[64 * 32] = {0};
     int64_t ne[2] = {64, 32};
-    cr_assert_eq(gguf_add_tensor(w, "blk.0.attn_q.weight", QT_F32, 2, ne, x, sizeof x), ELM_OK);
+    cr_assert_eq(elmi_gguf_add_tensor(w, "blk.0.attn_q.weight", QT_F32, 2, ne, x, sizeof x), ELM_OK);
     check_writer("attn_q_shape", w, WORDS("blk.0.attn_q.weight"));
     w = model();
-    cr_assert(gguf_remove_tensor(w, "blk.1.ffn_down.weight"));
+    cr_assert(elmi_gguf_remove_tensor(w, "blk.1.ffn_down.weight"));
     check_writer("missing_ffn_down", w, WORDS("blk.1.ffn_down.weight"));
 }
 
 Test(hostile, dimension_overflow) {
     gguf_writer *w = model();
     int64_t ne[2] = {1ll << 32, 1ll << 32};
-    gguf_add_tensor_raw(w, "blk.0.attn_q.weight", QT_F32, 2, ne, NULL, 64);
+    elmi_gguf_add_tensor_raw(w, "blk.0.attn_q.weight", QT_F32, 2, ne, NULL, 64);
     check_writer("dims_overflow", w, WORDS("overflow"));
     w = model();
     int64_t bytes[2] = {1ll << 31, 1ll << 31};
-    gguf_add_tensor_raw(w, "blk.0.attn_q.weight", QT_F32, 2, bytes, NULL, 64);
+    elmi_gguf_add_tensor_raw(w, "blk.0.attn_q.weight", QT_F32, 2, bytes, NULL, 64);
     check_writer("bytes_overflow", w, WORDS("overflow"));
 }
 
@@ -292,7 +292,7 @@ Test(hostile, tensor_type_ids) {
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         gguf_writer *w = model();
         int64_t ne[2] = {64, 64};
-        gguf_add_tensor_raw(w, "blk.0.attn_q.weight", ids[i], 2, ne, NULL, 64 * 64 * 4);
+        elmi_gguf_add_tensor_raw(w, "blk.0.attn_q.weight", ids[i], 2, ne, NULL, 64 * 64 * 4);
         char name[32];
         snprintf(name, sizeof name, "type_%d", ids[i]);
         check_writer(name, w, WORDS("type id"));
@@ -324,12 +324,12 @@ Test(hostile, offsets) {
 
 Test(hostile, alignment) {
     gguf_writer *w = model();
-    gguf_set_u32(w, "general.alignment", 0);
+    elmi_gguf_set_u32(w, "general.alignment", 0);
     check_writer("align_0", w, WORDS("alignment 0"));
     w = model();
-    gguf_set_u32(w, "general.alignment", 3);
+    elmi_gguf_set_u32(w, "general.alignment", 3);
     check_writer("align_3", w, WORDS("alignment 3"));
     w = model();
-    gguf_set_str(w, "general.alignment", "32");
+    elmi_gguf_set_str(w, "general.alignment", "32");
     check_writer("align_string", w, WORDS("alignment has type STRING"));
 }

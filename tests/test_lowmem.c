@@ -48,12 +48,12 @@ static const char *big_model(void) {
     gguf_writer *w = tiny_model_build(&o);
     cr_assert_not_null(w);
     const int64_t ne[2] = {BALLAST_COLS, BALLAST_ROWS};
-    cr_assert_eq(gguf_add_tensor_raw(w, "ballast.weight", QT_F32, 2, ne, NULL,
+    cr_assert_eq(elmi_gguf_add_tensor_raw(w, "ballast.weight", QT_F32, 2, ne, NULL,
                                      (size_t)BALLAST_COLS * BALLAST_ROWS * sizeof(float)),
                  ELM_OK);
     char err[256] = "";
-    cr_assert_eq(gguf_write_file(w, tmp, err, sizeof err), ELM_OK, "%s", err);
-    gguf_writer_free(w);
+    cr_assert_eq(elmi_gguf_write_file(w, tmp, err, sizeof err), ELM_OK, "%s", err);
+    elmi_gguf_writer_free(w);
     cr_assert_eq(rename(tmp, path), 0, "cannot rename %s", tmp);
     return path;
 }

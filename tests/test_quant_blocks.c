@@ -19,7 +19,7 @@
 #define H_M1 0xbc00 /* -1.0 */
 
 static void dequant(int type, const void *blk, float *out, int64_t n) {
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     cr_assert(tr && tr->to_float, "%d", type);
     tr->to_float(blk, out, n);
 }
@@ -210,7 +210,7 @@ Test(quant_layout, q8_K) {
 /* ---------------------------------------- exact quantizer semantics */
 
 static void quantize(int type, const float *x, void *blk, int64_t n) {
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     cr_assert(tr && tr->from_float, "%d", type);
     tr->from_float(x, blk, n);
 }
@@ -228,7 +228,7 @@ Test(quant_exact, q8_0_rounds_half_away_from_zero) {
     quantize(QT_Q8_1, x, &c, 32);
     cr_assert_eq(c.d, H_1);
     cr_assert(!memcmp(c.qs, b.qs, 32));
-    cr_assert_eq(elm_fp16_to_f32(c.s), 67.0f, "s = d * (127 - 64 + 1 - 1 + 3 + 1)");
+    cr_assert_eq(elmi_fp16_to_f32(c.s), 67.0f, "s = d * (127 - 64 + 1 - 1 + 3 + 1)");
 
     float z[32] = {0};
     quantize(QT_Q8_0, z, &b, 32);
@@ -301,7 +301,7 @@ Test(quant_exact, q4_1) {
     block_q4_1 b;
     quantize(QT_Q4_1, x, &b, 32);
     cr_assert_eq(b.m, H_M1);
-    cr_assert(fabsf(elm_fp16_to_f32(b.d) - 0.2f) < 1e-4f);
+    cr_assert(fabsf(elmi_fp16_to_f32(b.d) - 0.2f) < 1e-4f);
     const int want[4] = {0, 15, 6, 8};
     for (int j = 0; j < 4; j++) cr_assert_eq(b.qs[j] & 0xF, want[j], "q[%d]", j);
     cr_assert_eq(b.qs[0] >> 4, 8);
@@ -328,7 +328,7 @@ static void gaussian(float *x, int64_t n, uint64_t seed) {
 
 static void *row_alloc(int type, int64_t n) {
     size_t bytes;
-    cr_assert(qtype_row_bytes(type, n, &bytes));
+    cr_assert(elmi_qtype_row_bytes(type, n, &bytes));
     void *p = calloc(1, bytes);
     cr_assert_not_null(p);
     return p;
@@ -342,7 +342,7 @@ static double round_trip_nmse(int type, const float *x, int64_t n, float *back) 
     free(q);
     double err = 0, ref = 0;
     for (int64_t i = 0; i < n; i++) {
-        cr_assert(isfinite(back[i]), "%s value %lld", qtype_name(type), (long long)i);
+        cr_assert(isfinite(back[i]), "%s value %lld", elmi_qtype_name(type), (long long)i);
         err += ((double)x[i] - back[i]) * ((double)x[i] - back[i]);
         ref += (double)x[i] * x[i];
     }
@@ -383,9 +383,9 @@ Test(quant_roundtrip, gaussian_rows_within_nmse_bounds) {
         for (uint64_t seed = 1; seed <= 3; seed++) {
             gaussian(x, N, seed + 10 * t);
             double e = round_trip_nmse(k_nmse[t].type, x, N, y);
-            cr_log_info("%-5s seed %llu nmse %.3e (bound %.1e)", qtype_name(k_nmse[t].type),
+            cr_log_info("%-5s seed %llu nmse %.3e (bound %.1e)", elmi_qtype_name(k_nmse[t].type),
                         (unsigned long long)seed, e, k_nmse[t].bound);
-            cr_assert(e <= k_nmse[t].bound, "%s nmse %g > %g", qtype_name(k_nmse[t].type), e,
+            cr_assert(e <= k_nmse[t].bound, "%s nmse %g > %g", elmi_qtype_name(k_nmse[t].type), e,
                       k_nmse[t].bound);
         }
     }
@@ -403,13 +403,13 @@ Test(quant_roundtrip, scaled_and_shifted_rows) {
         gaussian(x, N, 77);
         for (int i = 0; i < N; i++) x[i] *= 1e-3f;
         double e = round_trip_nmse(type, x, N, y);
-        cr_assert(e <= k_nmse[t].bound * 1.05 + 1e-12, "%s scaled: %g", qtype_name(type), e);
+        cr_assert(e <= k_nmse[t].bound * 1.05 + 1e-12, "%s scaled: %g", elmi_qtype_name(type), e);
         /* Shifted: the mean becomes large, so NMSE is tiny for any format that
          * tracks a block's range; a sign or min error would show up here. */
         gaussian(x, N, 78);
         for (int i = 0; i < N; i++) x[i] = 3.0f + x[i];
         e = round_trip_nmse(type, x, N, y);
-        cr_assert(e <= k_nmse[t].bound, "%s shifted: %g", qtype_name(type), e);
+        cr_assert(e <= k_nmse[t].bound, "%s shifted: %g", elmi_qtype_name(type), e);
     }
 }
 
@@ -420,7 +420,7 @@ Test(quant_roundtrip, zero_rows_stay_zero) {
         quantize(k_nmse[t].type, x, q, 2 * QK_K);
         dequant(k_nmse[t].type, q, y, 2 * QK_K);
         for (int i = 0; i < 2 * QK_K; i++)
-            cr_assert(y[i] == 0.0f, "%s value %d = %g", qtype_name(k_nmse[t].type), i, y[i]);
+            cr_assert(y[i] == 0.0f, "%s value %d = %g", elmi_qtype_name(k_nmse[t].type), i, y[i]);
         free(q);
     }
 }
@@ -457,8 +457,8 @@ static double q8_1_s_slack(int type, const void *xq, const void *yq, int64_t n) 
             type == QT_Q4_1 ? ((const block_q4_1 *)xq)[i].m : ((const block_q5_1 *)xq)[i].m;
         int sum = 0;
         for (int j = 0; j < 32; j++) sum += y[i].qs[j];
-        double exact = (double)elm_fp16_to_f32(y[i].d) * sum;
-        slack += fabs(elm_fp16_to_f32(m)) * fabs(elm_fp16_to_f32(y[i].s) - exact);
+        double exact = (double)elmi_fp16_to_f32(y[i].d) * sum;
+        slack += fabs(elmi_fp16_to_f32(m)) * fabs(elmi_fp16_to_f32(y[i].s) - exact);
     }
     return slack;
 }
@@ -469,7 +469,7 @@ Test(quant_dot, reference_matches_double_dot_of_dequantized_rows) {
     float *xd = malloc(N * sizeof *xd), *yd = malloc(N * sizeof *yd);
     for (size_t t = 0; t < sizeof k_dot_types / sizeof k_dot_types[0]; t++) {
         const int type = k_dot_types[t];
-        const qtype_traits *tr = qtype_get(type);
+        const qtype_traits *tr = elmi_qtype_get(type);
         for (uint64_t seed = 1; seed <= 4; seed++) {
             gaussian(x, N, 100 + seed);
             gaussian(y, N, 200 + seed);
@@ -508,7 +508,7 @@ Test(quant_dot, hand_computed_q4_0_q8_0) {
     block_q8_0 y = {.d = H_HALF};
     for (int j = 0; j < 32; j++) y.qs[j] = (int8_t)(j + 1);
     float s;
-    qtype_get(QT_Q4_0)->vec_dot(32, &s, &x, &y);
+    elmi_qtype_get(QT_Q4_0)->vec_dot(32, &s, &x, &y);
     cr_assert_eq(s, -1304.0f, "(136 - 7 * 392) / 2, got %g", s);
 }
 
@@ -518,7 +518,7 @@ Test(quant_dot, hand_computed_q4_1_q8_1) {
     block_q8_1 y = {.d = H_1, .s = 0x5400}; /* s = 64 = sum of qs */
     memset(y.qs, 2, sizeof y.qs);
     float s;
-    qtype_get(QT_Q4_1)->vec_dot(32, &s, &x, &y);
+    elmi_qtype_get(QT_Q4_1)->vec_dot(32, &s, &x, &y);
     cr_assert_eq(s, 96.0f, "16 * 1 * 2 + 16 * 2 * 2, got %g", s);
 }
 
@@ -531,7 +531,7 @@ Test(quant_dot, hand_computed_q4_K_q8_K) {
     for (int j = 0; j < 256; j++) y.qs[j] = j < 32 ? 4 : 2;
     for (int j = 0; j < 16; j++) y.bsums[j] = j < 2 ? 64 : 32;
     float s;
-    qtype_get(QT_Q4_K)->vec_dot(256, &s, &x, &y);
+    elmi_qtype_get(QT_Q4_K)->vec_dot(256, &s, &x, &y);
     cr_assert_eq(s, 288.0f, "32 * 2 + 224 * 1, got %g", s);
 }
 
@@ -544,6 +544,6 @@ Test(quant_dot, hand_computed_q6_K_q8_K) {
     memset(y.qs, 3, sizeof y.qs);
     for (int j = 0; j < 16; j++) y.bsums[j] = 48;
     float s;
-    qtype_get(QT_Q6_K)->vec_dot(256, &s, &x, &y);
+    elmi_qtype_get(QT_Q6_K)->vec_dot(256, &s, &x, &y);
     cr_assert_eq(s, 624.0f, "240 * 3 - 16 * 2 * 3, got %g", s);
 }

@@ -74,7 +74,7 @@ static uint64_t skip_value(gguf_file *f, uint32_t vt) {
     return rd(f, s);
 }
 
-static bool gguf_open(const char *rel, gguf_file *f) {
+static bool elmi_gguf_open(const char *rel, gguf_file *f) {
     char path[4096];
     memset(f, 0, sizeof *f);
     if (!test_shared_path(rel, path, sizeof path)) return false;
@@ -107,7 +107,7 @@ static bool gguf_open(const char *rel, gguf_file *f) {
     return true;
 }
 
-static void gguf_close(gguf_file *f) {
+static void elmi_gguf_close(gguf_file *f) {
     free(f->buf);
     free(f->t);
 }
@@ -120,10 +120,10 @@ static const tinfo *find_tensor(const gguf_file *f, const char *name) {
 
 /* Dequantizes a whole tensor (checking that it lies inside the file). */
 static float *tensor_f32(const gguf_file *f, const tinfo *t, int64_t *n) {
-    const qtype_traits *tr = qtype_get(t->type);
+    const qtype_traits *tr = elmi_qtype_get(t->type);
     cr_assert(tr && tr->to_float, "%s: type %d", t->name, t->type);
     size_t row;
-    cr_assert(qtype_row_bytes(t->type, t->ne[0], &row));
+    cr_assert(elmi_qtype_row_bytes(t->type, t->ne[0], &row));
     int64_t rows = t->ne[1] * t->ne[2] * t->ne[3];
     cr_assert(t->offset + row * (uint64_t)rows <=
               (uint64_t)(f->buf + f->len - (const char *)f->data));
@@ -147,7 +147,7 @@ static double nmse(const float *a, const float *ref, int64_t n) {
  * must be exactly our round-to-nearest-even conversion. */
 Test(quant_files, f16_file_matches_our_rounding_of_f32_file) {
     gguf_file a, h;
-    if (!gguf_open("models/stories260K.gguf", &a) || !gguf_open("models/stories260K-f16.gguf", &h))
+    if (!elmi_gguf_open("models/stories260K.gguf", &a) || !elmi_gguf_open("models/stories260K-f16.gguf", &h))
         cr_skip_test("shared models not found");
     int checked = 0;
     for (uint64_t i = 0; i < h.n_tensors; i++) {
@@ -160,13 +160,13 @@ Test(quant_files, f16_file_matches_our_rounding_of_f32_file) {
             uint16_t want;
             memcpy(&x, pa + 4 * j, 4);
             memcpy(&want, ph + 2 * j, 2);
-            cr_assert_eq(elm_f32_to_fp16(x), want, "%s[%lld] %a", th->name, (long long)j, x);
+            cr_assert_eq(elmi_f32_to_fp16(x), want, "%s[%lld] %a", th->name, (long long)j, x);
         }
         checked++;
     }
     cr_assert_gt(checked, 5);
-    gguf_close(&a);
-    gguf_close(&h);
+    elmi_gguf_close(&a);
+    elmi_gguf_close(&h);
 }
 
 /*
@@ -178,8 +178,8 @@ Test(quant_files, f16_file_matches_our_rounding_of_f32_file) {
  */
 Test(quant_files, q4_0_and_q6_K_files_agree_with_q8_0_file) {
     gguf_file q8, q4;
-    if (!gguf_open("models/synth-spm-a-Q8_0.gguf", &q8) ||
-        !gguf_open("models/synth-spm-a-Q4_0.gguf", &q4))
+    if (!elmi_gguf_open("models/synth-spm-a-Q8_0.gguf", &q8) ||
+        !elmi_gguf_open("models/synth-spm-a-Q4_0.gguf", &q4))
         cr_skip_test("shared models not found");
     int seen_q4 = 0, seen_q6 = 0;
     for (uint64_t i = 0; i < q4.n_tensors; i++) {
@@ -189,8 +189,8 @@ Test(quant_files, q4_0_and_q6_K_files_agree_with_q8_0_file) {
         float *x4 = tensor_f32(&q4, t4, &n4), *x8 = tensor_f32(&q8, t8, &n8);
         cr_assert_eq(n4, n8);
         double e = nmse(x4, x8, n4), bound = t4->type == QT_Q4_0 ? 1.2e-2 : 1e-3;
-        cr_log_info("%s %s nmse %g", t4->name, qtype_name(t4->type), e);
-        cr_assert(e < bound, "%s (%s): nmse %g", t4->name, qtype_name(t4->type), e);
+        cr_log_info("%s %s nmse %g", t4->name, elmi_qtype_name(t4->type), e);
+        cr_assert(e < bound, "%s (%s): nmse %g", t4->name, elmi_qtype_name(t4->type), e);
         if (t4->type == QT_Q4_0)
             seen_q4++;
         else
@@ -200,16 +200,16 @@ Test(quant_files, q4_0_and_q6_K_files_agree_with_q8_0_file) {
     }
     cr_assert_gt(seen_q4, 10);
     cr_assert_eq(seen_q6, 1, "output.weight is Q6_K");
-    gguf_close(&q8);
-    gguf_close(&q4);
+    elmi_gguf_close(&q8);
+    elmi_gguf_close(&q4);
 }
 
 /* Re-quantizing a dequantized block must give the same bytes back when
  * both tools use the reference semantics (the extreme maps to -8 or 127). */
 static void expect_requantize_identity(const char *rel, int type) {
     gguf_file f;
-    if (!gguf_open(rel, &f)) cr_skip_test("shared models not found");
-    const qtype_traits *tr = qtype_get(type);
+    if (!elmi_gguf_open(rel, &f)) cr_skip_test("shared models not found");
+    const qtype_traits *tr = elmi_qtype_get(type);
     int64_t blocks = 0, same = 0;
     for (uint64_t i = 0; i < f.n_tensors && blocks * tr->block_size < (2 << 20); i++) {
         const tinfo *t = &f.t[i];
@@ -217,7 +217,7 @@ static void expect_requantize_identity(const char *rel, int type) {
         int64_t n;
         float *x = tensor_f32(&f, t, &n);
         size_t bytes;
-        cr_assert(qtype_row_bytes(type, n, &bytes));
+        cr_assert(elmi_qtype_row_bytes(type, n, &bytes));
         uint8_t *q = malloc(bytes);
         tr->from_float(x, q, n);
         for (int64_t b = 0; b < n / tr->block_size; b++, blocks++)
@@ -230,7 +230,7 @@ static void expect_requantize_identity(const char *rel, int type) {
     cr_assert_gt(blocks, 1000);
     cr_assert_eq(same, blocks, "%s: %lld of %lld blocks identical", rel, (long long)same,
                  (long long)blocks);
-    gguf_close(&f);
+    elmi_gguf_close(&f);
 }
 
 Test(quant_files, q8_0_file_requantizes_to_itself) {

@@ -802,13 +802,13 @@ Test(device, under_test) {
 #if ELM_HAVE_VULKAN
         const char *val = getenv("EDGELM_VK_VALIDATION");
         if (val && !strcmp(val, "1")) {
-            be_vk_options o = be_vk_default_options();
+            be_vk_options o = elmi_be_vk_default_options();
             o.quiet = true;
             o.cache_dir = "";
             be_backend *be = NULL;
             char err[512] = "";
-            cr_assert_eq(be_vk_new(&o, &be, err, sizeof err), ELM_OK, "%s %s", device_label(), err);
-            bool on = be_vk_validation_enabled(be);
+            cr_assert_eq(elmi_be_vk_new(&o, &be, err, sizeof err), ELM_OK, "%s %s", device_label(), err);
+            bool on = elmi_be_vk_validation_enabled(be);
             be_free(be);
             cr_expect(on, "%s EDGELM_VK_VALIDATION=1 but the Khronos validation layer is not "
                           "available",

@@ -14,7 +14,7 @@ static elm_sampler_params plain(float temp) {
 
 static elm_sampler *make(const elm_sampler_params *p, uint32_t n) {
     elm_sampler *s = NULL;
-    cr_assert_eq(sampler_new(p, n, &s), ELM_OK);
+    cr_assert_eq(elmi_sampler_new(p, n, &s), ELM_OK);
     cr_assert_not_null(s);
     return s;
 }
@@ -37,7 +37,7 @@ static void logits_from_probs(float *l, const double *p, uint32_t n) {
 static void count_draws(elm_sampler *s, const float *l, uint32_t n, long draws, long *counts) {
     memset(counts, 0, n * sizeof *counts);
     for (long d = 0; d < draws; d++) {
-        int32_t t = sampler_sample(s, l);
+        int32_t t = elmi_sampler_sample(s, l);
         cr_assert(t >= 0 && (uint32_t)t < n, "drew %d", t);
         counts[t]++;
     }
@@ -91,18 +91,18 @@ Test(sampler, greedy_ties_go_to_lower_id) {
     elm_sampler_params p = plain(0.0f);
     elm_sampler *s = make(&p, 6);
     float l[6] = {1.0f, 3.0f, -2.0f, 3.0f, 2.9f, 3.0f};
-    cr_expect_eq(sampler_sample(s, l), 1);
+    cr_expect_eq(elmi_sampler_sample(s, l), 1);
     float m[6] = {-INFINITY, -5.0f, -5.0f, -INFINITY, -6.0f, -5.0f};
-    cr_expect_eq(sampler_sample(s, m), 1);
-    sampler_free(s);
+    cr_expect_eq(elmi_sampler_sample(s, m), 1);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, negative_temperature_is_greedy) {
     elm_sampler_params p = plain(-1.0f);
     elm_sampler *s = make(&p, 4);
     float l[4] = {0.5f, 0.1f, 0.7f, 0.7f};
-    for (int i = 0; i < 100; i++) cr_assert_eq(sampler_sample(s, l), 2);
-    sampler_free(s);
+    for (int i = 0; i < 100; i++) cr_assert_eq(elmi_sampler_sample(s, l), 2);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, top_k_one_equals_greedy) {
@@ -117,9 +117,9 @@ Test(sampler, top_k_one_equals_greedy) {
         uint32_t best = 0;
         for (uint32_t i = 1; i < N; i++)
             if (l[i] > l[best]) best = i;
-        cr_assert_eq(sampler_sample(s, l), (int32_t)best, "row %llu", (unsigned long long)row);
+        cr_assert_eq(elmi_sampler_sample(s, l), (int32_t)best, "row %llu", (unsigned long long)row);
     }
-    sampler_free(s);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, logits_are_not_modified) {
@@ -133,10 +133,10 @@ Test(sampler, logits_are_not_modified) {
     p.min_p = 0.05f;
     p.repeat_penalty = 1.3f;
     elm_sampler *s = make(&p, N);
-    for (int32_t i = 0; i < 20; i++) sampler_accept(s, i * 37);
-    for (int i = 0; i < 10; i++) sampler_sample(s, l);
+    for (int32_t i = 0; i < 20; i++) elmi_sampler_accept(s, i * 37);
+    for (int i = 0; i < 10; i++) elmi_sampler_sample(s, l);
     cr_expect_eq(memcmp(l, copy, sizeof l), 0);
-    sampler_free(s);
+    elmi_sampler_free(s);
 }
 
 /* ----------------------------------------------------------- determinism */
@@ -148,8 +148,8 @@ static void sequence(uint64_t seed, int32_t *out, int n) {
     elm_sampler_params p = plain(1.0f);
     p.seed = seed;
     elm_sampler *s = make(&p, V);
-    for (int i = 0; i < n; i++) out[i] = sampler_sample(s, l);
-    sampler_free(s);
+    for (int i = 0; i < n; i++) out[i] = elmi_sampler_sample(s, l);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, same_seed_same_sequence_different_seed_different) {
@@ -173,12 +173,12 @@ Test(sampler, reset_reseeds_and_forgets) {
     p.repeat_penalty = 2.0f;
     elm_sampler *s = make(&p, V);
     int32_t a[K], b[K];
-    for (int i = 0; i < K; i++) a[i] = sampler_sample(s, l);
-    for (int i = 0; i < 10; i++) sampler_accept(s, i);
-    sampler_reset(s);
-    for (int i = 0; i < K; i++) b[i] = sampler_sample(s, l);
+    for (int i = 0; i < K; i++) a[i] = elmi_sampler_sample(s, l);
+    for (int i = 0; i < 10; i++) elmi_sampler_accept(s, i);
+    elmi_sampler_reset(s);
+    for (int i = 0; i < K; i++) b[i] = elmi_sampler_sample(s, l);
     cr_expect_eq(memcmp(a, b, sizeof a), 0);
-    sampler_free(s);
+    elmi_sampler_free(s);
 }
 
 /* ---------------------------------------------------------- distribution */
@@ -190,7 +190,7 @@ Test(sampler, frequencies_match_softmax) {
     elm_sampler_params sp = plain(1.0f);
     elm_sampler *s = make(&sp, 5);
     expect_distribution(s, l, p, 5);
-    sampler_free(s);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, temperature_scales_logits) {
@@ -202,7 +202,7 @@ Test(sampler, temperature_scales_logits) {
     elm_sampler_params sp = plain(temp);
     elm_sampler *s = make(&sp, 4);
     expect_distribution(s, l, p, 4);
-    sampler_free(s);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, masked_tokens_are_never_drawn) {
@@ -214,7 +214,7 @@ Test(sampler, masked_tokens_are_never_drawn) {
     normalize(p, 6);
     elm_sampler *s = make(&sp, 6);
     expect_distribution(s, l, p, 6);
-    sampler_free(s);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, top_k_renormalizes_over_the_k_best) {
@@ -227,7 +227,7 @@ Test(sampler, top_k_renormalizes_over_the_k_best) {
     double q[6] = {0, 0.3, 0, 0.25, 0.2, 0};
     normalize(q, 6);
     expect_distribution(s, l, q, 6);
-    sampler_free(s);
+    elmi_sampler_free(s);
 }
 
 /* Probabilities 0.4, 0.3, 0.2, 0.1 spread over shuffled ids. */
@@ -247,7 +247,7 @@ static void run_cut(float top_p, float min_p, int32_t top_k, int n_kept) {
     sp.top_k = top_k;
     elm_sampler *s = make(&sp, 8);
     expect_distribution(s, l, q, 8);
-    sampler_free(s);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, top_p_keeps_smallest_set_reaching_p) {
@@ -302,12 +302,12 @@ Test(sampler, top_p_on_a_large_vocabulary) {
     elm_sampler *s = make(&sp, N);
     memset(counts, 0, sizeof counts);
     /* The smallest kept probability is about 5%: 1000 draws see every one. */
-    for (int d = 0; d < 1000; d++) counts[sampler_sample(s, l)]++;
+    for (int d = 0; d < 1000; d++) counts[elmi_sampler_sample(s, l)]++;
     for (int i = 0; i < kept; i++) cr_expect_gt(counts[rank[i]], 0, "rank %d never drawn", i);
     long inside = 0;
     for (int i = 0; i < kept; i++) inside += counts[rank[i]];
     cr_expect_eq(inside, 1000, "drew tokens outside the top-p set");
-    sampler_free(s);
+    elmi_sampler_free(s);
 }
 
 /* ------------------------------------------------------ repetition penalty */
@@ -317,10 +317,10 @@ Test(sampler, penalty_divides_positive_logits) {
     p.repeat_penalty = 1.1f;
     elm_sampler *s = make(&p, 4);
     float l[4] = {2.0f, 1.9f, -1.0f, 0.0f}; /* 2.0 / 1.1 = 1.82 < 1.9 */
-    cr_expect_eq(sampler_sample(s, l), 0);
-    sampler_accept(s, 0);
-    cr_expect_eq(sampler_sample(s, l), 1);
-    sampler_free(s);
+    cr_expect_eq(elmi_sampler_sample(s, l), 0);
+    elmi_sampler_accept(s, 0);
+    cr_expect_eq(elmi_sampler_sample(s, l), 1);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, penalty_multiplies_negative_logits) {
@@ -328,9 +328,9 @@ Test(sampler, penalty_multiplies_negative_logits) {
     p.repeat_penalty = 1.1f;
     elm_sampler *s = make(&p, 3);
     float l[3] = {-1.0f, -1.05f, -3.0f}; /* -1.0 * 1.1 = -1.1 < -1.05 */
-    sampler_accept(s, 0);
-    cr_expect_eq(sampler_sample(s, l), 1);
-    sampler_free(s);
+    elmi_sampler_accept(s, 0);
+    cr_expect_eq(elmi_sampler_sample(s, l), 1);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, penalty_counts_each_token_once) {
@@ -338,11 +338,11 @@ Test(sampler, penalty_counts_each_token_once) {
     p.repeat_penalty = 1.1f;
     elm_sampler *s = make(&p, 2);
     float l[2] = {2.0f, 1.7f}; /* once: 1.82 > 1.7; twice would be 1.65 */
-    sampler_accept(s, 0);
-    sampler_accept(s, 0);
-    sampler_accept(s, 0);
-    cr_expect_eq(sampler_sample(s, l), 0);
-    sampler_free(s);
+    elmi_sampler_accept(s, 0);
+    elmi_sampler_accept(s, 0);
+    elmi_sampler_accept(s, 0);
+    cr_expect_eq(elmi_sampler_sample(s, l), 0);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, penalty_window_is_repeat_last_n) {
@@ -351,20 +351,20 @@ Test(sampler, penalty_window_is_repeat_last_n) {
     p.repeat_last_n = 2;
     elm_sampler *s = make(&p, 5);
     float l[5] = {2.0f, 1.5f, 0.0f, 0.0f, 0.0f};
-    sampler_accept(s, 0);
-    sampler_accept(s, 3);
-    cr_expect_eq(sampler_sample(s, l), 1); /* 0 is in the window */
-    sampler_accept(s, 4);
-    cr_expect_eq(sampler_sample(s, l), 0); /* 0 slid out */
-    sampler_reset(s);
-    sampler_accept(s, 0);
+    elmi_sampler_accept(s, 0);
+    elmi_sampler_accept(s, 3);
+    cr_expect_eq(elmi_sampler_sample(s, l), 1); /* 0 is in the window */
+    elmi_sampler_accept(s, 4);
+    cr_expect_eq(elmi_sampler_sample(s, l), 0); /* 0 slid out */
+    elmi_sampler_reset(s);
+    elmi_sampler_accept(s, 0);
     p.repeat_last_n = 0;
     elm_sampler *off = make(&p, 5);
-    sampler_accept(off, 0);
-    cr_expect_eq(sampler_sample(off, l), 0);
-    cr_expect_eq(sampler_sample(s, l), 1);
-    sampler_free(off);
-    sampler_free(s);
+    elmi_sampler_accept(off, 0);
+    cr_expect_eq(elmi_sampler_sample(off, l), 0);
+    cr_expect_eq(elmi_sampler_sample(s, l), 1);
+    elmi_sampler_free(off);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, penalty_applies_before_top_k) {
@@ -373,9 +373,9 @@ Test(sampler, penalty_applies_before_top_k) {
     p.top_k = 1;
     elm_sampler *s = make(&p, 3);
     float l[3] = {3.0f, 1.0f, 2.0f};
-    sampler_accept(s, 0);
-    for (int i = 0; i < 50; i++) cr_assert_eq(sampler_sample(s, l), 2);
-    sampler_free(s);
+    elmi_sampler_accept(s, 0);
+    for (int i = 0; i < 50; i++) cr_assert_eq(elmi_sampler_sample(s, l), 2);
+    elmi_sampler_free(s);
 }
 
 /* ---------------------------------------------------------------- errors */
@@ -386,47 +386,47 @@ Test(sampler, non_finite_logits_give_minus_one) {
     float nan_row[3] = {1.0f, NAN, 0.0f};
     float inf_row[3] = {1.0f, INFINITY, 0.0f};
     float masked[3] = {-INFINITY, -INFINITY, -INFINITY};
-    cr_expect_eq(sampler_sample(s, nan_row), -1);
-    cr_expect_eq(sampler_sample(s, inf_row), -1);
-    cr_expect_eq(sampler_sample(s, masked), -1);
-    sampler_free(s);
+    cr_expect_eq(elmi_sampler_sample(s, nan_row), -1);
+    cr_expect_eq(elmi_sampler_sample(s, inf_row), -1);
+    cr_expect_eq(elmi_sampler_sample(s, masked), -1);
+    elmi_sampler_free(s);
     p.temperature = 0;
     s = make(&p, 3);
-    cr_expect_eq(sampler_sample(s, masked), -1);
-    cr_expect_eq(sampler_sample(s, nan_row), -1);
-    sampler_free(s);
+    cr_expect_eq(elmi_sampler_sample(s, masked), -1);
+    cr_expect_eq(elmi_sampler_sample(s, nan_row), -1);
+    elmi_sampler_free(s);
 }
 
 Test(sampler, invalid_params_are_rejected) {
     elm_sampler *s = (elm_sampler *)&s;
     elm_sampler_params ok = plain(1.0f), p;
-    cr_expect_eq(sampler_new(&ok, 0, &s), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_sampler_new(&ok, 0, &s), ELM_ERR_INVALID_ARG);
     cr_expect_null(s);
-    cr_expect_eq(sampler_new(NULL, 10, &s), ELM_ERR_INVALID_ARG);
-    cr_expect_eq(sampler_new(&ok, 10, NULL), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_sampler_new(NULL, 10, &s), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_sampler_new(&ok, 10, NULL), ELM_ERR_INVALID_ARG);
     p = ok, p.temperature = NAN;
-    cr_expect_eq(sampler_new(&p, 10, &s), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_sampler_new(&p, 10, &s), ELM_ERR_INVALID_ARG);
     p = ok, p.temperature = INFINITY;
-    cr_expect_eq(sampler_new(&p, 10, &s), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_sampler_new(&p, 10, &s), ELM_ERR_INVALID_ARG);
     p = ok, p.repeat_penalty = 0;
-    cr_expect_eq(sampler_new(&p, 10, &s), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_sampler_new(&p, 10, &s), ELM_ERR_INVALID_ARG);
     p = ok, p.repeat_last_n = -1;
-    cr_expect_eq(sampler_new(&p, 10, &s), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_sampler_new(&p, 10, &s), ELM_ERR_INVALID_ARG);
     p = ok, p.top_p = NAN;
-    cr_expect_eq(sampler_new(&p, 10, &s), ELM_ERR_INVALID_ARG);
-    sampler_free(NULL);
-    sampler_accept(NULL, 3);
-    cr_expect_eq(sampler_sample(NULL, NULL), -1);
+    cr_expect_eq(elmi_sampler_new(&p, 10, &s), ELM_ERR_INVALID_ARG);
+    elmi_sampler_free(NULL);
+    elmi_sampler_accept(NULL, 3);
+    cr_expect_eq(elmi_sampler_sample(NULL, NULL), -1);
 }
 
 Test(sampler, out_of_range_history_is_ignored) {
     elm_sampler_params p = plain(0.0f);
     p.repeat_penalty = 2.0f;
     elm_sampler *s = make(&p, 2);
-    sampler_accept(s, -5);
-    sampler_accept(s, 2);
-    sampler_accept(s, INT32_MAX);
+    elmi_sampler_accept(s, -5);
+    elmi_sampler_accept(s, 2);
+    elmi_sampler_accept(s, INT32_MAX);
     float l[2] = {2.0f, 1.5f};
-    cr_expect_eq(sampler_sample(s, l), 0);
-    sampler_free(s);
+    cr_expect_eq(elmi_sampler_sample(s, l), 0);
+    elmi_sampler_free(s);
 }

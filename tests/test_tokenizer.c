@@ -74,8 +74,8 @@ static void load_ref(const char *name, ref_set *r) {
     snprintf(inp_path, sizeof inp_path, "%s.inp", path);
     snprintf(out_path, sizeof out_path, "%s.out", path);
     memset(r, 0, sizeof *r);
-    cr_assert_eq(gguf_open(path, &r->file, err, sizeof err), ELM_OK, "%s", err);
-    cr_assert_eq(vocab_load(r->file, &r->vocab, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_eq(elmi_gguf_open(path, &r->file, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_eq(elmi_vocab_load(r->file, &r->vocab, err, sizeof err), ELM_OK, "%s", err);
     size_t inp_len, out_len;
     r->inp = test_read_file(inp_path, &inp_len);
     char *out = test_read_file(out_path, &out_len);
@@ -86,8 +86,8 @@ static void load_ref(const char *name, ref_set *r) {
 }
 
 static void free_ref(ref_set *r) {
-    vocab_free(r->vocab);
-    gguf_close(r->file);
+    elmi_vocab_free(r->vocab);
+    elmi_gguf_close(r->file);
     free(r->inp);
 }
 
@@ -95,20 +95,20 @@ static void free_ref(ref_set *r) {
 static int32_t *tokenize(const elm_vocab *v, const char *s, size_t len, bool bos, bool special,
                          size_t *n) {
     size_t need = 0;
-    elm_status st = vocab_tokenize(v, s, len, bos, special, NULL, 0, &need);
+    elm_status st = elmi_vocab_tokenize(v, s, len, bos, special, NULL, 0, &need);
     cr_assert(st == ELM_OK || st == ELM_ERR_BUFFER_TOO_SMALL, "status %d", st);
     int32_t *ids = malloc((need ? need : 1) * sizeof *ids);
-    cr_assert_eq(vocab_tokenize(v, s, len, bos, special, ids, need, n), ELM_OK);
+    cr_assert_eq(elmi_vocab_tokenize(v, s, len, bos, special, ids, need, n), ELM_OK);
     cr_assert_eq(*n, need);
     return ids;
 }
 
 static char *detokenize(const elm_vocab *v, const int32_t *ids, size_t n, size_t *len) {
     size_t need = 0;
-    elm_status st = vocab_detokenize(v, ids, n, NULL, 0, &need);
+    elm_status st = elmi_vocab_detokenize(v, ids, n, NULL, 0, &need);
     cr_assert(st == ELM_OK || st == ELM_ERR_BUFFER_TOO_SMALL);
     char *buf = malloc(need + 1);
-    cr_assert_eq(vocab_detokenize(v, ids, n, buf, need + 1, len), ELM_OK);
+    cr_assert_eq(elmi_vocab_detokenize(v, ids, n, buf, need + 1, len), ELM_OK);
     cr_assert_eq(*len, need);
     cr_assert_eq(buf[need], 0);
     return buf;
@@ -120,7 +120,7 @@ static char *pieces(const elm_vocab *v, const int32_t *ids, size_t n, size_t *le
     char *buf = malloc(cap);
     for (size_t i = 0; i < n; i++) {
         size_t m;
-        elm_status st = vocab_token_to_piece(v, ids[i], buf + k, cap - k, &m);
+        elm_status st = elmi_vocab_token_to_piece(v, ids[i], buf + k, cap - k, &m);
         if (st == ELM_ERR_BUFFER_TOO_SMALL) {
             cap = 2 * cap + m;
             buf = realloc(buf, cap);
@@ -185,23 +185,23 @@ Test(tokenizer_ref, spm_metadata_and_bos) {
     ref_set r;
     load_ref("ggml-vocab-llama-spm", &r);
     const elm_vocab *v = r.vocab;
-    cr_expect_str_eq(vocab_model_name(v), "llama");
-    cr_expect_eq(vocab_n_tokens(v), 32000);
-    cr_expect_eq(vocab_bos(v), 1);
-    cr_expect_eq(vocab_eos(v), 2);
-    cr_expect(vocab_add_bos(v));
-    cr_expect(vocab_is_eog(v, 2));
-    cr_expect(!vocab_is_eog(v, 1));
-    cr_expect(!vocab_is_eog(v, -1) && !vocab_is_eog(v, 32000));
+    cr_expect_str_eq(elmi_vocab_model_name(v), "llama");
+    cr_expect_eq(elmi_vocab_n_tokens(v), 32000);
+    cr_expect_eq(elmi_vocab_bos(v), 1);
+    cr_expect_eq(elmi_vocab_eos(v), 2);
+    cr_expect(elmi_vocab_add_bos(v));
+    cr_expect(elmi_vocab_is_eog(v, 2));
+    cr_expect(!elmi_vocab_is_eog(v, 1));
+    cr_expect(!elmi_vocab_is_eog(v, -1) && !elmi_vocab_is_eog(v, 32000));
 
     size_t n, len;
     int32_t *ids = tokenize(v, "Once upon a time", 16, true, false, &n);
     cr_assert_geq(n, 2);
     cr_expect_eq(ids[0], 1);
     char piece[32];
-    cr_assert_eq(vocab_token_to_piece(v, ids[1], piece, sizeof piece, &len), ELM_OK);
+    cr_assert_eq(elmi_vocab_token_to_piece(v, ids[1], piece, sizeof piece, &len), ELM_OK);
     cr_expect(len == 5 && !memcmp(piece, " Once", 5), "first piece '%.*s'", (int)len, piece);
-    cr_assert_eq(vocab_token_to_piece(v, 1, piece, sizeof piece, &len), ELM_OK);
+    cr_assert_eq(elmi_vocab_token_to_piece(v, 1, piece, sizeof piece, &len), ELM_OK);
     cr_expect_eq(len, 0, "BOS renders as nothing");
     char *text = detokenize(v, ids, n, &len);
     cr_expect_str_eq(text, "Once upon a time");
@@ -214,10 +214,10 @@ Test(tokenizer_ref, bpe_metadata_and_bos) {
     ref_set r;
     load_ref("ggml-vocab-gpt-2", &r);
     const elm_vocab *v = r.vocab;
-    cr_expect_str_eq(vocab_model_name(v), "gpt2");
-    cr_expect_str_eq(vocab_pre_name(v), "gpt-2");
-    cr_expect(!vocab_add_bos(v), "gpt2 vocabularies add no BOS by default");
-    cr_expect(vocab_is_eog(v, 50256));
+    cr_expect_str_eq(elmi_vocab_model_name(v), "gpt2");
+    cr_expect_str_eq(elmi_vocab_pre_name(v), "gpt-2");
+    cr_expect(!elmi_vocab_add_bos(v), "gpt2 vocabularies add no BOS by default");
+    cr_expect(elmi_vocab_is_eog(v, 50256));
     size_t n;
     int32_t *ids = tokenize(v, "Hello world", 11, true, false, &n);
     cr_expect(n == 2 && ids[0] == 15496 && ids[1] == 995);
@@ -294,7 +294,7 @@ static void *thread_main(void *p) {
             int32_t ids[512];
             size_t n;
             const ref_case *c = &a->r->cases[i];
-            if (vocab_tokenize(a->v, c->text, c->len, false, false, ids, 512, &n) != ELM_OK ||
+            if (elmi_vocab_tokenize(a->v, c->text, c->len, false, false, ids, 512, &n) != ELM_OK ||
                 n != c->n_ids || (n && memcmp(ids, c->ids, n * 4)))
                 a->bad++;
         }
@@ -331,8 +331,8 @@ static void check_model_reference(const char *ref, const char *model) {
     cr_assert(test_shared_path(rel, path, sizeof path), "%s not found", path);
     gguf_file *f;
     elm_vocab *v;
-    cr_assert_eq(gguf_open(path, &f, err, sizeof err), ELM_OK, "%s", err);
-    cr_assert_eq(vocab_load(f, &v, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_eq(elmi_gguf_open(path, &f, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_eq(elmi_vocab_load(f, &v, err, sizeof err), ELM_OK, "%s", err);
     const char *keys[][2] = {{"text", "tokens"}, {"prompt", "prompt_tokens"}};
     for (int k = 0; k < 2; k++) {
         const json_value *text = json_get(root, keys[k][0]), *want = json_get(root, keys[k][1]);
@@ -354,8 +354,8 @@ static void check_model_reference(const char *ref, const char *model) {
     cr_expect(len == text->len && !memcmp(out, text->string, len), "%s: '%s' != '%s'", ref, out,
               text->string);
     free(out);
-    vocab_free(v);
-    gguf_close(f);
+    elmi_vocab_free(v);
+    elmi_gguf_close(f);
     json_free(root);
 }
 
@@ -389,7 +389,7 @@ static int32_t mini_add(mini *m, const char *text, float score, int32_t type) {
 }
 
 static elm_vocab *mini_build(mini *m, const char *model, const char *pre, int32_t unk) {
-    vocab_arrays a = vocab_arrays_init();
+    vocab_arrays a = elmi_vocab_arrays_init();
     a.model = model;
     a.pre = pre;
     a.n_tokens = m->n;
@@ -405,7 +405,7 @@ static elm_vocab *mini_build(mini *m, const char *model, const char *pre, int32_
     }
     elm_vocab *v = NULL;
     char err[256];
-    cr_assert_eq(vocab_new_from_arrays(&a, &v, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_eq(elmi_vocab_new_from_arrays(&a, &v, err, sizeof err), ELM_OK, "%s", err);
     return v;
 }
 
@@ -469,29 +469,29 @@ Test(tokenizer_mini, spm_merges_and_fallback) {
     EXPECT_IDS(v, "a<x>a", 15, 17, 15);  /* user-defined: always split, space prefix after */
     EXPECT_IDS(v, "unused", 10, 0, 0, 0, 0, 0, 0);
     EXPECT_IDS(v, "");
-    vocab_free(v);
+    elmi_vocab_free(v);
 }
 
 Test(tokenizer_mini, spm_malformed_byte_tokens) {
     elm_vocab *v = spm_mini();
     char buf[16];
     size_t len;
-    cr_expect_eq(vocab_token_type(v, 7), 1, "<0x-1> is demoted to normal text");
-    cr_expect_eq(vocab_token_type(v, 8), 1);
-    cr_expect_eq(vocab_token_type(v, 9), 1);
-    cr_expect_eq(vocab_token_type(v, 6), 6);
-    cr_assert_eq(vocab_token_to_piece(v, 8, buf, sizeof buf, &len), ELM_OK);
+    cr_expect_eq(elmi_vocab_token_type(v, 7), 1, "<0x-1> is demoted to normal text");
+    cr_expect_eq(elmi_vocab_token_type(v, 8), 1);
+    cr_expect_eq(elmi_vocab_token_type(v, 9), 1);
+    cr_expect_eq(elmi_vocab_token_type(v, 6), 6);
+    cr_assert_eq(elmi_vocab_token_to_piece(v, 8, buf, sizeof buf, &len), ELM_OK);
     cr_expect(len == 6 && !memcmp(buf, "<0xZZ>", 6));
-    cr_assert_eq(vocab_token_to_piece(v, 19, buf, sizeof buf, &len), ELM_OK);
+    cr_assert_eq(elmi_vocab_token_to_piece(v, 19, buf, sizeof buf, &len), ELM_OK);
     cr_expect(len == 6 && !memcmp(buf, "<0x42>", 6));
-    cr_assert_eq(vocab_token_to_piece(v, 16, buf, sizeof buf, &len), ELM_OK);
+    cr_assert_eq(elmi_vocab_token_to_piece(v, 16, buf, sizeof buf, &len), ELM_OK);
     cr_expect_eq(len, 0, "empty token");
-    cr_assert_eq(vocab_token_to_piece(v, 18, buf, sizeof buf, &len), ELM_OK);
+    cr_assert_eq(elmi_vocab_token_to_piece(v, 18, buf, sizeof buf, &len), ELM_OK);
     cr_expect_eq(len, 0, "unused token");
-    cr_assert_eq(vocab_token_to_piece(v, 0, buf, sizeof buf, &len), ELM_OK);
+    cr_assert_eq(elmi_vocab_token_to_piece(v, 0, buf, sizeof buf, &len), ELM_OK);
     cr_expect(len == 5 && !memcmp(buf, " \xe2\x81\x87 ", 5), "unknown token");
-    cr_expect_eq(vocab_find(v, "", 0), -1);
-    vocab_free(v);
+    cr_expect_eq(elmi_vocab_find(v, "", 0), -1);
+    elmi_vocab_free(v);
 }
 
 Test(tokenizer_mini, spm_detokenize_bytes) {
@@ -499,55 +499,55 @@ Test(tokenizer_mini, spm_detokenize_bytes) {
     char buf[32];
     size_t len;
     const int32_t euro[] = {4, 5, 6};
-    cr_assert_eq(vocab_detokenize(v, euro, 3, buf, sizeof buf, &len), ELM_OK);
+    cr_assert_eq(elmi_vocab_detokenize(v, euro, 3, buf, sizeof buf, &len), ELM_OK);
     cr_expect(len == 3 && !strcmp(buf, "\xe2\x82\xac"));
-    cr_assert_eq(vocab_token_to_piece(v, 4, buf, sizeof buf, &len), ELM_OK);
+    cr_assert_eq(elmi_vocab_token_to_piece(v, 4, buf, sizeof buf, &len), ELM_OK);
     cr_expect(len == 1 && (uint8_t)buf[0] == 0xE2, "a byte token gives its raw byte");
     const int32_t part[] = {4, 5, 11};
-    cr_assert_eq(vocab_detokenize(v, part, 3, buf, sizeof buf, &len), ELM_OK);
+    cr_assert_eq(elmi_vocab_detokenize(v, part, 3, buf, sizeof buf, &len), ELM_OK);
     cr_expect_str_eq(buf, "\xef\xbf\xbd" "a", "one U+FFFD for the truncated sequence");
     const int32_t spaced[] = {1, 15, 10, 13, 2};
-    cr_assert_eq(vocab_detokenize(v, spaced, 5, buf, sizeof buf, &len), ELM_OK);
+    cr_assert_eq(elmi_vocab_detokenize(v, spaced, 5, buf, sizeof buf, &len), ELM_OK);
     cr_expect_str_eq(buf, "a ab", "the prefix space is removed once");
-    vocab_free(v);
+    elmi_vocab_free(v);
 }
 
 Test(tokenizer_mini, buffer_contracts) {
     elm_vocab *v = spm_mini();
     int32_t ids[8];
     size_t n = 99;
-    cr_expect_eq(vocab_tokenize(v, "bab", 3, true, false, ids, 2, &n), ELM_ERR_BUFFER_TOO_SMALL);
+    cr_expect_eq(elmi_vocab_tokenize(v, "bab", 3, true, false, ids, 2, &n), ELM_ERR_BUFFER_TOO_SMALL);
     cr_expect_eq(n, 4);
     cr_expect(ids[0] == 1 && ids[1] == 10, "what fits is written");
-    cr_expect_eq(vocab_tokenize(v, "bab", 3, true, false, ids, 4, &n), ELM_OK);
+    cr_expect_eq(elmi_vocab_tokenize(v, "bab", 3, true, false, ids, 4, &n), ELM_OK);
     cr_expect(n == 4 && ids[3] == 12);
-    cr_expect_eq(vocab_tokenize(v, NULL, 0, false, false, NULL, 0, &n), ELM_OK);
+    cr_expect_eq(elmi_vocab_tokenize(v, NULL, 0, false, false, NULL, 0, &n), ELM_OK);
     cr_expect_eq(n, 0);
-    cr_expect_eq(vocab_tokenize(v, NULL, 1, false, false, ids, 8, &n), ELM_ERR_INVALID_ARG);
-    cr_expect_eq(vocab_tokenize(v, "a", 1, false, false, NULL, 8, &n), ELM_ERR_INVALID_ARG);
-    cr_expect_eq(vocab_tokenize(NULL, "a", 1, false, false, ids, 8, &n), ELM_ERR_INVALID_ARG);
-    cr_expect_eq(vocab_tokenize(v, "a", 1, false, false, ids, 8, NULL), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_vocab_tokenize(v, NULL, 1, false, false, ids, 8, &n), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_vocab_tokenize(v, "a", 1, false, false, NULL, 8, &n), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_vocab_tokenize(NULL, "a", 1, false, false, ids, 8, &n), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_vocab_tokenize(v, "a", 1, false, false, ids, 8, NULL), ELM_ERR_INVALID_ARG);
 
     char buf[8];
     size_t len = 99;
-    cr_expect_eq(vocab_token_to_piece(v, 15, buf, 1, &len), ELM_ERR_BUFFER_TOO_SMALL);
+    cr_expect_eq(elmi_vocab_token_to_piece(v, 15, buf, 1, &len), ELM_ERR_BUFFER_TOO_SMALL);
     cr_expect_eq(len, 2);
-    cr_expect_eq(vocab_token_to_piece(v, 15, buf, 2, &len), ELM_OK);
+    cr_expect_eq(elmi_vocab_token_to_piece(v, 15, buf, 2, &len), ELM_OK);
     cr_expect(len == 2 && !memcmp(buf, " a", 2));
-    cr_expect_eq(vocab_token_to_piece(v, 20, buf, 8, &len), ELM_ERR_INVALID_ARG);
-    cr_expect_eq(vocab_token_to_piece(v, -1, buf, 8, &len), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_vocab_token_to_piece(v, 20, buf, 8, &len), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_vocab_token_to_piece(v, -1, buf, 8, &len), ELM_ERR_INVALID_ARG);
 
     const int32_t two[] = {15, 15};
     memset(buf, 'x', sizeof buf);
-    cr_expect_eq(vocab_detokenize(v, two, 2, buf, 2, &len), ELM_ERR_BUFFER_TOO_SMALL);
+    cr_expect_eq(elmi_vocab_detokenize(v, two, 2, buf, 2, &len), ELM_ERR_BUFFER_TOO_SMALL);
     cr_expect_eq(len, 3);
-    cr_expect_eq(vocab_detokenize(v, two, 2, buf, 3, &len), ELM_OK);
+    cr_expect_eq(elmi_vocab_detokenize(v, two, 2, buf, 3, &len), ELM_OK);
     cr_expect(len == 3 && !memcmp(buf, "a a", 3) && buf[3] == 'x', "no NUL when it does not fit");
-    cr_expect_eq(vocab_detokenize(v, two, 2, buf, 4, &len), ELM_OK);
+    cr_expect_eq(elmi_vocab_detokenize(v, two, 2, buf, 4, &len), ELM_OK);
     cr_expect_eq(buf[3], 0);
     const int32_t bad[] = {15, 9999};
-    cr_expect_eq(vocab_detokenize(v, bad, 2, buf, 8, &len), ELM_ERR_INVALID_ARG);
-    vocab_free(v);
+    cr_expect_eq(elmi_vocab_detokenize(v, bad, 2, buf, 8, &len), ELM_ERR_INVALID_ARG);
+    elmi_vocab_free(v);
 }
 
 /* bytes_to_unicode() as GPT-2 defines it: a list of the printable bytes,
@@ -566,14 +566,14 @@ static uint32_t gpt2_cp(int b) {
 
 Test(tokenizer_mini, bytelevel_mapping) {
     for (int b = 0; b < 256; b++) {
-        cr_expect_eq(bytelevel_cp((uint8_t)b), gpt2_cp(b), "byte %d", b);
-        cr_expect_eq(bytelevel_byte(gpt2_cp(b)), b);
+        cr_expect_eq(elmi_bytelevel_cp((uint8_t)b), gpt2_cp(b), "byte %d", b);
+        cr_expect_eq(elmi_bytelevel_byte(gpt2_cp(b)), b);
     }
-    cr_expect_eq(bytelevel_byte(0x20), -1);
-    cr_expect_eq(bytelevel_byte(324), -1);
+    cr_expect_eq(elmi_bytelevel_byte(0x20), -1);
+    cr_expect_eq(elmi_bytelevel_byte(324), -1);
 }
 
-Test(tokenizer_mini, utf8_next) {
+Test(tokenizer_mini, elmi_utf8_next) {
     static const struct { const char *s; size_t n, len; bool valid; } cases[] = {
         {"a", 1, 1, true},          {"\xc3\xa9", 2, 2, true},     {"\xe2\x82\xac", 3, 3, true},
         {"\xf0\x9f\x98\x80", 4, 4, true}, {"\xc0\x80", 2, 1, false}, {"\xed\xa0\x80", 3, 1, false},
@@ -582,7 +582,7 @@ Test(tokenizer_mini, utf8_next) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         bool valid;
-        size_t len = utf8_next((const unsigned char *)cases[i].s, cases[i].n, &valid, NULL);
+        size_t len = elmi_utf8_next((const unsigned char *)cases[i].s, cases[i].n, &valid, NULL);
         cr_expect(len == cases[i].len && valid == cases[i].valid, "case %zu: %zu %d", i, len,
                   valid);
     }
@@ -595,7 +595,7 @@ static char bpe_text[256][4];
 static void bpe_base(void) {
     memset(&bpe_m, 0, sizeof bpe_m);
     for (int b = 0; b < 256; b++) {
-        size_t k = utf8_encode(gpt2_cp(b), bpe_text[b]);
+        size_t k = elmi_utf8_encode(gpt2_cp(b), bpe_text[b]);
         bpe_text[b][k] = 0;
         mini_add(&bpe_m, bpe_text[b], 0, 1);
     }
@@ -625,23 +625,23 @@ Test(tokenizer_mini, bpe_pretokenizers) {
     EXPECT_IDS(v, "'S", B('\''), B('S'));
     EXPECT_IDS(v, "xyz", B('x'), B('y'), B('z'));
     EXPECT_IDS(v, "zq", B('z'), B('q'));
-    vocab_free(v);
+    elmi_vocab_free(v);
 
     v = mini_build(&bpe_m, "gpt2", "llama-bpe", -1);
     EXPECT_IDS(v, "12345", t123, t45);
     EXPECT_IDS(v, "'S", tqs);
     EXPECT_IDS(v, "xyz", txyz); /* ignore_merges: a word that is a token is taken whole */
-    vocab_free(v);
+    elmi_vocab_free(v);
 
     v = mini_build(&bpe_m, "gpt2", "qwen2", -1);
     EXPECT_IDS(v, "12345", B('1'), B('2'), B('3'), B('4'), B('5'));
     EXPECT_IDS(v, "'S", tqs);
-    vocab_free(v);
+    elmi_vocab_free(v);
 
     v = mini_build(&bpe_m, "gpt2", "", -1);
-    cr_expect_str_eq(vocab_pre_name(v), "");
+    cr_expect_str_eq(elmi_vocab_pre_name(v), "");
     EXPECT_IDS(v, "12345", t12, t34, B('5'));
-    vocab_free(v);
+    elmi_vocab_free(v);
 }
 
 /* "smollm" and "starcoder" (llama.cpp: the regexes "\p{N}", then GPT-2's
@@ -684,12 +684,12 @@ Test(tokenizer_mini, bpe_smollm_digits) {
     EXPECT_IDS(v, "\xd9\xa3\xd9\xa3", td3d3); /* \p{N}, not only ASCII digits */
     EXPECT_IDS(v, "ab  ab", tab, SPC, tspab);
     EXPECT_IDS(v, "x's 1  ", B('x'), tqs, tsp1, tspsp);
-    vocab_free(v);
+    elmi_vocab_free(v);
 
     const char *const names[] = {"smollm", "starcoder"};
     for (int i = 0; i < 2; i++) {
         v = mini_build(&bpe_m, "gpt2", names[i], -1);
-        cr_expect_str_eq(vocab_pre_name(v), names[i]);
+        cr_expect_str_eq(elmi_vocab_pre_name(v), names[i]);
         EXPECT_IDS(v, "12345", B('1'), B('2'), B('3'), B('4'), B('5'));
         EXPECT_IDS(v, "ab 1", tab, SPC, B('1'));      /* the space stays apart */
         EXPECT_IDS(v, "a  1", B('a'), tspsp, B('1')); /* both spaces: a digit ends the run */
@@ -700,7 +700,7 @@ Test(tokenizer_mini, bpe_smollm_digits) {
         EXPECT_IDS(v, "ab  ab", tab, SPC, tspab);
         EXPECT_IDS(v, "x's  ", B('x'), tqs, tspsp);
         EXPECT_IDS(v, "a \n\tb", B('a'), SPC, B('\n'), B('\t'), B('b'));
-        vocab_free(v);
+        elmi_vocab_free(v);
     }
 }
 
@@ -715,7 +715,7 @@ Test(tokenizer_mini, bpe_rank_order_and_bytes) {
     /* \xff is a word of its own: the regex never matches ill-formed bytes */
     EXPECT_IDS(v, "ab\xff" "ab", tab, 0xff, tab);
     EXPECT_IDS(v, "abc", tab + 2);
-    vocab_free(v);
+    elmi_vocab_free(v);
 }
 
 /* ------------------------------------------------- loading from GGUF */
@@ -727,17 +727,17 @@ static const char *const gg_tokens[] = {"<unk>", "<s>", "</s>", "a", "", "<0x-1>
 static gguf_writer *gg_base(const char *model) {
     static const float scores[GG_N] = {0, 0, 0, -1, 0, 0, 0};
     static const int32_t types[GG_N] = {2, 3, 3, 1, 1, 6, 6};
-    gguf_writer *w = gguf_writer_new();
+    gguf_writer *w = elmi_gguf_writer_new();
     cr_assert(w);
-    if (model) cr_assert_eq(gguf_set_str(w, "tokenizer.ggml.model", model), ELM_OK);
-    cr_assert_eq(gguf_set_arr_str(w, "tokenizer.ggml.tokens", gg_tokens, GG_N), ELM_OK);
-    cr_assert_eq(gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, GG_N),
+    if (model) cr_assert_eq(elmi_gguf_set_str(w, "tokenizer.ggml.model", model), ELM_OK);
+    cr_assert_eq(elmi_gguf_set_arr_str(w, "tokenizer.ggml.tokens", gg_tokens, GG_N), ELM_OK);
+    cr_assert_eq(elmi_gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, GG_N),
                  ELM_OK);
-    cr_assert_eq(gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, GG_N),
+    cr_assert_eq(elmi_gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, GG_N),
                  ELM_OK);
-    cr_assert_eq(gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1), ELM_OK);
-    cr_assert_eq(gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2), ELM_OK);
-    cr_assert_eq(gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0), ELM_OK);
+    cr_assert_eq(elmi_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1), ELM_OK);
+    cr_assert_eq(elmi_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2), ELM_OK);
+    cr_assert_eq(elmi_gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0), ELM_OK);
     return w;
 }
 
@@ -746,14 +746,14 @@ static gguf_writer *gg_base(const char *model) {
 static elm_status gg_load(gguf_writer *w, elm_vocab **v, char *err, size_t es) {
     void *buf;
     size_t size;
-    cr_assert_eq(gguf_write_memory(w, &buf, &size), ELM_OK);
-    gguf_writer_free(w);
+    cr_assert_eq(elmi_gguf_write_memory(w, &buf, &size), ELM_OK);
+    elmi_gguf_writer_free(w);
     gguf_file *f;
-    cr_assert_eq(gguf_open_memory(buf, size, &f, err, es), ELM_OK, "%s", err);
+    cr_assert_eq(elmi_gguf_open_memory(buf, size, &f, err, es), ELM_OK, "%s", err);
     *v = NULL;
-    elm_status st = vocab_load(f, v, err, es);
+    elm_status st = elmi_vocab_load(f, v, err, es);
     cr_assert(st == ELM_OK ? *v != NULL : *v == NULL);
-    gguf_close(f);
+    elmi_gguf_close(f);
     memset(buf, 0, size);
     elmi_free(buf);
     return st;
@@ -765,41 +765,41 @@ static void expect_load_error(gguf_writer *w, elm_status want, const char *needl
     elm_status st = gg_load(w, &v, err, sizeof err);
     cr_expect_eq(st, want, "status %d (%s), want %d", st, err, want);
     cr_expect(strstr(err, needle), "message '%s' should mention '%s'", err, needle);
-    vocab_free(v);
+    elmi_vocab_free(v);
 }
 
 Test(tokenizer_gguf, loads_and_owns_its_data) {
     elm_vocab *v;
     char err[256];
     cr_assert_eq(gg_load(gg_base("llama"), &v, err, sizeof err), ELM_OK, "%s", err);
-    cr_expect_eq(vocab_n_tokens(v), GG_N);
-    cr_expect(vocab_add_bos(v), "llama adds BOS without add_bos_token");
-    cr_expect(vocab_add_space_prefix(v));
-    cr_expect_eq(vocab_token_type(v, 5), 1, "<0x-1> is not a byte token");
+    cr_expect_eq(elmi_vocab_n_tokens(v), GG_N);
+    cr_expect(elmi_vocab_add_bos(v), "llama adds BOS without add_bos_token");
+    cr_expect(elmi_vocab_add_space_prefix(v));
+    cr_expect_eq(elmi_vocab_token_type(v, 5), 1, "<0x-1> is not a byte token");
     EXPECT_IDS(v, "a", 0, 3); /* "▁" has no token nor byte token: <unk>, then "a" */
     size_t n;
     int32_t *ids = tokenize(v, "aa", 2, true, false, &n);
     cr_expect(n == 4 && ids[0] == 1 && ids[2] == 3 && ids[3] == 3);
     free(ids);
-    vocab_free(v);
+    elmi_vocab_free(v);
 }
 
 Test(tokenizer_gguf, flags_and_ids) {
     gguf_writer *w = gg_base("llama");
-    gguf_set_bool(w, "tokenizer.ggml.add_bos_token", false);
-    gguf_set_u32(w, "tokenizer.ggml.padding_token_id", UINT32_MAX); /* "none" */
-    gguf_set_i32(w, "tokenizer.ggml.eot_token_id", -1);
+    elmi_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", false);
+    elmi_gguf_set_u32(w, "tokenizer.ggml.padding_token_id", UINT32_MAX); /* "none" */
+    elmi_gguf_set_i32(w, "tokenizer.ggml.eot_token_id", -1);
     elm_vocab *v;
     char err[256];
     cr_assert_eq(gg_load(w, &v, err, sizeof err), ELM_OK, "%s", err);
-    cr_expect(!vocab_add_bos(v));
-    cr_expect_eq(vocab_pad(v), -1);
-    cr_expect_eq(vocab_eot(v), -1);
+    cr_expect(!elmi_vocab_add_bos(v));
+    cr_expect_eq(elmi_vocab_pad(v), -1);
+    cr_expect_eq(elmi_vocab_eot(v), -1);
     size_t n;
     int32_t *ids = tokenize(v, "a", 1, true, false, &n);
     cr_expect(n == 2 && ids[0] != 1, "no BOS when the file says so");
     free(ids);
-    vocab_free(v);
+    elmi_vocab_free(v);
 }
 
 Test(tokenizer_gguf, refuses_bad_metadata) {
@@ -811,43 +811,43 @@ Test(tokenizer_gguf, refuses_bad_metadata) {
     gguf_writer *w;
 
     w = gg_base("llama");
-    gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, f3, 3);
+    elmi_gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, f3, 3);
     expect_load_error(w, ELM_ERR_FORMAT, "scores");
 
     w = gg_base("llama");
-    gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_UINT8, u8, GG_N);
+    elmi_gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_UINT8, u8, GG_N);
     expect_load_error(w, ELM_ERR_FORMAT, "scores");
 
     w = gg_base("llama");
-    gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, i5, 5);
+    elmi_gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, i5, 5);
     expect_load_error(w, ELM_ERR_FORMAT, "token_type");
 
     w = gg_base("llama");
-    gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_FLOAT32, f7, GG_N);
+    elmi_gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_FLOAT32, f7, GG_N);
     expect_load_error(w, ELM_ERR_FORMAT, "token_type");
 
     w = gg_base("llama");
-    gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, bad_type, GG_N);
+    elmi_gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, bad_type, GG_N);
     expect_load_error(w, ELM_ERR_FORMAT, "type 9");
 
     w = gg_base("llama");
-    gguf_set_u32(w, "tokenizer.ggml.bos_token_id", GG_N);
+    elmi_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", GG_N);
     expect_load_error(w, ELM_ERR_FORMAT, "bos_token_id");
 
     w = gg_base("llama");
-    gguf_set_str(w, "tokenizer.ggml.eos_token_id", "2");
+    elmi_gguf_set_str(w, "tokenizer.ggml.eos_token_id", "2");
     expect_load_error(w, ELM_ERR_FORMAT, "eos_token_id");
 
     w = gg_base("llama");
-    gguf_set_u32(w, "tokenizer.ggml.add_bos_token", 1);
+    elmi_gguf_set_u32(w, "tokenizer.ggml.add_bos_token", 1);
     expect_load_error(w, ELM_ERR_FORMAT, "add_bos_token");
 
     w = gg_base("llama");
-    gguf_set_arr_data(w, "tokenizer.ggml.tokens", GGUF_TYPE_INT32, i5, 5);
+    elmi_gguf_set_arr_data(w, "tokenizer.ggml.tokens", GGUF_TYPE_INT32, i5, 5);
     expect_load_error(w, ELM_ERR_FORMAT, "tokens");
 
     w = gg_base("llama");
-    gguf_set_arr_str(w, "tokenizer.ggml.tokens", gg_tokens, 0);
+    elmi_gguf_set_arr_str(w, "tokenizer.ggml.tokens", gg_tokens, 0);
     expect_load_error(w, ELM_ERR_FORMAT, "tokens");
 
     expect_load_error(gg_base(NULL), ELM_ERR_FORMAT, "tokenizer.ggml.model");
@@ -855,23 +855,23 @@ Test(tokenizer_gguf, refuses_bad_metadata) {
     expect_load_error(gg_base("gpt2"), ELM_ERR_FORMAT, "merges");
 
     w = gg_base("gpt2");
-    gguf_set_arr_str(w, "tokenizer.ggml.merges", gg_tokens, 0);
-    gguf_set_str(w, "tokenizer.ggml.pre", "falcon");
+    elmi_gguf_set_arr_str(w, "tokenizer.ggml.merges", gg_tokens, 0);
+    elmi_gguf_set_str(w, "tokenizer.ggml.pre", "falcon");
     expect_load_error(w, ELM_ERR_UNSUPPORTED, "'falcon'");
 }
 
 Test(tokenizer_gguf, gpt2_defaults) {
     static const char *const merges[] = {"a a", "not a-merge", "<s> </s>", " "};
     gguf_writer *w = gg_base("gpt2");
-    gguf_set_arr_str(w, "tokenizer.ggml.merges", merges, 4);
-    gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", true);
+    elmi_gguf_set_arr_str(w, "tokenizer.ggml.merges", merges, 4);
+    elmi_gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", true);
     elm_vocab *v;
     char err[256];
     cr_assert_eq(gg_load(w, &v, err, sizeof err), ELM_OK, "%s", err);
-    cr_expect_str_eq(vocab_pre_name(v), "");
-    cr_expect(!vocab_add_bos(v), "gpt2 adds no BOS without add_bos_token");
-    cr_expect(!vocab_add_space_prefix(v), "only SentencePiece uses a space prefix");
+    cr_expect_str_eq(elmi_vocab_pre_name(v), "");
+    cr_expect(!elmi_vocab_add_bos(v), "gpt2 adds no BOS without add_bos_token");
+    cr_expect(!elmi_vocab_add_space_prefix(v), "only SentencePiece uses a space prefix");
     EXPECT_IDS(v, "a", 3);
     EXPECT_IDS(v, "b", 0); /* a byte whose character is no token gives <unk> */
-    vocab_free(v);
+    elmi_vocab_free(v);
 }

@@ -48,12 +48,12 @@ static void afx_open(afx *f, const char *limits) {
     f->bi = f->be->iface;
     f->limits = limits;
     elm_device_info info = ELM_INIT(elm_device_info);
-    cr_assert_eq(be_vk_device_info(f->be, &info), ELM_OK);
+    cr_assert_eq(elmi_be_vk_device_info(f->be, &info), ELM_OK);
     f->max_alloc = info.max_memory_allocation_size;
 }
 
 static void afx_close(afx *f) {
-    uint64_t errors = be_vk_validation_errors(f->be);
+    uint64_t errors = elmi_be_vk_validation_errors(f->be);
     be_free(f->be);
     cr_assert_eq(errors, 0, "[%s] %llu validation errors", f->limits, (unsigned long long)errors);
 }
@@ -144,11 +144,11 @@ static void run_case(afx *f, int64_t n, int64_t T, fill_kind kind, int64_t strid
     fill(x, stride, T, kind);
     be_buffer *xb, *db, *bb = NULL, *ab = NULL;
     cr_assert_eq(f->bi->buffer_alloc(f->be, xbytes, NULL, &xb), ELM_OK, "[%s] %s", f->limits,
-                 be_vk_last_error(f->be));
+                 elmi_be_vk_last_error(f->be));
     cr_assert_eq(f->bi->buffer_alloc(f->be, d_off + 16 * (size_t)T, NULL, &db), ELM_OK);
     be_tensor xt, dt, at, bt;
-    cr_assert(be_tensor_init(&xt, QT_F32, n, T, 1, 1, "logits"));
-    cr_assert(be_tensor_init(&dt, QT_F32, 4, T, 1, 1, "summary"));
+    cr_assert(elmi_be_tensor_init(&xt, QT_F32, n, T, 1, 1, "logits"));
+    cr_assert(elmi_be_tensor_init(&dt, QT_F32, 4, T, 1, 1, "summary"));
     xt.nb[1] = (size_t)stride * sizeof(float);
     xt.nb[2] = xt.nb[3] = xt.nb[1] * (size_t)T;
     xt.buf = xb, dt.buf = db, dt.offs = d_off;
@@ -175,7 +175,7 @@ static void run_case(afx *f, int64_t n, int64_t T, fill_kind kind, int64_t strid
         free(a);
     } else {
         cr_assert_eq(f->bi->tensor_set(f->be, &xt, x, 0, xbytes), ELM_OK, "[%s] %s", f->limits,
-                     be_vk_last_error(f->be));
+                     elmi_be_vk_last_error(f->be));
     }
     nodes[n_nodes++] = (be_node){.op = BE_OP_ARGMAX, .dst = &dt, .src = {&xt}};
     /* A stale summary must not pass for a computed one. */
@@ -250,13 +250,13 @@ Test(vk_argmax, rejects_bad_shapes) {
     be_buffer *b;
     cr_assert_eq(f.bi->buffer_alloc(f.be, 4096, NULL, &b), ELM_OK);
     be_tensor xt, dt;
-    be_tensor_init(&xt, QT_F32, 8, 2, 1, 1, "logits");
-    be_tensor_init(&dt, QT_F32, 3, 2, 1, 1, "summary");
+    elmi_be_tensor_init(&xt, QT_F32, 8, 2, 1, 1, "logits");
+    elmi_be_tensor_init(&dt, QT_F32, 3, 2, 1, 1, "summary");
     xt.buf = dt.buf = b, dt.offs = 1024;
     be_node nd = {.op = BE_OP_ARGMAX, .dst = &dt, .src = {&xt}};
     be_graph g = {.nodes = &nd, .n_nodes = 1};
     cr_expect_neq(f.bi->graph_compute(f.be, &g, f.err, sizeof f.err), ELM_OK, "dst of 3 values per row");
-    be_tensor_init(&dt, QT_F32, 4, 3, 1, 1, "summary");
+    elmi_be_tensor_init(&dt, QT_F32, 4, 3, 1, 1, "summary");
     dt.buf = b, dt.offs = 1024;
     cr_expect_neq(f.bi->graph_compute(f.be, &g, f.err, sizeof f.err), ELM_OK, "3 summaries of 2 rows");
     f.bi->buffer_free(f.be, b);

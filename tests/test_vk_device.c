@@ -22,7 +22,7 @@
 static size_t n_devices(void) {
     size_t n = 0;
     char err[256];
-    cr_assert_eq(be_vk_enumerate(NULL, 0, &n, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_eq(elmi_be_vk_enumerate(NULL, 0, &n, err, sizeof err), ELM_OK, "%s", err);
     return n;
 }
 
@@ -31,20 +31,20 @@ static void need_device(void) {
 }
 
 static be_backend *open_be(const char *limits, const char *cache_dir) {
-    be_vk_options o = be_vk_default_options();
+    be_vk_options o = elmi_be_vk_default_options();
     o.limits = limits ? limits : "";
     o.cache_dir = cache_dir ? cache_dir : "";
     o.validation = 1;
     o.quiet = true;
     be_backend *be = NULL;
     char err[512];
-    elm_status st = be_vk_new(&o, &be, err, sizeof err);
-    cr_assert_eq(st, ELM_OK, "be_vk_new(%s): %s", limits, err);
+    elm_status st = elmi_be_vk_new(&o, &be, err, sizeof err);
+    cr_assert_eq(st, ELM_OK, "elmi_be_vk_new(%s): %s", limits, err);
     return be;
 }
 
 static void close_be(be_backend *be) {
-    uint64_t errors = be_vk_validation_errors(be);
+    uint64_t errors = elmi_be_vk_validation_errors(be);
     be_free(be);
     cr_assert_eq(errors, 0, "%llu validation errors", (unsigned long long)errors);
 }
@@ -57,7 +57,7 @@ Test(vk_device, enumerate_lists_sane_devices) {
     info[0].struct_size = sizeof info[0];
     size_t n = 0;
     char err[256];
-    cr_assert_eq(be_vk_enumerate(info, 8, &n, err, sizeof err), ELM_OK);
+    cr_assert_eq(elmi_be_vk_enumerate(info, 8, &n, err, sizeof err), ELM_OK);
     for (size_t i = 0; i < n && i < 8; i++) {
         char id[32];
         snprintf(id, sizeof id, "vulkan:%zu", i);
@@ -83,16 +83,16 @@ Test(vk_device, missing_driver_lists_nothing) {
     info[0].struct_size = sizeof info[0];
     size_t n = 99;
     char err[256];
-    cr_assert_eq(be_vk_enumerate(info, 4, &n, err, sizeof err), ELM_OK);
+    cr_assert_eq(elmi_be_vk_enumerate(info, 4, &n, err, sizeof err), ELM_OK);
     cr_assert_eq(n, 0);
     int index = 7;
-    cr_assert_eq(be_vk_select("vulkan", &index), ELM_OK);
+    cr_assert_eq(elmi_be_vk_select("vulkan", &index), ELM_OK);
     cr_assert_eq(index, -1);
     be_backend *be = NULL;
-    be_vk_options o = be_vk_default_options();
+    be_vk_options o = elmi_be_vk_default_options();
     o.limits = "";
     o.cache_dir = "";
-    cr_assert_neq(be_vk_new(&o, &be, err, sizeof err), ELM_OK);
+    cr_assert_neq(elmi_be_vk_new(&o, &be, err, sizeof err), ELM_OK);
     cr_assert_null(be);
     cr_assert_gt(strlen(err), 0);
 }
@@ -103,10 +103,10 @@ Test(vk_device, limits_profiles_shape_the_listing) {
     size_t n;
     char err[256];
     unsetenv("EDGELM_VK_LIMITS");
-    cr_assert_eq(be_vk_enumerate(&base, 1, &n, err, sizeof err), ELM_OK);
+    cr_assert_eq(elmi_be_vk_enumerate(&base, 1, &n, err, sizeof err), ELM_OK);
     setenv("EDGELM_VK_LIMITS", "pi5,nofp16,nosubgroup,small-buffers", 1);
     setenv("EDGELM_VK_MAX_SHARED", "8192", 1);
-    cr_assert_eq(be_vk_enumerate(&lim, 1, &n, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_eq(elmi_be_vk_enumerate(&lim, 1, &n, err, sizeof err), ELM_OK, "%s", err);
     cr_expect_leq(lim.shared_memory_bytes, 8192);
     cr_expect_leq(lim.max_storage_buffer_range, 1 << 20);
     cr_expect_leq(lim.max_memory_allocation_size, 1 << 20);
@@ -116,14 +116,14 @@ Test(vk_device, limits_profiles_shape_the_listing) {
     cr_expect_str_eq(lim.name, base.name);
     setenv("EDGELM_VK_LIMITS", "mali", 1);
     unsetenv("EDGELM_VK_MAX_SHARED");
-    cr_assert_eq(be_vk_enumerate(&lim, 1, &n, err, sizeof err), ELM_OK);
+    cr_assert_eq(elmi_be_vk_enumerate(&lim, 1, &n, err, sizeof err), ELM_OK);
     cr_expect_not(lim.storage8);
     cr_expect_leq(lim.shared_memory_bytes, 32768);
     setenv("EDGELM_VK_LIMITS", "pi5,warp-drive", 1);
-    cr_expect_eq(be_vk_enumerate(&lim, 1, &n, err, sizeof err), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_be_vk_enumerate(&lim, 1, &n, err, sizeof err), ELM_ERR_INVALID_ARG);
     cr_expect(strstr(err, "warp-drive"), "%s", err);
     setenv("EDGELM_VK_LIMITS", "max_shared=abc", 1);
-    cr_expect_eq(be_vk_enumerate(&lim, 1, &n, err, sizeof err), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_be_vk_enumerate(&lim, 1, &n, err, sizeof err), ELM_ERR_INVALID_ARG);
 }
 
 Test(vk_device, select_rules) {
@@ -132,24 +132,24 @@ Test(vk_device, select_rules) {
     info[0].struct_size = sizeof info[0];
     size_t n;
     char err[256];
-    cr_assert_eq(be_vk_enumerate(info, 16, &n, err, sizeof err), ELM_OK);
+    cr_assert_eq(elmi_be_vk_enumerate(info, 16, &n, err, sizeof err), ELM_OK);
     int idx = -2;
-    cr_assert_eq(be_vk_select("vulkan:0", &idx), ELM_OK);
+    cr_assert_eq(elmi_be_vk_select("vulkan:0", &idx), ELM_OK);
     cr_expect_eq(idx, 0);
     char spec[32];
     snprintf(spec, sizeof spec, "vulkan:%zu", n);
-    cr_expect_eq(be_vk_select(spec, &idx), ELM_ERR_INVALID_ARG);
-    cr_expect_eq(be_vk_select("vulkan:x", &idx), ELM_ERR_INVALID_ARG);
-    cr_expect_eq(be_vk_select("cuda", &idx), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_be_vk_select(spec, &idx), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_be_vk_select("vulkan:x", &idx), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_be_vk_select("cuda", &idx), ELM_ERR_INVALID_ARG);
     /* "vulkan": the first GPU, else the first device. */
     int want = -1;
     for (size_t i = 0; i < n && want < 0; i++)
         if (strcmp(info[i].type, "cpu")) want = (int)i;
     if (want < 0) want = 0;
-    cr_assert_eq(be_vk_select("vulkan", &idx), ELM_OK);
+    cr_assert_eq(elmi_be_vk_select("vulkan", &idx), ELM_OK);
     cr_expect_eq(idx, want);
     /* "auto": discrete, then integrated, then other GPUs; never a CPU device. */
-    cr_assert_eq(be_vk_select("auto", &idx), ELM_OK);
+    cr_assert_eq(elmi_be_vk_select("auto", &idx), ELM_OK);
     if (idx >= 0) {
         cr_expect_str_neq(info[idx].type, "cpu");
         for (size_t i = 0; i < n; i++)
@@ -161,17 +161,17 @@ Test(vk_device, select_rules) {
 
 Test(vk_device, bad_options_fail_cleanly) {
     need_device();
-    be_vk_options o = be_vk_default_options();
+    be_vk_options o = elmi_be_vk_default_options();
     o.cache_dir = "";
     o.quiet = true;
     o.device = 1000;
     be_backend *be = (be_backend *)1;
     char err[256];
-    cr_expect_eq(be_vk_new(&o, &be, err, sizeof err), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_be_vk_new(&o, &be, err, sizeof err), ELM_ERR_INVALID_ARG);
     cr_expect_null(be);
     o.device = -1;
     o.limits = "tiny";
-    cr_expect_eq(be_vk_new(&o, &be, err, sizeof err), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_be_vk_new(&o, &be, err, sizeof err), ELM_ERR_INVALID_ARG);
 }
 
 /* ----------------------------------------------------------------- buffers */
@@ -184,13 +184,13 @@ static void fill_pattern(uint8_t *p, size_t n, uint32_t seed) {
 static void roundtrip(be_backend *be, size_t size) {
     const be_iface *bi = be->iface;
     be_buffer *buf;
-    cr_assert_eq(bi->buffer_alloc(be, size, NULL, &buf), ELM_OK, "%s", be_vk_last_error(be));
+    cr_assert_eq(bi->buffer_alloc(be, size, NULL, &buf), ELM_OK, "%s", elmi_be_vk_last_error(be));
     be_tensor t;
-    cr_assert(be_tensor_init(&t, QT_F32, (int64_t)(size / 4), 1, 1, 1, "blob"));
+    cr_assert(elmi_be_tensor_init(&t, QT_F32, (int64_t)(size / 4), 1, 1, 1, "blob"));
     t.buf = buf;
     uint8_t *src = malloc(size), *dst = malloc(size);
     fill_pattern(src, size, 7);
-    cr_assert_eq(bi->tensor_set(be, &t, src, 0, size), ELM_OK, "%s", be_vk_last_error(be));
+    cr_assert_eq(bi->tensor_set(be, &t, src, 0, size), ELM_OK, "%s", elmi_be_vk_last_error(be));
     memset(dst, 0, size);
     cr_assert_eq(bi->tensor_get(be, &t, dst, 0, size), ELM_OK);
     cr_assert_eq(memcmp(src, dst, size), 0);
@@ -215,7 +215,7 @@ Test(vk_device, buffer_roundtrips_mapped_staged_segmented) {
         be_buffer *buf;
         cr_assert_eq(be->iface->buffer_alloc(be, 1024, NULL, &buf), ELM_OK);
         elm_device_info info = ELM_INIT(elm_device_info);
-        be_vk_device_info(be, &info);
+        elmi_be_vk_device_info(be, &info);
         if (strstr(profiles[i], "discrete")) cr_expect_null(be->iface->buffer_host(be, buf));
         else if (info.uma) cr_expect_not_null(be->iface->buffer_host(be, buf));
         be->iface->buffer_free(be, buf);
@@ -231,7 +231,7 @@ Test(vk_device, buffer_from_host_pointer_and_zeroed) {
     be_buffer *buf;
     cr_assert_eq(be->iface->buffer_alloc(be, sizeof src, src, &buf), ELM_OK);
     be_tensor t;
-    be_tensor_init(&t, QT_F32, 250, 1, 1, 1, "w");
+    elmi_be_tensor_init(&t, QT_F32, 250, 1, 1, 1, "w");
     t.buf = buf;
     uint8_t back[1000];
     cr_assert_eq(be->iface->tensor_get(be, &t, back, 0, sizeof back), ELM_OK);
@@ -249,7 +249,7 @@ Test(vk_device, out_of_device_memory_is_reported) {
     need_device();
     be_backend *be = open_be("", NULL);
     elm_device_info info = ELM_INIT(elm_device_info);
-    be_vk_device_info(be, &info);
+    elmi_be_vk_device_info(be, &info);
     uint64_t most = 0;
     for (uint32_t i = 0; i < info.n_heaps; i++)
         if (info.heap_size[i] > most) most = info.heap_size[i];
@@ -257,7 +257,7 @@ Test(vk_device, out_of_device_memory_is_reported) {
     elm_status st = be->iface->buffer_alloc(be, (size_t)(most * 2), NULL, &buf);
     cr_expect_eq(st, ELM_ERR_NO_MEMORY);
     cr_expect_null(buf);
-    cr_expect(strstr(be_vk_last_error(be), "bytes"), "message: %s", be_vk_last_error(be));
+    cr_expect(strstr(elmi_be_vk_last_error(be), "bytes"), "message: %s", elmi_be_vk_last_error(be));
     /* Still usable afterwards. */
     roundtrip(be, 256);
     close_be(be);
@@ -271,9 +271,9 @@ static void run_small_graph(be_backend *be) {
     be_buffer *buf;
     cr_assert_eq(bi->buffer_alloc(be, 3 * 256, NULL, &buf), ELM_OK);
     be_tensor x, w, y;
-    be_tensor_init(&x, QT_F32, 64, 1, 1, 1, "x");
-    be_tensor_init(&w, QT_F32, 64, 1, 1, 1, "w");
-    be_tensor_init(&y, QT_F32, 64, 1, 1, 1, "y");
+    elmi_be_tensor_init(&x, QT_F32, 64, 1, 1, 1, "x");
+    elmi_be_tensor_init(&w, QT_F32, 64, 1, 1, 1, "w");
+    elmi_be_tensor_init(&y, QT_F32, 64, 1, 1, 1, "y");
     x.buf = w.buf = y.buf = buf;
     w.offs = 256, y.offs = 512;
     float v[64], out[64];
@@ -300,7 +300,7 @@ static void make_cache_dir(char *dir, size_t n, const char *name) {
 
 static char *cache_file(be_backend *be) {
     be_vk_stats s;
-    be_vk_get_stats(be, &s);
+    elmi_be_vk_get_stats(be, &s);
     return strdup(s.cache_path);
 }
 
@@ -324,10 +324,10 @@ Test(vk_device, pipeline_cache_persists_and_bad_files_are_discarded) {
     /* First backend: no file yet; creates pipelines and writes the file on free. */
     be_backend *be = open_be("", dir);
     be_vk_stats s;
-    be_vk_get_stats(be, &s);
+    elmi_be_vk_get_stats(be, &s);
     cr_expect_not(s.cache_loaded);
     run_small_graph(be);
-    be_vk_get_stats(be, &s);
+    elmi_be_vk_get_stats(be, &s);
     cr_expect_geq(s.n_pipelines, 1);
     cr_expect_geq(s.pipeline_ms, 0.0);
     char *path = cache_file(be);
@@ -339,7 +339,7 @@ Test(vk_device, pipeline_cache_persists_and_bad_files_are_discarded) {
 
     /* Second backend: the file is validated and seeds the pipeline cache. */
     be = open_be("", dir);
-    be_vk_get_stats(be, &s);
+    elmi_be_vk_get_stats(be, &s);
     cr_expect(s.cache_loaded, "not loaded: %s", s.cache_note);
     cr_expect_eq(s.cache_load_bytes, len - 24);
     run_small_graph(be);
@@ -351,7 +351,7 @@ Test(vk_device, pipeline_cache_persists_and_bad_files_are_discarded) {
     bad[len - 1] ^= 0x5A;
     write_bytes(path, bad, len);
     be = open_be("", dir);
-    be_vk_get_stats(be, &s);
+    elmi_be_vk_get_stats(be, &s);
     cr_expect_not(s.cache_loaded);
     cr_expect(s.cache_rejected);
     cr_expect(strstr(s.cache_note, "corrupted"), "%s", s.cache_note);
@@ -365,7 +365,7 @@ Test(vk_device, pipeline_cache_persists_and_bad_files_are_discarded) {
     for (int i = 0; i < 8; i++) bad[16 + i] = (uint8_t)(h >> (8 * i));
     write_bytes(path, bad, len);
     be = open_be("", dir);
-    be_vk_get_stats(be, &s);
+    elmi_be_vk_get_stats(be, &s);
     cr_expect_not(s.cache_loaded);
     cr_expect(strstr(s.cache_note, "another device"), "%s", s.cache_note);
     run_small_graph(be);
@@ -374,13 +374,13 @@ Test(vk_device, pipeline_cache_persists_and_bad_files_are_discarded) {
     /* Garbage and a truncated file. */
     write_bytes(path, "not a cache", 11);
     be = open_be("", dir);
-    be_vk_get_stats(be, &s);
+    elmi_be_vk_get_stats(be, &s);
     cr_expect_not(s.cache_loaded);
     cr_expect(s.cache_rejected);
     close_be(be);
     write_bytes(path, file, len / 2);
     be = open_be("", dir);
-    be_vk_get_stats(be, &s);
+    elmi_be_vk_get_stats(be, &s);
     cr_expect_not(s.cache_loaded);
     close_be(be);
 
@@ -389,7 +389,7 @@ Test(vk_device, pipeline_cache_persists_and_bad_files_are_discarded) {
     file = (uint8_t *)test_read_file(path, &len);
     cr_assert_not_null(file);
     be = open_be("", dir);
-    be_vk_get_stats(be, &s);
+    elmi_be_vk_get_stats(be, &s);
     cr_expect(s.cache_loaded, "%s", s.cache_note);
     close_be(be);
     free(bad);
@@ -400,7 +400,7 @@ Test(vk_device, pipeline_cache_persists_and_bad_files_are_discarded) {
 Test(vk_device, validation_layer_active_in_tests) {
     need_device();
     be_backend *be = open_be("", NULL);
-    if (!be_vk_validation_enabled(be))
+    if (!elmi_be_vk_validation_enabled(be))
         cr_log_warn("VK_LAYER_KHRONOS_validation is not installed: validation checks are vacuous");
     run_small_graph(be);
     close_be(be);
@@ -408,7 +408,7 @@ Test(vk_device, validation_layer_active_in_tests) {
 
 /* ------------------------------------------------------- device-side copy */
 
-/* be_vk_copy_buffer (bench --ops) copies every byte, across segments of
+/* elmi_be_vk_copy_buffer (bench --ops) copies every byte, across segments of
  * different sizes and through staging, and reports a positive time. */
 Test(vk_device, device_copy_across_segments) {
     need_device();
@@ -425,21 +425,21 @@ Test(vk_device, device_copy_across_segments) {
         fill_pattern(in, size, 11 + (uint32_t)l);
         be_tensor t;
         /* Whole-buffer byte access through a 1-D I32 view of the buffer. */
-        be_tensor_init(&t, BE_TYPE_I32, (int64_t)(size / 4), 1, 1, 1, "src");
+        elmi_be_tensor_init(&t, BE_TYPE_I32, (int64_t)(size / 4), 1, 1, 1, "src");
         t.buf = src;
         cr_assert_eq(bi->tensor_set(be, &t, in, 0, size), ELM_OK, "[%s] %s", limits[l],
-                     be_vk_last_error(be));
+                     elmi_be_vk_last_error(be));
         double ms = 0;
-        cr_assert_eq(be_vk_copy_buffer(be, dst, src, size, 3, &ms), ELM_OK, "[%s] %s", limits[l],
-                     be_vk_last_error(be));
+        cr_assert_eq(elmi_be_vk_copy_buffer(be, dst, src, size, 3, &ms), ELM_OK, "[%s] %s", limits[l],
+                     elmi_be_vk_last_error(be));
         cr_expect_gt(ms, 0, "[%s] no time", limits[l]);
         t.buf = dst;
         cr_assert_eq(bi->tensor_get(be, &t, out, 0, size), ELM_OK);
         cr_expect(memcmp(in, out, size) == 0, "[%s] the copy differs", limits[l]);
         /* Misuse fails cleanly. */
-        cr_expect_eq(be_vk_copy_buffer(be, small, src, size, 1, &ms), ELM_ERR_INVALID_ARG);
-        cr_expect_eq(be_vk_copy_buffer(be, src, src, 64, 1, &ms), ELM_ERR_INVALID_ARG);
-        cr_expect_eq(be_vk_copy_buffer(be, dst, src, size, 0, &ms), ELM_ERR_INVALID_ARG);
+        cr_expect_eq(elmi_be_vk_copy_buffer(be, small, src, size, 1, &ms), ELM_ERR_INVALID_ARG);
+        cr_expect_eq(elmi_be_vk_copy_buffer(be, src, src, 64, 1, &ms), ELM_ERR_INVALID_ARG);
+        cr_expect_eq(elmi_be_vk_copy_buffer(be, dst, src, size, 0, &ms), ELM_ERR_INVALID_ARG);
         free(in), free(out);
         bi->buffer_free(be, src), bi->buffer_free(be, dst), bi->buffer_free(be, small);
         close_be(be);
@@ -465,9 +465,9 @@ Test(vk_device, injected_device_loss_fails_cleanly) {
         be_buffer *buf;
         cr_assert_eq(bi->buffer_alloc(be, 3 * 256, NULL, &buf), ELM_OK);
         be_tensor x, w, y;
-        be_tensor_init(&x, QT_F32, 64, 1, 1, 1, "x");
-        be_tensor_init(&w, QT_F32, 64, 1, 1, 1, "w");
-        be_tensor_init(&y, QT_F32, 64, 1, 1, 1, "y");
+        elmi_be_tensor_init(&x, QT_F32, 64, 1, 1, 1, "x");
+        elmi_be_tensor_init(&w, QT_F32, 64, 1, 1, 1, "w");
+        elmi_be_tensor_init(&y, QT_F32, 64, 1, 1, 1, "y");
         x.buf = w.buf = y.buf = buf;
         w.offs = 256, y.offs = 512;
         be_node nd = {.op = BE_OP_RMS_NORM, .dst = &y, .src = {&x, &w}, .fparams = {1e-6f}};
@@ -489,12 +489,12 @@ Test(vk_device, injected_device_loss_fails_cleanly) {
     }
     /* A malformed value is refused. */
     setenv("EDGELM_VK_FAULT_AFTER", "-1", 1);
-    be_vk_options o = be_vk_default_options();
+    be_vk_options o = elmi_be_vk_default_options();
     o.cache_dir = "";
     o.quiet = true;
     be_backend *be = NULL;
     char err[256] = "";
-    cr_expect_eq(be_vk_new(&o, &be, err, sizeof err), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elmi_be_vk_new(&o, &be, err, sizeof err), ELM_ERR_INVALID_ARG);
     cr_expect_null(be);
     cr_expect(strstr(err, "EDGELM_VK_FAULT_AFTER"), "message: %s", err);
     unsetenv("EDGELM_VK_FAULT_AFTER");

@@ -75,9 +75,9 @@ static void wfile_open(wfile *wf) {
     void *blobs[N_W];
     for (int i = 0; i < N_W; i++) {
         const wspec *s = &SPECS[i];
-        const qtype_traits *tr = qtype_get(s->type);
+        const qtype_traits *tr = elmi_qtype_get(s->type);
         size_t rb;
-        cr_assert(qtype_row_bytes(s->type, s->k, &rb));
+        cr_assert(elmi_qtype_row_bytes(s->type, s->k, &rb));
         off = (off + 31) / 32 * 32 + s->misalign;
         wf->offs[i] = off;
         wf->bytes[i] = rb * (size_t)s->n;
@@ -125,11 +125,11 @@ static void ifx_open(ifx *f, const char *limits) {
     f->be = vk_test_open(limits, f->err, sizeof f->err);
     f->bi = f->be->iface;
     f->limits = limits;
-    cr_assert_eq(be_vk_device_info(f->be, &f->info), ELM_OK);
+    cr_assert_eq(elmi_be_vk_device_info(f->be, &f->info), ELM_OK);
 }
 
 static void ifx_close(ifx *f) {
-    uint64_t errors = be_vk_validation_errors(f->be);
+    uint64_t errors = elmi_be_vk_validation_errors(f->be);
     be_free(f->be);
     cr_assert_eq(errors, 0, "[%s] %llu validation errors", f->limits, (unsigned long long)errors);
 }
@@ -140,7 +140,7 @@ static bool is_lavapipe(const ifx *f) {
 
 static be_vk_stats stats(ifx *f) {
     be_vk_stats s;
-    cr_assert_eq(be_vk_get_stats(f->be, &s), ELM_OK);
+    cr_assert_eq(elmi_be_vk_get_stats(f->be, &s), ELM_OK);
     return s;
 }
 
@@ -164,12 +164,12 @@ static void make_inputs(void) {
 
 static be_buffer *alloc(ifx *f, size_t n) {
     be_buffer *b;
-    cr_assert_eq(f->bi->buffer_alloc(f->be, n, NULL, &b), ELM_OK, "[%s] %s", f->limits, be_vk_last_error(f->be));
+    cr_assert_eq(f->bi->buffer_alloc(f->be, n, NULL, &b), ELM_OK, "[%s] %s", f->limits, elmi_be_vk_last_error(f->be));
     return b;
 }
 
 static void weight_tensor(const wfile *wf, int i, be_tensor *t) {
-    cr_assert(be_tensor_init(t, SPECS[i].type, SPECS[i].k, SPECS[i].n, 1, 1, "w"));
+    cr_assert(elmi_be_tensor_init(t, SPECS[i].type, SPECS[i].k, SPECS[i].n, 1, 1, "w"));
     t->data = (char *)wf->map + wf->offs[i];
 }
 
@@ -178,16 +178,16 @@ static float *mul_mat(ifx *f, const wfile *wf, int i, int64_t T) {
     const wspec *s = &SPECS[i];
     be_tensor w, x, d;
     weight_tensor(wf, i, &w);
-    cr_assert(be_tensor_init(&x, QT_F32, s->k, T, 1, 1, "x"));
-    cr_assert(be_tensor_init(&d, QT_F32, s->n, T, 1, 1, "d"));
-    x.buf = alloc(f, be_tensor_nbytes(&x));
-    d.buf = alloc(f, be_tensor_nbytes(&d));
-    cr_assert_eq(f->bi->tensor_set(f->be, &x, act, 0, be_tensor_nbytes(&x)), ELM_OK);
+    cr_assert(elmi_be_tensor_init(&x, QT_F32, s->k, T, 1, 1, "x"));
+    cr_assert(elmi_be_tensor_init(&d, QT_F32, s->n, T, 1, 1, "d"));
+    x.buf = alloc(f, elmi_be_tensor_nbytes(&x));
+    d.buf = alloc(f, elmi_be_tensor_nbytes(&d));
+    cr_assert_eq(f->bi->tensor_set(f->be, &x, act, 0, elmi_be_tensor_nbytes(&x)), ELM_OK);
     be_node nd = {.op = BE_OP_MUL_MAT, .dst = &d, .src = {&w, &x}};
     be_graph g = {.nodes = &nd, .n_nodes = 1, .exact = true};
     cr_assert_eq(f->bi->graph_compute(f->be, &g, f->err, sizeof f->err), ELM_OK, "[%s] %s", f->limits, f->err);
-    float *out = malloc(be_tensor_nbytes(&d));
-    cr_assert_eq(f->bi->tensor_get(f->be, &d, out, 0, be_tensor_nbytes(&d)), ELM_OK);
+    float *out = malloc(elmi_be_tensor_nbytes(&d));
+    cr_assert_eq(f->bi->tensor_get(f->be, &d, out, 0, elmi_be_tensor_nbytes(&d)), ELM_OK);
     f->bi->buffer_free(f->be, x.buf);
     f->bi->buffer_free(f->be, d.buf);
     return out;
@@ -196,16 +196,16 @@ static float *mul_mat(ifx *f, const wfile *wf, int i, int64_t T) {
 static float *get_rows(ifx *f, const wfile *wf, int i) {
     be_tensor w, ids, d;
     weight_tensor(wf, i, &w);
-    cr_assert(be_tensor_init(&ids, BE_TYPE_I32, 4, 1, 1, 1, "ids"));
-    cr_assert(be_tensor_init(&d, QT_F32, SPECS[i].k, 4, 1, 1, "d"));
+    cr_assert(elmi_be_tensor_init(&ids, BE_TYPE_I32, 4, 1, 1, 1, "ids"));
+    cr_assert(elmi_be_tensor_init(&d, QT_F32, SPECS[i].k, 4, 1, 1, "d"));
     ids.buf = alloc(f, 16);
-    d.buf = alloc(f, be_tensor_nbytes(&d));
+    d.buf = alloc(f, elmi_be_tensor_nbytes(&d));
     cr_assert_eq(f->bi->tensor_set(f->be, &ids, IDS, 0, sizeof IDS), ELM_OK);
     be_node nd = {.op = BE_OP_GET_ROWS, .dst = &d, .src = {&w, &ids}};
     be_graph g = {.nodes = &nd, .n_nodes = 1, .exact = true};
     cr_assert_eq(f->bi->graph_compute(f->be, &g, f->err, sizeof f->err), ELM_OK, "[%s] %s", f->limits, f->err);
-    float *out = malloc(be_tensor_nbytes(&d));
-    cr_assert_eq(f->bi->tensor_get(f->be, &d, out, 0, be_tensor_nbytes(&d)), ELM_OK);
+    float *out = malloc(elmi_be_tensor_nbytes(&d));
+    cr_assert_eq(f->bi->tensor_get(f->be, &d, out, 0, elmi_be_tensor_nbytes(&d)), ELM_OK);
     f->bi->buffer_free(f->be, ids.buf);
     f->bi->buffer_free(f->be, d.buf);
     return out;
@@ -335,7 +335,7 @@ Test(vk_import, release_and_import_again) {
     ifx_open(&f, "");
     float *first = mul_mat(&f, &wf, W_Q8, 3);
     uint64_t imported = stats(&f).weight_import_bytes;
-    be_vk_release_weights(f.be);
+    elmi_be_vk_release_weights(f.be);
     cr_assert_eq(stats(&f).n_weights, 0);
     float *again = mul_mat(&f, &wf, W_Q8, 3);
     cr_assert_arr_eq(first, again, sizeof(float) * (size_t)SPECS[W_Q8].n * 3);

@@ -73,7 +73,7 @@ static void vfx_reset(vfx *f) {
 
 static void vfx_close(vfx *f) {
     vfx_reset(f);
-    uint64_t errors = be_vk_validation_errors(f->be);
+    uint64_t errors = elmi_be_vk_validation_errors(f->be);
     be_free(f->be);
     for (int i = 0; i < f->n_hosts; i++) free(f->hosts[i]);
     cr_assert_eq(errors, 0, "[%s] %llu validation errors", f->limits, (unsigned long long)errors);
@@ -82,7 +82,7 @@ static void vfx_close(vfx *f) {
 static be_tensor *new_tensor(vfx *f, int type, int64_t n0, int64_t n1, int64_t n2, const char *name) {
     cr_assert_lt(f->n_t, MAX_TENSORS);
     be_tensor *t = &f->t[f->n_t++];
-    cr_assert(be_tensor_init(t, type, n0, n1, n2, 1, name), "tensor %s", name);
+    cr_assert(elmi_be_tensor_init(t, type, n0, n1, n2, 1, name), "tensor %s", name);
     return t;
 }
 
@@ -90,8 +90,8 @@ static be_tensor *new_tensor(vfx *f, int type, int64_t n0, int64_t n1, int64_t n
 static be_tensor *dev_tensor(vfx *f, int type, int64_t n0, int64_t n1, int64_t n2, const char *name) {
     be_tensor *t = new_tensor(f, type, n0, n1, n2, name);
     be_buffer *b;
-    cr_assert_eq(f->bi->buffer_alloc(f->be, be_tensor_nbytes(t), NULL, &b), ELM_OK, "[%s] %s", f->limits,
-                 be_vk_last_error(f->be));
+    cr_assert_eq(f->bi->buffer_alloc(f->be, elmi_be_tensor_nbytes(t), NULL, &b), ELM_OK, "[%s] %s", f->limits,
+                 elmi_be_vk_last_error(f->be));
     f->bufs[f->n_bufs++] = b;
     t->buf = b;
     t->data = f->bi->buffer_host(f->be, b);
@@ -101,7 +101,7 @@ static be_tensor *dev_tensor(vfx *f, int type, int64_t n0, int64_t n1, int64_t n
 /* A host tensor (immutable weights): a private copy of `bytes`. */
 static be_tensor *host_tensor(vfx *f, int type, int64_t n0, int64_t n1, const void *bytes, const char *name) {
     be_tensor *t = new_tensor(f, type, n0, n1, 1, name);
-    size_t n = be_tensor_nbytes(t);
+    size_t n = elmi_be_tensor_nbytes(t);
     void *p = malloc(n);
     memcpy(p, bytes, n);
     cr_assert_lt(f->n_hosts, MAX_HOSTS);
@@ -111,12 +111,12 @@ static be_tensor *host_tensor(vfx *f, int type, int64_t n0, int64_t n1, const vo
 }
 
 static void put(vfx *f, be_tensor *t, const void *src) {
-    cr_assert_eq(f->bi->tensor_set(f->be, t, src, 0, be_tensor_nbytes(t)), ELM_OK, "[%s] set %s: %s", f->limits,
-                 t->name, be_vk_last_error(f->be));
+    cr_assert_eq(f->bi->tensor_set(f->be, t, src, 0, elmi_be_tensor_nbytes(t)), ELM_OK, "[%s] set %s: %s", f->limits,
+                 t->name, elmi_be_vk_last_error(f->be));
 }
 
 static void get(vfx *f, const be_tensor *t, void *dst) {
-    cr_assert_eq(f->bi->tensor_get(f->be, t, dst, 0, be_tensor_nbytes(t)), ELM_OK, "[%s] get %s", f->limits,
+    cr_assert_eq(f->bi->tensor_get(f->be, t, dst, 0, elmi_be_tensor_nbytes(t)), ELM_OK, "[%s] get %s", f->limits,
                  t->name);
 }
 
@@ -162,9 +162,9 @@ static double nmse(const float *got, const double *want, size_t n) {
 /* Quantizes rows x rows of k values to `type`; deq receives the exact
  * dequantization (the reference the kernels must reproduce). */
 static void *quantize(int type, const float *src, int64_t rows, int64_t k, float *deq) {
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     size_t rb;
-    cr_assert(qtype_row_bytes(type, k, &rb));
+    cr_assert(elmi_qtype_row_bytes(type, k, &rb));
     uint8_t *q = malloc(rb * (size_t)rows);
     for (int64_t r = 0; r < rows; r++) {
         tr->from_float(src + r * k, q + rb * (size_t)r, k);
@@ -175,7 +175,7 @@ static void *quantize(int type, const float *src, int64_t rows, int64_t k, float
 
 /* K for a ragged size of this type: a few blocks plus one more. */
 static int64_t ragged_k(int type) {
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     if (tr->block_size == QK_K) return 3 * QK_K;
     if (tr->block_size == 32) return 256 + 32;
     return 292;
@@ -234,7 +234,7 @@ static void mul_mat_types(const char *limits, const int *types, size_t n_types) 
                 double e = check_mul_mat(&f, &c);
                 double bound = exact ? 1e-10 : 1e-5;
                 cr_expect_leq(e, bound, "[%s] MUL_MAT %s K=%lld T=%lld %s: NMSE %.3g > %.1g", limits,
-                              qtype_name(c.type), (long long)c.K, (long long)c.T, exact ? "exact" : "fast", e,
+                              elmi_qtype_name(c.type), (long long)c.K, (long long)c.T, exact ? "exact" : "fast", e,
                               bound);
                 if (e > worst[exact]) worst[exact] = e;
             }
@@ -295,11 +295,11 @@ static void check_mul_mat_range(vfx *f, int type, int64_t T) {
             if (!(err <= u * mag) && bad++ < 3)
                 cr_expect_fail("[%s] fast MUL_MAT %s T=%lld row %lld (scale %g) token %lld: got %.9g, "
                                "want %.9g (error %.3g, allowed %.3g)",
-                               f->limits, qtype_name(type), (long long)T, (long long)n, scales[n % 3],
+                               f->limits, elmi_qtype_name(type), (long long)T, (long long)n, scales[n % 3],
                                (long long)t, got[t * N + n], want, err, u * mag);
         }
     cr_expect_eq(bad, 0, "[%s] fast MUL_MAT %s T=%lld: %d outputs beyond the %s rounding", f->limits,
-                 qtype_name(type), (long long)T, bad, qtype_name(type));
+                 elmi_qtype_name(type), (long long)T, bad, elmi_qtype_name(type));
     free(w), free(deq), free(wq), free(x), free(got);
     vfx_reset(f);
 }
@@ -347,7 +347,7 @@ Test(vk_ops, get_rows_all_types_all_profiles) {
         for (size_t i = 0; i < (all ? N_ALL_TYPES : N_SOME_TYPES); i++) {
             int type = all ? ALL_TYPES[i] : SOME_TYPES[i];
             double e = check_get_rows(&f, type, ragged_k(type), 37, ids, 5);
-            cr_expect_leq(e, 1e-12, "[%s] GET_ROWS %s: NMSE %.3g", PROFILES[p], qtype_name(type), e);
+            cr_expect_leq(e, 1e-12, "[%s] GET_ROWS %s: NMSE %.3g", PROFILES[p], elmi_qtype_name(type), e);
         }
         cr_expect_eq(fallbacks(&f), 0);
         vfx_close(&f);
@@ -374,7 +374,7 @@ Test(vk_ops, get_rows_bad_ids_give_zero_rows) {
     be_graph g = {.nodes = &nd, .n_nodes = 1, .exact = true};
     cr_assert_eq(f.bi->graph_prepare(f.be, &g, f.err, sizeof f.err), ELM_OK, "%s", f.err);
     be_vk_stats s;
-    be_vk_get_stats(f.be, &s);
+    elmi_be_vk_get_stats(f.be, &s);
     cr_expect_eq(s.n_weights, 1, "graph_prepare uploads the host tensors");
     run(&f, &nd, 1, true);
     float got[4 * 64];
@@ -561,17 +561,17 @@ static void ref_attention(const attn_case *c, const float *q, const float *kc, c
 /* The cache as it must be after storing rows: converted as the CPU does. */
 static void cache_store(int type, float *ref, const float *x, int64_t row, int64_t pos, int64_t T) {
     for (int64_t i = 0; i < row * T; i++)
-        ref[pos * row + i] = type == QT_F16 ? elm_fp16_to_f32(elm_f32_to_fp16(x[i])) : x[i];
+        ref[pos * row + i] = type == QT_F16 ? elmi_fp16_to_f32(elmi_f32_to_fp16(x[i])) : x[i];
 }
 
 static void check_cache_bits(vfx *f, const be_tensor *cache, const float *ref, int64_t rows) {
     int64_t row = cache->ne[0];
-    size_t n = be_tensor_nbytes(cache);
+    size_t n = elmi_be_tensor_nbytes(cache);
     uint8_t *raw = malloc(n);
     get(f, cache, raw);
     for (int64_t i = 0; i < row * rows; i++) {
         if (cache->type == QT_F16) {
-            uint16_t want = elm_f32_to_fp16(ref[i]), got = ((uint16_t *)raw)[i];
+            uint16_t want = elmi_f32_to_fp16(ref[i]), got = ((uint16_t *)raw)[i];
             cr_assert_eq(got, want, "[%s] F16 cache element %lld: %04x != %04x", f->limits, (long long)i, got, want);
         } else {
             cr_assert_eq(((float *)raw)[i], ref[i], "[%s] F32 cache element %lld", f->limits, (long long)i);
@@ -650,7 +650,7 @@ Test(vk_ops, attention_falls_back_beyond_shared_memory) {
     cr_expect_leq(e, 1e-10, "NMSE %.3g", e);
     cr_expect_eq(fallbacks(&f), 4, "one ATTENTION per step should fall back");
     be_vk_stats s;
-    be_vk_get_stats(f.be, &s);
+    elmi_be_vk_get_stats(f.be, &s);
     cr_expect_eq(s.n_fallback_nodes, 4);
     vfx_close(&f);
 }
@@ -670,7 +670,7 @@ Test(vk_ops, weights_beyond_the_range_are_split) {
     cr_expect_leq(e, 1e-12, "GET_ROWS NMSE %.3g", e);
     cr_expect_eq(fallbacks(&f), 0);
     be_vk_stats s;
-    be_vk_get_stats(f.be, &s);
+    elmi_be_vk_get_stats(f.be, &s);
     cr_expect_geq(s.n_weights, 1);
     vfx_close(&f);
 }
@@ -709,7 +709,7 @@ Test(vk_ops, supports_op_answers_without_side_effects) {
     be_node nd = {.op = BE_OP_MUL_MAT, .dst = D, .src = {W, X}};
     cr_expect(f.bi->supports_op(f.be, &nd));
     be_vk_stats s;
-    be_vk_get_stats(f.be, &s);
+    elmi_be_vk_get_stats(f.be, &s);
     cr_expect_eq(s.n_weights, 0, "supports_op must not upload");
     uint8_t q2[84 * 4] = {0};
     be_tensor *Q = host_tensor(&f, QT_IQ4_NL, 32, 1, q2, "iq");
@@ -718,7 +718,7 @@ Test(vk_ops, supports_op_answers_without_side_effects) {
     vfx_close(&f);
 }
 
-/* be_vk_release_weights (bench --ops) drops the cached device copies of
+/* elmi_be_vk_release_weights (bench --ops) drops the cached device copies of
  * host tensors: the same address with new contents is uploaded again,
  * where without it the backend keeps using its first copy by design. */
 Test(vk_ops, released_weights_are_uploaded_again) {
@@ -739,15 +739,15 @@ Test(vk_ops, released_weights_are_uploaded_again) {
     get(&f, D, out);
     cr_expect_float_eq(out[3], 36.0f, 1e-6, "host tensors are uploaded once (cached by address)");
     be_vk_stats s;
-    be_vk_get_stats(f.be, &s);
+    elmi_be_vk_get_stats(f.be, &s);
     cr_expect_eq(s.n_weights, 1);
-    be_vk_release_weights(f.be);
-    be_vk_get_stats(f.be, &s);
+    elmi_be_vk_release_weights(f.be);
+    elmi_be_vk_get_stats(f.be, &s);
     cr_expect_eq(s.n_weights, 0);
     run(&f, &nd, 1, true);
     get(&f, D, out);
     cr_expect_float_eq(out[3], 72.0f, 1e-6, "the released weight was not uploaded again");
-    be_vk_get_stats(f.be, &s);
+    elmi_be_vk_get_stats(f.be, &s);
     cr_expect_eq(s.n_weights, 1);
     vfx_close(&f);
 }
@@ -768,15 +768,15 @@ typedef struct model_w {
 
 /* The exact dequantization of a weight (the reference's copy). */
 static const float *deq_of(const be_tensor *t) {
-    return (const float *)((const char *)t->data + be_tensor_nbytes(t));
+    return (const float *)((const char *)t->data + elmi_be_tensor_nbytes(t));
 }
 
 static void weight(model_w *m, be_tensor *t, int type, int64_t k, int64_t n, const char *name) {
     float *w = rand_floats((size_t)(k * n), 0.2f), *deq = malloc(sizeof(float) * k * n);
     for (int64_t i = 0; type == QT_F32 && i < k * n; i++) w[i] = 1.0f + 0.2f * w[i];
     void *q = quantize(type, w, n, k, deq);
-    be_tensor_init(t, type, k, n, 1, 1, name);
-    size_t nb = be_tensor_nbytes(t);
+    elmi_be_tensor_init(t, type, k, n, 1, 1, name);
+    size_t nb = elmi_be_tensor_nbytes(t);
     char *mem = malloc(nb + sizeof(float) * k * n);
     memcpy(mem, q, nb);
     memcpy(mem + nb, deq, sizeof(float) * k * n);
@@ -814,11 +814,11 @@ typedef struct model_a {
 
 static void place(model_a *a, be_tensor *t, int type, int64_t n0, int64_t n1, int64_t n2, size_t *offs,
                   const char *name) {
-    be_tensor_init(t, type, n0, n1, n2, 1, name);
+    elmi_be_tensor_init(t, type, n0, n1, n2, 1, name);
     t->buf = a->scratch;
     t->offs = *offs;
     t->data = a->base ? a->base + *offs : NULL;
-    *offs += (be_tensor_nbytes(t) + 255) & ~(size_t)255;
+    *offs += (elmi_be_tensor_nbytes(t) + 255) & ~(size_t)255;
 }
 
 static void model_layout(model_a *a, int64_t T) {
@@ -832,7 +832,7 @@ static void model_layout(model_a *a, int64_t T) {
     be_tensor *views[2][2] = {{&a->q3, &a->q}, {&a->k3, &a->k}};
     for (int i = 0; i < 2; i++) {
         be_tensor *v = views[i][0], *base = views[i][1];
-        be_tensor_init(v, QT_F32, HD, base->ne[0] / HD, T, 1, i ? "k3" : "q3");
+        elmi_be_tensor_init(v, QT_F32, HD, base->ne[0] / HD, T, 1, i ? "k3" : "q3");
         v->buf = base->buf, v->offs = base->offs, v->data = base->data;
     }
     place(a, &a->v, QT_F32, HD * NKV, T, 1, &o, "v");
@@ -848,10 +848,10 @@ static void model_alloc(model_a *a, be_backend *be, int cache_type) {
     a->be = be;
     cr_assert_eq(be->iface->buffer_alloc(be, 256 * 1024, NULL, &a->scratch), ELM_OK);
     a->base = be->iface->buffer_host(be, a->scratch);
-    be_tensor_init(&a->kc, cache_type, HD * NKV, CTX, 1, 1, "k_cache");
+    elmi_be_tensor_init(&a->kc, cache_type, HD * NKV, CTX, 1, 1, "k_cache");
     a->vc = a->kc;
     snprintf(a->vc.name, sizeof a->vc.name, "v_cache");
-    size_t per = be_tensor_nbytes(&a->kc);
+    size_t per = elmi_be_tensor_nbytes(&a->kc);
     cr_assert_eq(be->iface->buffer_alloc(be, 2 * per, NULL, &a->kv), ELM_OK);
     char *kv = be->iface->buffer_host(be, a->kv);
     a->kc.buf = a->vc.buf = a->kv;
@@ -954,7 +954,7 @@ static void ref_rope_neox(double *h, int n_heads, int pos) {
 }
 
 static double cache_round(double v, bool f16) {
-    return f16 ? elm_fp16_to_f32(elm_f32_to_fp16((float)v)) : (float)v;
+    return f16 ? elmi_fp16_to_f32(elmi_f32_to_fp16((float)v)) : (float)v;
 }
 
 static void ref_attend(const ref_cache *c, const double *q, int n_kv, double *out) {
@@ -1026,12 +1026,12 @@ static void check_layer(const char *limits, bool exact, model_w *w) {
         cr_expect_leq(e, exact ? 1e-8 : 1e-4, "[%s] %s step %d: logits NMSE %.3g", limits,
                       exact ? "exact" : "fast", step, e);
         if (e > layer_worst[exact]) layer_worst[exact] = e;
-        if (step == 1) be_vk_get_stats(f.be, &s0);
+        if (step == 1) elmi_be_vk_get_stats(f.be, &s0);
         free(got), free(want);
         pos += T;
         T = 1;
     }
-    be_vk_get_stats(f.be, &s1);
+    elmi_be_vk_get_stats(f.be, &s1);
     cr_expect_eq(s1.n_records, s0.n_records, "[%s] decode steps must replay, not re-record", limits);
     cr_expect_geq(s1.n_replays, s0.n_replays + 3);
     cr_expect_lt(s1.n_barriers, s1.n_dispatches, "barriers only on dependencies");

@@ -66,8 +66,8 @@ static size_t thread_stride(const attn_shape *s) {
     return cpu_align_up(scratch_floats(s) * sizeof(float));
 }
 
-size_t cpu_attention_work_size(const be_node *node, int nth) {
-    if (cpu_attention_batch_applies(node)) return cpu_attention_batch_work_size(node, nth);
+size_t elmi_cpu_attention_work_size(const be_node *node, int nth) {
+    if (elmi_cpu_attention_batch_applies(node)) return elmi_cpu_attention_batch_work_size(node, nth);
     attn_shape s = get_shape(node, nth);
     return thread_stride(&s) * (size_t)nth;
 }
@@ -88,24 +88,24 @@ static const void *cache_row(const be_tensor *c, int64_t j, int64_t kvh, int64_t
     return (const char *)cpu_row(c, j, 0, 0) + (size_t)(kvh * head_dim) * elem;
 }
 
-void cpu_softmax_fold(float *score, int64_t n, float *m, float *l, float *acc, int64_t hd) {
+void elmi_cpu_softmax_fold(float *score, int64_t n, float *m, float *l, float *acc, int64_t hd) {
     float tile_max = -INFINITY; /* exact: any order gives the same value */
     for (int64_t j = 0; j < n; j++) tile_max = score[j] > tile_max ? score[j] : tile_max;
     if (tile_max > *m) {
         float corr = expf(*m - tile_max);
         *l *= corr;
-        cpu_vec_scale_f32(acc, corr, hd);
+        elmi_cpu_vec_scale_f32(acc, corr, hd);
         *m = tile_max;
     }
-    *l += cpu_vec_exp_sum_f32(score, score, *m, n);
+    *l += elmi_cpu_vec_exp_sum_f32(score, score, *m, n);
 }
 
 /* Scores of one head against cache rows [j0, j0 + n) of K, folded into its
  * running softmax. */
 static void fold_scores(const be_tensor *K, int64_t kvh, int64_t j0, int64_t n, const float *q,
                         int64_t head_dim, float *score, float *m, float *l, float *acc) {
-    cpu_vec_dot_rows(K->type, q, cache_row(K, j0, kvh, head_dim), K->nb[1], n, head_dim, score);
-    cpu_softmax_fold(score, n, m, l, acc, head_dim);
+    elmi_cpu_vec_dot_rows(K->type, q, cache_row(K, j0, kvh, head_dim), K->nb[1], n, head_dim, score);
+    elmi_cpu_softmax_fold(score, n, m, l, acc, head_dim);
 }
 
 /* The scaled queries of heads h0.. (nh of them) of token t, and empty sums. */
@@ -141,7 +141,7 @@ static void attend(const be_node *nd, const attn_shape *s, attn_scratch *w, int6
                         w->acc + c * hd);
         const void *v = cache_row(V, j0, kvh, hd);
         for (int64_t c = 0; c < nh; c++)
-            cpu_vec_mad_rows(V->type, w->acc + c * hd, v, V->nb[1], w->score + c * TILE, n, hd);
+            elmi_cpu_vec_mad_rows(V->type, w->acc + c * hd, v, V->nb[1], w->score + c * TILE, n, hd);
     }
     end_heads(nd, s, w, t, h0, nh);
 }
@@ -154,7 +154,7 @@ static void attend(const be_node *nd, const attn_shape *s, attn_scratch *w, int6
  *  - scores: per (row, head) two 8-lane FMA chains over head_dim; eight
  *    rows' partial vectors are then reduced together (hsum8), each lane from
  *    its own row only;
- *  - softmax: vector exp (cpu_vec_exp_sum_f32);
+ *  - softmax: vector exp (elmi_cpu_vec_exp_sum_f32);
  *  - values: acc[head] += p[head][row] * V[row], 8 lanes at a time.
  * Each head's arithmetic is the same whichever heads share its item, so the
  * results do not depend on the grouping, hence not on the thread count.
@@ -232,7 +232,7 @@ ATT_TGT ATT_INLINE void simd_tile(const char *K, size_t ks, const char *V, size_
                                   float *m, float *l, float *acc) {
     simd_scores(K, ks, f16, hd, q, nh, n, score);
     for (int c = 0; c < nh; c++)
-        cpu_softmax_fold(score + c * TILE, n, &m[c], &l[c], acc + c * hd, hd);
+        elmi_cpu_softmax_fold(score + c * TILE, n, &m[c], &l[c], acc + c * hd, hd);
     simd_values(V, vs, f16, hd, nh, n, score, acc);
 }
 
@@ -251,7 +251,7 @@ ATT_TGT static void simd_tile_any(const char *K, size_t ks, const char *V, size_
 
 static bool use_simd(const be_node *nd, int64_t head_dim) {
 #if ATT_X86
-    cpu_simd lv = cpu_simd_active();
+    cpu_simd lv = elmi_cpu_simd_active();
     return (lv == CPU_SIMD_AVX2 || lv == CPU_SIMD_AVX512VNNI) && head_dim % 8 == 0 &&
            head_dim <= SIMD_MAX_HD && nd->src[1]->type == nd->src[2]->type;
 #else
@@ -289,9 +289,9 @@ static void attend_simd(const be_node *nd, const attn_shape *s, attn_scratch *w,
 }
 #endif
 
-void cpu_attention(const be_node *nd, void *work, int ith, int nth) {
-    if (cpu_attention_batch_applies(nd)) {
-        cpu_attention_batch(nd, work, ith, nth);
+void elmi_cpu_attention(const be_node *nd, void *work, int ith, int nth) {
+    if (elmi_cpu_attention_batch_applies(nd)) {
+        elmi_cpu_attention_batch(nd, work, ith, nth);
         return;
     }
     attn_shape s = get_shape(nd, nth);
@@ -299,7 +299,7 @@ void cpu_attention(const be_node *nd, void *work, int ith, int nth) {
     bool simd = use_simd(nd, s.head_dim);
     (void)simd; /* no SIMD path on this architecture */
     int64_t per_tok = s.n_head_kv * s.n_chunks, u0, u1;
-    cpu_split(s.n_tok * per_tok, ith, nth, &u0, &u1);
+    elmi_cpu_split(s.n_tok * per_tok, ith, nth, &u0, &u1);
     for (int64_t u = u0; u < u1; u++) {
         int64_t t = u / per_tok, kvh = u % per_tok / s.n_chunks, ci = u % s.n_chunks;
         int64_t h0 = ci * s.chunk, nh = s.group - h0 < s.chunk ? s.group - h0 : s.chunk;
@@ -315,36 +315,36 @@ void cpu_attention(const be_node *nd, void *work, int ith, int nth) {
 
 static elm_status check_cache(const cpu_check *c, const be_tensor *t, const char *role,
                               int64_t n_embd_kv, int64_t n_end) {
-    ELM_TRY(cpu_check_cache(c, t, role));
+    ELM_TRY(elmi_cpu_check_cache(c, t, role));
     if (t->ne[0] != n_embd_kv)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
                               "shape (%lld, %lld, %lld, %lld), expected rows of %lld",
                               (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
                               (long long)t->ne[3], (long long)n_embd_kv);
     if (n_end > t->ne[1])
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
                               "attends rows up to %lld of a cache of %lld", (long long)n_end,
                               (long long)t->ne[1]);
     return ELM_OK;
 }
 
-elm_status cpu_attention_check(const cpu_check *c) {
+elm_status elmi_cpu_attention_check(const cpu_check *c) {
     const be_node *nd = c->node;
     const be_tensor *q = nd->src[0];
-    ELM_TRY(cpu_check_tensor(c, q, "src0", QT_F32));
-    if (q->ne[3] != 1) return cpu_check_fail(c, ELM_ERR_INVALID_ARG, q, "src0", "must be 3-D");
+    ELM_TRY(elmi_cpu_check_tensor(c, q, "src0", QT_F32));
+    if (q->ne[3] != 1) return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, q, "src0", "must be 3-D");
     int64_t n_head = q->ne[1], n_kv = nd->iparams[1], pos = nd->iparams[0];
     if (n_kv < 1 || n_head % n_kv != 0)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[1]",
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[1]",
                               "n_head_kv %lld does not divide n_head %lld", (long long)n_kv,
                               (long long)n_head);
     if (pos < 0)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[0]", "pos %lld",
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[0]", "pos %lld",
                               (long long)pos);
     if (!isfinite(nd->fparams[0]))
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams[0]", "scale %g",
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams[0]", "scale %g",
                               nd->fparams[0]);
     ELM_TRY(check_cache(c, nd->src[1], "src1", q->ne[0] * n_kv, pos + q->ne[2]));
     ELM_TRY(check_cache(c, nd->src[2], "src2", q->ne[0] * n_kv, pos + q->ne[2]));
-    return cpu_check_f32(c, nd->dst, "dst", q->ne[0] * n_head, q->ne[2], 1, 1);
+    return elmi_cpu_check_f32(c, nd->dst, "dst", q->ne[0] * n_head, q->ne[2], 1, 1);
 }

@@ -66,15 +66,15 @@ static size_t atb_floats(const atb_shape *s) {
     return (size_t)(2 * ATB_TILE * s->hd + ATB_TILE + nq * (2 * s->hd + 2));
 }
 
-bool cpu_attention_batch_applies(const be_node *nd) {
+bool elmi_cpu_attention_batch_applies(const be_node *nd) {
     const be_tensor *q = nd->src[0], *K = nd->src[1], *V = nd->src[2];
-    cpu_simd lv = cpu_simd_active();
+    cpu_simd lv = elmi_cpu_simd_active();
     return (lv == CPU_SIMD_AVX2 || lv == CPU_SIMD_AVX512VNNI) && q->ne[2] > 1 &&
            q->ne[0] % 8 == 0 && q->ne[0] <= ATB_MAX_HD && K->type == V->type &&
            (K->type == QT_F16 || K->type == QT_F32);
 }
 
-size_t cpu_attention_batch_work_size(const be_node *nd, int nth) {
+size_t elmi_cpu_attention_batch_work_size(const be_node *nd, int nth) {
     atb_shape s = atb_get_shape(nd);
     return cpu_align_up(atb_floats(&s) * sizeof(float)) * (size_t)nth;
 }
@@ -208,7 +208,7 @@ static void attend_block(const be_node *nd, const atb_shape *s, float *w, int64_
             if (limit <= 0) continue;
             int64_t nc = limit < n ? limit : n;
             scores(qs + c * hd, kt, hd, nc, score);
-            cpu_softmax_fold(score, nc, &m[c], &l[c], acc + c * hd, hd);
+            elmi_cpu_softmax_fold(score, nc, &m[c], &l[c], acc + c * hd, hd);
             values(acc + c * hd, score, vf, hd, nc);
         }
     }
@@ -219,7 +219,7 @@ static void attend_block(const be_node *nd, const atb_shape *s, float *w, int64_
     }
 }
 
-void cpu_attention_batch(const be_node *nd, void *work, int ith, int nth) {
+void elmi_cpu_attention_batch(const be_node *nd, void *work, int ith, int nth) {
     atb_shape s = atb_get_shape(nd);
     float *w = (float *)((char *)work + cpu_align_up(atb_floats(&s) * sizeof(float)) * (size_t)ith);
     /* Items in turn: later tokens see more rows, so contiguous shares would
@@ -231,18 +231,18 @@ void cpu_attention_batch(const be_node *nd, void *work, int ith, int nth) {
 
 #else
 
-bool cpu_attention_batch_applies(const be_node *nd) {
+bool elmi_cpu_attention_batch_applies(const be_node *nd) {
     (void)nd;
     return false;
 }
 
-size_t cpu_attention_batch_work_size(const be_node *nd, int nth) {
+size_t elmi_cpu_attention_batch_work_size(const be_node *nd, int nth) {
     (void)nd;
     (void)nth;
     return 0;
 }
 
-void cpu_attention_batch(const be_node *nd, void *work, int ith, int nth) {
+void elmi_cpu_attention_batch(const be_node *nd, void *work, int ith, int nth) {
     (void)nd;
     (void)work;
     (void)ith;

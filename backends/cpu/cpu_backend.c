@@ -3,7 +3,7 @@
  *
  * graph_compute validates the whole graph before running any node, plans it
  * into phases (see "plan" below) and runs it with as few pool dispatches as
- * the data allows: a one-token forward pass is one tp_run, with a barrier
+ * the data allows: a one-token forward pass is one elmi_tp_run, with a barrier
  * between dependent phases only. MUL_MAT and the attention op need scratch;
  * one work buffer, sized to the largest need in the graph, is kept between
  * calls and only ever grows, and so do the plan's arrays, so steady-state
@@ -25,14 +25,14 @@
 
 /* ------------------------------------------------------------------ plan
  *
- * The graph runs as segments. A segment is one tp_run holding phases; the
- * threads pass a tp_barrier between two phases and nothing else. Nodes go
+ * The graph runs as segments. A segment is one elmi_tp_run holding phases; the
+ * threads pass a elmi_tp_barrier between two phases and nothing else. Nodes go
  * into the current phase in graph order until one touches memory the phase
  * writes, or writes memory it reads (found from the tensors' byte ranges);
  * that node opens a new phase. So independent nodes share a phase (q, k and
  * v of a layer, gate and up) and the workers never leave the run within a
  * forward pass. A MUL_MAT that the in-pool mat-vec does not take (more than
- * one token: the batched kernels of cpu_mul_mat) ends the segment and runs
+ * one token: the batched kernels of elmi_cpu_mul_mat) ends the segment and runs
  * on its own, as before.
  *
  * Units: a node, or two adjacent nodes fused where the data allows one
@@ -52,11 +52,11 @@
  * one of them was held up. Each thread quantizes the activations it needs
  * itself, into its own slot of the work buffer (a few microseconds at most,
  * less than a barrier would cost), once per phase and input. Every row is
- * computed by the same kernel call as in cpu_mul_mat, so results do not
+ * computed by the same kernel call as in elmi_cpu_mul_mat, so results do not
  * depend on the thread count, the chunking or who took which chunk.
  */
 #define MV_CHUNK_BYTES (16 * 1024)
-#define MV_ROW_GROUP 16 /* rows per kernel call, as cpu_mul_mat */
+#define MV_ROW_GROUP 16 /* rows per kernel call, as elmi_cpu_mul_mat */
 #define PH_MAX_SPANS 24
 #define PH_MAX_SLOTS 32
 
@@ -161,7 +161,7 @@ static void cpu_free(be_backend *be) {
         if (b->owned) elmi_aligned_free(b->base);
         elmi_free(b);
     }
-    tp_free(cb->tp);
+    elmi_tp_free(cb->tp);
     plan_free(&cb->plan);
     elmi_aligned_free(cb->work);
     elmi_free(cb);
@@ -215,7 +215,7 @@ static void *cpu_buffer_host(be_backend *be, be_buffer *b) {
 /* The tensor's bytes [offset, offset + size) as an address in its buffer. */
 static char *tensor_span(const be_tensor *t, size_t offset, size_t size) {
     size_t extent, end, t_end;
-    if (!t || !t->buf || !cpu_tensor_extent(t, &extent)) return NULL;
+    if (!t || !t->buf || !elmi_cpu_tensor_extent(t, &extent)) return NULL;
     if (__builtin_add_overflow(offset, size, &end) || end > extent) return NULL;
     if (__builtin_add_overflow(t->offs, extent, &t_end) || t_end > t->buf->size) return NULL;
     return (char *)t->buf->base + t->offs + offset;
@@ -238,7 +238,7 @@ static elm_status cpu_tensor_get(be_backend *be, const be_tensor *t, void *dst, 
 }
 
 static bool cpu_supports_op(be_backend *be, const be_node *node) {
-    return cpu_op_supported(node);
+    return elmi_cpu_op_supported(node);
 }
 
 static bool owns(const cpu_backend *cb, const be_buffer *buf) {
@@ -255,12 +255,12 @@ static elm_status check_placement(const cpu_backend *cb, const cpu_check *c) {
         const be_tensor *t = i < 0 ? nd->dst : nd->src[i];
         if (!t || !t->buf || !owns(cb, t->buf)) continue;
         size_t extent, end;
-        bool ok = cpu_tensor_extent(t, &extent) && !__builtin_add_overflow(t->offs, extent, &end) &&
+        bool ok = elmi_cpu_tensor_extent(t, &extent) && !__builtin_add_overflow(t->offs, extent, &end) &&
                   end <= t->buf->size && t->data == (char *)t->buf->base + t->offs;
         char role[8];
         snprintf(role, sizeof role, i < 0 ? "dst" : "src%d", i);
         if (!ok)
-            return cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
+            return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
                                   "outside its buffer (offset %zu, buffer %zu bytes)", t->offs,
                                   t->buf->size);
     }
@@ -268,9 +268,9 @@ static elm_status check_placement(const cpu_backend *cb, const cpu_check *c) {
 }
 
 static size_t node_work_size(const cpu_backend *cb, const be_node *nd, bool exact) {
-    int nth = tp_n_threads(cb->tp);
-    if (nd->op == BE_OP_MUL_MAT) return cpu_mul_mat_work_size(nd->src[0], nd->src[1], exact, nth);
-    return cpu_op_work_size(nd, nth);
+    int nth = elmi_tp_n_threads(cb->tp);
+    if (nd->op == BE_OP_MUL_MAT) return elmi_cpu_mul_mat_work_size(nd->src[0], nd->src[1], exact, nth);
+    return elmi_cpu_op_work_size(nd, nth);
 }
 
 /* Validates every node and returns the scratch the graph needs. */
@@ -280,7 +280,7 @@ static elm_status check_graph(const cpu_backend *cb, const be_graph *g, size_t *
     for (int i = 0; i < g->n_nodes; i++) {
         const be_node *nd = &g->nodes[i];
         cpu_check c = {.index = i, .node = nd, .err = err, .err_size = err_size};
-        ELM_TRY(cpu_op_check(nd, i, err, err_size));
+        ELM_TRY(elmi_cpu_op_check(nd, i, err, err_size));
         ELM_TRY(check_placement(cb, &c));
         size_t n = node_work_size(cb, nd, g->exact);
         if (n > *need) *need = n;
@@ -330,7 +330,7 @@ static elm_status plan_reserve(ex_plan *p, int n, int nth) {
 
 static bool span_of(const be_tensor *t, ex_span *s) {
     size_t ext;
-    if (!t || !t->data || !cpu_tensor_extent(t, &ext)) return false;
+    if (!t || !t->data || !elmi_cpu_tensor_extent(t, &ext)) return false;
     s->lo = (uintptr_t)t->data;
     s->hi = s->lo + ext;
     return true;
@@ -347,12 +347,12 @@ static bool same_layout(const be_tensor *a, const be_tensor *b) {
            memcmp(a->nb, b->nb, sizeof a->nb) == 0;
 }
 
-/* The weight types cpu_mul_mat has kernels for (as its weight_traits). */
+/* The weight types elmi_cpu_mul_mat has kernels for (as its weight_traits). */
 static const qtype_traits *mv_traits(int type) {
     if (type == QT_F32 || type == QT_F16 || type == QT_BF16 || type == QT_Q4_0 ||
         type == QT_Q4_1 || type == QT_Q5_0 || type == QT_Q5_1 || type == QT_Q8_0 ||
         type == QT_Q4_K || type == QT_Q5_K || type == QT_Q6_K) {
-        const qtype_traits *tr = qtype_get(type);
+        const qtype_traits *tr = elmi_qtype_get(type);
         if (!tr || !tr->to_float || !tr->vec_dot || !cpu_vec_dot(type)) return NULL;
         if (tr->vec_dot_type != QT_F32 && !cpu_quantize(tr->vec_dot_type)) return NULL;
         return tr;
@@ -360,14 +360,14 @@ static const qtype_traits *mv_traits(int type) {
     return NULL;
 }
 
-/* A one-token MUL_MAT the in-pool mat-vec takes: the shapes cpu_mul_mat
+/* A one-token MUL_MAT the in-pool mat-vec takes: the shapes elmi_cpu_mul_mat
  * accepts (anything else goes to it, which reports the error). */
 static bool mv_init(ex_unit *u, const be_node *nd, bool exact) {
     const be_tensor *w = nd->src[0], *x = nd->src[1], *b = nd->src[2], *d = nd->dst;
     const qtype_traits *tr = mv_traits(w->type);
     size_t row;
     if (!tr || x->ne[1] != 1 || !w->data || !x->data || !d->data) return false;
-    if (!qtype_row_bytes(w->type, w->ne[0], &row) || w->nb[0] != tr->type_size) return false;
+    if (!elmi_qtype_row_bytes(w->type, w->ne[0], &row) || w->nb[0] != tr->type_size) return false;
     if (w->ne[1] > 1 && w->nb[1] < row) return false;
     if (w->type == QT_F32 && w->nb[1] % sizeof(float) != 0) return false;
     if (x->type != QT_F32 || x->nb[0] != sizeof(float) || d->type != QT_F32 ||
@@ -465,7 +465,7 @@ static int take_slot(ex_plan *p, ex_phase *ph, const ex_unit *u) {
                 p->slots[i].vdt == (int)tr->vec_dot_type)
                 return i;
     size_t bytes = (size_t)u->K * sizeof(float);
-    if (quant) qtype_row_bytes(tr->vec_dot_type, u->K, &bytes);
+    if (quant) elmi_qtype_row_bytes(tr->vec_dot_type, u->K, &bytes);
     ex_slot *s = &p->slots[p->n_slots];
     *s = (ex_slot){.x = u->x, .K = u->K, .vdt = tr->vec_dot_type, .off = ph->slot_bytes};
     s->quantize = quant ? cpu_quantize(tr->vec_dot_type) : NULL;
@@ -478,7 +478,7 @@ static int take_slot(ex_plan *p, ex_phase *ph, const ex_unit *u) {
  * validated; never fails for a valid one. */
 static void plan_graph(cpu_backend *cb, const be_graph *g) {
     ex_plan *p = &cb->plan;
-    int nth = tp_n_threads(cb->tp);
+    int nth = elmi_tp_n_threads(cb->tp);
     p->n_units = p->n_slots = p->n_phases = p->n_segs = 0;
     p->op_scratch = p->slot_stride = 0;
     bool in_segment = false;
@@ -516,8 +516,8 @@ static void plan_graph(cpu_backend *cb, const be_graph *g) {
             ph->n_chunks += u.n_chunks;
             if (ph->slot_bytes > p->slot_stride) p->slot_stride = ph->slot_bytes;
         } else {
-            size_t need = cpu_op_work_size(u.a, nth);
-            if (u.b && cpu_op_work_size(u.b, nth) > need) need = cpu_op_work_size(u.b, nth);
+            size_t need = elmi_cpu_op_work_size(u.a, nth);
+            if (u.b && elmi_cpu_op_work_size(u.b, nth) > need) need = elmi_cpu_op_work_size(u.b, nth);
             u.scratch_off = ph->op_bytes;
             ph->op_bytes += cpu_align_up(need);
             if (ph->op_bytes > p->op_scratch) p->op_scratch = ph->op_bytes;
@@ -570,11 +570,11 @@ static void run_phase(ex_plan *p, int index, char *work, int ith, int nth) {
     for (int i = 0; i < ph->n_units; i++) {
         const ex_unit *u = &units[i];
         if (u->kind == U_OP)
-            cpu_op_compute(u->a, work + u->scratch_off, ith, nth);
+            elmi_cpu_op_compute(u->a, work + u->scratch_off, ith, nth);
         else if (u->kind == U_ROPE_STORE)
-            cpu_rope_store(u->a, u->b, ith, nth);
+            elmi_cpu_rope_store(u->a, u->b, ith, nth);
         else if (u->kind == U_ADD_NORM)
-            cpu_add_rms_norm(u->a, u->b, ith, nth);
+            elmi_cpu_add_rms_norm(u->a, u->b, ith, nth);
     }
     if (ph->n_chunks == 0) return;
     char *slots = work + p->op_scratch + p->slot_stride * (size_t)ith;
@@ -612,18 +612,18 @@ static void run_segment(void *arg, int ith, int nth) {
     const seg_task *t = arg;
     ex_plan *p = &t->cb->plan;
     for (int i = 0; i < t->seg->n_phases; i++) {
-        if (i > 0) tp_barrier(t->cb->tp);
+        if (i > 0) elmi_tp_barrier(t->cb->tp);
         run_phase(p, t->seg->first_phase + i, t->work, ith, nth);
     }
 }
 
 static elm_status run_mul_mat(cpu_backend *cb, const be_node *nd, int index, bool exact, char *err,
                               size_t err_size) {
-    elm_status st = cpu_mul_mat(cb->tp, nd->src[0], nd->src[1], nd->src[2], nd->dst, exact,
+    elm_status st = elmi_cpu_mul_mat(cb->tp, nd->src[0], nd->src[1], nd->src[2], nd->dst, exact,
                                 cb->work, cb->work_size);
     if (st != ELM_OK) {
         cpu_check c = {.index = index, .node = nd, .err = err, .err_size = err_size};
-        cpu_check_fail(&c, st, nd->src[0], "src0", "matrix product failed (status %d)", (int)st);
+        elmi_cpu_check_fail(&c, st, nd->src[0], "src0", "matrix product failed (status %d)", (int)st);
     }
     return st;
 }
@@ -635,10 +635,10 @@ static elm_status cpu_graph_compute(be_backend *be, const be_graph *g, char *err
         return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "graph_compute: bad graph");
     size_t need;
     ELM_TRY(check_graph(cb, g, &need, err, err_size));
-    elm_status st = plan_reserve(&cb->plan, g->n_nodes, tp_n_threads(cb->tp));
+    elm_status st = plan_reserve(&cb->plan, g->n_nodes, elmi_tp_n_threads(cb->tp));
     if (st != ELM_OK) goto fail;
     plan_graph(cb, g);
-    size_t pool = cb->plan.op_scratch + cb->plan.slot_stride * (size_t)tp_n_threads(cb->tp);
+    size_t pool = cb->plan.op_scratch + cb->plan.slot_stride * (size_t)elmi_tp_n_threads(cb->tp);
     if (pool > need) need = pool;
     st = reserve_work(cb, need);
     if (st != ELM_OK) goto fail;
@@ -651,7 +651,7 @@ static elm_status cpu_graph_compute(be_backend *be, const be_graph *g, char *err
             continue;
         }
         seg_task task = {.cb = cb, .seg = seg, .work = cb->work};
-        tp_run(cb->tp, run_segment, &task);
+        elmi_tp_run(cb->tp, run_segment, &task);
     }
     cb->stats.n_nodes += (uint64_t)g->n_nodes;
     return ELM_OK;
@@ -681,13 +681,13 @@ static const be_iface cpu_iface = {
 /* n_threads <= 0: the physical cores. pin: worker thread i stays on
  * physical core i (the calling thread, which belongs to the application,
  * is left alone); off by default, since several backends, one per context,
- * may share the cores. Declared in backend.h next to be_cpu_new. */
-elm_status be_cpu_new_ex(int n_threads, bool pin, be_backend **out) {
+ * may share the cores. Declared in backend.h next to elmi_be_cpu_new. */
+elm_status elmi_be_cpu_new_ex(int n_threads, bool pin, be_backend **out) {
     if (!out) return ELM_ERR_INVALID_ARG;
     *out = NULL;
     cpu_backend *cb = elmi_calloc(1, sizeof *cb);
     if (!cb) return ELM_ERR_NO_MEMORY;
-    elm_status st = tp_new(n_threads > 0 ? n_threads : be_cpu_physical_cores(), pin, &cb->tp);
+    elm_status st = elmi_tp_new(n_threads > 0 ? n_threads : elmi_be_cpu_physical_cores(), pin, &cb->tp);
     if (st != ELM_OK) {
         elmi_free(cb);
         return st;
@@ -698,6 +698,6 @@ elm_status be_cpu_new_ex(int n_threads, bool pin, be_backend **out) {
     return ELM_OK;
 }
 
-elm_status be_cpu_new(int n_threads, be_backend **out) {
-    return be_cpu_new_ex(n_threads, false, out);
+elm_status elmi_be_cpu_new(int n_threads, be_backend **out) {
+    return elmi_be_cpu_new_ex(n_threads, false, out);
 }

@@ -28,7 +28,7 @@ static void allowed_cpus(cpu_set_t *set) {
     for (int i = 0; i < MAX_CPUS; i++) CPU_SET(i, set);
 }
 
-int cpu_core_cpus(int *cpus, int max) {
+int elmi_cpu_core_cpus(int *cpus, int max) {
     long pkg[MAX_CPUS], core[MAX_CPUS];
     cpu_set_t set;
     allowed_cpus(&set);
@@ -49,9 +49,9 @@ int cpu_core_cpus(int *cpus, int max) {
     return n;
 }
 
-int be_cpu_physical_cores(void) {
+int elmi_be_cpu_physical_cores(void) {
     int cpus[MAX_CPUS];
-    int n = cpu_core_cpus(cpus, MAX_CPUS);
+    int n = elmi_cpu_core_cpus(cpus, MAX_CPUS);
     if (n > 0) return n;
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     return online > 0 ? (int)online : 1;

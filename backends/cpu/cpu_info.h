@@ -5,6 +5,6 @@
 /* Fills cpus[0..max) with one logical CPU per physical core this process may
  * run on (the lowest-numbered sibling), in ascending order. Returns how many
  * it wrote, or 0 when the topology cannot be read. */
-int cpu_core_cpus(int *cpus, int max);
+int elmi_cpu_core_cpus(int *cpus, int max);
 
 #endif

@@ -57,10 +57,10 @@ typedef struct cpu_gemm {
 
 /* The tiled kernels for weight type `type` at `level`, or NULL (no fallback
  * to a lower level: the caller then uses the dot kernels). `level` must be
- * supported by this CPU (cpu_simd_supported). */
-const cpu_gemm *cpu_gemm_at(int type, cpu_simd level);
+ * supported by this CPU (elmi_cpu_simd_supported). */
+const cpu_gemm *elmi_cpu_gemm_at(int type, cpu_simd level);
 static inline const cpu_gemm *cpu_gemm_get(int type) {
-    return cpu_gemm_at(type, cpu_simd_active());
+    return elmi_cpu_gemm_at(type, elmi_cpu_simd_active());
 }
 
 /* Bytes of one activation group for rows of n values. */
@@ -71,10 +71,10 @@ static inline size_t cpu_gemm_group_bytes(const cpu_gemm *g, int64_t n) {
 /* Row dequantization for the exact mode: a SIMD version bit-identical to
  * the reference to_float of `type` where the active level has one, else
  * the reference itself (NULL for a type without to_float). */
-qt_to_float_fn cpu_dequant_get(int type);
+qt_to_float_fn elmi_cpu_dequant_get(int type);
 
 /* Filled by gemm_x86.c: the one-token dot kernels (cpu_dot_fn) made of the
  * gemm pieces, for the types that have them at `level`. */
-void cpu_fill_gemm_dots_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]);
+void elmi_cpu_fill_gemm_dots_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]);
 
 #endif

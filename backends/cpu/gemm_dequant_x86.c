@@ -4,10 +4,10 @@
  * module's reference to_float for every input, NaN and infinite scales
  * included: each value is produced by the reference's float operations on
  * the same operands (a product and a sum are never fused; fp16 scales
- * widened by vcvtph2ps, which differs from elm_fp16_to_f32 only in quieting
+ * widened by vcvtph2ps, which differs from elmi_fp16_to_f32 only in quieting
  * a signalling NaN, and a NaN scale makes every value of its block that
  * NaN, quieted, either way). F16 weights are converted by vcvtph2ps with the
- * NaN lanes rebuilt as elm_fp16_to_f32 builds them.
+ * NaN lanes rebuilt as elmi_fp16_to_f32 builds them.
  */
 #include "backends/cpu/gemm.h"
 
@@ -175,7 +175,7 @@ TGT_AVX2 static void deq_q6_K(const void *restrict src, float *restrict dst, int
 }
 
 /* F16: vcvtph2ps, with NaN lanes rebuilt as sign | 0x7f800000 | man << 13
- * (the signalling ones stay signalling, as in elm_fp16_to_f32). */
+ * (the signalling ones stay signalling, as in elmi_fp16_to_f32). */
 TGT_AVX2 static void deq_f16(const void *restrict src, float *restrict dst, int64_t n) {
     const elm_fp16 *h = src;
     int64_t i = 0;
@@ -194,7 +194,7 @@ TGT_AVX2 static void deq_f16(const void *restrict src, float *restrict dst, int6
         }
         _mm256_storeu_ps(dst + i, f);
     }
-    for (; i < n; i++) dst[i] = elm_fp16_to_f32(h[i]);
+    for (; i < n; i++) dst[i] = elmi_fp16_to_f32(h[i]);
 }
 
 TGT_AVX2 static void deq_bf16(const void *restrict src, float *restrict dst, int64_t n) {
@@ -204,11 +204,11 @@ TGT_AVX2 static void deq_bf16(const void *restrict src, float *restrict dst, int
         __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(h + i)));
         _mm256_storeu_si256((__m256i *)(dst + i), _mm256_slli_epi32(w, 16));
     }
-    for (; i < n; i++) dst[i] = elm_bf16_to_f32(h[i]);
+    for (; i < n; i++) dst[i] = elmi_bf16_to_f32(h[i]);
 }
 
-qt_to_float_fn cpu_dequant_get(int type) {
-    if (cpu_simd_active() == CPU_SIMD_AVX2 || cpu_simd_active() == CPU_SIMD_AVX512VNNI) {
+qt_to_float_fn elmi_cpu_dequant_get(int type) {
+    if (elmi_cpu_simd_active() == CPU_SIMD_AVX2 || elmi_cpu_simd_active() == CPU_SIMD_AVX512VNNI) {
         switch (type) {
         case QT_F16: return deq_f16;
         case QT_BF16: return deq_bf16;
@@ -223,14 +223,14 @@ qt_to_float_fn cpu_dequant_get(int type) {
         default: break;
         }
     }
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     return tr ? tr->to_float : NULL;
 }
 
 #else /* not x86 */
 
-qt_to_float_fn cpu_dequant_get(int type) {
-    const qtype_traits *tr = qtype_get(type);
+qt_to_float_fn elmi_cpu_dequant_get(int type) {
+    const qtype_traits *tr = elmi_qtype_get(type);
     return tr ? tr->to_float : NULL;
 }
 

@@ -1111,7 +1111,7 @@ static const cpu_gemm *gemm_table(int type, cpu_simd level) {
 
 /* (No support check here: it costs a cpuid, and the callers pass the
  * active level, which is supported.) */
-const cpu_gemm *cpu_gemm_at(int type, cpu_simd level) { return gemm_table(type, level); }
+const cpu_gemm *elmi_cpu_gemm_at(int type, cpu_simd level) { return gemm_table(type, level); }
 
 /* ------------------------------------------- one-token dot kernels */
 
@@ -1179,7 +1179,7 @@ GEMM_DOT(q5_1, block_q8_1)
 GEMM_DOT(q4_K, block_q8_K)
 GEMM_DOT(q6_K, block_q8_K)
 
-void cpu_fill_gemm_dots_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
+void elmi_cpu_fill_gemm_dots_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
     if (level == CPU_SIMD_AVX512VNNI) {
         dot[QT_Q4_0] = q4_0_dot_vnni;
         dot[QT_Q5_0] = q5_0_dot_vnni;
@@ -1201,13 +1201,13 @@ void cpu_fill_gemm_dots_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
 
 #else /* not x86 */
 
-const cpu_gemm *cpu_gemm_at(int type, cpu_simd level) {
+const cpu_gemm *elmi_cpu_gemm_at(int type, cpu_simd level) {
     (void)type;
     (void)level;
     return NULL;
 }
 
-void cpu_fill_gemm_dots_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
+void elmi_cpu_fill_gemm_dots_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
     (void)level;
     (void)dot;
 }

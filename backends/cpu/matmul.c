@@ -31,7 +31,7 @@
  * it overtakes the dot kernels; GEMM_KC_BYTES of panel per K range, the
  * best prompt speed overall of the sizes tried.
  *
- * Each mode runs as one tp_run per product. Small activations are quantized
+ * Each mode runs as one elmi_tp_run per product. Small activations are quantized
  * by the caller instead of the threads, which costs less than a barrier.
  *
  * OpenBLAS is Debian's serial build (docs/openblas.md): it starts no threads
@@ -120,7 +120,7 @@ static bool weight_type_known(int t) {
 /* Traits of a weight type the kernels can run, or NULL. */
 static const qtype_traits *weight_traits(int t) {
     if (!weight_type_known(t)) return NULL;
-    const qtype_traits *tr = qtype_get(t);
+    const qtype_traits *tr = elmi_qtype_get(t);
     if (!tr || !tr->to_float || !tr->vec_dot || !cpu_vec_dot(t)) return NULL;
     if (!cpu_quantize(tr->vec_dot_type) && tr->vec_dot_type != QT_F32) return NULL;
     return tr;
@@ -144,7 +144,7 @@ static elm_status check_shapes(const be_tensor *w, const be_tensor *x, const be_
     if (!is_matrix(w) || !is_matrix(x) || !is_matrix(dst)) return ELM_ERR_INVALID_ARG;
     int64_t K = w->ne[0], N = w->ne[1], T = x->ne[1];
     size_t row_bytes;
-    if (!qtype_row_bytes(w->type, K, &row_bytes)) return ELM_ERR_INVALID_ARG;
+    if (!elmi_qtype_row_bytes(w->type, K, &row_bytes)) return ELM_ERR_INVALID_ARG;
     if (w->nb[0] != wt->type_size || (N > 1 && w->nb[1] < row_bytes)) return ELM_ERR_INVALID_ARG;
     if (w->type == QT_F32 && w->nb[1] % sizeof(float) != 0) return ELM_ERR_INVALID_ARG;
     if (x->ne[0] != K || dst->ne[0] != N || dst->ne[1] != T) return ELM_ERR_INVALID_ARG;
@@ -158,7 +158,7 @@ static elm_status check_shapes(const be_tensor *w, const be_tensor *x, const be_
 /* Bytes of one activation row in the vec_dot_type, 0 when x is used as is. */
 static size_t act_row_bytes(const qtype_traits *wt, int64_t K) {
     size_t b = 0;
-    if (wt->vec_dot_type == QT_F32 || !qtype_row_bytes(wt->vec_dot_type, K, &b)) return 0;
+    if (wt->vec_dot_type == QT_F32 || !elmi_qtype_row_bytes(wt->vec_dot_type, K, &b)) return 0;
     return align_up(b);
 }
 
@@ -222,26 +222,26 @@ static size_t work_bytes(const qtype_traits *wt, int w_type, int64_t K, int64_t 
     return row ? ALIGN + row * (size_t)T : 0;
 }
 
-size_t cpu_mul_mat_work_size(const be_tensor *w, const be_tensor *x, bool exact, int n_threads) {
+size_t elmi_cpu_mul_mat_work_size(const be_tensor *w, const be_tensor *x, bool exact, int n_threads) {
     if (!w || !x || n_threads < 1) return 0;
     const qtype_traits *wt = weight_traits(w->type);
     if (!wt || w->ne[0] <= 0 || x->ne[1] <= 0) return 0;
     return work_bytes(wt, w->type, w->ne[0], x->ne[1], exact, n_threads);
 }
 
-const char *cpu_simd_level(void) { return cpu_simd_name(cpu_simd_active()); }
+const char *elmi_cpu_simd_level(void) { return elmi_cpu_simd_name(elmi_cpu_simd_active()); }
 
 /* ------------------------------------------------------------ the tasks */
 
 static void run(mm_task *m, tp_task_fn fn) {
     if (m->tp)
-        tp_run(m->tp, fn, m);
+        elmi_tp_run(m->tp, fn, m);
     else
         fn(m, 0, 1);
 }
 
 static void barrier(mm_task *m, int nth) {
-    if (nth > 1) tp_barrier(m->tp);
+    if (nth > 1) elmi_tp_barrier(m->tp);
 }
 
 /* Quantizes this thread's share of the T x (K / block) activation blocks. */
@@ -476,7 +476,7 @@ static void init_task(mm_task *m, elm_threadpool *tp, const be_tensor *w, const 
 
 static void run_exact(mm_task *m, char *work, int nth) {
     m->dot = cpu_vec_dot(QT_F32);
-    m->deq = cpu_dequant_get(m->w_type);
+    m->deq = elmi_cpu_dequant_get(m->w_type);
     m->scratch = work;
     m->scratch_bytes = align_up(exact_scratch_floats(m->w_type, m->K, m->T) * sizeof(float));
     if (m->T == 1) {
@@ -511,7 +511,7 @@ static void run_float_sgemm(mm_task *m, char *work, int nth) {
         float *xr = (float *)(work + per * (size_t)nth);
         char *row = (char *)xr + align_up((size_t)m->K * (size_t)m->T * sizeof(float));
         cpu_quantize_fn q = cpu_quantize(m->wt->vec_dot_type);
-        qt_to_float_fn back = cpu_dequant_get(m->wt->vec_dot_type);
+        qt_to_float_fn back = elmi_cpu_dequant_get(m->wt->vec_dot_type);
         for (int64_t t = 0; t < m->T; t++) {
             q((const float *)(m->x + (size_t)t * m->x_stride), row, m->K);
             back(row, xr + (size_t)t * (size_t)m->K, m->K);
@@ -532,7 +532,7 @@ static void run_fast(mm_task *m, char *work, int nth) {
         run_gemm(m, work, nth);
         return;
     }
-    m->vt = qtype_get(m->wt->vec_dot_type);
+    m->vt = elmi_qtype_get(m->wt->vec_dot_type);
     m->dot = cpu_vec_dot(m->w_type);
     m->quantize_x = m->wt->vec_dot_type != QT_F32;
     if (m->quantize_x) {
@@ -552,14 +552,14 @@ static void run_fast(mm_task *m, char *work, int nth) {
     run(m, fast_task);
 }
 
-elm_status cpu_mul_mat(elm_threadpool *tp, const be_tensor *w, const be_tensor *x,
+elm_status elmi_cpu_mul_mat(elm_threadpool *tp, const be_tensor *w, const be_tensor *x,
                        const be_tensor *bias, be_tensor *dst, bool exact, void *work,
                        size_t work_size) {
     if (!w || !x || !dst) return ELM_ERR_INVALID_ARG;
     const qtype_traits *wt = weight_traits(w->type);
     if (!wt || (exact && !cpu_vec_dot(QT_F32))) return ELM_ERR_UNSUPPORTED;
     ELM_TRY(check_shapes(w, x, bias, dst, wt));
-    int nth = tp_n_threads(tp);
+    int nth = elmi_tp_n_threads(tp);
     size_t need = work_bytes(wt, w->type, w->ne[0], x->ne[1], exact, nth);
     if (need > work_size || (need && !work)) return ELM_ERR_INVALID_ARG;
     char *aligned = need ? (char *)(((uintptr_t)work + ALIGN - 1) & ~(uintptr_t)(ALIGN - 1)) : NULL;

@@ -415,16 +415,16 @@ TGT_AVX2 static float q80_row_avx2(const block_q8_0 *w, const block_q8_0 *y, int
 
 ROW_DOT(TGT_AVX2, q80_dot_avx2, q80_row_avx2, block_q8_0, block_q8_0, 32)
 
-bool cpu_matvec_x86_has(int type, cpu_simd level) {
+bool elmi_cpu_matvec_x86_has(int type, cpu_simd level) {
     return (level == CPU_SIMD_AVX512VNNI || level == CPU_SIMD_AVX2) &&
            (type == QT_Q4_0 || type == QT_Q8_0 || type == QT_Q4_K || type == QT_Q6_K);
 }
 
-void cpu_fill_matvec_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
+void elmi_cpu_fill_matvec_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
     if (level == CPU_SIMD_AVX2) {
         dot[QT_Q4_0] = q40_dot_avx2;
         dot[QT_Q8_0] = q80_dot_avx2;
-        cpu_fill_x86_k_rows(level, dot);
+        elmi_cpu_fill_x86_k_rows(level, dot);
         return;
     }
     if (level != CPU_SIMD_AVX512VNNI) return;

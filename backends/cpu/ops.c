@@ -34,7 +34,7 @@ static piece_split split_pieces(int64_t rows, int64_t n, int ith, int nth) {
         s.pieces = want < most ? want : most;
         if (s.pieces < 1) s.pieces = 1;
     }
-    cpu_split(rows * s.pieces, ith, nth, &s.u0, &s.u1);
+    elmi_cpu_split(rows * s.pieces, ith, nth, &s.u0, &s.u1);
     return s;
 }
 
@@ -51,7 +51,7 @@ static void compute_add(const be_node *nd, int ith, int nth) {
         int64_t r = u / s.pieces, p = u % s.pieces;
         int64_t c0 = piece_bound(n, p, s.pieces), c1 = piece_bound(n, p + 1, s.pieces);
         float *z = (float *)flat_row(d, r) + c0;
-        cpu_vec_add_f32(z, (const float *)flat_row(a, r) + c0, (const float *)flat_row(b, r) + c0,
+        elmi_cpu_vec_add_f32(z, (const float *)flat_row(a, r) + c0, (const float *)flat_row(b, r) + c0,
                         c1 - c0);
     }
 }
@@ -65,7 +65,7 @@ static void compute_swiglu(const be_node *nd, int ith, int nth) {
         int64_t c0 = piece_bound(n, p, s.pieces), c1 = piece_bound(n, p + 1, s.pieces);
         const float *x = flat_row(a, r), *g = flat_row(b, r);
         float *z = flat_row(d, r);
-        cpu_vec_swiglu_f32(z + c0, x + c0, g + c0, c1 - c0);
+        elmi_cpu_vec_swiglu_f32(z + c0, x + c0, g + c0, c1 - c0);
     }
 }
 
@@ -75,26 +75,26 @@ static void compute_rms_norm(const be_node *nd, int ith, int nth) {
     const be_tensor *a = nd->src[0], *d = nd->dst;
     const float *w = nd->src[1]->data;
     int64_t n = a->ne[0], r0, r1;
-    cpu_split(n_rows(a), ith, nth, &r0, &r1);
+    elmi_cpu_split(n_rows(a), ith, nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
         const float *x = flat_row(a, r);
-        double mean = (double)cpu_vec_dot_f32(x, x, n) / (double)n;
+        double mean = (double)elmi_cpu_vec_dot_f32(x, x, n) / (double)n;
         float scale = (float)(1.0 / sqrt(mean + (double)nd->fparams[0]));
-        cpu_vec_scale_mul_f32(flat_row(d, r), x, scale, w, n);
+        elmi_cpu_vec_scale_mul_f32(flat_row(d, r), x, scale, w, n);
     }
 }
 
-void cpu_add_rms_norm(const be_node *add, const be_node *norm, int ith, int nth) {
+void elmi_cpu_add_rms_norm(const be_node *add, const be_node *norm, int ith, int nth) {
     const be_tensor *a = add->src[0], *b = add->src[1], *s = add->dst, *d = norm->dst;
     const float *w = norm->src[1]->data;
     int64_t n = a->ne[0], r0, r1;
-    cpu_split(n_rows(a), ith, nth, &r0, &r1);
+    elmi_cpu_split(n_rows(a), ith, nth, &r0, &r1);
     for (int64_t r = r0; r < r1; r++) {
         float *x = flat_row(s, r);
-        cpu_vec_add_f32(x, flat_row(a, r), flat_row(b, r), n);
-        double mean = (double)cpu_vec_dot_f32(x, x, n) / (double)n;
+        elmi_cpu_vec_add_f32(x, flat_row(a, r), flat_row(b, r), n);
+        double mean = (double)elmi_cpu_vec_dot_f32(x, x, n) / (double)n;
         float scale = (float)(1.0 / sqrt(mean + (double)norm->fparams[0]));
-        cpu_vec_scale_mul_f32(flat_row(d, r), x, scale, w, n);
+        elmi_cpu_vec_scale_mul_f32(flat_row(d, r), x, scale, w, n);
     }
 }
 
@@ -102,12 +102,12 @@ static void dequantize_row(int type, const void *src, float *dst, int64_t n) {
     if (type == QT_F32) {
         memcpy(dst, src, (size_t)n * sizeof(float));
     } else if (type == QT_F16) {
-        cpu_fp16_to_f32_row(src, dst, n);
+        elmi_cpu_fp16_to_f32_row(src, dst, n);
     } else if (type == QT_BF16) {
         const uint16_t *h = src;
-        for (int64_t i = 0; i < n; i++) dst[i] = elm_bf16_to_f32(h[i]);
+        for (int64_t i = 0; i < n; i++) dst[i] = elmi_bf16_to_f32(h[i]);
     } else {
-        qtype_get(type)->to_float(src, dst, n);
+        elmi_qtype_get(type)->to_float(src, dst, n);
     }
 }
 
@@ -115,7 +115,7 @@ static void compute_get_rows(const be_node *nd, int ith, int nth) {
     const be_tensor *table = nd->src[0], *d = nd->dst;
     const int32_t *ids = nd->src[1]->data;
     int64_t t0, t1;
-    cpu_split(d->ne[1], ith, nth, &t0, &t1);
+    elmi_cpu_split(d->ne[1], ith, nth, &t0, &t1);
     for (int64_t t = t0; t < t1; t++)
         dequantize_row(table->type, cpu_row(table, ids[t], 0, 0), cpu_row(d, t, 0, 0),
                        table->ne[0]);
@@ -124,31 +124,31 @@ static void compute_get_rows(const be_node *nd, int ith, int nth) {
 static void compute_kv_store(const be_node *nd, int ith, int nth) {
     const be_tensor *src = nd->src[0], *cache = nd->dst;
     int64_t n = src->ne[0], pos = nd->iparams[0], t0, t1;
-    cpu_split(src->ne[1], ith, nth, &t0, &t1);
+    elmi_cpu_split(src->ne[1], ith, nth, &t0, &t1);
     for (int64_t t = t0; t < t1; t++) {
         const float *x = cpu_row(src, t, 0, 0);
         void *y = cpu_row(cache, pos + t, 0, 0);
         if (cache->type == QT_F16)
-            cpu_f32_to_fp16_row(x, y, n);
+            elmi_cpu_f32_to_fp16_row(x, y, n);
         else
             memmove(y, x, (size_t)n * sizeof(float));
     }
 }
 
-size_t cpu_op_work_size(const be_node *node, int nth) {
-    return node->op == BE_OP_ATTENTION ? cpu_attention_work_size(node, nth) : 0;
+size_t elmi_cpu_op_work_size(const be_node *node, int nth) {
+    return node->op == BE_OP_ATTENTION ? elmi_cpu_attention_work_size(node, nth) : 0;
 }
 
-void cpu_op_compute(const be_node *node, void *work, int ith, int nth) {
+void elmi_cpu_op_compute(const be_node *node, void *work, int ith, int nth) {
     switch (node->op) {
     case BE_OP_GET_ROWS: compute_get_rows(node, ith, nth); break;
     case BE_OP_RMS_NORM: compute_rms_norm(node, ith, nth); break;
     case BE_OP_ADD: compute_add(node, ith, nth); break;
     case BE_OP_SWIGLU: compute_swiglu(node, ith, nth); break;
-    case BE_OP_ROPE: cpu_rope(node, ith, nth); break;
+    case BE_OP_ROPE: elmi_cpu_rope(node, ith, nth); break;
     case BE_OP_KV_STORE: compute_kv_store(node, ith, nth); break;
-    case BE_OP_ATTENTION: cpu_attention(node, work, ith, nth); break;
-    case BE_OP_ARGMAX: cpu_argmax(node, ith, nth); break;
-    default: break; /* MUL_MAT runs through cpu_mul_mat; others fail the check */
+    case BE_OP_ATTENTION: elmi_cpu_attention(node, work, ith, nth); break;
+    case BE_OP_ARGMAX: elmi_cpu_argmax(node, ith, nth); break;
+    default: break; /* MUL_MAT runs through elmi_cpu_mul_mat; others fail the check */
     }
 }

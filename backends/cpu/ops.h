@@ -2,10 +2,10 @@
  * ops.h: the CPU backend's graph ops other than MUL_MAT (which lives in
  * matmul.c), their validation and the small vector helpers they share.
  *
- * Every op is written as one thread's share of one node: cpu_op_compute
+ * Every op is written as one thread's share of one node: elmi_cpu_op_compute
  * (node, work, ith, nth) does the part of the node that belongs to thread
- * ith of nth, so a caller can dispatch a node with one tp_run, or later
- * fuse several nodes into one dispatch. Nodes must pass cpu_op_check first;
+ * ith of nth, so a caller can dispatch a node with one elmi_tp_run, or later
+ * fuse several nodes into one dispatch. Nodes must pass elmi_cpu_op_check first;
  * the compute functions trust their shapes.
  */
 #ifndef ELM_CPU_OPS_H
@@ -32,46 +32,46 @@ typedef struct cpu_check {
 
 /* Writes "node <index> (<op>): tensor '<name>' (<role>): <message>" to
  * c->err and returns `status`. t may be NULL (no tensor part). */
-elm_status cpu_check_fail(const cpu_check *c, elm_status status, const be_tensor *t,
+elm_status elmi_cpu_check_fail(const cpu_check *c, elm_status status, const be_tensor *t,
                           const char *role, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
 /* A present, host-addressable tensor of `type` whose strides hold rows of
  * ne[0] values without overlap. `role` names it in messages ("src0"). */
-elm_status cpu_check_tensor(const cpu_check *c, const be_tensor *t, const char *role, int type);
+elm_status elmi_cpu_check_tensor(const cpu_check *c, const be_tensor *t, const char *role, int type);
 
-/* cpu_check_tensor of an F32 tensor of exactly (n0, n1, n2, n3). */
-elm_status cpu_check_f32(const cpu_check *c, const be_tensor *t, const char *role, int64_t n0,
+/* elmi_cpu_check_tensor of an F32 tensor of exactly (n0, n1, n2, n3). */
+elm_status elmi_cpu_check_f32(const cpu_check *c, const be_tensor *t, const char *role, int64_t n0,
                          int64_t n1, int64_t n2, int64_t n3);
 
 /* A 2-D F32 or F16 KV cache (any size). */
-elm_status cpu_check_cache(const cpu_check *c, const be_tensor *t, const char *role);
+elm_status elmi_cpu_check_cache(const cpu_check *c, const be_tensor *t, const char *role);
 
 /* Bytes from a tensor's element 0 to the end of its last row. False for an
  * unknown type, a row length that is not a multiple of the block size, a
  * non-positive dimension or an overflow. */
-bool cpu_tensor_extent(const be_tensor *t, size_t *bytes);
+bool elmi_cpu_tensor_extent(const be_tensor *t, size_t *bytes);
 
 /* Bytes of a row of n values of type t (F32, F16, BF16, I32 or any quant
  * type); false when unknown or not a whole number of blocks. */
-bool cpu_row_bytes(int type, int64_t n, size_t *out);
+bool elmi_cpu_row_bytes(int type, int64_t n, size_t *out);
 
 /* Full validation of a node other than MUL_MAT's kernel support: shapes,
  * types, params and, where the input is data (token ids), its range.
  * Returns ELM_OK, ELM_ERR_INVALID_ARG or ELM_ERR_UNSUPPORTED. */
-elm_status cpu_op_check(const be_node *node, int index, char *err, size_t err_size);
+elm_status elmi_cpu_op_check(const be_node *node, int index, char *err, size_t err_size);
 
 /* Whether the op/type combination is implemented (no shape checks). */
-bool cpu_op_supported(const be_node *node);
+bool elmi_cpu_op_supported(const be_node *node);
 
 /* --------------------------------------------------------------- compute */
 
 /* Scratch bytes a validated non-MUL_MAT node needs with nth threads. */
-size_t cpu_op_work_size(const be_node *node, int nth);
+size_t elmi_cpu_op_work_size(const be_node *node, int nth);
 
 /* Thread ith's share of a validated non-MUL_MAT node. `work` holds at least
- * cpu_op_work_size(node, nth) bytes, CPU_ALIGN aligned. */
-void cpu_op_compute(const be_node *node, void *work, int ith, int nth);
+ * elmi_cpu_op_work_size(node, nth) bytes, CPU_ALIGN aligned. */
+void elmi_cpu_op_compute(const be_node *node, void *work, int ith, int nth);
 
 /* Fused pairs of adjacent nodes (cpu_backend.c decides when the data allows
  * it); each computes exactly what the two nodes compute one after another.
@@ -79,31 +79,31 @@ void cpu_op_compute(const be_node *node, void *work, int ith, int nth);
  * KV_STORE of that tensor as (hd * nh, T): each thread rotates its heads and
  * stores them. add_rms_norm: an ADD, then the RMS_NORM of its sum: each
  * thread adds and normalizes whole rows. */
-void cpu_rope_store(const be_node *rope, const be_node *store, int ith, int nth);
-void cpu_add_rms_norm(const be_node *add, const be_node *norm, int ith, int nth);
+void elmi_cpu_rope_store(const be_node *rope, const be_node *store, int ith, int nth);
+void elmi_cpu_add_rms_norm(const be_node *add, const be_node *norm, int ith, int nth);
 
 /* Per-op entry points, for the dispatcher and the checks. */
-elm_status cpu_rope_check(const cpu_check *c);
-void cpu_rope(const be_node *node, int ith, int nth);
-elm_status cpu_attention_check(const cpu_check *c);
-elm_status cpu_argmax_check(const cpu_check *c);
-void cpu_argmax(const be_node *node, int ith, int nth);
-size_t cpu_attention_work_size(const be_node *node, int nth);
-void cpu_attention(const be_node *node, void *work, int ith, int nth);
+elm_status elmi_cpu_rope_check(const cpu_check *c);
+void elmi_cpu_rope(const be_node *node, int ith, int nth);
+elm_status elmi_cpu_attention_check(const cpu_check *c);
+elm_status elmi_cpu_argmax_check(const cpu_check *c);
+void elmi_cpu_argmax(const be_node *node, int ith, int nth);
+size_t elmi_cpu_attention_work_size(const be_node *node, int nth);
+void elmi_cpu_attention(const be_node *node, void *work, int ith, int nth);
 /* The batched path of attention_batch.c (several tokens, x86 SIMD), which
- * cpu_attention takes when it applies. */
-bool cpu_attention_batch_applies(const be_node *node);
+ * elmi_cpu_attention takes when it applies. */
+bool elmi_cpu_attention_batch_applies(const be_node *node);
 /* One step of the online softmax over n scores of a query: rescales its
  * running sum l and accumulator acc (hd values) to the new running max m,
  * and leaves exp(score - m) in score. */
-void cpu_softmax_fold(float *score, int64_t n, float *m, float *l, float *acc, int64_t hd);
-size_t cpu_attention_batch_work_size(const be_node *node, int nth);
-void cpu_attention_batch(const be_node *node, void *work, int ith, int nth);
+void elmi_cpu_softmax_fold(float *score, int64_t n, float *m, float *l, float *acc, int64_t hd);
+size_t elmi_cpu_attention_batch_work_size(const be_node *node, int nth);
+void elmi_cpu_attention_batch(const be_node *node, void *work, int ith, int nth);
 
 /* --------------------------------------------------------------- helpers */
 
 /* [*begin, *end): thread ith's share of n items split as evenly as possible. */
-void cpu_split(int64_t n, int ith, int nth, int64_t *begin, int64_t *end);
+void elmi_cpu_split(int64_t n, int ith, int nth, int64_t *begin, int64_t *end);
 
 /* Rounds n up to a multiple of CPU_ALIGN. */
 static inline size_t cpu_align_up(size_t n) {
@@ -116,32 +116,32 @@ static inline void *cpu_row(const be_tensor *t, int64_t i1, int64_t i2, int64_t 
 }
 
 /* y[i] = exp(x[i] - m) for i < n; returns the sum of the y[i]. */
-float cpu_vec_exp_sum_f32(float *y, const float *x, float m, int64_t n);
+float elmi_cpu_vec_exp_sum_f32(float *y, const float *x, float m, int64_t n);
 /* z[i] = silu(x[i]) * g[i] = x[i] / (1 + exp(-x[i])) * g[i]; z may be x or g.
  * Each element's result does not depend on n or its place in the row. */
-void cpu_vec_swiglu_f32(float *z, const float *x, const float *g, int64_t n);
+void elmi_cpu_vec_swiglu_f32(float *z, const float *x, const float *g, int64_t n);
 
 /* IEEE half rows to and from F32 (round to nearest even), F16C when the
  * CPU has it. */
-void cpu_fp16_to_f32_row(const uint16_t *restrict x, float *restrict y, int64_t n);
-void cpu_f32_to_fp16_row(const float *restrict x, uint16_t *restrict y, int64_t n);
+void elmi_cpu_fp16_to_f32_row(const uint16_t *restrict x, float *restrict y, int64_t n);
+void elmi_cpu_f32_to_fp16_row(const float *restrict x, uint16_t *restrict y, int64_t n);
 
 /* sum x[i] * y[i], accumulated in F32 lanes in a fixed order. */
-float cpu_vec_dot_f32(const float *restrict x, const float *restrict y, int64_t n);
+float elmi_cpu_vec_dot_f32(const float *restrict x, const float *restrict y, int64_t n);
 /* y[i] += a * x[i]. */
-void cpu_vec_mad_f32(float *restrict y, const float *restrict x, float a, int64_t n);
+void elmi_cpu_vec_mad_f32(float *restrict y, const float *restrict x, float a, int64_t n);
 /* Over n_rows rows of n values of type F32 or F16 (converted in registers),
  * row j at (const char *)rows + j * stride:
  * dot_rows: out[j] = dot(x, row j); mad_rows: y += sum_j a[j] * row j. */
-void cpu_vec_dot_rows(int type, const float *x, const void *rows, size_t stride, int64_t n_rows,
+void elmi_cpu_vec_dot_rows(int type, const float *x, const void *rows, size_t stride, int64_t n_rows,
                       int64_t n, float *out);
-void cpu_vec_mad_rows(int type, float *y, const void *rows, size_t stride, const float *a,
+void elmi_cpu_vec_mad_rows(int type, float *y, const void *rows, size_t stride, const float *a,
                       int64_t n_rows, int64_t n);
 /* y[i] *= a. */
-void cpu_vec_scale_f32(float *y, float a, int64_t n);
+void elmi_cpu_vec_scale_f32(float *y, float a, int64_t n);
 /* z[i] = x[i] + y[i]; z may be x or y. */
-void cpu_vec_add_f32(float *z, const float *x, const float *y, int64_t n);
+void elmi_cpu_vec_add_f32(float *z, const float *x, const float *y, int64_t n);
 /* z[i] = x[i] * a * w[i]; z may be x. */
-void cpu_vec_scale_mul_f32(float *z, const float *x, float a, const float *w, int64_t n);
+void elmi_cpu_vec_scale_mul_f32(float *z, const float *x, float a, const float *w, int64_t n);
 
 #endif /* ELM_CPU_OPS_H */

@@ -10,11 +10,11 @@
 #include "common/status.h"
 #include "quant/quant.h"
 
-elm_status cpu_check_fail(const cpu_check *c, elm_status status, const be_tensor *t,
+elm_status elmi_cpu_check_fail(const cpu_check *c, elm_status status, const be_tensor *t,
                           const char *role, const char *fmt, ...) {
     if (!c->err || c->err_size == 0) return status;
     int n = snprintf(c->err, c->err_size, "node %d (%s): ", c->index,
-                     c->node ? be_op_name(c->node->op) : "?");
+                     c->node ? elmi_be_op_name(c->node->op) : "?");
     if (n >= 0 && (size_t)n < c->err_size && role) {
         /* The name is not trusted to be NUL-terminated. */
         int m = t ? snprintf(c->err + n, c->err_size - n,
@@ -39,14 +39,14 @@ static bool block_info(int type, int64_t *block, size_t *bytes) {
     case QT_BF16: *block = 1, *bytes = 2; return true;
     default: break;
     }
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     if (!tr || tr->block_size <= 0 || tr->type_size == 0) return false;
     *block = tr->block_size;
     *bytes = tr->type_size;
     return true;
 }
 
-bool cpu_row_bytes(int type, int64_t n, size_t *out) {
+bool elmi_cpu_row_bytes(int type, int64_t n, size_t *out) {
     int64_t block;
     size_t bytes;
     if (!block_info(type, &block, &bytes) || n < 0 || n % block != 0) return false;
@@ -56,7 +56,7 @@ bool cpu_row_bytes(int type, int64_t n, size_t *out) {
 /* The extent of dims 0..d, checking that consecutive indices of dim d do not
  * overlap the extent of the dims below it. */
 static bool extent_up_to(const be_tensor *t, size_t *span) {
-    if (!cpu_row_bytes(t->type, t->ne[0], span) || t->ne[0] < 1) return false;
+    if (!elmi_cpu_row_bytes(t->type, t->ne[0], span) || t->ne[0] < 1) return false;
     for (int d = 1; d < 4; d++) {
         if (t->ne[d] < 1) return false;
         if (t->ne[d] == 1) continue;
@@ -68,38 +68,38 @@ static bool extent_up_to(const be_tensor *t, size_t *span) {
     return true;
 }
 
-bool cpu_tensor_extent(const be_tensor *t, size_t *bytes) {
+bool elmi_cpu_tensor_extent(const be_tensor *t, size_t *bytes) {
     return t && extent_up_to(t, bytes);
 }
 
-elm_status cpu_check_tensor(const cpu_check *c, const be_tensor *t, const char *role, int type) {
-    if (!t) return cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, role, "missing tensor");
+elm_status elmi_cpu_check_tensor(const cpu_check *c, const be_tensor *t, const char *role, int type) {
+    if (!t) return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, role, "missing tensor");
     if (t->type != type)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role, "type %s, expected %s",
-                              qtype_name(t->type), qtype_name(type));
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role, "type %s, expected %s",
+                              elmi_qtype_name(t->type), elmi_qtype_name(type));
     int64_t block;
     size_t bytes;
     if (!block_info(t->type, &block, &bytes))
-        return cpu_check_fail(c, ELM_ERR_UNSUPPORTED, t, role, "unknown type %d", t->type);
+        return elmi_cpu_check_fail(c, ELM_ERR_UNSUPPORTED, t, role, "unknown type %d", t->type);
     if (t->nb[0] != bytes)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
                               "nb[0] = %zu, expected %zu (rows must be contiguous)", t->nb[0],
                               bytes);
     size_t extent;
     if (!extent_up_to(t, &extent))
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
                               "bad shape (%lld, %lld, %lld, %lld) or strides for %s",
                               (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
-                              (long long)t->ne[3], qtype_name(t->type));
-    if (!t->data) return cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role, "not in host memory");
+                              (long long)t->ne[3], elmi_qtype_name(t->type));
+    if (!t->data) return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role, "not in host memory");
     return ELM_OK;
 }
 
-elm_status cpu_check_f32(const cpu_check *c, const be_tensor *t, const char *role, int64_t n0,
+elm_status elmi_cpu_check_f32(const cpu_check *c, const be_tensor *t, const char *role, int64_t n0,
                          int64_t n1, int64_t n2, int64_t n3) {
-    ELM_TRY(cpu_check_tensor(c, t, role, QT_F32));
+    ELM_TRY(elmi_cpu_check_tensor(c, t, role, QT_F32));
     if (t->ne[0] != n0 || t->ne[1] != n1 || t->ne[2] != n2 || t->ne[3] != n3)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
                               "shape (%lld, %lld, %lld, %lld), expected (%lld, %lld, %lld, %lld)",
                               (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
                               (long long)t->ne[3], (long long)n0, (long long)n1, (long long)n2,
@@ -110,32 +110,32 @@ elm_status cpu_check_f32(const cpu_check *c, const be_tensor *t, const char *rol
 /* A tensor of a type with a dequantizer (F32, F16, BF16 or a quant type). */
 static bool dequantizable(int type) {
     if (type == QT_F32 || type == QT_F16 || type == QT_BF16) return true;
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     return tr && tr->to_float;
 }
 
 static elm_status check_any_type(const cpu_check *c, const be_tensor *t, const char *role) {
-    if (!t) return cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, role, "missing tensor");
+    if (!t) return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, role, "missing tensor");
     if (!dequantizable(t->type))
-        return cpu_check_fail(c, ELM_ERR_UNSUPPORTED, t, role, "type %s not supported",
-                              qtype_name(t->type));
-    return cpu_check_tensor(c, t, role, t->type);
+        return elmi_cpu_check_fail(c, ELM_ERR_UNSUPPORTED, t, role, "type %s not supported",
+                              elmi_qtype_name(t->type));
+    return elmi_cpu_check_tensor(c, t, role, t->type);
 }
 
 static elm_status check_get_rows(const cpu_check *c) {
     const be_node *nd = c->node;
     const be_tensor *table = nd->src[0], *ids = nd->src[1];
     ELM_TRY(check_any_type(c, table, "src0"));
-    ELM_TRY(cpu_check_tensor(c, ids, "src1", BE_TYPE_I32));
+    ELM_TRY(elmi_cpu_check_tensor(c, ids, "src1", BE_TYPE_I32));
     if (table->ne[2] != 1 || table->ne[3] != 1)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, table, "src0", "table must be 2-D");
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, table, "src0", "table must be 2-D");
     if (ids->ne[1] != 1 || ids->ne[2] != 1 || ids->ne[3] != 1)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, ids, "src1", "ids must be 1-D");
-    ELM_TRY(cpu_check_f32(c, nd->dst, "dst", table->ne[0], ids->ne[0], 1, 1));
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, ids, "src1", "ids must be 1-D");
+    ELM_TRY(elmi_cpu_check_f32(c, nd->dst, "dst", table->ne[0], ids->ne[0], 1, 1));
     const int32_t *id = ids->data;
     for (int64_t t = 0; t < ids->ne[0]; t++)
         if (id[t] < 0 || id[t] >= table->ne[1])
-            return cpu_check_fail(c, ELM_ERR_INVALID_ARG, ids, "src1",
+            return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, ids, "src1",
                                   "id %d at %lld outside the table's %lld rows", (int)id[t],
                                   (long long)t, (long long)table->ne[1]);
     return ELM_OK;
@@ -143,52 +143,52 @@ static elm_status check_get_rows(const cpu_check *c) {
 
 static elm_status check_same_f32(const cpu_check *c, const be_tensor *t, const char *role,
                                  const be_tensor *like) {
-    return cpu_check_f32(c, t, role, like->ne[0], like->ne[1], like->ne[2], like->ne[3]);
+    return elmi_cpu_check_f32(c, t, role, like->ne[0], like->ne[1], like->ne[2], like->ne[3]);
 }
 
 static elm_status check_rms_norm(const cpu_check *c) {
     const be_node *nd = c->node;
-    ELM_TRY(cpu_check_tensor(c, nd->src[0], "src0", QT_F32));
-    ELM_TRY(cpu_check_f32(c, nd->src[1], "src1", nd->src[0]->ne[0], 1, 1, 1));
+    ELM_TRY(elmi_cpu_check_tensor(c, nd->src[0], "src0", QT_F32));
+    ELM_TRY(elmi_cpu_check_f32(c, nd->src[1], "src1", nd->src[0]->ne[0], 1, 1, 1));
     ELM_TRY(check_same_f32(c, nd->dst, "dst", nd->src[0]));
     float eps = nd->fparams[0];
     if (!(eps >= 0.0f) || !isfinite(eps))
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams[0]", "eps %g", eps);
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams[0]", "eps %g", eps);
     return ELM_OK;
 }
 
 /* ADD and SWIGLU: three F32 tensors of one shape. */
 static elm_status check_binary(const cpu_check *c) {
     const be_node *nd = c->node;
-    ELM_TRY(cpu_check_tensor(c, nd->src[0], "src0", QT_F32));
+    ELM_TRY(elmi_cpu_check_tensor(c, nd->src[0], "src0", QT_F32));
     ELM_TRY(check_same_f32(c, nd->src[1], "src1", nd->src[0]));
     return check_same_f32(c, nd->dst, "dst", nd->src[0]);
 }
 
-elm_status cpu_check_cache(const cpu_check *c, const be_tensor *t, const char *role) {
-    if (!t) return cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, role, "missing tensor");
+elm_status elmi_cpu_check_cache(const cpu_check *c, const be_tensor *t, const char *role) {
+    if (!t) return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, role, "missing tensor");
     if (t->type != QT_F32 && t->type != QT_F16)
-        return cpu_check_fail(c, ELM_ERR_UNSUPPORTED, t, role, "cache type %s not supported",
-                              qtype_name(t->type));
-    ELM_TRY(cpu_check_tensor(c, t, role, t->type));
+        return elmi_cpu_check_fail(c, ELM_ERR_UNSUPPORTED, t, role, "cache type %s not supported",
+                              elmi_qtype_name(t->type));
+    ELM_TRY(elmi_cpu_check_tensor(c, t, role, t->type));
     if (t->ne[2] != 1 || t->ne[3] != 1)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role, "cache must be 2-D");
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role, "cache must be 2-D");
     return ELM_OK;
 }
 
 static elm_status check_kv_store(const cpu_check *c) {
     const be_node *nd = c->node;
     const be_tensor *src = nd->src[0], *cache = nd->dst;
-    ELM_TRY(cpu_check_cache(c, cache, "dst"));
-    ELM_TRY(cpu_check_tensor(c, src, "src0", QT_F32));
+    ELM_TRY(elmi_cpu_check_cache(c, cache, "dst"));
+    ELM_TRY(elmi_cpu_check_tensor(c, src, "src0", QT_F32));
     if (src->ne[0] != cache->ne[0] || src->ne[2] != 1 || src->ne[3] != 1)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, src, "src0",
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, src, "src0",
                               "shape (%lld, %lld, %lld, %lld) does not match the cache row of %lld",
                               (long long)src->ne[0], (long long)src->ne[1], (long long)src->ne[2],
                               (long long)src->ne[3], (long long)cache->ne[0]);
     int64_t pos = nd->iparams[0];
     if (pos < 0 || pos + src->ne[1] > cache->ne[1])
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, cache, "dst",
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, cache, "dst",
                               "rows [%lld, %lld) outside the cache's %lld", (long long)pos,
                               (long long)(pos + src->ne[1]), (long long)cache->ne[1]);
     return ELM_OK;
@@ -198,37 +198,37 @@ static elm_status check_mul_mat(const cpu_check *c) {
     const be_node *nd = c->node;
     const be_tensor *w = nd->src[0], *x = nd->src[1];
     if (w && !elmi_cpu_mul_mat_supported(w->type))
-        return cpu_check_fail(c, ELM_ERR_UNSUPPORTED, w, "src0", "no kernels for weight type %s",
-                              qtype_name(w->type));
+        return elmi_cpu_check_fail(c, ELM_ERR_UNSUPPORTED, w, "src0", "no kernels for weight type %s",
+                              elmi_qtype_name(w->type));
     ELM_TRY(check_any_type(c, w, "src0"));
     if (w->ne[2] != 1 || w->ne[3] != 1)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, w, "src0", "weights must be 2-D");
-    ELM_TRY(cpu_check_tensor(c, x, "src1", QT_F32));
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, w, "src0", "weights must be 2-D");
+    ELM_TRY(elmi_cpu_check_tensor(c, x, "src1", QT_F32));
     if (x->ne[0] != w->ne[0] || x->ne[2] != 1 || x->ne[3] != 1)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, x, "src1",
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, x, "src1",
                               "shape (%lld, %lld, %lld, %lld) does not match K = %lld",
                               (long long)x->ne[0], (long long)x->ne[1], (long long)x->ne[2],
                               (long long)x->ne[3], (long long)w->ne[0]);
-    if (nd->src[2]) ELM_TRY(cpu_check_f32(c, nd->src[2], "src2", w->ne[1], 1, 1, 1));
-    return cpu_check_f32(c, nd->dst, "dst", w->ne[1], x->ne[1], 1, 1);
+    if (nd->src[2]) ELM_TRY(elmi_cpu_check_f32(c, nd->src[2], "src2", w->ne[1], 1, 1, 1));
+    return elmi_cpu_check_f32(c, nd->dst, "dst", w->ne[1], x->ne[1], 1, 1);
 }
 
-elm_status cpu_op_check(const be_node *node, int index, char *err, size_t err_size) {
+elm_status elmi_cpu_op_check(const be_node *node, int index, char *err, size_t err_size) {
     cpu_check c = {.index = index, .node = node, .err = err, .err_size = err_size};
-    if (!node) return cpu_check_fail(&c, ELM_ERR_INVALID_ARG, NULL, NULL, "NULL node");
+    if (!node) return elmi_cpu_check_fail(&c, ELM_ERR_INVALID_ARG, NULL, NULL, "NULL node");
     switch (node->op) {
     case BE_OP_GET_ROWS: return check_get_rows(&c);
     case BE_OP_RMS_NORM: return check_rms_norm(&c);
     case BE_OP_MUL_MAT: return check_mul_mat(&c);
     case BE_OP_ADD:
     case BE_OP_SWIGLU: return check_binary(&c);
-    case BE_OP_ROPE: return cpu_rope_check(&c);
+    case BE_OP_ROPE: return elmi_cpu_rope_check(&c);
     case BE_OP_KV_STORE: return check_kv_store(&c);
-    case BE_OP_ATTENTION: return cpu_attention_check(&c);
-    case BE_OP_ARGMAX: return cpu_argmax_check(&c);
+    case BE_OP_ATTENTION: return elmi_cpu_attention_check(&c);
+    case BE_OP_ARGMAX: return elmi_cpu_argmax_check(&c);
     default: break;
     }
-    return cpu_check_fail(&c, ELM_ERR_INVALID_ARG, NULL, NULL, "unknown op %d", (int)node->op);
+    return elmi_cpu_check_fail(&c, ELM_ERR_INVALID_ARG, NULL, NULL, "unknown op %d", (int)node->op);
 }
 
 static bool is_type(const be_tensor *t, int type) {
@@ -239,7 +239,7 @@ static bool is_cache(const be_tensor *t) {
     return is_type(t, QT_F32) || is_type(t, QT_F16);
 }
 
-bool cpu_op_supported(const be_node *node) {
+bool elmi_cpu_op_supported(const be_node *node) {
     if (!node || !node->dst) return false;
     const be_tensor *const *s = (const be_tensor *const *)node->src;
     if (node->op != BE_OP_KV_STORE && !is_type(node->dst, QT_F32)) return false;

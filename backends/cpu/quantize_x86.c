@@ -86,7 +86,7 @@ TGT_AVX2 static void quantize_q8_0_avx2(const float *restrict x, void *restrict 
     block_q8_0 *y = vy;
     for (int64_t i = 0; i < n / QK8_0; i++) {
         int sum;
-        y[i].d = elm_f32_to_fp16(q8_block(x + QK8_0 * i, y[i].qs, &sum));
+        y[i].d = elmi_f32_to_fp16(q8_block(x + QK8_0 * i, y[i].qs, &sum));
     }
 }
 
@@ -95,8 +95,8 @@ TGT_AVX2 static void quantize_q8_1_avx2(const float *restrict x, void *restrict 
     for (int64_t i = 0; i < n / QK8_1; i++) {
         int sum;
         const float d = q8_block(x + QK8_1 * i, y[i].qs, &sum);
-        y[i].d = elm_f32_to_fp16(d);
-        y[i].s = elm_f32_to_fp16(sum * d);
+        y[i].d = elmi_f32_to_fp16(d);
+        y[i].s = elmi_f32_to_fp16(sum * d);
     }
 }
 
@@ -170,7 +170,7 @@ TGT_512 INLINE __m512 roundf512(__m512 v) {
     return _mm512_mask_add_ps(t, half, t, one);
 }
 
-/* The float nearest to f as fp16, as elm_f32_to_fp16 (vcvtps2ph). */
+/* The float nearest to f as fp16, as elmi_f32_to_fp16 (vcvtps2ph). */
 TGT_512 INLINE elm_fp16 to_fp16(float f) {
     return (elm_fp16)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0);
 }
@@ -246,14 +246,14 @@ TGT_512 static void quantize_q8_K_avx512(const float *restrict x, void *restrict
 /* ---------------------------------------------------------- F16, BF16 */
 
 /* vcvtps2ph rounds to nearest even and quiets NaNs keeping the top payload
- * bits, as elm_f32_to_fp16 does. */
+ * bits, as elmi_f32_to_fp16 does. */
 TGT_AVX2 static void quantize_f16_avx2(const float *restrict x, void *restrict vy, int64_t n) {
     elm_fp16 *y = vy;
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(y + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) y[i] = elm_f32_to_fp16(x[i]);
+    for (; i < n; i++) y[i] = elmi_f32_to_fp16(x[i]);
 }
 
 TGT_AVX2 static void quantize_bf16_avx2(const float *restrict x, void *restrict vy, int64_t n) {
@@ -273,10 +273,10 @@ TGT_AVX2 static void quantize_bf16_avx2(const float *restrict x, void *restrict 
         __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(h[0], h[1]), 0xD8);
         _mm256_storeu_si256((__m256i *)(y + i), p);
     }
-    for (; i < n; i++) y[i] = elm_f32_to_bf16(x[i]);
+    for (; i < n; i++) y[i] = elmi_f32_to_bf16(x[i]);
 }
 
-void cpu_fill_quantize_x86(cpu_simd level, cpu_quantize_fn quant[QT_COUNT]) {
+void elmi_cpu_fill_quantize_x86(cpu_simd level, cpu_quantize_fn quant[QT_COUNT]) {
     if (level == CPU_SIMD_AVX512VNNI) {
         quant[QT_Q8_0] = quantize_q8_0_avx512;
         quant[QT_Q8_1] = quantize_q8_1_avx512;
@@ -293,7 +293,7 @@ void cpu_fill_quantize_x86(cpu_simd level, cpu_quantize_fn quant[QT_COUNT]) {
 
 #else
 
-void cpu_fill_quantize_x86(cpu_simd level, cpu_quantize_fn quant[QT_COUNT]) {
+void elmi_cpu_fill_quantize_x86(cpu_simd level, cpu_quantize_fn quant[QT_COUNT]) {
     (void)level;
     (void)quant;
 }

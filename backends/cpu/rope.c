@@ -142,7 +142,7 @@ static void rope_units(const be_node *nd, const be_node *store, int ith, int nth
     rope_params p = get_params(nd);
     const float *cs = NULL, *sn = NULL;
     int64_t n_head = src->ne[1], hd = src->ne[0], u0, u1, t_cached = -1;
-    cpu_split(n_head * src->ne[2], ith, nth, &u0, &u1);
+    elmi_cpu_split(n_head * src->ne[2], ith, nth, &u0, &u1);
     for (int64_t u = u0; u < u1; u++) {
         int64_t t = u / n_head, h = u % n_head;
         if (t != t_cached) {
@@ -155,17 +155,17 @@ static void rope_units(const be_node *nd, const be_node *store, int ith, int nth
         const be_tensor *cache = store->dst;
         char *row = cpu_row(cache, store->iparams[0] + t, 0, 0);
         if (cache->type == QT_F16)
-            cpu_f32_to_fp16_row(y, (uint16_t *)row + h * hd, hd);
+            elmi_cpu_f32_to_fp16_row(y, (uint16_t *)row + h * hd, hd);
         else
             memmove((float *)row + h * hd, y, (size_t)hd * sizeof(float));
     }
 }
 
-void cpu_rope(const be_node *nd, int ith, int nth) {
+void elmi_cpu_rope(const be_node *nd, int ith, int nth) {
     rope_units(nd, NULL, ith, nth);
 }
 
-void cpu_rope_store(const be_node *rope, const be_node *store, int ith, int nth) {
+void elmi_cpu_rope_store(const be_node *rope, const be_node *store, int ith, int nth) {
     rope_units(rope, store, ith, nth);
 }
 
@@ -174,18 +174,18 @@ static elm_status check_params(const cpu_check *c, int64_t head_dim) {
     int mode = nd->iparams[0], n_rot = nd->iparams[1];
     const float *f = nd->fparams;
     if (mode != BE_ROPE_NORM && mode != BE_ROPE_NEOX)
-        return cpu_check_fail(c, ELM_ERR_UNSUPPORTED, NULL, "iparams[0]", "rope mode %d", mode);
+        return elmi_cpu_check_fail(c, ELM_ERR_UNSUPPORTED, NULL, "iparams[0]", "rope mode %d", mode);
     if (n_rot < 2 || n_rot % 2 || n_rot > head_dim || n_rot / 2 > ROPE_MAX_PAIRS)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[1]",
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[1]",
                               "n_rot %d (head_dim %lld)", n_rot, (long long)head_dim);
     if (!(f[0] > 0.0f) || !isfinite(f[0]) || !(f[1] > 0.0f) || !isfinite(f[1]) || !isfinite(f[2]) ||
         !isfinite(f[3]))
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams",
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams",
                               "freq_base %g, freq_scale %g, ext_factor %g, attn_factor %g", f[0],
                               f[1], f[2], f[3]);
     if (f[2] != 0.0f && (nd->iparams[2] <= 0 || !(f[4] > 0.0f) || !(f[5] > 0.0f) ||
                          !isfinite(f[4]) || !isfinite(f[5]) || f[0] == 1.0f))
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "YaRN params",
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "YaRN params",
                               "n_ctx_orig %d, beta_fast %g, beta_slow %g, freq_base %g",
                               nd->iparams[2], f[4], f[5], f[0]);
     return ELM_OK;
@@ -194,24 +194,24 @@ static elm_status check_params(const cpu_check *c, int64_t head_dim) {
 static elm_status check_freq_factors(const cpu_check *c, int n_rot) {
     const be_tensor *ff = c->node->src[2];
     if (!ff) return ELM_OK;
-    ELM_TRY(cpu_check_f32(c, ff, "src2", n_rot / 2, 1, 1, 1));
+    ELM_TRY(elmi_cpu_check_f32(c, ff, "src2", n_rot / 2, 1, 1, 1));
     const float *v = ff->data;
     for (int i = 0; i < n_rot / 2; i++)
         if (!(v[i] > 0.0f) || !isfinite(v[i]))
-            return cpu_check_fail(c, ELM_ERR_INVALID_ARG, ff, "src2", "factor %d is %g", i, v[i]);
+            return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, ff, "src2", "factor %d is %g", i, v[i]);
     return ELM_OK;
 }
 
-elm_status cpu_rope_check(const cpu_check *c) {
+elm_status elmi_cpu_rope_check(const cpu_check *c) {
     const be_node *nd = c->node;
     const be_tensor *x = nd->src[0];
-    ELM_TRY(cpu_check_tensor(c, x, "src0", QT_F32));
-    if (x->ne[3] != 1) return cpu_check_fail(c, ELM_ERR_INVALID_ARG, x, "src0", "must be 3-D");
-    ELM_TRY(cpu_check_f32(c, nd->dst, "dst", x->ne[0], x->ne[1], x->ne[2], 1));
-    ELM_TRY(cpu_check_tensor(c, nd->src[1], "src1", BE_TYPE_I32));
+    ELM_TRY(elmi_cpu_check_tensor(c, x, "src0", QT_F32));
+    if (x->ne[3] != 1) return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, x, "src0", "must be 3-D");
+    ELM_TRY(elmi_cpu_check_f32(c, nd->dst, "dst", x->ne[0], x->ne[1], x->ne[2], 1));
+    ELM_TRY(elmi_cpu_check_tensor(c, nd->src[1], "src1", BE_TYPE_I32));
     const be_tensor *pos = nd->src[1];
     if (pos->ne[0] != x->ne[2] || pos->ne[1] != 1 || pos->ne[2] != 1 || pos->ne[3] != 1)
-        return cpu_check_fail(c, ELM_ERR_INVALID_ARG, pos, "src1", "%lld positions for %lld tokens",
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, pos, "src1", "%lld positions for %lld tokens",
                               (long long)pos->ne[0], (long long)x->ne[2]);
     ELM_TRY(check_params(c, x->ne[0]));
     return check_freq_factors(c, nd->iparams[1]);

@@ -76,11 +76,11 @@ INLINE elm_fp16 ld16(const void *p) {
 
 /* Kernels of vec_dot_x86_k.c for `level`: Q5_K, and the AVX2 one-token
  * row kernels of Q4_K and Q6_K (filled after the tiled kernels' dots). */
-void cpu_fill_x86_k(cpu_simd level, cpu_dot_fn dot[QT_COUNT]);
-void cpu_fill_x86_k_rows(cpu_simd level, cpu_dot_fn dot[QT_COUNT]);
+void elmi_cpu_fill_x86_k(cpu_simd level, cpu_dot_fn dot[QT_COUNT]);
+void elmi_cpu_fill_x86_k_rows(cpu_simd level, cpu_dot_fn dot[QT_COUNT]);
 /* The one-token row kernels of matvec_x86.c for `level` (they replace the
  * tiled kernels' dots where they exist). */
-void cpu_fill_matvec_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]);
-bool cpu_matvec_x86_has(int type, cpu_simd level);
+void elmi_cpu_fill_matvec_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT]);
+bool elmi_cpu_matvec_x86_has(int type, cpu_simd level);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * threadpool.c: persistent workers woken by a generation counter.
  *
- * tp_run publishes the task, bumps `gen` and runs share 0 itself. A waiting
+ * elmi_tp_run publishes the task, bumps `gen` and runs share 0 itself. A waiting
  * worker spins on `gen` for TP_SPIN_NS (back-to-back runs, the common case
  * within a forward pass, never reach the kernel) and then sleeps on it
  * (futex on Linux, a condition variable elsewhere). Completion works the
@@ -42,11 +42,11 @@ typedef struct tp_worker {
 } tp_worker;
 
 struct elm_threadpool {
-    _Alignas(64) _Atomic unsigned gen; /* bumped by each tp_run and by tp_free */
+    _Alignas(64) _Atomic unsigned gen; /* bumped by each elmi_tp_run and by elmi_tp_free */
     _Atomic int sleepers;              /* workers asleep (or about to be) on gen */
     _Alignas(64) _Atomic int pending;  /* workers still running the current task */
     _Atomic int caller_sleeping;
-    _Alignas(64) _Atomic unsigned bar_gen; /* tp_barrier */
+    _Alignas(64) _Atomic unsigned bar_gen; /* elmi_tp_barrier */
     _Atomic int bar_count;
     _Alignas(64) tp_task_fn fn;
     void *arg;
@@ -172,7 +172,7 @@ static void pin_thread(pthread_t th, int cpu) {
 
 static void pin_workers(elm_threadpool *tp) {
     int cpus[TP_MAX_THREADS];
-    int n = cpu_core_cpus(cpus, TP_MAX_THREADS);
+    int n = elmi_cpu_core_cpus(cpus, TP_MAX_THREADS);
     if (n <= 0) return;
     /* The caller is not pinned: it belongs to the application. */
     for (int i = 1; i < tp->n_started + 1; i++) pin_thread(tp->workers[i].thread, cpus[i % n]);
@@ -185,7 +185,7 @@ static void stop_workers(elm_threadpool *tp) {
     for (int i = 1; i <= tp->n_started; i++) pthread_join(tp->workers[i].thread, NULL);
 }
 
-elm_status tp_new(int n_threads, bool pin, elm_threadpool **out) {
+elm_status elmi_tp_new(int n_threads, bool pin, elm_threadpool **out) {
     if (!out || n_threads < 1 || n_threads > TP_MAX_THREADS) return ELM_ERR_INVALID_ARG;
     elm_threadpool *tp = elmi_aligned_alloc(64, (sizeof *tp + 63) / 64 * 64);
     if (!tp) return ELM_ERR_NO_MEMORY;
@@ -203,7 +203,7 @@ elm_status tp_new(int n_threads, bool pin, elm_threadpool **out) {
     for (int i = 1; i < n_threads; i++) {
         tp->workers[i] = (tp_worker){.tp = tp, .ith = i};
         if (pthread_create(&tp->workers[i].thread, NULL, worker_main, &tp->workers[i]) != 0) {
-            tp_free(tp);
+            elmi_tp_free(tp);
             return ELM_ERR_NO_MEMORY;
         }
         tp->n_started = i;
@@ -213,7 +213,7 @@ elm_status tp_new(int n_threads, bool pin, elm_threadpool **out) {
     return ELM_OK;
 }
 
-void tp_free(elm_threadpool *tp) {
+void elmi_tp_free(elm_threadpool *tp) {
     if (!tp) return;
     stop_workers(tp);
 #if !defined(__linux__)
@@ -224,9 +224,9 @@ void tp_free(elm_threadpool *tp) {
     elmi_aligned_free(tp);
 }
 
-int tp_n_threads(const elm_threadpool *tp) { return tp ? tp->n_threads : 1; }
+int elmi_tp_n_threads(const elm_threadpool *tp) { return tp ? tp->n_threads : 1; }
 
-void tp_run(elm_threadpool *tp, tp_task_fn fn, void *arg) {
+void elmi_tp_run(elm_threadpool *tp, tp_task_fn fn, void *arg) {
     if (tp->n_threads == 1) {
         fn(arg, 0, 1);
         return;
@@ -246,7 +246,7 @@ void tp_run(elm_threadpool *tp, tp_task_fn fn, void *arg) {
  * with a pause (the common case, a few hundred nanoseconds), and only past
  * TP_BARRIER_YIELD_NS (a thread behind was descheduled, or the cores are
  * oversubscribed) it also yields the core now and then. */
-void tp_barrier(elm_threadpool *tp) {
+void elmi_tp_barrier(elm_threadpool *tp) {
     int n = tp->n_threads;
     if (n == 1) return;
     unsigned g = atomic_load_explicit(&tp->bar_gen, memory_order_acquire);

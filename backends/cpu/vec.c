@@ -16,7 +16,7 @@
 #define CPU_X86 0
 #endif
 
-void cpu_split(int64_t n, int ith, int nth, int64_t *begin, int64_t *end) {
+void elmi_cpu_split(int64_t n, int ith, int nth, int64_t *begin, int64_t *end) {
     int64_t per = n / nth, extra = n % nth;
     *begin = ith * per + (ith < extra ? ith : extra);
     *end = *begin + per + (ith < extra ? 1 : 0);
@@ -25,7 +25,7 @@ void cpu_split(int64_t n, int ith, int nth, int64_t *begin, int64_t *end) {
 #if CPU_X86
 /* The AVX2 level includes FMA and F16C. */
 static bool has_avx2(void) {
-    cpu_simd l = cpu_simd_active();
+    cpu_simd l = elmi_cpu_simd_active();
     return l == CPU_SIMD_AVX2 || l == CPU_SIMD_AVX512VNNI;
 }
 
@@ -109,7 +109,7 @@ dot_f16_avx2(const float *restrict x, const uint16_t *restrict y, int64_t n) {
         i += 8;
     }
     float s = hsum_avx(_mm256_add_ps(a0, a1));
-    for (; i < n; i++) s += x[i] * elm_fp16_to_f32(y[i]);
+    for (; i < n; i++) s += x[i] * elmi_fp16_to_f32(y[i]);
     return s;
 }
 
@@ -121,7 +121,7 @@ mad_f16_avx2(float *restrict y, const uint16_t *restrict x, float a, int64_t n) 
         __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
         _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, v, _mm256_loadu_ps(y + i)));
     }
-    for (; i < n; i++) y[i] += a * elm_fp16_to_f32(x[i]);
+    for (; i < n; i++) y[i] += a * elmi_fp16_to_f32(x[i]);
 }
 
 __attribute__((target("avx,f16c"))) static void fp16_to_f32_f16c(const uint16_t *restrict x,
@@ -129,7 +129,7 @@ __attribute__((target("avx,f16c"))) static void fp16_to_f32_f16c(const uint16_t 
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
-    for (; i < n; i++) y[i] = elm_fp16_to_f32(x[i]);
+    for (; i < n; i++) y[i] = elmi_fp16_to_f32(x[i]);
 }
 
 __attribute__((target("avx,f16c"))) static void f32_to_fp16_f16c(const float *restrict x,
@@ -138,7 +138,7 @@ __attribute__((target("avx,f16c"))) static void f32_to_fp16_f16c(const float *re
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(y + i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) y[i] = elm_f32_to_fp16(x[i]);
+    for (; i < n; i++) y[i] = elmi_f32_to_fp16(x[i]);
 }
 
 /* One call per tile of cache rows, so the per-call cost (dispatch,
@@ -244,7 +244,7 @@ __attribute__((target("avx2,fma"))) static void swiglu_avx2(float *z, const floa
 
 /* The scalar paths keep 8 independent lanes, like the SIMD ones, so their
  * sums do not depend on one long dependency chain. */
-float cpu_vec_dot_f32(const float *restrict x, const float *restrict y, int64_t n) {
+float elmi_cpu_vec_dot_f32(const float *restrict x, const float *restrict y, int64_t n) {
 #if CPU_X86
     if (has_avx2()) return dot_avx2(x, y, n);
 #endif
@@ -262,14 +262,14 @@ static float dot_f16_scalar(const float *restrict x, const uint16_t *restrict y,
     float lane[8] = {0};
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) lane[j] += x[i + j] * elm_fp16_to_f32(y[i + j]);
+        for (int j = 0; j < 8; j++) lane[j] += x[i + j] * elmi_fp16_to_f32(y[i + j]);
     float s = 0.0f;
     for (int j = 0; j < 8; j++) s += lane[j];
-    for (; i < n; i++) s += x[i] * elm_fp16_to_f32(y[i]);
+    for (; i < n; i++) s += x[i] * elmi_fp16_to_f32(y[i]);
     return s;
 }
 
-void cpu_vec_dot_rows(int type, const float *x, const void *rows, size_t stride, int64_t n_rows,
+void elmi_cpu_vec_dot_rows(int type, const float *x, const void *rows, size_t stride, int64_t n_rows,
                       int64_t n, float *out) {
 #if CPU_X86
     if (has_avx2()) {
@@ -280,10 +280,10 @@ void cpu_vec_dot_rows(int type, const float *x, const void *rows, size_t stride,
     const char *r = rows;
     for (int64_t j = 0; j < n_rows; j++, r += stride)
         out[j] = type == QT_F16 ? dot_f16_scalar(x, (const uint16_t *)r, n)
-                                : cpu_vec_dot_f32(x, (const float *)r, n);
+                                : elmi_cpu_vec_dot_f32(x, (const float *)r, n);
 }
 
-void cpu_vec_mad_rows(int type, float *y, const void *rows, size_t stride, const float *a,
+void elmi_cpu_vec_mad_rows(int type, float *y, const void *rows, size_t stride, const float *a,
                       int64_t n_rows, int64_t n) {
 #if CPU_X86
     if (has_avx2()) {
@@ -295,14 +295,14 @@ void cpu_vec_mad_rows(int type, float *y, const void *rows, size_t stride, const
     for (int64_t j = 0; j < n_rows; j++, r += stride) {
         if (type == QT_F16) {
             const uint16_t *v = (const uint16_t *)r;
-            for (int64_t i = 0; i < n; i++) y[i] += a[j] * elm_fp16_to_f32(v[i]);
+            for (int64_t i = 0; i < n; i++) y[i] += a[j] * elmi_fp16_to_f32(v[i]);
         } else {
-            cpu_vec_mad_f32(y, (const float *)r, a[j], n);
+            elmi_cpu_vec_mad_f32(y, (const float *)r, a[j], n);
         }
     }
 }
 
-void cpu_vec_mad_f32(float *restrict y, const float *restrict x, float a, int64_t n) {
+void elmi_cpu_vec_mad_f32(float *restrict y, const float *restrict x, float a, int64_t n) {
 #if CPU_X86
     if (has_avx2()) {
         mad_avx2(y, x, a, n);
@@ -312,7 +312,7 @@ void cpu_vec_mad_f32(float *restrict y, const float *restrict x, float a, int64_
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-void cpu_vec_scale_f32(float *y, float a, int64_t n) {
+void elmi_cpu_vec_scale_f32(float *y, float a, int64_t n) {
 #if CPU_X86
     if (has_avx2()) {
         scale_avx2(y, a, n);
@@ -322,7 +322,7 @@ void cpu_vec_scale_f32(float *y, float a, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] *= a;
 }
 
-void cpu_vec_add_f32(float *z, const float *x, const float *y, int64_t n) {
+void elmi_cpu_vec_add_f32(float *z, const float *x, const float *y, int64_t n) {
 #if CPU_X86
     if (has_avx2()) {
         add_avx2(z, x, y, n);
@@ -332,7 +332,7 @@ void cpu_vec_add_f32(float *z, const float *x, const float *y, int64_t n) {
     for (int64_t i = 0; i < n; i++) z[i] = x[i] + y[i];
 }
 
-void cpu_vec_scale_mul_f32(float *z, const float *x, float a, const float *w, int64_t n) {
+void elmi_cpu_vec_scale_mul_f32(float *z, const float *x, float a, const float *w, int64_t n) {
 #if CPU_X86
     if (has_avx2()) {
         scale_mul_avx2(z, x, a, w, n);
@@ -342,30 +342,30 @@ void cpu_vec_scale_mul_f32(float *z, const float *x, float a, const float *w, in
     for (int64_t i = 0; i < n; i++) z[i] = x[i] * a * w[i];
 }
 
-void cpu_fp16_to_f32_row(const uint16_t *restrict x, float *restrict y, int64_t n) {
+void elmi_cpu_fp16_to_f32_row(const uint16_t *restrict x, float *restrict y, int64_t n) {
 #if CPU_X86
     if (has_f16c()) {
         fp16_to_f32_f16c(x, y, n);
         return;
     }
 #endif
-    for (int64_t i = 0; i < n; i++) y[i] = elm_fp16_to_f32(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = elmi_fp16_to_f32(x[i]);
 }
 
-void cpu_f32_to_fp16_row(const float *restrict x, uint16_t *restrict y, int64_t n) {
+void elmi_cpu_f32_to_fp16_row(const float *restrict x, uint16_t *restrict y, int64_t n) {
 #if CPU_X86
     if (has_f16c()) {
         f32_to_fp16_f16c(x, y, n);
         return;
     }
 #endif
-    for (int64_t i = 0; i < n; i++) y[i] = elm_f32_to_fp16(x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = elmi_f32_to_fp16(x[i]);
 }
 
 /* y[i] = exp(x[i] - m), returns their sum. The AVX2 path computes every
  * element the same way wherever it falls in the row (the tail goes through
  * the same 8-lane code), so results do not depend on how rows are cut. */
-float cpu_vec_exp_sum_f32(float *y, const float *x, float m, int64_t n) {
+float elmi_cpu_vec_exp_sum_f32(float *y, const float *x, float m, int64_t n) {
 #if CPU_X86
     if (has_avx2()) return exp_sum_avx2(y, x, m, n);
 #endif
@@ -379,7 +379,7 @@ float cpu_vec_exp_sum_f32(float *y, const float *x, float m, int64_t n) {
     return s;
 }
 
-void cpu_vec_swiglu_f32(float *z, const float *x, const float *g, int64_t n) {
+void elmi_cpu_vec_swiglu_f32(float *z, const float *x, const float *g, int64_t n) {
 #if CPU_X86
     if (has_avx2()) {
         swiglu_avx2(z, x, g, n);

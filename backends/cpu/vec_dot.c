@@ -29,7 +29,7 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 
 static void scalar_dot(int type, int64_t n, int nr, const char *x, size_t bx, const char *y,
                        size_t by, int nt, float *s, size_t ss) {
-    qt_vec_dot_fn f = qtype_get(type)->vec_dot;
+    qt_vec_dot_fn f = elmi_qtype_get(type)->vec_dot;
     for (int r = 0; r < nr; r++)
         for (int j = 0; j < nt; j++) f(n, &s[r + (size_t)j * ss], x + r * bx, y + j * by);
 }
@@ -53,9 +53,9 @@ SCALAR_DOT(Q5_K)
 SCALAR_DOT(Q6_K)
 
 static void add_scalar(int type, cpu_dot_fn fn) {
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     if (!tr || !tr->vec_dot || !tr->to_float) return;
-    const qtype_traits *vt = qtype_get(tr->vec_dot_type);
+    const qtype_traits *vt = elmi_qtype_get(tr->vec_dot_type);
     if (!vt || !vt->from_float) return;
     dot_table[CPU_SIMD_SCALAR][type] = fn;
     quant_table[CPU_SIMD_SCALAR][tr->vec_dot_type] = vt->from_float;
@@ -85,50 +85,50 @@ static void init(void) {
     fill_scalar();
     detected = CPU_SIMD_SCALAR;
     for (int l = CPU_SIMD_SCALAR + 1; l < CPU_SIMD_COUNT; l++) {
-        if (!cpu_simd_supported((cpu_simd)l)) continue;
-        cpu_fill_x86((cpu_simd)l, dot_table[l], quant_table[l]);
-        cpu_fill_quantize_x86((cpu_simd)l, quant_table[l]);
-        cpu_fill_arm((cpu_simd)l, dot_table[l], quant_table[l]);
+        if (!elmi_cpu_simd_supported((cpu_simd)l)) continue;
+        elmi_cpu_fill_x86((cpu_simd)l, dot_table[l], quant_table[l]);
+        elmi_cpu_fill_quantize_x86((cpu_simd)l, quant_table[l]);
+        elmi_cpu_fill_arm((cpu_simd)l, dot_table[l], quant_table[l]);
         detected = (cpu_simd)l;
     }
     int a = detected;
     const char *env = getenv("EDGELM_SIMD");
     if (env && *env) {
         cpu_simd l = level_by_name(env);
-        if (l != CPU_SIMD_COUNT && cpu_simd_supported(l)) a = l;
+        if (l != CPU_SIMD_COUNT && elmi_cpu_simd_supported(l)) a = l;
     }
     atomic_store(&active, a);
 }
 
 static void ensure_init(void) { pthread_once(&once, init); }
 
-const char *cpu_simd_name(cpu_simd level) {
+const char *elmi_cpu_simd_name(cpu_simd level) {
     return (unsigned)level < CPU_SIMD_COUNT ? level_names[level] : "unknown";
 }
 
-bool cpu_simd_supported(cpu_simd level) {
+bool elmi_cpu_simd_supported(cpu_simd level) {
     if (level == CPU_SIMD_SCALAR) return true;
-    return cpu_x86_supports(level) || cpu_arm_supports(level);
+    return elmi_cpu_x86_supports(level) || elmi_cpu_arm_supports(level);
 }
 
-cpu_simd cpu_simd_active(void) {
+cpu_simd elmi_cpu_simd_active(void) {
     ensure_init();
     return (cpu_simd)atomic_load_explicit(&active, memory_order_relaxed);
 }
 
-bool cpu_vec_dot_force_level(const char *name) {
+bool elmi_cpu_vec_dot_force_level(const char *name) {
     ensure_init();
     if (!name) {
         atomic_store(&active, (int)detected);
         return true;
     }
     cpu_simd l = level_by_name(name);
-    if (l == CPU_SIMD_COUNT || !cpu_simd_supported(l)) return false;
+    if (l == CPU_SIMD_COUNT || !elmi_cpu_simd_supported(l)) return false;
     atomic_store(&active, (int)l);
     return true;
 }
 
-cpu_dot_fn cpu_vec_dot_at(int type, cpu_simd level) {
+cpu_dot_fn elmi_cpu_vec_dot_at(int type, cpu_simd level) {
     ensure_init();
     if (type < 0 || type >= QT_COUNT || (unsigned)level >= CPU_SIMD_COUNT) return NULL;
     for (cpu_simd l = level;; l = lower[l]) {
@@ -137,13 +137,13 @@ cpu_dot_fn cpu_vec_dot_at(int type, cpu_simd level) {
     }
 }
 
-bool cpu_vec_dot_native(int type, cpu_simd level) {
+bool elmi_cpu_vec_dot_native(int type, cpu_simd level) {
     ensure_init();
     if (type < 0 || type >= QT_COUNT || (unsigned)level >= CPU_SIMD_COUNT) return false;
     return dot_table[level][type] != NULL;
 }
 
-cpu_quantize_fn cpu_quantize_at(int vdt, cpu_simd level) {
+cpu_quantize_fn elmi_cpu_quantize_at(int vdt, cpu_simd level) {
     ensure_init();
     if (vdt < 0 || vdt >= QT_COUNT || (unsigned)level >= CPU_SIMD_COUNT) return NULL;
     for (cpu_simd l = level;; l = lower[l]) {

@@ -25,7 +25,7 @@
  * vec_dot_type; n is a multiple of the block size. Each result is
  * bit-identical to that of a call with nr = nt = 1 on x_r and y_j, so results
  * never depend on how rows and tokens are grouped. Where
- * cpu_vec_dot_is_reference says so, the results are also the reference
+ * elmi_cpu_vec_dot_is_reference says so, the results are also the reference
  * vec_dot's, bit for bit (the x86 kernels made of the tiled kernels of
  * gemm.h); otherwise they are within the rounding bound the tests check
  * (the AVX-512 row kernels of matvec_x86.c, made for one token).
@@ -44,40 +44,40 @@ typedef enum cpu_simd {
     CPU_SIMD_COUNT
 } cpu_simd;
 
-const char *cpu_simd_name(cpu_simd level);
+const char *elmi_cpu_simd_name(cpu_simd level);
 /* Whether this CPU (and OS) can run the level's kernels. */
-bool cpu_simd_supported(cpu_simd level);
+bool elmi_cpu_simd_supported(cpu_simd level);
 /* The level in use: the best supported one, or the one forced. */
-cpu_simd cpu_simd_active(void);
+cpu_simd elmi_cpu_simd_active(void);
 
 /* Makes every later lookup use level `name` ("scalar", "avx2", ...); NULL
  * restores the detected level. Returns false (and changes nothing) for an
  * unknown or unsupported level. Global: meant for tests and benchmarks.
  * The environment variable EDGELM_SIMD does the same at start-up. */
-bool cpu_vec_dot_force_level(const char *name);
+bool elmi_cpu_vec_dot_force_level(const char *name);
 
 /* The kernel for weight type `type` at `level` (with fallback to lower
  * levels), or NULL when there is none at all. */
-cpu_dot_fn cpu_vec_dot_at(int type, cpu_simd level);
+cpu_dot_fn elmi_cpu_vec_dot_at(int type, cpu_simd level);
 /* Whether `level` has its own kernel for `type` (not a fallback). */
-bool cpu_vec_dot_native(int type, cpu_simd level);
+bool elmi_cpu_vec_dot_native(int type, cpu_simd level);
 /* Whether the kernel for `type` at `level` rounds exactly as the reference
  * vec_dot (so it equals the batched tiled kernels, token by token). */
-bool cpu_vec_dot_is_reference(int type, cpu_simd level);
+bool elmi_cpu_vec_dot_is_reference(int type, cpu_simd level);
 /* The activation quantizer for vec_dot_type `vdt` at `level`, or NULL. */
-cpu_quantize_fn cpu_quantize_at(int vdt, cpu_simd level);
+cpu_quantize_fn elmi_cpu_quantize_at(int vdt, cpu_simd level);
 
-static inline cpu_dot_fn cpu_vec_dot(int type) { return cpu_vec_dot_at(type, cpu_simd_active()); }
+static inline cpu_dot_fn cpu_vec_dot(int type) { return elmi_cpu_vec_dot_at(type, elmi_cpu_simd_active()); }
 static inline cpu_quantize_fn cpu_quantize(int vdt) {
-    return cpu_quantize_at(vdt, cpu_simd_active());
+    return elmi_cpu_quantize_at(vdt, elmi_cpu_simd_active());
 }
 
 /* Filled by the per-architecture files: entries they have kernels for at
  * `level`; the others are left alone. */
-void cpu_fill_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quant[QT_COUNT]);
-void cpu_fill_arm(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quant[QT_COUNT]);
-void cpu_fill_quantize_x86(cpu_simd level, cpu_quantize_fn quant[QT_COUNT]);
-bool cpu_x86_supports(cpu_simd level);
-bool cpu_arm_supports(cpu_simd level);
+void elmi_cpu_fill_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quant[QT_COUNT]);
+void elmi_cpu_fill_arm(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quant[QT_COUNT]);
+void elmi_cpu_fill_quantize_x86(cpu_simd level, cpu_quantize_fn quant[QT_COUNT]);
+bool elmi_cpu_x86_supports(cpu_simd level);
+bool elmi_cpu_arm_supports(cpu_simd level);
 
 #endif

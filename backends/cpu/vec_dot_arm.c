@@ -267,9 +267,9 @@ static bool arm_has_dotprod(void) {
 #endif
 }
 
-bool cpu_arm_supports(cpu_simd level) { return level == CPU_SIMD_NEON; }
+bool elmi_cpu_arm_supports(cpu_simd level) { return level == CPU_SIMD_NEON; }
 
-void cpu_fill_arm(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quant[QT_COUNT]) {
+void elmi_cpu_fill_arm(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quant[QT_COUNT]) {
     (void)quant;
     if (level != CPU_SIMD_NEON) return;
     const bool sdot = arm_has_dotprod();
@@ -287,12 +287,12 @@ void cpu_fill_arm(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quan
 
 #else /* not AArch64 */
 
-bool cpu_arm_supports(cpu_simd level) {
+bool elmi_cpu_arm_supports(cpu_simd level) {
     (void)level;
     return false;
 }
 
-void cpu_fill_arm(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quant[QT_COUNT]) {
+void elmi_cpu_fill_arm(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quant[QT_COUNT]) {
     (void)level;
     (void)dot;
     (void)quant;

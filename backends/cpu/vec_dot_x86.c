@@ -106,43 +106,43 @@ static x86_features x86_features_once(void) {
     return (x86_features){.avx2 = (v - 1) & 1, .avx512 = (v - 1) & 2};
 }
 
-bool cpu_x86_supports(cpu_simd level) {
+bool elmi_cpu_x86_supports(cpu_simd level) {
     x86_features f = x86_features_once();
     if (level == CPU_SIMD_AVX2) return f.avx2;
     if (level == CPU_SIMD_AVX512VNNI) return f.avx512;
     return false;
 }
 
-void cpu_fill_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quant[QT_COUNT]) {
+void elmi_cpu_fill_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quant[QT_COUNT]) {
     (void)quant;
-    cpu_fill_x86_k(level, dot);
+    elmi_cpu_fill_x86_k(level, dot);
     if (level == CPU_SIMD_AVX2) {
         dot[QT_F32] = dot_f32_avx2;
         dot[QT_F16] = dot_f16_avx2;
         dot[QT_BF16] = dot_bf16_avx2;
     }
-    cpu_fill_gemm_dots_x86(level, dot);
-    cpu_fill_matvec_x86(level, dot);
+    elmi_cpu_fill_gemm_dots_x86(level, dot);
+    elmi_cpu_fill_matvec_x86(level, dot);
 }
 
-bool cpu_vec_dot_is_reference(int type, cpu_simd level) {
+bool elmi_cpu_vec_dot_is_reference(int type, cpu_simd level) {
     if (level == CPU_SIMD_SCALAR) return true;
-    return cpu_gemm_at(type, level) && !cpu_matvec_x86_has(type, level);
+    return elmi_cpu_gemm_at(type, level) && !elmi_cpu_matvec_x86_has(type, level);
 }
 
 #else /* not x86 */
 
-bool cpu_vec_dot_is_reference(int type, cpu_simd level) {
+bool elmi_cpu_vec_dot_is_reference(int type, cpu_simd level) {
     (void)type;
     return level == CPU_SIMD_SCALAR;
 }
 
-bool cpu_x86_supports(cpu_simd level) {
+bool elmi_cpu_x86_supports(cpu_simd level) {
     (void)level;
     return false;
 }
 
-void cpu_fill_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quant[QT_COUNT]) {
+void elmi_cpu_fill_x86(cpu_simd level, cpu_dot_fn dot[QT_COUNT], cpu_quantize_fn quant[QT_COUNT]) {
     (void)level;
     (void)dot;
     (void)quant;

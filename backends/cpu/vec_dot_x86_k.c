@@ -1,7 +1,7 @@
 /*
  * vec_dot_x86_k.c: AVX2 row kernels for the k-quants x Q8_K: Q5_K at every
  * token count, Q4_K and Q6_K for one token (several take the tiled kernels
- * of gemm_x86.c; cpu_fill_matvec_x86 installs these over their dots).
+ * of gemm_x86.c; elmi_cpu_fill_matvec_x86 installs these over their dots).
  *
  * Per super-block the integer sums are exact (int32 lanes: at most a few
  * million each); they are scaled into one float accumulator per token, super-
@@ -179,12 +179,12 @@ TGT_AVX2 INLINE void q6_K_body(int64_t n, float *restrict s, const void *restric
 
 TGT_AVX2 static void dot_q6_K_avx2(DOT_PARAMS) { DISPATCH_NT(q6_K_body); }
 
-void cpu_fill_x86_k(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
+void elmi_cpu_fill_x86_k(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
     if (level != CPU_SIMD_AVX2) return;
     dot[QT_Q5_K] = dot_q5_K_avx2;
 }
 
-void cpu_fill_x86_k_rows(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
+void elmi_cpu_fill_x86_k_rows(cpu_simd level, cpu_dot_fn dot[QT_COUNT]) {
     if (level != CPU_SIMD_AVX2) return;
     dot[QT_Q4_K] = dot_q4_K_avx2;
     dot[QT_Q6_K] = dot_q6_K_avx2;

@@ -10,7 +10,7 @@
 
 /* ---------------------------------------------------------------- errors */
 
-const char *vk_result_name(VkResult r) {
+const char *elmi_vk_result_name(VkResult r) {
     switch (r) {
     case VK_SUCCESS: return "VK_SUCCESS";
     case VK_NOT_READY: return "VK_NOT_READY";
@@ -32,7 +32,7 @@ const char *vk_result_name(VkResult r) {
     }
 }
 
-elm_status vk_fail(vk_backend *vk, elm_status st, const char *fmt, ...) {
+elm_status elmi_vk_fail(vk_backend *vk, elm_status st, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(vk->last_error, sizeof vk->last_error, fmt, ap);
@@ -40,16 +40,16 @@ elm_status vk_fail(vk_backend *vk, elm_status st, const char *fmt, ...) {
     return st;
 }
 
-elm_status vk_check(vk_backend *vk, VkResult r, const char *what) {
+elm_status elmi_vk_check(vk_backend *vk, VkResult r, const char *what) {
     if (r == VK_SUCCESS) return ELM_OK;
     if (r == VK_ERROR_DEVICE_LOST) vk->lost = true;
     elm_status st = r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY
                         ? ELM_ERR_NO_MEMORY
                         : ELM_ERR_DEVICE;
-    return vk_fail(vk, st, "%s: %s (%d)", what, vk_result_name(r), (int)r);
+    return elmi_vk_fail(vk, st, "%s: %s (%d)", what, elmi_vk_result_name(r), (int)r);
 }
 
-void vk_copy_error(const vk_backend *vk, char *err, size_t err_size) {
+void elmi_vk_copy_error(const vk_backend *vk, char *err, size_t err_size) {
     if (err && err_size) snprintf(err, err_size, "%s", vk->last_error);
 }
 
@@ -60,13 +60,13 @@ static void vk_free(be_backend *be) {
     if (vk->dev) {
         /* A lost device may fail here; teardown goes on regardless. */
         vkDeviceWaitIdle(vk->dev);
-        vk_plans_clear(vk);
-        vk_pipeline_free(vk);
-        vk_memory_free(vk);
-        vk_device_close(vk);
+        elmi_vk_plans_clear(vk);
+        elmi_vk_pipeline_free(vk);
+        elmi_vk_memory_free(vk);
+        elmi_vk_device_close(vk);
     }
     be_free(vk->cpu);
-    vk_instance_destroy(&vk->vi);
+    elmi_vk_instance_destroy(&vk->vi);
     elmi_free(vk);
 }
 
@@ -75,7 +75,7 @@ static bool vk_supports_op(be_backend *be, const be_node *node) {
     vk_planner p = {.vk = vk, .plan = NULL, .exact = true, .node_index = -1};
     char saved[VK_ERR_LEN];
     memcpy(saved, vk->last_error, sizeof saved);
-    bool ok = vk_plan_node(&p, node) == ELM_OK;
+    bool ok = elmi_vk_plan_node(&p, node) == ELM_OK;
     memcpy(vk->last_error, saved, sizeof saved); /* a question, not a failure */
     return ok;
 }
@@ -84,17 +84,17 @@ static elm_status iface_buffer_alloc(be_backend *be, size_t size, void *host_ptr
     if (!out) return ELM_ERR_INVALID_ARG;
     *out = NULL;
     vk_backend *vk = vk_of(be);
-    if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
-    return vk_buffer_alloc(vk, size, host_ptr, out);
+    if (vk->lost) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+    return elmi_vk_buffer_alloc(vk, size, host_ptr, out);
 }
 
 static void iface_buffer_free(be_backend *be, be_buffer *buf) {
     vk_backend *vk = vk_of(be);
-    if (!buf || !vk_owns_buffer(vk, buf)) return;
+    if (!buf || !elmi_vk_owns_buffer(vk, buf)) return;
     if (vk->dev) vkDeviceWaitIdle(vk->dev);
     /* Recorded plans may bind it; a new buffer could reuse its address. */
-    vk_plans_clear(vk);
-    vk_buffer_free(vk, buf);
+    elmi_vk_plans_clear(vk);
+    elmi_vk_buffer_free(vk, buf);
 }
 
 static void *iface_buffer_host(be_backend *be, be_buffer *buf) {
@@ -105,11 +105,11 @@ static void *iface_buffer_host(be_backend *be, be_buffer *buf) {
 static elm_status tensor_span(vk_backend *vk, const be_tensor *t, size_t offset, size_t size,
                               size_t *at) {
     VkDeviceSize extent;
-    if (!t || !t->buf || !vk_owns_buffer(vk, t->buf))
-        return vk_fail(vk, ELM_ERR_INVALID_ARG, "tensor is not in a buffer of this backend");
-    if (!vk_tensor_extent(t, &extent) || offset > extent || size > extent - offset ||
+    if (!t || !t->buf || !elmi_vk_owns_buffer(vk, t->buf))
+        return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "tensor is not in a buffer of this backend");
+    if (!elmi_vk_tensor_extent(t, &extent) || offset > extent || size > extent - offset ||
         t->offs > t->buf->size || extent > t->buf->size - t->offs)
-        return vk_fail(vk, ELM_ERR_INVALID_ARG, "bytes [%zu, %zu) outside tensor '%s'", offset,
+        return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "bytes [%zu, %zu) outside tensor '%s'", offset,
                        offset + size, t->name);
     *at = t->offs + offset;
     return ELM_OK;
@@ -118,31 +118,31 @@ static elm_status tensor_span(vk_backend *vk, const be_tensor *t, size_t offset,
 static elm_status iface_tensor_set(be_backend *be, be_tensor *t, const void *src, size_t offset,
                                    size_t size) {
     vk_backend *vk = vk_of(be);
-    if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+    if (vk->lost) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     size_t at;
     elm_status st = tensor_span(vk, t, offset, size, &at);
     if (st != ELM_OK || size == 0) return st;
     if (!src) return ELM_ERR_INVALID_ARG;
-    return vk_buffer_write(vk, t->buf, at, src, size);
+    return elmi_vk_buffer_write(vk, t->buf, at, src, size);
 }
 
 static elm_status iface_tensor_get(be_backend *be, const be_tensor *t, void *dst, size_t offset,
                                    size_t size) {
     vk_backend *vk = vk_of(be);
-    if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+    if (vk->lost) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     size_t at;
     elm_status st = tensor_span(vk, t, offset, size, &at);
     if (st != ELM_OK || size == 0) return st;
     if (!dst) return ELM_ERR_INVALID_ARG;
-    return vk_buffer_read(vk, t->buf, at, dst, size);
+    return elmi_vk_buffer_read(vk, t->buf, at, dst, size);
 }
 
 static elm_status iface_graph_prepare(be_backend *be, const be_graph *g, char *err, size_t err_size) {
     vk_backend *vk = vk_of(be);
     vk_plan *plan;
     vk->last_error[0] = '\0';
-    elm_status st = vk_graph_prepare(vk, g, &plan);
-    if (st != ELM_OK) vk_copy_error(vk, err, err_size);
+    elm_status st = elmi_vk_graph_prepare(vk, g, &plan);
+    if (st != ELM_OK) elmi_vk_copy_error(vk, err, err_size);
     else if (err && err_size) err[0] = '\0';
     return st;
 }
@@ -150,8 +150,8 @@ static elm_status iface_graph_prepare(be_backend *be, const be_graph *g, char *e
 static elm_status iface_graph_compute(be_backend *be, const be_graph *g, char *err, size_t err_size) {
     vk_backend *vk = vk_of(be);
     vk->last_error[0] = '\0';
-    elm_status st = vk_graph_compute(vk, g);
-    if (st != ELM_OK) vk_copy_error(vk, err, err_size);
+    elm_status st = elmi_vk_graph_compute(vk, g);
+    if (st != ELM_OK) elmi_vk_copy_error(vk, err, err_size);
     else if (err && err_size) err[0] = '\0';
     return st;
 }
@@ -201,40 +201,40 @@ static const be_iface vk_iface = {
     .device_stats = iface_device_stats,
 };
 
-bool be_vk_is(const be_backend *be) {
+bool elmi_be_vk_is(const be_backend *be) {
     return be && be->iface == &vk_iface;
 }
 
 /* ------------------------------------------------------ devices, selection */
 
-elm_status be_vk_enumerate(elm_device_info *out, size_t cap, size_t *n, char *err, size_t err_size) {
+elm_status elmi_be_vk_enumerate(elm_device_info *out, size_t cap, size_t *n, char *err, size_t err_size) {
     if (!n || (cap && !out)) return ELM_ERR_INVALID_ARG;
     *n = 0;
     vk_limits lim;
-    ELM_TRY(vk_limits_from_env(&lim, err, err_size));
+    ELM_TRY(elmi_vk_limits_from_env(&lim, err, err_size));
     vk_instance vi;
-    elm_status st = vk_instance_create(false, true, NULL, &vi, NULL, 0);
+    elm_status st = elmi_vk_instance_create(false, true, NULL, &vi, NULL, 0);
     if (st == ELM_ERR_NO_MEMORY)
         return elmi_errorf(err, err_size, st, "out of memory listing Vulkan devices");
     if (st != ELM_OK) return ELM_OK; /* no Vulkan: no devices */
     VkPhysicalDevice *pd = NULL;
     uint32_t count = 0;
-    st = vk_physical_devices(vi.inst, &pd, &count);
+    st = elmi_vk_physical_devices(vi.inst, &pd, &count);
     if (st != ELM_OK) goto fail;
     for (uint32_t i = 0; i < count; i++) {
         vk_caps caps;
         elm_device_info info;
-        st = vk_query_device(pd[i], (int)i, &lim, &caps, &info);
+        st = elmi_vk_query_device(pd[i], (int)i, &lim, &caps, &info);
         if (st != ELM_OK) goto fail;
         if (i < cap) out[i] = info;
     }
     *n = count;
     elmi_free(pd);
-    vk_instance_destroy(&vi);
+    elmi_vk_instance_destroy(&vi);
     return ELM_OK;
 fail:
     elmi_free(pd);
-    vk_instance_destroy(&vi);
+    elmi_vk_instance_destroy(&vi);
     return elmi_errorf(err, err_size, st, "out of memory listing Vulkan devices");
 }
 
@@ -243,10 +243,10 @@ static elm_status device_types(VkPhysicalDeviceType **types, uint32_t *count) {
     *types = NULL;
     *count = 0;
     vk_instance vi;
-    elm_status st = vk_instance_create(false, true, NULL, &vi, NULL, 0);
+    elm_status st = elmi_vk_instance_create(false, true, NULL, &vi, NULL, 0);
     if (st != ELM_OK) return st == ELM_ERR_NO_MEMORY ? st : ELM_OK; /* no Vulkan: no devices */
     VkPhysicalDevice *pd = NULL;
-    st = vk_physical_devices(vi.inst, &pd, count);
+    st = elmi_vk_physical_devices(vi.inst, &pd, count);
     if (st != ELM_OK || *count == 0) goto done;
     *types = elmi_calloc(*count, sizeof **types);
     if (!*types) {
@@ -260,7 +260,7 @@ static elm_status device_types(VkPhysicalDeviceType **types, uint32_t *count) {
     }
 done:
     elmi_free(pd);
-    vk_instance_destroy(&vi);
+    elmi_vk_instance_destroy(&vi);
     return st;
 }
 
@@ -287,7 +287,7 @@ static int choose(const VkPhysicalDeviceType *t, uint32_t n, bool allow_cpu) {
     return i;
 }
 
-elm_status be_vk_select(const char *spec, int *index) {
+elm_status elmi_be_vk_select(const char *spec, int *index) {
     if (!spec || !index) return ELM_ERR_INVALID_ARG;
     *index = -1;
     bool is_auto = !strcmp(spec, "auto"), is_vulkan = !strcmp(spec, "vulkan");
@@ -314,7 +314,7 @@ elm_status be_vk_select(const char *spec, int *index) {
 
 /* ---------------------------------------------------------------- create */
 
-be_vk_options be_vk_default_options(void) {
+be_vk_options elmi_be_vk_default_options(void) {
     return (be_vk_options){.device = -1, .validation = -1};
 }
 
@@ -326,7 +326,7 @@ static bool validation_wanted(const be_vk_options *o) {
 
 static elm_status open_backend(vk_backend *vk, const be_vk_options *o, const vk_limits *lim,
                                char *err, size_t err_size) {
-    elm_status st = vk_instance_create(validation_wanted(o), o->quiet, &vk->validation_errors,
+    elm_status st = elmi_vk_instance_create(validation_wanted(o), o->quiet, &vk->validation_errors,
                                        &vk->vi, err, err_size);
     if (st == ELM_ERR_UNSUPPORTED) return elmi_errorf(err, err_size, st, "no Vulkan loader or driver");
     if (st != ELM_OK) return st;
@@ -341,15 +341,15 @@ static elm_status open_backend(vk_backend *vk, const be_vk_options *o, const vk_
         elmi_free(types);
         if (index < 0) return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "no Vulkan device found");
     }
-    st = vk_device_open(vk, index, lim, err, err_size);
+    st = elmi_vk_device_open(vk, index, lim, err, err_size);
     if (st != ELM_OK) goto fail;
-    st = vk_memory_init(vk);
+    st = elmi_vk_memory_init(vk);
     if (st != ELM_OK) goto fail;
-    st = vk_pipeline_init(vk, o->cache_dir);
+    st = elmi_vk_pipeline_init(vk, o->cache_dir);
     if (st != ELM_OK) goto fail;
     return ELM_OK;
 fail:
-    if (vk->last_error[0]) vk_copy_error(vk, err, err_size);
+    if (vk->last_error[0]) elmi_vk_copy_error(vk, err, err_size);
     return st;
 }
 
@@ -367,14 +367,14 @@ static elm_status fault_from_env(int64_t *after, char *err, size_t err_size) {
     return ELM_OK;
 }
 
-elm_status be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size_t err_size) {
+elm_status elmi_be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size_t err_size) {
     if (err && err_size) err[0] = '\0';
     if (!out) return ELM_ERR_INVALID_ARG;
     *out = NULL;
-    be_vk_options o = opt ? *opt : be_vk_default_options();
+    be_vk_options o = opt ? *opt : elmi_be_vk_default_options();
     vk_limits lim;
-    ELM_TRY(o.limits ? vk_limits_parse(o.limits, &lim, err, err_size)
-                     : vk_limits_from_env(&lim, err, err_size));
+    ELM_TRY(o.limits ? elmi_vk_limits_parse(o.limits, &lim, err, err_size)
+                     : elmi_vk_limits_from_env(&lim, err, err_size));
     int64_t fault_after;
     ELM_TRY(fault_from_env(&fault_after, err, err_size));
     vk_backend *vk = elmi_calloc(1, sizeof *vk);
@@ -395,44 +395,44 @@ elm_status be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size
 
 /* ----------------------------------------------------------------- extras */
 
-elm_status be_vk_device_info(be_backend *be, elm_device_info *out) {
-    if (!be_vk_is(be) || !out) return ELM_ERR_INVALID_ARG;
+elm_status elmi_be_vk_device_info(be_backend *be, elm_device_info *out) {
+    if (!elmi_be_vk_is(be) || !out) return ELM_ERR_INVALID_ARG;
     *out = vk_of(be)->info;
     return ELM_OK;
 }
 
-uint64_t be_vk_validation_errors(be_backend *be) {
-    return be_vk_is(be) ? atomic_load(&vk_of(be)->validation_errors) : 0;
+uint64_t elmi_be_vk_validation_errors(be_backend *be) {
+    return elmi_be_vk_is(be) ? atomic_load(&vk_of(be)->validation_errors) : 0;
 }
 
-bool be_vk_validation_enabled(be_backend *be) {
-    return be_vk_is(be) && vk_of(be)->vi.validation;
+bool elmi_be_vk_validation_enabled(be_backend *be) {
+    return elmi_be_vk_is(be) && vk_of(be)->vi.validation;
 }
 
-const char *be_vk_last_error(be_backend *be) {
-    return be_vk_is(be) ? vk_of(be)->last_error : "";
+const char *elmi_be_vk_last_error(be_backend *be) {
+    return elmi_be_vk_is(be) ? vk_of(be)->last_error : "";
 }
 
-elm_status be_vk_get_stats(be_backend *be, be_vk_stats *out) {
-    if (!be_vk_is(be) || !out) return ELM_ERR_INVALID_ARG;
+elm_status elmi_be_vk_get_stats(be_backend *be, be_vk_stats *out) {
+    if (!elmi_be_vk_is(be) || !out) return ELM_ERR_INVALID_ARG;
     vk_backend *vk = vk_of(be);
     *out = vk->vstats;
     out->device_bytes = vk->device_bytes;
     return ELM_OK;
 }
 
-elm_status be_vk_copy_buffer(be_backend *be, be_buffer *dst, be_buffer *src, size_t size,
+elm_status elmi_be_vk_copy_buffer(be_backend *be, be_buffer *dst, be_buffer *src, size_t size,
                              uint32_t reps, double *ms) {
-    if (!be_vk_is(be) || !dst || !src || !ms) return ELM_ERR_INVALID_ARG;
+    if (!elmi_be_vk_is(be) || !dst || !src || !ms) return ELM_ERR_INVALID_ARG;
     vk_backend *vk = vk_of(be);
     vk->last_error[0] = '\0';
-    return vk_buffer_copy_timed(vk, dst, src, size, reps, ms);
+    return elmi_vk_buffer_copy_timed(vk, dst, src, size, reps, ms);
 }
 
-void be_vk_release_weights(be_backend *be) {
-    if (!be_vk_is(be)) return;
+void elmi_be_vk_release_weights(be_backend *be) {
+    if (!elmi_be_vk_is(be)) return;
     vk_backend *vk = vk_of(be);
     if (vk->dev) vkDeviceWaitIdle(vk->dev);
-    vk_plans_clear(vk); /* recorded plans bind the copies */
-    vk_weights_clear(vk);
+    elmi_vk_plans_clear(vk); /* recorded plans bind the copies */
+    elmi_vk_weights_clear(vk);
 }

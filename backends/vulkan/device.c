@@ -74,7 +74,7 @@ static void create_messenger(vk_instance *vi, _Atomic uint64_t *count) {
         vi->messenger = VK_NULL_HANDLE;
 }
 
-elm_status vk_instance_create(bool validation, bool quiet, _Atomic uint64_t *error_count,
+elm_status elmi_vk_instance_create(bool validation, bool quiet, _Atomic uint64_t *error_count,
                               vk_instance *out, char *err, size_t err_size) {
     memset(out, 0, sizeof *out);
     uint32_t version = loader_version();
@@ -127,7 +127,7 @@ elm_status vk_instance_create(bool validation, bool quiet, _Atomic uint64_t *err
         out->inst = VK_NULL_HANDLE;
         return elmi_errorf(err, err_size,
                            r == VK_ERROR_OUT_OF_HOST_MEMORY ? ELM_ERR_NO_MEMORY : ELM_ERR_UNSUPPORTED,
-                           "vkCreateInstance: %s", vk_result_name(r));
+                           "vkCreateInstance: %s", elmi_vk_result_name(r));
     }
     out->api_version = version;
     out->validation = validation;
@@ -136,7 +136,7 @@ elm_status vk_instance_create(bool validation, bool quiet, _Atomic uint64_t *err
     return ELM_OK;
 }
 
-void vk_instance_destroy(vk_instance *vi) {
+void elmi_vk_instance_destroy(vk_instance *vi) {
     if (!vi->inst) return;
     if (vi->messenger) {
         PFN_vkDestroyDebugUtilsMessengerEXT destroy = (PFN_vkDestroyDebugUtilsMessengerEXT)
@@ -147,7 +147,7 @@ void vk_instance_destroy(vk_instance *vi) {
     memset(vi, 0, sizeof *vi);
 }
 
-elm_status vk_physical_devices(VkInstance inst, VkPhysicalDevice **out, uint32_t *n) {
+elm_status elmi_vk_physical_devices(VkInstance inst, VkPhysicalDevice **out, uint32_t *n) {
     *out = NULL;
     *n = 0;
     uint32_t count = 0;
@@ -356,7 +356,7 @@ static void fill_info(const props_chain *pc, const vk_caps *c, int index, elm_de
     info->uma = c->uma;
 }
 
-elm_status vk_query_device(VkPhysicalDevice pd, int index, const vk_limits *lim, vk_caps *caps,
+elm_status elmi_vk_query_device(VkPhysicalDevice pd, int index, const vk_limits *lim, vk_caps *caps,
                            elm_device_info *info) {
     memset(caps, 0, sizeof *caps);
     memset(info, 0, sizeof *info);
@@ -445,17 +445,17 @@ static elm_status create_device(vk_backend *vk, char *err, size_t err_size) {
     if (r != VK_SUCCESS) {
         vk->dev = VK_NULL_HANDLE;
         return elmi_errorf(err, err_size, r == VK_ERROR_OUT_OF_HOST_MEMORY ? ELM_ERR_NO_MEMORY : ELM_ERR_DEVICE,
-                           "vkCreateDevice on %s: %s", vk->info.name, vk_result_name(r));
+                           "vkCreateDevice on %s: %s", vk->info.name, elmi_vk_result_name(r));
     }
     vkGetDeviceQueue(vk->dev, vk->queue_family, 0, &vk->queue);
     return ELM_OK;
 }
 
-elm_status vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char *err,
+elm_status elmi_vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char *err,
                           size_t err_size) {
     VkPhysicalDevice *pd;
     uint32_t n;
-    ELM_TRY(vk_physical_devices(vk->vi.inst, &pd, &n));
+    ELM_TRY(elmi_vk_physical_devices(vk->vi.inst, &pd, &n));
     if (n == 0 || index >= (int)n) {
         elmi_free(pd);
         if (n) return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no Vulkan device %d (%u found)", index, n);
@@ -465,7 +465,7 @@ elm_status vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char 
     vk->index = index;
     elmi_free(pd);
     int qf = -1;
-    elm_status st = vk_query_device(vk->phys, index, lim, &vk->caps, &vk->info);
+    elm_status st = elmi_vk_query_device(vk->phys, index, lim, &vk->caps, &vk->info);
     if (st == ELM_OK) st = pick_queue_family(vk->phys, &qf, &vk->caps.timestamp_bits);
     if (st != ELM_OK)
         return elmi_errorf(err, err_size, st, "out of memory querying Vulkan device %d", index);
@@ -481,7 +481,7 @@ elm_status vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char 
     return create_device(vk, err, err_size);
 }
 
-void vk_device_close(vk_backend *vk) {
+void elmi_vk_device_close(vk_backend *vk) {
     if (vk->dev) vkDestroyDevice(vk->dev, NULL);
     vk->dev = VK_NULL_HANDLE;
 }

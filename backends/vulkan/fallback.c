@@ -32,8 +32,8 @@ static elm_status span_mirrors(vk_backend *vk, const be_tensor *const *ts, mirro
         const be_tensor *t = ts[i];
         if (!t || !t->buf) continue;
         VkDeviceSize extent;
-        if (!vk_tensor_extent(t, &extent) || t->offs + extent > t->buf->size)
-            return vk_fail(vk, ELM_ERR_INVALID_ARG, "tensor '%s' lies outside its buffer", t->name);
+        if (!elmi_vk_tensor_extent(t, &extent) || t->offs + extent > t->buf->size)
+            return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "tensor '%s' lies outside its buffer", t->name);
         mirror *mi = mirror_for(m, n, t->buf);
         if (t->offs < mi->lo) mi->lo = t->offs;
         if (t->offs + extent > mi->hi) mi->hi = t->offs + extent;
@@ -44,8 +44,8 @@ static elm_status span_mirrors(vk_backend *vk, const be_tensor *const *ts, mirro
 static elm_status fill_mirrors(vk_backend *vk, mirror *m, int n) {
     for (int i = 0; i < n; i++) {
         m[i].host = elmi_malloc(m[i].hi - m[i].lo);
-        if (!m[i].host) return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory for a CPU fallback");
-        ELM_TRY(vk_buffer_read(vk, m[i].buf, m[i].lo, m[i].host, m[i].hi - m[i].lo));
+        if (!m[i].host) return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory for a CPU fallback");
+        ELM_TRY(elmi_vk_buffer_read(vk, m[i].buf, m[i].lo, m[i].host, m[i].hi - m[i].lo));
     }
     return ELM_OK;
 }
@@ -53,8 +53,8 @@ static elm_status fill_mirrors(vk_backend *vk, mirror *m, int n) {
 static elm_status run_on_cpu(vk_backend *vk, const be_node *nd, be_tensor *copies, const be_graph *g,
                              int index) {
     if (!vk->cpu) {
-        elm_status st = be_cpu_new(0, &vk->cpu);
-        if (st != ELM_OK) return vk_fail(vk, st, "cannot start the CPU backend for a fallback");
+        elm_status st = elmi_be_cpu_new(0, &vk->cpu);
+        if (st != ELM_OK) return elmi_vk_fail(vk, st, "cannot start the CPU backend for a fallback");
     }
     be_node n2 = *nd;
     n2.dst = &copies[0];
@@ -63,16 +63,16 @@ static elm_status run_on_cpu(vk_backend *vk, const be_node *nd, be_tensor *copie
     char err[VK_ERR_LEN] = "";
     elm_status st = vk->cpu->iface->graph_compute(vk->cpu, &g2, err, sizeof err);
     if (st != ELM_OK)
-        return vk_fail(vk, st, "node %d (%s, on the CPU): %s", index, be_op_name(nd->op),
+        return elmi_vk_fail(vk, st, "node %d (%s, on the CPU): %s", index, elmi_be_op_name(nd->op),
                        err[0] ? err : elm_strerror(st));
     return ELM_OK;
 }
 
-elm_status vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index) {
+elm_status elmi_vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index) {
     const be_node *nd = &g->nodes[index];
     const be_tensor *ts[N_TENSORS] = {nd->dst, nd->src[0], nd->src[1], nd->src[2], nd->src[3]};
     if (!nd->dst || !nd->dst->buf)
-        return vk_fail(vk, ELM_ERR_INVALID_ARG, "node %d: the destination is not in a buffer", index);
+        return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "node %d: the destination is not in a buffer", index);
     mirror m[N_TENSORS];
     int n = 0;
     be_tensor copies[N_TENSORS];
@@ -91,8 +91,8 @@ elm_status vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index) {
     }
     st = run_on_cpu(vk, nd, copies, g, index);
     if (st != ELM_OK) goto done;
-    vk_tensor_extent(nd->dst, &extent);
-    st = vk_buffer_write(vk, nd->dst->buf, nd->dst->offs, copies[0].data, extent);
+    elmi_vk_tensor_extent(nd->dst, &extent);
+    st = elmi_vk_buffer_write(vk, nd->dst->buf, nd->dst->offs, copies[0].data, extent);
 done:
     for (int i = 0; i < n; i++) elmi_free(m[i].host);
     return st;

@@ -74,7 +74,7 @@ static bool graph_key(const be_graph *g, keybuf *k) {
         const be_node *nd = &g->nodes[i];
         int32_t ip[BE_MAX_PARAMS];
         memcpy(ip, nd->iparams, sizeof ip);
-        if (vk_node_has_dyn(nd)) ip[0] = 0;
+        if (elmi_vk_node_has_dyn(nd)) ip[0] = 0;
         put(k, &nd->op, sizeof nd->op);
         put(k, ip, sizeof ip);
         put(k, nd->fparams, sizeof nd->fparams);
@@ -102,14 +102,14 @@ static bool grow(void **p, uint32_t *cap, uint32_t n, size_t elem) {
     return true;
 }
 
-elm_status vk_plan_add_dispatch(vk_backend *vk, vk_plan *plan, const vk_disp *d) {
+elm_status elmi_vk_plan_add_dispatch(vk_backend *vk, vk_plan *plan, const vk_disp *d) {
     if (!grow((void **)&plan->disp, &plan->cap_disp, plan->n_disp, sizeof *plan->disp))
-        return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+        return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     plan->disp[plan->n_disp++] = *d;
     return ELM_OK;
 }
 
-elm_status vk_plan_add_dyn(vk_plan *plan, int node, uint32_t *slot) {
+elm_status elmi_vk_plan_add_dyn(vk_plan *plan, int node, uint32_t *slot) {
     if (!grow((void **)&plan->dyn_node, &plan->cap_dyn, plan->n_dyn, sizeof *plan->dyn_node))
         return ELM_ERR_NO_MEMORY;
     *slot = plan->n_dyn;
@@ -119,7 +119,7 @@ elm_status vk_plan_add_dyn(vk_plan *plan, int node, uint32_t *slot) {
 
 static vk_step *new_step(vk_backend *vk, vk_plan *plan) {
     if (!grow((void **)&plan->steps, &plan->cap_steps, plan->n_steps, sizeof *plan->steps)) {
-        vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+        elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
         return NULL;
     }
     vk_step *s = &plan->steps[plan->n_steps++];
@@ -151,7 +151,7 @@ static void plan_free(vk_backend *vk, vk_plan *plan) {
     for (uint32_t i = 0; i < plan->n_steps; i++)
         if (plan->steps[i].cmd) vkFreeCommandBuffers(vk->dev, vk->cmd_pool, 1, &plan->steps[i].cmd);
     if (plan->pool) vkDestroyDescriptorPool(vk->dev, plan->pool, NULL);
-    vk_seg_free(vk, &plan->dyn);
+    elmi_vk_seg_free(vk, &plan->dyn);
     elmi_free(plan->key);
     elmi_free(plan->disp);
     elmi_free(plan->steps);
@@ -159,7 +159,7 @@ static void plan_free(vk_backend *vk, vk_plan *plan) {
     elmi_free(plan);
 }
 
-void vk_plans_clear(vk_backend *vk) {
+void elmi_vk_plans_clear(vk_backend *vk) {
     for (int i = 0; i < VK_MAX_PLANS; i++) {
         plan_free(vk, vk->plans[i]);
         vk->plans[i] = NULL;
@@ -170,7 +170,7 @@ static void note_fallback(vk_backend *vk, const be_node *nd, int index, const ch
     uint32_t bit = 1u << ((unsigned)nd->op % 32);
     if (vk->quiet || (vk->fallback_logged & bit)) return;
     vk->fallback_logged |= bit;
-    fprintf(stderr, "edgelm vulkan: %s (node %d, '%.*s') runs on the CPU: %s\n", be_op_name(nd->op),
+    fprintf(stderr, "edgelm vulkan: %s (node %d, '%.*s') runs on the CPU: %s\n", elmi_be_op_name(nd->op),
             index, (int)sizeof nd->dst->name, nd->dst->name, why);
 }
 
@@ -180,7 +180,7 @@ static elm_status plan_nodes(vk_backend *vk, const be_graph *g, vk_plan *plan) {
         const be_node *nd = &g->nodes[i];
         uint32_t n_disp = plan->n_disp, n_dyn = plan->n_dyn;
         vk_planner p = {.vk = vk, .plan = plan, .exact = g->exact, .node_index = i};
-        elm_status st = vk_plan_node(&p, nd);
+        elm_status st = elmi_vk_plan_node(&p, nd);
         if (st == ELM_ERR_UNSUPPORTED) {
             plan->n_disp = n_disp; /* drop what the node emitted before giving up */
             plan->n_dyn = n_dyn;
@@ -207,7 +207,7 @@ static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
         .poolSizeCount = 1,
         .pPoolSizes = &size,
     };
-    ELM_TRY(vk_check(vk, vkCreateDescriptorPool(vk->dev, &pci, NULL, &plan->pool), "vkCreateDescriptorPool"));
+    ELM_TRY(elmi_vk_check(vk, vkCreateDescriptorPool(vk->dev, &pci, NULL, &plan->pool), "vkCreateDescriptorPool"));
     for (uint32_t i = 0; i < plan->n_disp; i++) {
         vk_disp *d = &plan->disp[i];
         VkDescriptorSetAllocateInfo ai = {
@@ -216,7 +216,7 @@ static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
             .descriptorSetCount = 1,
             .pSetLayouts = &vk->dsl,
         };
-        ELM_TRY(vk_check(vk, vkAllocateDescriptorSets(vk->dev, &ai, &d->set), "vkAllocateDescriptorSets"));
+        ELM_TRY(elmi_vk_check(vk, vkAllocateDescriptorSets(vk->dev, &ai, &d->set), "vkAllocateDescriptorSets"));
         VkDescriptorBufferInfo bi[VK_N_BIND + 1];
         VkWriteDescriptorSet w[VK_N_BIND + 1];
         for (uint32_t b = 0; b <= VK_N_BIND; b++) {
@@ -312,9 +312,9 @@ static elm_status record_step(vk_backend *vk, const vk_plan *plan, vk_step *s, h
         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
         .commandBufferCount = 1,
     };
-    ELM_TRY(vk_check(vk, vkAllocateCommandBuffers(vk->dev, &ai, &s->cmd), "vkAllocateCommandBuffers"));
+    ELM_TRY(elmi_vk_check(vk, vkAllocateCommandBuffers(vk->dev, &ai, &s->cmd), "vkAllocateCommandBuffers"));
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
-    ELM_TRY(vk_check(vk, vkBeginCommandBuffer(s->cmd, &bi), "vkBeginCommandBuffer"));
+    ELM_TRY(elmi_vk_check(vk, vkBeginCommandBuffer(s->cmd, &bi), "vkBeginCommandBuffer"));
     /* Transfers and CPU steps since the last run wrote device memory. */
     memory_barrier(s->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                    VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT,
@@ -325,7 +325,7 @@ static elm_status record_step(vk_backend *vk, const vk_plan *plan, vk_step *s, h
                    VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                    VK_ACCESS_HOST_READ_BIT | VK_ACCESS_TRANSFER_READ_BIT | SHADER_RW);
     vk->vstats.n_records++;
-    return vk_check(vk, vkEndCommandBuffer(s->cmd), "vkEndCommandBuffer");
+    return elmi_vk_check(vk, vkEndCommandBuffer(s->cmd), "vkEndCommandBuffer");
 }
 
 static elm_status record_all(vk_backend *vk, vk_plan *plan) {
@@ -335,7 +335,7 @@ static elm_status record_all(vk_backend *vk, vk_plan *plan) {
     h.w = elmi_malloc(h.cap * sizeof *h.w);
     elm_status st = ELM_OK;
     if (!h.r || !h.w) {
-        st = vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+        st = elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
         goto done;
     }
     for (uint32_t i = 0; i < plan->n_steps; i++) {
@@ -353,8 +353,8 @@ done:
 
 static elm_status plan_build(vk_backend *vk, const be_graph *g, vk_plan *plan) {
     ELM_TRY(plan_nodes(vk, g, plan));
-    ELM_TRY(vk_seg_alloc(vk, 4 * (plan->n_dyn ? plan->n_dyn : 1), true, &plan->dyn));
-    if (!plan->dyn.map) return vk_fail(vk, ELM_ERR_DEVICE, "cannot map the per-call buffer");
+    ELM_TRY(elmi_vk_seg_alloc(vk, 4 * (plan->n_dyn ? plan->n_dyn : 1), true, &plan->dyn));
+    if (!plan->dyn.map) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "cannot map the per-call buffer");
     ELM_TRY(write_sets(vk, plan));
     return record_all(vk, plan);
 }
@@ -381,18 +381,18 @@ static int evict_slot(vk_backend *vk) {
 
 static elm_status check_graph(vk_backend *vk, const be_graph *g) {
     if (!g || g->n_nodes < 0 || (g->n_nodes > 0 && !g->nodes))
-        return vk_fail(vk, ELM_ERR_INVALID_ARG, "bad graph");
-    if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+        return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "bad graph");
+    if (vk->lost) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     return ELM_OK;
 }
 
-elm_status vk_graph_prepare(vk_backend *vk, const be_graph *g, vk_plan **out) {
+elm_status elmi_vk_graph_prepare(vk_backend *vk, const be_graph *g, vk_plan **out) {
     elm_status st = check_graph(vk, g);
     if (st != ELM_OK) return st;
     keybuf k = {0};
     if (!graph_key(g, &k)) {
         elmi_free(k.p);
-        return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+        return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     }
     uint64_t hash = hash_bytes(k.p, k.len);
     vk_plan *plan = find_plan(vk, &k, hash);
@@ -405,7 +405,7 @@ elm_status vk_graph_prepare(vk_backend *vk, const be_graph *g, vk_plan **out) {
     plan = elmi_calloc(1, sizeof *plan);
     if (!plan) {
         elmi_free(k.p);
-        return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+        return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     }
     plan->key = k.p;
     plan->key_len = k.len;
@@ -432,18 +432,18 @@ static elm_status write_dyn(vk_backend *vk, const be_graph *g, vk_plan *plan) {
         if (nd->op == BE_OP_KV_STORE) T = nd->src[0]->ne[1], rows = nd->dst->ne[1];
         else T = nd->src[0]->ne[2], rows = nd->src[1]->ne[1];
         if (pos < 0 || pos + T > rows)
-            return vk_fail(vk, ELM_ERR_INVALID_ARG, "node %d (%s): rows [%lld, %lld) outside the cache's %lld",
-                           plan->dyn_node[i], be_op_name(nd->op), (long long)pos, (long long)(pos + T),
+            return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "node %d (%s): rows [%lld, %lld) outside the cache's %lld",
+                           plan->dyn_node[i], elmi_be_op_name(nd->op), (long long)pos, (long long)(pos + T),
                            (long long)rows);
         slots[i] = (int32_t)pos;
     }
     return ELM_OK;
 }
 
-elm_status vk_graph_compute(vk_backend *vk, const be_graph *g) {
+elm_status elmi_vk_graph_compute(vk_backend *vk, const be_graph *g) {
     vk_plan *plan;
     uint64_t records = vk->vstats.n_records;
-    ELM_TRY(vk_graph_prepare(vk, g, &plan));
+    ELM_TRY(elmi_vk_graph_prepare(vk, g, &plan));
     ELM_TRY(write_dyn(vk, g, plan));
     if (vk->vstats.n_records == records && plan->n_disp) vk->vstats.n_replays++;
     vk->in_graph = true;
@@ -451,9 +451,9 @@ elm_status vk_graph_compute(vk_backend *vk, const be_graph *g) {
     for (uint32_t i = 0; st == ELM_OK && i < plan->n_steps; i++) {
         const vk_step *s = &plan->steps[i];
         if (s->cpu) {
-            st = vk_run_cpu_node(vk, g, s->node);
+            st = elmi_vk_run_cpu_node(vk, g, s->node);
         } else {
-            st = vk_submit_wait(vk, s->cmd, "graph submit");
+            st = elmi_vk_submit_wait(vk, s->cmd, "graph submit");
             vk->vstats.n_submits++;
         }
     }

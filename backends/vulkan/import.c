@@ -6,7 +6,7 @@
  * to imported host memory: the piece's bytes widened on both sides to
  * minImportedHostPointerAlignment (the driver can only import whole
  * aligned units), with vk_seg.base the byte of the buffer where the piece
- * starts (op_bind adds it to every window). No device memory is spent and
+ * starts (elmi_op_bind adds it to every window). No device memory is spent and
  * nothing is copied; the device reads the mapped file.
  *
  * When any condition fails, nothing is imported and memory.c copies the
@@ -170,7 +170,7 @@ static bool import_piece(vk_backend *vk, const void *ptr, size_t n, vk_seg *out)
     uintptr_t lo = p0 / a * a;
     hi = hi / a * a;
     VkDeviceSize size = hi - lo, base = p0 - lo;
-    /* The widest window op_bind makes over the piece: from base rounded
+    /* The widest window elmi_op_bind makes over the piece: from base rounded
      * down to the offset alignment to the end rounded up to 4 bytes. */
     if (size > vk->caps.max_alloc || base % vk->caps.offset_align + n + 4 > vk->caps.max_range) return false;
     if (!range_mapped(lo, hi, p0, p1)) return false;
@@ -190,11 +190,11 @@ static int64_t import_rows_per_piece(const vk_backend *vk, size_t row_bytes) {
     VkDeviceSize slack = vk->caps.offset_align + 4;
     if (alloc <= 2 * a || range <= slack || !row_bytes) return 0;
     VkDeviceSize lim = alloc - 2 * a < range - slack ? alloc - 2 * a : range - slack;
-    int64_t fit = (int64_t)(lim / row_bytes), per = vk_weight_rows_per_piece(vk, row_bytes);
+    int64_t fit = (int64_t)(lim / row_bytes), per = elmi_vk_weight_rows_per_piece(vk, row_bytes);
     return fit < per ? fit : per;
 }
 
-bool vk_weight_import(vk_backend *vk, vk_weight *w) {
+bool elmi_vk_weight_import(vk_backend *vk, vk_weight *w) {
     if (!import_probe(vk) || w->bytes < IMPORT_MIN_UNITS * vk->import.align) return false;
     int64_t per = w->n_pieces == 1 ? w->n_rows : w->row0[1];
     int64_t fit = import_rows_per_piece(vk, w->row_bytes);
@@ -215,7 +215,7 @@ bool vk_weight_import(vk_backend *vk, vk_weight *w) {
         ok = import_piece(vk, (const char *)w->data + off, n, &pieces[i]);
     }
     if (!ok) {
-        for (uint32_t i = 0; pieces && i < n_pieces; i++) vk_seg_free(vk, &pieces[i]);
+        for (uint32_t i = 0; pieces && i < n_pieces; i++) elmi_vk_seg_free(vk, &pieces[i]);
         elmi_free(pieces);
         elmi_free(row0);
         return false;

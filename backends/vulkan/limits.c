@@ -91,7 +91,7 @@ static elm_status parse_item(char *item, vk_limits *l, char *err, size_t err_siz
                        item);
 }
 
-elm_status vk_limits_parse(const char *spec, vk_limits *out, char *err, size_t err_size) {
+elm_status elmi_vk_limits_parse(const char *spec, vk_limits *out, char *err, size_t err_size) {
     vk_limits l = {0};
     if (spec && *spec) {
         char *copy = elmi_strdup(spec);
@@ -109,8 +109,8 @@ elm_status vk_limits_parse(const char *spec, vk_limits *out, char *err, size_t e
     return ELM_OK;
 }
 
-elm_status vk_limits_from_env(vk_limits *out, char *err, size_t err_size) {
-    ELM_TRY(vk_limits_parse(getenv("EDGELM_VK_LIMITS"), out, err, err_size));
+elm_status elmi_vk_limits_from_env(vk_limits *out, char *err, size_t err_size) {
+    ELM_TRY(elmi_vk_limits_parse(getenv("EDGELM_VK_LIMITS"), out, err, err_size));
     static const struct {
         const char *env, *key;
     } vars[] = {

@@ -78,28 +78,28 @@ static elm_status alloc_memory(vk_backend *vk, vk_seg *s, bool host_visible) {
             if (mappable && (host_visible || vk->caps.uma) &&
                 vkMapMemory(vk->dev, s->mem, 0, VK_WHOLE_SIZE, 0, &s->map) != VK_SUCCESS)
                 s->map = NULL;
-            return vk_check(vk, vkBindBufferMemory(vk->dev, s->buf, s->mem, 0), "vkBindBufferMemory");
+            return elmi_vk_check(vk, vkBindBufferMemory(vk->dev, s->buf, s->mem, 0), "vkBindBufferMemory");
         }
         if (r != VK_ERROR_OUT_OF_DEVICE_MEMORY && r != VK_ERROR_OUT_OF_HOST_MEMORY) break;
     }
     s->mem = VK_NULL_HANDLE;
     if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
-        return vk_fail(vk, ELM_ERR_NO_MEMORY,
+        return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY,
                        "out of %s memory allocating %llu bytes on %s (%llu bytes already allocated)",
                        r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? "device" : "host",
                        (unsigned long long)req.size, vk->info.name,
                        (unsigned long long)vk->device_bytes);
-    return vk_check(vk, r, "vkAllocateMemory");
+    return elmi_vk_check(vk, r, "vkAllocateMemory");
 }
 
 static elm_status zero_fill(vk_backend *vk, const vk_seg *s);
 
-elm_status vk_seg_alloc(vk_backend *vk, VkDeviceSize size, bool host_visible, vk_seg *out) {
+elm_status elmi_vk_seg_alloc(vk_backend *vk, VkDeviceSize size, bool host_visible, vk_seg *out) {
     memset(out, 0, sizeof *out);
     VkDeviceSize bytes = align_up(size ? size : 1, 16) + SEG_PAD;
     if (bytes > vk->caps.max_alloc && size <= seg_limit(vk)) bytes = vk->caps.max_alloc;
     if (bytes > vk->caps.max_alloc)
-        return vk_fail(vk, ELM_ERR_NO_MEMORY, "%llu bytes exceed the allocation limit %llu of %s",
+        return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "%llu bytes exceed the allocation limit %llu of %s",
                        (unsigned long long)size, (unsigned long long)vk->caps.max_alloc,
                        vk->info.name);
     VkBufferCreateInfo bi = {
@@ -109,7 +109,7 @@ elm_status vk_seg_alloc(vk_backend *vk, VkDeviceSize size, bool host_visible, vk
                  VK_BUFFER_USAGE_TRANSFER_DST_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
-    elm_status st = vk_check(vk, vkCreateBuffer(vk->dev, &bi, NULL, &out->buf), "vkCreateBuffer");
+    elm_status st = elmi_vk_check(vk, vkCreateBuffer(vk->dev, &bi, NULL, &out->buf), "vkCreateBuffer");
     if (st != ELM_OK) goto fail;
     st = alloc_memory(vk, out, host_visible);
     if (st != ELM_OK) goto fail;
@@ -122,11 +122,11 @@ elm_status vk_seg_alloc(vk_backend *vk, VkDeviceSize size, bool host_visible, vk
     if (st != ELM_OK) goto fail;
     return ELM_OK;
 fail:
-    vk_seg_free(vk, out);
+    elmi_vk_seg_free(vk, out);
     return st;
 }
 
-void vk_seg_free(vk_backend *vk, vk_seg *s) {
+void elmi_vk_seg_free(vk_backend *vk, vk_seg *s) {
     if (s->map) vkUnmapMemory(vk->dev, s->mem);
     if (s->buf) vkDestroyBuffer(vk->dev, s->buf, NULL);
     if (s->mem) {
@@ -138,28 +138,28 @@ void vk_seg_free(vk_backend *vk, vk_seg *s) {
 
 /* ------------------------------------------------------------- transfers */
 
-elm_status vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what) {
-    if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+elm_status elmi_vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what) {
+    if (vk->lost) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
-    ELM_TRY(vk_check(vk, vkResetFences(vk->dev, 1, &vk->fence), "vkResetFences"));
-    ELM_TRY(vk_check(vk, vkQueueSubmit(vk->queue, 1, &si, vk->fence), what));
+    ELM_TRY(elmi_vk_check(vk, vkResetFences(vk->dev, 1, &vk->fence), "vkResetFences"));
+    ELM_TRY(elmi_vk_check(vk, vkQueueSubmit(vk->queue, 1, &si, vk->fence), what));
     /* Generous: a CPU device may take long, a hung GPU must not hang us. */
     VkResult r = vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE, 600ull * 1000 * 1000 * 1000);
     if (r == VK_TIMEOUT) {
         vk->lost = true;
-        return vk_fail(vk, ELM_ERR_DEVICE, "%s: the device did not finish within 600 s", what);
+        return elmi_vk_fail(vk, ELM_ERR_DEVICE, "%s: the device did not finish within 600 s", what);
     }
     /* Injected loss: the work has finished (so teardown stays valid), but
      * the submission reports the device lost, as a real loss would. */
     if (r == VK_SUCCESS && vk->fault_after >= 0 && vk->in_graph &&
         vk->n_graph_submits++ >= (uint64_t)vk->fault_after) {
-        elm_status st = vk_check(vk, VK_ERROR_DEVICE_LOST, what);
+        elm_status st = elmi_vk_check(vk, VK_ERROR_DEVICE_LOST, what);
         size_t n = strlen(vk->last_error);
         snprintf(vk->last_error + n, sizeof vk->last_error - n,
                  " (injected by EDGELM_VK_FAULT_AFTER=%lld)", (long long)vk->fault_after);
         return st;
     }
-    return vk_check(vk, r, what);
+    return elmi_vk_check(vk, r, what);
 }
 
 static void global_barrier(VkCommandBuffer cmd, VkPipelineStageFlags src, VkAccessFlags src_access,
@@ -171,8 +171,8 @@ static void global_barrier(VkCommandBuffer cmd, VkPipelineStageFlags src, VkAcce
 static elm_status xfer_begin(vk_backend *vk) {
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                    .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
-    ELM_TRY(vk_check(vk, vkResetCommandBuffer(vk->xfer_cmd, 0), "vkResetCommandBuffer"));
-    ELM_TRY(vk_check(vk, vkBeginCommandBuffer(vk->xfer_cmd, &bi), "vkBeginCommandBuffer"));
+    ELM_TRY(elmi_vk_check(vk, vkResetCommandBuffer(vk->xfer_cmd, 0), "vkResetCommandBuffer"));
+    ELM_TRY(elmi_vk_check(vk, vkBeginCommandBuffer(vk->xfer_cmd, &bi), "vkBeginCommandBuffer"));
     global_barrier(vk->xfer_cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
                    VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_TRANSFER_BIT,
                    VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT);
@@ -183,8 +183,8 @@ static elm_status xfer_end(vk_backend *vk) {
     global_barrier(vk->xfer_cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
                    VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                    VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
-    ELM_TRY(vk_check(vk, vkEndCommandBuffer(vk->xfer_cmd), "vkEndCommandBuffer"));
-    return vk_submit_wait(vk, vk->xfer_cmd, "transfer");
+    ELM_TRY(elmi_vk_check(vk, vkEndCommandBuffer(vk->xfer_cmd), "vkEndCommandBuffer"));
+    return elmi_vk_submit_wait(vk, vk->xfer_cmd, "transfer");
 }
 
 static elm_status zero_fill(vk_backend *vk, const vk_seg *s) {
@@ -206,16 +206,16 @@ static elm_status staged_copy(vk_backend *vk, const vk_seg *s, VkDeviceSize offs
 static elm_status ensure_staging(vk_backend *vk) {
     if (vk->staging.buf) return ELM_OK;
     VkDeviceSize size = seg_limit(vk) < STAGING_MAX ? seg_limit(vk) : STAGING_MAX;
-    return vk_seg_alloc(vk, size, true, &vk->staging);
+    return elmi_vk_seg_alloc(vk, size, true, &vk->staging);
 }
 
 static VkDeviceSize staging_room(const vk_backend *vk) {
     return vk->staging.size - SEG_PAD;
 }
 
-elm_status vk_seg_write(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, const void *src,
+elm_status elmi_vk_seg_write(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, const void *src,
                         size_t size) {
-    if (offset + size > s->size) return vk_fail(vk, ELM_ERR_INTERNAL, "write past a segment");
+    if (offset + size > s->size) return elmi_vk_fail(vk, ELM_ERR_INTERNAL, "write past a segment");
     if (s->map) {
         memcpy((char *)s->map + offset, src, size);
         return ELM_OK;
@@ -230,9 +230,9 @@ elm_status vk_seg_write(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, co
     return ELM_OK;
 }
 
-elm_status vk_seg_read(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, void *dst,
+elm_status elmi_vk_seg_read(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, void *dst,
                        size_t size) {
-    if (offset + size > s->size) return vk_fail(vk, ELM_ERR_INTERNAL, "read past a segment");
+    if (offset + size > s->size) return elmi_vk_fail(vk, ELM_ERR_INTERNAL, "read past a segment");
     if (s->map) {
         memcpy(dst, (const char *)s->map + offset, size);
         return ELM_OK;
@@ -269,13 +269,13 @@ static void record_copy(vk_backend *vk, be_buffer *dst, be_buffer *src, size_t s
     }
 }
 
-elm_status vk_buffer_copy_timed(vk_backend *vk, be_buffer *dst, be_buffer *src, size_t size,
+elm_status elmi_vk_buffer_copy_timed(vk_backend *vk, be_buffer *dst, be_buffer *src, size_t size,
                                 uint32_t reps, double *ms) {
     *ms = 0;
-    if (!vk_owns_buffer(vk, dst) || !vk_owns_buffer(vk, src) || dst == src || reps == 0 ||
+    if (!elmi_vk_owns_buffer(vk, dst) || !elmi_vk_owns_buffer(vk, src) || dst == src || reps == 0 ||
         size == 0 || size > dst->size || size > src->size)
-        return vk_fail(vk, ELM_ERR_INVALID_ARG, "bad buffers or size for a device copy");
-    if (vk->lost) return vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+        return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "bad buffers or size for a device copy");
+    if (vk->lost) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     VkQueryPool pool = VK_NULL_HANDLE;
     elm_status st;
     if (vk->caps.timestamp_bits) {
@@ -326,13 +326,13 @@ static VkDeviceSize largest_heap(const vk_backend *vk) {
     return m;
 }
 
-elm_status vk_buffer_alloc(vk_backend *vk, size_t size, void *host_ptr, be_buffer **out) {
+elm_status elmi_vk_buffer_alloc(vk_backend *vk, size_t size, void *host_ptr, be_buffer **out) {
     *out = NULL;
     if (size > largest_heap(vk))
-        return vk_fail(vk, ELM_ERR_NO_MEMORY, "%zu bytes requested but the largest memory heap of %s has %llu",
+        return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "%zu bytes requested but the largest memory heap of %s has %llu",
                        size, vk->info.name, (unsigned long long)largest_heap(vk));
     be_buffer *b = elmi_calloc(1, sizeof *b);
-    if (!b) return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+    if (!b) return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     VkDeviceSize lim = seg_limit(vk);
     b->size = size;
     b->seg_size = size <= lim ? (size ? size : 1) : lim;
@@ -344,37 +344,37 @@ elm_status vk_buffer_alloc(vk_backend *vk, size_t size, void *host_ptr, be_buffe
     elm_status st;
     if (!b->segs) {
         b->n_segs = 0;
-        st = vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+        st = elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
         goto fail;
     }
     for (uint32_t i = 0; i < b->n_segs; i++) {
         VkDeviceSize left = size - (VkDeviceSize)i * b->seg_size;
-        st = vk_seg_alloc(vk, left < b->seg_size ? left : b->seg_size, false, &b->segs[i]);
+        st = elmi_vk_seg_alloc(vk, left < b->seg_size ? left : b->seg_size, false, &b->segs[i]);
         if (st != ELM_OK) goto fail;
     }
     if (b->n_segs == 1) b->host = b->segs[0].map;
     if (host_ptr && size) {
-        st = vk_buffer_write(vk, b, 0, host_ptr, size);
+        st = elmi_vk_buffer_write(vk, b, 0, host_ptr, size);
         if (st != ELM_OK) goto fail;
     }
     *out = b;
     return ELM_OK;
 fail:
-    vk_buffer_free(vk, b);
+    elmi_vk_buffer_free(vk, b);
     return st;
 }
 
-void vk_buffer_free(vk_backend *vk, be_buffer *b) {
+void elmi_vk_buffer_free(vk_backend *vk, be_buffer *b) {
     if (!b) return;
     if (b->prev) b->prev->next = b->next;
     else if (vk->buffers == b) vk->buffers = b->next;
     if (b->next) b->next->prev = b->prev;
-    for (uint32_t i = 0; i < b->n_segs; i++) vk_seg_free(vk, &b->segs[i]);
+    for (uint32_t i = 0; i < b->n_segs; i++) elmi_vk_seg_free(vk, &b->segs[i]);
     elmi_free(b->segs);
     elmi_free(b);
 }
 
-bool vk_owns_buffer(const vk_backend *vk, const be_buffer *b) {
+bool elmi_vk_owns_buffer(const vk_backend *vk, const be_buffer *b) {
     for (const be_buffer *p = vk->buffers; p; p = p->next)
         if (p == b) return true;
     return false;
@@ -385,7 +385,7 @@ typedef elm_status (*seg_io)(vk_backend *, const vk_seg *, VkDeviceSize, void *,
 static elm_status buffer_io(vk_backend *vk, be_buffer *b, size_t offset, void *p, size_t size,
                             seg_io io) {
     if (offset > b->size || size > b->size - offset)
-        return vk_fail(vk, ELM_ERR_INVALID_ARG, "bytes [%zu, %zu) outside a buffer of %zu",
+        return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "bytes [%zu, %zu) outside a buffer of %zu",
                        offset, offset + size, b->size);
     while (size) {
         uint32_t i = (uint32_t)(offset / b->seg_size);
@@ -398,21 +398,21 @@ static elm_status buffer_io(vk_backend *vk, be_buffer *b, size_t offset, void *p
 }
 
 static elm_status seg_write_io(vk_backend *vk, const vk_seg *s, VkDeviceSize o, void *p, size_t n) {
-    return vk_seg_write(vk, s, o, p, n);
+    return elmi_vk_seg_write(vk, s, o, p, n);
 }
 
-elm_status vk_buffer_write(vk_backend *vk, be_buffer *b, size_t offset, const void *src,
+elm_status elmi_vk_buffer_write(vk_backend *vk, be_buffer *b, size_t offset, const void *src,
                            size_t size) {
     return buffer_io(vk, b, offset, (void *)src, size, seg_write_io);
 }
 
-elm_status vk_buffer_read(vk_backend *vk, be_buffer *b, size_t offset, void *dst, size_t size) {
-    return buffer_io(vk, b, offset, dst, size, vk_seg_read);
+elm_status elmi_vk_buffer_read(vk_backend *vk, be_buffer *b, size_t offset, void *dst, size_t size) {
+    return buffer_io(vk, b, offset, dst, size, elmi_vk_seg_read);
 }
 
 /* ------------------------------------------------------------ host weights */
 
-int64_t vk_weight_rows_per_piece(const vk_backend *vk, size_t row_bytes) {
+int64_t elmi_vk_weight_rows_per_piece(const vk_backend *vk, size_t row_bytes) {
     VkDeviceSize lim = seg_limit(vk);
     /* A piece is bound whole, so it must also fit one binding. */
     VkDeviceSize range = vk->caps.max_range > SEG_PAD ? (vk->caps.max_range - SEG_PAD) : 0;
@@ -426,25 +426,25 @@ static elm_status weight_geometry(vk_backend *vk, const be_tensor *t, vk_weight 
     bool contiguous = (t->ne[2] == 1 || t->nb[2] == row * (size_t)t->ne[1]) &&
                       (t->ne[3] == 1 || t->nb[3] == t->nb[2] * (size_t)t->ne[2]);
     if (!contiguous || rows < 1 || row == 0)
-        return vk_fail(vk, ELM_ERR_UNSUPPORTED, "host tensor '%s' is not contiguous", t->name);
+        return elmi_vk_fail(vk, ELM_ERR_UNSUPPORTED, "host tensor '%s' is not contiguous", t->name);
     w->data = t->data;
     w->row_bytes = row;
     w->n_rows = rows;
     w->bytes = row * (size_t)rows;
-    int64_t per = vk_weight_rows_per_piece(vk, row);
+    int64_t per = elmi_vk_weight_rows_per_piece(vk, row);
     if (per < 1)
-        return vk_fail(vk, ELM_ERR_UNSUPPORTED, "a row of '%s' (%zu bytes) exceeds the device limits",
+        return elmi_vk_fail(vk, ELM_ERR_UNSUPPORTED, "a row of '%s' (%zu bytes) exceeds the device limits",
                        t->name, row);
     w->n_pieces = (uint32_t)((rows + per - 1) / per);
     w->pieces = elmi_calloc(w->n_pieces, sizeof *w->pieces);
     w->row0 = elmi_calloc(w->n_pieces + 1, sizeof *w->row0);
-    if (!w->pieces || !w->row0) return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+    if (!w->pieces || !w->row0) return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     for (uint32_t i = 0; i <= w->n_pieces; i++) w->row0[i] = (int64_t)i * per < rows ? (int64_t)i * per : rows;
     return ELM_OK;
 }
 
 static void weight_free(vk_backend *vk, vk_weight *w) {
-    for (uint32_t i = 0; w->pieces && i < w->n_pieces; i++) vk_seg_free(vk, &w->pieces[i]);
+    for (uint32_t i = 0; w->pieces && i < w->n_pieces; i++) elmi_vk_seg_free(vk, &w->pieces[i]);
     elmi_free(w->pieces);
     elmi_free(w->row0);
     memset(w, 0, sizeof *w);
@@ -452,18 +452,18 @@ static void weight_free(vk_backend *vk, vk_weight *w) {
 
 static elm_status weight_upload(vk_backend *vk, vk_weight *w) {
     /* Unified memory with VK_EXT_external_memory_host: read in place. */
-    if (vk_weight_import(vk, w)) return ELM_OK;
+    if (elmi_vk_weight_import(vk, w)) return ELM_OK;
     for (uint32_t i = 0; i < w->n_pieces; i++) {
         size_t off = (size_t)w->row0[i] * w->row_bytes;
         size_t n = (size_t)(w->row0[i + 1] - w->row0[i]) * w->row_bytes;
-        ELM_TRY(vk_seg_alloc(vk, n, false, &w->pieces[i]));
-        ELM_TRY(vk_seg_write(vk, &w->pieces[i], 0, (const char *)w->data + off, n));
+        ELM_TRY(elmi_vk_seg_alloc(vk, n, false, &w->pieces[i]));
+        ELM_TRY(elmi_vk_seg_write(vk, &w->pieces[i], 0, (const char *)w->data + off, n));
     }
     return ELM_OK;
 }
 
-elm_status vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **out) {
-    size_t bytes = be_tensor_nbytes(t);
+elm_status elmi_vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **out) {
+    size_t bytes = elmi_be_tensor_nbytes(t);
     for (uint32_t i = 0; i < vk->n_weights; i++)
         if (vk->weights[i].data == t->data && vk->weights[i].bytes == bytes) {
             *out = &vk->weights[i];
@@ -472,7 +472,7 @@ elm_status vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **o
     if (vk->n_weights == vk->cap_weights) {
         uint32_t cap = vk->cap_weights ? 2 * vk->cap_weights : 64;
         vk_weight *nw = elmi_realloc(vk->weights, cap * sizeof *nw);
-        if (!nw) return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+        if (!nw) return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
         vk->weights = nw;
         vk->cap_weights = cap;
     }
@@ -480,7 +480,7 @@ elm_status vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **o
     elm_status st = weight_geometry(vk, t, &w);
     if (st != ELM_OK) goto fail;
     if (w.bytes != bytes) {
-        st = vk_fail(vk, ELM_ERR_UNSUPPORTED, "host tensor '%s' has padded rows", t->name);
+        st = elmi_vk_fail(vk, ELM_ERR_UNSUPPORTED, "host tensor '%s' has padded rows", t->name);
         goto fail;
     }
     st = weight_upload(vk, &w);
@@ -497,7 +497,7 @@ fail:
     return st;
 }
 
-void vk_weights_clear(vk_backend *vk) {
+void elmi_vk_weights_clear(vk_backend *vk) {
     for (uint32_t i = 0; i < vk->n_weights; i++) weight_free(vk, &vk->weights[i]);
     vk->n_weights = 0;
     vk->vstats.n_weights = 0;
@@ -505,33 +505,33 @@ void vk_weights_clear(vk_backend *vk) {
 
 /* ------------------------------------------------------------ init, free */
 
-elm_status vk_memory_init(vk_backend *vk) {
+elm_status elmi_vk_memory_init(vk_backend *vk) {
     VkCommandPoolCreateInfo pci = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
         .queueFamilyIndex = vk->queue_family,
     };
-    ELM_TRY(vk_check(vk, vkCreateCommandPool(vk->dev, &pci, NULL, &vk->cmd_pool), "vkCreateCommandPool"));
+    ELM_TRY(elmi_vk_check(vk, vkCreateCommandPool(vk->dev, &pci, NULL, &vk->cmd_pool), "vkCreateCommandPool"));
     VkCommandBufferAllocateInfo ai = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
         .commandPool = vk->cmd_pool,
         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
         .commandBufferCount = 1,
     };
-    ELM_TRY(vk_check(vk, vkAllocateCommandBuffers(vk->dev, &ai, &vk->xfer_cmd), "vkAllocateCommandBuffers"));
+    ELM_TRY(elmi_vk_check(vk, vkAllocateCommandBuffers(vk->dev, &ai, &vk->xfer_cmd), "vkAllocateCommandBuffers"));
     VkFenceCreateInfo fci = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    ELM_TRY(vk_check(vk, vkCreateFence(vk->dev, &fci, NULL, &vk->fence), "vkCreateFence"));
-    return vk_seg_alloc(vk, 16, false, &vk->dummy);
+    ELM_TRY(elmi_vk_check(vk, vkCreateFence(vk->dev, &fci, NULL, &vk->fence), "vkCreateFence"));
+    return elmi_vk_seg_alloc(vk, 16, false, &vk->dummy);
 }
 
-void vk_memory_free(vk_backend *vk) {
-    while (vk->buffers) vk_buffer_free(vk, vk->buffers);
+void elmi_vk_memory_free(vk_backend *vk) {
+    while (vk->buffers) elmi_vk_buffer_free(vk, vk->buffers);
     for (uint32_t i = 0; i < vk->n_weights; i++) weight_free(vk, &vk->weights[i]);
     elmi_free(vk->weights);
     vk->weights = NULL;
     vk->n_weights = vk->cap_weights = 0;
-    vk_seg_free(vk, &vk->staging);
-    vk_seg_free(vk, &vk->dummy);
+    elmi_vk_seg_free(vk, &vk->staging);
+    elmi_vk_seg_free(vk, &vk->dummy);
     if (vk->fence) vkDestroyFence(vk->dev, vk->fence, NULL);
     if (vk->cmd_pool) vkDestroyCommandPool(vk->dev, vk->cmd_pool, NULL);
     vk->fence = VK_NULL_HANDLE;

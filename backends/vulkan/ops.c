@@ -23,71 +23,71 @@
 
 static elm_status plan_binary(vk_planner *p, const be_node *nd) {
     const be_tensor *a = nd->src[0], *b = nd->src[1], *d = nd->dst;
-    ELM_TRY(op_check_f32(p, a, "src0"));
-    ELM_TRY(op_check_f32(p, b, "src1"));
-    ELM_TRY(op_check_f32(p, d, "dst"));
-    if (!op_same_shape(a, b) || !op_same_shape(a, d)) return op_invalid(p, "shapes differ");
+    ELM_TRY(elmi_op_check_f32(p, a, "src0"));
+    ELM_TRY(elmi_op_check_f32(p, b, "src1"));
+    ELM_TRY(elmi_op_check_f32(p, d, "dst"));
+    if (!elmi_op_same_shape(a, b) || !elmi_op_same_shape(a, d)) return elmi_op_invalid(p, "shapes differ");
     tview va, vb, vd;
-    ELM_TRY(op_resolve(p, a, "src0", &va));
-    ELM_TRY(op_resolve(p, b, "src1", &vb));
-    ELM_TRY(op_resolve(p, d, "dst", &vd));
+    ELM_TRY(elmi_op_resolve(p, a, "src0", &va));
+    ELM_TRY(elmi_op_resolve(p, b, "src1", &vb));
+    ELM_TRY(elmi_op_resolve(p, d, "dst", &vd));
     int64_t rows, rb, rd;
     size_t sa, sb, sd;
-    if (!op_flat_rows(a, &rows, &sa) || !op_flat_rows(b, &rb, &sb) || !op_flat_rows(d, &rd, &sd))
-        return op_unsupported(p, "rows are not evenly spaced");
+    if (!elmi_op_flat_rows(a, &rows, &sa) || !elmi_op_flat_rows(b, &rb, &sb) || !elmi_op_flat_rows(d, &rd, &sd))
+        return elmi_op_unsupported(p, "rows are not evenly spaced");
     VkDeviceSize w = (VkDeviceSize)a->ne[0] * 4, strides[3] = {sa, sb, sd}, widths[3] = {w, w, w};
-    int64_t chunk = op_token_chunk(p, rows, strides, widths, 3);
-    if (chunk < 1) return op_unsupported(p, "a row exceeds maxStorageBufferRange");
-    uint32_t wg = op_wg_size(p, WG_DEFAULT);
+    int64_t chunk = elmi_op_token_chunk(p, rows, strides, widths, 3);
+    if (chunk < 1) return elmi_op_unsupported(p, "a row exceeds maxStorageBufferRange");
+    uint32_t wg = elmi_op_wg_size(p, WG_DEFAULT);
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
         int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
         disp_build db;
-        op_disp_init(p, &db);
+        elmi_op_disp_init(p, &db);
         db.shader = nd->op == BE_OP_ADD ? "add" : "swiglu";
         db.spec[0] = wg, db.spec[1] = 1, db.n_spec = 2;
         pc_binary pc = {.n = (uint32_t)a->ne[0], .n_rows = (uint32_t)n, .a_stride = (uint32_t)(sa / 4),
                         .b_stride = (uint32_t)(sb / 4), .d_stride = (uint32_t)(sd / 4)};
-        ELM_TRY(op_bind_view(p, &va, r0 * sa, (r0 + n - 1) * sa + w, 4, &db.d.b[0], &pc.a_base));
-        ELM_TRY(op_bind_view(p, &vb, r0 * sb, (r0 + n - 1) * sb + w, 4, &db.d.b[1], &pc.b_base));
-        ELM_TRY(op_bind_view(p, &vd, r0 * sd, (r0 + n - 1) * sd + w, 4, &db.d.b[3], &pc.d_base));
-        ELM_TRY(op_set_groups(p, &db, (a->ne[0] + wg - 1) / wg, (uint64_t)n));
-        ELM_TRY(op_emit(p, &db, &pc, sizeof pc));
+        ELM_TRY(elmi_op_bind_view(p, &va, r0 * sa, (r0 + n - 1) * sa + w, 4, &db.d.b[0], &pc.a_base));
+        ELM_TRY(elmi_op_bind_view(p, &vb, r0 * sb, (r0 + n - 1) * sb + w, 4, &db.d.b[1], &pc.b_base));
+        ELM_TRY(elmi_op_bind_view(p, &vd, r0 * sd, (r0 + n - 1) * sd + w, 4, &db.d.b[3], &pc.d_base));
+        ELM_TRY(elmi_op_set_groups(p, &db, (a->ne[0] + wg - 1) / wg, (uint64_t)n));
+        ELM_TRY(elmi_op_emit(p, &db, &pc, sizeof pc));
     }
     return ELM_OK;
 }
 
 static elm_status plan_rms_norm(vk_planner *p, const be_node *nd) {
     const be_tensor *x = nd->src[0], *w = nd->src[1], *d = nd->dst;
-    ELM_TRY(op_check_f32(p, x, "src0"));
-    ELM_TRY(op_check_f32(p, w, "src1"));
-    ELM_TRY(op_check_f32(p, d, "dst"));
-    if (w->ne[0] != x->ne[0] || !op_same_shape(x, d)) return op_invalid(p, "shapes differ");
-    if (!(nd->fparams[0] >= 0.0f) || !isfinite(nd->fparams[0])) return op_invalid(p, "eps %g", nd->fparams[0]);
+    ELM_TRY(elmi_op_check_f32(p, x, "src0"));
+    ELM_TRY(elmi_op_check_f32(p, w, "src1"));
+    ELM_TRY(elmi_op_check_f32(p, d, "dst"));
+    if (w->ne[0] != x->ne[0] || !elmi_op_same_shape(x, d)) return elmi_op_invalid(p, "shapes differ");
+    if (!(nd->fparams[0] >= 0.0f) || !isfinite(nd->fparams[0])) return elmi_op_invalid(p, "eps %g", nd->fparams[0]);
     tview vx, vw, vd;
-    ELM_TRY(op_resolve(p, x, "src0", &vx));
-    ELM_TRY(op_resolve(p, w, "src1", &vw));
-    ELM_TRY(op_resolve(p, d, "dst", &vd));
+    ELM_TRY(elmi_op_resolve(p, x, "src0", &vx));
+    ELM_TRY(elmi_op_resolve(p, w, "src1", &vw));
+    ELM_TRY(elmi_op_resolve(p, d, "dst", &vd));
     int64_t rows, rd;
     size_t sx, sd;
-    if (!op_flat_rows(x, &rows, &sx) || !op_flat_rows(d, &rd, &sd)) return op_unsupported(p, "rows are not evenly spaced");
-    uint32_t wg = op_reduce_wg(p, WG_DEFAULT, 0);
-    if (!wg) return op_unsupported(p, "no workgroup size fits %u bytes of shared memory", p->vk->caps.max_shared);
+    if (!elmi_op_flat_rows(x, &rows, &sx) || !elmi_op_flat_rows(d, &rd, &sd)) return elmi_op_unsupported(p, "rows are not evenly spaced");
+    uint32_t wg = elmi_op_reduce_wg(p, WG_DEFAULT, 0);
+    if (!wg) return elmi_op_unsupported(p, "no workgroup size fits %u bytes of shared memory", p->vk->caps.max_shared);
     VkDeviceSize width = (VkDeviceSize)x->ne[0] * 4, strides[2] = {sx, sd}, widths[2] = {width, width};
-    int64_t chunk = op_token_chunk(p, rows, strides, widths, 2);
-    if (chunk < 1) return op_unsupported(p, "a row exceeds maxStorageBufferRange");
+    int64_t chunk = elmi_op_token_chunk(p, rows, strides, widths, 2);
+    if (chunk < 1) return elmi_op_unsupported(p, "a row exceeds maxStorageBufferRange");
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
         int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
         disp_build db;
-        op_disp_init(p, &db);
-        db.shader = op_use_sg(p) ? "rms_norm_sg" : "rms_norm_sh";
-        db.spec[0] = wg, db.spec[1] = op_nsg(p, wg), db.n_spec = 2;
+        elmi_op_disp_init(p, &db);
+        db.shader = elmi_op_use_sg(p) ? "rms_norm_sg" : "rms_norm_sh";
+        db.spec[0] = wg, db.spec[1] = elmi_op_nsg(p, wg), db.n_spec = 2;
         pc_rms_norm pc = {.n = (uint32_t)x->ne[0], .n_rows = (uint32_t)n, .x_stride = (uint32_t)(sx / 4),
                           .d_stride = (uint32_t)(sd / 4), .eps = nd->fparams[0]};
-        ELM_TRY(op_bind_view(p, &vx, r0 * sx, (r0 + n - 1) * sx + width, 4, &db.d.b[0], &pc.x_base));
-        ELM_TRY(op_bind_view(p, &vw, 0, width, 4, &db.d.b[1], &pc.w_base));
-        ELM_TRY(op_bind_view(p, &vd, r0 * sd, (r0 + n - 1) * sd + width, 4, &db.d.b[3], &pc.d_base));
-        ELM_TRY(op_set_groups(p, &db, (uint64_t)n, 1));
-        ELM_TRY(op_emit(p, &db, &pc, sizeof pc));
+        ELM_TRY(elmi_op_bind_view(p, &vx, r0 * sx, (r0 + n - 1) * sx + width, 4, &db.d.b[0], &pc.x_base));
+        ELM_TRY(elmi_op_bind_view(p, &vw, 0, width, 4, &db.d.b[1], &pc.w_base));
+        ELM_TRY(elmi_op_bind_view(p, &vd, r0 * sd, (r0 + n - 1) * sd + width, 4, &db.d.b[3], &pc.d_base));
+        ELM_TRY(elmi_op_set_groups(p, &db, (uint64_t)n, 1));
+        ELM_TRY(elmi_op_emit(p, &db, &pc, sizeof pc));
     }
     return ELM_OK;
 }
@@ -103,7 +103,7 @@ static elm_status rope_params(vk_planner *p, const be_node *nd, int64_t head_dim
     const float *f = nd->fparams;
     if ((mode != BE_ROPE_NORM && mode != BE_ROPE_NEOX) || n_rot < 2 || n_rot % 2 || n_rot > head_dim ||
         head_dim % 2 || !(f[0] > 0.0f) || f[0] == 1.0f || !(f[1] > 0.0f) || !isfinite(f[2]) || !isfinite(f[3]))
-        return op_unsupported(p, "rope parameters outside what the shader handles");
+        return elmi_op_unsupported(p, "rope parameters outside what the shader handles");
     pc->neox = mode == BE_ROPE_NEOX;
     pc->n_rot = (uint32_t)n_rot;
     pc->log2_theta_scale = (float)(-2.0 / n_rot * log2((double)f[0]));
@@ -113,7 +113,7 @@ static elm_status rope_params(vk_planner *p, const be_node *nd, int64_t head_dim
     double mscale = f[3];
     if (pc->yarn) {
         if (nd->iparams[2] <= 0 || !(f[4] > 0.0f) || !(f[5] > 0.0f))
-            return op_unsupported(p, "YaRN parameters outside what the shader handles");
+            return elmi_op_unsupported(p, "YaRN parameters outside what the shader handles");
         double lo = floor(yarn_dim(n_rot, nd->iparams[2], f[4], f[0]));
         double hi = ceil(yarn_dim(n_rot, nd->iparams[2], f[5], f[0]));
         pc->corr_low = (float)fmax(0.0, lo);
@@ -126,40 +126,40 @@ static elm_status rope_params(vk_planner *p, const be_node *nd, int64_t head_dim
 
 static elm_status plan_rope(vk_planner *p, const be_node *nd) {
     const be_tensor *x = nd->src[0], *pos = nd->src[1], *ff = nd->src[2], *d = nd->dst;
-    ELM_TRY(op_check_f32(p, x, "src0"));
-    ELM_TRY(op_check_f32(p, d, "dst"));
-    if (ff) ELM_TRY(op_check_f32(p, ff, "src2"));
-    if (!pos || pos->type != BE_TYPE_I32 || pos->ne[0] != x->ne[2] || !op_same_shape(x, d) || x->ne[3] != 1)
-        return op_invalid(p, "shapes do not match");
+    ELM_TRY(elmi_op_check_f32(p, x, "src0"));
+    ELM_TRY(elmi_op_check_f32(p, d, "dst"));
+    if (ff) ELM_TRY(elmi_op_check_f32(p, ff, "src2"));
+    if (!pos || pos->type != BE_TYPE_I32 || pos->ne[0] != x->ne[2] || !elmi_op_same_shape(x, d) || x->ne[3] != 1)
+        return elmi_op_invalid(p, "shapes do not match");
     pc_rope pc = {.head_dim = (uint32_t)x->ne[0], .n_head = (uint32_t)x->ne[1], .has_ff = ff != NULL};
     ELM_TRY(rope_params(p, nd, x->ne[0], &pc));
-    if (ff && ff->ne[0] < pc.n_rot / 2) return op_invalid(p, "too few frequency factors");
+    if (ff && ff->ne[0] < pc.n_rot / 2) return elmi_op_invalid(p, "too few frequency factors");
     tview vx, vp, vf, vd;
-    ELM_TRY(op_resolve(p, x, "src0", &vx));
-    ELM_TRY(op_resolve(p, pos, "src1", &vp));
-    if (ff) ELM_TRY(op_resolve(p, ff, "src2", &vf));
-    ELM_TRY(op_resolve(p, d, "dst", &vd));
+    ELM_TRY(elmi_op_resolve(p, x, "src0", &vx));
+    ELM_TRY(elmi_op_resolve(p, pos, "src1", &vp));
+    if (ff) ELM_TRY(elmi_op_resolve(p, ff, "src2", &vf));
+    ELM_TRY(elmi_op_resolve(p, d, "dst", &vd));
     pc.x_rs = (uint32_t)(x->nb[1] / 4), pc.x_ts = (uint32_t)(x->nb[2] / 4);
     pc.d_rs = (uint32_t)(d->nb[1] / 4), pc.d_ts = (uint32_t)(d->nb[2] / 4);
     VkDeviceSize wx = (x->ne[1] - 1) * x->nb[1] + x->ne[0] * 4, wd = (d->ne[1] - 1) * d->nb[1] + d->ne[0] * 4;
     VkDeviceSize strides[3] = {x->nb[2], d->nb[2], 4}, widths[3] = {wx, wd, 4};
-    int64_t T = x->ne[2], chunk = op_token_chunk(p, T, strides, widths, 3);
-    if (chunk < 1) return op_unsupported(p, "a token's heads exceed maxStorageBufferRange");
-    uint32_t wg = op_wg_size(p, WG_DEFAULT);
+    int64_t T = x->ne[2], chunk = elmi_op_token_chunk(p, T, strides, widths, 3);
+    if (chunk < 1) return elmi_op_unsupported(p, "a token's heads exceed maxStorageBufferRange");
+    uint32_t wg = elmi_op_wg_size(p, WG_DEFAULT);
     uint64_t slots = (uint64_t)x->ne[0] / 2 * (uint64_t)x->ne[1];
     for (int64_t t0 = 0; t0 < T; t0 += chunk) {
         int64_t n = T - t0 < chunk ? T - t0 : chunk;
         disp_build db;
-        op_disp_init(p, &db);
+        elmi_op_disp_init(p, &db);
         db.shader = "rope";
         db.spec[0] = wg, db.spec[1] = 1, db.n_spec = 2;
         pc_rope q = pc;
-        ELM_TRY(op_bind_view(p, &vx, t0 * x->nb[2], (t0 + n - 1) * x->nb[2] + wx, 4, &db.d.b[0], &q.x_base));
-        ELM_TRY(op_bind_view(p, &vp, t0 * 4, (t0 + n) * 4, 4, &db.d.b[1], &q.pos_base));
-        if (ff) ELM_TRY(op_bind_view(p, &vf, 0, pc.n_rot / 2 * 4, 4, &db.d.b[2], &q.ff_base));
-        ELM_TRY(op_bind_view(p, &vd, t0 * d->nb[2], (t0 + n - 1) * d->nb[2] + wd, 4, &db.d.b[3], &q.d_base));
-        ELM_TRY(op_set_groups(p, &db, (slots + wg - 1) / wg, (uint64_t)n));
-        ELM_TRY(op_emit(p, &db, &q, sizeof q));
+        ELM_TRY(elmi_op_bind_view(p, &vx, t0 * x->nb[2], (t0 + n - 1) * x->nb[2] + wx, 4, &db.d.b[0], &q.x_base));
+        ELM_TRY(elmi_op_bind_view(p, &vp, t0 * 4, (t0 + n) * 4, 4, &db.d.b[1], &q.pos_base));
+        if (ff) ELM_TRY(elmi_op_bind_view(p, &vf, 0, pc.n_rot / 2 * 4, 4, &db.d.b[2], &q.ff_base));
+        ELM_TRY(elmi_op_bind_view(p, &vd, t0 * d->nb[2], (t0 + n - 1) * d->nb[2] + wd, 4, &db.d.b[3], &q.d_base));
+        ELM_TRY(elmi_op_set_groups(p, &db, (slots + wg - 1) / wg, (uint64_t)n));
+        ELM_TRY(elmi_op_emit(p, &db, &q, sizeof q));
     }
     return ELM_OK;
 }
@@ -172,34 +172,34 @@ static bool is_cache(const be_tensor *t) {
 
 static elm_status plan_kv_store(vk_planner *p, const be_node *nd) {
     const be_tensor *x = nd->src[0], *c = nd->dst;
-    ELM_TRY(op_check_f32(p, x, "src0"));
-    if (!is_cache(c)) return op_invalid(p, "dst must be a 2-D F32 or F16 cache");
-    if (x->ne[0] != c->ne[0] || x->ne[2] != 1 || x->ne[3] != 1) return op_invalid(p, "shapes do not match");
+    ELM_TRY(elmi_op_check_f32(p, x, "src0"));
+    if (!is_cache(c)) return elmi_op_invalid(p, "dst must be a 2-D F32 or F16 cache");
+    if (x->ne[0] != c->ne[0] || x->ne[2] != 1 || x->ne[3] != 1) return elmi_op_invalid(p, "shapes do not match");
     bool f16 = c->type == QT_F16, words = f16 && !p->vk->caps.storage16;
     if (words && (x->ne[0] % 2 || c->nb[1] % 4))
-        return op_unsupported(p, "odd F16 rows need 16-bit storage");
+        return elmi_op_unsupported(p, "odd F16 rows need 16-bit storage");
     tview vx, vc;
-    ELM_TRY(op_resolve(p, x, "src0", &vx));
-    ELM_TRY(op_resolve(p, c, "dst", &vc));
+    ELM_TRY(elmi_op_resolve(p, x, "src0", &vx));
+    ELM_TRY(elmi_op_resolve(p, c, "dst", &vc));
     uint32_t slot = 0;
-    if (p->plan) ELM_TRY(vk_plan_add_dyn(p->plan, p->node_index, &slot));
+    if (p->plan) ELM_TRY(elmi_vk_plan_add_dyn(p->plan, p->node_index, &slot));
     VkDeviceSize w = (VkDeviceSize)x->ne[0] * 4;
-    int64_t T = x->ne[1], chunk = op_token_chunk(p, T, &(VkDeviceSize){x->nb[1]}, &w, 1);
-    if (chunk < 1 || vc.extent > op_window_budget(p)) return op_unsupported(p, "the cache exceeds maxStorageBufferRange");
-    uint32_t wg = op_wg_size(p, WG_DEFAULT), unit = f16 ? 2 : 4;
+    int64_t T = x->ne[1], chunk = elmi_op_token_chunk(p, T, &(VkDeviceSize){x->nb[1]}, &w, 1);
+    if (chunk < 1 || vc.extent > elmi_op_window_budget(p)) return elmi_op_unsupported(p, "the cache exceeds maxStorageBufferRange");
+    uint32_t wg = elmi_op_wg_size(p, WG_DEFAULT), unit = f16 ? 2 : 4;
     uint64_t items = words ? (uint64_t)x->ne[0] / 2 : (uint64_t)x->ne[0];
     for (int64_t t0 = 0; t0 < T; t0 += chunk) {
         int64_t n = T - t0 < chunk ? T - t0 : chunk;
         disp_build db;
-        op_disp_init(p, &db);
+        elmi_op_disp_init(p, &db);
         db.shader = !f16 ? "kv_store_f32" : words ? "kv_store_f16_u32" : "kv_store_f16_s16";
         db.spec[0] = wg, db.spec[1] = 1, db.n_spec = 2;
         pc_kv_store pc = {.n = (uint32_t)x->ne[0], .x_stride = (uint32_t)(x->nb[1] / 4),
                           .d_stride = (uint32_t)(c->nb[1] / unit), .tok0 = (uint32_t)t0, .dyn_idx = slot};
-        ELM_TRY(op_bind_view(p, &vx, t0 * x->nb[1], (t0 + n - 1) * x->nb[1] + w, 4, &db.d.b[0], &pc.x_base));
-        ELM_TRY(op_bind_view(p, &vc, 0, vc.extent, unit, &db.d.b[3], &pc.d_base));
-        ELM_TRY(op_set_groups(p, &db, (items + wg - 1) / wg, (uint64_t)n));
-        ELM_TRY(op_emit(p, &db, &pc, sizeof pc));
+        ELM_TRY(elmi_op_bind_view(p, &vx, t0 * x->nb[1], (t0 + n - 1) * x->nb[1] + w, 4, &db.d.b[0], &pc.x_base));
+        ELM_TRY(elmi_op_bind_view(p, &vc, 0, vc.extent, unit, &db.d.b[3], &pc.d_base));
+        ELM_TRY(elmi_op_set_groups(p, &db, (items + wg - 1) / wg, (uint64_t)n));
+        ELM_TRY(elmi_op_emit(p, &db, &pc, sizeof pc));
     }
     return ELM_OK;
 }
@@ -208,28 +208,28 @@ static elm_status plan_kv_store(vk_planner *p, const be_node *nd) {
 
 /* The workgroup size whose scratch fits shared memory, or 0. */
 static uint32_t attention_wg(const vk_planner *p, uint32_t D) {
-    for (uint32_t wg = op_wg_size(p, 64); wg >= 1; wg /= 2) {
+    for (uint32_t wg = elmi_op_wg_size(p, 64); wg >= 1; wg /= 2) {
         if ((D + wg - 1) / wg > MAX_DIMS_PER_INVOCATION) return 0;
-        if (4 * (D + wg) + op_reduce_shared(p, wg) <= p->vk->caps.max_shared) return wg;
+        if (4 * (D + wg) + elmi_op_reduce_shared(p, wg) <= p->vk->caps.max_shared) return wg;
     }
     return 0;
 }
 
 static elm_status attention_check(vk_planner *p, const be_node *nd) {
     const be_tensor *q = nd->src[0], *K = nd->src[1], *V = nd->src[2], *d = nd->dst;
-    ELM_TRY(op_check_f32(p, q, "src0"));
-    ELM_TRY(op_check_f32(p, d, "dst"));
+    ELM_TRY(elmi_op_check_f32(p, q, "src0"));
+    ELM_TRY(elmi_op_check_f32(p, d, "dst"));
     int64_t n_kv = nd->iparams[1];
-    if (!is_cache(K) || !is_cache(V)) return op_invalid(p, "caches must be 2-D F32 or F16");
+    if (!is_cache(K) || !is_cache(V)) return elmi_op_invalid(p, "caches must be 2-D F32 or F16");
     if (n_kv < 1 || q->ne[1] % n_kv || q->ne[3] != 1 || K->ne[0] != q->ne[0] * n_kv ||
         V->ne[0] != K->ne[0] || V->ne[1] != K->ne[1] || d->ne[0] != q->ne[0] * q->ne[1] ||
         d->ne[1] != q->ne[2] || d->ne[2] != 1 || d->ne[3] != 1)
-        return op_invalid(p, "shapes do not match");
+        return elmi_op_invalid(p, "shapes do not match");
     if (K->type != V->type || K->nb[1] != V->nb[1])
-        return op_unsupported(p, "K and V caches of different types or strides");
-    if (q->ne[0] > MAX_HEAD_DIM) return op_unsupported(p, "head size %lld above %d", (long long)q->ne[0], MAX_HEAD_DIM);
+        return elmi_op_unsupported(p, "K and V caches of different types or strides");
+    if (q->ne[0] > MAX_HEAD_DIM) return elmi_op_unsupported(p, "head size %lld above %d", (long long)q->ne[0], MAX_HEAD_DIM);
     if (K->type == QT_F16 && !p->vk->caps.storage16 && (q->ne[0] % 2 || K->nb[1] % 4 || V->nb[1] % 4))
-        return op_unsupported(p, "odd F16 heads need 16-bit storage");
+        return elmi_op_unsupported(p, "odd F16 heads need 16-bit storage");
     return ELM_OK;
 }
 
@@ -238,66 +238,66 @@ static elm_status plan_attention(vk_planner *p, const be_node *nd) {
     const be_tensor *q = nd->src[0], *K = nd->src[1], *V = nd->src[2], *d = nd->dst;
     uint32_t D = (uint32_t)q->ne[0], wg = attention_wg(p, D);
     if (!wg)
-        return op_unsupported(p, "head size %u needs more than %u bytes of shared memory", D, p->vk->caps.max_shared);
+        return elmi_op_unsupported(p, "head size %u needs more than %u bytes of shared memory", D, p->vk->caps.max_shared);
     tview vq, vc, vv, vd;
-    ELM_TRY(op_resolve(p, q, "src0", &vq));
-    ELM_TRY(op_resolve(p, K, "src1", &vc));
-    ELM_TRY(op_resolve(p, V, "src2", &vv));
-    ELM_TRY(op_resolve(p, d, "dst", &vd));
+    ELM_TRY(elmi_op_resolve(p, q, "src0", &vq));
+    ELM_TRY(elmi_op_resolve(p, K, "src1", &vc));
+    ELM_TRY(elmi_op_resolve(p, V, "src2", &vv));
+    ELM_TRY(elmi_op_resolve(p, d, "dst", &vd));
     uint32_t slot = 0;
-    if (p->plan) ELM_TRY(vk_plan_add_dyn(p->plan, p->node_index, &slot));
-    if (vc.extent > op_window_budget(p) || vv.extent > op_window_budget(p))
-        return op_unsupported(p, "a cache exceeds maxStorageBufferRange");
+    if (p->plan) ELM_TRY(elmi_vk_plan_add_dyn(p->plan, p->node_index, &slot));
+    if (vc.extent > elmi_op_window_budget(p) || vv.extent > elmi_op_window_budget(p))
+        return elmi_op_unsupported(p, "a cache exceeds maxStorageBufferRange");
     VkDeviceSize wq = (q->ne[1] - 1) * q->nb[1] + D * 4, wd = (VkDeviceSize)d->ne[0] * 4;
     VkDeviceSize strides[2] = {q->nb[2], d->nb[1]}, widths[2] = {wq, wd};
-    int64_t T = q->ne[2], chunk = op_token_chunk(p, T, strides, widths, 2);
-    if (chunk < 1) return op_unsupported(p, "a token's queries exceed maxStorageBufferRange");
+    int64_t T = q->ne[2], chunk = elmi_op_token_chunk(p, T, strides, widths, 2);
+    if (chunk < 1) return elmi_op_unsupported(p, "a token's queries exceed maxStorageBufferRange");
     bool f16 = K->type == QT_F16;
     uint32_t unit = f16 ? 2 : 4;
     char shader[48];
     snprintf(shader, sizeof shader, "attention_%s_%s", !f16 ? "f32" : p->vk->caps.storage16 ? "f16_s16" : "f16_u32",
-             op_use_sg(p) ? "sg" : "sh");
+             elmi_op_use_sg(p) ? "sg" : "sh");
     for (int64_t t0 = 0; t0 < T; t0 += chunk) {
         int64_t n = T - t0 < chunk ? T - t0 : chunk;
         disp_build db;
-        op_disp_init(p, &db);
+        elmi_op_disp_init(p, &db);
         db.shader = shader;
-        db.spec[0] = wg, db.spec[1] = op_nsg(p, wg), db.spec[2] = D, db.n_spec = 3;
+        db.spec[0] = wg, db.spec[1] = elmi_op_nsg(p, wg), db.spec[2] = D, db.n_spec = 3;
         pc_attention pc = {.n_head = (uint32_t)q->ne[1], .n_head_kv = (uint32_t)nd->iparams[1],
                            .q_rs = (uint32_t)(q->nb[1] / 4), .q_ts = (uint32_t)(q->nb[2] / 4),
                            .kv_stride = (uint32_t)(K->nb[1] / unit), .d_ts = (uint32_t)(d->nb[1] / 4),
                            .tok0 = (uint32_t)t0, .dyn_idx = slot, .scale = nd->fparams[0]};
-        ELM_TRY(op_bind_view(p, &vq, t0 * q->nb[2], (t0 + n - 1) * q->nb[2] + wq, 4, &db.d.b[0], &pc.q_base));
-        ELM_TRY(op_bind_view(p, &vc, 0, vc.extent, unit, &db.d.b[1], &pc.k_base));
-        ELM_TRY(op_bind_view(p, &vv, 0, vv.extent, unit, &db.d.b[2], &pc.v_base));
-        ELM_TRY(op_bind_view(p, &vd, t0 * d->nb[1], (t0 + n - 1) * d->nb[1] + wd, 4, &db.d.b[3], &pc.d_base));
-        ELM_TRY(op_set_groups(p, &db, q->ne[1], (uint64_t)n));
-        ELM_TRY(op_emit(p, &db, &pc, sizeof pc));
+        ELM_TRY(elmi_op_bind_view(p, &vq, t0 * q->nb[2], (t0 + n - 1) * q->nb[2] + wq, 4, &db.d.b[0], &pc.q_base));
+        ELM_TRY(elmi_op_bind_view(p, &vc, 0, vc.extent, unit, &db.d.b[1], &pc.k_base));
+        ELM_TRY(elmi_op_bind_view(p, &vv, 0, vv.extent, unit, &db.d.b[2], &pc.v_base));
+        ELM_TRY(elmi_op_bind_view(p, &vd, t0 * d->nb[1], (t0 + n - 1) * d->nb[1] + wd, 4, &db.d.b[3], &pc.d_base));
+        ELM_TRY(elmi_op_set_groups(p, &db, q->ne[1], (uint64_t)n));
+        ELM_TRY(elmi_op_emit(p, &db, &pc, sizeof pc));
     }
     return ELM_OK;
 }
 
 /* ------------------------------------------------------------------ entry */
 
-elm_status vk_plan_node(vk_planner *p, const be_node *node) {
+elm_status elmi_vk_plan_node(vk_planner *p, const be_node *node) {
     p->why[0] = '\0';
-    if (!node || !node->dst) return op_invalid(p, "node without a destination");
-    if (!node->dst->buf) return op_invalid(p, "the destination '%s' is not in a buffer", node->dst->name);
+    if (!node || !node->dst) return elmi_op_invalid(p, "node without a destination");
+    if (!node->dst->buf) return elmi_op_invalid(p, "the destination '%s' is not in a buffer", node->dst->name);
     switch (node->op) {
-    case BE_OP_GET_ROWS: return op_plan_get_rows(p, node);
+    case BE_OP_GET_ROWS: return elmi_op_plan_get_rows(p, node);
     case BE_OP_RMS_NORM: return plan_rms_norm(p, node);
-    case BE_OP_MUL_MAT: return op_plan_mul_mat(p, node);
+    case BE_OP_MUL_MAT: return elmi_op_plan_mul_mat(p, node);
     case BE_OP_ADD:
     case BE_OP_SWIGLU: return plan_binary(p, node);
     case BE_OP_ROPE: return plan_rope(p, node);
     case BE_OP_KV_STORE: return plan_kv_store(p, node);
     case BE_OP_ATTENTION: return plan_attention(p, node);
-    case BE_OP_ARGMAX: return op_plan_argmax(p, node);
+    case BE_OP_ARGMAX: return elmi_op_plan_argmax(p, node);
     default:
         /* An op of backend.h without a Vulkan kernel (yet) runs on the CPU,
          * which validates it; only values outside the enum are malformed. */
         if ((int)node->op >= 0 && node->op < BE_OP_COUNT)
-            return op_unsupported(p, "no Vulkan kernel for %s", be_op_name(node->op));
-        return op_invalid(p, "unknown op %d", (int)node->op);
+            return elmi_op_unsupported(p, "no Vulkan kernel for %s", elmi_be_op_name(node->op));
+        return elmi_op_invalid(p, "unknown op %d", (int)node->op);
     }
 }

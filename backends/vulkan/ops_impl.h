@@ -46,64 +46,64 @@ typedef struct disp_build {
 } disp_build;
 
 /* Outcomes: the device cannot run the node (p->why), or the node is malformed. */
-elm_status op_unsupported(vk_planner *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-elm_status op_invalid(vk_planner *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+elm_status elmi_op_unsupported(vk_planner *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+elm_status elmi_op_invalid(vk_planner *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Types: the shader suffix of a weight type with kernels ("q4_0"), or NULL;
  * the list is generated from ELM_VK_TYPES (cmake/vulkan.cmake). */
-const char *op_type_suffix(int type);
-bool op_row_bytes(int type, int64_t n, size_t *out);
-size_t op_elem_bytes(int type);
+const char *elmi_op_type_suffix(int type);
+bool elmi_op_row_bytes(int type, int64_t n, size_t *out);
+size_t elmi_op_elem_bytes(int type);
 /* Rows of n values are whole dequant4 groups. */
-bool op_whole_groups(int type, int64_t n);
+bool elmi_op_whole_groups(int type, int64_t n);
 
 /* Views and bindings. */
-elm_status op_resolve(vk_planner *p, const be_tensor *t, const char *role, tview *v);
+elm_status elmi_op_resolve(vk_planner *p, const be_tensor *t, const char *role, tview *v);
 /* Rows over dims 1..3 and their stride, when evenly spaced. */
-bool op_flat_rows(const be_tensor *t, int64_t *rows, size_t *stride);
+bool elmi_op_flat_rows(const be_tensor *t, int64_t *rows, size_t *stride);
 /* Bytes one window may span, leaving room for alignment slack. */
-VkDeviceSize op_window_budget(const vk_planner *p);
+VkDeviceSize elmi_op_window_budget(const vk_planner *p);
 /* Binds bytes [lo, hi) of a segment; *base is lo in `unit`s past the bound offset. */
-elm_status op_bind(vk_planner *p, const vk_seg *seg, VkDeviceSize lo, VkDeviceSize hi,
+elm_status elmi_op_bind(vk_planner *p, const vk_seg *seg, VkDeviceSize lo, VkDeviceSize hi,
                    uint32_t unit, vk_bind *b, uint32_t *base);
 /* The same for bytes [lo, hi) of a tensor view, relative to its element 0. */
-elm_status op_bind_view(vk_planner *p, const tview *v, VkDeviceSize lo, VkDeviceSize hi,
+elm_status elmi_op_bind_view(vk_planner *p, const tview *v, VkDeviceSize lo, VkDeviceSize hi,
                         uint32_t unit, vk_bind *b, uint32_t *base);
-bool op_rows_init(const vk_planner *p, const tview *v, int64_t n_rows, size_t rb, int64_t most,
+bool elmi_op_rows_init(const vk_planner *p, const tview *v, int64_t n_rows, size_t rb, int64_t most,
                   rows_iter *it);
 /* The most rows one run can have. */
-int64_t op_rows_most(const rows_iter *it);
-bool op_rows_next(rows_iter *it, rows_piece *out);
+int64_t elmi_op_rows_most(const rows_iter *it);
+bool elmi_op_rows_next(rows_iter *it, rows_piece *out);
 /* Tokens per dispatch so that window i, spanning (c - 1) * stride[i] +
  * width[i] bytes, fits; 0 when even one token does not. */
-int64_t op_token_chunk(const vk_planner *p, int64_t T, const VkDeviceSize *stride,
+int64_t elmi_op_token_chunk(const vk_planner *p, int64_t T, const VkDeviceSize *stride,
                        const VkDeviceSize *width, int n);
 
 /* Dispatches. */
-void op_disp_init(vk_planner *p, disp_build *db);
+void elmi_op_disp_init(vk_planner *p, disp_build *db);
 /* Workgroups for n items on x then y, and z. */
-elm_status op_set_groups(vk_planner *p, disp_build *db, uint64_t n, uint64_t z);
+elm_status elmi_op_set_groups(vk_planner *p, disp_build *db, uint64_t n, uint64_t z);
 /* Creates the pipeline and appends the dispatch (nothing when only asking). */
-elm_status op_emit(vk_planner *p, disp_build *db, const void *pc, size_t pc_bytes);
+elm_status elmi_op_emit(vk_planner *p, disp_build *db, const void *pc, size_t pc_bytes);
 
 /* Workgroup sizes and reductions. */
-uint32_t op_wg_size(const vk_planner *p, uint32_t want); /* power of two within limits */
-uint32_t op_nsg(const vk_planner *p, uint32_t wg);        /* subgroup slots of reduce.glsl */
-bool op_use_sg(const vk_planner *p);
-const char *op_storage(const vk_planner *p);              /* "s16" or "u32" */
-uint32_t op_reduce_shared(const vk_planner *p, uint32_t wg);
+uint32_t elmi_op_wg_size(const vk_planner *p, uint32_t want); /* power of two within limits */
+uint32_t elmi_op_nsg(const vk_planner *p, uint32_t wg);        /* subgroup slots of reduce.glsl */
+bool elmi_op_use_sg(const vk_planner *p);
+const char *elmi_op_storage(const vk_planner *p);              /* "s16" or "u32" */
+uint32_t elmi_op_reduce_shared(const vk_planner *p, uint32_t wg);
 /* The largest workgroup from `want` down whose reduction and `extra_shared`
  * bytes fit shared memory; 0 when none does. */
-uint32_t op_reduce_wg(const vk_planner *p, uint32_t want, uint32_t extra_shared);
+uint32_t elmi_op_reduce_wg(const vk_planner *p, uint32_t want, uint32_t extra_shared);
 
 /* Checks. */
-elm_status op_check_f32(vk_planner *p, const be_tensor *t, const char *role);
-bool op_same_shape(const be_tensor *a, const be_tensor *b);
+elm_status elmi_op_check_f32(vk_planner *p, const be_tensor *t, const char *role);
+bool elmi_op_same_shape(const be_tensor *a, const be_tensor *b);
 
 /* The planners of ops_matmul.c. */
-elm_status op_plan_get_rows(vk_planner *p, const be_node *nd);
-elm_status op_plan_mul_mat(vk_planner *p, const be_node *nd);
+elm_status elmi_op_plan_get_rows(vk_planner *p, const be_node *nd);
+elm_status elmi_op_plan_mul_mat(vk_planner *p, const be_node *nd);
 /* op_argmax.c */
-elm_status op_plan_argmax(vk_planner *p, const be_node *nd);
+elm_status elmi_op_plan_argmax(vk_planner *p, const be_node *nd);
 
 #endif /* ELM_VK_OPS_IMPL_H */

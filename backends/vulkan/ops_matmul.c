@@ -22,7 +22,7 @@ typedef struct gr_ctx {
 static elm_status gr_dispatch(vk_planner *p, const gr_ctx *g, const rows_piece *rp, int64_t t0, int64_t n) {
     const be_tensor *tab = g->tab, *d = g->d;
     disp_build db;
-    op_disp_init(p, &db);
+    elmi_op_disp_init(p, &db);
     db.shader = g->shader;
     db.spec[0] = g->wg, db.spec[1] = 1, db.n_spec = 2;
     pc_get_rows pc = {.n = (uint32_t)tab->ne[0], .row_bytes = (uint32_t)tab->nb[1],
@@ -30,37 +30,37 @@ static elm_status gr_dispatch(vk_planner *p, const gr_ctx *g, const rows_piece *
                       .n_rows = (uint32_t)rp->n, .n_table = (uint32_t)tab->ne[1]};
     VkDeviceSize width = (VkDeviceSize)d->ne[0] * 4, rb = (VkDeviceSize)rp->n * tab->nb[1];
     uint32_t groups = (uint32_t)(tab->ne[0] / 4);
-    if (p->plan) ELM_TRY(op_bind(p, rp->seg, rp->offs, rp->offs + rb, 1, &db.d.b[0], &pc.w_base));
-    ELM_TRY(op_bind_view(p, &g->vi, t0 * 4, (t0 + n) * 4, 4, &db.d.b[1], &pc.id_base));
-    ELM_TRY(op_bind_view(p, &g->vd, t0 * d->nb[1], (t0 + n - 1) * d->nb[1] + width, 4, &db.d.b[3], &pc.d_base));
-    ELM_TRY(op_set_groups(p, &db, (groups + g->wg - 1) / g->wg, (uint64_t)n));
-    return op_emit(p, &db, &pc, sizeof pc);
+    if (p->plan) ELM_TRY(elmi_op_bind(p, rp->seg, rp->offs, rp->offs + rb, 1, &db.d.b[0], &pc.w_base));
+    ELM_TRY(elmi_op_bind_view(p, &g->vi, t0 * 4, (t0 + n) * 4, 4, &db.d.b[1], &pc.id_base));
+    ELM_TRY(elmi_op_bind_view(p, &g->vd, t0 * d->nb[1], (t0 + n - 1) * d->nb[1] + width, 4, &db.d.b[3], &pc.d_base));
+    ELM_TRY(elmi_op_set_groups(p, &db, (groups + g->wg - 1) / g->wg, (uint64_t)n));
+    return elmi_op_emit(p, &db, &pc, sizeof pc);
 }
 
-elm_status op_plan_get_rows(vk_planner *p, const be_node *nd) {
+elm_status elmi_op_plan_get_rows(vk_planner *p, const be_node *nd) {
     gr_ctx g = {.tab = nd->src[0], .d = nd->dst};
     const be_tensor *tab = g.tab, *ids = nd->src[1], *d = g.d;
-    if (!tab || !ids) return op_invalid(p, "missing tensor");
-    ELM_TRY(op_check_f32(p, d, "dst"));
-    if (ids->type != BE_TYPE_I32) return op_invalid(p, "src1 must be I32");
+    if (!tab || !ids) return elmi_op_invalid(p, "missing tensor");
+    ELM_TRY(elmi_op_check_f32(p, d, "dst"));
+    if (ids->type != BE_TYPE_I32) return elmi_op_invalid(p, "src1 must be I32");
     if (tab->ne[2] != 1 || tab->ne[3] != 1 || d->ne[0] != tab->ne[0] || d->ne[1] != ids->ne[0])
-        return op_invalid(p, "shapes do not match");
-    if (!op_type_suffix(tab->type) || !op_whole_groups(tab->type, tab->ne[0]))
-        return op_unsupported(p, "no kernel for %s rows of %lld", qtype_name(tab->type), (long long)tab->ne[0]);
+        return elmi_op_invalid(p, "shapes do not match");
+    if (!elmi_op_type_suffix(tab->type) || !elmi_op_whole_groups(tab->type, tab->ne[0]))
+        return elmi_op_unsupported(p, "no kernel for %s rows of %lld", elmi_qtype_name(tab->type), (long long)tab->ne[0]);
     tview vt;
-    ELM_TRY(op_resolve(p, tab, "src0", &vt));
-    ELM_TRY(op_resolve(p, ids, "src1", &g.vi));
-    ELM_TRY(op_resolve(p, d, "dst", &g.vd));
+    ELM_TRY(elmi_op_resolve(p, tab, "src0", &vt));
+    ELM_TRY(elmi_op_resolve(p, ids, "src1", &g.vi));
+    ELM_TRY(elmi_op_resolve(p, d, "dst", &g.vd));
     rows_iter it;
-    if (!op_rows_init(p, &vt, tab->ne[1], tab->nb[1], INT64_MAX, &it))
-        return op_unsupported(p, "a table row exceeds maxStorageBufferRange");
+    if (!elmi_op_rows_init(p, &vt, tab->ne[1], tab->nb[1], INT64_MAX, &it))
+        return elmi_op_unsupported(p, "a table row exceeds maxStorageBufferRange");
     int64_t T = ids->ne[0];
     VkDeviceSize strides[2] = {4, d->nb[1]}, widths[2] = {4, (VkDeviceSize)d->ne[0] * 4};
-    int64_t chunk = op_token_chunk(p, T, strides, widths, 2);
-    if (chunk < 1) return op_unsupported(p, "a row exceeds maxStorageBufferRange");
-    g.wg = op_wg_size(p, WG_DEFAULT);
-    snprintf(g.shader, sizeof g.shader, "get_rows_%s_%s", op_type_suffix(tab->type), op_storage(p));
-    for (rows_piece piece; op_rows_next(&it, &piece);)
+    int64_t chunk = elmi_op_token_chunk(p, T, strides, widths, 2);
+    if (chunk < 1) return elmi_op_unsupported(p, "a row exceeds maxStorageBufferRange");
+    g.wg = elmi_op_wg_size(p, WG_DEFAULT);
+    snprintf(g.shader, sizeof g.shader, "get_rows_%s_%s", elmi_op_type_suffix(tab->type), elmi_op_storage(p));
+    for (rows_piece piece; elmi_op_rows_next(&it, &piece);)
         for (int64_t t0 = 0; t0 < T; t0 += chunk)
             ELM_TRY(gr_dispatch(p, &g, &piece, t0, T - t0 < chunk ? T - t0 : chunk));
     return ELM_OK;
@@ -100,21 +100,21 @@ typedef struct mm_ctx {
 static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *rp, int64_t t0,
                               int64_t n) {
     disp_build db;
-    op_disp_init(p, &db);
+    elmi_op_disp_init(p, &db);
     db.shader = m->shader;
     const be_tensor *w = m->w, *x = m->x, *d = m->d;
     uint32_t wb = 0, xb, bb = 0, dbase;
     VkDeviceSize xs = x->nb[1], ds = d->nb[1];
-    if (p->plan) ELM_TRY(op_bind(p, rp->seg, rp->offs, rp->offs + (VkDeviceSize)rp->n * w->nb[1], 1, &db.d.b[0], &wb));
-    ELM_TRY(op_bind_view(p, &m->vx, t0 * xs, (t0 + n - 1) * xs + x->ne[0] * 4, 4, &db.d.b[1], &xb));
-    ELM_TRY(op_bind_view(p, &m->vd, t0 * ds + rp->r0 * 4, (t0 + n - 1) * ds + (rp->r0 + rp->n) * 4, 4, &db.d.b[3], &dbase));
-    if (m->bias) ELM_TRY(op_bind_view(p, &m->vb, rp->r0 * 4, (rp->r0 + rp->n) * 4, 4, &db.d.b[2], &bb));
+    if (p->plan) ELM_TRY(elmi_op_bind(p, rp->seg, rp->offs, rp->offs + (VkDeviceSize)rp->n * w->nb[1], 1, &db.d.b[0], &wb));
+    ELM_TRY(elmi_op_bind_view(p, &m->vx, t0 * xs, (t0 + n - 1) * xs + x->ne[0] * 4, 4, &db.d.b[1], &xb));
+    ELM_TRY(elmi_op_bind_view(p, &m->vd, t0 * ds + rp->r0 * 4, (t0 + n - 1) * ds + (rp->r0 + rp->n) * 4, 4, &db.d.b[3], &dbase));
+    if (m->bias) ELM_TRY(elmi_op_bind_view(p, &m->vb, rp->r0 * 4, (rp->r0 + rp->n) * 4, 4, &db.d.b[2], &bb));
     if (!m->tl) {
-        db.spec[0] = m->wg, db.spec[1] = op_nsg(p, m->wg), db.n_spec = 2;
+        db.spec[0] = m->wg, db.spec[1] = elmi_op_nsg(p, m->wg), db.n_spec = 2;
         pc_matvec pc = {wb, xb, bb, dbase, (uint32_t)w->ne[0], (uint32_t)rp->n, (uint32_t)w->nb[1],
                         (uint32_t)(xs / 4), (uint32_t)(ds / 4), m->bias != NULL};
-        ELM_TRY(op_set_groups(p, &db, (uint64_t)rp->n, (uint64_t)n));
-        return op_emit(p, &db, &pc, sizeof pc);
+        ELM_TRY(elmi_op_set_groups(p, &db, (uint64_t)rp->n, (uint64_t)n));
+        return elmi_op_emit(p, &db, &pc, sizeof pc);
     }
     const tile *t = m->tl;
     db.spec[0] = (t->bm / t->tm) * (t->bn / t->tn), db.spec[1] = 1;
@@ -125,28 +125,28 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
     db.d.groups[0] = (uint32_t)((rp->n + t->bm - 1) / t->bm);
     db.d.groups[1] = (uint32_t)((n + t->bn - 1) / t->bn);
     db.d.groups[2] = 1;
-    return op_emit(p, &db, &pc, sizeof pc);
+    return elmi_op_emit(p, &db, &pc, sizeof pc);
 }
 
 static elm_status mm_check(vk_planner *p, const be_node *nd, mm_ctx *m) {
     m->w = nd->src[0], m->x = nd->src[1], m->bias = nd->src[2], m->d = nd->dst;
-    if (!m->w) return op_invalid(p, "src0 is missing");
-    ELM_TRY(op_check_f32(p, m->x, "src1"));
-    ELM_TRY(op_check_f32(p, m->d, "dst"));
-    if (m->bias) ELM_TRY(op_check_f32(p, m->bias, "src2"));
+    if (!m->w) return elmi_op_invalid(p, "src0 is missing");
+    ELM_TRY(elmi_op_check_f32(p, m->x, "src1"));
+    ELM_TRY(elmi_op_check_f32(p, m->d, "dst"));
+    if (m->bias) ELM_TRY(elmi_op_check_f32(p, m->bias, "src2"));
     const be_tensor *w = m->w, *x = m->x, *d = m->d;
     if (w->ne[2] != 1 || w->ne[3] != 1 || x->ne[0] != w->ne[0] || x->ne[2] != 1 || x->ne[3] != 1 ||
         d->ne[0] != w->ne[1] || d->ne[1] != x->ne[1] || d->ne[2] != 1 || d->ne[3] != 1 ||
         (m->bias && m->bias->ne[0] != w->ne[1]))
-        return op_invalid(p, "shapes do not match");
-    if (!op_type_suffix(w->type) || !op_whole_groups(w->type, w->ne[0]))
-        return op_unsupported(p, "no kernel for %s rows of %lld", qtype_name(w->type), (long long)w->ne[0]);
+        return elmi_op_invalid(p, "shapes do not match");
+    if (!elmi_op_type_suffix(w->type) || !elmi_op_whole_groups(w->type, w->ne[0]))
+        return elmi_op_unsupported(p, "no kernel for %s rows of %lld", elmi_qtype_name(w->type), (long long)w->ne[0]);
     return ELM_OK;
 }
 
 static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     const vk_caps *c = &p->vk->caps;
-    const char *ts = op_type_suffix(m->w->type);
+    const char *ts = elmi_op_type_suffix(m->w->type);
     /* F16 tiles round the weights and the activations to halves (clamped
      * to the half range). Fast graphs may round activations to the weight
      * type's vec_dot_type (backend.h): fine for F16 and quantized weights,
@@ -156,37 +156,37 @@ static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     m->half = !p->exact && half_ok && c->fp16 && c->storage16;
     m->tl = T > 1 ? pick_tile(p, m->half) : NULL;
     if (m->tl && m->half) snprintf(m->shader, sizeof m->shader, "matmat_%s_s16_h", ts);
-    else if (m->tl) snprintf(m->shader, sizeof m->shader, "matmat_%s_%s", ts, op_storage(p));
+    else if (m->tl) snprintf(m->shader, sizeof m->shader, "matmat_%s_%s", ts, elmi_op_storage(p));
     if (m->tl) return ELM_OK;
     /* One token at a time through the matrix-vector kernel: T = 1, or no
      * tile fits the device. */
-    m->wg = op_reduce_wg(p, WG_DEFAULT, 0);
-    if (!m->wg) return op_unsupported(p, "no workgroup size fits %u bytes of shared memory", c->max_shared);
-    snprintf(m->shader, sizeof m->shader, "matvec_%s_%s_%s", ts, op_storage(p), op_use_sg(p) ? "sg" : "sh");
+    m->wg = elmi_op_reduce_wg(p, WG_DEFAULT, 0);
+    if (!m->wg) return elmi_op_unsupported(p, "no workgroup size fits %u bytes of shared memory", c->max_shared);
+    snprintf(m->shader, sizeof m->shader, "matvec_%s_%s_%s", ts, elmi_op_storage(p), elmi_op_use_sg(p) ? "sg" : "sh");
     return ELM_OK;
 }
 
-elm_status op_plan_mul_mat(vk_planner *p, const be_node *nd) {
+elm_status elmi_op_plan_mul_mat(vk_planner *p, const be_node *nd) {
     mm_ctx m;
     ELM_TRY(mm_check(p, nd, &m));
     tview vw;
-    ELM_TRY(op_resolve(p, m.w, "src0", &vw));
-    ELM_TRY(op_resolve(p, m.x, "src1", &m.vx));
-    ELM_TRY(op_resolve(p, m.d, "dst", &m.vd));
-    if (m.bias) ELM_TRY(op_resolve(p, m.bias, "src2", &m.vb));
+    ELM_TRY(elmi_op_resolve(p, m.w, "src0", &vw));
+    ELM_TRY(elmi_op_resolve(p, m.x, "src1", &m.vx));
+    ELM_TRY(elmi_op_resolve(p, m.d, "dst", &m.vd));
+    if (m.bias) ELM_TRY(elmi_op_resolve(p, m.bias, "src2", &m.vb));
     int64_t T = m.x->ne[1], N = m.w->ne[1];
     ELM_TRY(mm_select(p, &m, T));
     const vk_caps *c = &p->vk->caps;
     int64_t most = m.tl ? (int64_t)m.tl->bm * c->max_wg_count[0] : (int64_t)c->max_wg_count[0] * c->max_wg_count[1];
     rows_iter it;
-    if (!op_rows_init(p, &vw, N, m.w->nb[1], most, &it))
-        return op_unsupported(p, "a weight row exceeds maxStorageBufferRange");
+    if (!elmi_op_rows_init(p, &vw, N, m.w->nb[1], most, &it))
+        return elmi_op_unsupported(p, "a weight row exceeds maxStorageBufferRange");
     VkDeviceSize strides[2] = {m.x->nb[1], m.d->nb[1]};
-    VkDeviceSize widths[2] = {(VkDeviceSize)m.x->ne[0] * 4, (VkDeviceSize)op_rows_most(&it) * 4};
-    int64_t chunk = op_token_chunk(p, T, strides, widths, 2);
+    VkDeviceSize widths[2] = {(VkDeviceSize)m.x->ne[0] * 4, (VkDeviceSize)elmi_op_rows_most(&it) * 4};
+    int64_t chunk = elmi_op_token_chunk(p, T, strides, widths, 2);
     if (m.tl && chunk > (int64_t)m.tl->bn * c->max_wg_count[1]) chunk = (int64_t)m.tl->bn * c->max_wg_count[1];
-    if (chunk < 1) return op_unsupported(p, "an activation row exceeds maxStorageBufferRange");
-    for (rows_piece piece; op_rows_next(&it, &piece);)
+    if (chunk < 1) return elmi_op_unsupported(p, "an activation row exceeds maxStorageBufferRange");
+    for (rows_piece piece; elmi_op_rows_next(&it, &piece);)
         for (int64_t t0 = 0; t0 < T; t0 += chunk)
             ELM_TRY(mm_dispatch(p, &m, &piece, t0, T - t0 < chunk ? T - t0 : chunk));
     return ELM_OK;

@@ -8,7 +8,7 @@
 #include "backends/vulkan/ops_impl.h"
 #include "quant/quant.h"
 
-elm_status op_unsupported(vk_planner *p, const char *fmt, ...) {
+elm_status elmi_op_unsupported(vk_planner *p, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(p->why, sizeof p->why, fmt, ap);
@@ -16,51 +16,51 @@ elm_status op_unsupported(vk_planner *p, const char *fmt, ...) {
     return ELM_ERR_UNSUPPORTED;
 }
 
-elm_status op_invalid(vk_planner *p, const char *fmt, ...) {
+elm_status elmi_op_invalid(vk_planner *p, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     char msg[VK_ERR_LEN];
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    return vk_fail(p->vk, ELM_ERR_INVALID_ARG, "node %d: %s", p->node_index, msg);
+    return elmi_vk_fail(p->vk, ELM_ERR_INVALID_ARG, "node %d: %s", p->node_index, msg);
 }
 
-bool vk_node_has_dyn(const be_node *node) {
+bool elmi_vk_node_has_dyn(const be_node *node) {
     return node->op == BE_OP_KV_STORE || node->op == BE_OP_ATTENTION;
 }
 
 /* ------------------------------------------------------------- type info */
 
-const char *op_type_suffix(int type) {
+const char *elmi_op_type_suffix(int type) {
     for (size_t i = 0; i < elmi_vk_n_weight_types; i++)
         if (elmi_vk_weight_types[i].type == type) return elmi_vk_weight_types[i].suffix;
     return NULL;
 }
 
-bool op_row_bytes(int type, int64_t n, size_t *out) {
+bool elmi_op_row_bytes(int type, int64_t n, size_t *out) {
     if (type == BE_TYPE_I32) {
         *out = (size_t)n * 4;
         return n >= 0;
     }
-    return qtype_row_bytes(type, n, out);
+    return elmi_qtype_row_bytes(type, n, out);
 }
 
-size_t op_elem_bytes(int type) {
-    const qtype_traits *tr = qtype_get(type);
+size_t elmi_op_elem_bytes(int type) {
+    const qtype_traits *tr = elmi_qtype_get(type);
     return type == BE_TYPE_I32 ? 4 : tr ? tr->type_size : 0;
 }
 
 /* Values per dequant4 group: every weight row must be whole groups. */
-bool op_whole_groups(int type, int64_t n) {
-    const qtype_traits *tr = qtype_get(type);
+bool elmi_op_whole_groups(int type, int64_t n) {
+    const qtype_traits *tr = elmi_qtype_get(type);
     return tr && (tr->block_size > 1 || n % 4 == 0);
 }
 
 /* ---------------------------------------------------------------- views */
 
-bool vk_tensor_extent(const be_tensor *t, VkDeviceSize *out) {
+bool elmi_vk_tensor_extent(const be_tensor *t, VkDeviceSize *out) {
     size_t span;
-    if (!op_row_bytes(t->type, t->ne[0], &span) || t->ne[0] < 1) return false;
+    if (!elmi_op_row_bytes(t->type, t->ne[0], &span) || t->ne[0] < 1) return false;
     for (int d = 1; d < 4; d++) {
         if (t->ne[d] < 1) return false;
         size_t step;
@@ -72,41 +72,41 @@ bool vk_tensor_extent(const be_tensor *t, VkDeviceSize *out) {
     return true;
 }
 
-elm_status op_resolve(vk_planner *p, const be_tensor *t, const char *role, tview *v) {
+elm_status elmi_op_resolve(vk_planner *p, const be_tensor *t, const char *role, tview *v) {
     memset(v, 0, sizeof *v);
-    if (!t) return op_invalid(p, "%s is missing", role);
-    if (!vk_tensor_extent(t, &v->extent) || t->nb[0] != op_elem_bytes(t->type))
-        return op_invalid(p, "%s '%s': bad shape or strides", role, t->name);
+    if (!t) return elmi_op_invalid(p, "%s is missing", role);
+    if (!elmi_vk_tensor_extent(t, &v->extent) || t->nb[0] != elmi_op_elem_bytes(t->type))
+        return elmi_op_invalid(p, "%s '%s': bad shape or strides", role, t->name);
     if (t->buf) {
         const be_buffer *b = t->buf;
-        if (!vk_owns_buffer(p->vk, b))
-            return op_unsupported(p, "%s '%s' is in a buffer of another backend", role, t->name);
+        if (!elmi_vk_owns_buffer(p->vk, b))
+            return elmi_op_unsupported(p, "%s '%s' is in a buffer of another backend", role, t->name);
         if (t->offs > b->size || v->extent > b->size - t->offs)
-            return op_invalid(p, "%s '%s' lies outside its buffer", role, t->name);
+            return elmi_op_invalid(p, "%s '%s' lies outside its buffer", role, t->name);
         if (t->offs % 4)
-            return op_unsupported(p, "%s '%s' starts at an offset that is not a multiple of 4", role, t->name);
+            return elmi_op_unsupported(p, "%s '%s' starts at an offset that is not a multiple of 4", role, t->name);
         VkDeviceSize s0 = t->offs / b->seg_size, s1 = (t->offs + v->extent - 1) / b->seg_size;
         if (s0 != s1)
-            return op_unsupported(p, "%s '%s' straddles two device allocations", role, t->name);
+            return elmi_op_unsupported(p, "%s '%s' straddles two device allocations", role, t->name);
         v->seg = &b->segs[s0];
         v->offs = t->offs - s0 * b->seg_size;
         return ELM_OK;
     }
-    if (!t->data) return op_invalid(p, "%s '%s' has neither a buffer nor host data", role, t->name);
+    if (!t->data) return elmi_op_invalid(p, "%s '%s' has neither a buffer nor host data", role, t->name);
     if (!p->plan) {
-        v->w_rows_per_piece = vk_weight_rows_per_piece(p->vk, t->nb[1]);
+        v->w_rows_per_piece = elmi_vk_weight_rows_per_piece(p->vk, t->nb[1]);
         if (v->w_rows_per_piece < 1)
-            return op_unsupported(p, "a row of %s '%s' exceeds the device's buffer limits", role, t->name);
+            return elmi_op_unsupported(p, "a row of %s '%s' exceeds the device's buffer limits", role, t->name);
         return ELM_OK;
     }
-    elm_status st = vk_weight_get(p->vk, t, &v->w);
-    if (st == ELM_ERR_UNSUPPORTED) return op_unsupported(p, "%s", p->vk->last_error);
+    elm_status st = elmi_vk_weight_get(p->vk, t, &v->w);
+    if (st == ELM_ERR_UNSUPPORTED) return elmi_op_unsupported(p, "%s", p->vk->last_error);
     return st;
 }
 
 /* Rows of a tensor counted over dims 1..3 and their common stride, when the
  * rows are evenly spaced. */
-bool op_flat_rows(const be_tensor *t, int64_t *rows, size_t *stride) {
+bool elmi_op_flat_rows(const be_tensor *t, int64_t *rows, size_t *stride) {
     int64_t r = 1;
     size_t s = 0;
     for (int d = 1; d < 4; d++) {
@@ -123,21 +123,21 @@ bool op_flat_rows(const be_tensor *t, int64_t *rows, size_t *stride) {
 /* ------------------------------------------------------------- bindings */
 
 /* Bytes a window may span so that alignment slack still fits the range. */
-VkDeviceSize op_window_budget(const vk_planner *p) {
+VkDeviceSize elmi_op_window_budget(const vk_planner *p) {
     VkDeviceSize slack = p->vk->caps.offset_align + 4;
     return p->vk->caps.max_range > slack ? p->vk->caps.max_range - slack : 0;
 }
 
 /* Binds bytes [lo, hi) of a segment; *base is lo's index in `unit`s from the
  * bound offset. */
-elm_status op_bind(vk_planner *p, const vk_seg *seg, VkDeviceSize lo, VkDeviceSize hi,
+elm_status elmi_op_bind(vk_planner *p, const vk_seg *seg, VkDeviceSize lo, VkDeviceSize hi,
                        uint32_t unit, vk_bind *b, uint32_t *base) {
     lo += seg->base, hi += seg->base; /* imported host memory starts at an aligned address before */
     VkDeviceSize align = p->vk->caps.offset_align;
     VkDeviceSize off = lo / align * align, end = (hi + 3) / 4 * 4;
     if (end > seg->size) end = seg->size;
     if (end - off > p->vk->caps.max_range)
-        return op_unsupported(p, "a window of %llu bytes exceeds maxStorageBufferRange %llu",
+        return elmi_op_unsupported(p, "a window of %llu bytes exceeds maxStorageBufferRange %llu",
                            (unsigned long long)(end - off), (unsigned long long)p->vk->caps.max_range);
     b->buf = seg->buf;
     b->offset = off;
@@ -148,14 +148,14 @@ elm_status op_bind(vk_planner *p, const vk_seg *seg, VkDeviceSize lo, VkDeviceSi
 }
 
 /* Binds bytes [lo, hi) of a tensor's view (relative to element 0). */
-elm_status op_bind_view(vk_planner *p, const tview *v, VkDeviceSize lo, VkDeviceSize hi,
+elm_status elmi_op_bind_view(vk_planner *p, const tview *v, VkDeviceSize lo, VkDeviceSize hi,
                             uint32_t unit, vk_bind *b, uint32_t *base) {
-    if (!p->plan) return hi - lo <= op_window_budget(p) ? ELM_OK : op_unsupported(p, "a tensor exceeds maxStorageBufferRange");
+    if (!p->plan) return hi - lo <= elmi_op_window_budget(p) ? ELM_OK : elmi_op_unsupported(p, "a tensor exceeds maxStorageBufferRange");
     if (v->w) {
-        if (v->w->n_pieces != 1) return op_unsupported(p, "a host tensor bound whole is split in pieces");
-        return op_bind(p, &v->w->pieces[0], lo, hi, unit, b, base);
+        if (v->w->n_pieces != 1) return elmi_op_unsupported(p, "a host tensor bound whole is split in pieces");
+        return elmi_op_bind(p, &v->w->pieces[0], lo, hi, unit, b, base);
     }
-    return op_bind(p, v->seg, v->offs + lo, v->offs + hi, unit, b, base);
+    return elmi_op_bind(p, v->seg, v->offs + lo, v->offs + hi, unit, b, base);
 }
 
 static void op_bind_dummy(vk_planner *p, vk_bind *b) {
@@ -163,9 +163,9 @@ static void op_bind_dummy(vk_planner *p, vk_bind *b) {
     *b = (vk_bind){d->buf, 0, d->size, 0};
 }
 
-bool op_rows_init(const vk_planner *p, const tview *v, int64_t n_rows, size_t rb, int64_t most,
+bool elmi_op_rows_init(const vk_planner *p, const tview *v, int64_t n_rows, size_t rb, int64_t most,
                       rows_iter *it) {
-    int64_t fit = rb ? (int64_t)(op_window_budget(p) / rb) : 0;
+    int64_t fit = rb ? (int64_t)(elmi_op_window_budget(p) / rb) : 0;
     *it = (rows_iter){v, n_rows, fit < most ? fit : most, 0, rb, 0};
     if (v->w) it->per_piece = v->w->n_pieces == 1 ? n_rows : v->w->row0[1];
     else it->per_piece = v->w_rows_per_piece ? v->w_rows_per_piece : n_rows;
@@ -173,12 +173,12 @@ bool op_rows_init(const vk_planner *p, const tview *v, int64_t n_rows, size_t rb
 }
 
 /* The most rows one run can have. */
-int64_t op_rows_most(const rows_iter *it) {
+int64_t elmi_op_rows_most(const rows_iter *it) {
     int64_t m = it->fit < it->per_piece ? it->fit : it->per_piece;
     return m < it->n_rows ? m : it->n_rows;
 }
 
-bool op_rows_next(rows_iter *it, rows_piece *out) {
+bool elmi_op_rows_next(rows_iter *it, rows_piece *out) {
     if (it->r >= it->n_rows) return false;
     /* Pieces are equal runs of per_piece rows (memory.c), the last one shorter. */
     int64_t piece = it->r / it->per_piece, a = piece * it->per_piece;
@@ -193,19 +193,19 @@ bool op_rows_next(rows_iter *it, rows_piece *out) {
 
 /* ---------------------------------------------------------- dispatching */
 
-void op_disp_init(vk_planner *p, disp_build *db) {
+void elmi_op_disp_init(vk_planner *p, disp_build *db) {
     memset(db, 0, sizeof *db);
     for (int i = 0; i < VK_N_BIND; i++) op_bind_dummy(p, &db->d.b[i]);
     db->d.written = 1u << 3;
 }
 
 /* Workgroups for n items laid out on x then y; z given. */
-elm_status op_set_groups(vk_planner *p, disp_build *db, uint64_t n, uint64_t z) {
+elm_status elmi_op_set_groups(vk_planner *p, disp_build *db, uint64_t n, uint64_t z) {
     const uint32_t *mx = p->vk->caps.max_wg_count;
     if (n == 0) n = 1;
     uint64_t x = n < mx[0] ? n : mx[0], y = (n + x - 1) / x;
     if (y > mx[1] || z > mx[2] || z == 0)
-        return op_unsupported(p, "%llu x %llu workgroups exceed the device's counts",
+        return elmi_op_unsupported(p, "%llu x %llu workgroups exceed the device's counts",
                            (unsigned long long)n, (unsigned long long)z);
     db->d.groups[0] = (uint32_t)x;
     db->d.groups[1] = (uint32_t)y;
@@ -213,11 +213,11 @@ elm_status op_set_groups(vk_planner *p, disp_build *db, uint64_t n, uint64_t z) 
     return ELM_OK;
 }
 
-elm_status op_emit(vk_planner *p, disp_build *db, const void *pc, size_t pc_bytes) {
+elm_status elmi_op_emit(vk_planner *p, disp_build *db, const void *pc, size_t pc_bytes) {
     if (!p->plan) return ELM_OK;
     memcpy(db->d.pc, pc, pc_bytes);
-    ELM_TRY(vk_pipeline_get(p->vk, db->shader, db->spec, db->n_spec, &db->d.pipe));
-    return vk_plan_add_dispatch(p->vk, p->plan, &db->d);
+    ELM_TRY(elmi_vk_pipeline_get(p->vk, db->shader, db->spec, db->n_spec, &db->d.pipe));
+    return elmi_vk_plan_add_dispatch(p->vk, p->plan, &db->d);
 }
 
 static uint32_t op_pow2_floor(uint32_t v) {
@@ -227,44 +227,44 @@ static uint32_t op_pow2_floor(uint32_t v) {
 }
 
 /* Workgroup size for simple kernels: a power of two within the limits. */
-uint32_t op_wg_size(const vk_planner *p, uint32_t want) {
+uint32_t elmi_op_wg_size(const vk_planner *p, uint32_t want) {
     const vk_caps *c = &p->vk->caps;
     uint32_t lim = c->max_invocations < c->max_wg_size[0] ? c->max_invocations : c->max_wg_size[0];
     return op_pow2_floor(want < lim ? want : lim);
 }
 
 /* Subgroup slots of reduce.glsl for a workgroup of wg. */
-uint32_t op_nsg(const vk_planner *p, uint32_t wg) {
+uint32_t elmi_op_nsg(const vk_planner *p, uint32_t wg) {
     uint32_t m = p->vk->caps.min_subgroup_size;
     uint32_t n = m ? (wg + m - 1) / m : wg;
     return n ? n : 1;
 }
 
-bool op_use_sg(const vk_planner *p) {
+bool elmi_op_use_sg(const vk_planner *p) {
     return p->vk->caps.subgroup_arith;
 }
 
-const char *op_storage(const vk_planner *p) {
+const char *elmi_op_storage(const vk_planner *p) {
     return p->vk->caps.storage16 ? "s16" : "u32";
 }
 
 /* Shared bytes of reduce.glsl. */
-uint32_t op_reduce_shared(const vk_planner *p, uint32_t wg) {
-    return 4 * (op_use_sg(p) ? op_nsg(p, wg) : wg);
+uint32_t elmi_op_reduce_shared(const vk_planner *p, uint32_t wg) {
+    return 4 * (elmi_op_use_sg(p) ? elmi_op_nsg(p, wg) : wg);
 }
 
 /* The largest workgroup (from `want` down) whose reduction fits shared memory. */
-uint32_t op_reduce_wg(const vk_planner *p, uint32_t want, uint32_t extra_shared) {
-    for (uint32_t wg = op_wg_size(p, want); wg >= 1; wg /= 2)
-        if (op_reduce_shared(p, wg) + extra_shared <= p->vk->caps.max_shared) return wg;
+uint32_t elmi_op_reduce_wg(const vk_planner *p, uint32_t want, uint32_t extra_shared) {
+    for (uint32_t wg = elmi_op_wg_size(p, want); wg >= 1; wg /= 2)
+        if (elmi_op_reduce_shared(p, wg) + extra_shared <= p->vk->caps.max_shared) return wg;
     return 0;
 }
 
 /* Tokens per dispatch so that every per-token window fits: window i spans
  * (c - 1) * stride[i] + width[i] bytes. */
-int64_t op_token_chunk(const vk_planner *p, int64_t T, const VkDeviceSize *stride,
+int64_t elmi_op_token_chunk(const vk_planner *p, int64_t T, const VkDeviceSize *stride,
                            const VkDeviceSize *width, int n) {
-    VkDeviceSize budget = op_window_budget(p);
+    VkDeviceSize budget = elmi_op_window_budget(p);
     int64_t c = T < p->vk->caps.max_wg_count[2] ? T : p->vk->caps.max_wg_count[2];
     for (int i = 0; i < n; i++) {
         if (width[i] > budget) return 0;
@@ -274,12 +274,12 @@ int64_t op_token_chunk(const vk_planner *p, int64_t T, const VkDeviceSize *strid
     return c;
 }
 
-elm_status op_check_f32(vk_planner *p, const be_tensor *t, const char *role) {
-    if (!t) return op_invalid(p, "%s is missing", role);
-    if (t->type != QT_F32) return op_invalid(p, "%s '%s' must be F32", role, t->name);
+elm_status elmi_op_check_f32(vk_planner *p, const be_tensor *t, const char *role) {
+    if (!t) return elmi_op_invalid(p, "%s is missing", role);
+    if (t->type != QT_F32) return elmi_op_invalid(p, "%s '%s' must be F32", role, t->name);
     return ELM_OK;
 }
 
-bool op_same_shape(const be_tensor *a, const be_tensor *b) {
+bool elmi_op_same_shape(const be_tensor *a, const be_tensor *b) {
     return !memcmp(a->ne, b->ne, sizeof a->ne);
 }

@@ -25,9 +25,9 @@
 #define WRAP_BYTES 24
 #define VK_HEADER_BYTES (16 + VK_UUID_SIZE)
 
-const elm_spv *elm_spv_find(const char *name) {
-    for (size_t f = 0; f < elm_spv_n_families; f++) {
-        const elm_spv_family *fam = &elm_spv_families[f];
+const elmi_spv *elmi_spv_find(const char *name) {
+    for (size_t f = 0; f < elmi_spv_n_families; f++) {
+        const elmi_spv_family *fam = &elmi_spv_families[f];
         for (size_t i = 0; i < *fam->count; i++)
             if (!strcmp(fam->modules[i].name, name)) return &fam->modules[i];
     }
@@ -187,7 +187,7 @@ static elm_status create_cache(vk_backend *vk, const char *dir_opt) {
         s->cache_note[0] = '\0';
     }
     elmi_free(data);
-    return vk_check(vk, r, "vkCreatePipelineCache");
+    return elmi_vk_check(vk, r, "vkCreatePipelineCache");
 }
 
 /* --------------------------------------------------------------- layouts */
@@ -206,7 +206,7 @@ static elm_status create_layouts(vk_backend *vk) {
         .bindingCount = VK_N_BIND + 1,
         .pBindings = b,
     };
-    ELM_TRY(vk_check(vk, vkCreateDescriptorSetLayout(vk->dev, &dci, NULL, &vk->dsl),
+    ELM_TRY(elmi_vk_check(vk, vkCreateDescriptorSetLayout(vk->dev, &dci, NULL, &vk->dsl),
                      "vkCreateDescriptorSetLayout"));
     VkPushConstantRange pcr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .size = VK_PC_WORDS * 4};
     VkPipelineLayoutCreateInfo lci = {
@@ -216,15 +216,15 @@ static elm_status create_layouts(vk_backend *vk) {
         .pushConstantRangeCount = 1,
         .pPushConstantRanges = &pcr,
     };
-    return vk_check(vk, vkCreatePipelineLayout(vk->dev, &lci, NULL, &vk->layout), "vkCreatePipelineLayout");
+    return elmi_vk_check(vk, vkCreatePipelineLayout(vk->dev, &lci, NULL, &vk->layout), "vkCreatePipelineLayout");
 }
 
-elm_status vk_pipeline_init(vk_backend *vk, const char *cache_dir) {
+elm_status elmi_vk_pipeline_init(vk_backend *vk, const char *cache_dir) {
     ELM_TRY(create_layouts(vk));
     return create_cache(vk, cache_dir);
 }
 
-void vk_pipeline_free(vk_backend *vk) {
+void elmi_vk_pipeline_free(vk_backend *vk) {
     if (!vk->dev) return;
     if (!vk->lost && (vk->vstats.n_pipelines > 0 || vk->vstats.cache_rejected)) save_cache(vk);
     for (uint32_t i = 0; i < vk->n_pipes; i++) vkDestroyPipeline(vk->dev, vk->pipes[i].pipe, NULL);
@@ -254,20 +254,20 @@ static bool grow(void **p, uint32_t *cap, uint32_t n, size_t elem) {
     return true;
 }
 
-static elm_status get_module(vk_backend *vk, const elm_spv *spv, VkShaderModule *out) {
+static elm_status get_module(vk_backend *vk, const elmi_spv *spv, VkShaderModule *out) {
     for (uint32_t i = 0; i < vk->n_modules; i++)
         if (vk->modules[i].spv == spv) {
             *out = vk->modules[i].mod;
             return ELM_OK;
         }
     if (!grow((void **)&vk->modules, &vk->cap_modules, vk->n_modules, sizeof *vk->modules))
-        return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+        return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     VkShaderModuleCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
         .codeSize = spv->size,
         .pCode = spv->code,
     };
-    ELM_TRY(vk_check(vk, vkCreateShaderModule(vk->dev, &ci, NULL, out), "vkCreateShaderModule"));
+    ELM_TRY(elmi_vk_check(vk, vkCreateShaderModule(vk->dev, &ci, NULL, out), "vkCreateShaderModule"));
     vk->modules[vk->n_modules++] = (vk_module){spv, *out};
     return ELM_OK;
 }
@@ -278,7 +278,7 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static elm_status create_pipeline(vk_backend *vk, const elm_spv *spv, const uint32_t *spec,
+static elm_status create_pipeline(vk_backend *vk, const elmi_spv *spv, const uint32_t *spec,
                                   uint32_t n_spec, VkPipeline *out) {
     VkShaderModule mod;
     ELM_TRY(get_module(vk, spv, &mod));
@@ -299,16 +299,16 @@ static elm_status create_pipeline(vk_backend *vk, const elm_spv *spv, const uint
     double t0 = now_ms();
     VkResult r = vkCreateComputePipelines(vk->dev, vk->pcache, 1, &ci, NULL, out);
     vk->vstats.pipeline_ms += now_ms() - t0;
-    if (r != VK_SUCCESS) return vk_check(vk, r, spv->name);
+    if (r != VK_SUCCESS) return elmi_vk_check(vk, r, spv->name);
     vk->vstats.n_pipelines++;
     return ELM_OK;
 }
 
-elm_status vk_pipeline_get(vk_backend *vk, const char *name, const uint32_t *spec,
+elm_status elmi_vk_pipeline_get(vk_backend *vk, const char *name, const uint32_t *spec,
                            uint32_t n_spec, VkPipeline *out) {
-    const elm_spv *spv = elm_spv_find(name);
-    if (!spv) return vk_fail(vk, ELM_ERR_INTERNAL, "no shader module '%s'", name);
-    if (n_spec > VK_MAX_SPEC) return vk_fail(vk, ELM_ERR_INTERNAL, "too many specialization constants");
+    const elmi_spv *spv = elmi_spv_find(name);
+    if (!spv) return elmi_vk_fail(vk, ELM_ERR_INTERNAL, "no shader module '%s'", name);
+    if (n_spec > VK_MAX_SPEC) return elmi_vk_fail(vk, ELM_ERR_INTERNAL, "too many specialization constants");
     for (uint32_t i = 0; i < vk->n_pipes; i++) {
         const vk_pipe *p = &vk->pipes[i];
         if (p->spv == spv && p->n_spec == n_spec && !memcmp(p->spec, spec, 4 * n_spec)) {
@@ -317,7 +317,7 @@ elm_status vk_pipeline_get(vk_backend *vk, const char *name, const uint32_t *spe
         }
     }
     if (!grow((void **)&vk->pipes, &vk->cap_pipes, vk->n_pipes, sizeof *vk->pipes))
-        return vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+        return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     ELM_TRY(create_pipeline(vk, spv, spec, n_spec, out));
     vk_pipe *p = &vk->pipes[vk->n_pipes++];
     p->spv = spv;

@@ -7,33 +7,33 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct elm_spv {
+typedef struct elmi_spv {
     const char *name;
     const uint32_t *code;
     size_t size; /* bytes */
-} elm_spv;
+} elmi_spv;
 
-typedef struct elm_spv_family {
+typedef struct elmi_spv_family {
     const char *name;
-    const elm_spv *modules;
+    const elmi_spv *modules;
     const size_t *count;
-} elm_spv_family;
+} elmi_spv_family;
 
-extern const elm_spv_family elm_spv_families[];
-extern const size_t elm_spv_n_families;
+extern const elmi_spv_family elmi_spv_families[];
+extern const size_t elmi_spv_n_families;
 
 /* The weight types with GET_ROWS and MUL_MAT kernels (ELM_VK_TYPES in
  * cmake/vulkan.cmake, the one list) and the suffix that names their
  * variants, e.g. {QT_Q4_0, "q4_0"}. */
-typedef struct elm_spv_weight_type {
+typedef struct elmi_spv_weight_type {
     int type;
     const char *suffix;
-} elm_spv_weight_type;
+} elmi_spv_weight_type;
 
-extern const elm_spv_weight_type elmi_vk_weight_types[];
+extern const elmi_spv_weight_type elmi_vk_weight_types[];
 extern const size_t elmi_vk_n_weight_types;
 
 /* The module called `name`, or NULL. */
-const elm_spv *elm_spv_find(const char *name);
+const elmi_spv *elmi_spv_find(const char *name);
 
 #endif

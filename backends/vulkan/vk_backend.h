@@ -23,11 +23,11 @@
  * Features the profile removes are also left disabled at device creation,
  * so the validation layer reports any shader that would still use them.
  * Environment (read when be_vk_options.limits is NULL, and by
- * be_vk_enumerate): EDGELM_VK_LIMITS holds a spec; EDGELM_VK_MAX_SHARED,
+ * elmi_be_vk_enumerate): EDGELM_VK_LIMITS holds a spec; EDGELM_VK_MAX_SHARED,
  * EDGELM_VK_MAX_INVOCATIONS, EDGELM_VK_MAX_RANGE and EDGELM_VK_MAX_ALLOC
  * add the matching override.
  *
- * Fault injection (a test hook, read by be_vk_new): EDGELM_VK_FAULT_AFTER=N
+ * Fault injection (a test hook, read by elmi_be_vk_new): EDGELM_VK_FAULT_AFTER=N
  * counts the queue submissions made while graphs run (command buffers of
  * GPU steps, and the transfers of CPU fallback steps); the first N succeed,
  * the next waits for its work and then reports VK_ERROR_DEVICE_LOST, as a
@@ -53,11 +53,11 @@
  * *n. Without a loader, a driver or a device: *n = 0 and ELM_OK. A bad
  * EDGELM_VK_LIMITS gives ELM_ERR_INVALID_ARG with a message in err.
  */
-elm_status be_vk_enumerate(elm_device_info *out, size_t cap, size_t *n, char *err,
+elm_status elmi_be_vk_enumerate(elm_device_info *out, size_t cap, size_t *n, char *err,
                            size_t err_size);
 
 /*
- * Resolves a device spec to an index into be_vk_enumerate's list:
+ * Resolves a device spec to an index into elmi_be_vk_enumerate's list:
  *   "vulkan"    the first GPU (discrete, integrated, virtual or other), else
  *               the first device of any type (a CPU-type one);
  *   "vulkan:N"  device N (ELM_ERR_INVALID_ARG when there is no such device);
@@ -66,7 +66,7 @@ elm_status be_vk_enumerate(elm_device_info *out, size_t cap, size_t *n, char *er
  * *index = -1 when no device matches ("auto", or "vulkan" without devices);
  * that is not an error. Unknown specs give ELM_ERR_INVALID_ARG.
  */
-elm_status be_vk_select(const char *device_spec, int *index);
+elm_status elmi_be_vk_select(const char *device_spec, int *index);
 
 typedef struct be_vk_options {
     int device;             /* index into the list; -1 selects as "vulkan" does */
@@ -79,7 +79,7 @@ typedef struct be_vk_options {
 } be_vk_options;
 
 /* device -1, limits NULL, cache_dir NULL, validation -1, quiet false. */
-be_vk_options be_vk_default_options(void);
+be_vk_options elmi_be_vk_default_options(void);
 
 /*
  * Creates a backend on one device. Errors: ELM_ERR_INVALID_ARG (bad index or
@@ -87,23 +87,23 @@ be_vk_options be_vk_default_options(void);
  * 1.1 or without a compute queue), ELM_ERR_DEVICE (device creation failed),
  * ELM_ERR_NO_MEMORY; err receives a message.
  */
-elm_status be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size_t err_size);
+elm_status elmi_be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size_t err_size);
 
 /* True when be is a Vulkan backend (the functions below accept nothing else). */
-bool be_vk_is(const be_backend *be);
+bool elmi_be_vk_is(const be_backend *be);
 
 /* The device the backend runs on, as listed (limits applied). */
-elm_status be_vk_device_info(be_backend *be, elm_device_info *out);
+elm_status elmi_be_vk_device_info(be_backend *be, elm_device_info *out);
 
 /* Validation-layer errors reported so far (0 when validation is off). */
-uint64_t be_vk_validation_errors(be_backend *be);
+uint64_t elmi_be_vk_validation_errors(be_backend *be);
 
 /* Whether the validation layer is active on this backend. */
-bool be_vk_validation_enabled(be_backend *be);
+bool elmi_be_vk_validation_enabled(be_backend *be);
 
 /* The message of the last failure inside the backend ("" when none), e.g.
  * why buffer_alloc returned ELM_ERR_NO_MEMORY. */
-const char *be_vk_last_error(be_backend *be);
+const char *elmi_be_vk_last_error(be_backend *be);
 
 typedef struct be_vk_stats {
     /* Pipelines */
@@ -130,7 +130,7 @@ typedef struct be_vk_stats {
     uint64_t device_bytes;      /* device memory allocated by this backend now */
 } be_vk_stats;
 
-elm_status be_vk_get_stats(be_backend *be, be_vk_stats *out);
+elm_status elmi_be_vk_get_stats(be_backend *be, be_vk_stats *out);
 
 /*
  * Copies bytes [0, size) of `src` to bytes [0, size) of `dst` (two buffers
@@ -140,7 +140,7 @@ elm_status be_vk_get_stats(be_backend *be, be_vk_stats *out);
  * the submission's wall time divided by reps. For bench --ops (device copy
  * bandwidth = 2 * size / time).
  */
-elm_status be_vk_copy_buffer(be_backend *be, be_buffer *dst, be_buffer *src, size_t size,
+elm_status elmi_be_vk_copy_buffer(be_backend *be, be_buffer *dst, be_buffer *src, size_t size,
                              uint32_t reps, double *ms);
 
 /*
@@ -149,6 +149,6 @@ elm_status be_vk_copy_buffer(be_backend *be, be_buffer *dst, be_buffer *src, siz
  * backend lives on. The next graph uploads what it reads again. For
  * bench --ops, which times one weight matrix after another.
  */
-void be_vk_release_weights(be_backend *be);
+void elmi_be_vk_release_weights(be_backend *be);
 
 #endif /* ELM_VK_BACKEND_H */

@@ -36,9 +36,9 @@ typedef struct vk_limits {
 } vk_limits;
 
 /* Parses a limits spec (NULL or "" is no limit). */
-elm_status vk_limits_parse(const char *spec, vk_limits *out, char *err, size_t err_size);
+elm_status elmi_vk_limits_parse(const char *spec, vk_limits *out, char *err, size_t err_size);
 /* The spec of the environment: EDGELM_VK_LIMITS plus EDGELM_VK_MAX_*. */
-elm_status vk_limits_from_env(vk_limits *out, char *err, size_t err_size);
+elm_status elmi_vk_limits_from_env(vk_limits *out, char *err, size_t err_size);
 
 /* ------------------------------------------------------------------ device */
 
@@ -75,16 +75,16 @@ typedef struct vk_instance {
  * messenger that counts errors into *error_count (may be NULL when off).
  * A missing loader or driver gives ELM_ERR_UNSUPPORTED; a failed host
  * allocation ELM_ERR_NO_MEMORY. */
-elm_status vk_instance_create(bool validation, bool quiet, _Atomic uint64_t *error_count,
+elm_status elmi_vk_instance_create(bool validation, bool quiet, _Atomic uint64_t *error_count,
                               vk_instance *out, char *err, size_t err_size);
-void vk_instance_destroy(vk_instance *vi);
+void elmi_vk_instance_destroy(vk_instance *vi);
 
 /* The physical devices of an instance (an array from elmi_malloc). */
-elm_status vk_physical_devices(VkInstance inst, VkPhysicalDevice **out, uint32_t *n);
+elm_status elmi_vk_physical_devices(VkInstance inst, VkPhysicalDevice **out, uint32_t *n);
 
 /* Capabilities and the listing entry of device `index`, limits applied.
  * ELM_ERR_NO_MEMORY when the extension list cannot be allocated. */
-elm_status vk_query_device(VkPhysicalDevice pd, int index, const vk_limits *lim, vk_caps *caps,
+elm_status elmi_vk_query_device(VkPhysicalDevice pd, int index, const vk_limits *lim, vk_caps *caps,
                            elm_device_info *info);
 
 /* ------------------------------------------------------------------ memory */
@@ -130,14 +130,14 @@ typedef struct vk_weight {
 #define VK_MAX_SPEC 8
 
 typedef struct vk_pipe {
-    const elm_spv *spv;
+    const elmi_spv *spv;
     uint32_t spec[VK_MAX_SPEC];
     uint32_t n_spec;
     VkPipeline pipe;
 } vk_pipe;
 
 typedef struct vk_module {
-    const elm_spv *spv;
+    const elmi_spv *spv;
     VkShaderModule mod;
 } vk_module;
 
@@ -253,61 +253,61 @@ static inline vk_backend *vk_of(be_backend *be) {
 }
 
 /* Formats into vk->last_error and returns st. */
-elm_status vk_fail(vk_backend *vk, elm_status st, const char *fmt, ...)
+elm_status elmi_vk_fail(vk_backend *vk, elm_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* ELM_ERR_DEVICE for lost devices, ELM_ERR_NO_MEMORY for exhausted memory,
  * else ELM_ERR_DEVICE; records `what` and the VkResult. Marks the device
  * lost on VK_ERROR_DEVICE_LOST. */
-elm_status vk_check(vk_backend *vk, VkResult r, const char *what);
-const char *vk_result_name(VkResult r);
+elm_status elmi_vk_check(vk_backend *vk, VkResult r, const char *what);
+const char *elmi_vk_result_name(VkResult r);
 /* Copies vk->last_error into err. */
-void vk_copy_error(const vk_backend *vk, char *err, size_t err_size);
+void elmi_vk_copy_error(const vk_backend *vk, char *err, size_t err_size);
 
 /* device.c */
-elm_status vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char *err,
+elm_status elmi_vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char *err,
                           size_t err_size);
-void vk_device_close(vk_backend *vk);
+void elmi_vk_device_close(vk_backend *vk);
 
 /* memory.c */
-elm_status vk_memory_init(vk_backend *vk);
-void vk_memory_free(vk_backend *vk);
+elm_status elmi_vk_memory_init(vk_backend *vk);
+void elmi_vk_memory_free(vk_backend *vk);
 /* A segment of `size` bytes; host_visible asks for host-visible coherent
  * memory (mapped), else device memory (mapped only on UMA devices). */
-elm_status vk_seg_alloc(vk_backend *vk, VkDeviceSize size, bool host_visible, vk_seg *out);
-void vk_seg_free(vk_backend *vk, vk_seg *s);
-elm_status vk_buffer_alloc(vk_backend *vk, size_t size, void *host_ptr, be_buffer **out);
-void vk_buffer_free(vk_backend *vk, be_buffer *b);
-bool vk_owns_buffer(const vk_backend *vk, const be_buffer *b);
+elm_status elmi_vk_seg_alloc(vk_backend *vk, VkDeviceSize size, bool host_visible, vk_seg *out);
+void elmi_vk_seg_free(vk_backend *vk, vk_seg *s);
+elm_status elmi_vk_buffer_alloc(vk_backend *vk, size_t size, void *host_ptr, be_buffer **out);
+void elmi_vk_buffer_free(vk_backend *vk, be_buffer *b);
+bool elmi_vk_owns_buffer(const vk_backend *vk, const be_buffer *b);
 /* Copies between host memory and bytes [offset, offset + size) of a segment. */
-elm_status vk_seg_write(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, const void *src,
+elm_status elmi_vk_seg_write(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, const void *src,
                         size_t size);
-elm_status vk_seg_read(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, void *dst,
+elm_status elmi_vk_seg_read(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, void *dst,
                        size_t size);
 /* The same over a buffer's bytes, across segments. */
-elm_status vk_buffer_write(vk_backend *vk, be_buffer *b, size_t offset, const void *src,
+elm_status elmi_vk_buffer_write(vk_backend *vk, be_buffer *b, size_t offset, const void *src,
                            size_t size);
-elm_status vk_buffer_read(vk_backend *vk, be_buffer *b, size_t offset, void *dst, size_t size);
+elm_status elmi_vk_buffer_read(vk_backend *vk, be_buffer *b, size_t offset, void *dst, size_t size);
 /* The cached device copy of a host tensor, uploading it on first use. */
-elm_status vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **out);
+elm_status elmi_vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **out);
 /* Frees every cached host-tensor copy (plans that bind them must be gone). */
-void vk_weights_clear(vk_backend *vk);
+void elmi_vk_weights_clear(vk_backend *vk);
 /* Rows per piece a host tensor of this geometry would be split into. */
-int64_t vk_weight_rows_per_piece(const vk_backend *vk, size_t row_bytes);
+int64_t elmi_vk_weight_rows_per_piece(const vk_backend *vk, size_t row_bytes);
 /* import.c: makes every piece of w (geometry set, no segment yet) import
  * its host rows in place; false (nothing allocated) when the device
  * cannot, and the caller copies instead. */
-bool vk_weight_import(vk_backend *vk, vk_weight *w);
+bool elmi_vk_weight_import(vk_backend *vk, vk_weight *w);
 /* Submits the transfer command buffer and waits. */
-elm_status vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what);
-/* Device-side copy between two buffers, timed (be_vk_copy_buffer). */
-elm_status vk_buffer_copy_timed(vk_backend *vk, be_buffer *dst, be_buffer *src, size_t size,
+elm_status elmi_vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what);
+/* Device-side copy between two buffers, timed (elmi_be_vk_copy_buffer). */
+elm_status elmi_vk_buffer_copy_timed(vk_backend *vk, be_buffer *dst, be_buffer *src, size_t size,
                                 uint32_t reps, double *ms);
 
 /* pipeline.c */
-elm_status vk_pipeline_init(vk_backend *vk, const char *cache_dir);
-void vk_pipeline_free(vk_backend *vk); /* saves the cache file */
+elm_status elmi_vk_pipeline_init(vk_backend *vk, const char *cache_dir);
+void elmi_vk_pipeline_free(vk_backend *vk); /* saves the cache file */
 /* The pipeline of module `name` with these specialization constants. */
-elm_status vk_pipeline_get(vk_backend *vk, const char *name, const uint32_t *spec,
+elm_status elmi_vk_pipeline_get(vk_backend *vk, const char *name, const uint32_t *spec,
                            uint32_t n_spec, VkPipeline *out);
 
 /* ops.c: planning of one node. */
@@ -322,22 +322,22 @@ typedef struct vk_planner {
 /* ELM_OK: the node's dispatches were appended (or would be). Unsupported:
  * the device cannot run it (fallback; p->why says why). Invalid: the node
  * itself is malformed. */
-elm_status vk_plan_node(vk_planner *p, const be_node *node);
+elm_status elmi_vk_plan_node(vk_planner *p, const be_node *node);
 /* Bytes from element 0 to the end of the last row; false when malformed. */
-bool vk_tensor_extent(const be_tensor *t, VkDeviceSize *out);
+bool elmi_vk_tensor_extent(const be_tensor *t, VkDeviceSize *out);
 /* True when iparams[0] of the node is a per-call value (a cache position). */
-bool vk_node_has_dyn(const be_node *node);
+bool elmi_vk_node_has_dyn(const be_node *node);
 
 /* graph.c */
-elm_status vk_graph_prepare(vk_backend *vk, const be_graph *g, vk_plan **out);
-elm_status vk_graph_compute(vk_backend *vk, const be_graph *g);
-void vk_plans_clear(vk_backend *vk);
+elm_status elmi_vk_graph_prepare(vk_backend *vk, const be_graph *g, vk_plan **out);
+elm_status elmi_vk_graph_compute(vk_backend *vk, const be_graph *g);
+void elmi_vk_plans_clear(vk_backend *vk);
 /* fallback.c: runs node `index` of g on the CPU backend, through host
  * copies of the device tensors it touches. */
-elm_status vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index);
+elm_status elmi_vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index);
 /* Appends a dispatch to the plan under construction. */
-elm_status vk_plan_add_dispatch(vk_backend *vk, vk_plan *plan, const vk_disp *d);
+elm_status elmi_vk_plan_add_dispatch(vk_backend *vk, vk_plan *plan, const vk_disp *d);
 /* Reserves the per-call slot of the node; returns its index. */
-elm_status vk_plan_add_dyn(vk_plan *plan, int node, uint32_t *slot);
+elm_status elmi_vk_plan_add_dyn(vk_plan *plan, int node, uint32_t *slot);
 
 #endif /* ELM_VK_INTERNAL_H */

@@ -19,7 +19,7 @@ static unsigned walk_kv(const gguf_kv *kv) {
                 sum += (unsigned char)kv->arr_strs[j].ptr[kv->arr_strs[j].len - 1];
     } else if (kv->arr_n) {
         const uint8_t *d = kv->arr_data;
-        sum += d[0] + d[kv->arr_n * gguf_type_size(kv->arr_type) - 1];
+        sum += d[0] + d[kv->arr_n * elmi_gguf_type_size(kv->arr_type) - 1];
     }
     return sum;
 }
@@ -35,23 +35,23 @@ static bool as_cstr(gguf_str s, char *buf, size_t cap) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     gguf_file *f = NULL;
     char err[256], name[256];
-    if (gguf_open_memory(data, size, &f, err, sizeof err) != ELM_OK) return 0;
+    if (elmi_gguf_open_memory(data, size, &f, err, sizeof err) != ELM_OK) return 0;
     volatile unsigned sum = 0;
-    for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
-        const gguf_kv *kv = gguf_kv_at(f, i);
+    for (uint64_t i = 0; i < elmi_gguf_n_kv(f); i++) {
+        const gguf_kv *kv = elmi_gguf_kv_at(f, i);
         sum += walk_kv(kv);
-        if (as_cstr(kv->key, name, sizeof name) && gguf_find(f, name) != kv) abort();
+        if (as_cstr(kv->key, name, sizeof name) && elmi_gguf_find(f, name) != kv) abort();
     }
-    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (uint64_t i = 0; i < elmi_gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = elmi_gguf_tensor_at(f, i);
         const uint8_t *d = t->data;
         sum += d[0] + d[t->nbytes - 1];
-        if (as_cstr(t->name, name, sizeof name) && gguf_find_tensor(f, name) != t) abort();
+        if (as_cstr(t->name, name, sizeof name) && elmi_gguf_find_tensor(f, name) != t) abort();
     }
     uint32_t u = 0;
-    gguf_get_u32(f, "general.alignment", false, &u, err, sizeof err);
+    elmi_gguf_get_u32(f, "general.alignment", false, &u, err, sizeof err);
     (void)sum;
-    gguf_close(f);
+    elmi_gguf_close(f);
     return 0;
 }
 
@@ -71,29 +71,29 @@ static int write_model(const char *dir, const char *name, tiny_model_opts o) {
 }
 
 static int write_values(const char *dir) {
-    gguf_writer *w = gguf_writer_new();
+    gguf_writer *w = elmi_gguf_writer_new();
     if (!w) return -1;
     uint8_t bytes[16] = {1, 0, 1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     for (int t = 0; t < GGUF_TYPE_COUNT; t++) {
         char key[32];
-        if (!gguf_type_size((gguf_type)t)) continue;
-        snprintf(key, sizeof key, "v.%s", gguf_type_name((gguf_type)t));
-        gguf_set_val(w, key, (gguf_type)t, bytes);
-        snprintf(key, sizeof key, "a.%s", gguf_type_name((gguf_type)t));
-        gguf_set_arr_data(w, key, (gguf_type)t, bytes, 2);
+        if (!elmi_gguf_type_size((gguf_type)t)) continue;
+        snprintf(key, sizeof key, "v.%s", elmi_gguf_type_name((gguf_type)t));
+        elmi_gguf_set_val(w, key, (gguf_type)t, bytes);
+        snprintf(key, sizeof key, "a.%s", elmi_gguf_type_name((gguf_type)t));
+        elmi_gguf_set_arr_data(w, key, (gguf_type)t, bytes, 2);
     }
     const char *strs[] = {"", "x", "\xE2\x96\x81y"};
-    gguf_set_str(w, "v.str", "s");
-    gguf_set_arr_str(w, "a.str", strs, 3);
-    gguf_set_u32(w, "general.alignment", 64);
+    elmi_gguf_set_str(w, "v.str", "s");
+    elmi_gguf_set_arr_str(w, "a.str", strs, 3);
+    elmi_gguf_set_u32(w, "general.alignment", 64);
     int64_t ne[4] = {32, 2, 1, 1};
     uint8_t data[256] = {0};
-    gguf_add_tensor(w, "q8", QT_Q8_0, 2, ne, data, 68);
-    gguf_add_tensor(w, "f16", QT_F16, 4, ne, data, 128);
+    elmi_gguf_add_tensor(w, "q8", QT_Q8_0, 2, ne, data, 68);
+    elmi_gguf_add_tensor(w, "f16", QT_F16, 4, ne, data, 128);
     char path[4096], err[256];
     snprintf(path, sizeof path, "%s/values.gguf", dir);
-    int rc = gguf_write_file(w, path, err, sizeof err) == ELM_OK ? 0 : -1;
-    gguf_writer_free(w);
+    int rc = elmi_gguf_write_file(w, path, err, sizeof err) == ELM_OK ? 0 : -1;
+    elmi_gguf_writer_free(w);
     return rc;
 }
 
@@ -130,16 +130,16 @@ static void put_writer(const char *name, gguf_writer *w) {
     if (b) put(name, b, n);
     else g_rc = 1;
     free(b);
-    gguf_writer_free(w);
+    elmi_gguf_writer_free(w);
 }
 
 static void write_hostile(const tiny_model_opts *o) {
     size_t n, infos_end, data_start;
     gguf_writer *w = tiny_model_build(o);
     uint8_t *b = w ? tiny_serialize(w, &n) : NULL;
-    gguf_writer_free(w);
+    elmi_gguf_writer_free(w);
     gguf_file *f = NULL;
-    if (!b || gguf_open_memory(b, n, &f, NULL, 0) != ELM_OK ||
+    if (!b || elmi_gguf_open_memory(b, n, &f, NULL, 0) != ELM_OK ||
         !tiny_layout(b, n, &infos_end, &data_start)) {
         g_rc = 1;
         free(b);
@@ -150,23 +150,23 @@ static void write_hostile(const tiny_model_opts *o) {
      * tensor infos, the padding and the data. */
     put("trunc_magic", b, 3);
     put("trunc_header", b, 20);
-    for (uint64_t i = 0; i < gguf_n_kv(f); i++) {
-        const gguf_kv *kv = gguf_kv_at(f, i);
+    for (uint64_t i = 0; i < elmi_gguf_n_kv(f); i++) {
+        const gguf_kv *kv = elmi_gguf_kv_at(f, i);
         size_t key = (size_t)((const uint8_t *)kv->key.ptr - b);
         snprintf(name, sizeof name, "trunc_kv%llu", (unsigned long long)i);
         put(name, b, key - 8);
         snprintf(name, sizeof name, "trunc_kv%llu_value", (unsigned long long)i);
         put(name, b, key + kv->key.len + 5);
     }
-    for (uint64_t i = 0; i < gguf_n_tensors(f); i++) {
-        const gguf_tensor *t = gguf_tensor_at(f, i);
+    for (uint64_t i = 0; i < elmi_gguf_n_tensors(f); i++) {
+        const gguf_tensor *t = elmi_gguf_tensor_at(f, i);
         size_t at = (size_t)((const uint8_t *)t->name.ptr - b);
         snprintf(name, sizeof name, "trunc_tensor%llu", (unsigned long long)i);
         put(name, b, at - 8);
         snprintf(name, sizeof name, "trunc_tensor%llu_dims", (unsigned long long)i);
         put(name, b, at + t->name.len + 6);
     }
-    gguf_close(f);
+    elmi_gguf_close(f);
     if (data_start > infos_end) put("trunc_padding", b, infos_end + 1);
     put("trunc_data_start", b, data_start);
     put("trunc_data_mid", b, data_start + (n - data_start) / 2);
@@ -201,28 +201,28 @@ static void write_hostile(const tiny_model_opts *o) {
     const char *types[262];
     for (int i = 0; i < 262; i++) types[i] = "1";
     if ((w = tiny_model_build(o)))
-        gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_UINT8, scores, 262);
+        elmi_gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_UINT8, scores, 262);
     put_writer("scores_uint8", w);
-    if ((w = tiny_model_build(o))) gguf_set_arr_str(w, "tokenizer.ggml.token_type", types, 262);
+    if ((w = tiny_model_build(o))) elmi_gguf_set_arr_str(w, "tokenizer.ggml.token_type", types, 262);
     put_writer("token_type_string", w);
-    if ((w = tiny_model_build(o))) gguf_set_u32(w, "general.alignment", 0);
+    if ((w = tiny_model_build(o))) elmi_gguf_set_u32(w, "general.alignment", 0);
     put_writer("align_0", w);
-    if ((w = tiny_model_build(o))) gguf_set_u32(w, "general.alignment", 3);
+    if ((w = tiny_model_build(o))) elmi_gguf_set_u32(w, "general.alignment", 3);
     put_writer("align_3", w);
-    if ((w = tiny_model_build(o))) gguf_set_str(w, "general.alignment", "32");
+    if ((w = tiny_model_build(o))) elmi_gguf_set_str(w, "general.alignment", "32");
     put_writer("align_string", w);
     int64_t dims[2] = {1ll << 32, 1ll << 32}, bytes[2] = {1ll << 31, 1ll << 31};
     if ((w = tiny_model_build(o)))
-        gguf_add_tensor_raw(w, "blk.0.attn_q.weight", QT_F32, 2, dims, NULL, 64);
+        elmi_gguf_add_tensor_raw(w, "blk.0.attn_q.weight", QT_F32, 2, dims, NULL, 64);
     put_writer("dims_overflow", w);
     if ((w = tiny_model_build(o)))
-        gguf_add_tensor_raw(w, "blk.0.attn_q.weight", QT_F32, 2, bytes, NULL, 64);
+        elmi_gguf_add_tensor_raw(w, "blk.0.attn_q.weight", QT_F32, 2, bytes, NULL, 64);
     put_writer("bytes_overflow", w);
     static const int type_ids[] = {77, 4, 5};
     for (size_t i = 0; i < sizeof type_ids / sizeof type_ids[0]; i++) {
         int64_t ne[2] = {32, 32};
         if ((w = tiny_model_build(o)))
-            gguf_add_tensor_raw(w, "blk.0.attn_q.weight", type_ids[i], 2, ne, NULL, 32 * 32 * 4);
+            elmi_gguf_add_tensor_raw(w, "blk.0.attn_q.weight", type_ids[i], 2, ne, NULL, 32 * 32 * 4);
         snprintf(name, sizeof name, "type_%d", type_ids[i]);
         put_writer(name, w);
     }
@@ -238,13 +238,13 @@ int main(int argc, char **argv) {
     tiny_model_opts q = o;
     q.arch = "qwen2", q.tied = true, q.wtype = QT_F16;
     int rc = write_model(argv[1], "tiny-llama", o) | write_model(argv[1], "tiny-qwen2", q);
-    gguf_writer *w = gguf_writer_new();
+    gguf_writer *w = elmi_gguf_writer_new();
     char path[4096];
     snprintf(path, sizeof path, "%s/vocab-only.gguf", argv[1]);
     if (!w || tiny_model_add_vocab(w, 262) != ELM_OK ||
-        gguf_write_file(w, path, NULL, 0) != ELM_OK)
+        elmi_gguf_write_file(w, path, NULL, 0) != ELM_OK)
         rc = -1;
-    gguf_writer_free(w);
+    elmi_gguf_writer_free(w);
     return (rc | g_rc | write_values(argv[1])) ? 1 : 0;
 }
 #endif

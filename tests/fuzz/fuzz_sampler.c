@@ -8,13 +8,13 @@
  * The input holds the parameters, the vocabulary size, a history of accepted
  * tokens (some out of range) and the logits; each value is either one byte
  * that picks an interesting value or, after an escape byte, raw bits. Checks:
- * - sampler_new accepts exactly the parameters sampler.h documents as valid,
+ * - elmi_sampler_new accepts exactly the parameters sampler.h documents as valid,
  *   and leaves *out NULL when it refuses;
- * - sampler_sample returns -1 exactly when a logit is NaN or +inf or none is
+ * - elmi_sampler_sample returns -1 exactly when a logit is NaN or +inf or none is
  *   finite, and otherwise an id in range whose logit is finite;
  * - greedy picks the highest penalized logit (lower id on ties), computed
  *   here independently, and top-k picks one of the k best;
- * - after sampler_reset and the same history, the same draw.
+ * - after elmi_sampler_reset and the same history, the same draw.
  */
 #include <float.h>
 #include <limits.h>
@@ -98,7 +98,7 @@ static void penalize(const elm_sampler_params *p, const float *logits, uint32_t 
     size_t seen = 0;
     for (size_t k = n_hist; k-- > 0 && seen < (size_t)p->repeat_last_n;) {
         int32_t id = hist[k];
-        if (id < 0 || (uint32_t)id >= n) continue; /* ignored by sampler_accept */
+        if (id < 0 || (uint32_t)id >= n) continue; /* ignored by elmi_sampler_accept */
         seen++;
         mark[id] = 1;
     }
@@ -133,7 +133,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (n_vocab > MAX_VOCAB) n_vocab %= MAX_VOCAB + 1;
 
     elm_sampler *s = (elm_sampler *)&r; /* must be overwritten */
-    elm_status st = sampler_new(&p, n_vocab, &s);
+    elm_status st = elmi_sampler_new(&p, n_vocab, &s);
     if (!params_ok(&p, n_vocab)) {
         CHECK(st == ELM_ERR_INVALID_ARG && s == NULL);
         return 0;
@@ -149,7 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t k = 0; k < n_hist; k++) {
         uint8_t c = take_u8(&r);
         hist[k] = c == 255 ? (int32_t)take_raw32(&r) : c < 8 ? SPECIAL_I[c] : (int32_t)c - 8;
-        sampler_accept(s, hist[k]);
+        elmi_sampler_accept(s, hist[k]);
     }
 
     static float logits[MAX_VOCAB], pen[MAX_VOCAB];
@@ -164,10 +164,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         bad |= isnan(logits[i]) || logits[i] == INFINITY;
         any_finite |= isfinite(logits[i]);
     }
-    int32_t id = sampler_sample(s, logits);
+    int32_t id = elmi_sampler_sample(s, logits);
     if (bad || !any_finite) {
         CHECK(id == -1);
-        sampler_free(s);
+        elmi_sampler_free(s);
         return 0;
     }
     CHECK(id >= 0 && (uint32_t)id < n_vocab);
@@ -180,10 +180,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (p.top_k > 0) CHECK(ahead < (uint32_t)p.top_k);
 
     /* The same seed and history give the same draw. */
-    sampler_reset(s);
-    for (size_t k = 0; k < n_hist; k++) sampler_accept(s, hist[k]);
-    CHECK(sampler_sample(s, logits) == id);
-    sampler_free(s);
+    elmi_sampler_reset(s);
+    for (size_t k = 0; k < n_hist; k++) elmi_sampler_accept(s, hist[k]);
+    CHECK(elmi_sampler_sample(s, logits) == id);
+    elmi_sampler_free(s);
     return 0;
 }
 

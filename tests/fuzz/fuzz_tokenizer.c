@@ -30,8 +30,8 @@ static void load_vocab(void) {
         path = buf;
     }
     char err[256] = "";
-    if (gguf_open(path, &g_file, err, sizeof err) != ELM_OK ||
-        vocab_load(g_file, &g_vocab, err, sizeof err) != ELM_OK) {
+    if (elmi_gguf_open(path, &g_file, err, sizeof err) != ELM_OK ||
+        elmi_vocab_load(g_file, &g_vocab, err, sizeof err) != ELM_OK) {
         fprintf(stderr, "fuzz_tokenizer: cannot load %s: %s\n", path, err);
         abort();
     }
@@ -40,13 +40,13 @@ static void load_vocab(void) {
 static char *concat_pieces(const int32_t *ids, size_t n, size_t *len) {
     size_t total = 0, k = 0, m;
     for (size_t i = 0; i < n; i++) {
-        if (vocab_token_to_piece(g_vocab, ids[i], NULL, 0, &m) == ELM_ERR_INVALID_ARG) abort();
+        if (elmi_vocab_token_to_piece(g_vocab, ids[i], NULL, 0, &m) == ELM_ERR_INVALID_ARG) abort();
         total += m;
     }
     char *buf = malloc(total + 1);
     if (!buf) abort();
     for (size_t i = 0; i < n; i++) {
-        if (vocab_token_to_piece(g_vocab, ids[i], buf + k, total - k, &m) != ELM_OK) abort();
+        if (elmi_vocab_token_to_piece(g_vocab, ids[i], buf + k, total - k, &m) != ELM_OK) abort();
         k += m;
     }
     *len = k;
@@ -55,10 +55,10 @@ static char *concat_pieces(const int32_t *ids, size_t n, size_t *len) {
 
 static void check_detokenize(const int32_t *ids, size_t n) {
     size_t need = 0, len = 0;
-    elm_status st = vocab_detokenize(g_vocab, ids, n, NULL, 0, &need);
+    elm_status st = elmi_vocab_detokenize(g_vocab, ids, n, NULL, 0, &need);
     if (st != ELM_OK && st != ELM_ERR_BUFFER_TOO_SMALL) abort();
     char *text = malloc(need + 1);
-    if (!text || vocab_detokenize(g_vocab, ids, n, text, need + 1, &len) != ELM_OK || len != need ||
+    if (!text || elmi_vocab_detokenize(g_vocab, ids, n, text, need + 1, &len) != ELM_OK || len != need ||
         text[len] != 0)
         abort();
     free(text);
@@ -68,7 +68,7 @@ static void check_round_trip(const uint8_t *data, size_t size, const int32_t *id
     if (memmem(data, size, "\xe2\x96\x81", 3)) return;
     size_t len;
     char *back = concat_pieces(ids, n, &len);
-    size_t skip = vocab_add_space_prefix(g_vocab) && size > 0;
+    size_t skip = elmi_vocab_add_space_prefix(g_vocab) && size > 0;
     if (len != size + skip || memcmp(back + skip, data, size) != 0) abort();
     free(back);
 }
@@ -76,15 +76,15 @@ static void check_round_trip(const uint8_t *data, size_t size, const int32_t *id
 static void run(const uint8_t *data, size_t size, bool special) {
     int32_t small[16];
     size_t n = 0;
-    elm_status st = vocab_tokenize(g_vocab, (const char *)data, size, true, special, small, 16, &n);
+    elm_status st = elmi_vocab_tokenize(g_vocab, (const char *)data, size, true, special, small, 16, &n);
     if (st != ELM_OK && st != ELM_ERR_BUFFER_TOO_SMALL) abort();
     int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
     size_t n2 = 0;
     if (!ids) abort();
-    st = vocab_tokenize(g_vocab, (const char *)data, size, false, special, ids, n, &n2);
+    st = elmi_vocab_tokenize(g_vocab, (const char *)data, size, false, special, ids, n, &n2);
     if (st != ELM_OK) abort();
     for (size_t i = 0; i < n2; i++)
-        if (ids[i] < 0 || (uint32_t)ids[i] >= vocab_n_tokens(g_vocab)) abort();
+        if (ids[i] < 0 || (uint32_t)ids[i] >= elmi_vocab_n_tokens(g_vocab)) abort();
     check_detokenize(ids, n2);
     if (!special) check_round_trip(data, size, ids, n2);
     free(ids);

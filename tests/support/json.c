@@ -168,7 +168,7 @@ static bool read_hex4(parser *ps, uint32_t *out) {
     return true;
 }
 
-static size_t utf8_encode(uint32_t cp, char *out) {
+static size_t elmi_utf8_encode(uint32_t cp, char *out) {
     if (cp < 0x80) {
         out[0] = (char)cp;
         return 1;
@@ -206,7 +206,7 @@ static bool parse_unicode_escape(parser *ps, bytes *b) {
         cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
     }
     char enc[4];
-    return bytes_push(ps, b, enc, utf8_encode(cp, enc));
+    return bytes_push(ps, b, enc, elmi_utf8_encode(cp, enc));
 }
 
 static bool parse_escape(parser *ps, bytes *b) {

@@ -90,7 +90,7 @@ typedef struct vocab {
     int32_t *types;
 } vocab;
 
-static void vocab_free(vocab *v) {
+static void elmi_vocab_free(vocab *v) {
     free(v->text);
     free(v->ptrs);
     free(v->scores);
@@ -122,18 +122,18 @@ elm_status tiny_model_add_vocab(gguf_writer *w, int n_vocab) {
     if (n_vocab < 1) return ELM_ERR_INVALID_ARG;
     vocab v = {0};
     elm_status s = vocab_fill(&v, n_vocab) ? ELM_OK : ELM_ERR_NO_MEMORY;
-    if (s == ELM_OK) s = gguf_set_str(w, "tokenizer.ggml.model", "llama");
-    if (s == ELM_OK) s = gguf_set_arr_str(w, "tokenizer.ggml.tokens", v.ptrs, (uint64_t)n_vocab);
+    if (s == ELM_OK) s = elmi_gguf_set_str(w, "tokenizer.ggml.model", "llama");
+    if (s == ELM_OK) s = elmi_gguf_set_arr_str(w, "tokenizer.ggml.tokens", v.ptrs, (uint64_t)n_vocab);
     if (s == ELM_OK)
-        s = gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, v.scores,
+        s = elmi_gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, v.scores,
                               (uint64_t)n_vocab);
     if (s == ELM_OK)
-        s = gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, v.types,
+        s = elmi_gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, v.types,
                               (uint64_t)n_vocab);
-    if (s == ELM_OK) s = gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
-    if (s == ELM_OK) s = gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
-    if (s == ELM_OK) s = gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0);
-    vocab_free(&v);
+    if (s == ELM_OK) s = elmi_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    if (s == ELM_OK) s = elmi_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
+    if (s == ELM_OK) s = elmi_gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0);
+    elmi_vocab_free(&v);
     return s;
 }
 
@@ -172,7 +172,7 @@ typedef struct builder {
 static void add_f32(builder *b, const char *name, int64_t ne0, int64_t ne1, const float *x) {
     int64_t ne[2] = {ne0, ne1};
     size_t n = (size_t)(ne0 * (ne1 ? ne1 : 1));
-    if (b->ok && gguf_add_tensor(b->w, name, QT_F32, ne1 ? 2 : 1, ne, x, n * sizeof(float)) !=
+    if (b->ok && elmi_gguf_add_tensor(b->w, name, QT_F32, ne1 ? 2 : 1, ne, x, n * sizeof(float)) !=
                      ELM_OK) {
         fprintf(stderr, "tiny_model: cannot add %s\n", name);
         b->ok = false;
@@ -185,11 +185,11 @@ static void add_typed(builder *b, const char *name, int type, int64_t ne0, int64
         add_f32(b, name, ne0, ne1, x);
         return;
     }
-    const qtype_traits *tr = qtype_get(type);
+    const qtype_traits *tr = elmi_qtype_get(type);
     size_t row;
-    if (!tr || !tr->from_float || !qtype_row_bytes(type, ne0, &row)) {
+    if (!tr || !tr->from_float || !elmi_qtype_row_bytes(type, ne0, &row)) {
         fprintf(stderr, "tiny_model: %s: type %s cannot hold rows of %lld values\n", name,
-                qtype_name(type), (long long)ne0);
+                elmi_qtype_name(type), (long long)ne0);
         b->ok = false;
         return;
     }
@@ -197,7 +197,7 @@ static void add_typed(builder *b, const char *name, int type, int64_t ne0, int64
     int64_t ne[2] = {ne0, ne1};
     if (!q) b->ok = false;
     else tr->from_float(x, q, ne0 * ne1);
-    if (b->ok && gguf_add_tensor(b->w, name, type, 2, ne, q, row * (size_t)ne1) != ELM_OK) {
+    if (b->ok && elmi_gguf_add_tensor(b->w, name, type, 2, ne, q, row * (size_t)ne1) != ELM_OK) {
         fprintf(stderr, "tiny_model: cannot add %s\n", name);
         b->ok = false;
     }
@@ -263,17 +263,17 @@ static bool opts_valid(const tiny_model_opts *o) {
 
 static elm_status add_hparams(gguf_writer *w, const tiny_model_opts *o, bool qwen2) {
     char key[128];
-    elm_status s = gguf_set_str(w, "general.architecture", o->arch);
-    if (s == ELM_OK) s = gguf_set_str(w, "general.name", qwen2 ? "tiny-qwen2" : "tiny-llama");
+    elm_status s = elmi_gguf_set_str(w, "general.architecture", o->arch);
+    if (s == ELM_OK) s = elmi_gguf_set_str(w, "general.name", qwen2 ? "tiny-qwen2" : "tiny-llama");
 #define ARCH_U32(suffix, v)                                        \
     if (s == ELM_OK) {                                             \
         snprintf(key, sizeof key, "%s." suffix, o->arch);          \
-        s = gguf_set_u32(w, key, (uint32_t)(v));                   \
+        s = elmi_gguf_set_u32(w, key, (uint32_t)(v));                   \
     }
 #define ARCH_F32(suffix, v)                                        \
     if (s == ELM_OK) {                                             \
         snprintf(key, sizeof key, "%s." suffix, o->arch);          \
-        s = gguf_set_f32(w, key, (v));                             \
+        s = elmi_gguf_set_f32(w, key, (v));                             \
     }
     ARCH_U32("context_length", o->n_ctx);
     ARCH_U32("embedding_length", o->n_embd);
@@ -292,7 +292,7 @@ static elm_status add_hparams(gguf_writer *w, const tiny_model_opts *o, bool qwe
 gguf_writer *tiny_model_build(const tiny_model_opts *o) {
     if (!o || !opts_valid(o)) return NULL;
     bool qwen2 = strcmp(o->arch, "qwen2") == 0;
-    gguf_writer *w = gguf_writer_new();
+    gguf_writer *w = elmi_gguf_writer_new();
     if (!w) return NULL;
     builder b = {w, o, true};
     b.ok = add_hparams(w, o, qwen2) == ELM_OK && tiny_model_add_vocab(w, o->n_vocab) == ELM_OK;
@@ -302,7 +302,7 @@ gguf_writer *tiny_model_build(const tiny_model_opts *o) {
     if (!o->tied)
         add_weight(&b, "output.weight", o->n_embd, o->n_vocab, 1.0f / sqrtf((float)o->n_embd));
     if (!b.ok) {
-        gguf_writer_free(w);
+        elmi_gguf_writer_free(w);
         return NULL;
     }
     return w;
@@ -312,9 +312,9 @@ int tiny_model_write(const tiny_model_opts *o, const char *path) {
     gguf_writer *w = tiny_model_build(o);
     if (!w) return -1;
     char err[256];
-    elm_status s = gguf_write_file(w, path, err, sizeof err);
+    elm_status s = elmi_gguf_write_file(w, path, err, sizeof err);
     if (s != ELM_OK) fprintf(stderr, "tiny_model: %s: %s\n", path, err);
-    gguf_writer_free(w);
+    elmi_gguf_writer_free(w);
     return s == ELM_OK ? 0 : -1;
 }
 
@@ -323,7 +323,7 @@ int tiny_model_write(const tiny_model_opts *o, const char *path) {
 static gguf_file *open_buf(const void *buf, size_t size) {
     gguf_file *f = NULL;
     char err[256];
-    if (gguf_open_memory(buf, size, &f, err, sizeof err) != ELM_OK)
+    if (elmi_gguf_open_memory(buf, size, &f, err, sizeof err) != ELM_OK)
         fprintf(stderr, "tiny_model: cannot parse the buffer: %s\n", err);
     return f;
 }
@@ -331,10 +331,10 @@ static gguf_file *open_buf(const void *buf, size_t size) {
 static size_t kv_end(const gguf_kv *kv, size_t value, const uint8_t *base) {
     if (kv->type == GGUF_TYPE_STRING) return (size_t)((const uint8_t *)kv->v.str.ptr - base) +
                                                 (size_t)kv->v.str.len;
-    if (kv->type != GGUF_TYPE_ARRAY) return value + gguf_type_size(kv->type);
+    if (kv->type != GGUF_TYPE_ARRAY) return value + elmi_gguf_type_size(kv->type);
     if (kv->arr_type != GGUF_TYPE_STRING)
         return (size_t)((const uint8_t *)kv->arr_data - base) +
-               (size_t)kv->arr_n * gguf_type_size(kv->arr_type);
+               (size_t)kv->arr_n * elmi_gguf_type_size(kv->arr_type);
     if (kv->arr_n == 0) return value + 12;
     const gguf_str *last = &kv->arr_strs[kv->arr_n - 1];
     return (size_t)((const uint8_t *)last->ptr - base) + (size_t)last->len;
@@ -350,14 +350,14 @@ static void kv_pos(const gguf_kv *kv, const uint8_t *base, tiny_kv_pos *out) {
 
 bool tiny_find_kv(const void *buf, size_t size, const char *key, tiny_kv_pos *out) {
     gguf_file *f = open_buf(buf, size);
-    const gguf_kv *kv = f ? gguf_find(f, key) : NULL;
+    const gguf_kv *kv = f ? elmi_gguf_find(f, key) : NULL;
     if (kv) kv_pos(kv, buf, out);
-    gguf_close(f);
+    elmi_gguf_close(f);
     return kv != NULL;
 }
 
 static void tensor_pos(const gguf_file *f, const gguf_tensor *t, tiny_tensor_pos *out) {
-    const uint8_t *base = gguf_base(f);
+    const uint8_t *base = elmi_gguf_base(f);
     size_t name = (size_t)((const uint8_t *)t->name.ptr - base);
     out->start = name - 8;
     out->n_dims = name + (size_t)t->name.len;
@@ -370,28 +370,28 @@ static void tensor_pos(const gguf_file *f, const gguf_tensor *t, tiny_tensor_pos
 
 bool tiny_find_tensor(const void *buf, size_t size, const char *name, tiny_tensor_pos *out) {
     gguf_file *f = open_buf(buf, size);
-    const gguf_tensor *t = f ? gguf_find_tensor(f, name) : NULL;
+    const gguf_tensor *t = f ? elmi_gguf_find_tensor(f, name) : NULL;
     if (t) tensor_pos(f, t, out);
-    gguf_close(f);
+    elmi_gguf_close(f);
     return t != NULL;
 }
 
 bool tiny_layout(const void *buf, size_t size, size_t *infos_end, size_t *data_start) {
     gguf_file *f = open_buf(buf, size);
     if (!f) return false;
-    uint64_t nt = gguf_n_tensors(f), nkv = gguf_n_kv(f);
+    uint64_t nt = elmi_gguf_n_tensors(f), nkv = elmi_gguf_n_kv(f);
     *infos_end = 24;
     if (nt > 0) {
         tiny_tensor_pos p;
-        tensor_pos(f, gguf_tensor_at(f, nt - 1), &p);
+        tensor_pos(f, elmi_gguf_tensor_at(f, nt - 1), &p);
         *infos_end = p.end;
     } else if (nkv > 0) {
         tiny_kv_pos p;
-        kv_pos(gguf_kv_at(f, nkv - 1), buf, &p);
+        kv_pos(elmi_gguf_kv_at(f, nkv - 1), buf, &p);
         *infos_end = p.end;
     }
-    *data_start = (size_t)gguf_data_offset(f);
-    gguf_close(f);
+    *data_start = (size_t)elmi_gguf_data_offset(f);
+    elmi_gguf_close(f);
     return true;
 }
 
@@ -408,7 +408,7 @@ int tiny_write_bytes(const char *path, const void *buf, size_t n) {
 
 uint8_t *tiny_serialize(const gguf_writer *w, size_t *size) {
     void *buf = NULL;
-    if (gguf_write_memory(w, &buf, size) != ELM_OK) return NULL;
+    if (elmi_gguf_write_memory(w, &buf, size) != ELM_OK) return NULL;
     /* The writer's buffer comes from the library's allocator; callers free
      * with free(). */
     uint8_t *copy = malloc(*size ? *size : 1);
