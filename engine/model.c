@@ -52,7 +52,7 @@ static void fill_info(elm_model *m) {
     in->tokenizer_model = elmi_vocab_model_name(m->vocab);
     in->tokenizer_pre = elmi_vocab_pre_name(m->vocab);
     in->file_size = elmi_gguf_file_size(m->gguf);
-    in->elmi_gguf_version = elmi_gguf_version(m->gguf);
+    in->gguf_version = elmi_gguf_version(m->gguf);
     in->n_vocab = elmi_vocab_n_tokens(m->vocab);
     in->add_bos = elmi_vocab_add_bos(m->vocab);
     in->bos = elmi_vocab_bos(m->vocab);

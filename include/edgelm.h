@@ -204,7 +204,7 @@ typedef struct elm_model_info {
     const char *tokenizer_pre;   /* tokenizer.ggml.pre, or "" */
     uint64_t file_size;          /* bytes */
     uint64_t weights_bytes;      /* sum of tensor sizes */
-    uint32_t elmi_gguf_version;
+    uint32_t gguf_version;
     uint32_t n_tensors;
     uint32_t n_vocab;
     uint32_t n_ctx_train;

@@ -76,7 +76,7 @@ static int describe(const elm_model *m, const char *path) {
     char fsize[32], wsize[32];
     human_bytes(in.file_size, fsize, sizeof fsize);
     human_bytes(in.weights_bytes, wsize, sizeof wsize);
-    printf("%-14s %s (%s, GGUF v%u)\n", "file", in.path, fsize, in.elmi_gguf_version);
+    printf("%-14s %s (%s, GGUF v%u)\n", "file", in.path, fsize, in.gguf_version);
     printf("%-14s %s\n", "name", *in.name ? in.name : "(none)");
     printf("%-14s %s%s\n", "architecture", in.arch, in.vocab_only ? " (vocabulary only)" : "");
     if (!in.vocab_only) print_hparams(&in);
