@@ -5,15 +5,32 @@
  *                                    LeakSanitizer must report.
  *   leak_canary clean DEVICE MODEL   the same, freeing everything: only the
  *                                    driver's suppressed leaks remain, so it
- *                                    must exit 0. */
+ *                                    must exit 0.
+ *   leak_canary driver LIB           dlopen()s LIB (the leaky stand-in
+ *                                    driver), calls leaky_driver_init() and
+ *                                    dlclose()s it, as the Vulkan loader does. */
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "edgelm.h"
 
+static int load_driver(const char *lib) {
+    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "leak_canary: %s\n", dlerror());
+        return 3;
+    }
+    int (*init)(void) = (int (*)(void))dlsym(h, "leaky_driver_init");
+    int rc = init ? init() : 3;
+    dlclose(h);
+    return rc;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "driver")) return load_driver(argv[2]);
     if (argc != 4 || (strcmp(argv[1], "leak") && strcmp(argv[1], "clean"))) {
-        fprintf(stderr, "usage: leak_canary leak|clean DEVICE MODEL\n");
+        fprintf(stderr, "usage: leak_canary leak|clean DEVICE MODEL | driver LIB\n");
         return 2;
     }
     char err[512] = "";
