@@ -28,7 +28,7 @@ typedef struct elm_sampler elm_sampler;
  * The penalty looks back over at most 2^24 tokens (the longest context), so
  * a larger repeat_last_n costs no more memory than that.
  * Errors: ELM_ERR_INVALID_ARG (NULL, n_vocab 0, NaN or infinite temperature,
- * NaN top_p/min_p, repeat_penalty <= 0 or NaN, repeat_last_n < 0),
+ * NaN top_p/min_p, repeat_penalty <= 0, infinite or NaN, repeat_last_n < 0),
  * ELM_ERR_NO_MEMORY. *out is NULL on failure.
  */
 elm_status elmi_sampler_new(const elm_sampler_params *p, uint32_t n_vocab, elm_sampler **out);

@@ -80,7 +80,7 @@ static int32_t take_i32(reader *r) {
     return (int32_t)c - 128;
 }
 
-/* What sampler.h documents as invalid (plus an infinite penalty, refused too). */
+/* The complement of what sampler.h documents as invalid. */
 static bool params_ok(const elm_sampler_params *p, uint32_t n_vocab) {
     return n_vocab > 0 && isfinite(p->temperature) && !isnan(p->top_p) && !isnan(p->min_p) &&
            p->repeat_penalty > 0 && isfinite(p->repeat_penalty) && p->repeat_last_n >= 0;
