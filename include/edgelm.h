@@ -32,6 +32,7 @@
  *    "as before".
  *  - Arrays of such structs are strided by their first element's
  *    struct_size (elm_devices).
+ *  - Enumerators are only appended (elm_status grows at its end).
  *  - Functions are only added. An incompatible change bumps the SONAME
  *    (libedgelm.so.N) and the ABI baseline (abi/libedgelm.abi) together;
  *    `make abi-check` compares the built library with that baseline.
