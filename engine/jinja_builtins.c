@@ -313,6 +313,7 @@ static elm_status f_items(jctx *c, const jnode *at, jval v, jval *out) {
     for (size_t i = 0; i < v.u.d->n; i++) {
         jval pair;
         ELM_TRY(elmi_j_new_list(c, 2, &pair));
+        pair.u.l->tuple = true;
         ELM_TRY(elmi_j_list_push(c, pair.u.l, v.u.d->k[i]));
         ELM_TRY(elmi_j_list_push(c, pair.u.l, v.u.d->v[i]));
         ELM_TRY(elmi_j_list_push(c, out->u.l, pair));

@@ -202,7 +202,7 @@ static elm_status contains(jctx *c, int line, jval item, jval box, bool *out) {
 
 static elm_status binop(jctx *c, const jnode *e, jval a, jval b, jval *out) {
     int r;
-    bool in;
+    bool in = false;
     switch (e->op) {
     case JOP_CONCAT:
         ELM_TRY(elmi_j_to_str(c, a, &a));
@@ -330,7 +330,7 @@ static int64_t clamp_bound(int64_t x, int64_t n, bool neg_step) {
 static elm_status do_slice(jctx *c, const jnode *e, jval obj, jval lo, jval hi, jval step, jval *out) {
     if (obj.t == JV_UNDEF) return elmi_j_undefined_error(c, e->line, obj);
     if (obj.t != JV_LIST && obj.t != JV_STR) return elmi_j_fail(c, e->line, "'%s' object is not subscriptable", elmi_j_type_name(obj));
-    int64_t st, a, b;
+    int64_t st = 1, a = 0, b = 0;
     ELM_TRY(slice_bound(c, e, step, 1, &st));
     if (st == 0) return elmi_j_fail(c, e->line, "slice step cannot be zero");
     int64_t n = obj.t == JV_LIST ? (int64_t)obj.u.l->n : (int64_t)elmi_j_utf8_len(obj.u.s, obj.n);
@@ -416,6 +416,7 @@ static elm_status eval_test(jctx *c, const jnode *e, jval *out) {
 
 static elm_status eval_literal_list(jctx *c, const jnode *e, jval *out) {
     ELM_TRY(elmi_j_new_list(c, e->l1.n, out));
+    out->u.l->tuple = e->kind == JN_TUPLE;
     for (size_t i = 0; i < e->l1.n; i++) {
         jval v;
         ELM_TRY(elmi_j_eval(c, e->l1.v[i], &v));
@@ -452,7 +453,7 @@ static elm_status eval_unary(jctx *c, const jnode *e, jval *out) {
 }
 
 static elm_status eval_node(jctx *c, const jnode *e, jval *out) {
-    jval a, b, x, y;
+    jval a = {0}, b = {0}, x = {0}, y = {0};
     switch (e->kind) {
     case JN_LIT: *out = e->lit; return ELM_OK;
     case JN_NAME: lookup(c, e->s, e->n, out); return ELM_OK;

@@ -58,10 +58,12 @@ static elm_status loop_items(jctx *c, const jnode *s, jval *out) {
         return ELM_OK;
     }
     ELM_TRY(elmi_j_new_list(c, 0, out));
-    jframe *save = c->frame;
+    jframe *save = c->frame, *f = NULL;
+    ELM_TRY(push_frame(c, save, &f));
     for (size_t i = 0; i < it.u.l->n; i++) {
         jval keep;
-        ELM_TRY(push_frame(c, save, &c->frame));
+        f->n = 0; /* one scope per item, reused */
+        c->frame = f;
         ELM_TRY(bind_targets(c, s, it.u.l->v[i]));
         ELM_TRY(elmi_j_eval(c, s->b, &keep));
         c->frame = save;
@@ -77,10 +79,12 @@ static elm_status exec_for(jctx *c, const jnode *s) {
     jloop *lp = elmi_j_alloc(c, sizeof *lp);
     if (!lp) return c->st;
     lp->items = items.u.l;
-    jframe *save = c->frame;
+    jframe *save = c->frame, *f = NULL;
+    ELM_TRY(push_frame(c, save, &f));
     for (lp->i = 0; lp->i < items.u.l->n; lp->i++) {
         ELM_TRY(elmi_j_charge(c, 1));
-        ELM_TRY(push_frame(c, save, &c->frame));
+        f->n = 0; /* a fresh scope per iteration, its memory reused */
+        c->frame = f;
         ELM_TRY(elmi_j_frame_set(c, c->frame, "loop", 4, (jval){.t = JV_LOOP, .u.lp = lp}));
         ELM_TRY(bind_targets(c, s, items.u.l->v[lp->i]));
         ELM_TRY(elmi_j_exec_body(c, &s->l1));

@@ -56,7 +56,7 @@ typedef struct jval {
     } u;
 } jval;
 
-struct jlist { size_t n, cap; jval *v; };
+struct jlist { size_t n, cap; jval *v; bool tuple; /* prints as (a, b) */ };
 struct jdict { size_t n, cap; jval *k; jval *v; };
 
 /* Tokens */

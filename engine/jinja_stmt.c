@@ -90,7 +90,7 @@ static elm_status parse_if(jctx *c, jnode **out) {
 }
 
 static elm_status parse_for(jctx *c, jnode **out) {
-    jnode *n, *t = NULL;
+    jnode *n = NULL, *t = NULL;
     ELM_TRY(new_node(c, JN_FOR, &n));
     next(c);
     nodevec targets = {&n->l2, 0};

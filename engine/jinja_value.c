@@ -151,6 +151,7 @@ elm_status elmi_j_new_list(jctx *c, size_t cap, jval *out) {
     l->n = 0;
     l->cap = cap;
     l->v = NULL;
+    l->tuple = false;
     if (cap) {
         l->v = elmi_j_alloc(c, cap * sizeof *l->v);
         if (!l->v) return c->st;
@@ -326,7 +327,7 @@ static void float_repr(double f, char *out, size_t cap) {
         snprintf(out, cap, f < 0 ? "-inf" : "inf");
         return;
     }
-    char tmp[40];
+    char tmp[64];
     int p = 1;
     for (; p <= 17; p++) {
         snprintf(tmp, sizeof tmp, "%.*e", p - 1, f);
@@ -340,8 +341,9 @@ static void float_repr(double f, char *out, size_t cap) {
         if (!strchr(out, '.')) strncat(out, ".0", cap - strlen(out) - 1);
         return;
     }
-    *e = 0;
-    snprintf(out, cap, "%se%c%02d", tmp, exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
+    size_t k = (size_t)(e - tmp);
+    snprintf(e, sizeof tmp - k, "e%c%02d", exp < 0 ? '-' : '+', exp < 0 ? -exp : exp);
+    snprintf(out, cap, "%s", tmp);
 }
 
 static elm_status write_repr_str(jctx *c, jbuf *b, jval v) {
@@ -363,7 +365,7 @@ static elm_status write_repr_str(jctx *c, jbuf *b, jval v) {
 }
 
 elm_status elmi_j_write_str(jctx *c, jbuf *b, jval v, bool repr) {
-    char tmp[48];
+    char tmp[64];
     ELM_TRY(elmi_j_charge(c, 1));
     switch (v.t) {
     case JV_UNDEF: return ELM_OK;
@@ -375,12 +377,13 @@ elm_status elmi_j_write_str(jctx *c, jbuf *b, jval v, bool repr) {
         return elmi_j_buf_put(c, b, tmp, strlen(tmp));
     case JV_STR: return repr ? write_repr_str(c, b, v) : elmi_j_buf_put(c, b, v.u.s, v.n);
     case JV_LIST:
-        ELM_TRY(elmi_j_buf_putc(c, b, '['));
+        ELM_TRY(elmi_j_buf_putc(c, b, v.u.l->tuple ? '(' : '['));
         for (size_t i = 0; i < v.u.l->n; i++) {
             if (i) ELM_TRY(elmi_j_buf_put(c, b, ", ", 2));
             ELM_TRY(elmi_j_write_str(c, b, v.u.l->v[i], true));
         }
-        return elmi_j_buf_putc(c, b, ']');
+        if (v.u.l->tuple && v.u.l->n == 1) ELM_TRY(elmi_j_buf_putc(c, b, ','));
+        return elmi_j_buf_putc(c, b, v.u.l->tuple ? ')' : ']');
     case JV_DICT:
         ELM_TRY(elmi_j_buf_putc(c, b, '{'));
         for (size_t i = 0; i < v.u.d->n; i++) {
@@ -438,7 +441,7 @@ static elm_status json_newline(jctx *c, jbuf *b, int indent, int level) {
 }
 
 static elm_status json_key(jctx *c, jbuf *b, jval k) {
-    char tmp[48];
+    char tmp[64];
     switch (k.t) {
     case JV_STR: return json_str(c, b, k.u.s, k.n);
     case JV_NONE: return elmi_j_buf_put(c, b, "\"null\"", 6);
@@ -490,7 +493,7 @@ static elm_status json_dict(jctx *c, jbuf *b, jval v, int indent, const char *is
 
 elm_status elmi_j_write_json(jctx *c, jbuf *b, jval v, int indent, const char *isep,
                              const char *ksep, bool sort, int level) {
-    char tmp[48];
+    char tmp[64];
     ELM_TRY(elmi_j_charge(c, 1));
     if (level > JINJA_MAX_EVAL_DEPTH) return elmi_j_fail(c, 0, "tojson: nesting too deep");
     switch (v.t) {
