@@ -1,0 +1,84 @@
+/* test_chat_model.c: chat templates from a model: tokenizer.chat_template,
+ * the model's BOS/EOS texts, a model without a template, and the end-of-turn
+ * tokens (tiny models from tests/support/tiny_model.h, no ../shared). */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "edgelm.h"
+#include "engine/gguf.h"
+#include "support/paths.h"
+#include "support/tiny_model.h"
+
+/* Llama 2 style: the assistant's turn ends with eos_token (</s>, id 2). */
+static const char TEMPLATE[] =
+    "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]"
+    "{% else %} {{ m.content }}{{ eos_token }}{% endif %}{% endfor %}";
+
+static elm_model *load(bool with_template) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/chat-%d.gguf", test_tmp_dir(), with_template);
+    tiny_model_opts o = tiny_model_default();
+    gguf_writer *w = tiny_model_build(&o);
+    cr_assert_not_null(w);
+    if (with_template) cr_assert_eq(elmi_gguf_set_str(w, "tokenizer.chat_template", TEMPLATE), ELM_OK);
+    char err[256];
+    cr_assert_eq(elmi_gguf_write_file(w, path, err, sizeof err), ELM_OK, "%s", err);
+    elmi_gguf_writer_free(w);
+    elm_model_params mp;
+    elm_model_default_params(&mp);
+    mp.vocab_only = true;
+    elm_model *m = NULL;
+    cr_assert_eq(elm_model_load(path, &mp, &m, err, sizeof err), ELM_OK, "%s", err);
+    return m;
+}
+
+static const elm_chat_message conv[] = {{"user", "Hi"}, {"assistant", "Hello"}, {"user", "Bye"}};
+
+Test(chat_model, renders_the_models_template) {
+    elm_model *m = load(true);
+    char buf[256], err[256];
+    size_t len;
+    cr_assert_eq(elm_chat_apply_template(m, NULL, conv, 3, NULL, buf, sizeof buf, &len, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_str_eq(buf, "<s>[INST] Hi [/INST] Hello</s>[INST] Bye [/INST]");
+    elm_chat_params p;
+    elm_chat_default_params(&p);
+    p.bos_token = "";
+    p.eos_token = "<E>";
+    cr_assert_eq(elm_chat_apply_template(m, NULL, conv, 3, &p, buf, sizeof buf, &len, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_str_eq(buf, "[INST] Hi [/INST] Hello<E>[INST] Bye [/INST]");
+    /* An explicit template wins over the model's. */
+    cr_assert_eq(elm_chat_apply_template(m, "{{ bos_token }}|{{ eos_token }}", conv, 3, NULL, buf, sizeof buf, &len, err, sizeof err), ELM_OK);
+    cr_assert_str_eq(buf, "<s>|</s>");
+    elm_model_free(m);
+}
+
+Test(chat_model, end_of_turn_tokens) {
+    elm_model *m = load(true);
+    elm_token ids[8];
+    size_t n = 0;
+    char err[256];
+    cr_assert_eq(elm_chat_end_of_turn(m, NULL, ids, 8, &n, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_geq(n, 1);
+    cr_assert_eq(ids[0], 2, "</s> ends the turn");
+    for (size_t i = 0; i < n; i++) cr_assert(elm_token_is_eog(m, ids[i]) || ids[i] == 2);
+    cr_assert_eq(elm_chat_end_of_turn(m, NULL, ids, 0, &n, err, sizeof err), ELM_ERR_BUFFER_TOO_SMALL);
+    cr_assert_geq(n, 1);
+    /* A template that ends turns with a control token: <s> here. */
+    cr_assert_eq(elm_chat_end_of_turn(m, "{% for m in messages %}{{ m.content }}<s>\n{% endfor %}", ids, 8, &n, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_eq(ids[0], 1);
+    elm_model_free(m);
+}
+
+Test(chat_model, model_without_template) {
+    elm_model *m = load(false);
+    char buf[64], err[256];
+    size_t len;
+    cr_assert_eq(elm_chat_apply_template(m, NULL, conv, 3, NULL, buf, sizeof buf, &len, err, sizeof err), ELM_ERR_UNSUPPORTED);
+    cr_assert_str_eq(err, "the model has no chat template");
+    elm_token ids[4];
+    size_t n;
+    cr_assert_eq(elm_chat_end_of_turn(m, NULL, ids, 4, &n, err, sizeof err), ELM_ERR_UNSUPPORTED);
+    elm_model_free(m);
+    cr_assert_eq(elm_chat_apply_template(NULL, NULL, conv, 3, NULL, buf, sizeof buf, &len, err, sizeof err), ELM_ERR_INVALID_ARG);
+}
