@@ -178,6 +178,7 @@ elm_status elm_chat_end_of_turn(const elm_model *model, const char *tmpl, elm_to
     uint32_t nv = elmi_vocab_n_tokens(model->vocab);
     for (uint32_t i = 0; i < nv; i++)
         if (elmi_vocab_is_eog(model->vocab, (int32_t)i)) add_unique(out, cap, n, (elm_token)i);
+    if (err && err_size) err[0] = 0; /* a first rendering may have failed */
     if (*n > cap) st = elmi_errorf(err, err_size, ELM_ERR_BUFFER_TOO_SMALL, "%zu end-of-turn tokens", *n);
 done:
     elmi_free(after);

@@ -15,6 +15,47 @@ static const char TEMPLATE[] =
     "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]"
     "{% else %} {{ m.content }}{{ eos_token }}{% endif %}{% endfor %}";
 
+/* Tokens 298 and 299 become the control tokens <|im_start|> and <|im_end|>. */
+static void add_chatml_tokens(gguf_writer *w, int n_vocab) {
+    static char names[300][32];
+    const char *ptrs[300];
+    int32_t types[300];
+    cr_assert_eq(n_vocab, 300);
+    for (int i = 0; i < n_vocab; i++) {
+        tiny_model_token(i, names[i], sizeof names[i]);
+        ptrs[i] = names[i];
+        types[i] = i < 3 ? 3 : (i < 259 ? 6 : 1);
+    }
+    ptrs[298] = "<|im_start|>";
+    ptrs[299] = "<|im_end|>";
+    types[298] = types[299] = 3;
+    cr_assert_eq(elmi_gguf_set_arr_str(w, "tokenizer.ggml.tokens", ptrs, 300), ELM_OK);
+    cr_assert_eq(elmi_gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, 300), ELM_OK);
+}
+
+static const char CHATML[] =
+    "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+static elm_model *load_chatml(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/chat-chatml.gguf", test_tmp_dir());
+    tiny_model_opts o = tiny_model_default();
+    gguf_writer *w = tiny_model_build(&o);
+    cr_assert_not_null(w);
+    add_chatml_tokens(w, o.n_vocab);
+    cr_assert_eq(elmi_gguf_set_str(w, "tokenizer.chat_template", CHATML), ELM_OK);
+    char err[256];
+    cr_assert_eq(elmi_gguf_write_file(w, path, err, sizeof err), ELM_OK, "%s", err);
+    elmi_gguf_writer_free(w);
+    elm_model_params mp;
+    elm_model_default_params(&mp);
+    mp.vocab_only = true;
+    elm_model *m = NULL;
+    cr_assert_eq(elm_model_load(path, &mp, &m, err, sizeof err), ELM_OK, "%s", err);
+    return m;
+}
+
 static elm_model *load(bool with_template) {
     char path[512];
     snprintf(path, sizeof path, "%s/chat-%d.gguf", test_tmp_dir(), with_template);
@@ -81,4 +122,23 @@ Test(chat_model, model_without_template) {
     cr_assert_eq(elm_chat_end_of_turn(m, NULL, ids, 4, &n, err, sizeof err), ELM_ERR_UNSUPPORTED);
     elm_model_free(m);
     cr_assert_eq(elm_chat_apply_template(NULL, NULL, conv, 3, NULL, buf, sizeof buf, &len, err, sizeof err), ELM_ERR_INVALID_ARG);
+}
+
+Test(chat_model, chatml_end_of_turn) {
+    elm_model *m = load_chatml();
+    elm_token ids[8];
+    size_t n = 0;
+    char err[256];
+    cr_assert_eq(elm_chat_end_of_turn(m, NULL, ids, 8, &n, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_geq(n, 2);
+    cr_assert_eq(ids[0], 299, "<|im_end|> ends the turn, not %d", ids[0]);
+    bool eos = false;
+    for (size_t i = 0; i < n; i++) eos |= ids[i] == 2;
+    cr_assert(eos, "the model's EOS is listed too");
+    char buf[256];
+    size_t len;
+    cr_assert_eq(elm_chat_apply_template(m, NULL, conv, 3, NULL, buf, sizeof buf, &len, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_str_eq(buf, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
+                          "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n");
+    elm_model_free(m);
 }
