@@ -51,22 +51,88 @@ static elm_status need_int(jctx *c, const jnode *at, const char *what, const jva
 
 /* ----------------------------------------------------------------- strings */
 
-elm_status elmi_j_case(jctx *c, jval v, int mode, jval *out) {
-    /* mode 0 lower, 1 upper, 2 capitalize, 3 title */
-    char *p = elmi_j_strndup(c, v.u.s, v.n);
-    if (!p) return c->st;
-    bool word_start = true;
-    for (size_t i = 0; i < v.n; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if (mode == 0) p[i] = (char)tolower(ch);
-        else if (mode == 1) p[i] = (char)toupper(ch);
-        else if (mode == 2) p[i] = (char)(i == 0 ? toupper(ch) : tolower(ch));
-        else {
-            p[i] = (char)(word_start ? toupper(ch) : tolower(ch));
-            word_start = !(isalnum(ch) || ch >= 0x80 || ch == '\'');
-        }
+/* Simple case mapping: ASCII, Latin-1, Latin Extended-A, Greek, Cyrillic. */
+static uint32_t to_upper(uint32_t cp) {
+    if (cp < 0x80) return (cp >= 'a' && cp <= 'z') ? cp - 32 : cp;
+    if ((cp >= 0xE0 && cp <= 0xFE && cp != 0xF7) || (cp >= 0x3B1 && cp <= 0x3C9 && cp != 0x3C2) ||
+        (cp >= 0x430 && cp <= 0x44F))
+        return cp - 32;
+    if (cp == 0xFF) return 0x178;
+    if (cp >= 0x450 && cp <= 0x45F) return cp - 80;
+    if (cp >= 0x100 && cp <= 0x17F && cp != 0x130 && cp != 0x131 && cp != 0x138 && cp != 0x149 && cp != 0x17F) {
+        bool odd_lower = (cp >= 0x139 && cp <= 0x148) || (cp >= 0x179 && cp <= 0x17E);
+        if (odd_lower ? (cp % 2 == 0) : (cp % 2 == 1)) return cp - 1;
     }
-    *out = elmi_j_str(p, v.n);
+    return cp;
+}
+
+static uint32_t to_lower(uint32_t cp) {
+    if (cp < 0x80) return (cp >= 'A' && cp <= 'Z') ? cp + 32 : cp;
+    if ((cp >= 0xC0 && cp <= 0xDE && cp != 0xD7) || (cp >= 0x391 && cp <= 0x3A9 && cp != 0x3A2) ||
+        (cp >= 0x410 && cp <= 0x42F))
+        return cp + 32;
+    if (cp == 0x178) return 0xFF;
+    if (cp >= 0x400 && cp <= 0x40F) return cp + 80;
+    if (cp >= 0x100 && cp <= 0x17F && cp != 0x130 && cp != 0x131 && cp != 0x138 && cp != 0x149 && cp != 0x17F) {
+        bool odd_lower = (cp >= 0x139 && cp <= 0x148) || (cp >= 0x179 && cp <= 0x17E);
+        if (odd_lower ? (cp % 2 == 1) : (cp % 2 == 0)) return cp + 1;
+    }
+    return cp;
+}
+
+static bool is_letter(uint32_t cp) {
+    return (cp < 0x80 && isalpha((int)cp)) || to_upper(cp) != cp || to_lower(cp) != cp;
+}
+
+static size_t utf8_get(const unsigned char *s, size_t n, uint32_t *cp) {
+    uint32_t c0 = s[0];
+    size_t k = c0 < 0x80 ? 1 : c0 >= 0xF0 ? 4 : c0 >= 0xE0 ? 3 : c0 >= 0xC0 ? 2 : 1;
+    if (k > n) k = 1;
+    uint32_t v = k == 1 ? c0 : k == 2 ? (c0 & 0x1F) : k == 3 ? (c0 & 0x0F) : (c0 & 0x07);
+    for (size_t i = 1; i < k; i++) {
+        if ((s[i] & 0xC0) != 0x80) { *cp = c0; return 1; }
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    *cp = k == 1 ? c0 : v;
+    return k;
+}
+
+static size_t utf8_put(uint32_t cp, char *o) {
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (char)(0xC0 | cp >> 6); o[1] = (char)(0x80 | (cp & 63)); return 2; }
+    o[0] = (char)(0xE0 | cp >> 12); o[1] = (char)(0x80 | ((cp >> 6) & 63)); o[2] = (char)(0x80 | (cp & 63));
+    return 3;
+}
+
+/* mode 0 lower, 1 upper, 2 capitalize, 3 str.title() (a word starts after any
+ * non-letter), 4 Jinja's title filter (a word starts after -, space, (, {, [, <). */
+elm_status elmi_j_case(jctx *c, jval v, int mode, jval *out) {
+    char *p = elmi_j_alloc(c, v.n + 1);
+    if (!p) return c->st;
+    size_t o = 0;
+    bool word_start = true;
+    const unsigned char *s = (const unsigned char *)v.u.s;
+    for (size_t i = 0; i < v.n;) {
+        uint32_t cp;
+        size_t k = utf8_get(s + i, v.n - i, &cp);
+        uint32_t m = cp;
+        if (mode == 0) m = to_lower(cp);
+        else if (mode == 1) m = to_upper(cp);
+        else if (mode == 2) m = i == 0 ? to_upper(cp) : to_lower(cp);
+        else m = word_start ? to_upper(cp) : to_lower(cp);
+        if (mode == 3) word_start = !is_letter(cp);
+        else if (mode == 4) word_start = cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<' || (cp < 0x80 && isspace((int)cp));
+        /* a mapped character keeps its encoded length (all the ranges above do) */
+        if (m != cp && k >= 2 && k <= 3) o += utf8_put(m, p + o);
+        else if (m != cp && k == 1) p[o++] = (char)m;
+        else {
+            memcpy(p + o, s + i, k);
+            o += k;
+        }
+        i += k;
+    }
+    p[o] = 0;
+    *out = elmi_j_str(p, o);
     return ELM_OK;
 }
 
@@ -473,7 +539,7 @@ static elm_status string_filter(jctx *c, const jnode *at, const char *name, size
         return ELM_OK;
     }
     ELM_TRY(elmi_j_to_str(c, v, &v));
-    if (lower || upper || cap || title) return elmi_j_case(c, v, lower ? 0 : upper ? 1 : cap ? 2 : 3, out);
+    if (lower || upper || cap || title) return elmi_j_case(c, v, lower ? 0 : upper ? 1 : cap ? 2 : 4, out);
     if (esc) return html_escape(c, v, out);
     if (wc) return f_wordcount(c, v, out);
     if (trim) {
@@ -573,7 +639,7 @@ elm_status elmi_j_test(jctx *c, const jnode *at, const char *name, size_t n, jva
     else if (eqn(name, n, "string")) *out = t == JV_STR;
     else if (eqn(name, n, "mapping")) *out = t == JV_DICT;
     else if (eqn(name, n, "iterable")) *out = t == JV_STR || t == JV_LIST || t == JV_DICT || t == JV_UNDEF;
-    else if (eqn(name, n, "sequence")) *out = t == JV_STR || t == JV_LIST || t == JV_DICT;
+    else if (eqn(name, n, "sequence")) *out = t == JV_STR || t == JV_LIST || t == JV_DICT || t == JV_UNDEF;
     else if (eqn(name, n, "number")) *out = t == JV_INT || t == JV_FLOAT || t == JV_BOOL;
     else if (eqn(name, n, "integer")) *out = t == JV_INT;
     else if (eqn(name, n, "float")) *out = t == JV_FLOAT;

@@ -212,7 +212,7 @@ elm_status elmi_j_method(jctx *c, const jnode *at, jval obj, const char *name, s
 elm_status elmi_j_global(jctx *c, const jnode *at, int fn, const jargs *a, jval *out);
 int elmi_j_global_id(const char *name, size_t n);  /* -1 when none */
 const jval *elmi_j_arg(const jargs *a, size_t pos, const char *name);
-elm_status elmi_j_case(jctx *c, jval v, int mode, jval *out); /* 0 lower, 1 upper, 2 capitalize, 3 title */
+elm_status elmi_j_case(jctx *c, jval v, int mode, jval *out); /* 0 lower, 1 upper, 2 capitalize, 3 str.title, 4 |title */
 elm_status elmi_j_replace(jctx *c, jval s, jval old, jval new_, int64_t count, jval *out);
 
 #endif

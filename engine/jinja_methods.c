@@ -70,15 +70,8 @@ static elm_status split_ws(jctx *c, jval v, int64_t maxsplit, jval *out) {
         while (i < v.n && py_space(decode_at(s + i, v.n - i, &k))) i += k;
         if (i >= v.n) break;
         size_t st = i;
-        if (maxsplit >= 0 && (int64_t)out->u.l->n >= maxsplit) {
-            size_t e = v.n;
-            while (e > st) {
-                size_t j = last_char(v.u.s + st, e - st) + st;
-                if (!py_space(decode_at(s + j, e - j, &k))) break;
-                e = j;
-            }
-            return elmi_j_list_push(c, out->u.l, elmi_j_str(v.u.s + st, e - st));
-        }
+        if (maxsplit >= 0 && (int64_t)out->u.l->n >= maxsplit) /* the rest, as is */
+            return elmi_j_list_push(c, out->u.l, elmi_j_str(v.u.s + st, v.n - st));
         while (i < v.n && !py_space(decode_at(s + i, v.n - i, &k))) i += k;
         ELM_TRY(elmi_j_list_push(c, out->u.l, elmi_j_str(v.u.s + st, i - st)));
     }
