@@ -122,7 +122,10 @@ static elm_status unescape(lexer *L, jbuf *b, size_t *i, size_t end) {
     jctx *c = L->c;
     const char *s = L->s;
     size_t p = *i + 1;
-    if (p >= end) return elmi_j_buf_putc(c, b, '\\');
+    if (p >= end) {
+        *i = p; /* a backslash ending the source (found by fuzz_template) */
+        return elmi_j_buf_putc(c, b, '\\');
+    }
     char e = s[p];
     static const char from[] = "nrtbfva\\'\"0\n", to[] = "\n\r\t\b\f\v\a\\'\"\0";
     const char *k = strchr(from, e);

@@ -185,3 +185,14 @@ Test(chat_hostile, allocation_failures) {
     cr_assert(k > 3);
     cr_assert_eq(elm_set_allocator(NULL), ELM_OK);
 }
+
+/* ------------------------------------------------- fuzz_template findings */
+
+/* A backslash at the very end of an unterminated string literal looped,
+ * appending backslashes until the output limit (fuzz_template slow unit). */
+Test(chat_hostile, fuzz_backslash_at_end_of_source) {
+    double t0 = now_s();
+    expect_error("{{ '<|im_sd|>\\", "unterminated string");
+    expect_error("{{ \"\\", "unterminated string");
+    cr_expect(now_s() - t0 < 1.0, "took %.2f s", now_s() - t0);
+}
