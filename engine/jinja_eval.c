@@ -342,7 +342,13 @@ static elm_status do_slice(jctx *c, const jnode *e, jval obj, jval lo, jval hi, 
     if (obj.t == JV_STR) ELM_TRY(elmi_j_iterate(c, e->line, obj, &items));
     jval res;
     ELM_TRY(elmi_j_new_list(c, 0, &res));
-    for (int64_t i = a; st > 0 ? i < b : i > b; i += st) ELM_TRY(elmi_j_list_push(c, res.u.l, items.u.l->v[i]));
+    uint64_t stride = st > 0 ? (uint64_t)st : (uint64_t)0 - (uint64_t)st;
+    for (int64_t i = a; st > 0 ? i < b : i > b;) {
+        ELM_TRY(elmi_j_list_push(c, res.u.l, items.u.l->v[i]));
+        uint64_t left = st > 0 ? (uint64_t)(b - i) : (uint64_t)(i - b);
+        if (left <= stride) break; /* the next index would pass the end (no overflow) */
+        i += st;
+    }
     ELM_TRY(elmi_j_charge(c, res.u.l->n));
     if (obj.t == JV_LIST) {
         *out = res;

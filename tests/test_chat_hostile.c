@@ -111,7 +111,7 @@ Test(chat_hostile, malformed) {
         "{{ 99999999999999999999999 }}", "{{ 'a' @ 1 }}", "{% filter %}{% endfilter %}",
         "{{ {1: } }}", "{{ x[1:2:3:4] }}", "{% set a.b.c = 1 %}", "{{ 9223372036854775807 + 1 }}",
         "{{ -9223372036854775807 - 2 }}", "{{ 2 ** 64 }}", "{{ 1 // 0 }}", "{{ 1 % 0 }}",
-        "{{ [1][::0] }}", "{{ 'a' < 1 }}", "{{ none.x.y }}", "{{ messages[0].content.x.y }}",
+        "{{ [1][::0] }}", "{{ [1, 2, 3][1::9223372036854775807] }}", "{{ [1, 2, 3][::-9223372036854775807 - 1] }}", "{{ 'a' < 1 }}", "{{ none.x.y }}", "{{ messages[0].content.x.y }}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char err[512] = "";
@@ -195,4 +195,15 @@ Test(chat_hostile, fuzz_backslash_at_end_of_source) {
     expect_error("{{ '<|im_sd|>\\", "unterminated string");
     expect_error("{{ \"\\", "unterminated string");
     cr_expect(now_s() - t0 < 1.0, "took %.2f s", now_s() - t0);
+}
+
+/* Huge slice steps overflowed the index (undefined behaviour); now the loop
+ * stops before passing the end. */
+Test(chat_hostile, huge_slice_steps) {
+    static char buf[256];
+    char err[256];
+    size_t len;
+    const char *t = "{{ [1, 2, 3][1::9223372036854775807] }}{{ [1, 2, 3][::-9223372036854775807 - 1] }}{{ 'abc'[::-2] }}";
+    cr_assert_eq(elm_chat_apply_template(NULL, t, conv, 3, NULL, buf, sizeof buf, &len, err, sizeof err), ELM_OK, "%s", err);
+    cr_assert_str_eq(buf, "[2][3]ca");
 }
