@@ -144,9 +144,17 @@ static elm_status first_control(const elm_model *m, const char *text, elm_token 
     *tok = -1;
     size_t len = strlen(text), n = 0;
     if (!len) return ELM_OK;
-    elm_token *ids = elmi_malloc((len + 2) * sizeof *ids);
+    size_t cap = len + 8;
+    elm_token *ids = elmi_malloc(cap * sizeof *ids);
     if (!ids) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
-    elm_status st = elmi_vocab_tokenize(m->vocab, text, len, false, true, ids, len + 2, &n);
+    elm_status st = elmi_vocab_tokenize(m->vocab, text, len, false, true, ids, cap, &n);
+    if (st == ELM_ERR_BUFFER_TOO_SMALL) { /* space prefixes may add tokens */
+        elmi_free(ids);
+        cap = n;
+        ids = elmi_malloc(cap * sizeof *ids);
+        if (!ids) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
+        st = elmi_vocab_tokenize(m->vocab, text, len, false, true, ids, cap, &n);
+    }
     for (size_t i = 0; st == ELM_OK && i < n; i++) {
         int tt = elmi_vocab_token_type(m->vocab, ids[i]);
         if (tt == VOCAB_TT_CONTROL || tt == VOCAB_TT_USER_DEFINED || elmi_vocab_is_eog(m->vocab, ids[i])) {

@@ -2,6 +2,8 @@
  * the model's BOS/EOS texts, a model without a template, and the end-of-turn
  * tokens (tiny models from tests/support/tiny_model.h, no ../shared). */
 #include <criterion/criterion.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -141,4 +143,48 @@ Test(chat_model, chatml_end_of_turn) {
     cr_assert_str_eq(buf, "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
                           "<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n");
     elm_model_free(m);
+}
+
+/* Every allocation of the model paths may fail: ELM_ERR_NO_MEMORY, no leak. */
+static atomic_long n_allocs, fail_at;
+static atomic_bool fail_hit;
+static bool should_fail(void) {
+    long k = atomic_fetch_add(&n_allocs, 1) + 1;
+    if (atomic_load(&fail_at) == 0 || k != atomic_load(&fail_at)) return false;
+    atomic_store(&fail_hit, true);
+    return true;
+}
+static void *fa_malloc(void *u, size_t n) { (void)u; return should_fail() ? NULL : malloc(n); }
+static void *fa_realloc(void *u, void *p, size_t n) { (void)u; return should_fail() ? NULL : realloc(p, n); }
+static void fa_free(void *u, void *p) { (void)u; free(p); }
+
+Test(chat_model, allocation_failures) {
+    elm_allocator a = {sizeof a, fa_malloc, fa_realloc, fa_free, NULL};
+    cr_assert_eq(elm_set_allocator(&a), ELM_OK);
+    elm_model *m = load_chatml();
+    size_t live = elm_allocations_live();
+    for (int which = 0; which < 2; which++) {
+        long k = 1;
+        for (;; k++) {
+            atomic_store(&fail_hit, false);
+            atomic_store(&n_allocs, 0);
+            atomic_store(&fail_at, k);
+            char buf[512], err[256] = "";
+            elm_token ids[8];
+            size_t n;
+            elm_status st = which ? elm_chat_end_of_turn(m, NULL, ids, 8, &n, err, sizeof err)
+                                  : elm_chat_apply_template(m, NULL, conv, 3, NULL, buf, sizeof buf, &n, err, sizeof err);
+            bool hit = atomic_load(&fail_hit);
+            atomic_store(&fail_at, 0);
+            cr_assert_eq(elm_allocations_live(), live, "k=%ld: leaked", k);
+            if (!hit) {
+                cr_assert_eq(st, ELM_OK, "k=%ld: %s", k, err);
+                break;
+            }
+            cr_assert_eq(st, ELM_ERR_NO_MEMORY, "k=%ld: %s (%s)", k, elm_strerror(st), err);
+        }
+        fprintf(stderr, "%s: %ld allocation points\n", which ? "elm_chat_end_of_turn" : "elm_chat_apply_template (model)", k - 1);
+    }
+    elm_model_free(m);
+    cr_assert_eq(elm_set_allocator(NULL), ELM_OK);
 }
