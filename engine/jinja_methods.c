@@ -266,6 +266,7 @@ static elm_status g_namespace(jctx *c, const jnode *at, const jargs *a, jv_type 
 static elm_status g_raise(jctx *c, const jnode *at, const jargs *a) {
     jval msg = a->npos ? a->pos[0] : elmi_j_str("", 0);
     ELM_TRY(elmi_j_to_str(c, msg, &msg));
+    if (msg.n == 0 || msg.u.s[0] == 0) msg = elmi_j_cstr("raise_exception() with an empty message");
     if (c->err && c->err_size) snprintf(c->err, c->err_size, "%.*s", (int)(msg.n > 65535 ? 65535 : msg.n), msg.u.s);
     (void)at;
     c->raised = true;

@@ -207,3 +207,10 @@ Test(chat_hostile, huge_slice_steps) {
     cr_assert_eq(elm_chat_apply_template(NULL, t, conv, 3, NULL, buf, sizeof buf, &len, err, sizeof err), ELM_OK, "%s", err);
     cr_assert_str_eq(buf, "[2][3]ca");
 }
+
+/* raise_exception('') (or a message starting with a NUL) left the error
+ * message empty (fuzz_template crash-8dc062c8...). */
+Test(chat_hostile, fuzz_empty_raise_message) {
+    expect_error("{{ raise_exception('') }}", "raise_exception() with an empty message");
+    expect_error("{{ raise_exception('\\x00abc') }}", "raise_exception() with an empty message");
+}
