@@ -180,8 +180,9 @@ static elm_status lex_number(lexer *L) {
                          (isdigit((unsigned char)s[i + 1]) || s[i + 1] == '-' || s[i + 1] == '+')))) {
         if (s[i] == 'e' || s[i] == 'E') {
             is_float = true;
-            if (k < sizeof digits - 2) digits[k++] = s[i++];
-            if (k < sizeof digits - 2) digits[k++] = s[i++];
+            /* i always advances, even once digits[] is full (fuzz_template timeout) */
+            for (int twice = 0; twice < 2; twice++, i++)
+                if (k < sizeof digits - 2) digits[k++] = s[i];
             continue;
         }
         if (s[i] == '.') is_float = true;

@@ -214,3 +214,20 @@ Test(chat_hostile, fuzz_empty_raise_message) {
     expect_error("{{ raise_exception('') }}", "raise_exception() with an empty message");
     expect_error("{{ raise_exception('\\x00abc') }}", "raise_exception() with an empty message");
 }
+
+/* A number with more than 60 characters before an exponent stopped the lexer
+ * from advancing (fuzz_template timeout-202e71c6...). */
+Test(chat_hostile, fuzz_long_number_with_exponent) {
+    char t[512];
+    char digits[301];
+    memset(digits, '8', 300);
+    digits[300] = 0;
+    snprintf(t, sizeof t, "{{ 7%se+30 }}{{ 1e+++5 }}", digits);
+    char err[256] = "";
+    size_t len;
+    double t0 = now_s();
+    elm_status st = render(t, err, sizeof err, &len);
+    cr_expect(st == ELM_OK || st == ELM_ERR_TEMPLATE, "%s", elm_strerror(st));
+    cr_expect(now_s() - t0 < 1.0);
+    expect_error("{{ 1e+++ }}", "expected");
+}
