@@ -21,6 +21,7 @@ const char *elm_strerror(elm_status st) {
     case ELM_ERR_DEVICE: return "device error";
     case ELM_ERR_NUMERIC: return "non-finite value";
     case ELM_ERR_INTERNAL: return "internal error";
+    case ELM_ERR_TEMPLATE: return "chat template error";
     }
     return "unknown status";
 }

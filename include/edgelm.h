@@ -32,6 +32,7 @@
  *    "as before".
  *  - Arrays of such structs are strided by their first element's
  *    struct_size (elm_devices).
+ *  - Enumerators are only appended (elm_status grows at its end).
  *  - Functions are only added. An incompatible change bumps the SONAME
  *    (libedgelm.so.N) and the ABI baseline (abi/libedgelm.abi) together;
  *    `make abi-check` compares the built library with that baseline.
@@ -78,6 +79,7 @@ typedef enum elm_status {
     ELM_ERR_DEVICE,          /* a device failed or was lost; the context is unusable */
     ELM_ERR_NUMERIC,         /* a computation produced a non-finite value */
     ELM_ERR_INTERNAL,        /* a bug in edgelm: please report it */
+    ELM_ERR_TEMPLATE,        /* a chat template failed: syntax, raise_exception() or a limit */
 } elm_status;
 
 /* A static English description of `status`; never NULL. */
@@ -461,6 +463,69 @@ typedef struct elm_stats {
  */
 ELM_API elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
                                 const elm_generate_params *params, elm_stats *stats);
+
+/* -------------------------------------------------------------------- chat */
+
+/*
+ * One message of a conversation, for chat templates. Arrays of it are passed
+ * with a count, so, unlike the other structs, it has no struct_size: it is
+ * fixed and will never grow (a later need gets a new type and function).
+ * Both strings are borrowed, NUL-terminated UTF-8.
+ */
+typedef struct elm_chat_message {
+    const char *role;     /* "system", "user", "assistant", ... */
+    const char *content;
+} elm_chat_message;
+
+typedef struct elm_chat_params {
+    size_t struct_size;          /* set by elm_chat_default_params */
+    bool add_generation_prompt;  /* end with the opening of an assistant turn; default true */
+    /* The template's bos_token and eos_token (borrowed). NULL: the model's
+     * BOS/EOS token text, or "" without a model. */
+    const char *bos_token;
+    const char *eos_token;
+    /* The time strftime_now() formats, in seconds since the epoch, taken as
+     * UTC; 0 (the default): the current local time. */
+    int64_t now;
+} elm_chat_params;
+
+/* Fills *p with the defaults: `elm_chat_params cp; elm_chat_default_params(&cp);`. */
+ELM_API void elm_chat_params_init(elm_chat_params *p, size_t struct_size);
+#define elm_chat_default_params(p) elm_chat_params_init((p), sizeof *(p))
+
+/*
+ * Renders a conversation into the prompt text a chat model expects, with the
+ * Jinja chat template `tmpl` (borrowed, NUL-terminated), or with the model's
+ * own (GGUF key tokenizer.chat_template) when tmpl is NULL. `model` may be
+ * NULL when tmpl is given. The template sees `messages`,
+ * `add_generation_prompt`, `bos_token` and `eos_token`, as Hugging Face
+ * transformers renders it (README: "Chat templates" lists what is supported).
+ * params may be NULL for the defaults. Writes at most `cap` bytes to buf and
+ * the length to *len, NUL-terminated when it fits; too small a buffer gives
+ * ELM_ERR_BUFFER_TOO_SMALL with *len = the length needed (add 1 for the NUL).
+ * Errors, with a message in err (err_size bytes, may be NULL):
+ * ELM_ERR_UNSUPPORTED ("the model has no chat template"), ELM_ERR_TEMPLATE
+ * (a syntax error, an unsupported feature, a limit reached, or the template's
+ * raise_exception(msg), whose message is exactly msg), ELM_ERR_INVALID_ARG,
+ * ELM_ERR_NO_MEMORY. The template cannot reach files or the environment, and
+ * its depth, work, memory and output are bounded.
+ */
+ELM_API elm_status elm_chat_apply_template(const elm_model *model, const char *tmpl,
+                                           const elm_chat_message *msgs, size_t n,
+                                           const elm_chat_params *params, char *buf, size_t cap,
+                                           size_t *len, char *err, size_t err_size);
+
+/*
+ * The tokens that end an assistant turn under a chat template (tmpl, or the
+ * model's own when NULL): the control token the template writes after an
+ * assistant message (<|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>, </s>,
+ * ...), then the model's other end-of-generation tokens, without repeats.
+ * Generation should stop at any of them. Writes at most `cap` ids and the
+ * count to *n; ELM_ERR_BUFFER_TOO_SMALL with *n = the count needed when cap is
+ * too small. Errors as elm_chat_apply_template.
+ */
+ELM_API elm_status elm_chat_end_of_turn(const elm_model *model, const char *tmpl, elm_token *out,
+                                        size_t cap, size_t *n, char *err, size_t err_size);
 
 #ifdef __cplusplus
 }

@@ -2,14 +2,15 @@
 """Reads an abidiff report (run with --harmless --no-added-syms) on stdin and
 exits 0 when every change it lists is allowed by the ABI rule of
 include/edgelm.h: fields appended at the end of a struct (at or past its old
-size), seen through the functions that take those structs. Anything else,
+size), seen through the functions that take those structs, and enumerators
+appended to an enum (insertions that change no existing value). Anything else,
 or any line this script does not recognise, is a break (exit 1), so that an
 unfamiliar report fails closed."""
 import re
 import sys
 
 ALLOWED = [
-    r"Functions changes summary: 0 Removed, \d+ Changed( \(\d+ filtered out\))?, \d+ Added functions?",
+    r"Functions changes summary: 0 Removed, \d+ Changed( \(\d+ filtered out\))?, \d+ Added( \(\d+ filtered out\))? functions?",
     r"Variables changes summary: 0 Removed, \d+ Changed( \(\d+ filtered out\))?, \d+ Added variables?",
     r"\d+ functions? with some indirect sub-type change:?",
     r"\[C\] 'function .*' at \S+ has some indirect sub-type changes:",
@@ -20,7 +21,12 @@ ALLOWED = [
     r"in unqualified underlying type '.*'( at \S+)? ?:?",
     r"underlying type '(struct|union) \w+' at \S+ changed:",
     r"type of '.*' changed:",
+    r"underlying type 'enum \w+' at \S+ changed:",
+    r"underlying type 'enum \w+' changed at \S+, as reported earlier",
+    r"type size hasn't changed",
 ]
+ENUM_INSERTIONS = re.compile(r"\d+ enumerator insertions?:")
+ENUMERATOR = re.compile(r"'\w+::\w+' value '\d+'")
 SIZE = re.compile(r"type size changed from (\d+) to (\d+) \(in bits\)")
 INSERTIONS = re.compile(r"\d+ data member insertions?:")
 MEMBER = re.compile(r"'.*',? at offset (\d+) \(in bits\)( at \S+)?")
@@ -28,6 +34,7 @@ MEMBER = re.compile(r"'.*',? at offset (\d+) \(in bits\)( at \S+)?")
 def main():
     old_size = None
     in_insertions = False
+    in_enum = False
     bad = []
     for raw in sys.stdin:
         line = raw.strip()
@@ -45,6 +52,12 @@ def main():
             if not in_insertions:
                 bad.append(raw.rstrip())
             continue
+        if ENUM_INSERTIONS.fullmatch(line):
+            in_enum = True
+            continue
+        if in_enum and ENUMERATOR.fullmatch(line):
+            continue
+        in_enum = False
         m = MEMBER.fullmatch(line)
         if m and in_insertions:
             if int(m.group(1)) < old_size:

@@ -125,6 +125,8 @@ for src in "$root"/tests/fuzz/*.c; do
     # (still exercising long string arrays), the written seeds are whole.
     *gguf*) seed_ggufs "$corpus"; max_len=65536 ;;
     *tokenizer*) seed_texts "$corpus"; max_len=4096 ;;
+    *template*) for f in "$shared"/chat/templates/*.jinja; do [ -f "$f" ] && cp "$f" "$corpus/"; done
+                max_len=32768 ;;
     *) max_len=4096 ;;
   esac
   if grep -q FUZZ_WRITE_SEEDS "$src"; then

@@ -1007,3 +1007,54 @@ Test(cli_info, vocabulary_only) {
     cr_expect(strstr(r.out, "gpt2") && has_word(r.out, "50257"), "tokenizer:\n%s", r.out);
     result_free(&r);
 }
+
+/* ============================================================ template */
+
+static char *write_tmp(const char *name, const char *text) {
+    static char path[4][512];
+    static int k;
+    char *p = path[k++ % 4];
+    snprintf(p, 512, "%s/%s", test_tmp_dir(), name);
+    FILE *f = fopen(p, "wb");
+    cr_assert(f);
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+Test(cli_template, renders_exactly) {
+    const char *t = write_tmp("chatml.jinja",
+                              "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}{{ bos_token }}{{ eos_token }}\n");
+    const char *msgs = write_tmp("msgs.json", "[{\"role\": \"user\", \"content\": \"Gr\u00fc\u00dfe {{ x }}\"}]");
+    result r = EDGELM("template", "--template", t, "--messages", msgs);
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert_str_eq(r.out, "<|im_start|>user\nGrüße {{ x }}<|im_end|>\n<|im_start|>assistant\n");
+    result_free(&r);
+    const char *obj = write_tmp("obj.json", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}");
+    r = EDGELM("template", "--template", t, "--messages", obj, "--no-generation-prompt", "--bos", "B", "--eos", "E");
+    cr_assert_eq(r.rc, 0, "%s", r.err);
+    cr_assert_str_eq(r.out, "<|im_start|>user\na<|im_end|>\nBE");
+    result_free(&r);
+}
+
+Test(cli_template, errors) {
+    const char *t = write_tmp("raise.jinja", "{{ raise_exception('Conversation roles must alternate') }}");
+    const char *msgs = write_tmp("msgs2.json", "[]");
+    result r = EDGELM("template", "--template", t, "--messages", msgs);
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "Conversation roles must alternate"), "%s", r.err);
+    cr_assert_str_eq(r.out, "");
+    result_free(&r);
+    const char *bad = write_tmp("bad.json", "[{\"role\": 1}]");
+    r = EDGELM("template", "--template", t, "--messages", bad);
+    cr_assert_eq(r.rc, 1);
+    result_free(&r);
+    r = EDGELM("template", "--messages", msgs);
+    cr_assert_eq(r.rc, 2, "neither -m nor --template is a usage error");
+    result_free(&r);
+    r = EDGELM("template", "-m", tiny_llama(), "--messages", msgs);
+    cr_assert_eq(r.rc, 1);
+    cr_assert(strstr(r.err, "the model has no chat template"), "%s", r.err);
+    result_free(&r);
+}

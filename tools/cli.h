@@ -31,6 +31,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
+int cmd_template(int argc, char **argv);
 
 typedef enum cli_kind {
     CLI_FLAG,  /* bool */

@@ -11,6 +11,7 @@ static const cli_command commands[] = {
     {"run", cmd_run, "generate text from a prompt"},
     {"eval", cmd_eval, "print the top logits of a token sequence as JSON"},
     {"tokenize", cmd_tokenize, "print the token ids of stdin"},
+    {"template", cmd_template, "render a conversation with a chat template, as the model is fed it"},
     {"info", cmd_info, "describe a GGUF model: hyperparameters, tokenizer, tensors"},
     {"devices", cmd_devices, "list the devices edgelm can run on, with their limits"},
     {"bench", bench_main, "measure the devices on this machine and recommend one"},
