@@ -62,7 +62,7 @@ qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static) || {
   echo "test-arm64: qemu-aarch64 not found" >&2; exit 1; }
 
 # --------------------------------------------------------- arm64 libraries
-arm64_devs=(libpcre2-dev:arm64 libopenblas-serial-dev:arm64 libcriterion-dev:arm64)
+arm64_devs=(libpcre2-dev:arm64 libopenblas-serial-dev:arm64 libcriterion-dev:arm64 libjansson-dev:arm64)
 # Provided by the cross toolchain (/usr/aarch64-linux-gnu), or host tools.
 provided='^(libc6|libc6-dev|libgcc-s1|gcc-12-base|linux-libc-dev|libcrypt1|libcrypt-dev|pkgconf|pkg-config):arm64='
 
@@ -85,7 +85,9 @@ resolve() {
 
 # Resolving takes apt some seconds: done when the sysroot is missing, or
 # on request (ARM64_REFRESH=1, e.g. after a Debian point release).
-if [ ! -f "$sysroot/.packages" ] || [ "${ARM64_REFRESH:-0}" = 1 ]; then
+# ... and when the list of -dev packages changed since the sysroot was made.
+if [ ! -f "$sysroot/.packages" ] || [ "${ARM64_REFRESH:-0}" = 1 ] ||
+   [ "$(cat "$sysroot/.devs" 2>/dev/null)" != "${arm64_devs[*]}" ]; then
   want=$(resolve)
   if [ -z "$want" ]; then
     echo "test-arm64: updating the package lists for arm64" >&2
@@ -118,6 +120,7 @@ if [ -n "${want:-}" ] && [ "$(cat "$sysroot/.packages" 2>/dev/null)" != "$want" 
   done
   echo "$want" >"$sysroot/.packages"
 fi
+[ -d "$sysroot" ] && echo "${arm64_devs[*]}" >"$sysroot/.devs"
 t_setup=$(date +%s)
 echo "test-arm64: setup took $((t_setup - t0)) s" >&2
 [ "${ARM64_SETUP_ONLY:-0}" = 1 ] && exit 0
