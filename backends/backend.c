@@ -5,8 +5,9 @@ const char *elmi_be_op_name(be_op op) {
         [BE_OP_GET_ROWS] = "get_rows", [BE_OP_RMS_NORM] = "rms_norm",
         [BE_OP_MUL_MAT] = "mul_mat",   [BE_OP_ADD] = "add",
         [BE_OP_ROPE] = "rope",         [BE_OP_KV_STORE] = "kv_store",
-        [BE_OP_ATTENTION] = "attention", [BE_OP_SWIGLU] = "swiglu",
-        [BE_OP_ARGMAX] = "argmax",
+        [BE_OP_ATTENTION] = "attention", [BE_OP_GLU] = "glu",
+        [BE_OP_ARGMAX] = "argmax",     [BE_OP_SCALE] = "scale",
+        [BE_OP_SHORTCONV] = "shortconv",
     };
     return (unsigned)op < BE_OP_COUNT && names[op] ? names[op] : "unknown";
 }

@@ -50,7 +50,10 @@ typedef enum be_op {
     /* dst (n, T) = rows src1[t] of table src0 (any type, (n, n_rows)),
      * dequantized. src1: I32 (T). */
     BE_OP_GET_ROWS,
-    /* dst (n, T) = src0 / sqrt(mean(src0^2) + eps) * src1; src1 (n) F32.
+    /* Each row of n values of src0 (n, d1, d2, d3), over all d1*d2*d3 rows:
+     * dst = src0 / sqrt(mean(src0^2) + eps) * src1; src1 (n) F32. The same
+     * op normalizes whole embeddings (n_embd, T) and, on a (head_dim,
+     * n_heads, T) view, each head separately (qwen3/gemma3/lfm2 Q/K norms).
      * fparams[0] = eps. dst may alias src0. */
     BE_OP_RMS_NORM,
     /* dst (N, T) = src0 (type, (K, N)) x src1 (K, T) + src2 (N, optional).
@@ -68,29 +71,56 @@ typedef enum be_op {
      * fparams: [0] freq_base, [1] freq_scale, [2] ext_factor (YaRN, 0 = off),
      * [3] attn_factor, [4] beta_fast, [5] beta_slow. dst may alias src0. */
     BE_OP_ROPE,
-    /* Stores src0 (n_embd_kv, T) into rows [pos, pos + T) of the cache dst
-     * (n_embd_kv, n_ctx), converting to the cache type (F32 or F16).
-     * iparams[0] = pos. */
+    /* Stores src0 (n_embd_kv, T) into the cache dst (n_embd_kv, n_rows),
+     * converting to the cache type (F32 or F16): token t (position pos + t)
+     * goes to row pos + t, or, when iparams[1] (ring) is 1, to row
+     * (pos + t) % n_rows. Without ring, pos + T <= n_rows; with it, T <= n_rows.
+     * iparams: [0] pos, [1] ring (0 or 1). */
     BE_OP_KV_STORE,
     /* Causal attention. src0: q (head_dim, n_head, T); src1: K cache,
-     * src2: V cache, both (head_dim * n_head_kv, n_ctx) of F32 or F16.
-     * Query t sits at position pos + t and attends cache rows [0, pos + t].
+     * src2: V cache, both (head_dim * n_head_kv, n_rows) of F32 or F16.
+     * Query t sits at position p = pos + t and attends the key positions
+     * [lo, p], lo = 0, or lo = max(0, p - window + 1) with a sliding window.
+     * Key position j is in cache row j, or row j % n_rows when ring is 1
+     * (a ring cache, written by KV_STORE with ring 1).
+     * Without ring, pos + T <= n_rows; with it, window + T - 1 <= n_rows, so
+     * no key a query needs has been overwritten by a later token's.
      * Query head h uses KV head h / (n_head / n_head_kv).
-     * iparams: [0] pos, [1] n_head_kv. fparams[0] = scale (1/sqrt(head_dim)).
+     * Scores are s = scale * q.k; with a softcap c > 0, s = c * tanh(s / c).
+     * iparams: [0] pos, [1] n_head_kv, [2] window (0 = none), [3] ring (0, 1;
+     * ring needs a window).
+     * fparams: [0] scale (1/sqrt(head_dim)), [1] softcap (0 = none).
      * dst (head_dim * n_head, T). */
     BE_OP_ATTENTION,
-    /* dst (n, T) = silu(src0) * src1. dst may alias src0. */
-    BE_OP_SWIGLU,
+    /* Gated linear unit: dst (n, T) = act(src0) * src1, src0 and src1 (n, T).
+     * iparams[0] = act: BE_GLU_SILU, silu(x) = x / (1 + exp(-x)) (SwiGLU);
+     * BE_GLU_GELU_TANH, gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+     * (GeGLU, gemma). dst may alias src0 or src1. */
+    BE_OP_GLU,
     /* A summary of each row t of src0 (n, T), so greedy decoding reads back
      * four numbers instead of every logit. dst (4, T): [0] the index of the
      * highest value (the lowest index among equals; n < 2^24 so it is exact
      * as a float), [1] that value, [2] the highest of the other values
      * (-inf when n == 1), [3] the log-sum-exp of the row. */
     BE_OP_ARGMAX,
+    /* dst (n, d1, d2, d3) = s * src0, then, when c = fparams[1] > 0,
+     * dst = c * tanh(dst / c) (logit softcapping). fparams[0] = s.
+     * dst may alias src0. */
+    BE_OP_SCALE,
+    /* Gated short convolution (lfm2). src0: bcx (3n, T), each column the
+     * three n-vectors b, c, x; src1: the kernel (L, n) F32, tap k of channel
+     * i at k + i * L; src2: the state (n, n_rows) F32, a ring of bx = b * x
+     * rows, position p at row p % n_rows, with T + L - 1 <= n_rows.
+     * The op first stores bx of positions [pos, pos + T) into src2, then
+     *   dst[i, t] = c[i, t] * sum_{k < L} w[k, i] * bx[i, pos + t - (L - 1) + k]
+     * where bx of a position below 0 is 0 (so a fresh or reset context
+     * needs no clearing). dst (n, T). iparams[0] = pos. */
+    BE_OP_SHORTCONV,
     BE_OP_COUNT
 } be_op;
 
 enum { BE_ROPE_NORM = 0, BE_ROPE_NEOX = 2 };
+enum { BE_GLU_SILU = 0, BE_GLU_GELU_TANH = 1 };
 
 typedef struct be_node {
     be_op op;

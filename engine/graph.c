@@ -76,7 +76,7 @@ static void add_layer(builder *b, elm_context *ctx, uint32_t il) {
         nd->fparams[0] = hp->rms_eps;
     add_node(b, BE_OP_MUL_MAT, &g->gate, &l->w_gate, &g->xb, NULL);
     add_node(b, BE_OP_MUL_MAT, &g->up, &l->w_up, &g->xb, NULL);
-    add_node(b, BE_OP_SWIGLU, &g->gate, &g->gate, &g->up, NULL);
+    add_node(b, BE_OP_GLU, &g->gate, &g->gate, &g->up, NULL);
     add_node(b, BE_OP_MUL_MAT, &g->proj, &l->w_down, &g->gate, NULL);
     add_node(b, BE_OP_ADD, &g->x, &g->x, &g->proj, NULL);
 }

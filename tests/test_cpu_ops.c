@@ -248,7 +248,7 @@ Test(swiglu, values_and_in_place) {
                 double v = f32(x)[i];
                 want[i] = v / (1.0 + exp(-v)) * f32(g)[i];
             }
-            be_node node = {.op = BE_OP_SWIGLU, .dst = y, .src = {x, g}};
+            be_node node = {.op = BE_OP_GLU, .dst = y, .src = {x, g}};
             cr_assert_eq(fx_run(&f, &node, 1, true), ELM_OK, "%s", f.err);
             /* expf and three float operations: within 1e-6 relative. */
             for (int64_t i = 0; i < n * T; i++)
@@ -735,7 +735,7 @@ Test(errors, mismatched_shapes_and_params) {
     cr_assert(strstr(f.err, "w_i32"), "%s", f.err);
     be_node norm = {.op = BE_OP_RMS_NORM, .dst = a, .src = {a, w}};
     expect_error(&f, &norm, 1, "rms_norm");
-    be_node missing = {.op = BE_OP_SWIGLU, .dst = a, .src = {a, NULL}};
+    be_node missing = {.op = BE_OP_GLU, .dst = a, .src = {a, NULL}};
     expect_error(&f, &missing, 1, "missing");
     be_tensor *q = fx_tensor(&f, QT_F32, 16, 1, 2, "q");
     be_node rope = {.op = BE_OP_ROPE,
@@ -779,7 +779,7 @@ Test(errors, tensor_outside_its_buffer) {
     fx_init(&f, 1, 4096);
     be_tensor *a = fx_tensor(&f, QT_F32, 16, 2, 1, "a");
     a->ne[1] = 200; /* 12800 bytes in a 4096-byte buffer */
-    be_node node = {.op = BE_OP_SWIGLU, .dst = a, .src = {a, a}};
+    be_node node = {.op = BE_OP_GLU, .dst = a, .src = {a, a}};
     expect_error(&f, &node, 1, "outside its buffer");
     a->ne[1] = 2;
     a->nb[0] = 2; /* not contiguous */
@@ -842,7 +842,7 @@ Test(backend, supports_op) {
         {.op = BE_OP_ROPE, .dst = &f32t, .src = {&f32t, &i32t}},
         {.op = BE_OP_KV_STORE, .dst = &f16t, .src = {&f32t}},
         {.op = BE_OP_ATTENTION, .dst = &f32t, .src = {&f32t, &f16t, &f32t}},
-        {.op = BE_OP_SWIGLU, .dst = &f32t, .src = {&f32t, &f32t}},
+        {.op = BE_OP_GLU, .dst = &f32t, .src = {&f32t, &f32t}},
         {.op = BE_OP_ADD, .dst = &f32t, .src = {&f32t, &f32t}},
     };
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
@@ -1130,7 +1130,7 @@ static void layer_graph(layer_fx *L, int64_t T, int pos, int rope_mode) {
         layer_add(L, BE_OP_RMS_NORM, L->xb, L->x, L->fnorm, NULL)->fparams[0] = 1e-5f;
         layer_add(L, BE_OP_MUL_MAT, L->gate, L->wg, L->xb, NULL);
         layer_add(L, BE_OP_MUL_MAT, L->up, L->wu, L->xb, NULL);
-        layer_add(L, BE_OP_SWIGLU, L->gate, L->gate, L->up, NULL);
+        layer_add(L, BE_OP_GLU, L->gate, L->gate, L->up, NULL);
         layer_add(L, BE_OP_MUL_MAT, L->proj, L->wd, L->gate, NULL);
         layer_add(L, BE_OP_ADD, L->x, L->x, L->proj, NULL);
     }

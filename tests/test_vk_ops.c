@@ -403,7 +403,7 @@ static void check_row_ops(vfx *f, int64_t n, int64_t T) {
     be_node nodes[3] = {
         {.op = BE_OP_RMS_NORM, .dst = R, .src = {A, W}, .fparams = {1e-5f}},
         {.op = BE_OP_ADD, .dst = S, .src = {A, B}},
-        {.op = BE_OP_SWIGLU, .dst = A, .src = {A, B}},
+        {.op = BE_OP_GLU, .dst = A, .src = {A, B}},
     };
     run(f, nodes, 3, true);
     float *got = malloc(cnt * sizeof *got);
@@ -891,7 +891,7 @@ static int model_graph(model_a *a, model_w *w, int pos) {
     node(a, &n, BE_OP_RMS_NORM, &a->xb, &a->x, &w->ffn_norm, NULL)->fparams[0] = 1e-5f;
     node(a, &n, BE_OP_MUL_MAT, &a->gate, &w->gate, &a->xb, NULL);
     node(a, &n, BE_OP_MUL_MAT, &a->up, &w->up, &a->xb, NULL);
-    node(a, &n, BE_OP_SWIGLU, &a->gate, &a->gate, &a->up, NULL);
+    node(a, &n, BE_OP_GLU, &a->gate, &a->gate, &a->up, NULL);
     node(a, &n, BE_OP_MUL_MAT, &a->proj, &w->down, &a->gate, NULL);
     node(a, &n, BE_OP_ADD, &a->x, &a->x, &a->proj, NULL);
     node(a, &n, BE_OP_RMS_NORM, &a->xb, &a->x, &w->out_norm, NULL)->fparams[0] = 1e-5f;

@@ -144,7 +144,7 @@ void elmi_cpu_op_compute(const be_node *node, void *work, int ith, int nth) {
     case BE_OP_GET_ROWS: compute_get_rows(node, ith, nth); break;
     case BE_OP_RMS_NORM: compute_rms_norm(node, ith, nth); break;
     case BE_OP_ADD: compute_add(node, ith, nth); break;
-    case BE_OP_SWIGLU: compute_swiglu(node, ith, nth); break;
+    case BE_OP_GLU: compute_swiglu(node, ith, nth); break;
     case BE_OP_ROPE: elmi_cpu_rope(node, ith, nth); break;
     case BE_OP_KV_STORE: compute_kv_store(node, ith, nth); break;
     case BE_OP_ATTENTION: elmi_cpu_attention(node, work, ith, nth); break;

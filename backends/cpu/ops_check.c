@@ -221,7 +221,7 @@ elm_status elmi_cpu_op_check(const be_node *node, int index, char *err, size_t e
     case BE_OP_RMS_NORM: return check_rms_norm(&c);
     case BE_OP_MUL_MAT: return check_mul_mat(&c);
     case BE_OP_ADD:
-    case BE_OP_SWIGLU: return check_binary(&c);
+    case BE_OP_GLU: return check_binary(&c);
     case BE_OP_ROPE: return elmi_cpu_rope_check(&c);
     case BE_OP_KV_STORE: return check_kv_store(&c);
     case BE_OP_ATTENTION: return elmi_cpu_attention_check(&c);
@@ -251,7 +251,7 @@ bool elmi_cpu_op_supported(const be_node *node) {
     case BE_OP_ROPE: return is_type(s[0], QT_F32) && is_type(s[1], BE_TYPE_I32);
     case BE_OP_RMS_NORM:
     case BE_OP_ADD:
-    case BE_OP_SWIGLU: return is_type(s[0], QT_F32) && is_type(s[1], QT_F32);
+    case BE_OP_GLU: return is_type(s[0], QT_F32) && is_type(s[1], QT_F32);
     case BE_OP_ARGMAX: return is_type(s[0], QT_F32);
     default: return false;
     }

@@ -288,7 +288,7 @@ elm_status elmi_vk_plan_node(vk_planner *p, const be_node *node) {
     case BE_OP_RMS_NORM: return plan_rms_norm(p, node);
     case BE_OP_MUL_MAT: return elmi_op_plan_mul_mat(p, node);
     case BE_OP_ADD:
-    case BE_OP_SWIGLU: return plan_binary(p, node);
+    case BE_OP_GLU: return plan_binary(p, node);
     case BE_OP_ROPE: return plan_rope(p, node);
     case BE_OP_KV_STORE: return plan_kv_store(p, node);
     case BE_OP_ATTENTION: return plan_attention(p, node);
