@@ -136,7 +136,8 @@ static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
     ctx->logits = elmi_malloc((size_t)hp->n_vocab * ctx->g.n_logits * sizeof(float));
     ctx->ids_host = elmi_malloc(B * sizeof(int32_t));
     ctx->pos_host = elmi_malloc(B * sizeof(int32_t));
-    if (!ctx->nodes || !ctx->logits || !ctx->ids_host || !ctx->pos_host)
+    ctx->tokens = elmi_malloc((size_t)ctx->params.n_ctx * sizeof *ctx->tokens);
+    if (!ctx->nodes || !ctx->logits || !ctx->ids_host || !ctx->pos_host || !ctx->tokens)
         return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     return ELM_OK;
 }
@@ -184,6 +185,8 @@ static void release_device(elm_context *ctx) {
     elmi_free(ctx->logits);
     elmi_free(ctx->ids_host);
     elmi_free(ctx->pos_host);
+    elmi_free(ctx->tokens);
+    ctx->tokens = NULL;
     ctx->k_cache = ctx->v_cache = NULL;
     ctx->nodes = NULL;
     ctx->logits = NULL;
@@ -285,6 +288,27 @@ uint32_t elm_context_n_past(const elm_context *ctx) {
     return ctx ? ctx->n_past : 0;
 }
 
+const elm_token *elm_context_tokens(const elm_context *ctx) {
+    return ctx && ctx->n_past ? ctx->tokens : NULL;
+}
+
+uint64_t elm_context_n_evaluated(const elm_context *ctx) {
+    return ctx ? ctx->n_evaluated : 0;
+}
+
+elm_status elm_context_truncate(elm_context *ctx, uint32_t n) {
+    if (!ctx) return ELM_ERR_INVALID_ARG;
+    ctx->last_error[0] = 0;
+    if (ctx->broken) return elmi_ctx_error(ctx, ELM_ERR_DEVICE, "the context is unusable after a device error");
+    if (n > ctx->n_past)
+        return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG,
+                              "cannot truncate to %u tokens: the context holds %u", n, ctx->n_past);
+    ctx->n_past = n;
+    ctx->n_logits_valid = 0;
+    ctx->summary_valid = false;
+    return ELM_OK;
+}
+
 static elm_status check_logits(elm_context *ctx, uint32_t rows) {
     const uint32_t n_vocab = ctx->model->hp.n_vocab;
     for (size_t i = 0; i < (size_t)rows * n_vocab; i++)
@@ -323,7 +347,9 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
         return elmi_ctx_error(ctx, ELM_ERR_INTERNAL,
                          "the Vulkan validation layer reported %llu error(s) (see stderr)",
                          (unsigned long long)n_validation);
+    memcpy(ctx->tokens + ctx->n_past, tokens, n * sizeof *tokens);
     ctx->n_past += n;
+    ctx->n_evaluated += n;
     if (output == ELM_OUT_SUMMARY) {
         for (int i = 0; i < 4; i++)
             if (!isfinite(ctx->summary[i]))

@@ -162,6 +162,8 @@ struct elm_context {
     be_node *nodes;            /* graph node storage, owned */
     int nodes_cap;
     uint32_t n_past;
+    elm_token *tokens;         /* (n_ctx) the ids at positions [0, n_past), owned */
+    uint64_t n_evaluated;      /* tokens run through the model since creation */
     float *logits;             /* host copy (n_vocab, n_logits), owned */
     uint32_t n_logits_valid;   /* rows of `logits` from the last decode */
     float summary[4];          /* BE_OP_ARGMAX of the last row, when summary_valid */

@@ -364,6 +364,28 @@ ELM_API const char *elm_context_notice(const elm_context *ctx);
 ELM_API uint32_t elm_context_n_past(const elm_context *ctx);
 
 /*
+ * Rolls the context back to its first n tokens (n <= elm_context_n_past):
+ * the next decode continues at position n and computes exactly as if the
+ * context had only ever seen those n tokens. This covers the KV cache and
+ * every other per-context state (the convolution state of lfm2, the ring
+ * caches of sliding-window layers). Where such a ring no longer holds what
+ * position n needs (a rollback deeper than n_batch tokens on those
+ * architectures), the context re-evaluates its first n tokens, which it
+ * remembers; the call then costs a prompt evaluation of n tokens.
+ * The logits of the last decode are no longer available afterwards.
+ * Errors: ELM_ERR_INVALID_ARG (n > n_past), and those of elm_decode.
+ */
+ELM_API elm_status elm_context_truncate(elm_context *ctx, uint32_t n);
+
+/* The token ids in the context, in order (n_past of them); borrowed, valid
+ * until the next call that changes the context. NULL when n_past is 0. */
+ELM_API const elm_token *elm_context_tokens(const elm_context *ctx);
+
+/* Tokens the context has run through the model since it was created,
+ * counting re-evaluations: a caller can check that a prefix was reused. */
+ELM_API uint64_t elm_context_n_evaluated(const elm_context *ctx);
+
+/*
  * Runs the model on `n` tokens (borrowed) appended after the tokens already
  * in the context, in batches of at most n_batch. Afterwards elm_get_logits()
  * returns the logits of the last token, or of every token of this call when
