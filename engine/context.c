@@ -58,6 +58,8 @@ static size_t layout_scratch(elm_context *ctx, bool assign, char *base) {
         {&g->v, QT_F32, n_kv, B, 1, "v"},
         {&g->att, QT_F32, (int64_t)hp->head_dim * hp->n_head, B, 1, "att"},
         {&g->proj, QT_F32, hp->n_embd, B, 1, "proj"},
+        {&g->bcx, QT_F32, hp->conv_L ? 3 * (int64_t)hp->n_embd : 1, hp->conv_L ? B : 1, 1, "bcx"},
+        {&g->conv, QT_F32, hp->conv_L ? hp->n_embd : 1, hp->conv_L ? B : 1, 1, "conv"},
         {&g->gate, QT_F32, hp->n_ff, B, 1, "gate"},
         {&g->up, QT_F32, hp->n_ff, B, 1, "up"},
         {&g->logits, QT_F32, hp->n_vocab, g->n_logits, 1, "logits"},
@@ -90,33 +92,84 @@ static size_t layout_scratch(elm_context *ctx, bool assign, char *base) {
     return offs;
 }
 
+/* Rows of each layer's per-context state. A sliding-window layer keeps
+ * only the keys its queries can see: window + n_batch - 1 rows as a ring
+ * (a batch of n_batch queries reaches back window - 1 keys before it). A
+ * convolution layer keeps the last conv_L - 1 bx rows before a batch. */
+static void plan_rows(elm_context *ctx) {
+    const elm_hparams *hp = &ctx->model->hp;
+    const uint64_t n_ctx = ctx->params.n_ctx, B = ctx->params.n_batch;
+    uint64_t swa = (uint64_t)hp->n_swa + B - 1;
+    ctx->kv_rows_swa = (uint32_t)(hp->n_swa && swa < n_ctx ? swa : n_ctx);
+    ctx->conv_rows = hp->conv_L ? (uint32_t)(B + hp->conv_L - 1) : 0;
+}
+
+typedef struct state_spec {
+    be_tensor *t;
+    int type;
+    int64_t ne0, ne1;
+    char name[32];
+} state_spec;
+
+/* The KV caches of the attention layers and the states of the convolution
+ * layers, in one buffer. */
+static size_t list_states(elm_context *ctx, state_spec *specs) {
+    const elm_hparams *hp = &ctx->model->hp;
+    const int kv_type = ctx->params.mode == ELM_MODE_EXACT ? QT_F32 : QT_F16;
+    const int64_t n_kv = (int64_t)hp->head_dim * hp->n_head_kv;
+    size_t n = 0;
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        if (!hp->layer[il].attn) {
+            specs[n] = (state_spec){&ctx->conv_state[il], QT_F32, hp->n_embd, ctx->conv_rows, ""};
+            snprintf(specs[n++].name, 32, "conv_state.%u", il);
+            continue;
+        }
+        int64_t rows = hp->layer[il].swa ? ctx->kv_rows_swa : ctx->params.n_ctx;
+        for (int j = 0; j < 2; j++) {
+            specs[n] = (state_spec){j ? &ctx->v_cache[il] : &ctx->k_cache[il], kv_type, n_kv, rows, ""};
+            snprintf(specs[n++].name, 32, "%s_cache.%u", j ? "v" : "k", il);
+        }
+    }
+    return n;
+}
+
 static elm_status alloc_kv(elm_context *ctx, char *err, size_t err_size) {
     const elm_hparams *hp = &ctx->model->hp;
     const be_iface *bi = ctx->be->iface;
-    int type = ctx->params.mode == ELM_MODE_EXACT ? QT_F32 : QT_F16;
-    be_tensor proto;
-    elmi_be_tensor_init(&proto, type, (int64_t)hp->head_dim * hp->n_head_kv, ctx->params.n_ctx, 1, 1, "");
-    size_t per = (elmi_be_tensor_nbytes(&proto) + 63) & ~(size_t)63;
+    plan_rows(ctx);
     ctx->k_cache = elmi_calloc(hp->n_layer, sizeof *ctx->k_cache);
     ctx->v_cache = elmi_calloc(hp->n_layer, sizeof *ctx->v_cache);
-    if (!ctx->k_cache || !ctx->v_cache)
+    ctx->conv_state = elmi_calloc(hp->n_layer, sizeof *ctx->conv_state);
+    state_spec *specs = elmi_calloc(2 * (size_t)hp->n_layer, sizeof *specs);
+    if (!ctx->k_cache || !ctx->v_cache || !ctx->conv_state || !specs) {
+        elmi_free(specs);
         return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
-    size_t total = per * 2 * hp->n_layer;
-    elm_status st = bi->buffer_alloc(ctx->be, total, NULL, &ctx->kv_buf);
-    if (st != ELM_OK)
+    }
+    size_t n = list_states(ctx, specs), total = 0;
+    for (size_t i = 0; i < n; i++) {
+        elmi_be_tensor_init(specs[i].t, specs[i].type, specs[i].ne0, specs[i].ne1, 1, 1, specs[i].name);
+        specs[i].t->offs = total;
+        total += (elmi_be_tensor_nbytes(specs[i].t) + 63) & ~(size_t)63;
+    }
+    elm_status st = bi->buffer_alloc(ctx->be, total ? total : 64, NULL, &ctx->kv_buf);
+    if (st != ELM_OK) {
+        elmi_free(specs);
         return elmi_errorf(err, err_size, st, "cannot allocate the KV cache (%zu bytes)", total);
+    }
     ctx->kv_bytes = total;
     char *base = bi->buffer_host(ctx->be, ctx->kv_buf);
-    for (uint32_t il = 0; il < hp->n_layer; il++) {
-        be_tensor *kv[2] = {&ctx->k_cache[il], &ctx->v_cache[il]};
-        for (int j = 0; j < 2; j++) {
-            *kv[j] = proto;
-            snprintf(kv[j]->name, sizeof kv[j]->name, "%s_cache.%u", j ? "v" : "k", il);
-            kv[j]->buf = ctx->kv_buf;
-            kv[j]->offs = per * (2 * il + (uint32_t)j);
-            kv[j]->data = base ? base + kv[j]->offs : NULL;
-        }
+    for (size_t i = 0; i < n; i++) {
+        specs[i].t->buf = ctx->kv_buf;
+        specs[i].t->data = base ? base + specs[i].t->offs : NULL;
     }
+    elmi_free(specs);
+    /* LongRoPE: the long factors when the context reaches beyond the
+     * trained window, as the widely used engine decides it. */
+    const elm_weights *w = &ctx->model->w;
+    ctx->rope_factors = w->has_rope_freqs ? &w->rope_freqs
+                        : w->has_longrope ? (ctx->params.n_ctx > hp->rope_n_ctx_orig ? &w->rope_long
+                                                                                     : &w->rope_short)
+                                          : NULL;
     return ELM_OK;
 }
 
@@ -131,7 +184,7 @@ static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
         return elmi_errorf(err, err_size, st, "cannot allocate %zu bytes of activations", size);
     layout_scratch(ctx, true, bi->buffer_host(ctx->be, ctx->g.buf));
     ctx->scratch_bytes = size;
-    ctx->nodes_cap = 20 * (int)hp->n_layer + 16;
+    ctx->nodes_cap = 24 * (int)hp->n_layer + 16;
     ctx->nodes = elmi_calloc((size_t)ctx->nodes_cap, sizeof *ctx->nodes);
     ctx->logits = elmi_malloc((size_t)hp->n_vocab * ctx->g.n_logits * sizeof(float));
     ctx->ids_host = elmi_malloc(B * sizeof(int32_t));
@@ -181,6 +234,8 @@ static void release_device(elm_context *ctx) {
     ctx->g.buf = NULL;
     elmi_free(ctx->k_cache);
     elmi_free(ctx->v_cache);
+    elmi_free(ctx->conv_state);
+    ctx->conv_state = NULL;
     elmi_free(ctx->nodes);
     elmi_free(ctx->logits);
     elmi_free(ctx->ids_host);
@@ -261,6 +316,7 @@ elm_status elm_context_reset(elm_context *ctx) {
     if (!ctx) return ELM_ERR_INVALID_ARG;
     if (ctx->broken) return elmi_ctx_error(ctx, ELM_ERR_DEVICE, "the context is unusable after a device error");
     ctx->n_past = 0;
+    ctx->ring_lo = 0;
     ctx->n_logits_valid = 0;
     ctx->last_error[0] = 0;
     return ELM_OK;
@@ -347,7 +403,7 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
         return elmi_ctx_error(ctx, ELM_ERR_INTERNAL,
                          "the Vulkan validation layer reported %llu error(s) (see stderr)",
                          (unsigned long long)n_validation);
-    memcpy(ctx->tokens + ctx->n_past, tokens, n * sizeof *tokens);
+    memmove(ctx->tokens + ctx->n_past, tokens, n * sizeof *tokens);
     ctx->n_past += n;
     ctx->n_evaluated += n;
     if (output == ELM_OUT_SUMMARY) {
@@ -363,6 +419,65 @@ fail:
     if (st == ELM_ERR_DEVICE) ctx->broken = true;
     return elmi_ctx_error(ctx, st, "forward pass failed on %s: %s", ctx->device_id,
                      msg[0] ? msg : elm_strerror(st));
+}
+
+/* Rows of the smallest ring (sliding-window cache or convolution state), or
+ * 0 when the context has none. */
+static uint32_t ring_rows(const elm_context *ctx) {
+    uint32_t r = 0;
+    if (ctx->kv_rows_swa < ctx->params.n_ctx) r = ctx->kv_rows_swa;
+    if (ctx->conv_rows && (r == 0 || ctx->conv_rows < r)) r = ctx->conv_rows;
+    return r;
+}
+
+/* Whether every ring still holds what a decode at position n reads before
+ * n: the window - 1 keys of a sliding-window layer, the conv_L - 1 bx rows
+ * of a convolution layer. Writing position p overwrote p - rows, so each
+ * decode raises ring_lo; a rollback below what it left needs a replay. */
+static bool rings_hold(const elm_context *ctx, uint32_t n) {
+    const elm_hparams *hp = &ctx->model->hp;
+    uint32_t back = 0;
+    if (ctx->kv_rows_swa < ctx->params.n_ctx && hp->n_swa > back + 1) back = hp->n_swa - 1;
+    if (ctx->conv_rows && hp->conv_L > back + 1) back = hp->conv_L - 1;
+    uint32_t need = n > back ? n - back : 0;
+    return ring_rows(ctx) == 0 || n == 0 || need >= ctx->ring_lo;
+}
+
+static void note_ring_writes(elm_context *ctx, uint32_t end) {
+    uint32_t r = ring_rows(ctx);
+    if (r && end > r && end - r > ctx->ring_lo) ctx->ring_lo = end - r;
+}
+
+static elm_status decode_batches(elm_context *ctx, const elm_token *tokens, size_t n,
+                                 elm_output output) {
+    const uint32_t n_past0 = ctx->n_past;
+    for (size_t done = 0; done < n;) {
+        uint32_t chunk = (uint32_t)(n - done < ctx->params.n_batch ? n - done : ctx->params.n_batch);
+        note_ring_writes(ctx, ctx->n_past + chunk);
+        elm_status st = decode_batch(ctx, tokens + done, chunk, output);
+        if (st != ELM_OK) {
+            /* The tokens of a failed call are forgotten, as if it never ran
+             * (rings it overwrote are replayed by the next decode). */
+            ctx->n_past = n_past0;
+            ctx->n_logits_valid = 0;
+            ctx->summary_valid = false;
+            return st;
+        }
+        done += chunk;
+    }
+    return ELM_OK;
+}
+
+/* Recomputes the context's own tokens from position 0, after a rollback
+ * deeper than its rings reach. */
+static elm_status replay(elm_context *ctx) {
+    uint32_t n = ctx->n_past;
+    ctx->n_past = 0;
+    ctx->ring_lo = 0;
+    elm_status st = decode_batches(ctx, ctx->tokens, n, ELM_OUT_SUMMARY);
+    if (st != ELM_OK) ctx->n_past = n; /* the tokens are intact: a later decode replays again */
+    ctx->summary_valid = false;
+    return st;
 }
 
 elm_status elmi_context_decode(elm_context *ctx, const elm_token *tokens, size_t n, elm_output output) {
@@ -383,20 +498,8 @@ elm_status elmi_context_decode(elm_context *ctx, const elm_token *tokens, size_t
                              tokens[i], ctx->model->hp.n_vocab);
     ctx->n_logits_valid = 0;
     ctx->summary_valid = false;
-    const uint32_t n_past0 = ctx->n_past;
-    for (size_t done = 0; done < n;) {
-        uint32_t chunk = (uint32_t)(n - done < p->n_batch ? n - done : p->n_batch);
-        elm_status st = decode_batch(ctx, tokens + done, chunk, output);
-        if (st != ELM_OK) {
-            /* The tokens of a failed call are forgotten, as if it never ran. */
-            ctx->n_past = n_past0;
-            ctx->n_logits_valid = 0;
-            ctx->summary_valid = false;
-            return st;
-        }
-        done += chunk;
-    }
-    return ELM_OK;
+    if (!rings_hold(ctx, ctx->n_past)) ELM_TRY(replay(ctx));
+    return decode_batches(ctx, tokens, n, output);
 }
 
 elm_status elm_decode(elm_context *ctx, const elm_token *tokens, size_t n) {

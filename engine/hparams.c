@@ -29,6 +29,26 @@ static elm_status get_f32(const key_reader *r, const char *suffix, bool required
                         r->err_size);
 }
 
+/* The architectures and what each implies before its keys are read. */
+typedef struct arch_traits {
+    const char *name;
+    elm_arch arch;
+    int rope_mode;
+    float rope_theta; /* when the file has no rope.freq_base */
+    bool bias_qkv, qk_norm, post_norms, fused, gelu, embd_scale;
+} arch_traits;
+
+static const arch_traits ARCHS[] = {
+    {"llama", ELM_ARCH_LLAMA, BE_ROPE_NORM, 10000.0f, false, false, false, false, false, false},
+    {"qwen2", ELM_ARCH_QWEN2, BE_ROPE_NEOX, 1000000.0f, true, false, false, false, false, false},
+    {"qwen3", ELM_ARCH_QWEN3, BE_ROPE_NEOX, 1000000.0f, false, true, false, false, false, false},
+    {"gemma3", ELM_ARCH_GEMMA3, BE_ROPE_NEOX, 1000000.0f, false, true, true, false, true, true},
+    {"phi3", ELM_ARCH_PHI3, BE_ROPE_NEOX, 10000.0f, false, false, false, true, false, false},
+    {"smollm3", ELM_ARCH_SMOLLM3, BE_ROPE_NORM, 10000.0f, false, false, false, false, false, false},
+    {"lfm2", ELM_ARCH_LFM2, BE_ROPE_NEOX, 1000000.0f, false, true, false, false, false, false},
+};
+#define N_ARCHS (sizeof ARCHS / sizeof *ARCHS)
+
 static elm_status load_arch(const gguf_file *f, elm_hparams *hp, char *arch, size_t cap,
                             char *err, size_t err_size) {
     gguf_str s = {0};
@@ -38,17 +58,69 @@ static elm_status load_arch(const gguf_file *f, elm_hparams *hp, char *arch, siz
     arch[s.len] = 0;
     for (size_t i = 0; i < s.len; i++)
         if (arch[i] < 0x20 || arch[i] > 0x7e) arch[i] = '?';
-    if (strcmp(arch, "llama") == 0) {
-        hp->arch = ELM_ARCH_LLAMA;
-        hp->rope_mode = BE_ROPE_NORM;
-        hp->has_bias_qkv = false;
-    } else if (strcmp(arch, "qwen2") == 0) {
-        hp->arch = ELM_ARCH_QWEN2;
-        hp->rope_mode = BE_ROPE_NEOX;
-        hp->has_bias_qkv = true;
-    } else {
-        return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
-                           "unsupported architecture '%s' (supported: llama, qwen2)", arch);
+    for (size_t i = 0; i < N_ARCHS; i++) {
+        const arch_traits *t = &ARCHS[i];
+        if (strcmp(arch, t->name) != 0) continue;
+        hp->arch = t->arch;
+        hp->rope_mode = t->rope_mode;
+        hp->rope_theta = t->rope_theta;
+        hp->has_bias_qkv = t->bias_qkv;
+        hp->qk_norm = t->qk_norm;
+        hp->post_norms = t->post_norms;
+        hp->fused_qkv = hp->fused_gate_up = t->fused;
+        hp->ffn_act = t->gelu ? BE_GLU_GELU_TANH : BE_GLU_SILU;
+        hp->embd_scale = t->embd_scale ? -1.0f : 1.0f; /* -1: sqrt(n_embd), set later */
+        return ELM_OK;
+    }
+    return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
+                       "unsupported architecture '%s' (supported: %s)", arch,
+                       elmi_supported_archs());
+}
+
+const char *elmi_supported_archs(void) {
+    return "llama, qwen2, qwen3, gemma3, phi3, smollm3, lfm2";
+}
+
+/* A key that is either one integer for every layer or an array of n_layer
+ * integers. Returns ELM_OK with found = false when absent. */
+static elm_status get_per_layer_u32(const key_reader *r, const char *suffix, uint32_t n_layer,
+                                    uint32_t *out, bool *found) {
+    char key[128];
+    const gguf_kv *kv = elmi_gguf_find(r->f, arch_key(r, suffix, key, sizeof key));
+    *found = kv != NULL;
+    if (!kv) return ELM_OK;
+    if (kv->type != GGUF_TYPE_ARRAY) {
+        uint32_t v = 0;
+        ELM_TRY(elmi_gguf_get_u32(r->f, key, true, &v, r->err, r->err_size));
+        for (uint32_t i = 0; i < n_layer; i++) out[i] = v;
+        return ELM_OK;
+    }
+    if (kv->arr_n != n_layer)
+        return elmi_errorf(r->err, r->err_size, ELM_ERR_FORMAT,
+                           "key '%s' has %llu entries, expected block_count = %u", key,
+                           (unsigned long long)kv->arr_n, n_layer);
+    const unsigned char *p = kv->arr_data;
+    for (uint32_t i = 0; i < n_layer; i++) {
+        int64_t v;
+        switch (kv->arr_type) {
+        case GGUF_TYPE_BOOL:
+        case GGUF_TYPE_UINT8: v = p[i]; break;
+        case GGUF_TYPE_INT8: v = (int8_t)p[i]; break;
+        case GGUF_TYPE_UINT32: { uint32_t u; memcpy(&u, p + 4 * i, 4); v = u; break; }
+        case GGUF_TYPE_INT32: { int32_t u; memcpy(&u, p + 4 * i, 4); v = u; break; }
+        case GGUF_TYPE_UINT64: { uint64_t u; memcpy(&u, p + 8 * i, 8); v = u > INT64_MAX ? -1 : (int64_t)u; break; }
+        case GGUF_TYPE_INT64: memcpy(&v, p + 8 * i, 8); break;
+        case GGUF_TYPE_UINT16: { uint16_t u; memcpy(&u, p + 2 * i, 2); v = u; break; }
+        case GGUF_TYPE_INT16: { int16_t u; memcpy(&u, p + 2 * i, 2); v = u; break; }
+        default:
+            return elmi_errorf(r->err, r->err_size, ELM_ERR_FORMAT,
+                               "key '%s' is an array of %s, expected integers", key,
+                               elmi_gguf_type_name(kv->arr_type));
+        }
+        if (v < 0 || v > UINT32_MAX)
+            return elmi_errorf(r->err, r->err_size, ELM_ERR_FORMAT,
+                               "key '%s' entry %u = %lld is out of range", key, i, (long long)v);
+        out[i] = (uint32_t)v;
     }
     return ELM_OK;
 }
@@ -135,6 +207,90 @@ static elm_status check_heads(elm_hparams *hp, uint32_t key_len, uint32_t val_le
     return ELM_OK;
 }
 
+/* Which layers attend, and with how many KV heads: lfm2 marks its
+ * convolution layers with 0 in a per-layer head_count_kv array. */
+static elm_status load_layer_kinds(const key_reader *r, elm_hparams *hp) {
+    uint32_t heads_kv[ELM_MAX_LAYERS];
+    bool found = false;
+    ELM_TRY(get_per_layer_u32(r, "attention.head_count_kv", hp->n_layer, heads_kv, &found));
+    hp->n_head_kv = 0;
+    hp->n_attn_layers = 0;
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        uint32_t h = found ? heads_kv[il] : hp->n_head;
+        elm_layer_kind *k = &hp->layer[il];
+        k->attn = h != 0;
+        k->rope = 1;
+        k->swa = 0;
+        if (!k->attn) continue;
+        if (hp->n_head_kv != 0 && h != hp->n_head_kv)
+            return elmi_errorf(r->err, r->err_size, ELM_ERR_UNSUPPORTED,
+                               "attention.head_count_kv differs between layers (%u and %u)",
+                               hp->n_head_kv, h);
+        hp->n_head_kv = h;
+        hp->n_attn_layers++;
+    }
+    if (hp->n_attn_layers < hp->n_layer && hp->arch != ELM_ARCH_LFM2)
+        return elmi_errorf(r->err, r->err_size, ELM_ERR_FORMAT,
+                           "attention.head_count_kv is 0 on a layer; only lfm2 has layers "
+                           "without attention");
+    if (hp->n_attn_layers == 0) hp->n_head_kv = hp->n_head; /* a convolution-only model */
+    return ELM_OK;
+}
+
+/* Sliding windows, per-layer RoPE and the short convolution. */
+static elm_status load_layer_rules(const key_reader *r, elm_hparams *hp) {
+    if (hp->arch == ELM_ARCH_SMOLLM3)
+        for (uint32_t il = 0; il < hp->n_layer; il++) hp->layer[il].rope = (il + 1) % 4 != 0;
+    if (hp->arch == ELM_ARCH_GEMMA3) {
+        ELM_TRY(get_u32(r, "attention.sliding_window", true, &hp->n_swa));
+        uint32_t pattern[ELM_MAX_LAYERS];
+        bool found = false;
+        ELM_TRY(get_per_layer_u32(r, "attention.sliding_window_pattern", hp->n_layer, pattern,
+                                  &found));
+        const char *key = "attention.sliding_window_pattern";
+        char full[128];
+        const gguf_kv *kv = elmi_gguf_find(r->f, arch_key(r, key, full, sizeof full));
+        bool per_layer = kv && kv->type == GGUF_TYPE_ARRAY;
+        uint32_t period = found && !per_layer ? pattern[0] : 6;
+        if (period == 0)
+            return elmi_errorf(r->err, r->err_size, ELM_ERR_FORMAT, "%s is 0", full);
+        for (uint32_t il = 0; il < hp->n_layer; il++)
+            hp->layer[il].swa = per_layer ? pattern[il] != 0 : il % period < period - 1;
+        hp->rope_theta_swa = 10000.0f;
+        ELM_TRY(get_f32(r, "rope.freq_base_swa", false, &hp->rope_theta_swa));
+        if (!(hp->rope_theta_swa > 0.0f) || !isfinite(hp->rope_theta_swa))
+            return elmi_errorf(r->err, r->err_size, ELM_ERR_FORMAT,
+                               "rope.freq_base_swa %g is invalid", hp->rope_theta_swa);
+        ELM_TRY(check_range(r->err, r->err_size, "attention.sliding_window", hp->n_swa, 0,
+                            1u << 24));
+        if (hp->n_swa == 0)
+            for (uint32_t il = 0; il < hp->n_layer; il++) hp->layer[il].swa = 0;
+    }
+    /* phi3 files carry attention.sliding_window too; the widely used engine
+     * runs them without it, and so does edgelm, to agree with it. */
+    if (hp->arch == ELM_ARCH_LFM2) {
+        ELM_TRY(get_u32(r, "shortconv.l_cache", true, &hp->conv_L));
+        ELM_TRY(check_range(r->err, r->err_size, "shortconv.l_cache", hp->conv_L, 1, 64));
+    }
+    return ELM_OK;
+}
+
+static elm_status load_scales(const key_reader *r, elm_hparams *hp) {
+    ELM_TRY(get_f32(r, "attn_logit_softcapping", false, &hp->attn_softcap));
+    ELM_TRY(get_f32(r, "final_logit_softcapping", false, &hp->final_softcap));
+    if (!(hp->attn_softcap >= 0.0f) || !isfinite(hp->attn_softcap) ||
+        !(hp->final_softcap >= 0.0f) || !isfinite(hp->final_softcap))
+        return elmi_errorf(r->err, r->err_size, ELM_ERR_FORMAT,
+                           "logit softcapping %g / %g is invalid", hp->attn_softcap,
+                           hp->final_softcap);
+    if (hp->embd_scale < 0.0f) hp->embd_scale = sqrtf((float)hp->n_embd);
+    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    /* Gemma 3 27B scales queries by the embedding per head, not the key length. */
+    if (hp->arch == ELM_ARCH_GEMMA3 && hp->n_layer == 62)
+        hp->attn_scale = 1.0f / sqrtf((float)(hp->n_embd / hp->n_head));
+    return ELM_OK;
+}
+
 elm_status elmi_hparams_load(const gguf_file *f, elm_hparams *hp, char *err, size_t err_size) {
     memset(hp, 0, sizeof *hp);
     char arch[64];
@@ -145,26 +301,25 @@ elm_status elmi_hparams_load(const gguf_file *f, elm_hparams *hp, char *err, siz
     ELM_TRY(get_u32(&r, "block_count", true, &hp->n_layer));
     ELM_TRY(get_u32(&r, "feed_forward_length", true, &hp->n_ff));
     ELM_TRY(get_u32(&r, "attention.head_count", true, &hp->n_head));
-    hp->n_head_kv = hp->n_head;
-    ELM_TRY(get_u32(&r, "attention.head_count_kv", false, &hp->n_head_kv));
     uint32_t key_len = 0, val_len = 0;
     ELM_TRY(get_u32(&r, "attention.key_length", false, &key_len));
     ELM_TRY(get_u32(&r, "attention.value_length", false, &val_len));
     ELM_TRY(get_u32(&r, "rope.dimension_count", false, &hp->n_rot));
     ELM_TRY(get_f32(&r, "attention.layer_norm_rms_epsilon", true, &hp->rms_eps));
-    hp->rope_theta = hp->arch == ELM_ARCH_QWEN2 ? 1000000.0f : 10000.0f;
     ELM_TRY(get_f32(&r, "rope.freq_base", false, &hp->rope_theta));
 
     ELM_TRY(check_range(err, err_size, "context_length", hp->n_ctx_train, 1, 1u << 24));
     ELM_TRY(check_range(err, err_size, "embedding_length", hp->n_embd, 1, 1u << 16));
     ELM_TRY(check_range(err, err_size, "block_count", hp->n_layer, 1, ELM_MAX_LAYERS));
     ELM_TRY(check_range(err, err_size, "feed_forward_length", hp->n_ff, 1, 1u << 20));
-    uint64_t min_tensors = 2 + 9ull * hp->n_layer; /* embeddings, output norm, 9 per layer */
+    /* Embeddings and output norm, and at least 5 tensors a layer (phi3's fused ones). */
+    uint64_t min_tensors = 2 + 5ull * hp->n_layer;
     if (elmi_gguf_n_tensors(f) < min_tensors)
         return elmi_errorf(err, err_size, ELM_ERR_FORMAT,
                            "block_count %u needs at least %llu tensors, the file has %llu",
                            hp->n_layer, (unsigned long long)min_tensors,
                            (unsigned long long)elmi_gguf_n_tensors(f));
+    ELM_TRY(load_layer_kinds(&r, hp));
     ELM_TRY(check_heads(hp, key_len, val_len, err, err_size));
     if (!(hp->rms_eps > 0.0f) || !(hp->rms_eps < 1.0f))
         return elmi_errorf(err, err_size, ELM_ERR_FORMAT,
@@ -172,5 +327,7 @@ elm_status elmi_hparams_load(const gguf_file *f, elm_hparams *hp, char *err, siz
     if (!(hp->rope_theta > 0.0f) || !isfinite(hp->rope_theta))
         return elmi_errorf(err, err_size, ELM_ERR_FORMAT, "rope.freq_base %g is invalid",
                            hp->rope_theta);
+    ELM_TRY(load_layer_rules(&r, hp));
+    ELM_TRY(load_scales(&r, hp));
     return load_rope_scaling(&r, hp);
 }

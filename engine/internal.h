@@ -32,7 +32,22 @@ typedef struct elm_device_choice {
     char id[32];     /* "cpu", "vulkan:N" */
 } elm_device_choice;
 
-typedef enum elm_arch { ELM_ARCH_LLAMA, ELM_ARCH_QWEN2 } elm_arch;
+typedef enum elm_arch {
+    ELM_ARCH_LLAMA,
+    ELM_ARCH_QWEN2,
+    ELM_ARCH_QWEN3,
+    ELM_ARCH_GEMMA3,
+    ELM_ARCH_PHI3,
+    ELM_ARCH_SMOLLM3,
+    ELM_ARCH_LFM2,
+} elm_arch;
+
+/* What one layer is, as the architecture and the file decide it. */
+typedef struct elm_layer_kind {
+    uint8_t attn; /* 1: attention; 0: a gated short-convolution layer (lfm2) */
+    uint8_t rope; /* 1: rotary positions; 0: none (smollm3, every fourth layer) */
+    uint8_t swa;  /* 1: sliding-window attention over n_swa keys (gemma3) */
+} elm_layer_kind;
 
 typedef struct elm_hparams {
     elm_arch arch;
@@ -56,13 +71,30 @@ typedef struct elm_hparams {
     float yarn_beta_fast;
     float yarn_beta_slow;
     bool has_bias_qkv;
+    bool qk_norm;          /* per-head RMS norm of Q and K before RoPE */
+    bool post_norms;       /* RMS norms of the attention and FFN outputs (gemma3) */
+    bool fused_qkv;        /* one attn_qkv tensor, Q rows then K then V (phi3) */
+    bool fused_gate_up;    /* ffn_up holds 2 n_ff rows, gate first (phi3) */
+    int ffn_act;           /* BE_GLU_SILU or BE_GLU_GELU_TANH */
+    float embd_scale;      /* the embeddings are multiplied by it (1: none) */
+    float attn_scale;      /* of q.k (1/sqrt(head_dim) unless the architecture says) */
+    float attn_softcap;    /* 0: none */
+    float final_softcap;   /* 0: none */
+    uint32_t n_swa;        /* keys a sliding-window layer sees, 0: none */
+    float rope_theta_swa;  /* RoPE base of the sliding-window layers */
+    uint32_t conv_L;       /* short-convolution taps (lfm2), 0: none */
+    uint32_t n_attn_layers;
+    elm_layer_kind layer[ELM_MAX_LAYERS];
 } elm_hparams;
+
+/* "llama, qwen2, ...": the architectures edgelm runs, for messages. */
+const char *elmi_supported_archs(void);
 
 /* Reads and checks the hyperparameters of `arch_name` from the metadata. */
 elm_status elmi_hparams_load(const gguf_file *f, elm_hparams *hp, char *err, size_t err_size);
 
 typedef struct elm_layer {
-    be_tensor attn_norm; /* (n_embd) F32 */
+    be_tensor attn_norm; /* (n_embd) F32; lfm2: the operator norm of either kind of layer */
     be_tensor wq;        /* (n_embd, n_head * head_dim) */
     be_tensor wk;        /* (n_embd, n_head_kv * head_dim) */
     be_tensor wv;        /* (n_embd, n_head_kv * head_dim) */
@@ -74,6 +106,13 @@ typedef struct elm_layer {
     be_tensor w_gate;    /* (n_embd, n_ff) */
     be_tensor w_up;      /* (n_embd, n_ff) */
     be_tensor w_down;    /* (n_ff, n_embd) */
+    be_tensor q_norm;    /* (head_dim) F32, qk_norm only */
+    be_tensor k_norm;    /* (head_dim) F32, qk_norm only */
+    be_tensor post_attn_norm; /* (n_embd) F32, post_norms only */
+    be_tensor post_ffn_norm;  /* (n_embd) F32, post_norms only */
+    be_tensor conv_in;   /* (n_embd, 3 n_embd): b, c, x; convolution layers only */
+    be_tensor conv_w;    /* (conv_L, n_embd) F32 */
+    be_tensor conv_out;  /* (n_embd, n_embd) */
 } elm_layer;
 
 typedef struct elm_weights {
@@ -82,6 +121,9 @@ typedef struct elm_weights {
     be_tensor output;      /* (n_embd, n_vocab); a copy of tok_embd's descriptor when tied */
     be_tensor rope_freqs;  /* (n_rot / 2) F32, optional */
     bool has_rope_freqs;
+    be_tensor rope_long;   /* (n_rot / 2) F32, LongRoPE factors beyond n_ctx_orig (phi3), optional */
+    be_tensor rope_short;  /* (n_rot / 2) F32, LongRoPE factors within n_ctx_orig */
+    bool has_longrope;
     bool tied;
     elm_layer *layers;     /* n_layer entries, owned */
 } elm_weights;
@@ -142,6 +184,8 @@ typedef struct elm_graph_bufs {
     be_tensor v;        /* (head_dim * n_head_kv, n_batch) */
     be_tensor att;      /* (head_dim * n_head, n_batch) */
     be_tensor proj;     /* (n_embd, n_batch) attention / ffn output */
+    be_tensor bcx;      /* (3 n_embd, n_batch) short-convolution input; (1, 1) without */
+    be_tensor conv;     /* (n_embd, n_batch) short-convolution output */
     be_tensor gate;     /* (n_ff, n_batch) */
     be_tensor up;       /* (n_ff, n_batch) */
     be_tensor x_out;    /* (n_embd, n_out): the rows of x whose logits are wanted */
@@ -157,7 +201,14 @@ struct elm_context {
     be_backend *be;            /* owned */
     be_buffer *kv_buf;         /* owned */
     be_tensor *k_cache;        /* (head_dim * n_head_kv, n_ctx) per layer, owned array */
-    be_tensor *v_cache;        /* (head_dim * n_head_kv, n_ctx) per layer, owned array */
+    be_tensor *v_cache;        /* (head_dim * n_head_kv, n_ctx) per layer, owned array; a
+                                  sliding-window layer's holds kv_rows_swa rows as a ring,
+                                  a convolution layer has none */
+    be_tensor *conv_state;     /* (n_embd, conv_rows) F32 ring per convolution layer, owned array */
+    uint32_t kv_rows_swa;      /* rows of a sliding-window layer's cache (n_ctx: no ring) */
+    uint32_t conv_rows;        /* rows of a convolution state ring */
+    uint32_t ring_lo;          /* the lowest position every ring still holds */
+    const be_tensor *rope_factors; /* the frequency factors this context's RoPE uses, or NULL */
     elm_graph_bufs g;
     be_node *nodes;            /* graph node storage, owned */
     int nodes_cap;

@@ -368,12 +368,12 @@ ELM_API uint32_t elm_context_n_past(const elm_context *ctx);
  * the next decode continues at position n and computes exactly as if the
  * context had only ever seen those n tokens. This covers the KV cache and
  * every other per-context state (the convolution state of lfm2, the ring
- * caches of sliding-window layers). Where such a ring no longer holds what
- * position n needs (a rollback deeper than n_batch tokens on those
- * architectures), the context re-evaluates its first n tokens, which it
- * remembers; the call then costs a prompt evaluation of n tokens.
- * The logits of the last decode are no longer available afterwards.
- * Errors: ELM_ERR_INVALID_ARG (n > n_past), and those of elm_decode.
+ * caches of sliding-window layers). The call itself is O(1). Where such a
+ * ring no longer holds what position n needs (a rollback deeper than about
+ * n_batch tokens on those architectures), the next decode first
+ * re-evaluates the n tokens the context remembers, at the cost of a prompt
+ * evaluation. The logits of the last decode are no longer available.
+ * Errors: ELM_ERR_INVALID_ARG (n > n_past), ELM_ERR_DEVICE (a broken context).
  */
 ELM_API elm_status elm_context_truncate(elm_context *ctx, uint32_t n);
 

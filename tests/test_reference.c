@@ -695,6 +695,11 @@ static const model_case STORIES_F16 = {"stories260K-f16", true};
 static const model_case SPM_Q8 = {"synth-spm-a-Q8_0", true};
 static const model_case SPM_Q4 = {"synth-spm-a-Q4_0", true};
 static const model_case BPE_Q8 = {"synth-bpe-q-Q8_0", true};
+static const model_case QWEN3 = {"synth-qwen3-Q8_0", true};
+static const model_case GEMMA3 = {"synth-gemma3-Q8_0", true};
+static const model_case PHI3 = {"synth-phi3-Q4_0", true};
+static const model_case SMOLLM3 = {"synth-smollm3-Q8_0", true};
+static const model_case LFM2 = {"synth-lfm2-Q8_0", true};
 
 #define MODEL_TESTS(id, mc)                                          \
     Test(rule1_exact, id) { check_rule1(&(mc)); }                    \
@@ -708,6 +713,11 @@ MODEL_TESTS(stories260K_f16, STORIES_F16)
 MODEL_TESTS(synth_spm_a_Q8_0, SPM_Q8)
 MODEL_TESTS(synth_spm_a_Q4_0, SPM_Q4)
 MODEL_TESTS(synth_bpe_q_Q8_0, BPE_Q8)
+MODEL_TESTS(synth_qwen3_Q8_0, QWEN3)
+MODEL_TESTS(synth_gemma3_Q8_0, GEMMA3)
+MODEL_TESTS(synth_phi3_Q4_0, PHI3)
+MODEL_TESTS(synth_smollm3_Q8_0, SMOLLM3)
+MODEL_TESTS(synth_lfm2_Q8_0, LFM2)
 
 /* ============================================================ rule 4: text */
 
