@@ -41,7 +41,7 @@ static elm_status resolve_params(const elm_model *m, elm_context_params *p, char
 static size_t layout_scratch(elm_context *ctx, bool assign, char *base) {
     const elm_hparams *hp = &ctx->model->hp;
     elm_graph_bufs *g = &ctx->g;
-    const int64_t B = ctx->params.n_batch;
+    const int64_t B = ctx->step;
     const int64_t n_kv = (int64_t)hp->head_dim * hp->n_head_kv;
     struct {
         be_tensor *t;
@@ -93,12 +93,19 @@ static size_t layout_scratch(elm_context *ctx, bool assign, char *base) {
 }
 
 /* Rows of each layer's per-context state. A sliding-window layer keeps
- * only the keys its queries can see: window + n_batch - 1 rows as a ring
- * (a batch of n_batch queries reaches back window - 1 keys before it). A
- * convolution layer keeps the last conv_L - 1 bx rows before a batch. */
+ * only the keys its queries can see: window + step - 1 rows as a ring (a
+ * pass of `step` queries reaches back window - 1 keys before it), so the
+ * pass is kept to a quarter of the window (at least 64 tokens) for the
+ * ring to stay near the window. A convolution layer keeps the last
+ * conv_L - 1 bx rows before a pass. */
 static void plan_rows(elm_context *ctx) {
     const elm_hparams *hp = &ctx->model->hp;
-    const uint64_t n_ctx = ctx->params.n_ctx, B = ctx->params.n_batch;
+    ctx->step = ctx->params.n_batch;
+    bool has_swa = false;
+    for (uint32_t il = 0; il < hp->n_layer; il++) has_swa = has_swa || hp->layer[il].swa;
+    uint32_t cap = hp->n_swa / 4 > 64 ? hp->n_swa / 4 : 64;
+    if (has_swa && ctx->step > cap) ctx->step = cap;
+    const uint64_t n_ctx = ctx->params.n_ctx, B = ctx->step;
     uint64_t swa = (uint64_t)hp->n_swa + B - 1;
     ctx->kv_rows_swa = (uint32_t)(hp->n_swa && swa < n_ctx ? swa : n_ctx);
     ctx->conv_rows = hp->conv_L ? (uint32_t)(B + hp->conv_L - 1) : 0;
@@ -176,7 +183,7 @@ static elm_status alloc_kv(elm_context *ctx, char *err, size_t err_size) {
 static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
     const elm_hparams *hp = &ctx->model->hp;
     const be_iface *bi = ctx->be->iface;
-    uint32_t B = ctx->params.n_batch;
+    uint32_t B = ctx->step;
     ctx->g.n_logits = ctx->params.logits_all ? B : 1;
     size_t size = layout_scratch(ctx, false, NULL);
     elm_status st = bi->buffer_alloc(ctx->be, size, NULL, &ctx->g.buf);
@@ -186,7 +193,8 @@ static elm_status alloc_scratch(elm_context *ctx, char *err, size_t err_size) {
     ctx->scratch_bytes = size;
     ctx->nodes_cap = 24 * (int)hp->n_layer + 16;
     ctx->nodes = elmi_calloc((size_t)ctx->nodes_cap, sizeof *ctx->nodes);
-    ctx->logits = elmi_malloc((size_t)hp->n_vocab * ctx->g.n_logits * sizeof(float));
+    size_t host_rows = ctx->params.logits_all ? ctx->params.n_batch : 1;
+    ctx->logits = elmi_malloc((size_t)hp->n_vocab * host_rows * sizeof(float));
     ctx->ids_host = elmi_malloc(B * sizeof(int32_t));
     ctx->pos_host = elmi_malloc(B * sizeof(int32_t));
     ctx->tokens = elmi_malloc((size_t)ctx->params.n_ctx * sizeof *ctx->tokens);
@@ -365,17 +373,19 @@ elm_status elm_context_truncate(elm_context *ctx, uint32_t n) {
     return ELM_OK;
 }
 
-static elm_status check_logits(elm_context *ctx, uint32_t rows) {
+static elm_status check_logits(elm_context *ctx, uint32_t row0, uint32_t rows) {
     const uint32_t n_vocab = ctx->model->hp.n_vocab;
-    for (size_t i = 0; i < (size_t)rows * n_vocab; i++)
+    for (size_t i = (size_t)row0 * n_vocab; i < (size_t)(row0 + rows) * n_vocab; i++)
         if (!isfinite(ctx->logits[i]))
             return elmi_ctx_error(ctx, ELM_ERR_NUMERIC, "logit %zu of token %zu is not finite",
                              i % n_vocab, i / n_vocab);
     return ELM_OK;
 }
 
+/* One forward pass of n <= step tokens; with ELM_OUT_ALL their logits go
+ * to rows [row0, row0 + n) of ctx->logits. */
 static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32_t n,
-                               elm_output output) {
+                               elm_output output, uint32_t row0) {
     const be_iface *bi = ctx->be->iface;
     for (uint32_t i = 0; i < n; i++) {
         ctx->ids_host[i] = tokens[i];
@@ -395,8 +405,8 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
     if (output == ELM_OUT_SUMMARY)
         st = bi->tensor_get(ctx->be, &ctx->g.summary, ctx->summary, 0, sizeof ctx->summary);
     else
-        st = bi->tensor_get(ctx->be, &ctx->g.logits, ctx->logits, 0,
-                            (size_t)rows * ctx->model->hp.n_vocab * sizeof(float));
+        st = bi->tensor_get(ctx->be, &ctx->g.logits, ctx->logits + (size_t)row0 * ctx->model->hp.n_vocab,
+                            0, (size_t)rows * ctx->model->hp.n_vocab * sizeof(float));
     if (st != ELM_OK) goto fail;
     uint64_t n_validation = elmi_device_validation_errors(ctx->be);
     if (n_validation > 0)
@@ -413,8 +423,8 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
         ctx->summary_valid = true;
         return ELM_OK;
     }
-    ctx->n_logits_valid = rows;
-    return check_logits(ctx, rows);
+    ctx->n_logits_valid = row0 + rows;
+    return check_logits(ctx, row0, rows);
 fail:
     if (st == ELM_ERR_DEVICE) ctx->broken = true;
     return elmi_ctx_error(ctx, st, "forward pass failed on %s: %s", ctx->device_id,
@@ -452,9 +462,10 @@ static elm_status decode_batches(elm_context *ctx, const elm_token *tokens, size
                                  elm_output output) {
     const uint32_t n_past0 = ctx->n_past;
     for (size_t done = 0; done < n;) {
-        uint32_t chunk = (uint32_t)(n - done < ctx->params.n_batch ? n - done : ctx->params.n_batch);
+        uint32_t chunk = (uint32_t)(n - done < ctx->step ? n - done : ctx->step);
         note_ring_writes(ctx, ctx->n_past + chunk);
-        elm_status st = decode_batch(ctx, tokens + done, chunk, output);
+        elm_status st = decode_batch(ctx, tokens + done, chunk, output,
+                                     output == ELM_OUT_ALL ? (uint32_t)done : 0);
         if (st != ELM_OK) {
             /* The tokens of a failed call are forgotten, as if it never ran
              * (rings it overwrote are replayed by the next decode). */

@@ -205,6 +205,8 @@ struct elm_context {
                                   sliding-window layer's holds kv_rows_swa rows as a ring,
                                   a convolution layer has none */
     be_tensor *conv_state;     /* (n_embd, conv_rows) F32 ring per convolution layer, owned array */
+    uint32_t step;             /* tokens per forward pass: n_batch, or fewer where a
+                                  sliding window would make rings large */
     uint32_t kv_rows_swa;      /* rows of a sliding-window layer's cache (n_ctx: no ring) */
     uint32_t conv_rows;        /* rows of a convolution state ring */
     uint32_t ring_lo;          /* the lowest position every ring still holds */

@@ -369,8 +369,9 @@ ELM_API uint32_t elm_context_n_past(const elm_context *ctx);
  * context had only ever seen those n tokens. This covers the KV cache and
  * every other per-context state (the convolution state of lfm2, the ring
  * caches of sliding-window layers). The call itself is O(1). Where such a
- * ring no longer holds what position n needs (a rollback deeper than about
- * n_batch tokens on those architectures), the next decode first
+ * ring no longer holds what position n needs (a rollback deeper than one
+ * forward pass, n_batch tokens or fewer, on those architectures), the next
+ * decode first
  * re-evaluates the n tokens the context remembers, at the cost of a prompt
  * evaluation. The logits of the last decode are no longer available.
  * Errors: ELM_ERR_INVALID_ARG (n > n_past), ELM_ERR_DEVICE (a broken context).
