@@ -143,6 +143,7 @@ struct elm_model {
     elm_model_info info;    /* strings below or in the vocab */
     char *name;             /* owned */
     char *arch_name;        /* owned */
+    char features[256];     /* elm_model_info.features */
     elm_tensor_entry *tensors; /* owned, info.n_tensors entries */
     double load_ms;
     elm_device_choice device;

@@ -1,3 +1,4 @@
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,63 @@ static elm_status index_tensors(elm_model *m, char *err, size_t err_size) {
     return ELM_OK;
 }
 
+static void add_feature(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void add_feature(char *buf, size_t cap, const char *fmt, ...) {
+    size_t n = strlen(buf);
+    if (n && n + 2 < cap) n += (size_t)snprintf(buf + n, cap - n, "; ");
+    if (n + 1 >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + n, cap - n, fmt, ap);
+    va_end(ap);
+}
+
+/* The layers (up to 8 listed) whose kind field is `value`. */
+static void layer_list(const elm_hparams *hp, int field, int value, char *buf, size_t cap) {
+    size_t n = 0, count = 0;
+    buf[0] = 0;
+    for (uint32_t il = 0; il < hp->n_layer && n + 16 < cap; il++) {
+        const elm_layer_kind *k = &hp->layer[il];
+        int v = field == 0 ? k->attn : field == 1 ? k->rope : k->swa;
+        if (v != value) continue;
+        if (++count <= 8) n += (size_t)snprintf(buf + n, cap - n, "%s%u", count > 1 ? ", " : "", il);
+        else if (count == 9) n += (size_t)snprintf(buf + n, cap - n, ", ...");
+    }
+}
+
+static void describe(elm_model *m) {
+    const elm_hparams *hp = &m->hp;
+    char *f = m->features, list[96];
+    const size_t cap = sizeof m->features;
+    uint32_t n_swa = 0, n_norope = 0;
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        n_swa += hp->layer[il].swa;
+        n_norope += !hp->layer[il].rope;
+    }
+    f[0] = 0;
+    if (hp->n_attn_layers < hp->n_layer) {
+        layer_list(hp, 0, 1, list, sizeof list);
+        add_feature(f, cap, "attention on layers %s, gated short convolution (%u taps) on the other %u",
+                    list, hp->conv_L, hp->n_layer - hp->n_attn_layers);
+    }
+    if (n_swa)
+        add_feature(f, cap, "sliding window %u on %u of %u layers (RoPE base %g)", hp->n_swa, n_swa,
+                    hp->n_layer, hp->rope_theta_swa);
+    if (n_norope) {
+        layer_list(hp, 1, 0, list, sizeof list);
+        add_feature(f, cap, "no RoPE on layers %s", list);
+    }
+    if (hp->qk_norm) add_feature(f, cap, "Q/K norms");
+    if (hp->post_norms) add_feature(f, cap, "post-attention and post-FFN norms");
+    if (hp->fused_qkv) add_feature(f, cap, "fused qkv and gate/up");
+    if (m->w.has_longrope) add_feature(f, cap, "LongRoPE factors");
+    if (hp->ffn_act == BE_GLU_GELU_TANH) add_feature(f, cap, "GELU(tanh)-gated FFN");
+    if (hp->embd_scale != 1.0f) add_feature(f, cap, "embeddings scaled by %g", hp->embd_scale);
+    if (hp->attn_softcap > 0) add_feature(f, cap, "attention softcap %g", hp->attn_softcap);
+    if (hp->final_softcap > 0) add_feature(f, cap, "final softcap %g", hp->final_softcap);
+}
+
 static void fill_info(elm_model *m) {
     elm_model_info *in = &m->info;
     const elm_hparams *hp = &m->hp;
@@ -59,6 +117,7 @@ static void fill_info(elm_model *m) {
     in->eos = elmi_vocab_eos(m->vocab);
     in->vocab_only = m->vocab_only;
     in->rope_scaling = "none";
+    in->features = m->features;
     if (m->vocab_only) return;
     in->n_ctx_train = hp->n_ctx_train;
     in->n_embd = hp->n_embd;
@@ -75,6 +134,7 @@ static void fill_info(elm_model *m) {
     in->has_rope_freqs = m->w.has_rope_freqs;
     in->rms_eps = hp->rms_eps;
     in->tied_embeddings = m->w.tied;
+    describe(m);
 }
 
 static elm_status load_strings(elm_model *m, char *err, size_t err_size) {

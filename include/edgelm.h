@@ -228,6 +228,10 @@ typedef struct elm_model_info {
     elm_token bos;               /* -1 when none */
     elm_token eos;               /* -1 when none */
     bool vocab_only;
+    /* What the architecture adds to the plain transformer block, in words
+     * ("sliding window 16 on 5 of 6 layers; Q/K norms; ..."), or "". Owned
+     * by the model. */
+    const char *features;
 } elm_model_info;
 
 ELM_API elm_status elm_model_get_info(const elm_model *model, elm_model_info *out);

@@ -41,6 +41,7 @@ static void print_hparams(const elm_model_info *in) {
            in->rope_scaling, in->rope_freq_scale, yes_no(in->has_rope_freqs));
     printf("%-14s %g\n", "rms eps", in->rms_eps);
     printf("%-14s %s\n", "output", in->tied_embeddings ? "tied to token_embd" : "output.weight");
+    if (in->features && *in->features) printf("%-14s %s\n", "features", in->features);
 }
 
 static void print_shape(const elm_tensor_info *t, char *out, size_t cap) {
