@@ -11,7 +11,7 @@
 #include "bench/bench_internal.h"
 
 static const char USAGE[] =
-    "usage: edgelm bench [--model FILE | --shape NAME --type T] [--device all|LIST]\n"
+    "usage: edgelm bench [--model FILE[,FILE...] | --shape NAME --type T] [--device all|LIST]\n"
     "                    [-p N_PROMPT] [-n N_GEN] [-r REPS] [-t THREADS] [-c CTX]\n"
     "                    [--budget SECONDS] [--json FILE] [--csv FILE] [--svg FILE]\n"
     "                    [--pin] [--no-store]\n"
@@ -19,7 +19,9 @@ static const char USAGE[] =
     "       edgelm bench --compare OLD.json NEW.json\n"
     "Measures load time, time to first token, prompt and generation tok/s and\n"
     "memory on every device (default: smollm-135m Q4_0 built in memory,\n"
-    "-p 64 -n 16 -r 2, 60 s per device), then recommends a device.\n";
+    "-p 64 -n 16 -r 2, 60 s per device), then recommends a device. Several\n"
+    "comma-separated models (up to 8) are measured in one run and one table, so\n"
+    "their figures compare (gen GB/s is decode speed per weight byte).\n";
 
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "edgelm bench: ");
@@ -213,28 +215,55 @@ static int write_outputs(const bench_opts *o, const bench_system *sys, const ben
     return rc;
 }
 
+#define BENCH_MAX_MODELS 8
+
+/* Splits --model A,B,... into paths (in place in buf). */
+static size_t split_models(const char *list, char *buf, size_t cap, const char **out) {
+    snprintf(buf, cap, "%s", list);
+    size_t n = 0;
+    for (char *p = buf; p && *p && n < BENCH_MAX_MODELS;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = 0;
+        if (*p) out[n++] = p;
+        p = comma ? comma + 1 : NULL;
+    }
+    return n;
+}
+
+/* Every model on every device: one table, then a recommendation per model. */
 static int run_e2e(const bench_opts *o, const bench_system *sys, const elm_device_info *devs,
                    size_t n) {
-    static bench_result res[BENCH_MAX_DEVICES];
+    static bench_result res[BENCH_MAX_MODELS * BENCH_MAX_DEVICES];
+    static char list[4096];
+    const char *paths[BENCH_MAX_MODELS] = {o->model_path};
+    size_t n_models = o->model_path ? split_models(o->model_path, list, sizeof list, paths) : 1;
+    if (n_models == 0) return usage_error("--model wants a file%s", "");
     bool show = isatty(STDERR_FILENO);
     size_t n_measured = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!strcmp(devs[i].backend, "none")) {
-            missing_device(o, &devs[i], &res[i]);
-            continue;
+    for (size_t k = 0; k < n_models; k++) {
+        bench_opts one = *o;
+        one.model_path = paths[k];
+        bench_result *r = res + k * n;
+        for (size_t i = 0; i < n; i++) {
+            if (!strcmp(devs[i].backend, "none")) {
+                missing_device(&one, &devs[i], &r[i]);
+                continue;
+            }
+            bench_measure_device(&one, &devs[i], &r[i], show);
+            n_measured += r[i].ok || r[i].budget_exhausted;
         }
-        bench_measure_device(o, &devs[i], &res[i], show);
-        n_measured += res[i].ok || res[i].budget_exhausted;
     }
-    bench_print_table(stdout, res, n);
-    bench_print_recommendation(stdout, res, n);
+    bench_print_table(stdout, res, n * n_models);
+    for (size_t k = 0; k < n_models; k++) {
+        bench_print_recommendation(stdout, res + k * n, n);
+        if (o->store) {
+            char key[256];
+            bench_model_key(res[k * n].model, key, sizeof key);
+            bench_store_results(key, res + k * n, n);
+        }
+    }
     fflush(stdout);
-    if (o->store) {
-        char key[256];
-        bench_model_key(res[0].model, key, sizeof key);
-        bench_store_results(key, res, n);
-    }
-    int rc = write_outputs(o, sys, res, n);
+    int rc = write_outputs(o, sys, res, n * n_models);
     return n_measured == 0 ? 1 : rc;
 }
 
