@@ -449,6 +449,33 @@ Test(bench, make_model_loads_runs_and_benches) {
     run_free(&r);
 }
 
+/* Several models in one run: a row per model, in the order given. */
+Test(bench, several_models_in_one_run) {
+    char a[512], b[512], list[1100], json[512];
+    tmp_path(a, sizeof a, "first.gguf");
+    tmp_path(b, sizeof b, "second.gguf");
+    tmp_path(json, sizeof json, "two.json");
+    const char *shapes[2] = {"smollm-135m", "qwen2-0.5b"}, *paths[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        run_out r = run_cli("make-model", "--shape", shapes[i], "--type", "Q8_0", "--vocab-size",
+                            "1000", "-o", paths[i], NULL);
+        cr_assert_eq(r.rc, 0, "make-model failed (%d): %s", r.rc, r.err);
+        run_free(&r);
+    }
+    snprintf(list, sizeof list, "%s,%s", a, b);
+    run_out r = run_cli("bench", "--model", list, "--device", "cpu", "-p", "4", "-n", "2", "-r",
+                        "1", "--no-store", "--json", json, NULL);
+    cr_assert_eq(r.rc, 0, "bench --model A,B failed (%d): %s", r.rc, r.err);
+    json_value *root = json_parse_file(json, NULL, 0);
+    const json_value *rows = json_get(root, "results");
+    cr_expect_str_eq(json_str(json_get(json_at(rows, 0), "model")), "first.gguf");
+    cr_expect_str_eq(json_str(json_get(json_at(rows, 1), "model")), "second.gguf");
+    cr_expect(json_num(json_get(json_at(rows, 1), "gen_tps"), 0) > 0);
+    cr_expect(strstr(r.out, "Recommendation for second.gguf") != NULL, "%s", r.out);
+    json_free(root);
+    run_free(&r);
+}
+
 /* ------------------------------------------------------------- ops */
 
 Test(bench, ops_json_schema) {
