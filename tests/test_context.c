@@ -169,3 +169,33 @@ Test(truncate, kv_cache_llama) { check_model("stories260K", false); }
 Test(truncate, kv_cache_qwen3) { check_model("synth-qwen3-Q8_0", false); }
 Test(truncate, sliding_window_rings_gemma3) { check_model("synth-gemma3-Q8_0", true); }
 Test(truncate, convolution_state_lfm2) { check_model("synth-lfm2-Q8_0", true); }
+
+/* Sliding-window layers hold about their window, not the context: for a
+ * 4096-token context the KV rows of gemma3 come to about
+ * 1/6 x 4096 + 5/6 x window per layer (issue 10), here within 10%. */
+Test(memory, sliding_window_layers_do_not_grow_with_the_context) {
+    elm_model *m = load("synth-gemma3-Q8_0");
+    if (!m) cr_skip_test("models/synth-gemma3-Q8_0.gguf not found");
+    elm_model_info info = ELM_INIT(elm_model_info);
+    cr_assert_eq(elm_model_get_info(m, &info), ELM_OK);
+    const double window = 16, n_ctx = 4096, layers = info.n_layer;
+    const double row_bytes = 2.0 /* K and V */ * info.head_dim * info.n_head_kv * 2 /* F16 */;
+    elm_context_params cp;
+    elm_context_default_params(&cp);
+    cp.n_ctx = (uint32_t)n_ctx;
+    elm_context *c = NULL;
+    char err[512];
+    cr_assert_eq(elm_context_new(m, &cp, &c, err, sizeof err), ELM_OK, "%s", err);
+    elm_memory_usage mu = ELM_INIT(elm_memory_usage);
+    cr_assert_eq(elm_context_memory(c, &mu), ELM_OK);
+    double rows_per_layer = (double)mu.kv_bytes / row_bytes / layers;
+    double ideal = n_ctx / 6 + 5 * window / 6;
+    fprintf(stderr, "test_context: gemma3, n_ctx 4096: %.0f KV rows per layer (ideal %.0f, "
+            "full %.0f), %llu bytes\n", rows_per_layer, ideal, n_ctx,
+            (unsigned long long)mu.kv_bytes);
+    cr_expect_geq(rows_per_layer, ideal * 0.999);
+    cr_expect_leq(rows_per_layer, ideal * 1.10, "%.0f rows per layer, ideal %.0f", rows_per_layer,
+                  ideal);
+    elm_context_free(c);
+    elm_model_free(m);
+}
