@@ -392,7 +392,9 @@ static void set_flags(elm_vocab *v, const vocab_arrays *a) {
     v->eot = a->eot;
     v->eom = a->eom;
     bool spm = v->kind == VOCAB_SPM;
-    v->add_bos = (a->add_bos < 0 ? spm : a->add_bos != 0) && v->bos >= 0;
+    /* Llama 3 and Tekken vocabularies add BOS unless the file says otherwise. */
+    bool bos_default = spm || elmi_pre_adds_bos(v->pre);
+    v->add_bos = (a->add_bos < 0 ? bos_default : a->add_bos != 0) && v->bos >= 0;
     v->add_eos = a->add_eos > 0 && v->eos >= 0;
     /* Only the SentencePiece tokenizer knows a space prefix. */
     v->add_space_prefix = spm && a->add_space_prefix != 0;
@@ -410,7 +412,7 @@ static elm_status vocab_build(elm_vocab *v, const vocab_arrays *a, char *err, si
     ELM_TRY(build_specials(v));
     ELM_TRY(build_eog(v));
     ELM_TRY(build_pieces(v));
-    if (v->kind == VOCAB_BPE) return elmi_bpe_init(v, err, es);
+    if (v->kind == VOCAB_BPE) return elmi_pre_init(v, err, es);
     return ELM_OK;
 }
 
@@ -435,7 +437,7 @@ elm_status elmi_vocab_new_from_arrays(const vocab_arrays *a, elm_vocab **out, ch
 
 void elmi_vocab_free(elm_vocab *v) {
     if (!v) return;
-    pcre2_code_free(v->re);
+    for (int i = 0; i < v->n_re; i++) pcre2_code_free(v->re[i]);
     elmi_free(v->tok);
     elmi_free(v->text);
     elmi_free(v->pieces);

@@ -3,9 +3,10 @@
  *
  *  - "llama": SentencePiece-style BPE over characters, merging the pair whose
  *    result has the highest score, with byte-token (<0xXX>) fallback.
- *  - "gpt2": byte-level BPE: a PCRE2 pre-tokenizer chosen by
- *    tokenizer.ggml.pre ("default"/"gpt-2", "llama-bpe", "qwen2"; missing or
- *    "" means "default"; any other name is refused), the GPT-2 byte-to-Unicode
+ *  - "gpt2": byte-level BPE: a pre-tokenizer (one or several PCRE2 regexes)
+ *    chosen by tokenizer.ggml.pre (the names and what they map to:
+ *    tokenizer_pre.c and docs/tokenizers.md; missing or "" means "default",
+ *    GPT-2's regex; an unknown name is refused), the GPT-2 byte-to-Unicode
  *    mapping, then merges by rank.
  *
  * An elm_vocab is immutable once built and may be used from any number of
@@ -129,6 +130,20 @@ int32_t elmi_vocab_find(const elm_vocab *v, const char *text, size_t len);
  */
 elm_status elmi_vocab_tokenize(const elm_vocab *v, const char *text, size_t len, bool add_bos,
                           bool parse_special, int32_t *out, size_t cap, size_t *n_out);
+
+/*
+ * The words a byte-level BPE vocab's pre-tokenizer cuts text into (for
+ * tests and tools): ends[i] is the offset just past word i; the words cover
+ * the text. Writes at most cap ends; *n is the count, and when it exceeds cap
+ * the result is ELM_ERR_BUFFER_TOO_SMALL. ELM_ERR_INVALID_ARG for NULL
+ * arguments or a SentencePiece vocab.
+ */
+elm_status elmi_vocab_pre_split(const elm_vocab *v, const char *text, size_t len, size_t *ends,
+                                size_t cap, size_t *n);
+
+/* The regexes (PCRE2 syntax) a tokenizer.ggml.pre name applies, in order,
+ * NULL-terminated; NULL for a name that is not supported. */
+const char *const *elmi_pre_regexes(const char *pre);
 
 /*
  * Same contract as elm_token_to_piece: the token's bytes as they appear in

@@ -9,6 +9,8 @@
 
 #include "engine/tokenizer.h"
 
+#define ELMI_PRE_MAX_REGEXES 6 /* the longest sequence (deepseek-llm) */
+
 typedef struct vocab_token {
     size_t off, len;             /* text in v->text */
     size_t piece_off, piece_len; /* detokenized bytes in v->pieces */
@@ -49,7 +51,10 @@ struct elm_vocab {
     int32_t bos, eos, unk, pad, eot, eom;
     bool add_bos, add_eos, add_space_prefix, ignore_merges;
 
-    pcre2_code *re; /* BPE pre-tokenizer; compiled once, only read afterwards */
+    /* BPE pre-tokenizer (tokenizer_pre.c): n_re regexes applied in sequence;
+     * compiled once, only read afterwards. */
+    pcre2_code *re[ELMI_PRE_MAX_REGEXES];
+    int n_re;
 };
 
 /* Collects ids: writes while they fit in the caller's buffer, counts all. */
@@ -79,8 +84,22 @@ elm_status elmi_spm_tokenize(const elm_vocab *v, const char *text, size_t len, b
                         tok_sink *sink);
 elm_status elmi_bpe_tokenize(const elm_vocab *v, const char *text, size_t len, tok_sink *sink);
 
-/* tokenizer_bpe.c: selects and compiles the pre-tokenizer for v->pre. */
-elm_status elmi_bpe_init(elm_vocab *v, char *err, size_t err_size);
+/* tokenizer_pre.c: selects and compiles the pre-tokenizer for v->pre (and
+ * sets v->ignore_merges); ELM_ERR_UNSUPPORTED names an unknown pre. */
+elm_status elmi_pre_init(elm_vocab *v, char *err, size_t err_size);
+
+/* True when the pre-tokenizer's family adds BOS by default (llama3, tekken). */
+bool elmi_pre_adds_bos(const char *pre);
+
+/* Receives one word of the split text: s points into the text given to
+ * elmi_pre_split; n >= 1. */
+typedef void (*elmi_pre_word_fn)(void *ctx, const char *s, size_t n);
+
+/* Cuts text into words with v's pre-tokenizer and calls word for each, in
+ * order; the words cover the text exactly. Returns ELM_OK or
+ * ELM_ERR_NO_MEMORY (then the words given so far are not the whole text). */
+elm_status elmi_pre_split(const elm_vocab *v, const char *text, size_t len, elmi_pre_word_fn word,
+                          void *ctx);
 
 /* A candidate merge of two adjacent symbols. Both tokenizers merge the best
  * pair first, the leftmost among equals: SentencePiece by score, byte-level

@@ -367,6 +367,24 @@ Test(tokenizer_ref, spm_model_reference) {
 Test(tokenizer_ref, bpe_model_reference) {
     check_model_reference("synth-bpe-q-Q8_0", "synth-bpe-q-Q8_0");
 }
+/* The synthetic models of the newer architectures: their vocabularies are
+ * SentencePiece (gemma3, phi3: pre "default") or byte-level BPE (lfm2 and
+ * smollm3: pre "gpt-2", qwen3: pre "qwen2"). */
+Test(tokenizer_ref, gemma3_model_reference) {
+    check_model_reference("synth-gemma3-Q8_0", "synth-gemma3-Q8_0");
+}
+Test(tokenizer_ref, phi3_model_reference) {
+    check_model_reference("synth-phi3-Q4_0", "synth-phi3-Q4_0");
+}
+Test(tokenizer_ref, lfm2_model_reference) {
+    check_model_reference("synth-lfm2-Q8_0", "synth-lfm2-Q8_0");
+}
+Test(tokenizer_ref, qwen3_model_reference) {
+    check_model_reference("synth-qwen3-Q8_0", "synth-qwen3-Q8_0");
+}
+Test(tokenizer_ref, smollm3_model_reference) {
+    check_model_reference("synth-smollm3-Q8_0", "synth-smollm3-Q8_0");
+}
 
 /* ------------------------------------------------ in-memory vocabularies */
 
@@ -856,8 +874,64 @@ Test(tokenizer_gguf, refuses_bad_metadata) {
 
     w = gg_base("gpt2");
     elmi_gguf_set_arr_str(w, "tokenizer.ggml.merges", gg_tokens, 0);
-    elmi_gguf_set_str(w, "tokenizer.ggml.pre", "falcon");
-    expect_load_error(w, ELM_ERR_UNSUPPORTED, "'falcon'");
+    elmi_gguf_set_str(w, "tokenizer.ggml.pre", "no-such-pre");
+    expect_load_error(w, ELM_ERR_UNSUPPORTED, "'no-such-pre'");
+}
+
+/* Gemma's convention: a SentencePiece vocab ("llama") without the space
+ * prefix, with byte fallback, and tokenizer.ggml.pre "default" or absent. */
+static const char *const gemma_tokens[] = {
+    "<pad>", "<eos>", "<bos>", "<unk>", "<0xC3>", "<0xA9>", "<0x0A>", SP, "H", "i",
+    "Hi", SP "Hi", "<start_of_turn>", "\n\n",
+};
+#define GEMMA_N 14
+
+static elm_vocab *gemma_load(const char *pre) {
+    static const float scores[GEMMA_N] = {0, 0, 0, 0, 0, 0, 0, -5, -5, -5, -1, -2, 0, 0};
+    static const int32_t types[GEMMA_N] = {3, 3, 3, 2, 6, 6, 6, 1, 1, 1, 1, 1, 3, 4};
+    gguf_writer *w = elmi_gguf_writer_new();
+    cr_assert(w);
+    elmi_gguf_set_str(w, "tokenizer.ggml.model", "llama");
+    if (pre) elmi_gguf_set_str(w, "tokenizer.ggml.pre", pre);
+    elmi_gguf_set_arr_str(w, "tokenizer.ggml.tokens", gemma_tokens, GEMMA_N);
+    elmi_gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, GEMMA_N);
+    elmi_gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, GEMMA_N);
+    elmi_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 2);
+    elmi_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 1);
+    elmi_gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 3);
+    elmi_gguf_set_u32(w, "tokenizer.ggml.padding_token_id", 0);
+    elmi_gguf_set_bool(w, "tokenizer.ggml.add_space_prefix", false);
+    elmi_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", true);
+    elm_vocab *v;
+    char err[256];
+    cr_assert_eq(gg_load(w, &v, err, sizeof err), ELM_OK, "pre %s: %s", pre ? pre : "absent", err);
+    return v;
+}
+
+Test(tokenizer_gguf, gemma_spm_conventions) {
+    const char *const pres[] = {NULL, "default", "gemma"}; /* SPM ignores pre, as llama.cpp */
+    for (int i = 0; i < 3; i++) {
+        elm_vocab *v = gemma_load(pres[i]);
+        cr_expect_eq(elmi_vocab_get_kind(v), VOCAB_SPM);
+        cr_expect(!elmi_vocab_add_space_prefix(v));
+        cr_expect(elmi_vocab_add_bos(v));
+        /* No "▁" in front: "Hi" then "▁Hi". */
+        EXPECT_IDS(v, "Hi Hi", 10, 11);
+        /* Byte fallback: é is <0xC3><0xA9>, "\n" <0x0A>; "\n\n" is a user-defined token. */
+        EXPECT_IDS(v, "H\xc3\xa9\n", 8, 4, 5, 6);
+        EXPECT_IDS(v, "Hi\n\nHi", 10, 13, 10);
+        EXPECT_IDS(v, " Hi", 11);
+        size_t n, len;
+        int32_t *ids = tokenize(v, "<start_of_turn>Hi", 17, true, true, &n);
+        cr_expect(n == 3 && ids[0] == 2 && ids[1] == 12 && ids[2] == 10, "BOS, turn, Hi: %zu", n);
+        free(ids);
+        /* Nothing to strip when detokenizing: the text comes back as it was. */
+        const int32_t hi_hi[] = {11, 10, 4, 5};
+        char *text = detokenize(v, hi_hi, 4, &len);
+        cr_expect_str_eq(text, " HiHi\xc3\xa9");
+        free(text);
+        elmi_vocab_free(v);
+    }
 }
 
 Test(tokenizer_gguf, gpt2_defaults) {

@@ -4,7 +4,9 @@
  * Loads the vocabularies (ELM_FUZZ_VOCAB, default the SentencePiece
  * $ELM_SHARED_DIR/tokenizer/ggml-vocab-llama-spm.gguf and the byte-level BPE
  * ggml-vocab-gpt-2.gguf, where ELM_SHARED_DIR defaults to ../shared, relative
- * to the repository root; the first byte of an input picks one) and tokenizes
+ * to the repository root, plus the GPT-2 vocab again under each of the other
+ * pre-tokenizer families; the first byte of an input picks one: even bytes
+ * SentencePiece, odd ones a byte-level vocab) and tokenizes
  * and detokenizes each input with and without special tokens. Besides crashes it
  * checks that ids are in range, that BOS/EOS add exactly their ids, that the
  * too-small-buffer path reports the count needed, and that the raw pieces
@@ -21,9 +23,16 @@
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 
-#define MAX_VOCABS 2
+#define MAX_FILES 2
 
-static gguf_file *g_files[MAX_VOCABS];
+/* The byte-level pre-tokenizer families besides GPT-2's (tokenizer_pre.c). */
+static const char *const g_pre_names[] = {"llama-bpe", "qwen2",          "starcoder",
+                                          "falcon",    "deepseek-llm",   "deepseek-coder",
+                                          "tekken",    "gpt-4o"};
+#define N_PRE (sizeof g_pre_names / sizeof g_pre_names[0])
+#define MAX_VOCABS (MAX_FILES + N_PRE)
+
+static gguf_file *g_files[MAX_FILES];
 static elm_vocab *g_vocabs[MAX_VOCABS];
 static size_t g_n_vocabs;
 static const elm_vocab *g_vocab; /* the one this input uses */
@@ -39,21 +48,60 @@ static void load_one(const char *path) {
     g_n_vocabs++;
 }
 
-/* ELM_FUZZ_VOCAB, or both shared vocabularies: SentencePiece and byte-level BPE. */
+/* The byte-level vocab of file f (tokens, types, merges) once more for each
+ * of g_pre_names. */
+static void load_pre_variants(const gguf_file *f) {
+    const gguf_kv *tok = NULL, *merges = NULL, *types = NULL;
+    char err[256] = "";
+    size_t es = sizeof err;
+    if (elmi_gguf_get_arr(f, "tokenizer.ggml.tokens", true, GGUF_TYPE_STRING, &tok, err, es) ||
+        elmi_gguf_get_arr(f, "tokenizer.ggml.merges", true, GGUF_TYPE_STRING, &merges, err, es) ||
+        elmi_gguf_get_arr(f, "tokenizer.ggml.token_type", true, GGUF_TYPE_INT32, &types, err, es))
+        abort();
+    int32_t *type_copy = malloc(tok->arr_n * sizeof *type_copy); /* GGUF data is unaligned */
+    if (!type_copy || types->arr_n != tok->arr_n) abort();
+    memcpy(type_copy, types->arr_data, tok->arr_n * sizeof *type_copy);
+    vocab_arrays a = elmi_vocab_arrays_init();
+    a.model = "gpt2";
+    a.n_tokens = (uint32_t)tok->arr_n;
+    a.tokens = tok->arr_strs;
+    a.types = type_copy;
+    a.n_merges = (uint32_t)merges->arr_n;
+    a.merges = merges->arr_strs;
+    for (size_t i = 0; i < N_PRE; i++) {
+        a.pre = g_pre_names[i];
+        if (elmi_vocab_new_from_arrays(&a, &g_vocabs[g_n_vocabs++], err, sizeof err) != ELM_OK) {
+            fprintf(stderr, "fuzz_tokenizer: pre-tokenizer %s: %s\n", g_pre_names[i], err);
+            abort();
+        }
+    }
+    free(type_copy);
+}
+
+/* ELM_FUZZ_VOCAB, or both shared vocabularies: SentencePiece and byte-level
+ * BPE, and the latter under the other pre-tokenizers. */
 static void load_vocabs(void) {
     const char *path = getenv("ELM_FUZZ_VOCAB"), *shared = getenv("ELM_SHARED_DIR");
     if (path && *path) {
         load_one(path);
         return;
     }
-    static const char *const names[MAX_VOCABS] = {"ggml-vocab-llama-spm.gguf",
-                                                  "ggml-vocab-gpt-2.gguf"};
-    for (size_t i = 0; i < MAX_VOCABS; i++) {
+    static const char *const names[MAX_FILES] = {"ggml-vocab-llama-spm.gguf",
+                                                 "ggml-vocab-gpt-2.gguf"};
+    for (size_t i = 0; i < MAX_FILES; i++) {
         char buf[4096];
         snprintf(buf, sizeof buf, "%s/tokenizer/%s", shared && *shared ? shared : "../shared",
                  names[i]);
         load_one(buf);
     }
+    load_pre_variants(g_files[1]);
+}
+
+/* Even first bytes: the first vocab (SentencePiece by default), as before
+ * the pre-tokenizer variants came; odd ones: one of the byte-level vocabs. */
+static const elm_vocab *pick_vocab(const uint8_t *data, size_t size) {
+    if (!size || g_n_vocabs == 1 || data[0] % 2 == 0) return g_vocabs[0];
+    return g_vocabs[1 + (data[0] / 2) % (g_n_vocabs - 1)];
 }
 
 static char *concat_pieces(const int32_t *ids, size_t n, size_t *len) {
@@ -128,7 +176,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!g_n_vocabs) load_vocabs();
-    g_vocab = g_vocabs[size ? data[0] % g_n_vocabs : 0];
+    g_vocab = pick_vocab(data, size);
     bool bos = also_bos(data, size);
     run(data, size, false, bos);
     run(data, size, true, bos);
