@@ -1,4 +1,5 @@
-/* attention.c: causal grouped-query attention over an F32 or F16 KV cache.
+/* attention.c: causal grouped-query attention over an F32 or F16 KV cache,
+ * with an optional sliding window, ring cache and score softcap.
  *
  * A work item is one token and a run of query heads that share a KV head,
  * so those heads read each K and V tile while it is in cache. F16 rows are
@@ -7,6 +8,11 @@
  * tile, the scores' new max rescales what was accumulated so far, so the
  * scratch stays small whatever the context length. Items never depend on
  * how heads are grouped, so results are the same for any thread count.
+ *
+ * A query at position p reads key positions [lo, p] only (lo > 0 with a
+ * window, so the cost is bounded by the window), tile by tile from lo; in a
+ * ring cache a tile also ends where the rows wrap, so each tile is one run
+ * of consecutive rows (elmi_cpu_attn_run).
  */
 #include <math.h>
 
@@ -28,6 +34,8 @@
 
 typedef struct attn_shape {
     int64_t head_dim, n_head, n_head_kv, n_tok, pos;
+    int64_t window, n_rows; /* window 0: none; n_rows: of a ring cache, else 0 */
+    float softcap;
     int64_t group;    /* query heads per KV head */
     int64_t chunk;    /* query heads per work item */
     int64_t n_chunks; /* per KV head */
@@ -41,6 +49,9 @@ static attn_shape get_shape(const be_node *nd, int nth) {
         .n_tok = q->ne[2],
         .n_head_kv = nd->iparams[1],
         .pos = nd->iparams[0],
+        .window = nd->iparams[2],
+        .n_rows = nd->iparams[3] ? nd->src[1]->ne[1] : 0,
+        .softcap = nd->fparams[1],
     };
     s.group = s.n_head / s.n_head_kv;
     /* Split groups only when there are fewer (token, KV head) pairs than
@@ -88,6 +99,21 @@ static const void *cache_row(const be_tensor *c, int64_t j, int64_t kvh, int64_t
     return (const char *)cpu_row(c, j, 0, 0) + (size_t)(kvh * head_dim) * elem;
 }
 
+int64_t elmi_cpu_attn_lo(int64_t p, int64_t window) {
+    return window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+}
+
+int64_t elmi_cpu_attn_run(int64_t j0, int64_t end, int64_t tile, int64_t ring_rows,
+                          int64_t *row0) {
+    int64_t n = end - j0 < tile ? end - j0 : tile;
+    *row0 = j0;
+    if (ring_rows > 0) {
+        *row0 = j0 % ring_rows;
+        if (n > ring_rows - *row0) n = ring_rows - *row0;
+    }
+    return n;
+}
+
 void elmi_cpu_softmax_fold(float *score, int64_t n, float *m, float *l, float *acc, int64_t hd) {
     float tile_max = -INFINITY; /* exact: any order gives the same value */
     for (int64_t j = 0; j < n; j++) tile_max = score[j] > tile_max ? score[j] : tile_max;
@@ -100,11 +126,13 @@ void elmi_cpu_softmax_fold(float *score, int64_t n, float *m, float *l, float *a
     *l += elmi_cpu_vec_exp_sum_f32(score, score, *m, n);
 }
 
-/* Scores of one head against cache rows [j0, j0 + n) of K, folded into its
- * running softmax. */
-static void fold_scores(const be_tensor *K, int64_t kvh, int64_t j0, int64_t n, const float *q,
-                        int64_t head_dim, float *score, float *m, float *l, float *acc) {
-    elmi_cpu_vec_dot_rows(K->type, q, cache_row(K, j0, kvh, head_dim), K->nb[1], n, head_dim, score);
+/* Scores of one head against cache rows [r0, r0 + n) of K, softcapped when
+ * cap > 0, folded into its running softmax. */
+static void fold_scores(const be_tensor *K, int64_t kvh, int64_t r0, int64_t n, const float *q,
+                        int64_t head_dim, float cap, float *score, float *m, float *l,
+                        float *acc) {
+    elmi_cpu_vec_dot_rows(K->type, q, cache_row(K, r0, kvh, head_dim), K->nb[1], n, head_dim, score);
+    if (cap > 0.0f) elmi_cpu_vec_scale_softcap_f32(score, score, 1.0f, cap, n);
     elmi_cpu_softmax_fold(score, n, m, l, acc, head_dim);
 }
 
@@ -132,14 +160,14 @@ static void end_heads(const be_node *nd, const attn_shape *s, const attn_scratch
 static void attend(const be_node *nd, const attn_shape *s, attn_scratch *w, int64_t t, int64_t kvh,
                    int64_t h0, int64_t nh) {
     const be_tensor *K = nd->src[1], *V = nd->src[2];
-    int64_t hd = s->head_dim, n_kv = s->pos + t + 1;
+    int64_t hd = s->head_dim, end = s->pos + t + 1, r0;
     begin_heads(nd, s, w, t, h0, nh);
-    for (int64_t j0 = 0; j0 < n_kv; j0 += TILE) {
-        int64_t n = n_kv - j0 < TILE ? n_kv - j0 : TILE;
+    for (int64_t j0 = elmi_cpu_attn_lo(end - 1, s->window), n; j0 < end; j0 += n) {
+        n = elmi_cpu_attn_run(j0, end, TILE, s->n_rows, &r0);
         for (int64_t c = 0; c < nh; c++)
-            fold_scores(K, kvh, j0, n, w->q + c * hd, hd, w->score + c * TILE, &w->m[c], &w->l[c],
-                        w->acc + c * hd);
-        const void *v = cache_row(V, j0, kvh, hd);
+            fold_scores(K, kvh, r0, n, w->q + c * hd, hd, s->softcap, w->score + c * TILE,
+                        &w->m[c], &w->l[c], w->acc + c * hd);
+        const void *v = cache_row(V, r0, kvh, hd);
         for (int64_t c = 0; c < nh; c++)
             elmi_cpu_vec_mad_rows(V->type, w->acc + c * hd, v, V->nb[1], w->score + c * TILE, n, hd);
     }
@@ -226,26 +254,30 @@ ATT_TGT ATT_INLINE void simd_values(const char *V, size_t stride, bool f16, int6
     }
 }
 
-/* One tile for nh heads: scores, the online softmax update, the values. */
+/* One tile for nh heads: scores (softcapped when cap > 0), the online
+ * softmax update, the values. */
 ATT_TGT ATT_INLINE void simd_tile(const char *K, size_t ks, const char *V, size_t vs, bool f16,
-                                  int64_t hd, const float *q, int nh, int64_t n, float *score,
-                                  float *m, float *l, float *acc) {
+                                  int64_t hd, const float *q, int nh, int64_t n, float cap,
+                                  float *score, float *m, float *l, float *acc) {
     simd_scores(K, ks, f16, hd, q, nh, n, score);
-    for (int c = 0; c < nh; c++)
-        elmi_cpu_softmax_fold(score + c * TILE, n, &m[c], &l[c], acc + c * hd, hd);
+    for (int c = 0; c < nh; c++) {
+        float *sc = score + c * TILE;
+        if (cap > 0.0f) elmi_cpu_vec_scale_softcap_f32(sc, sc, 1.0f, cap, n);
+        elmi_cpu_softmax_fold(sc, n, &m[c], &l[c], acc + c * hd, hd);
+    }
     simd_values(V, vs, f16, hd, nh, n, score, acc);
 }
 
 ATT_TGT static void simd_tile_64(const char *K, size_t ks, const char *V, size_t vs, bool f16,
-                                 const float *q, int nh, int64_t n, float *score, float *m,
-                                 float *l, float *acc) {
-    simd_tile(K, ks, V, vs, f16, 64, q, nh, n, score, m, l, acc);
+                                 const float *q, int nh, int64_t n, float cap, float *score,
+                                 float *m, float *l, float *acc) {
+    simd_tile(K, ks, V, vs, f16, 64, q, nh, n, cap, score, m, l, acc);
 }
 
 ATT_TGT static void simd_tile_any(const char *K, size_t ks, const char *V, size_t vs, bool f16,
-                                  int64_t hd, const float *q, int nh, int64_t n, float *score,
-                                  float *m, float *l, float *acc) {
-    simd_tile(K, ks, V, vs, f16, hd, q, nh, n, score, m, l, acc);
+                                  int64_t hd, const float *q, int nh, int64_t n, float cap,
+                                  float *score, float *m, float *l, float *acc) {
+    simd_tile(K, ks, V, vs, f16, hd, q, nh, n, cap, score, m, l, acc);
 }
 #endif
 
@@ -266,23 +298,23 @@ static bool use_simd(const be_node *nd, int64_t head_dim) {
 static void attend_simd(const be_node *nd, const attn_shape *s, attn_scratch *w, int64_t t,
                         int64_t kvh, int64_t h0, int64_t nh) {
     const be_tensor *K = nd->src[1], *V = nd->src[2];
-    int64_t hd = s->head_dim, n_kv = s->pos + t + 1;
+    int64_t hd = s->head_dim, end = s->pos + t + 1, lo = elmi_cpu_attn_lo(end - 1, s->window), r0;
     bool f16 = K->type == QT_F16;
     size_t elem = f16 ? 2 : 4;
     begin_heads(nd, s, w, t, h0, nh);
     for (int64_t c0 = 0; c0 < nh; c0 += SIMD_HEADS) {
         int hb = nh - c0 < SIMD_HEADS ? (int)(nh - c0) : SIMD_HEADS;
         float *q = w->q + c0 * hd, *acc = w->acc + c0 * hd;
-        for (int64_t j0 = 0; j0 < n_kv; j0 += TILE) {
-            int64_t n = n_kv - j0 < TILE ? n_kv - j0 : TILE;
-            const char *k = (const char *)cpu_row(K, j0, 0, 0) + (size_t)(kvh * hd) * elem;
-            const char *v = (const char *)cpu_row(V, j0, 0, 0) + (size_t)(kvh * hd) * elem;
+        for (int64_t j0 = lo, n; j0 < end; j0 += n) {
+            n = elmi_cpu_attn_run(j0, end, TILE, s->n_rows, &r0);
+            const char *k = (const char *)cpu_row(K, r0, 0, 0) + (size_t)(kvh * hd) * elem;
+            const char *v = (const char *)cpu_row(V, r0, 0, 0) + (size_t)(kvh * hd) * elem;
             if (hd == 64)
-                simd_tile_64(k, K->nb[1], v, V->nb[1], f16, q, hb, n, w->score, w->m + c0,
-                             w->l + c0, acc);
+                simd_tile_64(k, K->nb[1], v, V->nb[1], f16, q, hb, n, s->softcap, w->score,
+                             w->m + c0, w->l + c0, acc);
             else
-                simd_tile_any(k, K->nb[1], v, V->nb[1], f16, hd, q, hb, n, w->score, w->m + c0,
-                              w->l + c0, acc);
+                simd_tile_any(k, K->nb[1], v, V->nb[1], f16, hd, q, hb, n, s->softcap, w->score,
+                              w->m + c0, w->l + c0, acc);
         }
     }
     end_heads(nd, s, w, t, h0, nh);
@@ -314,17 +346,45 @@ void elmi_cpu_attention(const be_node *nd, void *work, int ith, int nth) {
 }
 
 static elm_status check_cache(const cpu_check *c, const be_tensor *t, const char *role,
-                              int64_t n_embd_kv, int64_t n_end) {
+                              int64_t n_embd_kv, int64_t n_end, bool ring) {
     ELM_TRY(elmi_cpu_check_cache(c, t, role));
     if (t->ne[0] != n_embd_kv)
         return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
                               "shape (%lld, %lld, %lld, %lld), expected rows of %lld",
                               (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
                               (long long)t->ne[3], (long long)n_embd_kv);
+    if (n_end > t->ne[1] && ring)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
+                                   "a ring of %lld rows is smaller than window + T - 1 = %lld",
+                                   (long long)t->ne[1], (long long)n_end);
     if (n_end > t->ne[1])
         return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, t, role,
                               "attends rows up to %lld of a cache of %lld", (long long)n_end,
                               (long long)t->ne[1]);
+    return ELM_OK;
+}
+
+static elm_status check_params(const cpu_check *c) {
+    const be_node *nd = c->node;
+    int64_t pos = nd->iparams[0], window = nd->iparams[2], ring = nd->iparams[3];
+    if (pos < 0)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[0]", "pos %lld",
+                              (long long)pos);
+    if (window < 0)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[2]", "window %lld",
+                                   (long long)window);
+    if (ring != 0 && ring != 1)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[3]", "ring %lld (0 or 1)",
+                                   (long long)ring);
+    if (ring && window == 0)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[3]",
+                                   "a ring cache needs a window (iparams[2])");
+    if (!isfinite(nd->fparams[0]))
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams[0]", "scale %g",
+                              nd->fparams[0]);
+    float cap = nd->fparams[1];
+    if (!isfinite(cap) || cap < 0.0f)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams[1]", "softcap %g", cap);
     return ELM_OK;
 }
 
@@ -333,18 +393,21 @@ elm_status elmi_cpu_attention_check(const cpu_check *c) {
     const be_tensor *q = nd->src[0];
     ELM_TRY(elmi_cpu_check_tensor(c, q, "src0", QT_F32));
     if (q->ne[3] != 1) return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, q, "src0", "must be 3-D");
-    int64_t n_head = q->ne[1], n_kv = nd->iparams[1], pos = nd->iparams[0];
+    int64_t n_head = q->ne[1], n_kv = nd->iparams[1], T = q->ne[2];
     if (n_kv < 1 || n_head % n_kv != 0)
         return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[1]",
                               "n_head_kv %lld does not divide n_head %lld", (long long)n_kv,
                               (long long)n_head);
-    if (pos < 0)
-        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[0]", "pos %lld",
-                              (long long)pos);
-    if (!isfinite(nd->fparams[0]))
-        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams[0]", "scale %g",
-                              nd->fparams[0]);
-    ELM_TRY(check_cache(c, nd->src[1], "src1", q->ne[0] * n_kv, pos + q->ne[2]));
-    ELM_TRY(check_cache(c, nd->src[2], "src2", q->ne[0] * n_kv, pos + q->ne[2]));
+    ELM_TRY(check_params(c));
+    /* Rows the batch needs: positions up to pos + T, or, in a ring, the
+     * window + T - 1 newest positions at once. */
+    bool ring = nd->iparams[3] == 1;
+    int64_t need = ring ? (int64_t)nd->iparams[2] + T - 1 : (int64_t)nd->iparams[0] + T;
+    ELM_TRY(check_cache(c, nd->src[1], "src1", q->ne[0] * n_kv, need, ring));
+    ELM_TRY(check_cache(c, nd->src[2], "src2", q->ne[0] * n_kv, need, ring));
+    if (ring && nd->src[1]->ne[1] != nd->src[2]->ne[1])
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, nd->src[2], "src2",
+                                   "%lld rows, the K cache has %lld", (long long)nd->src[2]->ne[1],
+                                   (long long)nd->src[1]->ne[1]);
     return elmi_cpu_check_f32(c, nd->dst, "dst", q->ne[0] * n_head, q->ne[2], 1, 1);
 }

@@ -20,6 +20,15 @@
  * Each query's arithmetic is fixed (dimensions, then rows, in order) and
  * does not depend on the other queries of its item, so results do not
  * depend on the blocking or the thread count.
+ *
+ * Sliding window and ring cache: an item walks the key positions from the
+ * first one its first token reads to the last one its last token reads,
+ * in tiles that also end where a ring's rows wrap (elmi_cpu_attn_run); a
+ * query takes, of each tile, the part within its own [lo, p]. Positions
+ * that some query of the item reads are all still in the ring (window +
+ * T - 1 <= n_rows), so a tile never holds a row overwritten by a later
+ * token; the scores of the positions before a query's lo are computed with
+ * the rest of their group of 8 and dropped.
  */
 #include <math.h>
 
@@ -42,6 +51,8 @@
 
 typedef struct atb_shape {
     int64_t hd, n_head, n_head_kv, group, n_tok, pos;
+    int64_t window, n_rows; /* window 0: none; n_rows: of a ring cache, else 0 */
+    float softcap;
     int64_t block;    /* tokens per work item */
     int64_t n_blocks; /* per KV head */
 } atb_shape;
@@ -52,7 +63,10 @@ static atb_shape atb_get_shape(const be_node *nd) {
                    .n_head = q->ne[1],
                    .n_tok = q->ne[2],
                    .n_head_kv = nd->iparams[1],
-                   .pos = nd->iparams[0]};
+                   .pos = nd->iparams[0],
+                   .window = nd->iparams[2],
+                   .n_rows = nd->iparams[3] ? nd->src[1]->ne[1] : 0,
+                   .softcap = nd->fparams[1]};
     s.group = s.n_head / s.n_head_kv;
     s.block = s.group >= ATB_QUERIES ? 1 : ATB_QUERIES / s.group;
     s.n_blocks = (s.n_tok + s.block - 1) / s.block;
@@ -186,7 +200,7 @@ TGT static void values(float *acc, const float *p, const float *vf, int64_t hd, 
 static void attend_block(const be_node *nd, const atb_shape *s, float *w, int64_t t0, int64_t kvh) {
     const be_tensor *Q = nd->src[0], *K = nd->src[1], *V = nd->src[2];
     const int64_t hd = s->hd, nt = s->n_tok - t0 < s->block ? s->n_tok - t0 : s->block;
-    const int64_t nq = nt * s->group, n_kv = s->pos + t0 + nt;
+    const int64_t nq = nt * s->group, end = s->pos + t0 + nt;
     const bool f16 = K->type == QT_F16;
     const size_t elem = f16 ? 2 : 4;
     float *kt = w, *vf = kt + ATB_TILE * hd, *score = vf + ATB_TILE * hd, *qs = score + ATB_TILE;
@@ -198,18 +212,24 @@ static void attend_block(const be_node *nd, const atb_shape *s, float *w, int64_
         m[c] = -INFINITY;
         l[c] = 0.0f;
     }
-    for (int64_t j0 = 0; j0 < n_kv; j0 += ATB_TILE) {
-        int64_t n = n_kv - j0 < ATB_TILE ? n_kv - j0 : ATB_TILE;
-        const char *k = (const char *)cpu_row(K, j0, 0, 0) + (size_t)(kvh * hd) * elem;
-        const char *v = (const char *)cpu_row(V, j0, 0, 0) + (size_t)(kvh * hd) * elem;
+    int64_t r0;
+    for (int64_t j0 = elmi_cpu_attn_lo(s->pos + t0, s->window), n; j0 < end; j0 += n) {
+        n = elmi_cpu_attn_run(j0, end, ATB_TILE, s->n_rows, &r0);
+        const char *k = (const char *)cpu_row(K, r0, 0, 0) + (size_t)(kvh * hd) * elem;
+        const char *v = (const char *)cpu_row(V, r0, 0, 0) + (size_t)(kvh * hd) * elem;
         load_tile(k, K->nb[1], v, V->nb[1], f16, hd, n, kt, vf);
         for (int64_t c = 0; c < nq; c++) {
-            int64_t limit = s->pos + t0 + c / s->group + 1 - j0; /* rows this query sees */
-            if (limit <= 0) continue;
-            int64_t nc = limit < n ? limit : n;
-            scores(qs + c * hd, kt, hd, nc, score);
-            elmi_cpu_softmax_fold(score, nc, &m[c], &l[c], acc + c * hd, hd);
-            values(acc + c * hd, score, vf, hd, nc);
+            int64_t p = s->pos + t0 + c / s->group; /* this query's position */
+            int64_t c0 = elmi_cpu_attn_lo(p, s->window) - j0, c1 = p + 1 - j0; /* its columns */
+            if (c0 < 0) c0 = 0;
+            if (c1 > n) c1 = n;
+            if (c1 <= c0) continue;
+            int64_t g0 = c0 & ~(int64_t)7; /* scores come in groups of 8 columns */
+            scores(qs + c * hd, kt + g0, hd, c1 - g0, score + g0);
+            if (s->softcap > 0.0f)
+                elmi_cpu_vec_scale_softcap_f32(score + c0, score + c0, 1.0f, s->softcap, c1 - c0);
+            elmi_cpu_softmax_fold(score + c0, c1 - c0, &m[c], &l[c], acc + c * hd, hd);
+            values(acc + c * hd, score + c0, vf + c0 * hd, hd, c1 - c0);
         }
     }
     for (int64_t c = 0; c < nq; c++) {

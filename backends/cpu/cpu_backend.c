@@ -426,7 +426,7 @@ static bool fuses_add_norm(const be_node *a, const be_node *n) {
 }
 
 typedef struct unit_mem {
-    ex_span r[2 * BE_MAX_SRC], w[2];
+    ex_span r[2 * BE_MAX_SRC], w[4];
     int nr, nw;
 } unit_mem;
 
@@ -434,6 +434,8 @@ static void add_node_mem(unit_mem *m, const be_node *nd) {
     for (int i = 0; i < BE_MAX_SRC; i++)
         if (nd->src[i] && span_of(nd->src[i], &m->r[m->nr])) m->nr++;
     if (span_of(nd->dst, &m->w[m->nw])) m->nw++;
+    /* SHORTCONV also writes its state (src2) in place. */
+    if (nd->op == BE_OP_SHORTCONV && span_of(nd->src[2], &m->w[m->nw])) m->nw++;
 }
 
 static bool conflicts(const ex_plan *p, const unit_mem *m) {

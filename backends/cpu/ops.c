@@ -1,5 +1,5 @@
 /* ops.c: the element-wise and row ops of the CPU backend (GET_ROWS,
- * RMS_NORM, ADD, SWIGLU, KV_STORE) and the per-node dispatch. */
+ * RMS_NORM, ADD, GLU, SCALE, KV_STORE, SHORTCONV) and the per-node dispatch. */
 #include <math.h>
 #include <string.h>
 
@@ -56,16 +56,37 @@ static void compute_add(const be_node *nd, int ith, int nth) {
     }
 }
 
-static void compute_swiglu(const be_node *nd, int ith, int nth) {
+static void compute_glu(const be_node *nd, int ith, int nth) {
     const be_tensor *a = nd->src[0], *b = nd->src[1], *d = nd->dst;
     int64_t n = a->ne[0];
+    bool gelu = nd->iparams[0] == BE_GLU_GELU_TANH;
     piece_split s = split_pieces(n_rows(a), n, ith, nth);
     for (int64_t u = s.u0; u < s.u1; u++) {
         int64_t r = u / s.pieces, p = u % s.pieces;
         int64_t c0 = piece_bound(n, p, s.pieces), c1 = piece_bound(n, p + 1, s.pieces);
         const float *x = flat_row(a, r), *g = flat_row(b, r);
         float *z = flat_row(d, r);
-        elmi_cpu_vec_swiglu_f32(z + c0, x + c0, g + c0, c1 - c0);
+        if (gelu)
+            elmi_cpu_vec_geglu_f32(z + c0, x + c0, g + c0, c1 - c0);
+        else
+            elmi_cpu_vec_swiglu_f32(z + c0, x + c0, g + c0, c1 - c0);
+    }
+}
+
+static void compute_scale(const be_node *nd, int ith, int nth) {
+    const be_tensor *a = nd->src[0], *d = nd->dst;
+    int64_t n = a->ne[0];
+    float s = nd->fparams[0], cap = nd->fparams[1];
+    piece_split sp = split_pieces(n_rows(a), n, ith, nth);
+    for (int64_t u = sp.u0; u < sp.u1; u++) {
+        int64_t r = u / sp.pieces, p = u % sp.pieces;
+        int64_t c0 = piece_bound(n, p, sp.pieces), c1 = piece_bound(n, p + 1, sp.pieces);
+        const float *x = (const float *)flat_row(a, r) + c0;
+        float *z = (float *)flat_row(d, r) + c0;
+        if (cap > 0.0f)
+            elmi_cpu_vec_scale_softcap_f32(z, x, s, cap, c1 - c0);
+        else
+            elmi_cpu_vec_scale_to_f32(z, x, s, c1 - c0);
     }
 }
 
@@ -123,15 +144,51 @@ static void compute_get_rows(const be_node *nd, int ith, int nth) {
 
 static void compute_kv_store(const be_node *nd, int ith, int nth) {
     const be_tensor *src = nd->src[0], *cache = nd->dst;
-    int64_t n = src->ne[0], pos = nd->iparams[0], t0, t1;
+    int64_t n = src->ne[0], t0, t1;
     elmi_cpu_split(src->ne[1], ith, nth, &t0, &t1);
     for (int64_t t = t0; t < t1; t++) {
         const float *x = cpu_row(src, t, 0, 0);
-        void *y = cpu_row(cache, pos + t, 0, 0);
+        void *y = cpu_row(cache, elmi_cpu_kv_row(nd, cache, t), 0, 0);
         if (cache->type == QT_F16)
             elmi_cpu_f32_to_fp16_row(x, y, n);
         else
             memmove(y, x, (size_t)n * sizeof(float));
+    }
+}
+
+int64_t elmi_cpu_kv_row(const be_node *store, const be_tensor *cache, int64_t t) {
+    int64_t p = (int64_t)store->iparams[0] + t;
+    return store->iparams[1] ? p % cache->ne[1] : p;
+}
+
+/* Thread ith's channels, every token: each channel's ring rows and outputs
+ * belong to one thread, so the tokens of the batch depend on each other
+ * only within it. Each output is the same float chain (taps in order) as
+ * with one token per call. */
+static void compute_shortconv(const be_node *nd, int ith, int nth) {
+    const be_tensor *bcx = nd->src[0], *st = nd->src[2], *d = nd->dst;
+    const float *w = nd->src[1]->data;
+    const int64_t n = d->ne[0], T = d->ne[1], L = nd->src[1]->ne[0], rows = st->ne[1];
+    const int64_t pos = nd->iparams[0];
+    int64_t i0, i1;
+    elmi_cpu_split(n, ith, nth, &i0, &i1);
+    if (i0 == i1) return;
+    for (int64_t t = 0; t < T; t++) {
+        const float *col = cpu_row(bcx, t, 0, 0);
+        float *bx = cpu_row(st, (pos + t) % rows, 0, 0);
+        for (int64_t i = i0; i < i1; i++) bx[i] = col[i] * col[2 * n + i];
+    }
+    for (int64_t t = 0; t < T; t++) {
+        const float *c = (const float *)cpu_row(bcx, t, 0, 0) + n;
+        float *out = cpu_row(d, t, 0, 0);
+        int64_t first = pos + t - (L - 1), k0 = first < 0 ? -first : 0; /* taps before 0 read 0 */
+        const float *tap[SHORTCONV_MAX_L];
+        for (int64_t k = k0; k < L; k++) tap[k] = cpu_row(st, (first + k) % rows, 0, 0);
+        for (int64_t i = i0; i < i1; i++) {
+            float acc = 0.0f;
+            for (int64_t k = k0; k < L; k++) acc += w[i * L + k] * tap[k][i];
+            out[i] = c[i] * acc;
+        }
     }
 }
 
@@ -144,7 +201,9 @@ void elmi_cpu_op_compute(const be_node *node, void *work, int ith, int nth) {
     case BE_OP_GET_ROWS: compute_get_rows(node, ith, nth); break;
     case BE_OP_RMS_NORM: compute_rms_norm(node, ith, nth); break;
     case BE_OP_ADD: compute_add(node, ith, nth); break;
-    case BE_OP_GLU: compute_swiglu(node, ith, nth); break;
+    case BE_OP_GLU: compute_glu(node, ith, nth); break;
+    case BE_OP_SCALE: compute_scale(node, ith, nth); break;
+    case BE_OP_SHORTCONV: compute_shortconv(node, ith, nth); break;
     case BE_OP_ROPE: elmi_cpu_rope(node, ith, nth); break;
     case BE_OP_KV_STORE: compute_kv_store(node, ith, nth); break;
     case BE_OP_ATTENTION: elmi_cpu_attention(node, work, ith, nth); break;

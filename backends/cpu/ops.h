@@ -20,6 +20,9 @@
 /* Alignment of buffers and of each thread's slice of the work buffer. */
 #define CPU_ALIGN 64
 
+/* The longest SHORTCONV kernel (taps per channel) the checks accept. */
+#define SHORTCONV_MAX_L 64
+
 /* ---------------------------------------------------------- validation */
 
 /* Where a check is, for messages naming the node index, op and tensor. */
@@ -93,6 +96,14 @@ void elmi_cpu_attention(const be_node *node, void *work, int ith, int nth);
 /* The batched path of attention_batch.c (several tokens, x86 SIMD), which
  * elmi_cpu_attention takes when it applies. */
 bool elmi_cpu_attention_batch_applies(const be_node *node);
+/* The first key position a query at position p reads: 0, or with a
+ * window > 0, max(0, p - window + 1). */
+int64_t elmi_cpu_attn_lo(int64_t p, int64_t window);
+/* The next run of key positions [j0, j0 + n) of those below `end`: at most
+ * `tile` of them, in consecutive cache rows from *row0 (ring_rows > 0: a
+ * ring cache of that many rows, where a run ends at the wrap). Returns n. */
+int64_t elmi_cpu_attn_run(int64_t j0, int64_t end, int64_t tile, int64_t ring_rows,
+                          int64_t *row0);
 /* One step of the online softmax over n scores of a query: rescales its
  * running sum l and accumulator acc (hd values) to the new running max m,
  * and leaves exp(score - m) in score. */
@@ -101,6 +112,10 @@ size_t elmi_cpu_attention_batch_work_size(const be_node *node, int nth);
 void elmi_cpu_attention_batch(const be_node *node, void *work, int ith, int nth);
 
 /* --------------------------------------------------------------- helpers */
+
+/* The cache row a validated KV_STORE writes token t of its batch to:
+ * pos + t, or (pos + t) % n_rows with iparams[1] (ring). */
+int64_t elmi_cpu_kv_row(const be_node *store, const be_tensor *cache, int64_t t);
 
 /* [*begin, *end): thread ith's share of n items split as evenly as possible. */
 void elmi_cpu_split(int64_t n, int ith, int nth, int64_t *begin, int64_t *end);
@@ -120,6 +135,17 @@ float elmi_cpu_vec_exp_sum_f32(float *y, const float *x, float m, int64_t n);
 /* z[i] = silu(x[i]) * g[i] = x[i] / (1 + exp(-x[i])) * g[i]; z may be x or g.
  * Each element's result does not depend on n or its place in the row. */
 void elmi_cpu_vec_swiglu_f32(float *z, const float *x, const float *g, int64_t n);
+/* z[i] = gelu(x[i]) * g[i], gelu the tanh form of backend.h, computed as
+ * x / (1 + exp(-2u)) (u the tanh argument); z may be x or g. Within ~2e-6
+ * of the value relative, or 1e-7 of |x * g| where the exponent's rounding
+ * dominates (x around -3..-10, a tiny result). Each element's result does not
+ * depend on n or its place in the row. */
+void elmi_cpu_vec_geglu_f32(float *z, const float *x, const float *g, int64_t n);
+/* z[i] = c * tanh(s * x[i] / c) (c > 0: a softcap of the scaled value);
+ * z may be x. tanh within a few ulp; per element as the above. */
+void elmi_cpu_vec_scale_softcap_f32(float *z, const float *x, float s, float c, int64_t n);
+/* z[i] = s * x[i] (one rounding); z may be x. */
+void elmi_cpu_vec_scale_to_f32(float *z, const float *x, float s, int64_t n);
 
 /* IEEE half rows to and from F32 (round to nearest even), F16C when the
  * CPU has it. */

@@ -157,12 +157,78 @@ static elm_status check_rms_norm(const cpu_check *c) {
     return ELM_OK;
 }
 
-/* ADD and SWIGLU: three F32 tensors of one shape. */
+/* ADD and GLU: three F32 tensors of one shape. */
 static elm_status check_binary(const cpu_check *c) {
     const be_node *nd = c->node;
     ELM_TRY(elmi_cpu_check_tensor(c, nd->src[0], "src0", QT_F32));
     ELM_TRY(check_same_f32(c, nd->src[1], "src1", nd->src[0]));
     return check_same_f32(c, nd->dst, "dst", nd->src[0]);
+}
+
+static elm_status check_glu(const cpu_check *c) {
+    int act = c->node->iparams[0];
+    if (act != BE_GLU_SILU && act != BE_GLU_GELU_TANH)
+        return elmi_cpu_check_fail(c, ELM_ERR_UNSUPPORTED, NULL, "iparams[0]",
+                                   "unknown activation %d", act);
+    return check_binary(c);
+}
+
+static elm_status check_scale(const cpu_check *c) {
+    const be_node *nd = c->node;
+    ELM_TRY(elmi_cpu_check_tensor(c, nd->src[0], "src0", QT_F32));
+    ELM_TRY(check_same_f32(c, nd->dst, "dst", nd->src[0]));
+    float s = nd->fparams[0], cap = nd->fparams[1];
+    if (!isfinite(s))
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams[0]", "scale %g", s);
+    if (!isfinite(cap) || cap < 0.0f)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams[1]", "softcap %g", cap);
+    return ELM_OK;
+}
+
+/* Whether the byte ranges of two valid tensors meet. */
+static bool tensors_overlap(const be_tensor *a, const be_tensor *b) {
+    size_t ea, eb;
+    if (!elmi_cpu_tensor_extent(a, &ea) || !elmi_cpu_tensor_extent(b, &eb)) return true;
+    uintptr_t a0 = (uintptr_t)a->data, b0 = (uintptr_t)b->data;
+    return a0 < b0 + eb && b0 < a0 + ea;
+}
+
+static elm_status check_shortconv(const cpu_check *c) {
+    const be_node *nd = c->node;
+    const be_tensor *bcx = nd->src[0], *w = nd->src[1], *st = nd->src[2], *d = nd->dst;
+    ELM_TRY(elmi_cpu_check_tensor(c, d, "dst", QT_F32));
+    int64_t n = d->ne[0], T = d->ne[1];
+    if (d->ne[2] != 1 || d->ne[3] != 1)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, d, "dst", "must be 2-D (n, T)");
+    ELM_TRY(elmi_cpu_check_f32(c, bcx, "src0", 3 * n, T, 1, 1));
+    ELM_TRY(elmi_cpu_check_tensor(c, w, "src1", QT_F32));
+    int64_t L = w->ne[0];
+    if (L < 1 || L > SHORTCONV_MAX_L)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, w, "src1",
+                                   "kernel length %lld outside [1, %d]", (long long)L,
+                                   SHORTCONV_MAX_L);
+    ELM_TRY(elmi_cpu_check_f32(c, w, "src1", L, n, 1, 1));
+    ELM_TRY(elmi_cpu_check_tensor(c, st, "src2", QT_F32));
+    if (st->ne[0] != n || st->ne[2] != 1 || st->ne[3] != 1)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, st, "src2",
+                                   "shape (%lld, %lld, %lld, %lld), expected (%lld, n_rows)",
+                                   (long long)st->ne[0], (long long)st->ne[1],
+                                   (long long)st->ne[2], (long long)st->ne[3], (long long)n);
+    if (st->ne[1] < T + L - 1)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, st, "src2",
+                                   "a state ring of %lld rows, fewer than T + L - 1 = %lld",
+                                   (long long)st->ne[1], (long long)(T + L - 1));
+    if (nd->iparams[0] < 0)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[0]", "pos %d",
+                                   nd->iparams[0]);
+    /* The op writes dst and the state while other threads read bcx, the
+     * kernel and the state: none of them may share memory. */
+    if (tensors_overlap(d, bcx) || tensors_overlap(d, w) || tensors_overlap(d, st))
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, d, "dst", "overlaps a source");
+    if (tensors_overlap(st, bcx) || tensors_overlap(st, w))
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, st, "src2",
+                                   "overlaps src0 or src1");
+    return ELM_OK;
 }
 
 elm_status elmi_cpu_check_cache(const cpu_check *c, const be_tensor *t, const char *role) {
@@ -186,11 +252,22 @@ static elm_status check_kv_store(const cpu_check *c) {
                               "shape (%lld, %lld, %lld, %lld) does not match the cache row of %lld",
                               (long long)src->ne[0], (long long)src->ne[1], (long long)src->ne[2],
                               (long long)src->ne[3], (long long)cache->ne[0]);
-    int64_t pos = nd->iparams[0];
-    if (pos < 0 || pos + src->ne[1] > cache->ne[1])
+    int64_t pos = nd->iparams[0], T = src->ne[1];
+    int ring = nd->iparams[1];
+    if (ring != 0 && ring != 1)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "iparams[1]", "ring %d (0 or 1)",
+                                   ring);
+    if (pos < 0)
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, cache, "dst", "pos %lld",
+                                   (long long)pos);
+    if (ring && T > cache->ne[1])
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, cache, "dst",
+                                   "%lld tokens do not fit a ring of %lld rows", (long long)T,
+                                   (long long)cache->ne[1]);
+    if (!ring && pos + T > cache->ne[1])
         return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, cache, "dst",
                               "rows [%lld, %lld) outside the cache's %lld", (long long)pos,
-                              (long long)(pos + src->ne[1]), (long long)cache->ne[1]);
+                              (long long)(pos + T), (long long)cache->ne[1]);
     return ELM_OK;
 }
 
@@ -220,8 +297,10 @@ elm_status elmi_cpu_op_check(const be_node *node, int index, char *err, size_t e
     case BE_OP_GET_ROWS: return check_get_rows(&c);
     case BE_OP_RMS_NORM: return check_rms_norm(&c);
     case BE_OP_MUL_MAT: return check_mul_mat(&c);
-    case BE_OP_ADD:
-    case BE_OP_GLU: return check_binary(&c);
+    case BE_OP_ADD: return check_binary(&c);
+    case BE_OP_GLU: return check_glu(&c);
+    case BE_OP_SCALE: return check_scale(&c);
+    case BE_OP_SHORTCONV: return check_shortconv(&c);
     case BE_OP_ROPE: return elmi_cpu_rope_check(&c);
     case BE_OP_KV_STORE: return check_kv_store(&c);
     case BE_OP_ATTENTION: return elmi_cpu_attention_check(&c);
@@ -252,7 +331,10 @@ bool elmi_cpu_op_supported(const be_node *node) {
     case BE_OP_RMS_NORM:
     case BE_OP_ADD:
     case BE_OP_GLU: return is_type(s[0], QT_F32) && is_type(s[1], QT_F32);
-    case BE_OP_ARGMAX: return is_type(s[0], QT_F32);
+    case BE_OP_ARGMAX:
+    case BE_OP_SCALE: return is_type(s[0], QT_F32);
+    case BE_OP_SHORTCONV:
+        return is_type(s[0], QT_F32) && is_type(s[1], QT_F32) && is_type(s[2], QT_F32);
     default: return false;
     }
 }

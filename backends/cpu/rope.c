@@ -153,7 +153,7 @@ static void rope_units(const be_node *nd, const be_node *store, int ith, int nth
         rotate(&p, cpu_row(src, h, t, 0), y, hd, cs, sn);
         if (!store) continue;
         const be_tensor *cache = store->dst;
-        char *row = cpu_row(cache, store->iparams[0] + t, 0, 0);
+        char *row = cpu_row(cache, elmi_cpu_kv_row(store, cache, t), 0, 0);
         if (cache->type == QT_F16)
             elmi_cpu_f32_to_fp16_row(y, (uint16_t *)row + h * hd, hd);
         else

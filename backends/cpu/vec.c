@@ -16,6 +16,9 @@
 #define CPU_X86 0
 #endif
 
+#define GELU_K 0.79788456080286535588f /* sqrt(2 / pi) */
+#define GELU_C 0.044715f
+
 void elmi_cpu_split(int64_t n, int ith, int nth, int64_t *begin, int64_t *end) {
     int64_t per = n / nth, extra = n % nth;
     *begin = ith * per + (ith < extra ? ith : extra);
@@ -72,6 +75,14 @@ __attribute__((target("avx2,fma"))) static void scale_avx2(float *y, float a, in
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(va, _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] *= a;
+}
+
+__attribute__((target("avx2,fma"))) static void scale_to_avx2(float *z, const float *x, float a,
+                                                              int64_t n) {
+    const __m256 va = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(z + i, _mm256_mul_ps(va, _mm256_loadu_ps(x + i)));
+    for (; i < n; i++) z[i] = a * x[i];
 }
 
 __attribute__((target("avx2,fma"))) static void add_avx2(float *z, const float *x, const float *y,
@@ -240,6 +251,57 @@ __attribute__((target("avx2,fma"))) static void swiglu_avx2(float *z, const floa
         _mm256_storeu_ps(z + i, swiglu8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(g + i)));
     if (i < n) store_part(z + i, swiglu8(load_part(x + i, n - i), load_part(g + i, n - i)), n - i);
 }
+
+/* gelu(x) * g, as x / (1 + exp(-2u)) * g with u = sqrt(2/pi) (x + 0.044715 x^3):
+ * 0.5 (1 + tanh(u)) = 1 / (1 + exp(-2u)), which has no cancellation for
+ * negative x. Huge |x| saturate through exp's clamp (x or a signed tiny). */
+__attribute__((target("avx2,fma"))) static inline __m256 geglu8(__m256 x, __m256 g) {
+    __m256 inner = _mm256_fmadd_ps(_mm256_set1_ps(GELU_C), _mm256_mul_ps(x, x), _mm256_set1_ps(1.0f));
+    __m256 t = _mm256_mul_ps(_mm256_mul_ps(x, inner), _mm256_set1_ps(-2.0f * GELU_K));
+    __m256 e = exp_avx2(t);
+    return _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), g);
+}
+
+__attribute__((target("avx2,fma"))) static void geglu_avx2(float *z, const float *x,
+                                                           const float *g, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(z + i, geglu8(_mm256_loadu_ps(x + i), _mm256_loadu_ps(g + i)));
+    if (i < n) store_part(z + i, geglu8(load_part(x + i, n - i), load_part(g + i, n - i)), n - i);
+}
+
+/* tanh for 8 lanes (the Cephes tanhf scheme): below |y| = 0.625 an odd
+ * polynomial, y + y^3 P(y^2); above, 1 - 2 / (exp(2|y|) + 1) with y's sign.
+ * A few ulp either way; saturates to +-1, NaN stays NaN. */
+__attribute__((target("avx2,fma"))) static inline __m256 tanh_avx2(__m256 y) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 a = _mm256_andnot_ps(sign, y);
+    __m256 z = _mm256_mul_ps(y, y);
+    __m256 p = _mm256_set1_ps(-5.70498872745e-3f);
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954e-2f));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531e-2f));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036e-1f));
+    p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422e-1f));
+    __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), y, y);
+    __m256 e = exp_avx2(_mm256_add_ps(a, a));
+    __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.0f),
+                               _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
+    big = _mm256_or_ps(big, _mm256_and_ps(sign, y));
+    return _mm256_blendv_ps(big, small, _mm256_cmp_ps(a, _mm256_set1_ps(0.625f), _CMP_LT_OQ));
+}
+
+__attribute__((target("avx2,fma"))) static inline __m256 softcap8(__m256 y, __m256 c, __m256 inv_c) {
+    return _mm256_mul_ps(c, tanh_avx2(_mm256_mul_ps(y, inv_c)));
+}
+
+__attribute__((target("avx2,fma"))) static void scale_softcap_avx2(float *z, const float *x,
+                                                                   float s, float c, int64_t n) {
+    const __m256 vs = _mm256_set1_ps(s), vc = _mm256_set1_ps(c), vi = _mm256_set1_ps(1.0f / c);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(z + i, softcap8(_mm256_mul_ps(vs, _mm256_loadu_ps(x + i)), vc, vi));
+    if (i < n) store_part(z + i, softcap8(_mm256_mul_ps(vs, load_part(x + i, n - i)), vc, vi), n - i);
+}
 #endif
 
 /* The scalar paths keep 8 independent lanes, like the SIMD ones, so their
@@ -387,4 +449,39 @@ void elmi_cpu_vec_swiglu_f32(float *z, const float *x, const float *g, int64_t n
     }
 #endif
     for (int64_t i = 0; i < n; i++) z[i] = x[i] / (1.0f + expf(-x[i])) * g[i];
+}
+
+void elmi_cpu_vec_geglu_f32(float *z, const float *x, const float *g, int64_t n) {
+#if CPU_X86
+    if (has_avx2()) {
+        geglu_avx2(z, x, g, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i], t = v * (1.0f + GELU_C * (v * v)) * (-2.0f * GELU_K);
+        z[i] = v / (1.0f + expf(t)) * g[i];
+    }
+}
+
+/* Scalar: 1 / c rounded once, as the AVX2 path, then tanhf. */
+void elmi_cpu_vec_scale_softcap_f32(float *z, const float *x, float s, float c, int64_t n) {
+#if CPU_X86
+    if (has_avx2()) {
+        scale_softcap_avx2(z, x, s, c, n);
+        return;
+    }
+#endif
+    float inv_c = 1.0f / c;
+    for (int64_t i = 0; i < n; i++) z[i] = c * tanhf((s * x[i]) * inv_c);
+}
+
+void elmi_cpu_vec_scale_to_f32(float *z, const float *x, float s, int64_t n) {
+#if CPU_X86
+    if (has_avx2()) {
+        scale_to_avx2(z, x, s, n);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n; i++) z[i] = s * x[i];
 }
