@@ -419,12 +419,7 @@ static void check_row_ops(vfx *f, int64_t n, int64_t T) {
     float *got = malloc(cnt * sizeof *got);
     double *want = malloc(cnt * sizeof *want);
     get(f, R, got);
-    for (int64_t t = 0; t < T; t++) {
-        double ss = 0;
-        for (int64_t i = 0; i < n; i++) ss += (double)a[t * n + i] * a[t * n + i];
-        double scale = 1.0 / sqrt(ss / n + 1e-5);
-        for (int64_t i = 0; i < n; i++) want[t * n + i] = a[t * n + i] * scale * w[i];
-    }
+    elm_ref_rms_norm(a, w, 1e-5f, n, T, want);
     double e = nmse(got, want, cnt);
     cr_expect_leq(e, 1e-10, "[%s] RMS_NORM NMSE %.3g", f->limits, e);
     get(f, S, got);
@@ -432,7 +427,7 @@ static void check_row_ops(vfx *f, int64_t n, int64_t T) {
     e = nmse(got, want, cnt);
     cr_expect_leq(e, 1e-10, "[%s] ADD NMSE %.3g", f->limits, e);
     get(f, A, got);
-    for (size_t i = 0; i < cnt; i++) want[i] = a[i] / (1.0 + exp(-(double)a[i])) * b[i];
+    elm_ref_glu(BE_GLU_SILU, a, b, (int64_t)cnt, want);
     e = nmse(got, want, cnt);
     cr_expect_leq(e, 1e-10, "[%s] SWIGLU (in place) NMSE %.3g", f->limits, e);
     free(a), free(b), free(w), free(got), free(want);
@@ -656,34 +651,6 @@ typedef struct attn_case {
     int64_t hd, n_head, n_kv, n_ctx;
 } attn_case;
 
-/* Reference attention over a host copy of the caches (as floats). */
-static void ref_attention(const attn_case *c, const float *q, const float *kc, const float *vc, int64_t pos,
-                          int64_t T, double *out) {
-    int64_t hd = c->hd, row = hd * c->n_kv, group = c->n_head / c->n_kv;
-    double scale = 1.0 / sqrt((double)hd);
-    double *s = malloc(sizeof(double) * (pos + T));
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t h = 0; h < c->n_head; h++) {
-            const float *qh = q + (t * c->n_head + h) * hd;
-            int64_t kvh = h / group, n = pos + t + 1;
-            double m = -INFINITY, sum = 0;
-            for (int64_t j = 0; j < n; j++) {
-                double d = 0;
-                for (int64_t i = 0; i < hd; i++) d += (double)qh[i] * kc[j * row + kvh * hd + i];
-                s[j] = d * scale;
-                m = fmax(m, s[j]);
-            }
-            for (int64_t j = 0; j < n; j++) sum += (s[j] = exp(s[j] - m));
-            double *o = out + t * hd * c->n_head + h * hd;
-            for (int64_t i = 0; i < hd; i++) {
-                double a = 0;
-                for (int64_t j = 0; j < n; j++) a += s[j] * vc[j * row + kvh * hd + i];
-                o[i] = a / sum;
-            }
-        }
-    free(s);
-}
-
 /* The cache as it must be after storing rows: converted as the CPU does. */
 static void cache_store(int type, float *ref, const float *x, int64_t row, int64_t pos, int64_t T) {
     for (int64_t i = 0; i < row * T; i++)
@@ -735,7 +702,9 @@ static double check_attention(vfx *f, const attn_case *c) {
         float *got = malloc(sizeof(float) * qrow * T);
         double *want = malloc(sizeof(double) * qrow * T);
         get(f, O, got);
-        ref_attention(c, q, kref, vref, pos, T, want);
+        elm_ref_attn a = {(int)hd, (int)c->n_head, (int)c->n_kv, (int)T, (int)pos, (int)c->n_ctx, 0, false,
+                          1.0f / sqrtf((float)hd), 0};
+        elm_ref_attention(&a, q, kref, vref, want);
         double e = nmse(got, want, (size_t)(qrow * T));
         if (e > worst) worst = e;
         free(q), free(k), free(v), free(got), free(want);
@@ -837,7 +806,7 @@ static double check_window_attention(vfx *f, const win_case *c) {
                       i ? "V" : "K", s);
             mirror_values(c->cache_type, raw[i], cells, vals[i]);
         }
-        elm_ref_attn a = {c->hd, c->nh, c->nkv, T, pos, c->n_rows, c->window, c->ring, 1.0 / sqrt(c->hd),
+        elm_ref_attn a = {c->hd, c->nh, c->nkv, T, pos, c->n_rows, c->window, c->ring, 1.0f / sqrtf((float)c->hd),
                           c->softcap};
         float *got = malloc(sizeof(float) * qrow * T);
         double *want = malloc(sizeof(double) * qrow * T);
@@ -958,6 +927,60 @@ Test(vk_ops, supports_op_answers_without_side_effects) {
     be_tensor *Q = host_tensor(&f, QT_IQ4_NL, 32, 1, q2, "iq");
     nd.src[0] = Q;
     cr_expect_not(f.bi->supports_op(f.be, &nd), "no IQ4_NL kernel");
+    vfx_close(&f);
+}
+
+/* Malformed parameters of the new ops are clear errors, never a crash or
+ * an out-of-bounds access; what the device cannot run is answered by
+ * supports_op (and runs on the CPU). */
+Test(vk_ops, new_op_parameters_are_checked) {
+    vfx f;
+    vfx_open(&f, "");
+    be_tensor *A = dev_tensor(&f, QT_F32, 64, 4, 1, "a"), *B = dev_tensor(&f, QT_F32, 64, 4, 1, "b");
+    be_tensor *K = dev_tensor(&f, QT_F32, 64, 6, 1, "k_cache"), *V = dev_tensor(&f, QT_F32, 64, 6, 1, "v_cache");
+    be_tensor *Q = dev_tensor(&f, QT_F32, 64, 1, 4, "q"), *W = dev_tensor(&f, QT_F32, 3, 64, 1, "conv_k");
+    be_tensor *S6 = dev_tensor(&f, QT_F32, 64, 6, 1, "state"), *S5 = dev_tensor(&f, QT_F32, 64, 5, 1, "state5");
+    be_tensor *X3 = dev_tensor(&f, QT_F32, 192, 4, 1, "bcx");
+    const struct {
+        be_node nd;
+        const char *what;
+    } bad[] = {
+        {{.op = BE_OP_GLU, .dst = A, .src = {A, B}, .iparams = {7}}, "an unknown GLU activation"},
+        {{.op = BE_OP_KV_STORE, .dst = K, .src = {A}, .iparams = {0, 2}}, "ring 2"},
+        {{.op = BE_OP_KV_STORE, .dst = K, .src = {A}, .iparams = {3, 0}}, "rows past the cache without a ring"},
+        {{.op = BE_OP_KV_STORE, .dst = K, .src = {A}, .iparams = {-1, 1}}, "a negative position"},
+        {{.op = BE_OP_ATTENTION, .dst = A, .src = {Q, K, V}, .iparams = {0, 1, 0, 1}, .fparams = {0.125f}},
+         "a ring without a window"},
+        {{.op = BE_OP_ATTENTION, .dst = A, .src = {Q, K, V}, .iparams = {9, 1, 4, 1}, .fparams = {0.125f}},
+         "window + T - 1 above the ring's rows"},
+        {{.op = BE_OP_ATTENTION, .dst = A, .src = {Q, K, V}, .iparams = {0, 1, -1, 0}, .fparams = {0.125f}},
+         "a negative window"},
+        {{.op = BE_OP_SHORTCONV, .dst = A, .src = {X3, W, S5}, .iparams = {0}}, "T + L - 1 above the state's rows"},
+        {{.op = BE_OP_SHORTCONV, .dst = A, .src = {X3, W, S6}, .iparams = {-1}}, "a negative position"},
+        {{.op = BE_OP_SHORTCONV, .dst = A, .src = {X3, W, X3}, .iparams = {0}}, "a state of the wrong shape"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        be_graph g = {.nodes = (be_node *)&bad[i].nd, .n_nodes = 1, .exact = true};
+        f.err[0] = '\0';
+        elm_status st = f.bi->graph_compute(f.be, &g, f.err, sizeof f.err);
+        cr_expect_eq(st, ELM_ERR_INVALID_ARG, "%s %s: status %d", elmi_be_op_name(bad[i].nd.op), bad[i].what, st);
+        cr_expect_neq(f.err[0], '\0', "%s %s: no message", elmi_be_op_name(bad[i].nd.op), bad[i].what);
+    }
+    /* The limits that hold: a ring of window + T - 1 rows from any position, SHORTCONV at T + L - 1 rows. */
+    be_node ok[3] = {
+        {.op = BE_OP_KV_STORE, .dst = K, .src = {A}, .iparams = {1000, 1}},
+        {.op = BE_OP_ATTENTION, .dst = A, .src = {Q, K, V}, .iparams = {1000, 1, 3, 1}, .fparams = {0.125f}},
+        {.op = BE_OP_SHORTCONV, .dst = B, .src = {X3, W, S6}, .iparams = {1000}},
+    };
+    run(&f, ok, 3, true);
+    be_node scale = {.op = BE_OP_SCALE, .dst = A, .src = {A}, .fparams = {2.0f, 30.0f}};
+    cr_expect(f.bi->supports_op(f.be, &scale));
+    const int64_t ne[4] = {3, 64, 1, 1};
+    const size_t nb[4] = {4, 16, 16 * 64, 16 * 64}; /* kernel rows 4 floats apart */
+    be_tensor *Wv = view4(&f, X3, 0, ne, nb, "conv_k_view");
+    be_node strided = {.op = BE_OP_SHORTCONV, .dst = B, .src = {X3, Wv, S6}};
+    cr_expect_not(f.bi->supports_op(f.be, &strided), "kernel rows that are not dense run on the CPU");
+    cr_expect(f.bi->supports_op(f.be, &ok[2]));
     vfx_close(&f);
 }
 

@@ -447,7 +447,10 @@ static elm_status write_dyn(vk_backend *vk, const be_graph *g, vk_plan *plan) {
         int64_t pos = nd->iparams[0], T, rows;
         bool ring;
         dyn_extent(nd, &T, &rows, &ring);
-        if (pos < 0 || (!ring && pos + T > rows))
+        if (pos < 0)
+            return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "node %d (%s): negative position %lld", plan->dyn_node[i],
+                           elmi_be_op_name(nd->op), (long long)pos);
+        if (!ring && pos + T > rows)
             return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "node %d (%s): rows [%lld, %lld) outside the cache's %lld",
                            plan->dyn_node[i], elmi_be_op_name(nd->op), (long long)pos, (long long)(pos + T),
                            (long long)rows);
