@@ -1,7 +1,10 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Element-wise ops on rows of n floats: OP_ADD dst = a + b,
-// OP_SWIGLU dst = silu(a) * b. dst may alias a.
+// Element-wise ops on rows of n floats: OP_ADD dst = a + b; otherwise the
+// gated linear unit dst = act(a) * b (BE_OP_GLU), act = silu (act 0,
+// BE_GLU_SILU) or gelu with the tanh approximation (act 1,
+// BE_GLU_GELU_TANH). dst may alias a or b: each invocation reads its two
+// values before writing the one.
 
 #include "common/common.glsl"
 
@@ -13,7 +16,18 @@ layout(push_constant) uniform Params {
     uint a_base, b_base, d_base;
     uint n, n_rows;
     uint a_stride, b_stride, d_stride;
+    uint act; // GLU only: 0 silu, 1 gelu (tanh)
 } p;
+
+const float SQRT_2_OVER_PI = 0.79788456080286535588;
+
+// 0.5 x (1 + tanh(y)) = x / (1 + exp(-2y)): no tanh (which overflows on
+// some drivers), no cancellation in 1 + tanh(y) for negative y, and the
+// clamped exponent keeps exp finite (x / 5.5e34 is 0 for every x of use).
+float gelu_tanh(float x) {
+    float y = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+    return x / (1.0 + exp(min(-2.0 * y, 80.0)));
+}
 
 void main() {
     uint i = wg_linear() * WG + gl_LocalInvocationIndex, r = gl_WorkGroupID.z;
@@ -22,6 +36,7 @@ void main() {
 #if defined(OP_ADD)
     dst[p.d_base + r * p.d_stride + i] = x + y;
 #else
-    dst[p.d_base + r * p.d_stride + i] = x / (1.0 + exp(-x)) * y;
+    float g = p.act == 1u ? gelu_tanh(x) : x / (1.0 + exp(-x));
+    dst[p.d_base + r * p.d_stride + i] = g * y;
 #endif
 }

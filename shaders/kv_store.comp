@@ -1,6 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// cache rows [pos + tok0, ...) = x (n, T), converted to the cache type:
+// cache row (pos + tok0 + t) % ring_rows = x[t] (x (n, T)), converted to
+// the cache type (ring_rows = 0xffffffff without a ring cache):
 // CACHE_F32, or CACHE_F16 written as halves (S16) or as pairs of halves in
 // 32-bit words (without 16-bit storage; n, strides and bases even).
 // pos is a per-call value (dyn[dyn_idx]) so the dispatch can be replayed.
@@ -23,11 +24,12 @@ layout(push_constant) uniform Params {
     uint n;                // values per row
     uint x_stride, d_stride;
     uint tok0, dyn_idx;
+    uint ring_rows;
 } p;
 
 void main() {
     uint i = wg_linear() * WG + gl_LocalInvocationIndex, t = gl_WorkGroupID.z;
-    uint row = uint(dyn[p.dyn_idx]) + p.tok0 + t;
+    uint row = (uint(dyn[p.dyn_idx]) + p.tok0 + t) % p.ring_rows;
     uint xo = p.x_base + t * p.x_stride, co = p.d_base + row * p.d_stride;
 #if defined(CACHE_F16) && !defined(S16)
     if (2u * i >= p.n) return;

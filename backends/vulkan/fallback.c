@@ -3,7 +3,8 @@
  * memory, one copy per backend buffer covering every tensor of the node in
  * that buffer, so that aliasing between them (in-place ops) holds on the
  * copies as it does on the device; host tensors are used in place. Only
- * the destination is written back. */
+ * the tensors the op writes are written back: the destination, and the
+ * state (src2) of SHORTCONV, which the op updates in place. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,11 @@ static elm_status fill_mirrors(vk_backend *vk, mirror *m, int n) {
     return ELM_OK;
 }
 
+/* Tensor i of {dst, src0..3}: does the op write it? */
+static bool written_by(const be_node *nd, int i) {
+    return i == 0 || (nd->op == BE_OP_SHORTCONV && i == 3);
+}
+
 static elm_status run_on_cpu(vk_backend *vk, const be_node *nd, be_tensor *copies, const be_graph *g,
                              int index) {
     if (!vk->cpu) {
@@ -90,9 +96,11 @@ elm_status elmi_vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index) {
         copies[i].data = mi->host + (ts[i]->offs - mi->lo);
     }
     st = run_on_cpu(vk, nd, copies, g, index);
-    if (st != ELM_OK) goto done;
-    elmi_vk_tensor_extent(nd->dst, &extent);
-    st = elmi_vk_buffer_write(vk, nd->dst->buf, nd->dst->offs, copies[0].data, extent);
+    for (int i = 0; st == ELM_OK && i < N_TENSORS; i++) {
+        if (!written_by(nd, i) || !ts[i]->buf) continue;
+        elmi_vk_tensor_extent(ts[i], &extent);
+        st = elmi_vk_buffer_write(vk, ts[i]->buf, ts[i]->offs, copies[i].data, extent);
+    }
 done:
     for (int i = 0; i < n; i++) elmi_free(m[i].host);
     return st;

@@ -64,8 +64,8 @@ static void put_tensor(keybuf *k, const be_tensor *t) {
     put(k, &rec, sizeof rec);
 }
 
-/* Everything the recorded commands depend on; iparams[0] of KV_STORE and
- * ATTENTION (the cache position) is left out: it changes every step and
+/* Everything the recorded commands depend on; iparams[0] of KV_STORE,
+ * ATTENTION and SHORTCONV (the position) is left out: it changes every step and
  * reaches the shaders through the per-call buffer. */
 static bool graph_key(const be_graph *g, keybuf *k) {
     uint8_t exact = g->exact;
@@ -423,15 +423,34 @@ elm_status elmi_vk_graph_prepare(vk_backend *vk, const be_graph *g, vk_plan **ou
 
 /* ------------------------------------------------------------- execution */
 
+/* The tokens of a node with a per-call position, the rows it addresses and
+ * whether they form a ring (positions wrap, so any position >= 0 fits). */
+static void dyn_extent(const be_node *nd, int64_t *T, int64_t *rows, bool *ring) {
+    switch (nd->op) {
+    case BE_OP_KV_STORE:
+        *T = nd->src[0]->ne[1], *rows = nd->dst->ne[1], *ring = nd->iparams[1] == 1;
+        break;
+    case BE_OP_ATTENTION:
+        *T = nd->src[0]->ne[2], *rows = nd->src[1]->ne[1], *ring = nd->iparams[3] == 1;
+        break;
+    default: /* SHORTCONV: its state is always a ring */
+        *T = nd->src[0]->ne[1], *rows = nd->src[2]->ne[1], *ring = true;
+        break;
+    }
+}
+
 /* Positions are per-call values: check them as the CPU backend would. */
 static elm_status write_dyn(vk_backend *vk, const be_graph *g, vk_plan *plan) {
     int32_t *slots = plan->dyn.map;
     for (uint32_t i = 0; i < plan->n_dyn; i++) {
         const be_node *nd = &g->nodes[plan->dyn_node[i]];
         int64_t pos = nd->iparams[0], T, rows;
-        if (nd->op == BE_OP_KV_STORE) T = nd->src[0]->ne[1], rows = nd->dst->ne[1];
-        else T = nd->src[0]->ne[2], rows = nd->src[1]->ne[1];
-        if (pos < 0 || pos + T > rows)
+        bool ring;
+        dyn_extent(nd, &T, &rows, &ring);
+        if (pos < 0)
+            return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "node %d (%s): negative position %lld", plan->dyn_node[i],
+                           elmi_be_op_name(nd->op), (long long)pos);
+        if (!ring && pos + T > rows)
             return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "node %d (%s): rows [%lld, %lld) outside the cache's %lld",
                            plan->dyn_node[i], elmi_be_op_name(nd->op), (long long)pos, (long long)(pos + T),
                            (long long)rows);

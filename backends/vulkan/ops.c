@@ -27,6 +27,9 @@ static elm_status plan_binary(vk_planner *p, const be_node *nd) {
     ELM_TRY(elmi_op_check_f32(p, b, "src1"));
     ELM_TRY(elmi_op_check_f32(p, d, "dst"));
     if (!elmi_op_same_shape(a, b) || !elmi_op_same_shape(a, d)) return elmi_op_invalid(p, "shapes differ");
+    int act = nd->iparams[0];
+    if (nd->op == BE_OP_GLU && act != BE_GLU_SILU && act != BE_GLU_GELU_TANH)
+        return elmi_op_invalid(p, "unknown GLU activation %d", act);
     tview va, vb, vd;
     ELM_TRY(elmi_op_resolve(p, a, "src0", &va));
     ELM_TRY(elmi_op_resolve(p, b, "src1", &vb));
@@ -43,10 +46,11 @@ static elm_status plan_binary(vk_planner *p, const be_node *nd) {
         int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
         disp_build db;
         elmi_op_disp_init(p, &db);
-        db.shader = nd->op == BE_OP_ADD ? "add" : "swiglu";
+        db.shader = nd->op == BE_OP_ADD ? "add" : "glu";
         db.spec[0] = wg, db.spec[1] = 1, db.n_spec = 2;
         pc_binary pc = {.n = (uint32_t)a->ne[0], .n_rows = (uint32_t)n, .a_stride = (uint32_t)(sa / 4),
-                        .b_stride = (uint32_t)(sb / 4), .d_stride = (uint32_t)(sd / 4)};
+                        .b_stride = (uint32_t)(sb / 4), .d_stride = (uint32_t)(sd / 4),
+                        .act = nd->op == BE_OP_GLU ? (uint32_t)act : 0};
         ELM_TRY(elmi_op_bind_view(p, &va, r0 * sa, (r0 + n - 1) * sa + w, 4, &db.d.b[0], &pc.a_base));
         ELM_TRY(elmi_op_bind_view(p, &vb, r0 * sb, (r0 + n - 1) * sb + w, 4, &db.d.b[1], &pc.b_base));
         ELM_TRY(elmi_op_bind_view(p, &vd, r0 * sd, (r0 + n - 1) * sd + w, 4, &db.d.b[3], &pc.d_base));
@@ -54,6 +58,58 @@ static elm_status plan_binary(vk_planner *p, const be_node *nd) {
         ELM_TRY(elmi_op_emit(p, &db, &pc, sizeof pc));
     }
     return ELM_OK;
+}
+
+/* Row ops over every row of (n, ne1, ne2, ne3), rows at any strides (a
+ * (head_dim, n_head, T) view of heads, or whole rows (n, T)): a dispatch
+ * takes a chunk of indices along the outermost dimension o with more than
+ * one row, and every row below it. */
+typedef struct rows3 {
+    int o;
+    int64_t inner;        /* rows per index along o */
+    int64_t chunk;        /* indices along o per dispatch */
+    VkDeviceSize wx, wd;  /* bytes one index along o spans in x and in d */
+} rows3;
+
+/* Bytes of one index along dimension o: a row of n F32 and the dims below. */
+static VkDeviceSize slice_bytes(const be_tensor *t, int o) {
+    VkDeviceSize b = (VkDeviceSize)t->ne[0] * 4;
+    for (int k = 1; k < o; k++) b += (VkDeviceSize)(t->ne[k] - 1) * t->nb[k];
+    return b;
+}
+
+static elm_status rows3_plan(vk_planner *p, const be_tensor *x, const be_tensor *d, rows3 *r) {
+    for (int k = 1; k < 4; k++)
+        if (x->nb[k] % 4 || d->nb[k] % 4) return elmi_op_unsupported(p, "row strides are not whole floats");
+    int o = 3;
+    while (o > 1 && x->ne[o] == 1) o--;
+    r->o = o;
+    r->inner = 1;
+    for (int k = 1; k < o; k++) r->inner *= x->ne[k];
+    r->wx = slice_bytes(x, o);
+    r->wd = slice_bytes(d, o);
+    VkDeviceSize strides[2] = {x->nb[o], d->nb[o]}, widths[2] = {r->wx, r->wd};
+    r->chunk = elmi_op_token_chunk(p, x->ne[o], strides, widths, 2);
+    if (r->chunk < 1) return elmi_op_unsupported(p, "rows exceed maxStorageBufferRange");
+    return ELM_OK;
+}
+
+/* The rows of chunk [c0, c0 + n) along o: counts and strides in floats. */
+typedef struct rows3_pc {
+    uint32_t n_rows, ne1, ne2, xs[3], ds[3];
+} rows3_pc;
+
+static rows3_pc rows3_chunk(const rows3 *r, const be_tensor *x, const be_tensor *d, int64_t n) {
+    rows3_pc c = {.n_rows = (uint32_t)(r->inner * n)};
+    int64_t ne[3];
+    for (int k = 1; k < 4; k++) {
+        ne[k - 1] = k < r->o ? x->ne[k] : k == r->o ? n : 1;
+        c.xs[k - 1] = (uint32_t)(x->nb[k] / 4);
+        c.ds[k - 1] = (uint32_t)(d->nb[k] / 4);
+    }
+    c.ne1 = (uint32_t)ne[0];
+    c.ne2 = (uint32_t)ne[1];
+    return c;
 }
 
 static elm_status plan_rms_norm(vk_planner *p, const be_node *nd) {
@@ -67,26 +123,57 @@ static elm_status plan_rms_norm(vk_planner *p, const be_node *nd) {
     ELM_TRY(elmi_op_resolve(p, x, "src0", &vx));
     ELM_TRY(elmi_op_resolve(p, w, "src1", &vw));
     ELM_TRY(elmi_op_resolve(p, d, "dst", &vd));
-    int64_t rows, rd;
-    size_t sx, sd;
-    if (!elmi_op_flat_rows(x, &rows, &sx) || !elmi_op_flat_rows(d, &rd, &sd)) return elmi_op_unsupported(p, "rows are not evenly spaced");
+    rows3 r;
+    ELM_TRY(rows3_plan(p, x, d, &r));
     uint32_t wg = elmi_op_reduce_wg(p, WG_DEFAULT, 0);
     if (!wg) return elmi_op_unsupported(p, "no workgroup size fits %u bytes of shared memory", p->vk->caps.max_shared);
-    VkDeviceSize width = (VkDeviceSize)x->ne[0] * 4, strides[2] = {sx, sd}, widths[2] = {width, width};
-    int64_t chunk = elmi_op_token_chunk(p, rows, strides, widths, 2);
-    if (chunk < 1) return elmi_op_unsupported(p, "a row exceeds maxStorageBufferRange");
-    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-        int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
+    VkDeviceSize width = (VkDeviceSize)x->ne[0] * 4, sx = x->nb[r.o], sd = d->nb[r.o];
+    for (int64_t c0 = 0; c0 < x->ne[r.o]; c0 += r.chunk) {
+        int64_t n = x->ne[r.o] - c0 < r.chunk ? x->ne[r.o] - c0 : r.chunk;
         disp_build db;
         elmi_op_disp_init(p, &db);
         db.shader = elmi_op_use_sg(p) ? "rms_norm_sg" : "rms_norm_sh";
         db.spec[0] = wg, db.spec[1] = elmi_op_nsg(p, wg), db.n_spec = 2;
-        pc_rms_norm pc = {.n = (uint32_t)x->ne[0], .n_rows = (uint32_t)n, .x_stride = (uint32_t)(sx / 4),
-                          .d_stride = (uint32_t)(sd / 4), .eps = nd->fparams[0]};
-        ELM_TRY(elmi_op_bind_view(p, &vx, r0 * sx, (r0 + n - 1) * sx + width, 4, &db.d.b[0], &pc.x_base));
+        rows3_pc c = rows3_chunk(&r, x, d, n);
+        pc_rms_norm pc = {.n = (uint32_t)x->ne[0], .n_rows = c.n_rows, .ne1 = c.ne1, .ne2 = c.ne2,
+                          .x_s1 = c.xs[0], .x_s2 = c.xs[1], .x_s3 = c.xs[2],
+                          .d_s1 = c.ds[0], .d_s2 = c.ds[1], .d_s3 = c.ds[2], .eps = nd->fparams[0]};
+        ELM_TRY(elmi_op_bind_view(p, &vx, c0 * sx, (c0 + n - 1) * sx + r.wx, 4, &db.d.b[0], &pc.x_base));
         ELM_TRY(elmi_op_bind_view(p, &vw, 0, width, 4, &db.d.b[1], &pc.w_base));
-        ELM_TRY(elmi_op_bind_view(p, &vd, r0 * sd, (r0 + n - 1) * sd + width, 4, &db.d.b[3], &pc.d_base));
-        ELM_TRY(elmi_op_set_groups(p, &db, (uint64_t)n, 1));
+        ELM_TRY(elmi_op_bind_view(p, &vd, c0 * sd, (c0 + n - 1) * sd + r.wd, 4, &db.d.b[3], &pc.d_base));
+        ELM_TRY(elmi_op_set_groups(p, &db, c.n_rows, 1));
+        ELM_TRY(elmi_op_emit(p, &db, &pc, sizeof pc));
+    }
+    return ELM_OK;
+}
+
+static elm_status plan_scale(vk_planner *p, const be_node *nd) {
+    const be_tensor *x = nd->src[0], *d = nd->dst;
+    ELM_TRY(elmi_op_check_f32(p, x, "src0"));
+    ELM_TRY(elmi_op_check_f32(p, d, "dst"));
+    if (!elmi_op_same_shape(x, d)) return elmi_op_invalid(p, "shapes differ");
+    tview vx, vd;
+    ELM_TRY(elmi_op_resolve(p, x, "src0", &vx));
+    ELM_TRY(elmi_op_resolve(p, d, "dst", &vd));
+    rows3 r;
+    ELM_TRY(rows3_plan(p, x, d, &r));
+    uint32_t wg = elmi_op_wg_size(p, WG_DEFAULT);
+    uint64_t blocks = ((uint64_t)x->ne[0] + wg - 1) / wg;
+    VkDeviceSize sx = x->nb[r.o], sd = d->nb[r.o];
+    for (int64_t c0 = 0; c0 < x->ne[r.o]; c0 += r.chunk) {
+        int64_t n = x->ne[r.o] - c0 < r.chunk ? x->ne[r.o] - c0 : r.chunk;
+        disp_build db;
+        elmi_op_disp_init(p, &db);
+        db.shader = "scale";
+        db.spec[0] = wg, db.spec[1] = 1, db.n_spec = 2;
+        rows3_pc c = rows3_chunk(&r, x, d, n);
+        pc_scale pc = {.n = (uint32_t)x->ne[0], .n_rows = c.n_rows, .ne1 = c.ne1, .ne2 = c.ne2,
+                       .x_s1 = c.xs[0], .x_s2 = c.xs[1], .x_s3 = c.xs[2],
+                       .d_s1 = c.ds[0], .d_s2 = c.ds[1], .d_s3 = c.ds[2],
+                       .s = nd->fparams[0], .softcap = nd->fparams[1]};
+        ELM_TRY(elmi_op_bind_view(p, &vx, c0 * sx, (c0 + n - 1) * sx + r.wx, 4, &db.d.b[0], &pc.x_base));
+        ELM_TRY(elmi_op_bind_view(p, &vd, c0 * sd, (c0 + n - 1) * sd + r.wd, 4, &db.d.b[3], &pc.d_base));
+        ELM_TRY(elmi_op_set_groups(p, &db, blocks * c.n_rows, 1));
         ELM_TRY(elmi_op_emit(p, &db, &pc, sizeof pc));
     }
     return ELM_OK;
@@ -175,6 +262,10 @@ static elm_status plan_kv_store(vk_planner *p, const be_node *nd) {
     ELM_TRY(elmi_op_check_f32(p, x, "src0"));
     if (!is_cache(c)) return elmi_op_invalid(p, "dst must be a 2-D F32 or F16 cache");
     if (x->ne[0] != c->ne[0] || x->ne[2] != 1 || x->ne[3] != 1) return elmi_op_invalid(p, "shapes do not match");
+    int ring = nd->iparams[1];
+    if (ring != 0 && ring != 1) return elmi_op_invalid(p, "ring %d (0 or 1)", ring);
+    if (ring && x->ne[1] > c->ne[1])
+        return elmi_op_invalid(p, "%lld tokens into a ring of %lld rows", (long long)x->ne[1], (long long)c->ne[1]);
     bool f16 = c->type == QT_F16, words = f16 && !p->vk->caps.storage16;
     if (words && (x->ne[0] % 2 || c->nb[1] % 4))
         return elmi_op_unsupported(p, "odd F16 rows need 16-bit storage");
@@ -195,7 +286,8 @@ static elm_status plan_kv_store(vk_planner *p, const be_node *nd) {
         db.shader = !f16 ? "kv_store_f32" : words ? "kv_store_f16_u32" : "kv_store_f16_s16";
         db.spec[0] = wg, db.spec[1] = 1, db.n_spec = 2;
         pc_kv_store pc = {.n = (uint32_t)x->ne[0], .x_stride = (uint32_t)(x->nb[1] / 4),
-                          .d_stride = (uint32_t)(c->nb[1] / unit), .tok0 = (uint32_t)t0, .dyn_idx = slot};
+                          .d_stride = (uint32_t)(c->nb[1] / unit), .tok0 = (uint32_t)t0, .dyn_idx = slot,
+                          .ring_rows = ring ? (uint32_t)c->ne[1] : VK_NO_RING};
         ELM_TRY(elmi_op_bind_view(p, &vx, t0 * x->nb[1], (t0 + n - 1) * x->nb[1] + w, 4, &db.d.b[0], &pc.x_base));
         ELM_TRY(elmi_op_bind_view(p, &vc, 0, vc.extent, unit, &db.d.b[3], &pc.d_base));
         ELM_TRY(elmi_op_set_groups(p, &db, (items + wg - 1) / wg, (uint64_t)n));
@@ -225,6 +317,12 @@ static elm_status attention_check(vk_planner *p, const be_node *nd) {
         V->ne[0] != K->ne[0] || V->ne[1] != K->ne[1] || d->ne[0] != q->ne[0] * q->ne[1] ||
         d->ne[1] != q->ne[2] || d->ne[2] != 1 || d->ne[3] != 1)
         return elmi_op_invalid(p, "shapes do not match");
+    int window = nd->iparams[2], ring = nd->iparams[3];
+    if (window < 0 || (ring != 0 && ring != 1) || (ring && window == 0))
+        return elmi_op_invalid(p, "window %d, ring %d (a ring needs a window)", window, ring);
+    if (ring && (int64_t)window + q->ne[2] - 1 > K->ne[1])
+        return elmi_op_invalid(p, "window %d and %lld tokens need more than the ring's %lld rows", window,
+                               (long long)q->ne[2], (long long)K->ne[1]);
     if (K->type != V->type || K->nb[1] != V->nb[1])
         return elmi_op_unsupported(p, "K and V caches of different types or strides");
     if (q->ne[0] > MAX_HEAD_DIM) return elmi_op_unsupported(p, "head size %lld above %d", (long long)q->ne[0], MAX_HEAD_DIM);
@@ -266,7 +364,9 @@ static elm_status plan_attention(vk_planner *p, const be_node *nd) {
         pc_attention pc = {.n_head = (uint32_t)q->ne[1], .n_head_kv = (uint32_t)nd->iparams[1],
                            .q_rs = (uint32_t)(q->nb[1] / 4), .q_ts = (uint32_t)(q->nb[2] / 4),
                            .kv_stride = (uint32_t)(K->nb[1] / unit), .d_ts = (uint32_t)(d->nb[1] / 4),
-                           .tok0 = (uint32_t)t0, .dyn_idx = slot, .scale = nd->fparams[0]};
+                           .tok0 = (uint32_t)t0, .dyn_idx = slot, .window = (uint32_t)nd->iparams[2],
+                           .ring_rows = nd->iparams[3] ? (uint32_t)K->ne[1] : VK_NO_RING,
+                           .scale = nd->fparams[0], .softcap = nd->fparams[1]};
         ELM_TRY(elmi_op_bind_view(p, &vq, t0 * q->nb[2], (t0 + n - 1) * q->nb[2] + wq, 4, &db.d.b[0], &pc.q_base));
         ELM_TRY(elmi_op_bind_view(p, &vc, 0, vc.extent, unit, &db.d.b[1], &pc.k_base));
         ELM_TRY(elmi_op_bind_view(p, &vv, 0, vv.extent, unit, &db.d.b[2], &pc.v_base));
@@ -293,6 +393,8 @@ elm_status elmi_vk_plan_node(vk_planner *p, const be_node *node) {
     case BE_OP_KV_STORE: return plan_kv_store(p, node);
     case BE_OP_ATTENTION: return plan_attention(p, node);
     case BE_OP_ARGMAX: return elmi_op_plan_argmax(p, node);
+    case BE_OP_SCALE: return plan_scale(p, node);
+    case BE_OP_SHORTCONV: return elmi_op_plan_shortconv(p, node);
     default:
         /* An op of backend.h without a Vulkan kernel (yet) runs on the CPU,
          * which validates it; only values outside the enum are malformed. */

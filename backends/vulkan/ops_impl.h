@@ -105,5 +105,7 @@ elm_status elmi_op_plan_get_rows(vk_planner *p, const be_node *nd);
 elm_status elmi_op_plan_mul_mat(vk_planner *p, const be_node *nd);
 /* op_argmax.c */
 elm_status elmi_op_plan_argmax(vk_planner *p, const be_node *nd);
+/* op_shortconv.c */
+elm_status elmi_op_plan_shortconv(vk_planner *p, const be_node *nd);
 
 #endif /* ELM_VK_OPS_IMPL_H */

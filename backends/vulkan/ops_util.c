@@ -26,7 +26,7 @@ elm_status elmi_op_invalid(vk_planner *p, const char *fmt, ...) {
 }
 
 bool elmi_vk_node_has_dyn(const be_node *node) {
-    return node->op == BE_OP_KV_STORE || node->op == BE_OP_ATTENTION;
+    return node->op == BE_OP_KV_STORE || node->op == BE_OP_ATTENTION || node->op == BE_OP_SHORTCONV;
 }
 
 /* ------------------------------------------------------------- type info */

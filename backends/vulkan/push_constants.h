@@ -16,12 +16,21 @@
 
 typedef struct pc_binary {
     uint32_t a_base, b_base, d_base, n, n_rows, a_stride, b_stride, d_stride;
+    uint32_t act; /* GLU: BE_GLU_SILU or BE_GLU_GELU_TANH */
 } pc_binary;
 
+/* Row ops over (n, ne1, ne2, ne3): row strides along dims 1..3, in floats. */
 typedef struct pc_rms_norm {
-    uint32_t x_base, w_base, d_base, n, n_rows, x_stride, d_stride;
+    uint32_t x_base, w_base, d_base, n, n_rows, ne1, ne2;
+    uint32_t x_s1, x_s2, x_s3, d_s1, d_s2, d_s3;
     float eps;
 } pc_rms_norm;
+
+typedef struct pc_scale {
+    uint32_t x_base, d_base, n, n_rows, ne1, ne2;
+    uint32_t x_s1, x_s2, x_s3, d_s1, d_s2, d_s3;
+    float s, softcap;
+} pc_scale;
 
 typedef struct pc_rope {
     uint32_t x_base, pos_base, ff_base, d_base, head_dim, n_head, x_rs, x_ts, d_rs, d_ts;
@@ -29,14 +38,24 @@ typedef struct pc_rope {
     float log2_theta_scale, freq_scale, ext_factor, corr_low, corr_high, mscale;
 } pc_rope;
 
+/* ring_rows: the cache's rows for a ring cache, VK_NO_RING otherwise. */
 typedef struct pc_kv_store {
-    uint32_t x_base, d_base, n, x_stride, d_stride, tok0, dyn_idx;
+    uint32_t x_base, d_base, n, x_stride, d_stride, tok0, dyn_idx, ring_rows;
 } pc_kv_store;
 
 typedef struct pc_attention {
     uint32_t q_base, k_base, v_base, d_base, n_head, n_head_kv, q_rs, q_ts, kv_stride, d_ts, tok0, dyn_idx;
-    float scale;
+    uint32_t window, ring_rows;
+    float scale, softcap;
 } pc_attention;
+
+typedef struct pc_shortconv {
+    uint32_t bcx_base, w_base, s_base, d_base, n, L, n_tok, bcx_stride, d_stride, s_stride, s_rows;
+    uint32_t tok0, dyn_idx;
+} pc_shortconv;
+
+/* ring_rows of a cache that is not a ring: j % VK_NO_RING == j. */
+#define VK_NO_RING 0xffffffffu
 
 typedef struct pc_get_rows {
     uint32_t w_base, id_base, d_base, n, row_bytes, d_stride, row0, n_rows, n_table;

@@ -325,7 +325,8 @@ typedef struct vk_planner {
 elm_status elmi_vk_plan_node(vk_planner *p, const be_node *node);
 /* Bytes from element 0 to the end of the last row; false when malformed. */
 bool elmi_vk_tensor_extent(const be_tensor *t, VkDeviceSize *out);
-/* True when iparams[0] of the node is a per-call value (a cache position). */
+/* True when iparams[0] of the node is a per-call value (a cache position:
+ * KV_STORE, ATTENTION, SHORTCONV). */
 bool elmi_vk_node_has_dyn(const be_node *node);
 
 /* graph.c */

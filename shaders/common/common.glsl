@@ -15,3 +15,10 @@ layout(std430, binding = 4) readonly buffer DynBuf { int dyn[]; };
 // Workgroups are laid out on x and y so that counts beyond the device's
 // per-dimension limit still fit; z is left to the shader.
 uint wg_linear() { return gl_WorkGroupID.x + gl_NumWorkGroups.x * gl_WorkGroupID.y; }
+
+// Element offset of row r of a tensor (n, ne1, ne2, ne3) whose rows over
+// dims 1..3 have strides s (in elements): r = i1 + ne1 * (i2 + ne2 * i3).
+uint row_offset(uint r, uint ne1, uint ne2, uvec3 s) {
+    uint q = r / ne1;
+    return (r % ne1) * s.x + (q % ne2) * s.y + (q / ne2) * s.z;
+}
