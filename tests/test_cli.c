@@ -12,6 +12,11 @@
  *   tokenize  byte-exact stdin, one line of ids, against a selection of the
  *             shared tokenizer vectors.
  *   info      architecture, hyperparameters, tokenizer, tensor table.
+ *   chat      one reply per line of a pipe; each turn evaluates only the
+ *             tokens the context does not hold (checked against `template`
+ *             and `tokenize`); replies stop at the template's end-of-turn
+ *             token, unwritten; run --chat gives chat's first reply, which
+ *             is what run generates after the rendering; --template wins.
  *   errors    exit 1 with a message naming the file and the problem; usage
  *             errors exit 2; --version and --help exit 0.
  *
@@ -318,8 +323,8 @@ Test(cli_meta, version) {
 Test(cli_meta, help) {
     result r = EDGELM("--help");
     cr_expect_eq(r.rc, 0, "--help exited %d; stderr: %s", r.rc, r.err);
-    const char *const cmds[] = {"run", "eval", "tokenize", "info"};
-    for (size_t i = 0; i < 4; i++)
+    const char *const cmds[] = {"run", "eval", "tokenize", "info", "chat", "template"};
+    for (size_t i = 0; i < 6; i++)
         cr_expect(strstr(r.out, cmds[i]), "--help does not mention '%s':\n%s", cmds[i], r.out);
     result_free(&r);
 
