@@ -234,7 +234,11 @@ static chat_result prepare(chat_session *s, elm_token **ids, size_t *n) {
         return CHAT_TURN_FAILED;
     }
     uint32_t n_ctx = elm_context_n_ctx(s->ctx);
-    if (*n == 0 || *n > n_ctx) {
+    if (*n == 0) {
+        cli_error(s->o.label, "turn %u: the conversation renders to no tokens: the message is dropped", s->turn);
+        return CHAT_TURN_FAILED;
+    }
+    if (*n > n_ctx) {
         cli_error(s->o.label,
                   "turn %u: the conversation is %zu tokens long but the context holds %u: the "
                   "message is dropped (use a larger --ctx-size, or start a new conversation)",
@@ -280,7 +284,7 @@ chat_result chat_session_turn(chat_session *s, const char *text, elm_stats *stat
         cli_error(s->o.label, "out of memory");
         return CHAT_FATAL;
     }
-    if (!cli_write("\n", 1)) { /* before the reports, which a terminal shows in between */
+    if (!cli_write("\n", 1)) { /* first, so that on a terminal the reports follow the reply */
         cli_error("stdout", "write error");
         return CHAT_FATAL;
     }
