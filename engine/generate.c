@@ -41,15 +41,29 @@ typedef struct gen_state {
     double t_start, t_first;
 } gen_state;
 
+/* The caller's prompt ids (params->prompt_tokens), copied. */
+static elm_status copy_prompt_tokens(gen_state *g, elm_token **out, size_t *n) {
+    *n = g->p->n_prompt_tokens;
+    *out = elmi_malloc((*n ? *n : 1) * sizeof(elm_token));
+    if (!*out) return elmi_ctx_error(g->ctx, ELM_ERR_NO_MEMORY, "out of memory");
+    if (*n) memcpy(*out, g->p->prompt_tokens, *n * sizeof(elm_token));
+    return ELM_OK;
+}
+
 static elm_status tokenize_prompt(gen_state *g, const char *prompt, size_t len, elm_token **out,
                                   size_t *n) {
     elm_context *ctx = g->ctx;
-    size_t cap = len + 8;
-    *out = elmi_malloc(cap * sizeof(elm_token));
-    if (!*out) return elmi_ctx_error(ctx, ELM_ERR_NO_MEMORY, "out of memory");
-    elm_status st = elm_tokenize(ctx->model, prompt, len, g->p->add_bos, g->p->parse_special,
-                                 *out, cap, n);
-    if (st != ELM_OK) return elmi_ctx_error(ctx, st, "cannot tokenize the prompt: %s", elm_strerror(st));
+    if (g->p->prompt_tokens) {
+        ELM_TRY(copy_prompt_tokens(g, out, n));
+    } else {
+        size_t cap = len + 8;
+        *out = elmi_malloc(cap * sizeof(elm_token));
+        if (!*out) return elmi_ctx_error(ctx, ELM_ERR_NO_MEMORY, "out of memory");
+        elm_status st = elm_tokenize(ctx->model, prompt, len, g->p->add_bos, g->p->parse_special,
+                                     *out, cap, n);
+        if (st != ELM_OK)
+            return elmi_ctx_error(ctx, st, "cannot tokenize the prompt: %s", elm_strerror(st));
+    }
     if (*n == 0) return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG, "the prompt has no tokens");
     uint32_t room = ctx->params.n_ctx - ctx->n_past;
     if (*n > room)
@@ -148,7 +162,6 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
                         const elm_generate_params *params, elm_stats *stats) {
     if (!ctx) return ELM_ERR_INVALID_ARG;
     ctx->last_error[0] = 0;
-    if (!prompt && len) return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG, "prompt is NULL");
     if (stats && stats->struct_size < ELMI_MIN_STATS)
         return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG,
                          "elm_stats.struct_size is %zu: declare it with ELM_INIT(elm_stats)",
@@ -164,6 +177,7 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
                          "elm_sampler_params.struct_size is %zu: initialize the struct with "
                          "elm_sampler_default_params", p.sampler->struct_size);
     p.sampler = &sp;
+    if (!p.prompt_tokens && !prompt && len) return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG, "prompt is NULL");
     gen_state g = {.ctx = ctx, .p = &p, .t_start = elmi_now_ms()};
     g.st.struct_size = sizeof g.st;
     const uint32_t n_past0 = ctx->n_past;

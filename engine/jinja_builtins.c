@@ -13,7 +13,8 @@ static const char *const filters[] = {
     "length", "count", "tojson", "trim", "string", "lower", "upper", "default", "d", "safe",
     "escape", "e", "items", "join", "indent", "list", "selectattr", "rejectattr", "map",
     "replace", "unique", "dictsort", "first", "last", "int", "float", "title", "capitalize",
-    "wordcount", "abs", "reverse", "sort", "select", "reject", "sum", "min", "max", "batch", NULL};
+    "wordcount", "abs", "reverse", "sort", "select", "reject", "sum", "min", "max", "batch",
+    "center", NULL};
 
 static const char *const tests[] = {
     "defined", "undefined", "none", "string", "mapping", "iterable", "sequence", "number",
@@ -212,6 +213,27 @@ static elm_status f_indent(jctx *c, const jnode *at, jval v, const jargs *a, jva
             if (bl) for (int64_t k = 0; k < width; k++) ELM_TRY(elmi_j_buf_putc(c, &b, ' '));
         }
     }
+    *out = elmi_j_str(b.p, b.n);
+    return ELM_OK;
+}
+
+/* str.center(width): the padding split as CPython splits it. */
+static elm_status f_center(jctx *c, const jnode *at, jval v, const jargs *a, jval *out) {
+    int64_t width;
+    ELM_TRY(need_int(c, at, "center", elmi_j_arg(a, 0, "width"), 80, &width));
+    if (width > (int64_t)JINJA_MAX_OUTPUT) return elmi_j_fail(c, at->line, "center: width out of range");
+    ELM_TRY(elmi_j_to_str(c, v, &v));
+    int64_t marg = width - (int64_t)elmi_j_utf8_len(v.u.s, v.n);
+    if (marg <= 0) {
+        *out = v;
+        return ELM_OK;
+    }
+    int64_t left = marg / 2 + (marg & width & 1);
+    ELM_TRY(elmi_j_charge(c, (uint64_t)marg / 16));
+    jbuf b = {0};
+    for (int64_t k = 0; k < left; k++) ELM_TRY(elmi_j_buf_putc(c, &b, ' '));
+    ELM_TRY(elmi_j_buf_put(c, &b, v.u.s, v.n));
+    for (int64_t k = left; k < marg; k++) ELM_TRY(elmi_j_buf_putc(c, &b, ' '));
     *out = elmi_j_str(b.p, b.n);
     return ELM_OK;
 }
@@ -570,6 +592,7 @@ elm_status elmi_j_filter(jctx *c, const jnode *at, const char *name, size_t n, j
         ELM_TRY(elmi_j_to_str(c, v, &v));
         return f_indent(c, at, v, a, out);
     }
+    if (eqn(name, n, "center")) return f_center(c, at, v, a, out);
     if (eqn(name, n, "list")) return elmi_j_iterate(c, at->line, v, out);
     if (eqn(name, n, "selectattr")) return f_select(c, at, v, a, true, true, out);
     if (eqn(name, n, "rejectattr")) return f_select(c, at, v, a, true, false, out);
@@ -646,7 +669,7 @@ elm_status elmi_j_test(jctx *c, const jnode *at, const char *name, size_t n, jva
     else if (eqn(name, n, "boolean")) *out = t == JV_BOOL;
     else if (eqn(name, n, "true")) *out = t == JV_BOOL && v.u.b;
     else if (eqn(name, n, "false")) *out = t == JV_BOOL && !v.u.b;
-    else if (eqn(name, n, "callable")) *out = t == JV_MACRO || t == JV_FUNC;
+    else if (eqn(name, n, "callable")) *out = t == JV_MACRO || t == JV_FUNC || t == JV_CALLER;
     else if (eqn(name, n, "lower") || eqn(name, n, "upper")) *out = is_lower_upper(v, eqn(name, n, "upper"));
     else if (eqn(name, n, "odd") || eqn(name, n, "even")) return int_test(c, at, name, n, v, o, out);
     else if (!o) return elmi_j_fail(c, at->line, "test '%.*s' needs an argument", (int)n, name);

@@ -140,6 +140,7 @@ static elm_status arith(jctx *c, int line, int op, jval a, jval b, jval *out) {
         if ((a.t == JV_STR || a.t == JV_LIST) && (b.t == JV_INT || b.t == JV_BOOL)) return repeat(c, line, a, ival(b), out);
         if ((b.t == JV_STR || b.t == JV_LIST) && (a.t == JV_INT || a.t == JV_BOOL)) return repeat(c, line, b, ival(a), out);
     }
+    if (op == JOP_MOD && a.t == JV_STR) return elmi_j_percent_format(c, line, a, b, out);
     if (!is_num(a) || !is_num(b)) return bad_operands(c, line, names[op], a, b);
     bool ints = a.t != JV_FLOAT && b.t != JV_FLOAT;
     int64_t x = ints ? ival(a) : 0, y = ints ? ival(b) : 0, r;
@@ -375,14 +376,28 @@ static elm_status eval_list(jctx *c, const jnodes *l, jval **out) {
     return ELM_OK;
 }
 
+elm_status elmi_j_eval_args(jctx *c, const jnode *call, jval **pos, jval **kw) {
+    ELM_TRY(eval_list(c, &call->l1, pos));
+    return eval_list(c, &call->l2, kw);
+}
+
+/* loop.cycle(a, b, ...): the argument at the iteration's index, cyclically. */
+static elm_status loop_cycle(jctx *c, const jnode *e, const jloop *lp, const jargs *a, jval *out) {
+    if (a->nkw) return elmi_j_fail(c, e->line, "loop.cycle() takes no keyword arguments");
+    if (a->npos == 0) return elmi_j_fail(c, e->line, "no items for cycling given");
+    *out = a->pos[lp->i % a->npos];
+    return ELM_OK;
+}
+
 static elm_status eval_call(jctx *c, const jnode *e, jval *out) {
     jval *pos, *kw;
-    ELM_TRY(eval_list(c, &e->l1, &pos));
-    ELM_TRY(eval_list(c, &e->l2, &kw));
+    ELM_TRY(elmi_j_eval_args(c, e, &pos, &kw));
     jargs args = {pos, e->l1.n, &e->l2, kw, e->l2.n};
     if (e->a->kind == JN_ATTR) {
         jval obj;
         ELM_TRY(elmi_j_eval(c, e->a->a, &obj));
+        if (obj.t == JV_LOOP && e->a->n == 5 && memcmp(e->a->s, "cycle", 5) == 0)
+            return loop_cycle(c, e, obj.u.lp, &args, out);
         if (obj.t == JV_STR || obj.t == JV_LIST || obj.t == JV_DICT) {
             bool found;
             ELM_TRY(elmi_j_method(c, e, obj, e->a->s, e->a->n, &args, out, &found));

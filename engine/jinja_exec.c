@@ -2,7 +2,8 @@
  * Scopes follow Jinja2: each loop iteration and each macro call has its own
  * scope (assignments in them do not leak out; namespace() objects carry
  * values across), `if` has none; a macro sees the template's top-level
- * variables as they are when it is called. */
+ * variables as they are when it is called, and the body of a {% call %}
+ * block (the macro's `caller`) sees the scope of the block. */
 #include <string.h>
 
 #include "common/alloc.h"
@@ -10,6 +11,7 @@
 #include "engine/jinja_impl.h"
 
 static elm_status exec(jctx *c, const jnode *s);
+static elm_status exec_call_block(jctx *c, const jnode *s);
 
 elm_status elmi_j_exec_body(jctx *c, const jnodes *body) {
     for (size_t i = 0; i < body->n && !c->loop_ctl; i++) ELM_TRY(exec(c, body->v[i]));
@@ -143,6 +145,7 @@ static elm_status exec_node(jctx *c, const jnode *s) {
     case JN_BREAK: c->loop_ctl = 1; return ELM_OK;
     case JN_CONTINUE: c->loop_ctl = 2; return ELM_OK;
     case JN_BODY: return elmi_j_exec_body(c, &s->l1);
+    case JN_CALLBLOCK: return exec_call_block(c, s);
     default: return elmi_j_fail(c, s->line, "not a statement");
     }
 }
@@ -158,61 +161,135 @@ static elm_status exec(jctx *c, const jnode *s) {
 
 /* ----------------------------------------------------------------- macros */
 
-static elm_status bind_macro_args(jctx *c, const jnode *at, const jnode *m, const jval *args, size_t nargs,
-                                  const jnode *kwnodes, const jval *kw, size_t nkw) {
-    const jnodes *params = &m->l2;
-    if (nargs > params->n)
-        return elmi_j_fail(c, at->line, "macro '%.*s' takes not more than %zu argument(s)", (int)m->n, m->s, params->n);
-    for (size_t k = 0; k < nkw; k++) {
-        const jnode *kn = kwnodes->l2.v[k];
-        bool ok = false;
-        for (size_t i = 0; i < params->n && !ok; i++)
-            ok = params->v[i]->n == kn->n && memcmp(params->v[i]->s, kn->s, kn->n) == 0;
-        if (!ok)
-            return elmi_j_fail(c, at->line, "macro '%.*s' takes no keyword argument '%.*s'", (int)m->n, m->s, (int)kn->n, kn->s);
+typedef struct macro_call {
+    const jnode *at;     /* the call, for errors */
+    const jnode *m;      /* JN_MACRO, or the JN_CALLBLOCK of a caller */
+    jframe *scope;       /* the parent of the macro's scope */
+    const jval *args;
+    size_t nargs;
+    const jnodes *kwn;   /* the JN_KW nodes naming the keyword arguments */
+    const jval *kw;
+    size_t nkw;
+    const jval *caller;  /* from a {% call %} block, or NULL */
+} macro_call;
+
+/* The index of the node in `list` that has the name of `named`, or -1. */
+static int param_index(const jnodes *list, const jnode *named) {
+    for (size_t i = 0; i < list->n; i++)
+        if (list->v[i]->n == named->n && memcmp(list->v[i]->s, named->s, named->n) == 0) return (int)i;
+    return -1;
+}
+
+/* Keyword arguments that name no parameter: into `kwargs` (when the body
+ * uses it), or `caller` (when it uses that); else an error. */
+static elm_status bind_extra_keyword(jctx *c, const macro_call *mc, const char *name, int nn,
+                                     const jnode *kn, jval v, jval *kwargs, jval *caller) {
+    int refs = mc->m->op;
+    if (kn->n == 6 && memcmp(kn->s, "caller", 6) == 0 && (refs & JREF_CALLER)) {
+        if (mc->caller)
+            return elmi_j_fail(c, mc->at->line, "macro '%.*s' was invoked with two values for the special caller argument", nn, name);
+        *caller = v;
+        return ELM_OK;
     }
-    for (size_t i = 0; i < params->n; i++) {
+    if (!(refs & JREF_KWARGS))
+        return elmi_j_fail(c, mc->at->line, "macro '%.*s' takes no keyword argument '%.*s'", nn, name, (int)kn->n, kn->s);
+    return elmi_j_dict_set(c, kwargs->u.d, elmi_j_str(kn->s, kn->n), v);
+}
+
+/* Binds parameters, then varargs, kwargs and caller where the body uses them. */
+static elm_status bind_macro_args(jctx *c, const macro_call *mc) {
+    const jnode *m = mc->m;
+    const jnodes *params = &m->l2;
+    const char *name = m->kind == JN_MACRO ? m->s : "caller";
+    int nn = m->kind == JN_MACRO ? (int)m->n : 6, refs = m->op;
+    if (mc->nargs > params->n && !(refs & JREF_VARARGS))
+        return elmi_j_fail(c, mc->at->line, "macro '%.*s' takes not more than %zu argument(s)", nn, name, params->n);
+    if (mc->caller && !(refs & JREF_CALLER))
+        return elmi_j_fail(c, mc->at->line, "macro '%.*s' was invoked with two values for the special caller argument", nn, name);
+    jval kwargs = elmi_j_undef(NULL, 0), caller = mc->caller ? *mc->caller : elmi_j_undef("caller", 6);
+    if (refs & JREF_KWARGS) ELM_TRY(elmi_j_new_dict(c, mc->nkw, JV_DICT, &kwargs));
+    for (size_t k = 0; k < mc->nkw; k++) {
+        const jnode *kn = mc->kwn->v[k];
+        int i = param_index(params, kn);
+        if (i < 0) ELM_TRY(bind_extra_keyword(c, mc, name, nn, kn, mc->kw[k], &kwargs, &caller));
+        else if ((size_t)i < mc->nargs)
+            return elmi_j_fail(c, mc->at->line, "macro '%.*s' got multiple values for argument '%.*s'", nn, name, (int)kn->n, kn->s);
+    }
+    for (size_t i = 0; i < params->n; i++) { /* in order: a default may use earlier ones */
         const jnode *p = params->v[i];
+        int k = param_index(mc->kwn, p);
         jval v = elmi_j_undef(p->s, p->n);
-        bool set = i < nargs;
-        if (set) v = args[i];
-        for (size_t k = 0; k < nkw; k++) {
-            const jnode *kn = kwnodes->l2.v[k];
-            if (kn->n == p->n && memcmp(kn->s, p->s, p->n) == 0) {
-                v = kw[k];
-                set = true;
-            }
-        }
-        if (!set && p->a) ELM_TRY(elmi_j_eval(c, p->a, &v));
+        if (i < mc->nargs) v = mc->args[i];
+        else if (k >= 0) v = mc->kw[k];
+        else if (p->a) ELM_TRY(elmi_j_eval(c, p->a, &v));
         ELM_TRY(elmi_j_frame_set(c, c->frame, p->s, p->n, v));
     }
+    if (refs & JREF_VARARGS) {
+        jval extra;
+        ELM_TRY(elmi_j_new_list(c, 0, &extra));
+        extra.u.l->tuple = true;
+        for (size_t i = params->n; i < mc->nargs; i++) ELM_TRY(elmi_j_list_push(c, extra.u.l, mc->args[i]));
+        ELM_TRY(elmi_j_frame_set(c, c->frame, "varargs", 7, extra));
+    }
+    if (refs & JREF_KWARGS) ELM_TRY(elmi_j_frame_set(c, c->frame, "kwargs", 6, kwargs));
+    if (refs & JREF_CALLER) ELM_TRY(elmi_j_frame_set(c, c->frame, "caller", 6, caller));
     return ELM_OK;
 }
 
-static elm_status call_macro(jctx *c, const jnode *at, const jnode *m, const jval *args, size_t nargs,
-                             const jnode *kwnodes, const jval *kw, size_t nkw, jval *out) {
+static elm_status call_macro(jctx *c, const macro_call *mc, jval *out) {
     if (++c->depth > JINJA_MAX_EVAL_DEPTH)
-        return elmi_j_fail(c, at->line, "the template recurses deeper than %d levels", JINJA_MAX_EVAL_DEPTH);
+        return elmi_j_fail(c, mc->at->line, "the template recurses deeper than %d levels", JINJA_MAX_EVAL_DEPTH);
     jframe *save = c->frame;
     int save_ctl = c->loop_ctl;
-    ELM_TRY(push_frame(c, c->root, &c->frame));
-    ELM_TRY(bind_macro_args(c, at, m, args, nargs, kwnodes, kw, nkw));
-    ELM_TRY(capture(c, &m->l1, out));
+    ELM_TRY(push_frame(c, mc->scope, &c->frame));
+    ELM_TRY(bind_macro_args(c, mc));
+    ELM_TRY(capture(c, &mc->m->l1, out));
     c->frame = save;
     c->loop_ctl = save_ctl;
     c->depth--;
     return ELM_OK;
 }
 
+static const jnodes no_nodes;
+
 elm_status elmi_j_call_value(jctx *c, const jnode *at, jval fn, const jval *args, size_t nargs,
                              const jnode *kwnodes, const jval *kw, size_t nkw, jval *out) {
-    if (fn.t == JV_MACRO) return call_macro(c, at, fn.u.m, args, nargs, kwnodes, kw, nkw, out);
+    macro_call mc = {.at = at, .args = args, .nargs = nargs, .kwn = kwnodes ? &kwnodes->l2 : &no_nodes,
+                     .kw = kw, .nkw = nkw};
+    if (fn.t == JV_MACRO || fn.t == JV_CALLER) {
+        mc.m = fn.t == JV_MACRO ? fn.u.m : fn.u.cl->block;
+        mc.scope = fn.t == JV_MACRO ? c->root : fn.u.cl->scope;
+        return call_macro(c, &mc, out);
+    }
     if (fn.t == JV_FUNC) {
         jargs a = {args, nargs, kwnodes ? &kwnodes->l2 : NULL, kw, nkw};
         return elmi_j_global(c, at, fn.u.fn, &a, out);
     }
     if (fn.t == JV_UNDEF) return elmi_j_undefined_error(c, at->line, fn);
     return elmi_j_fail(c, at->line, "'%s' object is not callable", elmi_j_type_name(fn));
+}
+
+/* {% call m(args) %}body{% endcall %}: m's output, with the body as its caller. */
+static elm_status exec_call_block(jctx *c, const jnode *s) {
+    const jnode *call = s->a;
+    jval fn, *pos, *kw, v;
+    ELM_TRY(elmi_j_eval(c, call->a, &fn));
+    ELM_TRY(elmi_j_eval_args(c, call, &pos, &kw));
+    if (fn.t != JV_MACRO && fn.t != JV_CALLER) {
+        if (fn.t == JV_UNDEF) return elmi_j_undefined_error(c, s->line, fn);
+        return elmi_j_fail(c, s->line, "a call block needs a macro, not %s", elmi_j_type_name(fn));
+    }
+    jcaller *cl = elmi_j_alloc(c, sizeof *cl);
+    if (!cl) return c->st;
+    cl->block = s;
+    cl->scope = c->frame;
+    jval caller = {.t = JV_CALLER, .u.cl = cl};
+    macro_call mc = {.at = call, .m = fn.t == JV_MACRO ? fn.u.m : fn.u.cl->block,
+                     .scope = fn.t == JV_MACRO ? c->root : fn.u.cl->scope, .args = pos,
+                     .nargs = call->l1.n, .kwn = &call->l2, .kw = kw, .nkw = call->l2.n,
+                     .caller = &caller};
+    ELM_TRY(call_macro(c, &mc, &v));
+    return elmi_j_write_str(c, c->out, v, false);
 }
 
 /* ----------------------------------------------------------------- render */

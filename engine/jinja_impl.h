@@ -32,13 +32,14 @@ typedef struct jarena {
 
 typedef enum jv_type {
     JV_UNDEF = 0, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_DICT, JV_NS,
-    JV_MACRO, JV_FUNC, JV_LOOP,
+    JV_MACRO, JV_FUNC, JV_LOOP, JV_CALLER,
 } jv_type;
 
 typedef struct jlist jlist;
 typedef struct jdict jdict;
 typedef struct jnode jnode;
 typedef struct jloop jloop;
+typedef struct jcaller jcaller;
 
 typedef struct jval {
     jv_type t;
@@ -53,6 +54,7 @@ typedef struct jval {
         const jnode *m;
         int fn;
         jloop *lp;
+        const jcaller *cl;
     } u;
 } jval;
 
@@ -81,7 +83,7 @@ typedef enum jnode_kind {
     JN_FILTER, JN_TEST, JN_BIN, JN_AND, JN_OR, JN_NOT, JN_NEG, JN_POS, JN_COND, JN_KW,
     /* statements */
     JN_TEXT, JN_OUT, JN_IF, JN_FOR, JN_SET, JN_SETBLOCK, JN_MACRO, JN_FILTERBLOCK,
-    JN_BREAK, JN_CONTINUE, JN_BODY,
+    JN_BREAK, JN_CONTINUE, JN_BODY, JN_CALLBLOCK,
 } jnode_kind;
 
 typedef struct jnodes { jnode **v; size_t n; } jnodes;
@@ -89,14 +91,19 @@ typedef struct jnodes { jnode **v; size_t n; } jnodes;
 struct jnode {
     jnode_kind kind;
     int line;
-    int op;          /* JN_BIN: the operator (JOP_*); JN_TEST: negated */
+    int op;          /* JN_BIN: the operator (JOP_*); JN_TEST: negated; JN_MACRO and
+                      * JN_CALLBLOCK: the JREF_* names the body refers to */
     const char *s;   /* name, attribute, filter/test name, text */
     size_t n;
     jval lit;
     jnode *a, *b, *c, *d;
-    jnodes l1;       /* arguments, items, body, macro parameters */
-    jnodes l2;       /* keyword arguments (JN_KW), dict values, for targets, else body */
+    jnodes l1;       /* arguments, items, body */
+    jnodes l2;       /* keyword arguments (JN_KW), dict values, for targets, macro parameters */
 };
+
+/* The special names a macro's body may use; Jinja2 gives a macro
+ * `varargs`, `kwargs` and `caller` only when its body refers to them. */
+enum { JREF_CALLER = 1, JREF_VARARGS = 2, JREF_KWARGS = 4 };
 
 enum {
     JOP_ADD = 1, JOP_SUB, JOP_MUL, JOP_DIV, JOP_FLOORDIV, JOP_MOD, JOP_POW, JOP_CONCAT,
@@ -118,6 +125,13 @@ struct jloop {
     size_t i;
 };
 
+/* The body of a {% call %} block, as the macro it calls sees `caller`: a
+ * macro that runs in the scope of the call block. */
+struct jcaller {
+    const jnode *block; /* JN_CALLBLOCK: parameters in l2, body in l1 */
+    jframe *scope;
+};
+
 typedef struct jctx {
     jarena arena;
     const elmi_jinja_input *in;
@@ -129,6 +143,7 @@ typedef struct jctx {
     jtok *toks;
     size_t ntok, ptok;
     int pdepth;
+    int name_refs;  /* JREF_* names met since the innermost macro body began */
     /* evaluator */
     jbuf *out;
     jframe *root;
@@ -192,6 +207,7 @@ elm_status elmi_j_frame_set(jctx *c, jframe *f, const char *name, size_t n, jval
 elm_status elmi_j_undefined_error(jctx *c, int line, jval v);
 elm_status elmi_j_eval(jctx *c, const jnode *e, jval *out);
 elm_status elmi_j_exec_body(jctx *c, const jnodes *body);
+elm_status elmi_j_eval_args(jctx *c, const jnode *call, jval **pos, jval **kw);
 elm_status elmi_j_call_value(jctx *c, const jnode *at, jval fn, const jval *args, size_t nargs,
                              const jnode *kwnodes, const jval *kwargs, size_t nkw, jval *out);
 
@@ -213,6 +229,8 @@ elm_status elmi_j_global(jctx *c, const jnode *at, int fn, const jargs *a, jval 
 int elmi_j_global_id(const char *name, size_t n);  /* -1 when none */
 const jval *elmi_j_arg(const jargs *a, size_t pos, const char *name);
 elm_status elmi_j_case(jctx *c, jval v, int mode, jval *out); /* 0 lower, 1 upper, 2 capitalize, 3 str.title, 4 |title */
+/* Python's printf-style formatting, fmt % args (jinja_format.c). */
+elm_status elmi_j_percent_format(jctx *c, int line, jval fmt, jval args, jval *out);
 elm_status elmi_j_replace(jctx *c, jval s, jval old, jval new_, int64_t count, jval *out);
 
 #endif

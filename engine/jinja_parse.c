@@ -102,6 +102,9 @@ static elm_status parse_literal_name(jctx *c, jnode **out) {
         n->kind = JN_NAME;
         n->s = t->s;
         n->n = t->n;
+        if (is_name(t, "caller")) c->name_refs |= JREF_CALLER;
+        else if (is_name(t, "varargs")) c->name_refs |= JREF_VARARGS;
+        else if (is_name(t, "kwargs")) c->name_refs |= JREF_KWARGS;
     }
     next(c);
     *out = n;

@@ -1,6 +1,7 @@
 /* jinja_stmt.c: statements (text, {{ }}, {% %} tags) to a syntax tree.
  * Tags: if/elif/else, for/else (with a filter and tuple targets), set (with
- * namespace attributes, and the block form), macro, filter, break, continue. */
+ * namespace attributes, and the block form), macro, call, filter, break,
+ * continue. */
 #include <string.h>
 
 #include "engine/jinja_impl.h"
@@ -164,17 +165,10 @@ static elm_status parse_set(jctx *c, jnode **out) {
     return block_end(c);
 }
 
-static elm_status parse_macro(jctx *c, jnode **out) {
-    jnode *n = NULL;
-    ELM_TRY(new_node(c, JN_MACRO, &n));
+/* Parameters after '(' up to ')': names with optional defaults (JN_KW). */
+static elm_status parse_params(jctx *c, jnodes *params) {
+    nodevec v = {params, 0};
     next(c);
-    if (cur(c)->t != JT_NAME) return elmi_j_fail(c, cur(c)->line, "expected a macro name");
-    n->s = cur(c)->s;
-    n->n = cur(c)->n;
-    next(c);
-    if (!is_op(cur(c), "(")) return elmi_j_fail(c, cur(c)->line, "expected '(' after the macro name");
-    next(c);
-    nodevec params = {&n->l2, 0};
     while (!is_op(cur(c), ")")) {
         jnode *p = NULL;
         ELM_TRY(new_node(c, JN_KW, &p));
@@ -186,17 +180,61 @@ static elm_status parse_macro(jctx *c, jnode **out) {
             next(c);
             ELM_TRY(elmi_j_parse_expr(c, &p->a));
         }
-        ELM_TRY(add(c, &params, p));
+        ELM_TRY(add(c, &v, p));
         if (!is_op(cur(c), ",")) break;
         next(c);
     }
-    if (!is_op(cur(c), ")")) return elmi_j_fail(c, cur(c)->line, "expected ')' after the macro parameters");
+    if (!is_op(cur(c), ")")) return elmi_j_fail(c, cur(c)->line, "expected ')' after the parameters");
     next(c);
+    return ELM_OK;
+}
+
+/* A macro's body (or a call block's) up to `end`, noting in n->op which of
+ * caller, varargs and kwargs it refers to (a nested macro's references
+ * count too, as Jinja2 counts them). */
+static elm_status parse_macro_body(jctx *c, const char *end, jnode *n) {
+    int outer = c->name_refs, save_nest = c->loop_nest;
+    c->name_refs = 0;
+    c->loop_nest = 0;
+    const char *const ends[] = {end, NULL};
+    elm_status st = parse_body(c, ends, &n->l1);
+    n->op = c->name_refs;
+    c->name_refs |= outer;
+    c->loop_nest = save_nest;
+    return st;
+}
+
+static elm_status parse_macro(jctx *c, jnode **out) {
+    jnode *n = NULL;
+    ELM_TRY(new_node(c, JN_MACRO, &n));
+    next(c);
+    if (cur(c)->t != JT_NAME) return elmi_j_fail(c, cur(c)->line, "expected a macro name");
+    n->s = cur(c)->s;
+    n->n = cur(c)->n;
+    next(c);
+    if (!is_op(cur(c), "(")) return elmi_j_fail(c, cur(c)->line, "expected '(' after the macro name");
+    ELM_TRY(parse_params(c, &n->l2));
     ELM_TRY(block_end(c));
-    static const char *const ends[] = {"endmacro", NULL};
-    ELM_TRY(parse_body(c, ends, &n->l1));
+    ELM_TRY(parse_macro_body(c, "endmacro", n));
     next(c);
     if (cur(c)->t == JT_NAME) next(c); /* {% endmacro name %} */
+    *out = n;
+    return block_end(c);
+}
+
+/* {% call[(params)] macro(args) %}body{% endcall %}: the body becomes the
+ * macro's `caller`. */
+static elm_status parse_call_block(jctx *c, jnode **out) {
+    jnode *n = NULL;
+    ELM_TRY(new_node(c, JN_CALLBLOCK, &n));
+    next(c);
+    if (is_op(cur(c), "(")) ELM_TRY(parse_params(c, &n->l2));
+    int line = cur(c)->line;
+    ELM_TRY(elmi_j_parse_expr(c, &n->a));
+    if (n->a->kind != JN_CALL) return elmi_j_fail(c, line, "expected a macro call after 'call'");
+    ELM_TRY(block_end(c));
+    ELM_TRY(parse_macro_body(c, "endcall", n));
+    next(c);
     *out = n;
     return block_end(c);
 }
@@ -234,13 +272,8 @@ static elm_status parse_tag(jctx *c, jnode **out) {
         return st;
     }
     if (is_name(t, "set")) return parse_set(c, out);
-    if (is_name(t, "macro")) {
-        int save = c->loop_nest;
-        c->loop_nest = 0;
-        elm_status st = parse_macro(c, out);
-        c->loop_nest = save;
-        return st;
-    }
+    if (is_name(t, "macro")) return parse_macro(c, out);
+    if (is_name(t, "call")) return parse_call_block(c, out);
     if (is_name(t, "filter")) return parse_filter_block(c, out);
     if (is_name(t, "break") || is_name(t, "continue")) return parse_loop_control(c, out);
     if ((t->n >= 3 && memcmp(t->s, "end", 3) == 0) || is_name(t, "else") || is_name(t, "elif"))

@@ -265,6 +265,7 @@ bool elmi_j_equal(jval a, jval b) {
     case JV_MACRO: return a.u.m == b.u.m;
     case JV_FUNC: return a.u.fn == b.u.fn;
     case JV_LOOP: return a.u.lp == b.u.lp;
+    case JV_CALLER: return a.u.cl == b.u.cl;
     default: return false;
     }
 }
@@ -276,7 +277,7 @@ bool elmi_j_is_str(jval v, const char *s) {
 const char *elmi_j_type_name(jval v) {
     static const char *names[] = {"Undefined", "NoneType", "bool",     "int",      "float",
                                   "str",       "list",     "dict",     "Namespace", "Macro",
-                                  "function",  "LoopContext"};
+                                  "function",  "LoopContext", "Macro"};
     return names[v.t];
 }
 
@@ -394,7 +395,7 @@ elm_status elmi_j_write_str(jctx *c, jbuf *b, jval v, bool repr) {
         }
         return elmi_j_buf_putc(c, b, '}');
     case JV_NS: return elmi_j_buf_put(c, b, "<Namespace>", 11);
-    case JV_MACRO: return elmi_j_buf_put(c, b, "<Macro>", 7);
+    case JV_MACRO: case JV_CALLER: return elmi_j_buf_put(c, b, "<Macro>", 7);
     case JV_FUNC: return elmi_j_buf_put(c, b, "<function>", 10);
     case JV_LOOP: return elmi_j_buf_put(c, b, "<LoopContext>", 13);
     }

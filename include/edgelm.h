@@ -454,6 +454,13 @@ typedef struct elm_generate_params {
     const elm_sampler_params *sampler; /* borrowed; NULL: elm_sampler_default_params */
     elm_token_callback callback;  /* may be NULL */
     void *user_data;              /* passed to callback; borrowed */
+    /* The prompt as token ids instead of text (borrowed): when not NULL,
+     * elm_generate evaluates these n_prompt_tokens ids after the context's
+     * tokens and ignores its prompt and len arguments, add_bos and
+     * parse_special. A chat keeps its conversation in the context this way
+     * and evaluates only the tokens of a new turn (elm_context_truncate). */
+    const elm_token *prompt_tokens;
+    size_t n_prompt_tokens;
 } elm_generate_params;
 
 /* Fills *p with the defaults: `elm_generate_params gp; elm_generate_default_params(&gp);`. */
@@ -485,8 +492,9 @@ typedef struct elm_stats {
  * the context later is not an error: generation stops with
  * stop = ELM_STOP_CONTEXT_FULL. When the callback returns false, an
  * incomplete UTF-8 sequence at the end of the text is dropped.
- * `stats` may be NULL. Errors: as elm_decode, and ELM_ERR_INVALID_ARG for a
- * prompt without tokens.
+ * `stats` may be NULL. With params->prompt_tokens the prompt is those ids
+ * (prompt may then be NULL). Errors: as elm_decode, and ELM_ERR_INVALID_ARG
+ * for a prompt without tokens.
  */
 ELM_API elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
                                 const elm_generate_params *params, elm_stats *stats);

@@ -102,6 +102,38 @@ Test(chat_hostile, recursion) {
     expect_error("{% macro f(n) %}{% for i in range(10) %}{{ f(n + 1) }}{% endfor %}{% endmacro %}{{ f(0) }}", "");
 }
 
+/* The % operator, center, call blocks and macros with varargs: widths,
+ * repetitions and recursion stay within the limits. */
+Test(chat_hostile, new_features_bounded) {
+    expect_error("{{ '%999999999999d' % 1 }}", "too big");
+    expect_error("{{ '%.*f' % (999999999, 1.0) }}", "too big");
+    expect_error("{% for i in range(100000) %}{{ '%99999s' % 'x' }}{% endfor %}", "limit");
+    expect_error("{% for i in range(100000) %}{{ '%.99999f' % 1e300 }}{% endfor %}", "limit");
+    expect_error("{{ 'x'|center(1000000000) }}", "out of range");
+    expect_error("{% for i in range(100000) %}{{ 'x'|center(8000000) }}{% endfor %}", "limit");
+    expect_error("{% macro f() %}{% call f() %}x{% endcall %}{{ caller() }}{% endmacro %}{% call f() %}y{% endcall %}", "recurses deeper");
+    expect_error("{% macro f() %}{{ caller() }}{% endmacro %}{% macro g() %}{% call f() %}{{ g() }}{% endcall %}{% endmacro %}{{ g() }}", "recurses deeper");
+    expect_error("{% macro f() %}{{ f(*varargs) }}{% endmacro %}{{ f() }}", "unsupported");
+    expect_error("{% macro f() %}{{ f(1, 2, 3, 4, 5, 6, 7, 8, 9, 10) ~ varargs|length }}{% endmacro %}{{ f() }}", "recurses deeper");
+    expect_error("{{ ('%s' * 100000) % (range(100000)|list) }}", "not enough arguments"); /* a list is one argument */
+    char *t = repeat("{{ '", 1, "", "%(", 200000), *w = malloc(strlen(t) + 16);
+    sprintf(w, "%s' %% {} }}", t);
+    expect_error(w, "incomplete format key");
+    free(w);
+    free(t);
+    t = repeat("{{ '", 1, "", "%(a)s", 200000);
+    w = malloc(strlen(t) + 32);
+    sprintf(w, "%s' %% {'a': 'xyz'} }}", t);
+    char err[512] = "";
+    size_t len;
+    double t0 = now_s();
+    cr_expect_eq(render(w, err, sizeof err, &len), ELM_ERR_BUFFER_TOO_SMALL, "%s", err);
+    cr_expect_eq(len, 600000);
+    cr_expect(now_s() - t0 < 2, "200000 keyed conversions took %.1f s", now_s() - t0);
+    free(w);
+    free(t);
+}
+
 Test(chat_hostile, malformed) {
     static const char *const bad[] = {
         "{{", "{{ 'abc", "{%", "{% for %}", "{% for x in %}{% endfor %}", "{% endfor %}", "{% if %}",
@@ -111,6 +143,9 @@ Test(chat_hostile, malformed) {
         "{{ 99999999999999999999999 }}", "{{ 'a' @ 1 }}", "{% filter %}{% endfilter %}",
         "{{ {1: } }}", "{{ x[1:2:3:4] }}", "{% set a.b.c = 1 %}", "{{ 9223372036854775807 + 1 }}",
         "{{ -9223372036854775807 - 2 }}", "{{ 2 ** 64 }}", "{{ 1 // 0 }}", "{{ 1 % 0 }}",
+        "{{ '%' % 1 }}", "{{ '%(a' % {} }}", "{{ '%*d' % ('x', 1) }}", "{{ '%c' % -1 }}", "{{ '%d' % (1/0) }}",
+        "{% call %}{% endcall %}", "{% call x %}{% endcall %}", "{% call m() %}", "{% call(a m() %}{% endcall %}",
+        "{% call undefined_macro() %}x{% endcall %}", "{% for i in [1] %}{{ loop.cycle }}{% endfor %}",
         "{{ [1][::0] }}", "{{ [1, 2, 3][1::9223372036854775807] }}", "{{ [1, 2, 3][::-9223372036854775807 - 1] }}", "{{ 'a' < 1 }}", "{{ none.x.y }}", "{{ messages[0].content.x.y }}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {

@@ -12,6 +12,11 @@
  *   tokenize  byte-exact stdin, one line of ids, against a selection of the
  *             shared tokenizer vectors.
  *   info      architecture, hyperparameters, tokenizer, tensor table.
+ *   chat      one reply per line of a pipe; each turn evaluates only the
+ *             tokens the context does not hold (checked against `template`
+ *             and `tokenize`); replies stop at the template's end-of-turn
+ *             token, unwritten; run --chat gives chat's first reply, which
+ *             is what run generates after the rendering; --template wins.
  *   errors    exit 1 with a message naming the file and the problem; usage
  *             errors exit 2; --version and --help exit 0.
  *
@@ -161,25 +166,42 @@ static const char *tiny_qwen2(void) {
     return path;
 }
 
-static void put_f32(gguf_writer *w, const char *name, int64_t ne0, int64_t ne1, float fill) {
+/* A 2-D F32 tensor of `fill`; output.weight gives row `top` 0.1 and row 3
+ * (when not top) 0.05 everywhere instead. */
+static void put_f32_top(gguf_writer *w, const char *name, int64_t ne0, int64_t ne1, float fill,
+                        int top) {
     size_t n = (size_t)(ne0 * ne1);
     float *x = malloc(n * sizeof *x);
     cr_assert_not_null(x);
     for (size_t i = 0; i < n; i++) x[i] = fill;
-    if (strcmp(name, "output.weight") == 0) /* row 2 (EOS) highest, row 3 second, rest 0 */
-        for (int64_t i = 0; i < ne0; i++) x[2 * ne0 + i] = 0.1f, x[3 * ne0 + i] = 0.05f;
+    if (strcmp(name, "output.weight") == 0)
+        for (int64_t i = 0; i < ne0; i++) {
+            x[top * ne0 + i] = 0.1f;
+            if (top != 3) x[3 * ne0 + i] = 0.05f;
+        }
     const int64_t ne[2] = {ne0, ne1};
     cr_assert_eq(elmi_gguf_add_tensor(w, name, QT_F32, 2, ne, x, n * sizeof *x), ELM_OK, "%s", name);
     free(x);
 }
 
-/*
- * A tiny model whose most likely next token is always EOS (id 2): every
+/* Makes the model of writer `w` predict token `top` after anything: every
  * embedding is all ones, no layer adds anything to the residual stream
  * (attn_output and ffn_down are zero), so the final normalized state is all
- * ones, and output.weight gives EOS the logit 0.1 * n_embd, token 3 half of
- * that and every other token 0.
- */
+ * ones, and output.weight gives `top` the logit 0.1 * n_embd, token 3 half of
+ * that and every other token 0. */
+static void always_predict(gguf_writer *w, const tiny_model_opts *o, int top) {
+    put_f32_top(w, "token_embd.weight", o->n_embd, o->n_vocab, 1.0f, top);
+    for (int il = 0; il < o->n_layer; il++) {
+        char name[64];
+        snprintf(name, sizeof name, "blk.%d.attn_output.weight", il);
+        put_f32_top(w, name, o->n_embd, o->n_embd, 0.0f, top);
+        snprintf(name, sizeof name, "blk.%d.ffn_down.weight", il);
+        put_f32_top(w, name, o->n_ff, o->n_embd, 0.0f, top);
+    }
+    put_f32_top(w, "output.weight", o->n_embd, o->n_vocab, 0.0f, top);
+}
+
+/* A tiny model whose most likely next token is always EOS (id 2). */
 static const char *eos_model(void) {
     static char path[512];
     if (path[0]) return path;
@@ -187,15 +209,58 @@ static const char *eos_model(void) {
     tiny_model_opts o = tiny_model_default();
     gguf_writer *w = tiny_model_build(&o);
     cr_assert_not_null(w);
-    put_f32(w, "token_embd.weight", o.n_embd, o.n_vocab, 1.0f);
-    for (int il = 0; il < o.n_layer; il++) {
-        char name[64];
-        snprintf(name, sizeof name, "blk.%d.attn_output.weight", il);
-        put_f32(w, name, o.n_embd, o.n_embd, 0.0f);
-        snprintf(name, sizeof name, "blk.%d.ffn_down.weight", il);
-        put_f32(w, name, o.n_ff, o.n_embd, 0.0f);
+    always_predict(w, &o, 2);
+    char err[256];
+    cr_assert_eq(elmi_gguf_write_file(w, path, err, sizeof err), ELM_OK, "%s", err);
+    elmi_gguf_writer_free(w);
+    return path;
+}
+
+/* Chat models: the tiny llama whose last two tokens are a turn's opening,
+ * <|turn_start|> (a control token, written as ""), and its end,
+ * <|turn_end|> (a user-defined token, written as its text, and not an
+ * end-of-generation token), with a ChatML-shaped template using them. */
+#define TURN_START 298
+#define TURN_END 299
+static const char CHAT_TEMPLATE[] =
+    "{% for m in messages %}<|turn_start|>{{ m.role }}\n{{ m.content }}<|turn_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|turn_start|>assistant\n{% endif %}";
+
+static void add_chat_vocab(gguf_writer *w, int n_vocab) {
+    char(*text)[32] = calloc((size_t)n_vocab, sizeof *text);
+    const char **ptrs = calloc((size_t)n_vocab, sizeof *ptrs);
+    int32_t *types = calloc((size_t)n_vocab, sizeof *types);
+    cr_assert(text && ptrs && types);
+    for (int i = 0; i < n_vocab; i++) {
+        tiny_model_token(i, text[i], sizeof text[i]);
+        types[i] = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1; /* unknown, control, byte, normal */
+        ptrs[i] = text[i];
     }
-    put_f32(w, "output.weight", o.n_embd, o.n_vocab, 0.0f);
+    snprintf(text[TURN_START], sizeof text[0], "<|turn_start|>");
+    snprintf(text[TURN_END], sizeof text[0], "<|turn_end|>");
+    types[TURN_START] = 3;
+    types[TURN_END] = 4;
+    cr_assert_eq(elmi_gguf_set_arr_str(w, "tokenizer.ggml.tokens", ptrs, (uint64_t)n_vocab), ELM_OK);
+    cr_assert_eq(elmi_gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types,
+                                        (uint64_t)n_vocab), ELM_OK);
+    cr_assert_eq(elmi_gguf_set_str(w, "tokenizer.chat_template", CHAT_TEMPLATE), ELM_OK);
+    free(text);
+    free(ptrs);
+    free(types);
+}
+
+/* With random weights (replies of a few tokens), or always ending the turn
+ * at once (empty replies). */
+static const char *chat_model(bool ends_turn) {
+    static char paths[2][512];
+    char *path = paths[ends_turn];
+    if (path[0]) return path;
+    snprintf(path, 512, "%s/tiny-chat%s.gguf", test_tmp_dir(), ends_turn ? "-end" : "");
+    tiny_model_opts o = tiny_model_default();
+    gguf_writer *w = tiny_model_build(&o);
+    cr_assert_not_null(w);
+    add_chat_vocab(w, o.n_vocab);
+    if (ends_turn) always_predict(w, &o, TURN_END);
     char err[256];
     cr_assert_eq(elmi_gguf_write_file(w, path, err, sizeof err), ELM_OK, "%s", err);
     elmi_gguf_writer_free(w);
@@ -258,8 +323,8 @@ Test(cli_meta, version) {
 Test(cli_meta, help) {
     result r = EDGELM("--help");
     cr_expect_eq(r.rc, 0, "--help exited %d; stderr: %s", r.rc, r.err);
-    const char *const cmds[] = {"run", "eval", "tokenize", "info"};
-    for (size_t i = 0; i < 4; i++)
+    const char *const cmds[] = {"run", "eval", "tokenize", "info", "chat", "template"};
+    for (size_t i = 0; i < 6; i++)
         cr_expect(strstr(r.out, cmds[i]), "--help does not mention '%s':\n%s", cmds[i], r.out);
     result_free(&r);
 
@@ -1057,4 +1122,273 @@ Test(cli_template, errors) {
     cr_assert_eq(r.rc, 1);
     cr_assert(strstr(r.err, "the model has no chat template"), "%s", r.err);
     result_free(&r);
+}
+
+/* ================================================================= chat */
+
+/* `s` as a JSON string literal, malloc'd. */
+static char *json_quote(const char *s) {
+    char *q = malloc(strlen(s) * 6 + 3), *o = q;
+    cr_assert_not_null(q);
+    *o++ = '"';
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\') *o++ = '\\', *o++ = (char)*c;
+        else if (*c < 0x20) o += sprintf(o, "\\u%04x", *c);
+        else *o++ = (char)*c;
+    }
+    *o++ = '"';
+    *o = 0;
+    return q;
+}
+
+/* The conversation `json` (an array of messages) as `edgelm template`
+ * renders it with the model's template, or with the file `tmpl`. */
+static char *render_conversation(const char *model, const char *tmpl, const char *json) {
+    const char *f = write_tmp("conversation.json", json);
+    result r = tmpl ? EDGELM("template", "--template", tmpl, "--messages", f)
+                    : EDGELM("template", "-m", model, "--messages", f);
+    cr_assert_eq(r.rc, 0, "edgelm template failed on %s:\n%s", json, r.err);
+    free(r.err);
+    return r.out;
+}
+
+/* The ids of `text` as `edgelm tokenize` gives them; returns their count. */
+static size_t chat_token_ids(const char *model, const char *text, int *ids, size_t cap) {
+    result r = EDGELM_IN(text, strlen(text), "tokenize", "-m", model);
+    cr_assert_eq(r.rc, 0, "edgelm tokenize failed:\n%s", r.err);
+    size_t n = 0;
+    for (char *p = r.out, *end; n < cap; p = end) {
+        long v = strtol(p, &end, 10);
+        if (end == p) break;
+        ids[n++] = (int)v;
+    }
+    cr_assert(n < cap, "too many tokens");
+    result_free(&r);
+    return n;
+}
+
+static size_t common_prefix(const int *a, size_t na, const int *b, size_t nb) {
+    size_t i = 0;
+    while (i < na && i < nb && a[i] == b[i]) i++;
+    return i;
+}
+
+/* The -v lines of `edgelm chat`, turns 1, 2, ... in order: the tokens each
+ * evaluated (k) and the context's tokens after it (p). Returns the count. */
+static size_t turn_lines(const char *err, unsigned long long *k, unsigned *p, size_t cap) {
+    size_t n = 0;
+    for (const char *l = strstr(err, "edgelm: turn "); l && n < cap; l = strstr(l + 1, "edgelm: turn ")) {
+        unsigned t = 0;
+        int got = sscanf(l, "edgelm: turn %u: evaluated %llu new tokens (context %u)", &t, &k[n], &p[n]);
+        cr_assert_eq(got, 3, "cannot read the line: %.100s", l);
+        cr_assert_eq(t, n + 1, "turn %u where %zu was due:\n%s", t, n + 1, err);
+        n++;
+    }
+    return n;
+}
+
+static size_t count_char(const char *s, char c) {
+    size_t n = 0;
+    for (; *s; s++) n += *s == c;
+    return n;
+}
+
+#define CHAT_SYSTEM "You are a helpful assistant who tells short stories about cats and dogs."
+
+/* With replies that end at once, the context holds exactly the rendered
+ * conversation, so what each turn evaluates is known from `edgelm template`
+ * and `edgelm tokenize` alone: all of turn 1, and of turn 2 only what
+ * follows the tokens it shares with turn 1. */
+Test(cli_chat, evaluates_only_new_tokens) {
+    const char *m = chat_model(true);
+    const char in[] = "Hello there\nHow are you\n";
+    result r = EDGELM_IN(in, strlen(in), "chat", "-m", m, "--system", CHAT_SYSTEM, "-n", "4",
+                         "--temp", "0", "-v");
+    cr_assert_eq(r.rc, 0, "exit %d; stderr:\n%s", r.rc, r.err);
+    cr_expect_str_eq(r.out, "\n\n", "the replies should be empty (the turn ends at once)");
+    unsigned long long k[4];
+    unsigned p[4];
+    cr_assert_eq(turn_lines(r.err, k, p, 4), 2, "want 2 turn lines:\n%s", r.err);
+
+    char *r1 = render_conversation(m, NULL, "[{\"role\": \"system\", \"content\": \"" CHAT_SYSTEM "\"},"
+                                            " {\"role\": \"user\", \"content\": \"Hello there\"}]");
+    char *r2 = render_conversation(m, NULL, "[{\"role\": \"system\", \"content\": \"" CHAT_SYSTEM "\"},"
+                                            " {\"role\": \"user\", \"content\": \"Hello there\"},"
+                                            " {\"role\": \"assistant\", \"content\": \"\"},"
+                                            " {\"role\": \"user\", \"content\": \"How are you\"}]");
+    int t1[512], t2[512];
+    size_t n1 = chat_token_ids(m, r1, t1, 512), n2 = chat_token_ids(m, r2, t2, 512);
+    size_t shared = common_prefix(t1, n1, t2, n2);
+    cr_expect_eq(k[0], n1, "turn 1 evaluated %llu tokens; its rendering has %zu", k[0], n1);
+    cr_expect_eq(p[0], n1, "after turn 1 the context holds %u tokens, want %zu", p[0], n1);
+    cr_expect_eq(k[1], n2 - shared, "turn 2 evaluated %llu tokens; want %zu (%zu in all, %zu shared)",
+                 k[1], n2 - shared, n2, shared);
+    cr_expect_eq(p[1], n2, "after turn 2 the context holds %u tokens, want %zu", p[1], n2);
+    cr_expect(k[1] * 2 < n2, "turn 2 evaluated %llu of %zu tokens: the context was not reused", k[1], n2);
+    free(r1);
+    free(r2);
+    result_free(&r);
+}
+
+/* Three lines, three replies; turn 1's reply is `run --chat`'s; later turns
+ * evaluate at most what the context cannot already hold. */
+Test(cli_chat, multi_turn_over_a_pipe) {
+    const char *m = chat_model(false);
+    const char in[] = "Hello there\nHow are you\n\nTell me more\n";
+    result r = EDGELM_IN(in, strlen(in), "chat", "-m", m, "-n", "6", "--temp", "0", "-v");
+    cr_assert_eq(r.rc, 0, "exit %d; stderr:\n%s", r.rc, r.err);
+    unsigned long long k[4];
+    unsigned p[4];
+    cr_assert_eq(turn_lines(r.err, k, p, 4), 3, "want 3 turns (the empty line is skipped):\n%s", r.err);
+    cr_expect(p[0] < p[1] && p[1] < p[2], "the context does not grow: %u %u %u", p[0], p[1], p[2]);
+    size_t n = strlen(r.out);
+    cr_expect(n >= 3 && r.out[n - 1] == '\n' && count_char(r.out, '\n') >= 3, "stdout:\n%s", r.out);
+
+    result one = EDGELM("run", "--chat", "-m", m, "-p", "Hello there", "-n", "6", "--temp", "0");
+    cr_assert_eq(one.rc, 0, "run --chat: exit %d; stderr:\n%s", one.rc, one.err);
+    size_t n1 = strlen(one.out);
+    cr_assert(n1 > 1 && one.out[n1 - 1] == '\n', "run --chat: stdout '%s'", one.out);
+    cr_expect(strncmp(r.out, one.out, n1) == 0, "chat's first reply differs from run --chat's:\n%s\nvs\n%s",
+              r.out, one.out);
+
+    /* Turn 2's context starts with turn 1's rendering at least. */
+    one.out[n1 - 1] = 0;
+    char *reply = json_quote(one.out), *conv = NULL;
+    cr_assert(asprintf(&conv, "[{\"role\": \"user\", \"content\": \"Hello there\"}, {\"role\": "
+                              "\"assistant\", \"content\": %s}, {\"role\": \"user\", \"content\": "
+                              "\"How are you\"}]", reply) > 0);
+    char *r1 = render_conversation(m, NULL, "[{\"role\": \"user\", \"content\": \"Hello there\"}]");
+    char *r2 = render_conversation(m, NULL, conv);
+    int t1[512], t2[512];
+    size_t c1 = chat_token_ids(m, r1, t1, 512), c2 = chat_token_ids(m, r2, t2, 512);
+    size_t shared = common_prefix(t1, c1, t2, c2);
+    cr_expect(shared * 2 > c1, "turn 2's rendering does not extend turn 1's (%zu of %zu tokens)", shared, c1);
+    cr_expect_eq(k[0], c1, "turn 1 evaluated %llu tokens, its rendering has %zu", k[0], c1);
+    cr_expect_leq(k[1], c2 - shared, "turn 2 evaluated %llu tokens; at most %zu are new (%zu in all)",
+                  k[1], c2 - shared, c2);
+    free(reply);
+    free(conv);
+    free(r1);
+    free(r2);
+    result_free(&one);
+    result_free(&r);
+}
+
+/* The reply of `run --chat` is what plain `run` generates after the
+ * rendered conversation, up to the end-of-turn token. */
+Test(cli_chat, run_chat_is_run_on_the_rendering) {
+    const char *m = chat_model(false);
+    char *r1 = render_conversation(m, NULL, "[{\"role\": \"system\", \"content\": \"Be kind.\"},"
+                                            " {\"role\": \"user\", \"content\": \"Hello there\"}]");
+    result plain = EDGELM("run", "-m", m, "-p", r1, "-n", "8", "--temp", "0");
+    result chat = EDGELM("run", "--chat", "--system", "Be kind.", "-m", m, "-p", "Hello there", "-n",
+                         "8", "--temp", "0");
+    cr_assert_eq(plain.rc, 0, "run: %s", plain.err);
+    cr_assert_eq(chat.rc, 0, "run --chat: %s", chat.err);
+    cr_assert(!strncmp(plain.out, r1, strlen(r1)), "run does not echo the prompt");
+    const char *gen = plain.out + strlen(r1);
+    size_t n = strlen(chat.out);
+    cr_assert(n >= 1 && chat.out[n - 1] == '\n', "run --chat: stdout '%s'", chat.out);
+    chat.out[--n] = 0;
+    cr_expect(!strncmp(gen, chat.out, n), "run --chat replied '%s'; run generated '%s'", chat.out, gen);
+    const char *rest = gen + n;
+    cr_expect(!strcmp(rest, "\n") || !strncmp(rest, "<|turn_end|>", 12),
+              "the reply '%s' stops before the end of the turn: run went on with '%s'", chat.out, rest);
+    free(r1);
+    result_free(&plain);
+    result_free(&chat);
+}
+
+/* A model that always ends the turn: plain run writes <|turn_end|> (a
+ * user-defined token, not an end of generation); the chat stops there and
+ * does not write it. */
+Test(cli_chat, stops_at_end_of_turn) {
+    const char *m = chat_model(true);
+    result r = EDGELM("run", "-m", m, "-p", "a", "-n", "3", "--temp", "0");
+    cr_assert_eq(r.rc, 0, "run: %s", r.err);
+    cr_expect_str_eq(r.out, "a<|turn_end|><|turn_end|><|turn_end|>\n");
+    result_free(&r);
+
+    r = EDGELM_IN("hi\n", 3, "chat", "-m", m, "-n", "5", "--temp", "0", "-v");
+    cr_assert_eq(r.rc, 0, "chat: %s", r.err);
+    cr_expect_str_eq(r.out, "\n", "the end of the turn was written");
+    unsigned long long k[2];
+    unsigned p[2];
+    cr_assert_eq(turn_lines(r.err, k, p, 2), 1);
+    cr_expect_eq(p[0], k[0], "the context keeps generated tokens after the end of the turn");
+    result_free(&r);
+
+    r = EDGELM("run", "--chat", "-m", m, "-p", "hi", "-n", "5", "--temp", "0");
+    cr_assert_eq(r.rc, 0, "run --chat: %s", r.err);
+    cr_expect_str_eq(r.out, "\n");
+    cr_expect_eq(parse_stats(r.err).n_gen, 1, "generation went on past the end of the turn");
+    result_free(&r);
+
+    r = EDGELM("run", "--chat", "-m", m, "-p", "hi", "-n", "2", "--temp", "0", "--ignore-eos");
+    cr_assert_eq(r.rc, 0, "run --chat --ignore-eos: %s", r.err);
+    cr_expect_str_eq(r.out, "<|turn_end|><|turn_end|>\n");
+    result_free(&r);
+}
+
+/* --template replaces the model's own template. */
+Test(cli_chat, template_file_overrides) {
+    const char *m = chat_model(true);
+    const char *t = write_tmp("bracket.jinja", "{% for m in messages %}[{{ m.role }}] {{ m.content }}<|turn_end|>{% endfor %}"
+                                               "{% if add_generation_prompt %}[assistant] {% endif %}");
+    result r = EDGELM_IN("Hello there\n", 12, "chat", "-m", m, "--template", t, "-n", "2", "--temp", "0", "-v");
+    cr_assert_eq(r.rc, 0, "exit %d: %s", r.rc, r.err);
+    cr_expect_str_eq(r.out, "\n");
+    unsigned long long k[2];
+    unsigned p[2];
+    cr_assert_eq(turn_lines(r.err, k, p, 2), 1);
+    char *text = render_conversation(NULL, t, "[{\"role\": \"user\", \"content\": \"Hello there\"}]");
+    cr_assert(!strncmp(text, "[user] Hello there", 18), "%s", text);
+    int ids[256];
+    cr_expect_eq(k[0], chat_token_ids(m, text, ids, 256), "the prompt is not the --template rendering");
+    free(text);
+    result_free(&r);
+}
+
+/* A message that makes the conversation longer than the context fails
+ * alone: an empty reply line, a message, exit 1 at the end; the next one is
+ * answered. */
+Test(cli_chat, message_longer_than_context) {
+    char in[2048] = "";
+    for (int i = 0; i < 30; i++) strcat(in, "Once upon a time there was ");
+    strcat(in, "\nhi\n");
+    const char *m = chat_model(false);
+    result r = EDGELM_IN(in, strlen(in), "chat", "-m", m, "-c", "64", "-n", "3", "--temp", "0", "-v");
+    cr_expect_eq(r.rc, 1, "exit %d (want 1); stderr:\n%s", r.rc, r.err);
+    cr_expect(r.out[0] == '\n' && count_char(r.out, '\n') >= 2, "stdout: '%s'", r.out);
+    cr_expect(strstr(r.err, "turn 1") && strcasestr(r.err, "context"), "no message about turn 1:\n%s", r.err);
+    cr_expect(strstr(r.err, "edgelm: turn 2: evaluated"), "turn 2 was not answered:\n%s", r.err);
+    result_free(&r);
+}
+
+static void expect_chat_error(const char *what, const char *const *words, const char *const *args) {
+    result r = run_args("hi\n", 3, args);
+    cr_expect_eq(r.rc, 1, "%s: exit %d (want 1); stderr:\n%s", what, r.rc, r.err);
+    cr_expect_str_empty(r.out, "%s: stdout '%s'", what, r.out);
+    for (; *words; words++) cr_expect(strstr(r.err, *words), "%s: the message lacks '%s':\n%s", what, *words, r.err);
+    result_free(&r);
+}
+
+Test(cli_chat, errors) {
+    const char *plain = tiny_llama(), *m = chat_model(false);
+    expect_chat_error("no template", WORDS("no chat template", "--template", plain),
+                      WORDS("chat", "-m", plain));
+    expect_chat_error("run --chat, no template", WORDS("no chat template", "--template"),
+                      WORDS("run", "--chat", "-m", plain, "-p", "hi"));
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/no-such-template.jinja", test_tmp_dir());
+    expect_chat_error("missing template file", WORDS(missing), WORDS("chat", "-m", m, "--template", missing));
+    const char *bad = write_tmp("broken.jinja", "{% for m in messages %}{{ m.content ");
+    expect_chat_error("bad template", WORDS("broken.jinja", "line 1"), WORDS("chat", "-m", m, "--template", bad));
+    const char *raise = write_tmp("raise-always.jinja", "{{ raise_exception('roles must alternate') }}");
+    expect_chat_error("raising template", WORDS("roles must alternate"), WORDS("chat", "-m", m, "--template", raise));
+    USAGE("chat", "-m", m, "--bogus");
+    USAGE("chat", "--system", "x");      /* missing -m */
+    USAGE("chat", "-m", m, "-n", "x");
+    USAGE("run", "-m", m, "-p", "x", "--system", "s"); /* --system needs --chat */
+    USAGE("run", "-m", m, "-p", "x", "--template", "t");
 }

@@ -229,3 +229,61 @@ Test(determinism, shared_models) {
         free(names[i]);
     }
 }
+
+/* elm_generate_params.prompt_tokens: a prompt given as ids generates what
+ * its text does, after the context's tokens as a text prompt would. */
+static size_t generate_ids(elm_context *ctx, const char *text, const elm_token *ids, size_t n,
+                           run_result *r) {
+    elm_generate_params gp;
+    elm_generate_default_params(&gp);
+    elm_sampler_params sp;
+    elm_sampler_default_params(&sp);
+    sp.temperature = 0;
+    gp.sampler = &sp;
+    gp.n_predict = 8;
+    gp.ignore_eos = true;
+    gp.callback = record;
+    gp.user_data = r;
+    gp.prompt_tokens = ids;
+    gp.n_prompt_tokens = n;
+    r->n_gen = 0;
+    elm_status st = elm_generate(ctx, text, text ? strlen(text) : 0, &gp, NULL);
+    cr_assert_eq(st, ELM_OK, "generate: %s", elm_context_last_error(ctx));
+    return r->n_gen;
+}
+
+Test(determinism, prompt_as_token_ids) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/determinism-prompt-ids.gguf", test_tmp_dir());
+    tiny_model_opts o = tiny_model_default();
+    cr_assert_eq(tiny_model_write(&o, path), 0);
+    elm_model *m = NULL;
+    cr_assert_eq(elm_model_load(path, NULL, &m, NULL, 0), ELM_OK);
+    elm_context *ctx = new_context(m, ELM_MODE_EXACT, 1, false);
+    const char *text = "Once upon a time";
+    elm_token ids[64];
+    size_t n = 0;
+    cr_assert_eq(elm_tokenize(m, text, strlen(text), true, true, ids, 64, &n), ELM_OK);
+
+    run_result a = {0}, b = {0};
+    generate_ids(ctx, text, NULL, 0, &a);
+    cr_assert_eq(elm_context_reset(ctx), ELM_OK);
+    generate_ids(ctx, NULL, ids, n, &b); /* no text at all */
+    cr_assert_eq(a.n_gen, 8);
+    cr_assert_eq(b.n_gen, 8);
+    cr_expect(memcmp(a.gen, b.gen, sizeof a.gen) == 0, "ids and text generate differently");
+    /* The text argument is ignored when ids are given. */
+    cr_assert_eq(elm_context_reset(ctx), ELM_OK);
+    generate_ids(ctx, "something else entirely", ids, n, &b);
+    cr_expect(memcmp(a.gen, b.gen, sizeof a.gen) == 0, "the text was used along with the ids");
+    cr_expect_eq(elm_context_n_past(ctx), n + 7, "the context holds %u tokens", elm_context_n_past(ctx));
+
+    /* An empty id list is a prompt without tokens. */
+    elm_generate_params gp;
+    elm_generate_default_params(&gp);
+    gp.prompt_tokens = ids;
+    gp.n_prompt_tokens = 0;
+    cr_expect_eq(elm_generate(ctx, NULL, 0, &gp, NULL), ELM_ERR_INVALID_ARG);
+    elm_context_free(ctx);
+    elm_model_free(m);
+}

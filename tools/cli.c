@@ -6,6 +6,7 @@
 #include "bench/bench.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- library */
@@ -63,4 +64,50 @@ elm_context *cli_new_context(const elm_model *m, const char *path, const elm_con
 bool cli_write(const void *buf, size_t n) {
     if (n && fwrite(buf, 1, n, stdout) != n) return false;
     return fflush(stdout) == 0;
+}
+
+char *cli_read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap) break;
+        char *grown = realloc(buf, cap * 2 + 1);
+        if (!grown) free(buf);
+        buf = grown;
+        cap *= 2;
+    }
+    bool bad = ferror(f);
+    fclose(f);
+    if (!buf || bad) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = 0;
+    if (strlen(buf) != n) { /* a NUL inside: not a text file */
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* Into a buffer grown to the size the library asks for. */
+elm_status cli_tokenize(const elm_model *m, const char *text, size_t len, bool special,
+                        elm_token **out, size_t *n) {
+    size_t cap = len + 2;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        elm_token *ids = malloc(cap * sizeof *ids);
+        if (!ids) return ELM_ERR_NO_MEMORY;
+        elm_status st = elm_tokenize(m, text, len, special, special, ids, cap, n);
+        if (st == ELM_OK) {
+            *out = ids;
+            return ELM_OK;
+        }
+        free(ids);
+        if (st != ELM_ERR_BUFFER_TOO_SMALL) return st;
+        cap = *n;
+    }
+    return ELM_ERR_INTERNAL;
 }

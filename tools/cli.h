@@ -32,6 +32,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_template(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 
 typedef enum cli_kind {
     CLI_FLAG,  /* bool */
@@ -63,6 +64,22 @@ typedef struct cli_opt {
     {.shrt = s, .lng = l, .kind = k, .dst = d, .arg = a, .help = h, .min = lo, .max = hi}
 #define CLI_REQ(s, l, k, d, a, h)                                                                \
     {.shrt = s, .lng = l, .kind = k, .dst = d, .arg = a, .help = h, .required = true}
+
+/* The sampling options that run and chat share, as rows of an option
+ * table writing into the elm_sampler_params `sp` (a struct, not a pointer). */
+#define CLI_SAMPLING_OPTS(sp)                                                                     \
+    CLI_NUM(NULL, "--temp", CLI_FLOAT, &(sp).temperature, "T", "temperature (0: greedy)", 0, 1e6), \
+    CLI_NUM(NULL, "--top-k", CLI_INT, &(sp).top_k, "K", "keep the K most likely tokens (0: off)",  \
+            0, INT32_MAX),                                                                        \
+    CLI_NUM(NULL, "--top-p", CLI_FLOAT, &(sp).top_p, "P", "nucleus sampling threshold (1: off)",  \
+            0, 1),                                                                                \
+    CLI_NUM(NULL, "--min-p", CLI_FLOAT, &(sp).min_p, "P",                                        \
+            "drop tokens less likely than P times the best (0: off)", 0, 1),                     \
+    CLI_NUM(NULL, "--repeat-penalty", CLI_FLOAT, &(sp).repeat_penalty, "R",                      \
+            "penalty on recently seen tokens (1: off)", 1e-6, 1e6),                              \
+    CLI_NUM(NULL, "--repeat-last-n", CLI_INT, &(sp).repeat_last_n, "N",                          \
+            "tokens the penalty looks back over", 0, 1 << 20),                                   \
+    CLI_OPT(NULL, "--seed", CLI_U64, &(sp).seed, "S", "sampling seed")
 
 typedef struct cli_spec {
     const char *name;     /* "run" */
@@ -100,5 +117,14 @@ elm_context *cli_new_context(const elm_model *m, const char *path, const elm_con
 
 /* Writes n bytes to stdout and flushes; false on a write error. */
 bool cli_write(const void *buf, size_t n);
+
+/* The whole file at `path` into a malloc'd NUL-terminated buffer; NULL when
+ * it cannot be read or holds a NUL byte (not a text file). */
+char *cli_read_file(const char *path);
+
+/* Tokenizes len bytes of text into a malloc'd array (*out, *n ids; the
+ * caller frees it), BOS and special tokens as elm_tokenize's `special`. */
+elm_status cli_tokenize(const elm_model *m, const char *text, size_t len, bool special,
+                        elm_token **out, size_t *n);
 
 #endif

@@ -2,13 +2,13 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "tools/cli.h"
+#include "tools/chat_session.h"
 
 typedef struct run_opts {
-    const char *model, *prompt, *device;
+    const char *model, *prompt, *device, *system, *template_path;
     int32_t n_predict, n_threads;
     uint32_t n_ctx;
-    bool exact, pin, ignore_eos;
+    bool exact, pin, ignore_eos, chat;
     elm_sampler_params sp;
 } run_opts;
 
@@ -17,7 +17,12 @@ static const char ABOUT[] =
     "vocabulary asks for it). stdout gets the prompt exactly as given, then the\n"
     "generated text as it is produced, then one newline; stderr gets the timings.\n"
     "Generation stops early at an end-of-generation token (unless --ignore-eos)\n"
-    "or when the context is full. --temp 0 is greedy (ties go to the lower id).";
+    "or when the context is full. --temp 0 is greedy (ties go to the lower id).\n"
+    "--chat treats the prompt as one user message (after the --system message,\n"
+    "if any): the conversation is rendered with the model's chat template (or\n"
+    "--template FILE) and the model replies. stdout then gets only the reply and\n"
+    "one newline; the reply ends at the template's end-of-turn token, which is not\n"
+    "written (unless --ignore-eos), as in `edgelm chat`.";
 
 /* The prompt goes out with the first token, so that a prompt the context
  * cannot hold leaves stdout empty. */
@@ -80,6 +85,21 @@ static int generate(elm_context *ctx, const run_opts *o) {
     return CLI_OK;
 }
 
+/* --chat: one turn of a conversation; the reply alone goes to stdout. */
+static int chat_once(elm_model *m, elm_context *ctx, const run_opts *o) {
+    chat_opts co = {.label = o->model, .template_path = o->template_path, .system = o->system,
+                    .n_predict = o->n_predict, .ignore_eot = o->ignore_eos, .sampler = o->sp};
+    chat_session *s = NULL;
+    int rc = chat_session_new(m, ctx, &co, &s);
+    if (rc != CLI_OK) return rc;
+    elm_stats st = ELM_INIT(elm_stats);
+    chat_result r = chat_session_turn(s, o->prompt, &st);
+    chat_session_free(s);
+    if (r != CHAT_OK) return CLI_ERROR;
+    print_stats(ctx, &st);
+    return CLI_OK;
+}
+
 int cmd_run(int argc, char **argv) {
     elm_generate_params gdef;
     elm_generate_default_params(&gdef);
@@ -90,19 +110,7 @@ int cmd_run(int argc, char **argv) {
         CLI_REQ("-p", "--prompt", CLI_STR, &o.prompt, "TEXT", "the prompt"),
         CLI_NUM("-n", "--n-predict", CLI_INT, &o.n_predict, "N",
                 "new tokens at most (-1: until end of generation or context)", -1, INT32_MAX),
-        CLI_NUM(NULL, "--temp", CLI_FLOAT, &o.sp.temperature, "T", "temperature (0: greedy)", 0,
-                1e6),
-        CLI_NUM(NULL, "--top-k", CLI_INT, &o.sp.top_k, "K",
-                "keep the K most likely tokens (0: off)", 0, INT32_MAX),
-        CLI_NUM(NULL, "--top-p", CLI_FLOAT, &o.sp.top_p, "P", "nucleus sampling threshold (1: off)",
-                0, 1),
-        CLI_NUM(NULL, "--min-p", CLI_FLOAT, &o.sp.min_p, "P",
-                "drop tokens less likely than P times the best (0: off)", 0, 1),
-        CLI_NUM(NULL, "--repeat-penalty", CLI_FLOAT, &o.sp.repeat_penalty, "R",
-                "penalty on recently seen tokens (1: off)", 1e-6, 1e6),
-        CLI_NUM(NULL, "--repeat-last-n", CLI_INT, &o.sp.repeat_last_n, "N",
-                "tokens the penalty looks back over", 0, 1 << 20),
-        CLI_OPT(NULL, "--seed", CLI_U64, &o.sp.seed, "S", "sampling seed"),
+        CLI_SAMPLING_OPTS(o.sp),
         CLI_NUM("-t", "--threads", CLI_INT, &o.n_threads, "N", "CPU threads (0: physical cores)", 0,
                 4096),
         CLI_OPT("-c", "--ctx-size", CLI_U32, &o.n_ctx, "N",
@@ -112,11 +120,19 @@ int cmd_run(int argc, char **argv) {
         CLI_OPT(NULL, "--ignore-eos", CLI_FLAG, &o.ignore_eos, NULL,
                 "keep generating past end-of-generation tokens"),
         CLI_OPT(NULL, "--device", CLI_STR, &o.device, "DEV", "cpu, auto, best, vulkan or vulkan:N"),
+        CLI_OPT(NULL, "--chat", CLI_FLAG, &o.chat, NULL,
+                "the prompt is a user message, rendered with the chat template"),
+        CLI_OPT(NULL, "--system", CLI_STR, &o.system, "TEXT", "with --chat: a system message first"),
+        CLI_OPT(NULL, "--template", CLI_STR, &o.template_path, "FILE",
+                "with --chat: a Jinja chat template instead of the model's"),
         {0},
     };
-    const cli_spec spec = {"run", "-m FILE -p TEXT [options]", ABOUT, opts};
+    const cli_spec spec = {"run", "-m FILE -p TEXT [--chat [--system TEXT] [--template FILE]] [options]",
+                           ABOUT, opts};
     int status;
     if (!cli_parse(&spec, argc, argv, &status)) return status;
+    if ((o.system || o.template_path) && !o.chat)
+        return cli_usage_error(&spec, "--system and --template need --chat");
 
     elm_model *m = cli_load_model(o.model, o.device, false);
     if (!m) return CLI_ERROR;
@@ -127,7 +143,7 @@ int cmd_run(int argc, char **argv) {
     cp.pin_threads = o.pin;
     cp.mode = o.exact ? ELM_MODE_EXACT : ELM_MODE_FAST;
     elm_context *ctx = cli_new_context(m, o.model, &cp);
-    int rc = ctx ? generate(ctx, &o) : CLI_ERROR;
+    int rc = !ctx ? CLI_ERROR : o.chat ? chat_once(m, ctx, &o) : generate(ctx, &o);
     elm_context_free(ctx);
     elm_model_free(m);
     return rc;

@@ -16,34 +16,6 @@ static const char ABOUT[] =
     "BOS/EOS texts, or --bos/--eos (default \"\" without a model). A template\n"
     "error (raise_exception included) exits 1 with the template's message.";
 
-/* The whole file into a malloc'd NUL-terminated buffer; NULL on failure. */
-static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap + 1);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *grown = realloc(buf, cap * 2 + 1);
-        if (!grown) free(buf);
-        buf = grown;
-        cap *= 2;
-    }
-    bool bad = ferror(f);
-    fclose(f);
-    if (!buf || bad) {
-        free(buf);
-        return NULL;
-    }
-    buf[n] = 0;
-    if (strlen(buf) != n) { /* a NUL inside: not a text file */
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
 /* The messages of `root` into a malloc'd array pointing into root. */
 static int parse_messages(const char *path, json_t *root, elm_chat_message **out, size_t *n) {
     json_t *arr = json_is_object(root) ? json_object_get(root, "messages") : root;
@@ -112,7 +84,7 @@ int cmd_template(int argc, char **argv) {
     char *tmpl = NULL;
     elm_model *m = NULL;
     rc = parse_messages(messages, root, &msgs, &n);
-    if (rc == CLI_OK && tmpl_path && !(tmpl = read_file(tmpl_path))) rc = cli_error(tmpl_path, "cannot read the template");
+    if (rc == CLI_OK && tmpl_path && !(tmpl = cli_read_file(tmpl_path))) rc = cli_error(tmpl_path, "cannot read the template");
     if (rc == CLI_OK && model && !(m = cli_load_model(model, NULL, true))) rc = CLI_ERROR;
     if (rc == CLI_OK) {
         elm_chat_params p;

@@ -30,25 +30,6 @@ static char *read_stdin(size_t *len) {
     return buf;
 }
 
-/* Tokenizes into a buffer grown to the size the library asks for. */
-static elm_status tokenize(const elm_model *m, const char *text, size_t len, bool special,
-                           elm_token **out, size_t *n) {
-    size_t cap = len + 2;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        elm_token *ids = malloc(cap * sizeof *ids);
-        if (!ids) return ELM_ERR_NO_MEMORY;
-        elm_status st = elm_tokenize(m, text, len, special, special, ids, cap, n);
-        if (st == ELM_OK) {
-            *out = ids;
-            return ELM_OK;
-        }
-        free(ids);
-        if (st != ELM_ERR_BUFFER_TOO_SMALL) return st;
-        cap = *n;
-    }
-    return ELM_ERR_INTERNAL;
-}
-
 static bool print_ids(const elm_token *ids, size_t n) {
     for (size_t i = 0; i < n; i++) printf("%s%d", i ? " " : "", ids[i]);
     putchar('\n');
@@ -75,7 +56,7 @@ int cmd_tokenize(int argc, char **argv) {
     elm_token *ids = NULL;
     size_t n = 0;
     /* The contract: empty input gives an empty line, even where BOS would be added. */
-    elm_status st = m && len > 0 ? tokenize(m, text, len, !no_special, &ids, &n) : ELM_OK;
+    elm_status st = m && len > 0 ? cli_tokenize(m, text, len, !no_special, &ids, &n) : ELM_OK;
     if (!m)
         rc = CLI_ERROR;
     else if (st != ELM_OK)

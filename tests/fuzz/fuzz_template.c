@@ -3,7 +3,7 @@
  * (engine/jinja*.c): the input is a template, rendered for a fixed
  * conversation (unicode, quotes, braces). Seeds: the chat templates of
  * ../shared/chat/templates (scripts/fuzz.sh copies them).
- * fuzz-srcs: engine/jinja_builtins.c engine/jinja_eval.c engine/jinja_exec.c engine/jinja_lex.c engine/jinja_methods.c engine/jinja_parse.c engine/jinja_stmt.c engine/jinja_value.c common/alloc.c common/status.c
+ * fuzz-srcs: engine/jinja_builtins.c engine/jinja_eval.c engine/jinja_exec.c engine/jinja_format.c engine/jinja_lex.c engine/jinja_methods.c engine/jinja_parse.c engine/jinja_stmt.c engine/jinja_value.c common/alloc.c common/status.c
  * fuzz-options: -max_len=32768
  *
  * Checks, besides crashes, leaks and undefined behaviour: the status is
