@@ -176,7 +176,8 @@ static elm_status add_longrope(synth_ctx *c) {
     float *f = elmi_malloc((size_t)n * sizeof *f);
     if (!f) return elmi_errorf(c->err, c->err_size, ELM_ERR_NO_MEMORY, "out of memory");
     float scale = (float)s->n_ctx / (float)s->longrope_ctx;
-    for (int64_t i = 0; i < n; i++) f[i] = 1.0f + (scale - 1.0f) * (float)i / (float)(n > 1 ? n - 1 : 1);
+    for (int64_t i = 0; i < n; i++)
+        f[i] = 1.0f + (scale - 1.0f) * (float)i / (float)(n > 1 ? n - 1 : 1);
     elm_status st = elmi_synth_add_f32(c, "rope_factors_long.weight", f, n);
     for (int64_t i = 0; i < n && st == ELM_OK; i++) f[i] = 1.0f;
     if (st == ELM_OK) st = elmi_synth_add_f32(c, "rope_factors_short.weight", f, n);

@@ -111,7 +111,8 @@ static uint32_t check_layer(const elm_model *m, const card *c, uint32_t il) {
     bool qk_norm = !strcmp(a, "qwen3") || gemma3 || !strcmp(a, "lfm2");
     char n[96];
     uint32_t count = 0;
-#define W(x, ne0, ne1, f32) (snprintf(n, sizeof n, "blk.%u." x, il), want(m, s, n, ne0, ne1, f32), count++)
+#define W(x, ne0, ne1, f32) \
+    (snprintf(n, sizeof n, "blk.%u." x, il), want(m, s, n, ne0, ne1, f32), count++)
 #define NO(x) (snprintf(n, sizeof n, "blk.%u." x, il), absent(m, s, n))
     W("attn_norm.weight", d, 0, true);
     W("ffn_norm.weight", d, 0, true);
