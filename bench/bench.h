@@ -11,8 +11,10 @@
 int bench_main(int argc, char **argv);
 
 /* `edgelm make-model --shape NAME --type T [--output-type T]
- * [--vocab-size N] [--seed S] -o FILE`; argv[0] is "make-model". */
+ * [--vocab-size N] [--layers N] [--seed S] -o FILE`; argv[0] is "make-model". */
 int make_model_main(int argc, char **argv);
+/* "smollm-135m, qwen2-0.5b, ...": the shapes of elm_synth_shape_name, for messages. */
+void bench_shape_list(char *buf, size_t cap);
 
 /*
  * The device that gave the highest generation tok/s for `model_key` the last

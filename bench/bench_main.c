@@ -147,9 +147,12 @@ static bool known_shape(const char *name) {
 }
 
 static int check_opts(const bench_opts *o) {
-    if (!o->model_path && !known_shape(o->shape))
-        return usage_error("unknown shape '%s' (smollm-135m, qwen2-0.5b, llama-1b, tinyllama-1.1b)",
-                           o->shape);
+    if (!o->model_path && !known_shape(o->shape)) {
+        char msg[640], shapes[512];
+        bench_shape_list(shapes, sizeof shapes);
+        snprintf(msg, sizeof msg, "unknown shape '%%s' (%s)", shapes);
+        return usage_error(msg, o->shape);
+    }
     if (o->n_ctx && o->n_ctx < o->n_prompt + o->n_gen)
         return usage_error("-c must hold -p + -n tokens%s", "");
     if (!o->devices[0]) return usage_error("--device wants a device id%s", "");

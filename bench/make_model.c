@@ -12,11 +12,24 @@
 
 static const char MM_USAGE[] =
     "usage: edgelm make-model --shape NAME --type Q4_0|Q8_0|Q4_K|F16|... [--output-type T]\n"
-    "                         [--vocab-size N] [--seed S] -o FILE\n"
-    "shapes: smollm-135m, qwen2-0.5b, llama-1b, tinyllama-1.1b\n";
+    "                         [--vocab-size N] [--layers N] [--seed S] -o FILE\n";
+
+void bench_shape_list(char *buf, size_t cap) {
+    size_t o = 0;
+    buf[0] = 0;
+    for (size_t i = 0; elm_synth_shape_name(i) && o < cap; i++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%s", i ? ", " : "", elm_synth_shape_name(i));
+}
+
+static void mm_print_usage(FILE *f) {
+    char shapes[512];
+    bench_shape_list(shapes, sizeof shapes);
+    fprintf(f, "%sshapes: %s\n", MM_USAGE, shapes);
+}
 
 static int mm_usage(const char *msg, const char *arg) {
-    fprintf(stderr, "edgelm make-model: %s%s\n%s", msg, arg ? arg : "", MM_USAGE);
+    fprintf(stderr, "edgelm make-model: %s%s\n", msg, arg ? arg : "");
+    mm_print_usage(stderr);
     return 2;
 }
 
@@ -48,6 +61,9 @@ static int mm_parse(int argc, char **argv, elm_synth_params *p, const char **out
         else if (!strcmp(a, "--vocab-size")) {
             if (!mm_number(v, UINT32_MAX, &n) || n == 0) return mm_usage("bad --vocab-size ", v);
             p->vocab_size = (uint32_t)n;
+        } else if (!strcmp(a, "--layers")) {
+            if (!mm_number(v, UINT32_MAX, &n) || n == 0) return mm_usage("bad --layers ", v);
+            p->n_layer = (uint32_t)n;
         } else if (!strcmp(a, "--seed")) {
             if (!mm_number(v, UINT64_MAX, &n)) return mm_usage("bad --seed ", v);
             p->seed = n;
@@ -64,14 +80,15 @@ int make_model_main(int argc, char **argv) {
     const char *out = NULL;
     int rc = mm_parse(argc, argv, &p, &out);
     if (rc < 0) {
-        fputs(MM_USAGE, stdout);
+        mm_print_usage(stdout);
         return 0;
     }
     if (rc) return rc;
     char err[512] = "";
     elm_status st = elm_synth_write(&p, out, err, sizeof err);
     if (st == ELM_ERR_INVALID_ARG || st == ELM_ERR_UNSUPPORTED) {
-        fprintf(stderr, "edgelm make-model: %s\n%s", err[0] ? err : elm_strerror(st), MM_USAGE);
+        fprintf(stderr, "edgelm make-model: %s\n", err[0] ? err : elm_strerror(st));
+        mm_print_usage(stderr);
         return 2;
     }
     if (st != ELM_OK) {

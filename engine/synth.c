@@ -1,8 +1,7 @@
 /* synth.c: synthetic models with the shapes of popular small models, for
- * benchmarks. Weights are deterministic pseudo-random values; the
- * vocabulary is a synthetic SentencePiece-style one. */
+ * benchmarks and tests (synth.h). Weights are deterministic pseudo-random
+ * values; the vocabulary is a synthetic SentencePiece-style one. */
 #include <math.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,23 +9,58 @@
 #include "common/alloc.h"
 #include "common/status.h"
 #include "engine/internal.h"
+#include "engine/synth.h"
 #include "quant/quant.h"
 
-typedef struct synth_shape {
-    const char *name;
-    const char *arch;
-    uint32_t n_embd, n_layer, n_head, n_head_kv, n_ff, n_vocab, n_ctx;
-    float rope_theta, rms_eps;
-    bool tied;
-} synth_shape;
+#define SHAPE(nm, ar, embd, layers, heads, kv, ff, vocab, ctx, theta, eps, tie)                \
+    .name = nm, .arch = ar, .n_embd = embd, .n_layer = layers, .n_head = heads,               \
+    .n_head_kv = kv, .n_ff = ff, .n_vocab = vocab, .n_ctx = ctx, .rope_theta = theta,         \
+    .rms_eps = eps, .tied = tie
+
+/* LFM2-350M attends at layers 2, 5, 8, 10, 12 and 14 and convolves at the others. */
+#define LFM2_350M_ATTN (1ull << 2 | 1ull << 5 | 1ull << 8 | 1ull << 10 | 1ull << 12 | 1ull << 14)
 
 static const synth_shape SHAPES[] = {
-    {"smollm-135m", "llama", 576, 30, 9, 3, 1536, 49152, 2048, 10000.0f, 1e-5f, true},
-    {"qwen2-0.5b", "qwen2", 896, 24, 14, 2, 4864, 151936, 32768, 1000000.0f, 1e-6f, true},
-    {"llama-1b", "llama", 2048, 16, 32, 8, 8192, 128256, 131072, 500000.0f, 1e-5f, true},
-    {"tinyllama-1.1b", "llama", 2048, 22, 32, 4, 5632, 32000, 2048, 10000.0f, 1e-5f, false},
+    {SHAPE("smollm-135m", "llama", 576, 30, 9, 3, 1536, 49152, 2048, 1e4f, 1e-5f, true)},
+    {SHAPE("qwen2-0.5b", "qwen2", 896, 24, 14, 2, 4864, 151936, 32768, 1e6f, 1e-6f, true)},
+    {SHAPE("llama-1b", "llama", 2048, 16, 32, 8, 8192, 128256, 131072, 5e5f, 1e-5f, true)},
+    {SHAPE("tinyllama-1.1b", "llama", 2048, 22, 32, 4, 5632, 32000, 2048, 1e4f, 1e-5f, false)},
+    {SHAPE("qwen3-0.6b", "qwen3", 1024, 28, 16, 8, 3072, 151936, 40960, 1e6f, 1e-6f, true),
+     .head_dim = 128},
+    {SHAPE("gemma3-270m", "gemma3", 640, 18, 4, 1, 2048, 262144, 32768, 1e6f, 1e-6f, true),
+     .head_dim = 256, .n_swa = 512},
+    {SHAPE("gemma3-1b", "gemma3", 1152, 26, 4, 1, 6912, 262144, 32768, 1e6f, 1e-6f, true),
+     .head_dim = 256, .n_swa = 512},
+    /* Phi-4-mini: 3072 / 24 = 128 per head, 96 of them rotated, LongRoPE. */
+    {SHAPE("phi4-mini", "phi3", 3072, 32, 24, 8, 8192, 200064, 131072, 1e4f, 1e-5f, false),
+     .n_rot = 96, .longrope_ctx = 4096},
+    {SHAPE("smollm3-3b", "smollm3", 2048, 36, 16, 4, 11008, 128256, 65536, 5e6f, 1e-6f, true)},
+    {SHAPE("lfm2-350m", "lfm2", 1024, 16, 16, 8, 4608, 65536, 128000, 1e6f, 1e-5f, true),
+     .conv_L = 3, .attn_layers = LFM2_350M_ATTN},
+    /* Tiny models of each new architecture, for tests: quick to build, and
+     * each keeps what sets its architecture apart (a head size that is not
+     * n_embd / n_head, sliding windows, partial rotary and LongRoPE, layers
+     * without RoPE, convolution layers on both sides of an attention one). */
+    {SHAPE("tiny-qwen3", "qwen3", 64, 2, 4, 2, 128, 300, 256, 1e6f, 1e-6f, true), .head_dim = 32},
+    {SHAPE("tiny-gemma3", "gemma3", 64, 6, 4, 1, 128, 300, 256, 1e6f, 1e-6f, true),
+     .head_dim = 32, .n_swa = 8},
+    {SHAPE("tiny-phi3", "phi3", 64, 2, 4, 2, 128, 300, 256, 1e4f, 1e-5f, false), .n_rot = 12,
+     .longrope_ctx = 64},
+    {SHAPE("tiny-smollm3", "smollm3", 64, 4, 4, 2, 128, 300, 256, 5e6f, 1e-6f, true)},
+    {SHAPE("tiny-lfm2", "lfm2", 64, 4, 4, 2, 128, 300, 256, 1e6f, 1e-5f, true), .conv_L = 3,
+     .attn_layers = 1ull << 1 | 1ull << 3},
 };
 #define N_SHAPES (sizeof SHAPES / sizeof *SHAPES)
+
+static const synth_arch ARCHS[] = {
+    {.name = "llama"},
+    {.name = "qwen2", .bias_qkv = true},
+    {.name = "qwen3", .qk_norm = true},
+    {.name = "gemma3", .qk_norm = true, .post_norms = true},
+    {.name = "phi3", .fused = true},
+    {.name = "smollm3"},
+    {.name = "lfm2", .qk_norm = true, .conv = true},
+};
 
 const char *elm_synth_shape_name(size_t i) {
     return i < N_SHAPES ? SHAPES[i].name : NULL;
@@ -34,7 +68,19 @@ const char *elm_synth_shape_name(size_t i) {
 
 elm_synth_params elm_synth_default_params(void) {
     return (elm_synth_params){.shape = "smollm-135m", .type = "Q4_0", .output_type = NULL,
-                              .vocab_size = 0, .seed = 42};
+                              .vocab_size = 0, .n_layer = 0, .seed = 42};
+}
+
+uint32_t elmi_synth_head_dim(const synth_shape *s) {
+    return s->head_dim ? s->head_dim : s->n_embd / s->n_head;
+}
+
+uint32_t elmi_synth_n_rot(const synth_shape *s) {
+    return s->n_rot ? s->n_rot : elmi_synth_head_dim(s);
+}
+
+bool elmi_synth_layer_attends(const synth_shape *s, uint32_t il) {
+    return s->attn_layers == 0 || (il < 64 && (s->attn_layers >> il & 1));
 }
 
 static const synth_shape *find_shape(const char *name) {
@@ -43,206 +89,46 @@ static const synth_shape *find_shape(const char *name) {
     return NULL;
 }
 
+static const synth_arch *find_arch(const char *name) {
+    for (size_t i = 0; i < sizeof ARCHS / sizeof *ARCHS; i++)
+        if (strcmp(ARCHS[i].name, name) == 0) return &ARCHS[i];
+    return NULL;
+}
+
+/* "smollm-135m, qwen2-0.5b, ...": every shape, for messages. */
+static void shape_list(char *buf, size_t cap) {
+    size_t o = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < N_SHAPES && o < cap; i++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%s", i ? ", " : "", SHAPES[i].name);
+}
+
 static int type_by_name(const char *name) {
     for (int t = 0; t < QT_COUNT; t++)
         if (elmi_qtype_supported(t) && strcmp(elmi_qtype_name(t), name) == 0) return t;
     return -1;
 }
 
-/* splitmix64: each tensor row gets its own stream, so threads need no order. */
-static uint64_t mix64(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
+/* ------------------------------------------------------------------ metadata */
 
-/* Uniform values with standard deviation `sd` (uniform is enough for shapes
- * and speed; the scale keeps activations in a realistic range). */
-static void fill_row(float *row, int64_t n, uint64_t seed, float sd) {
-    uint64_t s = mix64(seed);
-    const float a = sd * 1.7320508f / 2147483648.0f;
-    for (int64_t i = 0; i < n; i += 2) {
-        s = mix64(s);
-        row[i] = (float)(int32_t)(uint32_t)s * a;
-        if (i + 1 < n) row[i + 1] = (float)(int32_t)(uint32_t)(s >> 32) * a;
-    }
-}
-
-typedef struct gen_job {
-    int type;
-    int64_t ne0, ne1;
-    uint64_t seed;
-    float sd;
-    uint8_t *dst;
-    size_t row_bytes;
-    int ith, nth;
-} gen_job;
-
-static void *gen_rows(void *arg) {
-    gen_job *j = arg;
-    float *row = elmi_malloc((size_t)j->ne0 * sizeof(float));
-    if (!row) return (void *)1;
-    const qtype_traits *tr = elmi_qtype_get(j->type);
-    for (int64_t r = j->ith; r < j->ne1; r += j->nth) {
-        fill_row(row, j->ne0, j->seed * 1000003ull + (uint64_t)r, j->sd);
-        tr->from_float(row, j->dst + (size_t)r * j->row_bytes, j->ne0);
-    }
-    elmi_free(row);
-    return NULL;
-}
-
-/* Generates a (ne0, ne1) tensor of `type` into a new buffer, on 2 threads. */
-static void *gen_tensor(int type, int64_t ne0, int64_t ne1, uint64_t seed, float sd,
-                        size_t *nbytes) {
-    size_t row_bytes;
-    if (!elmi_qtype_row_bytes(type, ne0, &row_bytes)) return NULL;
-    uint8_t *dst = elmi_malloc(row_bytes * (size_t)ne1);
-    if (!dst) return NULL;
-    enum { NTH = 2 };
-    gen_job jobs[NTH];
-    pthread_t th[NTH];
-    bool started[NTH] = {false};
-    for (int i = 0; i < NTH; i++) {
-        jobs[i] = (gen_job){type, ne0, ne1, seed, sd, dst, row_bytes, i, NTH};
-        if (i > 0) started[i] = pthread_create(&th[i], NULL, gen_rows, &jobs[i]) == 0;
-    }
-    bool ok = gen_rows(&jobs[0]) == NULL;
-    for (int i = 1; i < NTH; i++) {
-        if (!started[i]) ok = ok && gen_rows(&jobs[i]) == NULL;
-        else {
-            void *r;
-            pthread_join(th[i], &r);
-            ok = ok && r == NULL;
-        }
-    }
-    if (!ok) {
-        elmi_free(dst);
-        return NULL;
-    }
-    *nbytes = row_bytes * (size_t)ne1;
-    return dst;
-}
-
-/* The type a tensor gets: `want`, or a fallback when its rows are not whole blocks. */
-static int fit_type(int want, int64_t ne0) {
-    size_t b;
-    if (elmi_qtype_row_bytes(want, ne0, &b)) return want;
-    int fallback = want == QT_Q4_K ? QT_Q5_0 : want == QT_Q5_K ? QT_Q5_1 : QT_Q8_0;
-    return elmi_qtype_row_bytes(fallback, ne0, &b) ? fallback : QT_F16;
-}
-
-typedef struct synth_ctx {
-    gguf_writer *w;
-    const synth_shape *sh;
-    uint64_t seed;
-    uint64_t n_tensor;
-    char *err;
-    size_t err_size;
-} synth_ctx;
-
-static elm_status add_tensor(synth_ctx *c, const char *name, int type, int64_t ne0, int64_t ne1,
-                             float sd, float constant) {
-    int64_t ne[2] = {ne0, ne1};
-    uint32_t n_dims = ne1 > 1 ? 2 : 1;
-    int t = n_dims == 1 ? QT_F32 : fit_type(type, ne0);
-    size_t nbytes = 0;
-    void *data;
-    if (sd == 0.0f) {
-        nbytes = (size_t)ne0 * (size_t)ne1 * sizeof(float);
-        float *f = elmi_malloc(nbytes);
-        if (f)
-            for (int64_t i = 0; i < ne0 * ne1; i++) f[i] = constant;
-        data = f;
-    } else {
-        data = gen_tensor(t, ne0, ne1, c->seed + ++c->n_tensor, sd, &nbytes);
-    }
-    if (!data) return elmi_errorf(c->err, c->err_size, ELM_ERR_NO_MEMORY, "out of memory");
-    elm_status st = elmi_gguf_add_tensor(c->w, name, t, n_dims, ne, data, nbytes);
-    elmi_free(data);
-    if (st != ELM_OK) elmi_errorf(c->err, c->err_size, st, "cannot add tensor %s", name);
-    return st;
-}
-
-/* llama.cpp-style Q4_K_M: attn_v and ffn_down get Q6_K in the first and
- * last eighth of the layers and every third layer between. */
-static bool q4km_wide_layer(uint32_t il, uint32_t n) {
-    return il < n / 8 || il >= 7 * n / 8 || (il - n / 8) % 3 == 2;
-}
-
-static elm_status add_layer(synth_ctx *c, uint32_t il, int type, bool q4km) {
+/* lfm2: head_count_kv per layer, 0 on the convolution layers. */
+static elm_status set_heads_kv(const synth_ctx *c, const char *key) {
     const synth_shape *s = c->sh;
-    int64_t hd = s->n_embd / s->n_head, n_kv = hd * s->n_head_kv;
-    float sd_in = 1.0f / sqrtf((float)s->n_embd), sd_ff = 1.0f / sqrtf((float)s->n_ff);
-    int wide = q4km && q4km_wide_layer(il, s->n_layer) ? QT_Q6_K : type;
-    char name[96];
-#define N(x) (snprintf(name, sizeof name, "blk.%u." x, il), name)
-    ELM_TRY(add_tensor(c, N("attn_norm.weight"), QT_F32, s->n_embd, 1, 0.0f, 1.0f));
-    ELM_TRY(add_tensor(c, N("attn_q.weight"), type, s->n_embd, s->n_embd, sd_in, 0));
-    ELM_TRY(add_tensor(c, N("attn_k.weight"), type, s->n_embd, n_kv, sd_in, 0));
-    ELM_TRY(add_tensor(c, N("attn_v.weight"), wide, s->n_embd, n_kv, sd_in, 0));
-    ELM_TRY(add_tensor(c, N("attn_output.weight"), type, s->n_embd, s->n_embd, sd_in, 0));
-    ELM_TRY(add_tensor(c, N("ffn_norm.weight"), QT_F32, s->n_embd, 1, 0.0f, 1.0f));
-    ELM_TRY(add_tensor(c, N("ffn_gate.weight"), type, s->n_embd, s->n_ff, sd_in, 0));
-    ELM_TRY(add_tensor(c, N("ffn_up.weight"), type, s->n_embd, s->n_ff, sd_in, 0));
-    ELM_TRY(add_tensor(c, N("ffn_down.weight"), wide, s->n_ff, s->n_embd, sd_ff, 0));
-    if (strcmp(s->arch, "qwen2") == 0) {
-        ELM_TRY(add_tensor(c, N("attn_q.bias"), QT_F32, s->n_embd, 1, 0.0f, 0.01f));
-        ELM_TRY(add_tensor(c, N("attn_k.bias"), QT_F32, n_kv, 1, 0.0f, 0.01f));
-        ELM_TRY(add_tensor(c, N("attn_v.bias"), QT_F32, n_kv, 1, 0.0f, 0.01f));
-    }
-#undef N
-    return ELM_OK;
-}
-
-static elm_status set_vocab(gguf_writer *w, const char *const *toks, const float *scores,
-                            const int32_t *types, uint32_t n_vocab) {
-    ELM_TRY(elmi_gguf_set_str(w, "tokenizer.ggml.model", "llama"));
-    ELM_TRY(elmi_gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, n_vocab));
-    ELM_TRY(elmi_gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, n_vocab));
-    ELM_TRY(elmi_gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, n_vocab));
-    ELM_TRY(elmi_gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0));
-    ELM_TRY(elmi_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1));
-    ELM_TRY(elmi_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2));
-    return elmi_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", true);
-}
-
-/* <unk>, <s>, </s>, the 256 byte tokens, then synthetic pieces. */
-static elm_status add_vocab(synth_ctx *c, uint32_t n_vocab) {
-    char **toks = elmi_calloc(n_vocab, sizeof *toks);
-    float *scores = elmi_malloc(n_vocab * sizeof *scores);
-    int32_t *types = elmi_malloc(n_vocab * sizeof *types);
-    elm_status st = ELM_ERR_NO_MEMORY;
-    if (!toks || !scores || !types) goto done;
-    static const char letters[] = "etaoinshrdlucmfwypvbgkjqxz";
-    for (uint32_t i = 0; i < n_vocab; i++) {
-        char buf[64];
-        if (i < 3) snprintf(buf, sizeof buf, "%s", i == 0 ? "<unk>" : i == 1 ? "<s>" : "</s>");
-        else if (i < 259) snprintf(buf, sizeof buf, "<0x%02X>", i - 3);
-        else {
-            /* "\u2581" + a base-26 spelling: unique, word-like pieces. */
-            uint32_t k = i - 259;
-            size_t o = (size_t)snprintf(buf, sizeof buf, "\xE2\x96\x81");
-            do {
-                buf[o++] = letters[k % 26];
-                k /= 26;
-            } while (k && o < sizeof buf - 1);
-            buf[o] = 0;
-        }
-        toks[i] = elmi_strdup(buf);
-        if (!toks[i]) goto done;
-        scores[i] = i < 259 ? 0.0f : -(float)(i - 259);
-        types[i] = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1;
-    }
-    st = set_vocab(c->w, (const char *const *)toks, scores, types, n_vocab);
-done:
-    if (toks)
-        for (uint32_t i = 0; i < n_vocab; i++) elmi_free(toks[i]);
-    elmi_free(toks);
-    elmi_free(scores);
-    elmi_free(types);
-    if (st != ELM_OK) elmi_errorf(c->err, c->err_size, st, "cannot write the vocabulary");
+    if (!c->arch->conv) return elmi_gguf_set_u32(c->w, key, s->n_head_kv);
+    int32_t *kv = elmi_malloc(s->n_layer * sizeof *kv);
+    if (!kv) return ELM_ERR_NO_MEMORY;
+    for (uint32_t il = 0; il < s->n_layer; il++)
+        kv[il] = elmi_synth_layer_attends(s, il) ? (int32_t)s->n_head_kv : 0;
+    elm_status st = elmi_gguf_set_arr_data(c->w, key, GGUF_TYPE_INT32, kv, s->n_layer);
+    elmi_free(kv);
     return st;
+}
+
+/* The factor LongRoPE scales attention by beyond the original context, as
+ * the converters compute it: sqrt(1 + ln(scale) / ln(original context)). */
+static float longrope_attn_factor(const synth_shape *s) {
+    double scale = (double)s->n_ctx / s->longrope_ctx;
+    return scale <= 1.0 ? 1.0f : (float)sqrt(1.0 + log(scale) / log((double)s->longrope_ctx));
 }
 
 static elm_status set_hparams(const synth_ctx *c, const char *model_name) {
@@ -257,10 +143,21 @@ static elm_status set_hparams(const synth_ctx *c, const char *model_name) {
     ELM_TRY(elmi_gguf_set_u32(c->w, K("block_count"), s->n_layer));
     ELM_TRY(elmi_gguf_set_u32(c->w, K("feed_forward_length"), s->n_ff));
     ELM_TRY(elmi_gguf_set_u32(c->w, K("attention.head_count"), s->n_head));
-    ELM_TRY(elmi_gguf_set_u32(c->w, K("attention.head_count_kv"), s->n_head_kv));
-    ELM_TRY(elmi_gguf_set_u32(c->w, K("rope.dimension_count"), s->n_embd / s->n_head));
+    ELM_TRY(set_heads_kv(c, K("attention.head_count_kv")));
+    if (s->head_dim) {
+        ELM_TRY(elmi_gguf_set_u32(c->w, K("attention.key_length"), s->head_dim));
+        ELM_TRY(elmi_gguf_set_u32(c->w, K("attention.value_length"), s->head_dim));
+    }
+    ELM_TRY(elmi_gguf_set_u32(c->w, K("rope.dimension_count"), elmi_synth_n_rot(s)));
     ELM_TRY(elmi_gguf_set_f32(c->w, K("rope.freq_base"), s->rope_theta));
     ELM_TRY(elmi_gguf_set_f32(c->w, K("attention.layer_norm_rms_epsilon"), s->rms_eps));
+    if (s->n_swa) ELM_TRY(elmi_gguf_set_u32(c->w, K("attention.sliding_window"), s->n_swa));
+    if (s->conv_L) ELM_TRY(elmi_gguf_set_u32(c->w, K("shortconv.l_cache"), s->conv_L));
+    if (s->longrope_ctx) {
+        ELM_TRY(elmi_gguf_set_u32(c->w, K("rope.scaling.original_context_length"),
+                                  s->longrope_ctx));
+        ELM_TRY(elmi_gguf_set_f32(c->w, K("rope.scaling.attn_factor"), longrope_attn_factor(s)));
+    }
 #undef K
     return ELM_OK;
 }
@@ -271,12 +168,56 @@ static elm_status add_hparams(synth_ctx *c, const char *model_name) {
     return ELM_OK;
 }
 
-static elm_status build(const elm_synth_params *p, gguf_writer *w, char *err, size_t err_size) {
+/* LongRoPE's per-frequency factors (n_rot / 2 each): 1 within the original
+ * context, a ramp from 1 to the context's scale beyond it. */
+static elm_status add_longrope(synth_ctx *c) {
+    const synth_shape *s = c->sh;
+    int64_t n = elmi_synth_n_rot(s) / 2;
+    float *f = elmi_malloc((size_t)n * sizeof *f);
+    if (!f) return elmi_errorf(c->err, c->err_size, ELM_ERR_NO_MEMORY, "out of memory");
+    float scale = (float)s->n_ctx / (float)s->longrope_ctx;
+    for (int64_t i = 0; i < n; i++)
+        f[i] = 1.0f + (scale - 1.0f) * (float)i / (float)(n > 1 ? n - 1 : 1);
+    elm_status st = elmi_synth_add_f32(c, "rope_factors_long.weight", f, n);
+    for (int64_t i = 0; i < n && st == ELM_OK; i++) f[i] = 1.0f;
+    if (st == ELM_OK) st = elmi_synth_add_f32(c, "rope_factors_short.weight", f, n);
+    elmi_free(f);
+    return st;
+}
+
+/* ------------------------------------------------------------------ model */
+
+/* The shape of p: its table entry with the vocabulary and depth overrides. */
+static elm_status resolve_shape(const elm_synth_params *p, synth_shape *s, char *err,
+                                size_t err_size) {
     const synth_shape *sh = find_shape(p->shape);
-    if (!sh)
-        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
-                           "unknown shape '%s' (smollm-135m, qwen2-0.5b, llama-1b, tinyllama-1.1b)",
-                           p->shape ? p->shape : "(null)");
+    if (!sh) {
+        char list[512];
+        shape_list(list, sizeof list);
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "unknown shape '%s' (%s)",
+                           p->shape ? p->shape : "(null)", list);
+    }
+    *s = *sh;
+    if (p->vocab_size) {
+        if (p->vocab_size < 260 || p->vocab_size > 1000000)
+            return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                               "vocab size %u is out of range [260, 1000000]", p->vocab_size);
+        s->n_vocab = p->vocab_size;
+    }
+    if (p->n_layer) {
+        if (p->n_layer > sh->n_layer)
+            return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                               "n_layer %u is out of range [1, %u] for shape %s", p->n_layer,
+                               sh->n_layer, sh->name);
+        s->n_layer = p->n_layer;
+    }
+    return ELM_OK;
+}
+
+elm_status elmi_synth_build(const elm_synth_params *p, gguf_writer *w, char *err,
+                            size_t err_size) {
+    synth_shape s;
+    ELM_TRY(resolve_shape(p, &s, err, err_size));
     bool q4km = p->type && strcmp(p->type, "Q4_K_M") == 0;
     int type = q4km ? QT_Q4_K : type_by_name(p->type ? p->type : "");
     if (type < 0 || !elmi_qtype_get(type)->from_float)
@@ -290,27 +231,26 @@ static elm_status build(const elm_synth_params *p, gguf_writer *w, char *err, si
             return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "unsupported output type '%s'",
                                p->output_type);
     }
-    synth_shape s = *sh;
-    if (p->vocab_size) {
-        if (p->vocab_size < 260 || p->vocab_size > 1000000)
-            return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
-                               "vocab size %u is out of range [260, 1000000]", p->vocab_size);
-        s.n_vocab = p->vocab_size;
-    }
     /* The output projection is stored apart from the embeddings whenever its
      * type differs, as converters do. */
     bool tied = s.tied && out_type == type;
-    synth_ctx c = {w, &s, p->seed, 0, err, err_size};
+    const synth_arch *arch = find_arch(s.arch);
+    if (!arch) return elmi_errorf(err, err_size, ELM_ERR_INTERNAL, "no writer for %s", s.arch);
+    synth_ctx c = {w, &s, arch, p->seed, 0, err, err_size};
     char name[128];
     snprintf(name, sizeof name, "synthetic %s %s", s.name, p->type);
     ELM_TRY(add_hparams(&c, name));
-    ELM_TRY(add_vocab(&c, s.n_vocab));
-    ELM_TRY(add_tensor(&c, "token_embd.weight", type, s.n_embd, s.n_vocab, 0.02f * 10, 0));
-    ELM_TRY(add_tensor(&c, "output_norm.weight", QT_F32, s.n_embd, 1, 0.0f, 1.0f));
+    ELM_TRY(elmi_synth_add_vocab(&c, s.n_vocab));
+    ELM_TRY(elmi_synth_add_tensor(&c, "token_embd.weight", type, s.n_embd, s.n_vocab, 0.02f * 10,
+                                  0));
+    /* lfm2 names its final norm after the embeddings. */
+    const char *out_norm = arch->conv ? "token_embd_norm.weight" : "output_norm.weight";
+    ELM_TRY(elmi_synth_add_tensor(&c, out_norm, QT_F32, s.n_embd, 1, 0.0f, 1.0f));
     if (!tied)
-        ELM_TRY(add_tensor(&c, "output.weight", out_type, s.n_embd, s.n_vocab,
-                           1.0f / sqrtf((float)s.n_embd), 0));
-    for (uint32_t il = 0; il < s.n_layer; il++) ELM_TRY(add_layer(&c, il, type, q4km));
+        ELM_TRY(elmi_synth_add_tensor(&c, "output.weight", out_type, s.n_embd, s.n_vocab,
+                                      1.0f / sqrtf((float)s.n_embd), 0));
+    if (s.longrope_ctx) ELM_TRY(add_longrope(&c));
+    for (uint32_t il = 0; il < s.n_layer; il++) ELM_TRY(elmi_synth_add_layer(&c, il, type, q4km));
     return ELM_OK;
 }
 
@@ -320,7 +260,7 @@ elm_status elm_synth_write(const elm_synth_params *p, const char *path, char *er
     gguf_writer *w = elmi_gguf_writer_new();
     if (!w) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     char msg[ELM_ERR_LEN] = "";
-    elm_status st = build(p, w, err, err_size);
+    elm_status st = elmi_synth_build(p, w, err, err_size);
     if (st != ELM_OK) goto done;
     st = elmi_gguf_write_file(w, path, msg, sizeof msg);
     if (st != ELM_OK) elmi_errorf(err, err_size, st, "%s: %s", path, msg);
@@ -343,7 +283,7 @@ elm_status elm_synth_load(const elm_synth_params *p, const elm_model_params *mp,
     if (!w) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     void *data = NULL;
     size_t size = 0;
-    elm_status st = build(p, w, err, err_size);
+    elm_status st = elmi_synth_build(p, w, err, err_size);
     if (st != ELM_OK) goto done;
     st = elmi_gguf_write_memory(w, &data, &size);
     if (st != ELM_OK) elmi_errorf(err, err_size, st, "cannot serialize the model");

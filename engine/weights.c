@@ -46,7 +46,8 @@ static elm_status bind(const binder *b, be_tensor *t, const char *name, int64_t 
                            "tensor '%s' has unsupported type %s", name, elmi_qtype_name(g->type));
     if (f32_only && g->type != QT_F32)
         return elmi_errorf(b->err, b->err_size, ELM_ERR_UNSUPPORTED,
-                           "tensor '%s' has type %s; norms and biases must be F32", name,
+                           "tensor '%s' has type %s, expected F32 (as norms, biases, "
+                           "RoPE factors and convolution kernels are)", name,
                            elmi_qtype_name(g->type));
     if (!elmi_be_tensor_init(t, g->type, g->ne[0], ne1 ? g->ne[1] : 1, 1, 1, name) ||
         elmi_be_tensor_nbytes(t) != g->nbytes)

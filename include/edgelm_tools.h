@@ -18,20 +18,33 @@ extern "C" {
 
 
 /* A model with the shape of a popular small model and deterministic
- * pseudo-random weights, for benchmarks. Shapes: "smollm-135m",
- * "qwen2-0.5b" (qwen2 architecture, q/k/v biases), "llama-1b" (Llama 3.2 1B),
- * "tinyllama-1.1b". The vocabulary is synthetic (SentencePiece-style). */
+ * pseudo-random weights, for benchmarks. The vocabulary is synthetic
+ * (SentencePiece-style). Shapes (elm_synth_shape_name lists them):
+ *   "smollm-135m", "llama-1b" (Llama 3.2 1B), "tinyllama-1.1b": llama;
+ *   "qwen2-0.5b": qwen2 (q/k/v biases);
+ *   "qwen3-0.6b": qwen3 (head size 128 apart from n_embd / n_head, Q/K norms);
+ *   "gemma3-270m", "gemma3-1b": gemma3 (head size 256, Q/K and post norms,
+ *     sliding window 512 on five layers of six, GELU, scaled embeddings);
+ *   "phi4-mini": phi3 (fused attn_qkv and gate/up, 96 of 128 dimensions
+ *     rotated, LongRoPE factors from an original context of 4096);
+ *   "smollm3-3b": smollm3 (no RoPE on every fourth layer);
+ *   "lfm2-350m": lfm2 (short-convolution layers, attention at layers 2, 5,
+ *     8, 10, 12, 14, final norm token_embd_norm).
+ * And tiny ones of each new architecture, for tests (n_embd 64, vocabulary
+ * 300, a few layers): "tiny-qwen3", "tiny-gemma3" (6 layers, window 8),
+ * "tiny-phi3", "tiny-smollm3", "tiny-lfm2". */
 typedef struct elm_synth_params {
     const char *shape;       /* borrowed */
     /* Weight type of the 2-D tensors: "Q4_0", "Q8_0", "Q4_K", "F16", any
      * supported type, or "Q4_K_M" (Q4_K with Q6_K for half of attn_v and
-     * ffn_down). A tensor whose rows are not whole blocks falls back to
+     * ffn_down, Q5_K for a fused attn_qkv). A tensor whose rows are not whole blocks falls back to
      * Q5_0/Q5_1/Q8_0. Borrowed. */
     const char *type;
     /* Type of output.weight; NULL: Q6_K for Q4_0/Q4_K types (Q8_0 where the
      * row length is not a multiple of 256), Q8_0 otherwise. Borrowed. */
     const char *output_type;
     uint32_t vocab_size;     /* 0: the shape's own */
+    uint32_t n_layer;        /* 0: the shape's own; else its first n_layer layers */
     uint64_t seed;
 } elm_synth_params;
 

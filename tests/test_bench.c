@@ -540,3 +540,39 @@ Test(bench, compare_rejects_bad_files) {
     cr_expect_eq(r.rc, 1);
     run_free(&r);
 }
+
+/* make-model --layers keeps the first layers of a shape (here lfm2-350m's
+ * two convolution layers and its first attention one); the shape list in
+ * the usage message names the newer shapes; out-of-range depths exit 2. */
+Test(bench, make_model_layers_and_shape_list) {
+    char model[512];
+    tmp_path(model, sizeof model, "lfm2-3.gguf");
+    run_out r = run_cli("make-model", "--shape", "lfm2-350m", "--type", "Q8_0", "--vocab-size",
+                        "300", "--layers", "3", "-o", model, NULL);
+    cr_assert_eq(r.rc, 0, "make-model failed (%d): %s", r.rc, r.err);
+    run_free(&r);
+    elm_model *m = NULL;
+    char err[512] = "";
+    cr_assert_eq(elm_model_load(model, NULL, &m, err, sizeof err), ELM_OK, "%s", err);
+    elm_model_info in = ELM_INIT(elm_model_info);
+    cr_assert_eq(elm_model_get_info(m, &in), ELM_OK);
+    cr_expect_eq(in.n_layer, 3);
+    cr_expect_eq(in.n_embd, 1024);
+    cr_expect_str_eq(in.arch, "lfm2");
+    elm_model_free(m);
+    remove(model);
+    r = run_cli("make-model", "--shape", "nosuch", "-o", model, NULL);
+    cr_expect_eq(r.rc, 2);
+    static const char *const shapes[] = {"qwen3-0.6b", "gemma3-270m", "gemma3-1b", "phi4-mini",
+                                         "smollm3-3b", "lfm2-350m", "tiny-gemma3"};
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        cr_expect(r.err && strstr(r.err, shapes[i]), "usage does not list %s: %s", shapes[i],
+                  r.err ? r.err : "");
+    run_free(&r);
+    static const char *const depths[] = {"0", "3", "x"};
+    for (size_t i = 0; i < sizeof depths / sizeof *depths; i++) {
+        r = run_cli("make-model", "--shape", "tiny-qwen3", "--layers", depths[i], "-o", model, NULL);
+        cr_expect_eq(r.rc, 2, "--layers %s: exit %d", depths[i], r.rc);
+        run_free(&r);
+    }
+}

@@ -12,7 +12,9 @@
 #include <string.h>
 
 #include "edgelm.h"
+#include "edgelm_tools.h"
 #include "engine/gguf.h"
+#include "engine/synth.h"
 #include "quant/quant.h"
 #include "support/paths.h"
 #include "support/tiny_model.h"
@@ -20,7 +22,15 @@
 /* The message must name one of these (case-insensitive). */
 #define WORDS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
+/* When set, a message must name every word, not just one. */
+static bool g_every;
+
 static bool has_any(const char *text, const char *const *words) {
+    if (g_every) {
+        for (; *words; words++)
+            if (!strcasestr(text, *words)) return false;
+        return true;
+    }
     for (; *words; words++)
         if (strcasestr(text, *words)) return true;
     return false;
@@ -332,4 +342,236 @@ Test(hostile, alignment) {
     w = model();
     elmi_gguf_set_str(w, "general.alignment", "32");
     check_writer("align_string", w, WORDS("alignment has type STRING"));
+}
+
+/* ------------------------------------------------------------ new architectures */
+
+/* The tiny model of a shape from the synthetic writer (engine/synth.h), in
+ * Q8_0 with a Q8_0 output (so tied where the shape is). */
+static gguf_writer *arch_model(const char *shape) {
+    elm_synth_params p = elm_synth_default_params();
+    p.shape = shape;
+    p.type = "Q8_0";
+    p.output_type = "Q8_0";
+    gguf_writer *w = elmi_gguf_writer_new();
+    cr_assert_not_null(w);
+    char err[512] = "";
+    cr_assert_eq(elmi_synth_build(&p, w, err, sizeof err), ELM_OK, "%s: %s", shape, err);
+    return w;
+}
+
+/* The model without `tensor`. */
+static gguf_writer *dropped(const char *shape, const char *tensor) {
+    gguf_writer *w = arch_model(shape);
+    cr_assert(elmi_gguf_remove_tensor(w, tensor), "%s has no tensor %s", shape, tensor);
+    return w;
+}
+
+/* The model with `tensor` replaced by zeros of `type` and shape (ne0, ne1),
+ * ne1 = 0 for a vector. */
+static gguf_writer *reshaped(const char *shape, const char *tensor, int type, int64_t ne0,
+                             int64_t ne1) {
+    gguf_writer *w = arch_model(shape);
+    size_t row;
+    cr_assert(elmi_qtype_row_bytes(type, ne0, &row));
+    size_t n = row * (size_t)(ne1 ? ne1 : 1);
+    void *zeros = calloc(1, n);
+    int64_t ne[2] = {ne0, ne1};
+    cr_assert_eq(elmi_gguf_add_tensor(w, tensor, type, ne1 ? 2 : 1, ne, zeros, n), ELM_OK);
+    free(zeros);
+    return w;
+}
+
+/* As check_writer, but the messages must name every word. */
+static void check_writer_every(const char *name, gguf_writer *w, const char *const *words) {
+    g_every = true;
+    check_writer(name, w, words);
+    g_every = false;
+}
+
+static const char *const TINY_SHAPES[] = {"tiny-qwen3", "tiny-gemma3", "tiny-phi3",
+                                          "tiny-smollm3", "tiny-lfm2"};
+
+/* The unmodified models load (and `edgelm info` reads them), so the
+ * failures below are the files'. */
+Test(hostile, new_arch_models_load) {
+    for (size_t i = 0; i < sizeof TINY_SHAPES / sizeof *TINY_SHAPES; i++) {
+        gguf_writer *w = arch_model(TINY_SHAPES[i]);
+        size_t n;
+        uint8_t *buf = tiny_serialize(w, &n);
+        elmi_gguf_writer_free(w);
+        char path[1024];
+        snprintf(path, sizeof path, "%s/valid-%s.gguf", test_tmp_dir(), TINY_SHAPES[i]);
+        cr_assert_eq(tiny_write_bytes(path, buf, n), 0);
+        free(buf);
+        elm_model *m = NULL;
+        char err[1024] = "";
+        cr_assert_eq(elm_model_load(path, NULL, &m, err, sizeof err), ELM_OK, "%s", err);
+        elm_model_free(m);
+        const char *argv[] = {test_cli(), "info", "-m", path, NULL};
+        char *out = NULL, *e = NULL;
+        int rc = test_run(argv, NULL, 0, &out, &e);
+        cr_assert_eq(rc, 0, "edgelm info on %s exited %d: %s", path, rc, e ? e : "");
+        free(out);
+        free(e);
+        remove(path);
+    }
+}
+
+/* tiny-qwen3: head size 32 (not 64 / 4); tiny-gemma3: head size 32;
+ * tiny-phi3: head size 16, 12 rotated, qkv rows 64 + 2 * 32, ffn_up 2 * 128
+ * rows, LongRoPE factors of 6; tiny-lfm2: convolution layers 0 and 2, L = 3. */
+Test(hostile, new_arch_missing_tensors) {
+    check_writer("qwen3_no_q_norm", dropped("tiny-qwen3", "blk.1.attn_q_norm.weight"),
+                 WORDS("blk.1.attn_q_norm.weight"));
+    check_writer("gemma3_no_post_ffw_norm", dropped("tiny-gemma3", "blk.4.post_ffw_norm.weight"),
+                 WORDS("blk.4.post_ffw_norm.weight"));
+    check_writer("gemma3_no_post_attn_norm",
+                 dropped("tiny-gemma3", "blk.0.post_attention_norm.weight"),
+                 WORDS("blk.0.post_attention_norm.weight"));
+    check_writer("phi3_no_qkv", dropped("tiny-phi3", "blk.1.attn_qkv.weight"),
+                 WORDS("blk.1.attn_qkv.weight"));
+    check_writer("phi3_no_rope_short", dropped("tiny-phi3", "rope_factors_short.weight"),
+                 WORDS("rope_factors_short.weight"));
+    check_writer("phi3_no_rope_long", dropped("tiny-phi3", "rope_factors_long.weight"),
+                 WORDS("rope_factors_long.weight"));
+    check_writer("smollm3_no_ffn_gate", dropped("tiny-smollm3", "blk.3.ffn_gate.weight"),
+                 WORDS("blk.3.ffn_gate.weight"));
+    check_writer("lfm2_no_conv", dropped("tiny-lfm2", "blk.2.shortconv.conv.weight"),
+                 WORDS("blk.2.shortconv.conv.weight"));
+    check_writer("lfm2_no_in_proj", dropped("tiny-lfm2", "blk.0.shortconv.in_proj.weight"),
+                 WORDS("blk.0.shortconv.in_proj.weight"));
+    check_writer("lfm2_no_final_norm", dropped("tiny-lfm2", "token_embd_norm.weight"),
+                 WORDS("token_embd_norm.weight"));
+    check_writer("lfm2_no_k_norm", dropped("tiny-lfm2", "blk.3.attn_k_norm.weight"),
+                 WORDS("blk.3.attn_k_norm.weight"));
+}
+
+/* A tensor replaced by one of the wrong shape or type. */
+typedef struct misshape {
+    const char *name, *shape, *tensor;
+    int type;
+    int64_t ne0, ne1;
+    bool every; /* the message must also say "F32" */
+} misshape;
+
+static const misshape MISSHAPED[] = {
+    {"phi3_qkv_rows", "tiny-phi3", "blk.0.attn_qkv.weight", QT_Q8_0, 64, 120, false},
+    {"phi3_ffn_up_rows", "tiny-phi3", "blk.1.ffn_up.weight", QT_Q8_0, 64, 128, false},
+    {"phi3_rope_long_len", "tiny-phi3", "rope_factors_long.weight", QT_F32, 8, 0, false},
+    {"phi3_rope_short_f16", "tiny-phi3", "rope_factors_short.weight", QT_F16, 6, 0, true},
+    {"lfm2_conv_L4", "tiny-lfm2", "blk.0.shortconv.conv.weight", QT_F32, 4, 64, false},
+    {"lfm2_conv_f16", "tiny-lfm2", "blk.0.shortconv.conv.weight", QT_F16, 3, 64, true},
+    {"lfm2_in_proj_rows", "tiny-lfm2", "blk.2.shortconv.in_proj.weight", QT_Q8_0, 64, 128, false},
+    {"lfm2_final_norm_2d", "tiny-lfm2", "token_embd_norm.weight", QT_F32, 64, 2, false},
+    /* 16 would be n_embd / n_head: the head size is 32 here. */
+    {"qwen3_q_norm_len", "tiny-qwen3", "blk.0.attn_q_norm.weight", QT_F32, 16, 0, false},
+    {"qwen3_attn_q_rows", "tiny-qwen3", "blk.0.attn_q.weight", QT_Q8_0, 64, 64, false},
+    {"gemma3_post_norm_f16", "tiny-gemma3", "blk.2.post_ffw_norm.weight", QT_F16, 64, 0, true},
+    {"gemma3_k_norm_q8", "tiny-gemma3", "blk.0.attn_k_norm.weight", QT_Q8_0, 32, 0, true},
+};
+
+Test(hostile, new_arch_misshaped_tensors) {
+    for (size_t i = 0; i < sizeof MISSHAPED / sizeof *MISSHAPED; i++) {
+        const misshape *c = &MISSHAPED[i];
+        gguf_writer *w = reshaped(c->shape, c->tensor, c->type, c->ne0, c->ne1);
+        if (c->every) check_writer_every(c->name, w, WORDS(c->tensor, "F32"));
+        else check_writer(c->name, w, WORDS(c->tensor));
+    }
+}
+
+Test(hostile, lfm2_head_count_kv) {
+    const char *key = "lfm2.attention.head_count_kv";
+    int32_t three[3] = {0, 2, 0};
+    gguf_writer *w = arch_model("tiny-lfm2");
+    elmi_gguf_set_arr_data(w, key, GGUF_TYPE_INT32, three, 3);
+    check_writer("lfm2_kv_len", w, WORDS(key));
+    float f[4] = {0, 2, 0, 2};
+    w = arch_model("tiny-lfm2");
+    elmi_gguf_set_arr_data(w, key, GGUF_TYPE_FLOAT32, f, 4);
+    check_writer("lfm2_kv_float", w, WORDS(key));
+    const char *strs[4] = {"0", "2", "0", "2"};
+    w = arch_model("tiny-lfm2");
+    elmi_gguf_set_arr_str(w, key, strs, 4);
+    check_writer("lfm2_kv_string", w, WORDS(key));
+    int32_t differ[4] = {0, 2, 0, 4};
+    w = arch_model("tiny-lfm2");
+    elmi_gguf_set_arr_data(w, key, GGUF_TYPE_INT32, differ, 4);
+    check_writer("lfm2_kv_differ", w, WORDS("head_count_kv"));
+    int32_t negative[4] = {0, -2, 0, 2};
+    w = arch_model("tiny-lfm2");
+    elmi_gguf_set_arr_data(w, key, GGUF_TYPE_INT32, negative, 4);
+    check_writer("lfm2_kv_negative", w, WORDS(key));
+    /* Attention declared on a layer that holds a convolution's tensors. */
+    int32_t swapped[4] = {2, 2, 0, 2};
+    w = arch_model("tiny-lfm2");
+    elmi_gguf_set_arr_data(w, key, GGUF_TYPE_INT32, swapped, 4);
+    check_writer("lfm2_kv_swapped", w, WORDS("blk.0.attn", "blk.2.attn"));
+    /* Only lfm2 has layers without attention. */
+    int32_t zero[4] = {2, 0, 2, 2};
+    w = arch_model("tiny-qwen3");
+    elmi_gguf_set_arr_data(w, "qwen3.attention.head_count_kv", GGUF_TYPE_INT32, zero, 2);
+    check_writer("qwen3_kv_zero", w, WORDS("head_count_kv"));
+}
+
+Test(hostile, lfm2_l_cache) {
+    gguf_writer *w = arch_model("tiny-lfm2");
+    elmi_gguf_set_u32(w, "lfm2.shortconv.l_cache", 0);
+    check_writer("lfm2_l_cache_0", w, WORDS("l_cache"));
+    w = arch_model("tiny-lfm2");
+    elmi_gguf_set_u32(w, "lfm2.shortconv.l_cache", 1000);
+    check_writer("lfm2_l_cache_1000", w, WORDS("l_cache"));
+    w = arch_model("tiny-lfm2");
+    cr_assert(elmi_gguf_remove_key(w, "lfm2.shortconv.l_cache"));
+    check_writer("lfm2_l_cache_missing", w, WORDS("l_cache"));
+    /* A valid L that the tensors do not have. */
+    w = arch_model("tiny-lfm2");
+    elmi_gguf_set_u32(w, "lfm2.shortconv.l_cache", 4);
+    check_writer("lfm2_l_cache_4", w, WORDS("shortconv.conv.weight"));
+}
+
+Test(hostile, gemma3_sliding_window) {
+    gguf_writer *w = arch_model("tiny-gemma3");
+    cr_assert(elmi_gguf_remove_key(w, "gemma3.attention.sliding_window"));
+    check_writer("gemma3_no_window", w, WORDS("sliding_window"));
+    w = arch_model("tiny-gemma3");
+    elmi_gguf_set_str(w, "gemma3.attention.sliding_window", "8");
+    check_writer("gemma3_window_string", w, WORDS("sliding_window"));
+    w = arch_model("tiny-gemma3");
+    elmi_gguf_set_u32(w, "gemma3.attention.sliding_window_pattern", 0);
+    check_writer("gemma3_pattern_0", w, WORDS("sliding_window_pattern"));
+}
+
+Test(hostile, head_size_keys) {
+    gguf_writer *w = arch_model("tiny-qwen3");
+    elmi_gguf_set_u32(w, "qwen3.attention.value_length", 16);
+    check_writer("qwen3_value_length", w, WORDS("value_length"));
+    w = arch_model("tiny-qwen3");
+    elmi_gguf_set_u32(w, "qwen3.attention.key_length", 2048);
+    elmi_gguf_set_u32(w, "qwen3.attention.value_length", 2048);
+    check_writer("qwen3_key_length_big", w, WORDS("key_length"));
+    /* A head size the tensors do not have. */
+    w = arch_model("tiny-qwen3");
+    elmi_gguf_set_u32(w, "qwen3.attention.key_length", 16);
+    elmi_gguf_set_u32(w, "qwen3.attention.value_length", 16);
+    elmi_gguf_set_u32(w, "qwen3.rope.dimension_count", 16);
+    check_writer("qwen3_key_length_16", w, WORDS("blk.0.attn_q.weight"));
+    w = arch_model("tiny-phi3");
+    elmi_gguf_set_u32(w, "phi3.rope.dimension_count", 18);
+    check_writer("phi3_rot_18", w, WORDS("rope.dimension_count"));
+    w = arch_model("tiny-phi3");
+    elmi_gguf_set_u32(w, "phi3.rope.dimension_count", 11);
+    check_writer("phi3_rot_odd", w, WORDS("rope.dimension_count"));
+}
+
+Test(hostile, unknown_architectures) {
+    static const char *const archs[] = {"gemma4", "qwen3moe", "phi3small"};
+    for (size_t i = 0; i < sizeof archs / sizeof *archs; i++) {
+        gguf_writer *w = arch_model("tiny-qwen3");
+        elmi_gguf_set_str(w, "general.architecture", archs[i]);
+        char name[64];
+        snprintf(name, sizeof name, "arch_%s", archs[i]);
+        check_writer_every(name, w, WORDS(archs[i], "llama", "qwen3", "gemma3", "phi3", "smollm3",
+                                          "lfm2"));
+    }
 }

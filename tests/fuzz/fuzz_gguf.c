@@ -1,12 +1,31 @@
-/* fuzz_gguf.c: libFuzzer target for the GGUF reader. Whatever opens is walked
- * completely, so that the sanitizers see any pointer the reader vouched for
- * that lies outside the input. */
+/* fuzz_gguf.c: libFuzzer target for the GGUF reader and the model loader.
+ * Whatever opens is walked completely, so that the sanitizers see any
+ * pointer the reader vouched for that lies outside the input; then the input
+ * is loaded as a model (vocabulary, hyperparameters of every architecture,
+ * weight binding with its shape checks and phi3's row views), and every
+ * weight the loader bound is touched at both ends. No forward pass runs.
+ *
+ * fuzz-srcs-add: engine/api.c engine/model.c engine/hparams.c engine/weights.c engine/synth.c engine/synth_tensors.c backends/backend.c
+ */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/alloc.h"
 #include "engine/gguf.h"
+#include "engine/internal.h"
+
+/* The loader resolves its device here instead of engine/devices.c, which
+ * would pull in the backends: the weights are only bound, never run. */
+elm_status elmi_device_resolve(const char *spec, elm_device_choice *out, char *err,
+                               size_t err_size) {
+    memset(out, 0, sizeof *out);
+    out->vk_index = -1;
+    snprintf(out->id, sizeof out->id, "cpu");
+    return ELM_OK;
+}
 
 static unsigned walk_kv(const gguf_kv *kv) {
     unsigned sum = (unsigned)kv->key.len + (unsigned char)kv->key.ptr[kv->key.len - 1];
@@ -32,6 +51,44 @@ static bool as_cstr(gguf_str s, char *buf, size_t cap) {
     return true;
 }
 
+/* The first and last byte of a bound weight (a view of a fused tensor too). */
+static unsigned touch(const be_tensor *t) {
+    if (!t->data) return 0;
+    const uint8_t *d = t->data;
+    size_t n = elmi_be_tensor_nbytes(t);
+    return n ? d[0] + d[n - 1] : 0;
+}
+
+static unsigned touch_layer(const elm_layer *l) {
+    const be_tensor *ts[] = {&l->attn_norm, &l->wq, &l->wk, &l->wv, &l->bq, &l->bk, &l->bv,
+                             &l->wo, &l->ffn_norm, &l->w_gate, &l->w_up, &l->w_down, &l->q_norm,
+                             &l->k_norm, &l->post_attn_norm, &l->post_ffn_norm, &l->conv_in,
+                             &l->conv_w, &l->conv_out};
+    unsigned sum = 0;
+    for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) sum += touch(ts[i]);
+    return sum;
+}
+
+/* elm_model_load's whole path on a copy of the input (the model owns and
+ * frees its memory image). */
+static unsigned load_model(const uint8_t *data, size_t size) {
+    void *copy = elmi_malloc(size ? size : 1);
+    if (!copy) return 0;
+    memcpy(copy, data, size);
+    elm_model *m = NULL;
+    char err[ELM_ERR_LEN];
+    if (elmi_model_load_memory("fuzz", copy, size, NULL, &m, err, sizeof err) != ELM_OK) {
+        if (m || !err[0]) abort(); /* a failure leaves no model and says why */
+        return 0;
+    }
+    const elm_weights *w = &m->w;
+    unsigned sum = touch(&w->tok_embd) + touch(&w->output_norm) + touch(&w->output) +
+                   touch(&w->rope_freqs) + touch(&w->rope_long) + touch(&w->rope_short);
+    for (uint32_t il = 0; il < m->hp.n_layer; il++) sum += touch_layer(&w->layers[il]);
+    elm_model_free(m);
+    return sum;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     gguf_file *f = NULL;
     char err[256], name[256];
@@ -50,8 +107,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     uint32_t u = 0;
     elmi_gguf_get_u32(f, "general.alignment", false, &u, err, sizeof err);
-    (void)sum;
     elmi_gguf_close(f);
+    sum += load_model(data, size);
+    (void)sum;
     return 0;
 }
 
@@ -61,6 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
  * hostile files of tests/test_hostile.c made from one of them. */
 #include <stdio.h>
 
+#include "engine/synth.h"
 #include "quant/quant.h"
 #include "support/tiny_model.h"
 
@@ -228,6 +287,105 @@ static void write_hostile(const tiny_model_opts *o) {
     }
 }
 
+/* ------------------------------------------------------------ newer architectures */
+
+/* The tiny shape of engine/synth.h cut to a layer or two (tiny-lfm2: a
+ * convolution layer, then an attention one), 260 tokens, Q4_0 throughout:
+ * under the 64 KiB input limit, so that mutations reach the hyperparameters
+ * and tensors of each architecture. NULL on failure. */
+static gguf_writer *arch_model(const char *shape) {
+    elm_synth_params p = elm_synth_default_params();
+    p.shape = shape;
+    p.type = "Q4_0";
+    p.output_type = "Q4_0";
+    p.vocab_size = 260;
+    p.n_layer = strcmp(shape, "tiny-lfm2") == 0 ? 2 : 1;
+    gguf_writer *w = elmi_gguf_writer_new();
+    char err[256] = "";
+    if (w && elmi_synth_build(&p, w, err, sizeof err) == ELM_OK) return w;
+    fprintf(stderr, "%s: %s\n", shape, err);
+    elmi_gguf_writer_free(w);
+    return NULL;
+}
+
+/* The valid models, then near misses of them (the cases of
+ * tests/test_hostile.c and the optional keys each architecture reads). */
+static void write_arch_seeds(const char *dir) {
+    static const char *const shapes[] = {"tiny-qwen3", "tiny-gemma3", "tiny-phi3",
+                                         "tiny-smollm3", "tiny-lfm2"};
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        gguf_writer *w = arch_model(shapes[i]);
+        char path[4096], err[256] = "";
+        snprintf(path, sizeof path, "%s/%s.gguf", dir, shapes[i]);
+        if (!w || elmi_gguf_write_file(w, path, err, sizeof err) != ELM_OK) g_rc = 1;
+        elmi_gguf_writer_free(w);
+    }
+    gguf_writer *w;
+    /* qwen3: head sizes, and each RoPE scaling type. */
+    if ((w = arch_model("tiny-qwen3"))) elmi_gguf_set_u32(w, "qwen3.attention.value_length", 16);
+    put_writer("qwen3_value_length", w);
+    if ((w = arch_model("tiny-qwen3"))) {
+        elmi_gguf_set_str(w, "qwen3.rope.scaling.type", "yarn");
+        elmi_gguf_set_f32(w, "qwen3.rope.scaling.factor", 4.0f);
+        elmi_gguf_set_u32(w, "qwen3.rope.scaling.original_context_length", 64);
+        elmi_gguf_set_f32(w, "qwen3.rope.scaling.yarn_beta_fast", 32.0f);
+    }
+    put_writer("qwen3_yarn", w);
+    if ((w = arch_model("tiny-qwen3"))) elmi_gguf_set_str(w, "qwen3.rope.scaling.type", "su");
+    put_writer("qwen3_scaling_su", w);
+    /* gemma3: the window's keys, softcapping. */
+    uint8_t pattern[1] = {1};
+    if ((w = arch_model("tiny-gemma3")))
+        elmi_gguf_set_arr_data(w, "gemma3.attention.sliding_window_pattern", GGUF_TYPE_BOOL,
+                               pattern, 1);
+    put_writer("gemma3_pattern_array", w);
+    if ((w = arch_model("tiny-gemma3"))) {
+        elmi_gguf_set_u32(w, "gemma3.attention.sliding_window_pattern", 2);
+        elmi_gguf_set_f32(w, "gemma3.rope.freq_base_swa", 10000.0f);
+        elmi_gguf_set_f32(w, "gemma3.attn_logit_softcapping", 50.0f);
+        elmi_gguf_set_f32(w, "gemma3.final_logit_softcapping", 30.0f);
+    }
+    put_writer("gemma3_softcap", w);
+    if ((w = arch_model("tiny-gemma3"))) elmi_gguf_remove_key(w, "gemma3.attention.sliding_window");
+    put_writer("gemma3_no_window", w);
+    /* phi3: LongRoPE halves, rope_freqs beside them. */
+    if ((w = arch_model("tiny-phi3"))) elmi_gguf_remove_tensor(w, "rope_factors_short.weight");
+    put_writer("phi3_no_rope_short", w);
+    float freqs[6] = {1, 1, 1, 1, 1, 1};
+    int64_t ne6[1] = {6};
+    if ((w = arch_model("tiny-phi3")))
+        elmi_gguf_add_tensor(w, "rope_freqs.weight", QT_F32, 1, ne6, freqs, sizeof freqs);
+    put_writer("phi3_rope_freqs", w);
+    /* lfm2: head_count_kv as arrays of each integer type, of the wrong
+     * length, differing; the convolution's length. */
+    static const gguf_type kv_types[] = {GGUF_TYPE_UINT8, GGUF_TYPE_INT16, GGUF_TYPE_UINT32,
+                                         GGUF_TYPE_INT64, GGUF_TYPE_UINT64, GGUF_TYPE_FLOAT32};
+    uint8_t kv_bytes[16] = {0};
+    for (size_t i = 0; i < sizeof kv_types / sizeof *kv_types; i++) {
+        size_t size = elmi_gguf_type_size(kv_types[i]);
+        memset(kv_bytes, 0, sizeof kv_bytes);
+        kv_bytes[size] = 2; /* layer 1 attends with 2 KV heads (little-endian) */
+        char name[64];
+        snprintf(name, sizeof name, "lfm2_kv_%s", elmi_gguf_type_name(kv_types[i]));
+        if ((w = arch_model("tiny-lfm2")))
+            elmi_gguf_set_arr_data(w, "lfm2.attention.head_count_kv", kv_types[i], kv_bytes, 2);
+        put_writer(name, w);
+    }
+    int32_t kv3[3] = {0, 2, 0}, kv_swapped[2] = {2, 0};
+    if ((w = arch_model("tiny-lfm2")))
+        elmi_gguf_set_arr_data(w, "lfm2.attention.head_count_kv", GGUF_TYPE_INT32, kv3, 3);
+    put_writer("lfm2_kv_len", w);
+    if ((w = arch_model("tiny-lfm2")))
+        elmi_gguf_set_arr_data(w, "lfm2.attention.head_count_kv", GGUF_TYPE_INT32, kv_swapped, 2);
+    put_writer("lfm2_kv_swapped", w);
+    if ((w = arch_model("tiny-lfm2"))) elmi_gguf_set_u32(w, "lfm2.shortconv.l_cache", 0);
+    put_writer("lfm2_l_cache_0", w);
+    if ((w = arch_model("tiny-lfm2"))) elmi_gguf_set_u32(w, "lfm2.shortconv.l_cache", 4);
+    put_writer("lfm2_l_cache_4", w);
+    if ((w = arch_model("tiny-smollm3"))) elmi_gguf_set_str(w, "general.architecture", "qwen3moe");
+    put_writer("arch_qwen3moe", w);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) return 2;
     tiny_model_opts o = tiny_model_default();
@@ -245,6 +403,7 @@ int main(int argc, char **argv) {
         elmi_gguf_write_file(w, path, NULL, 0) != ELM_OK)
         rc = -1;
     elmi_gguf_writer_free(w);
+    write_arch_seeds(argv[1]);
     return (rc | g_rc | write_values(argv[1])) ? 1 : 0;
 }
 #endif
