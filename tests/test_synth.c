@@ -336,14 +336,10 @@ Test(synth, lfm2_layer_kinds) {
 
 /* ------------------------------------------------------------ forward pass */
 
-/* A short prompt, then greedy tokens one at a time: the logits stay finite.
- * gemma3 and lfm2 need ops that the CPU backend may not have yet (they are
- * added separately); until then their contexts are refused as unsupported,
- * which is noted and let pass. */
+/* A short prompt, then greedy tokens one at a time: the logits stay finite. */
 Test(synth, tiny_shapes_run) {
     for (size_t i = 0; i < N_OF(TINY); i++) {
         const card *c = &TINY[i];
-        bool may_lack_ops = !strcmp(c->arch, "gemma3") || !strcmp(c->arch, "lfm2");
         elm_model *m = load(c, "Q8_0", NULL, 0);
         elm_context_params cp;
         elm_context_default_params(&cp);
@@ -352,11 +348,6 @@ Test(synth, tiny_shapes_run) {
         elm_context *ctx = NULL;
         char err[512] = "";
         elm_status st = elm_context_new(m, &cp, &ctx, err, sizeof err);
-        if (st == ELM_ERR_UNSUPPORTED && may_lack_ops) {
-            fprintf(stderr, "note: %s does not run on this CPU backend yet: %s\n", c->shape, err);
-            elm_model_free(m);
-            continue;
-        }
         cr_assert_eq(st, ELM_OK, "%s: %s", c->shape, err);
         elm_token prompt[20];
         for (int t = 0; t < 20; t++) prompt[t] = (elm_token)(1 + (t * 37) % 299);
