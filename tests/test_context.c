@@ -29,6 +29,12 @@ static elm_model *load(const char *name) {
     if (!test_shared_path(rel, path, sizeof path)) return NULL;
     elm_model_params mp;
     elm_model_default_params(&mp);
+    const char *dev = getenv("ELM_TEST_DEVICE"); /* test_context_vulkan sets "vulkan" */
+    if (dev && *dev) {
+        if (!strncmp(dev, "vulkan", 6) && !test_have_vulkan_device())
+            cr_skip_test("ELM_TEST_DEVICE=%s but there is no Vulkan device: skipped", dev);
+        mp.device = dev;
+    }
     elm_model *m = NULL;
     char err[512];
     cr_assert_eq(elm_model_load(path, &mp, &m, err, sizeof err), ELM_OK, "%s", err);

@@ -198,19 +198,8 @@ static const char *device_label(void) {
     return label;
 }
 
-/* Whether elm_devices lists a Vulkan device. */
-static bool have_vulkan_device(void) {
-    elm_device_info info[16];
-    info[0].struct_size = sizeof info[0];
-    size_t n = 0;
-    if (elm_devices(info, 16, &n) != ELM_OK) return false;
-    for (size_t i = 0; i < n && i < 16; i++)
-        if (!strcmp(info[i].backend, "vulkan")) return true;
-    return false;
-}
-
 static void require_device(void) {
-    if (device_is_vulkan() && !have_vulkan_device())
+    if (device_is_vulkan() && !test_have_vulkan_device())
         cr_skip_test("%s ELM_TEST_DEVICE=%s but this machine has no Vulkan device (or this "
                      "build has no Vulkan backend): skipped",
                      device_label(), test_device());

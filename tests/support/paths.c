@@ -145,3 +145,4 @@ int test_run(const char *const *argv, const char *input, size_t input_len, char 
     if (WIFEXITED(status)) return WEXITSTATUS(status);
     return -1;
 }
+

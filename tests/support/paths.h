@@ -23,4 +23,7 @@ char *test_read_file(const char *path, size_t *len);
 int test_run(const char *const *argv, const char *input, size_t input_len, char **out,
              char **err);
 
+/* Whether elm_devices lists a Vulkan device. */
+bool test_have_vulkan_device(void);
+
 #endif
