@@ -2,7 +2,7 @@
  * fuzz_sampler.c: libFuzzer target for the sampler (engine/sampler.c) with
  * hostile parameters (NaN, infinities, negative, huge, subnormal) on hostile
  * logits.
- * fuzz-srcs: engine/sampler.c
+ * fuzz-srcs: engine/sampler.c common/alloc.c common/status.c
  * fuzz-options: -max_len=4096
  *
  * The input holds the parameters, the vocabulary size, a history of accepted
