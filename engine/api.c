@@ -22,6 +22,8 @@ const char *elm_strerror(elm_status st) {
     case ELM_ERR_NUMERIC: return "non-finite value";
     case ELM_ERR_INTERNAL: return "internal error";
     case ELM_ERR_TEMPLATE: return "chat template error";
+    case ELM_ERR_SIGNATURE: return "model signature missing or invalid";
+    case ELM_ERR_STATE_MISMATCH: return "saved state does not match this model, mode or context size";
     }
     return "unknown status";
 }

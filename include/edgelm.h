@@ -80,6 +80,8 @@ typedef enum elm_status {
     ELM_ERR_NUMERIC,         /* a computation produced a non-finite value */
     ELM_ERR_INTERNAL,        /* a bug in edgelm: please report it */
     ELM_ERR_TEMPLATE,        /* a chat template failed: syntax, raise_exception() or a limit */
+    ELM_ERR_SIGNATURE,       /* a model's signature is missing, invalid, or by another key */
+    ELM_ERR_STATE_MISMATCH,  /* a saved state belongs to another model, mode or context size */
 } elm_status;
 
 /* A static English description of `status`; never NULL. */
@@ -174,6 +176,11 @@ typedef struct elm_model_params {
     /* Load only metadata and the tokenizer (no weights, no architecture
      * check). Such a model can tokenize but not create contexts. */
     bool vocab_only;
+    /* Appended: when not NULL, the path of an Ed25519 public key file
+     * (`edgelm keygen`); the model must carry a valid signature by it in
+     * PATH.sig (`edgelm sign`), checked over the whole file before any
+     * weight is used, else ELM_ERR_SIGNATURE. Borrowed. */
+    const char *trusted_key;
 } elm_model_params;
 
 /* Fills *p (struct_size bytes) with the defaults and sets p->struct_size.
@@ -391,6 +398,31 @@ ELM_API const elm_token *elm_context_tokens(const elm_context *ctx);
 ELM_API uint64_t elm_context_n_evaluated(const elm_context *ctx);
 
 /*
+ * Prefix reuse: rolls the context back to the longest common prefix of what
+ * it holds and tokens[0, n) (borrowed), keeping at most n - 1 tokens so that
+ * at least one token is left to evaluate, and writes that count to *n_kept
+ * (may be NULL). The caller then decodes tokens[*n_kept, n). Errors: as
+ * elm_context_truncate.
+ */
+ELM_API elm_status elm_context_reuse_prefix(elm_context *ctx, const elm_token *tokens, size_t n,
+                                            uint32_t *n_kept);
+
+/*
+ * Saved sessions. A state holds the context's tokens, its KV cache and every
+ * other per-context state, and a fingerprint of the model (a hash of its
+ * hyperparameters and tensor table), the mode and n_ctx. Loading it into a
+ * context of another model, mode or size fails with ELM_ERR_STATE_MISMATCH
+ * and leaves the context unchanged; a damaged state gives ELM_ERR_FORMAT.
+ * After a load the context continues with the same logits, bit for bit, as
+ * the one that was saved. The _buffer forms follow elm_detokenize's buffer
+ * rules (ELM_ERR_BUFFER_TOO_SMALL with *len = the size needed).
+ */
+ELM_API elm_status elm_state_save(elm_context *ctx, const char *path);
+ELM_API elm_status elm_state_load(elm_context *ctx, const char *path);
+ELM_API elm_status elm_state_save_buffer(elm_context *ctx, void *buf, size_t cap, size_t *len);
+ELM_API elm_status elm_state_load_buffer(elm_context *ctx, const void *buf, size_t len);
+
+/*
  * Runs the model on `n` tokens (borrowed) appended after the tokens already
  * in the context, in batches of at most n_batch. Afterwards elm_get_logits()
  * returns the logits of the last token, or of every token of this call when
@@ -437,6 +469,26 @@ typedef struct elm_token_info {
 
 /* Return false to stop generation after this token. */
 typedef bool (*elm_token_callback)(const elm_token_info *info, void *user_data);
+
+/*
+ * A confidence summary of generated tokens, for deciding whether to trust a
+ * local answer (edge-first hybrid serving). Start with ELM_INIT(elm_confidence)
+ * and call elm_confidence_add for each elm_token_info.
+ */
+typedef struct elm_confidence {
+    size_t struct_size;      /* set by the caller: ELM_INIT(elm_confidence) */
+    uint32_t n_tokens;
+    double mean_logprob;     /* mean log-probability of the chosen tokens (0 when none) */
+    float min_margin;        /* smallest top-1 minus top-2 logit (+inf when none) */
+    float margin_threshold;  /* set by the caller; default 0 means 1.0 */
+    float frac_below;        /* fraction of tokens whose margin is below the threshold */
+    double sum_logprob;      /* running sum, for elm_confidence_add */
+    uint32_t n_below;        /* running count, for elm_confidence_add */
+} elm_confidence;
+
+/* Folds one token into c. Errors: ELM_ERR_INVALID_ARG (NULL, or a struct_size
+ * below the first release's). */
+ELM_API elm_status elm_confidence_add(elm_confidence *c, const elm_token_info *info);
 
 typedef enum elm_stop_reason {
     ELM_STOP_N_PREDICT = 0, /* generated n_predict tokens */
