@@ -12,7 +12,7 @@ Errors raise edgelm.Error (status, message) or one of its subclasses.
 
 from ._api import (  # noqa: F401
     Confidence, Context, Generation, Model, ModelInfo, Stats, Token, chat_template, devices,
-    version,
+    keygen, sign, verify, version,
 )
 from ._errors import (  # noqa: F401
     ContextFull, DeviceError, Error, FormatError, InvalidArgument, IOFailure, NumericError,
@@ -22,7 +22,7 @@ from ._lib import lib_path as library_path  # noqa: F401
 
 __all__ = [
     "Model", "Context", "Generation", "Token", "ModelInfo", "Stats", "Confidence",
-    "chat_template", "devices", "version", "strerror", "library_path",
+    "chat_template", "devices", "version", "keygen", "sign", "verify", "strerror", "library_path",
     "Error", "InvalidArgument", "IOFailure", "FormatError", "Unsupported", "OutOfMemory",
     "ContextFull", "DeviceError", "NumericError", "TemplateError", "SignatureError",
     "StateMismatch",

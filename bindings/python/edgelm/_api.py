@@ -73,6 +73,44 @@ def devices():
     return out
 
 
+def _need_symbol(name):
+    if not _lib.has(name):
+        raise error(4, "this libedgelm has no %s" % name)
+
+
+def keygen(prefix):
+    """Writes a new Ed25519 key pair, PREFIX.pub and PREFIX.key (as `edgelm
+    keygen --out PREFIX`); never overwrites. Needs a libedgelm with signing."""
+    _need_symbol("elm_sign_keygen")
+    err = _errbuf()
+    check(lib.elm_sign_keygen(_b(str(prefix)), err, _ERR_SIZE), lambda: _s(err.value))
+    return str(prefix) + ".pub", str(prefix) + ".key"
+
+
+def sign(model_path, secret_key):
+    """Signs the file: writes MODEL.sig with the secret key file (as `edgelm
+    sign`). Returns the .sig path."""
+    _need_symbol("elm_sign_file")
+    err = _errbuf()
+    check(lib.elm_sign_file(_b(str(model_path)), _b(str(secret_key)), err, _ERR_SIZE),
+          lambda: _s(err.value))
+    return str(model_path) + ".sig"
+
+
+def verify(model_path, public_key):
+    """Checks MODEL.sig against the public key file over the whole file (as
+    `edgelm verify`). Returns {"key_id": hex str, "signed_at": UTC seconds}
+    raises SignatureError when it does not verify."""
+    _need_symbol("elm_sign_verify")
+    err = _errbuf()
+    key_id = ctypes.create_string_buffer(17)
+    when = ctypes.c_int64(0)
+    st = lib.elm_sign_verify(_b(str(model_path)), _b(str(public_key)), key_id, byref(when),
+                             err, _ERR_SIZE)
+    check(st, lambda: _s(err.value))
+    return {"key_id": _s(key_id.value), "signed_at": when.value}
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """elm_model_get_info, with strings as str."""
@@ -129,8 +167,9 @@ class Model:
         p.device = _b(device)
         p.vocab_only = bool(vocab_only)
         if trusted_key is not None:
-            if sizeof(p) > p.struct_size:  # never: init sets our own size
-                raise Error(1, "elm_model_params has no trusted_key field")
+            # A library from before signed models would ignore the field:
+            # refuse rather than load an unchecked file.
+            _need_symbol("elm_sign_verify")
             p.trusted_key = _b(str(trusted_key))
         h = ctypes.c_void_p()
         err = _errbuf()

@@ -269,6 +269,11 @@ _PROTOTYPES = {
                                              c_char_p, c_size_t]),
     "elm_chat_end_of_turn": (elm_status, [c_void_p, c_char_p, P(elm_token), c_size_t,
                                           P(c_size_t), c_char_p, c_size_t]),
+    # edgelm_tools.h (outside the ABI promise): signed model files.
+    "elm_sign_keygen": (elm_status, [c_char_p, c_char_p, c_size_t]),
+    "elm_sign_file": (elm_status, [c_char_p, c_char_p, c_char_p, c_size_t]),
+    "elm_sign_verify": (elm_status, [c_char_p, c_char_p, c_char_p, P(c_int64), c_char_p,
+                                     c_size_t]),
 }
 
 

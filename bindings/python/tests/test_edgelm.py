@@ -154,6 +154,12 @@ class TestErrors(unittest.TestCase):
             edgelm.Model(MODEL_PATH, device="no-such-device")
         self.assertTrue(cm.exception.message)
 
+    def test_trusted_key_needs_a_library_that_checks_it(self):
+        if _lib.has("elm_sign_verify"):
+            self.skipTest("this libedgelm checks signatures (TestSigning)")
+        with self.assertRaises(edgelm.Unsupported):
+            edgelm.Model(MODEL_PATH, trusted_key=os.path.join(TMP, "k.pub"))
+
     def test_bad_mode(self):
         with edgelm.Model(MODEL_PATH) as m:
             with self.assertRaises(edgelm.InvalidArgument):
@@ -464,6 +470,57 @@ class TestState(Base):
         with edgelm.Context(self.model, n_ctx=64) as d:
             with self.assertRaises(edgelm.Error):
                 d.load_state_bytes(b"not a state")
+
+
+class TestSigning(unittest.TestCase):
+    """Signed model files: the package's keygen/sign/verify and trusted_key,
+    checked against the edgelm command's keygen/sign/verify."""
+
+    def setUp(self):
+        if not _lib.has("elm_sign_verify"):
+            self.skipTest("this libedgelm has no signed models yet")
+        self.dir = tempfile.mkdtemp(dir=TMP)
+        self.model = os.path.join(self.dir, "m.gguf")
+        shutil.copyfile(MODEL_PATH, self.model)
+
+    def test_python_signs_the_cli_verifies(self):
+        pub, key = edgelm.keygen(os.path.join(self.dir, "k"))
+        self.assertEqual(edgelm.sign(self.model, key), self.model + ".sig")
+        rc, out, err = cli("verify", "--pub", pub, self.model)
+        self.assertEqual(rc, 0, err)
+        got = edgelm.verify(self.model, pub)
+        self.assertIn(got["key_id"], out.decode())
+        with edgelm.Model(self.model, trusted_key=pub) as m:
+            self.assertGreater(m.info.n_vocab, 0)
+
+    def test_refusals(self):
+        rc, _, err = cli("keygen", "--out", os.path.join(self.dir, "a"))
+        self.assertEqual(rc, 0, err)
+        rc, _, err = cli("keygen", "--out", os.path.join(self.dir, "b"))
+        self.assertEqual(rc, 0, err)
+        a_pub, b_pub = (os.path.join(self.dir, n + ".pub") for n in "ab")
+        # Missing .sig.
+        with self.assertRaises(edgelm.SignatureError) as cm:
+            edgelm.Model(self.model, trusted_key=a_pub)
+        self.assertTrue(cm.exception.message)
+        with self.assertRaises(edgelm.SignatureError):
+            edgelm.verify(self.model, a_pub)
+        rc, _, err = cli("sign", "--key", os.path.join(self.dir, "a.key"), self.model)
+        self.assertEqual(rc, 0, err)
+        edgelm.verify(self.model, a_pub)
+        # Another key.
+        with self.assertRaises(edgelm.SignatureError):
+            edgelm.Model(self.model, trusted_key=b_pub)
+        # One flipped byte.
+        with open(self.model, "r+b") as f:
+            f.seek(os.path.getsize(self.model) // 2)
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 1]))
+        with self.assertRaises(edgelm.SignatureError):
+            edgelm.Model(self.model, trusted_key=a_pub)
+        with self.assertRaises(edgelm.SignatureError):
+            edgelm.verify(self.model, a_pub)
 
 
 class TestInstall(unittest.TestCase):
