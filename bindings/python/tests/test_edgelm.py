@@ -523,6 +523,22 @@ class TestSigning(unittest.TestCase):
             edgelm.verify(self.model, a_pub)
 
 
+class TestReadme(unittest.TestCase):
+    def test_the_example_runs(self):
+        with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+            readme = f.read()
+        section = readme[readme.index("### Python"):]
+        code = section[section.index("```python\n") + 10:]
+        code = code[:code.index("```")]
+        self.assertLessEqual(len(code.strip().splitlines()), 10)
+        code = code.replace('"stories260K.gguf"', repr(MODEL_PATH))
+        r = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        want = greedy_cli("Once upon a time", 32)[len("Once upon a time"):-1]
+        self.assertIn(want, r.stdout.decode())
+
+
 class TestInstall(unittest.TestCase):
     """`cmake --install` puts the package where Python finds it and the
     package finds the installed library without EDGELM_LIB."""
