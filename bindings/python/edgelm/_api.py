@@ -424,10 +424,17 @@ class Context:
         model._contexts.add(self)
         self.mode = mode
         self._busy = threading.Lock()
+        self._generations = weakref.WeakSet()  # their _consume generators
 
     def close(self):
-        """Frees the context (elm_context_free); idempotent."""
+        """Frees the context (elm_context_free), after stopping a generation
+        that is still running on it; idempotent."""
         if self._h is not None:
+            for g in list(self._generations):
+                try:
+                    g.close()
+                except ValueError:  # running in another thread: a misuse
+                    pass
             lib.elm_context_free(self._h)
             self._h = None
 
@@ -764,6 +771,7 @@ class Generation:
         self._run = _Run(ctx, prompt, max_tokens, sampling, add_special, parse_special,
                          ignore_eos, stop_tokens, margin_threshold)
         self._iter = _consume(self._run)
+        ctx._generations.add(self._iter)
 
     tokens = property(lambda self: self._run.tokens)
     stats = property(lambda self: self._run.stats)

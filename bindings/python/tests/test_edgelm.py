@@ -351,6 +351,17 @@ class TestGenerate(Base):
             self.assertEqual(threading.active_count(), threads)
             self.assertEqual(len(ctx.generate(self.PROMPT, max_tokens=2).ids()), 2)
 
+    def test_closing_the_context_stops_its_generation(self):
+        threads = threading.active_count()
+        ctx = edgelm.Context(self.model)
+        gen = ctx.generate(self.PROMPT, max_tokens=50, temperature=0, ignore_eos=True)
+        next(gen)
+        ctx.close()
+        self.assertEqual(threading.active_count(), threads)
+        self.assertEqual(gen.stop, "callback")
+        with self.assertRaises(StopIteration):
+            next(gen)
+
     def test_one_generation_at_a_time(self):
         with edgelm.Context(self.model) as ctx:
             gen = ctx.generate(self.PROMPT, max_tokens=5, temperature=0)
