@@ -286,8 +286,9 @@ class TestContext(Base):
             ctx.decode([1])
 
 
-def greedy_cli(prompt, n):
-    rc, out, err = cli("run", "-m", MODEL_PATH, "-p", prompt, "-n", str(n), "--temp", "0")
+def greedy_cli(prompt, n, *extra):
+    rc, out, err = cli("run", "-m", MODEL_PATH, "-p", prompt, "-n", str(n), "--temp", "0",
+                       *extra)
     assert rc == 0, err
     return out.decode()
 
@@ -313,6 +314,15 @@ class TestGenerate(Base):
             text = ctx.generate(self.PROMPT, max_tokens=16, temperature=0.9, top_p=0.9,
                                 seed=7).text()
         self.assertEqual(self.PROMPT + text + "\n", out.decode())
+
+    def test_on_a_vulkan_device(self):
+        if not any(d["backend"] == "vulkan" for d in edgelm.devices()):
+            self.skipTest("no Vulkan device")
+        with edgelm.Model(MODEL_PATH, device="vulkan") as m, m.context(n_ctx=64) as ctx:
+            self.assertTrue(ctx.device.startswith("vulkan:"), ctx.device)
+            text = ctx.generate(self.PROMPT, max_tokens=8, temperature=0).text()
+        want = greedy_cli(self.PROMPT, 8, "--device", "vulkan", "-c", "64")
+        self.assertEqual(self.PROMPT + text + "\n", want)
 
     def test_token_ids_as_prompt(self):
         ids = self.model.tokenize(self.PROMPT)
