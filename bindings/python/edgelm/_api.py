@@ -64,12 +64,16 @@ def devices():
     arr[0].struct_size = sizeof(_lib.elm_device_info)  # the array's stride
     check(lib.elm_devices(arr, cap, byref(n)))
     out = []
+    heap_fields = ("heap_size", "heap_budget", "heap_device_local")
     for d in arr[:min(n.value, cap)]:
-        out.append({name: (_s(getattr(d, name)) if isinstance(getattr(d, name), bytes)
-                           else getattr(d, name))
-                    for name, _ in _lib.elm_device_info._fields_
-                    if name not in ("struct_size", "heap_size", "heap_budget",
-                                    "heap_device_local")})
+        info = {name: (_s(getattr(d, name)) if isinstance(getattr(d, name), bytes)
+                       else getattr(d, name))
+                for name, _ in _lib.elm_device_info._fields_
+                if name != "struct_size" and name not in heap_fields}
+        info["heaps"] = [{"size": d.heap_size[i], "budget": d.heap_budget[i],
+                          "device_local": d.heap_device_local[i]}
+                         for i in range(min(d.n_heaps, _lib.ELM_MAX_HEAPS))]
+        out.append(info)
     return out
 
 

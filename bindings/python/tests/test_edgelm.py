@@ -207,6 +207,15 @@ class TestTokenizer(Base):
             with self.assertRaises(edgelm.InvalidArgument):
                 self.model.token_to_piece(bad)
 
+    def test_devices_match_the_cli(self):
+        rc, out, err = cli("devices")
+        self.assertEqual(rc, 0, err)
+        devs = edgelm.devices()
+        self.assertEqual(devs[0]["id"], "cpu")
+        for d in devs:
+            self.assertIn(d["id"], out.decode())
+            self.assertEqual(len(d["heaps"]), d["n_heaps"])
+
     def test_info(self):
         info = self.model.info
         self.assertEqual(info.path, MODEL_PATH)
