@@ -32,16 +32,6 @@
 
 /* ------------------------------------------------------------- set-up */
 
-static bool have_vulkan(void) {
-    elm_device_info info[16];
-    info[0].struct_size = sizeof info[0];
-    size_t n = 0;
-    if (elm_devices(info, 16, &n) != ELM_OK) return false;
-    for (size_t i = 0; i < n && i < 16; i++)
-        if (!strcmp(info[i].backend, "vulkan")) return true;
-    return false;
-}
-
 /* Skips without a device or the model; sets the environment every Vulkan
  * backend of this test reads: `limits` (NULL: none), validation on, the
  * pipeline cache in the temporary directory, no fault injection. */
@@ -51,7 +41,7 @@ static void setup(const char *model, const char *limits) {
         cr_skip_test("shared ground truth not found at %s (set ELM_SHARED_DIR)", path);
     snprintf(rel, sizeof rel, "models/%s.gguf", model);
     cr_assert(test_shared_path(rel, path, sizeof path), "model missing: %s", path);
-    if (!have_vulkan()) cr_skip_test("no Vulkan device (or no Vulkan backend in this build)");
+    if (!test_have_vulkan_device()) cr_skip_test("no Vulkan device (or no Vulkan backend in this build)");
     static const char *const overrides[] = {"EDGELM_VK_MAX_SHARED", "EDGELM_VK_MAX_INVOCATIONS",
                                             "EDGELM_VK_MAX_RANGE", "EDGELM_VK_MAX_ALLOC",
                                             "EDGELM_VK_FAULT_AFTER"};
