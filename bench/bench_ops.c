@@ -233,8 +233,11 @@ void bench_measure_ops(const bench_opts *o, const elm_device_info *dev, bench_op
     if (job.n_threads <= 0) job.n_threads = 1;
     ops_acc a = {.out = ops, .cap = cap, .show = show};
     int code;
+    /* The child stops itself at the budget after its first three figures
+     * (copy, read, one mat-vec), which a loaded machine may take many
+     * seconds to reach; the kill is only for a hang. */
     child_end how =
-        bench_child_run(ops_child, &job, sizeof *ops, o->budget_s + 5.0, on_op, &a, &code);
+        bench_child_run(ops_child, &job, sizeof *ops, o->budget_s + 60.0, on_op, &a, &code);
     if (show) fprintf(stderr, "\r\033[K");
     if (how == CHILD_TIMEOUT)
         fprintf(stderr, "edgelm bench --ops: %s: budget exhausted; partial results\n", dev->id);
