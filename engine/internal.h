@@ -239,6 +239,10 @@ struct elm_context {
  * rather than indexed by position. Returns the count. */
 size_t elmi_context_states(elm_context *ctx, be_tensor **out, bool *ring);
 
+/* The checksum that ends a saved state (state.c), over its other bytes;
+ * tests use it to craft states that pass it. */
+uint64_t elmi_state_checksum(const void *data, size_t n);
+
 /* Sets ctx->last_error and returns st. */
 elm_status elmi_ctx_error(elm_context *ctx, elm_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -112,6 +112,13 @@ static uint64_t hash_final(hasher *h) {
     return f;
 }
 
+uint64_t elmi_state_checksum(const void *data, size_t n) {
+    hasher h;
+    hash_init(&h);
+    hash_update(&h, data, n);
+    return hash_final(&h);
+}
+
 static void hash_u64(hasher *h, uint64_t v) {
     uint8_t b[8];
     wr64(b, v);
@@ -463,10 +470,7 @@ static elm_status validate(elm_context *ctx, const uint8_t *b, size_t len, state
     if (rd32(b + 8) != STATE_VERSION)
         return elmi_ctx_error(ctx, ELM_ERR_FORMAT, "state version %u; this edgelm reads version %u",
                               rd32(b + 8), STATE_VERSION);
-    hasher h;
-    hash_init(&h);
-    hash_update(&h, b, len - 8);
-    if (hash_final(&h) != rd64(b + len - 8))
+    if (elmi_state_checksum(b, len - 8) != rd64(b + len - 8))
         return elmi_ctx_error(ctx, ELM_ERR_FORMAT,
                               "the state is damaged or truncated (checksum mismatch, %zu bytes)", len);
     ELM_TRY(check_identity(ctx, b));
@@ -483,11 +487,13 @@ static elm_status validate(elm_context *ctx, const uint8_t *b, size_t len, state
     if (rd32(b + 72) != p->n)
         st = elmi_ctx_error(ctx, ELM_ERR_FORMAT, "the state holds %u tensors, not %zu", rd32(b + 72),
                             p->n);
-    else if (len != p->size)
-        st = elmi_ctx_error(ctx, ELM_ERR_FORMAT, "the state has %zu bytes, not the %zu it describes",
-                            len, p->size);
+    else if (len < HEADER_BYTES + (size_t)n_past * 4 + p->n * ENTRY_BYTES + 8)
+        st = elmi_ctx_error(ctx, ELM_ERR_FORMAT, "the state ends inside its tensor table");
     else
         st = check_table(ctx, b + HEADER_BYTES + (size_t)n_past * 4, p);
+    if (st == ELM_OK && len != p->size)
+        st = elmi_ctx_error(ctx, ELM_ERR_FORMAT, "the state has %zu bytes, not the %zu it describes",
+                            len, p->size);
     for (uint32_t i = 0; st == ELM_OK && i < n_past; i++) {
         uint32_t tok = rd32(b + HEADER_BYTES + (size_t)i * 4);
         if (tok >= ctx->model->hp.n_vocab)

@@ -357,6 +357,109 @@ Test(session, damaged_states_are_refused) {
     victim_close(&v);
 }
 
+/* The library's checksum of a state (engine/state.c), to craft states that
+ * pass it and reach the checks behind it. */
+uint64_t elmi_state_checksum(const void *data, size_t n);
+
+static uint32_t get32(const uint8_t *b, size_t off) {
+    return (uint32_t)b[off] | (uint32_t)b[off + 1] << 8 | (uint32_t)b[off + 2] << 16 |
+           (uint32_t)b[off + 3] << 24;
+}
+
+static void put32(uint8_t *b, size_t off, uint32_t v) {
+    for (int i = 0; i < 4; i++) b[off + i] = (uint8_t)(v >> (8 * i));
+}
+
+static void reseal(uint8_t *b, size_t len) {
+    uint64_t h = elmi_state_checksum(b, len - 8);
+    for (int i = 0; i < 8; i++) b[len - 8 + i] = (uint8_t)(h >> (8 * i));
+}
+
+/* Fields changed with the checksum recomputed, as a hostile writer would:
+ * offsets from the format in engine/state.c (header of 96 bytes, then 10
+ * tokens, then 64-byte table entries). */
+Test(session, crafted_states_are_refused) {
+    victim v;
+    victim_open(&v, "tiny-gemma3");
+    size_t len;
+    uint8_t *good = state_of(v.m, ELM_MODE_EXACT, N_CTX, &len);
+    uint8_t *bad = malloc(len);
+    const size_t tab = 96 + 10 * 4;
+    const uint32_t n_tensors = get32(good, 72);
+    struct {
+        size_t off;
+        uint32_t value;
+        elm_status want;
+        const char *what;
+    } cases[] = {
+        {8, 2, ELM_ERR_FORMAT, "version 2"},
+        {64, N_CTX + 1, ELM_ERR_FORMAT, "n_past beyond n_ctx"},
+        {64, 11, ELM_ERR_FORMAT, "n_past larger than the data"},
+        {64, 9, ELM_ERR_FORMAT, "n_past smaller than the data"},
+        {64, 0xFFFFFFFFu, ELM_ERR_FORMAT, "n_past 2^32 - 1"},
+        {68, 100000, ELM_ERR_FORMAT, "ring_lo beyond n_ctx"},
+        {72, n_tensors + 1, ELM_ERR_FORMAT, "one tensor more"},
+        {72, 0, ELM_ERR_FORMAT, "no tensors"},
+        {76, 4, ELM_ERR_FORMAT, "an unknown flag"},
+        {76, 0, ELM_ERR_FORMAT, "the logits flag cleared"},
+        {80, v.n_vocab + 1, ELM_ERR_FORMAT, "another n_vocab"},
+        {84, 1, ELM_ERR_FORMAT, "a reserved field set"},
+        {96, v.n_vocab, ELM_ERR_FORMAT, "a token id of n_vocab"},
+        {96 + 9 * 4, 0xFFFFFFFFu, ELM_ERR_FORMAT, "a negative token id"},
+        {tab, 0x41414141u, ELM_ERR_FORMAT, "another tensor name"},
+        {tab + 32, 1, ELM_ERR_FORMAT, "another tensor type"},
+        {tab + 40, 3, ELM_ERR_FORMAT, "another row size"},
+        {tab + 64 + 48, 1000, ELM_ERR_STATE_MISMATCH, "another ring size (n_batch)"},
+        {tab + 56, 0xFFFFFFFFu, ELM_ERR_FORMAT, "rows saved beyond the tensor"},
+        {12, ELM_MODE_FAST, ELM_ERR_STATE_MISMATCH, "fast mode"},
+        {12, 77, ELM_ERR_STATE_MISMATCH, "an unknown mode"},
+        {56, 0, ELM_ERR_STATE_MISMATCH, "n_ctx 0"},
+        {60, 999, ELM_ERR_STATE_MISMATCH, "an unknown KV type"},
+        {16, get32(good, 16) ^ 1u, ELM_ERR_STATE_MISMATCH, "another fingerprint"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        memcpy(bad, good, len);
+        put32(bad, cases[i].off, cases[i].value);
+        reseal(bad, len);
+        expect_refused(&v, bad, len, cases[i].want, cases[i].what);
+    }
+    /* A ring model's context with another n_batch has other ring sizes. */
+    elm_context_params cp;
+    elm_context_default_params(&cp);
+    cp.n_ctx = N_CTX;
+    cp.n_batch = 4;
+    cp.mode = ELM_MODE_EXACT;
+    cp.n_threads = 2;
+    elm_context *c = NULL;
+    cr_assert_eq(elm_context_new(v.m, &cp, &c, NULL, 0), ELM_OK);
+    cr_expect_eq(elm_state_load_buffer(c, good, len), ELM_ERR_STATE_MISMATCH);
+    cr_expect(strstr(elm_context_last_error(c), "n_batch"), "%s", elm_context_last_error(c));
+    elm_context_free(c);
+    free(good);
+    free(bad);
+    victim_close(&v);
+}
+
+/* Without rings the cache rows are positions: n_batch does not matter. */
+Test(session, plain_cache_ignores_n_batch) {
+    elm_model *m = load("tiny-qwen3");
+    size_t len;
+    void *buf = state_of(m, ELM_MODE_EXACT, N_CTX, &len);
+    elm_context_params cp;
+    elm_context_default_params(&cp);
+    cp.n_ctx = N_CTX;
+    cp.n_batch = 4;
+    cp.mode = ELM_MODE_EXACT;
+    cp.n_threads = 2;
+    elm_context *c = NULL;
+    cr_assert_eq(elm_context_new(m, &cp, &c, NULL, 0), ELM_OK);
+    cr_expect_eq(elm_state_load_buffer(c, buf, len), ELM_OK, "%s", elm_context_last_error(c));
+    cr_expect_eq(elm_context_n_past(c), 10);
+    free(buf);
+    elm_context_free(c);
+    elm_model_free(m);
+}
+
 Test(session, arguments) {
     elm_model *m = load("tiny-qwen3");
     elm_context *c = new_ctx(m, ELM_MODE_EXACT);
