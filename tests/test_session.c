@@ -345,6 +345,16 @@ Test(session, damaged_states_are_refused) {
     fwrite(bad, 1, len, f);
     fclose(f);
     cr_expect_eq(elm_state_load(v.c, path), ELM_ERR_FORMAT);
+    /* A file far larger than any state of this context is refused unread. */
+    snprintf(path, sizeof path, "%s/huge.state", test_tmp_dir());
+    f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fseek(f, 64l << 20, SEEK_SET), 0);
+    fputc(0, f);
+    fclose(f);
+    cr_expect_eq(elm_state_load(v.c, path), ELM_ERR_FORMAT);
+    cr_expect(strstr(elm_context_last_error(v.c), "at most"), "%s", elm_context_last_error(v.c));
+    remove(path);
     snprintf(path, sizeof path, "%s/no-such.state", test_tmp_dir());
     cr_expect_eq(elm_state_load(v.c, path), ELM_ERR_IO);
     cr_expect_eq(elm_context_n_past(v.c), 20);
