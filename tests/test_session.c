@@ -450,6 +450,54 @@ Test(session, crafted_states_are_refused) {
     victim_close(&v);
 }
 
+/* Random changes to the header, tokens and table, resealed: whatever the
+ * load answers, it must not crash, and a refusal leaves the context as it
+ * was (an accepted state, with its data bytes changed, is legitimate). */
+Test(session, random_resealed_mutations) {
+    victim v;
+    victim_open(&v, "tiny-lfm2");
+    size_t len;
+    uint8_t *good = state_of(v.m, ELM_MODE_EXACT, N_CTX, &len);
+    uint8_t *bad = malloc(len);
+    const size_t meta = 96 + 10 * 4 + (size_t)get32(good, 72) * 64;
+    uint32_t x = 777;
+    int refused = 0;
+    for (int it = 0; it < 400; it++) {
+        memcpy(bad, good, len);
+        int n_changes = 1 + it % 4;
+        for (int k = 0; k < n_changes; k++) {
+            x = x * 1103515245u + 12345u;
+            size_t at = (x >> 8) % meta;
+            x = x * 1103515245u + 12345u;
+            bad[at] = (uint8_t)(it % 3 == 0 ? bad[at] ^ (1u << (x >> 29)) : x >> 16);
+        }
+        x = x * 1103515245u + 12345u;
+        size_t cut = it % 5 == 4 ? 8 + (x >> 8) % (len - 8) : len;
+        reseal(bad, cut);
+        elm_status st = elm_state_load_buffer(v.c, bad, cut);
+        if (st == ELM_OK) {
+            cr_assert_eq(elm_state_load_buffer(v.c, good, len), ELM_OK);
+            cr_assert_eq(elm_state_load_buffer(v.twin, good, len), ELM_OK);
+            continue;
+        }
+        refused++;
+        cr_expect(st == ELM_ERR_FORMAT || st == ELM_ERR_STATE_MISMATCH, "iteration %d: status %d",
+                  it, st);
+        cr_expect_eq(elm_context_n_past(v.c), elm_context_n_past(v.twin), "iteration %d", it);
+    }
+    cr_expect_gt(refused, 300, "only %d of 400 damaged states refused", refused);
+    free(good);
+    free(bad);
+    /* victim_close expects the 20 tokens of victim_open or those of `good`:
+     * both contexts hold the same either way. */
+    elm_token next[3];
+    make_tokens(v.m, next, 3, 4);
+    expect_same_next(v.twin, v.c, next, 3, v.n_vocab, "after random loads");
+    elm_context_free(v.c);
+    elm_context_free(v.twin);
+    elm_model_free(v.m);
+}
+
 /* Without rings the cache rows are positions: n_batch does not matter. */
 Test(session, plain_cache_ignores_n_batch) {
     elm_model *m = load("tiny-qwen3");
