@@ -22,6 +22,8 @@
 #define ELMI_MIN_GENERATE_PARAMS ELMI_SIZE_UNTIL(elm_generate_params, user_data)
 #define ELMI_MIN_STATS ELMI_SIZE_UNTIL(elm_stats, n_fallback_nodes)
 #define ELMI_MIN_CHAT_PARAMS ELMI_SIZE_UNTIL(elm_chat_params, now)
+#define ELMI_MIN_CONFIDENCE ELMI_SIZE_UNTIL(elm_confidence, n_below)
+#define ELMI_MIN_TOKEN_INFO_MARGIN ELMI_SIZE_UNTIL(elm_token_info, margin)
 
 /* Overlays the caller's struct `src` (src->struct_size bytes) on `dst`, the
  * library's own struct of dst_size bytes that already holds the defaults:

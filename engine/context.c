@@ -140,6 +140,23 @@ static size_t list_states(elm_context *ctx, state_spec *specs) {
     return n;
 }
 
+size_t elmi_context_states(elm_context *ctx, be_tensor **out, bool *ring) {
+    const elm_hparams *hp = &ctx->model->hp;
+    size_t n = 0;
+    for (uint32_t il = 0; il < hp->n_layer; il++) {
+        if (!hp->layer[il].attn) {
+            ring[n] = true;
+            out[n++] = &ctx->conv_state[il];
+            continue;
+        }
+        bool is_ring = hp->layer[il].swa && ctx->kv_rows_swa < ctx->params.n_ctx;
+        ring[n] = ring[n + 1] = is_ring;
+        out[n++] = &ctx->k_cache[il];
+        out[n++] = &ctx->v_cache[il];
+    }
+    return n;
+}
+
 static elm_status alloc_kv(elm_context *ctx, char *err, size_t err_size) {
     const elm_hparams *hp = &ctx->model->hp;
     const be_iface *bi = ctx->be->iface;
@@ -370,6 +387,20 @@ elm_status elm_context_truncate(elm_context *ctx, uint32_t n) {
     ctx->n_past = n;
     ctx->n_logits_valid = 0;
     ctx->summary_valid = false;
+    return ELM_OK;
+}
+
+elm_status elm_context_reuse_prefix(elm_context *ctx, const elm_token *tokens, size_t n,
+                                    uint32_t *n_kept) {
+    if (n_kept) *n_kept = 0;
+    if (!ctx) return ELM_ERR_INVALID_ARG;
+    if (!tokens && n)
+        return elmi_ctx_error(ctx, ELM_ERR_INVALID_ARG, "tokens is NULL with n = %zu", n);
+    size_t keep = 0;
+    while (keep < ctx->n_past && keep < n && ctx->tokens[keep] == tokens[keep]) keep++;
+    if (keep > 0 && keep == n) keep--; /* one token is left to evaluate, for its logits */
+    ELM_TRY(elm_context_truncate(ctx, (uint32_t)keep));
+    if (n_kept) *n_kept = (uint32_t)keep;
     return ELM_OK;
 }
 

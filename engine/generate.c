@@ -202,3 +202,23 @@ elm_status elm_generate(elm_context *ctx, const char *prompt, size_t len,
     elmi_free(toks);
     return st;
 }
+
+/* The summary starts empty (ELM_INIT zeroes it): min_margin counts as +inf
+ * until the first token, and a zero threshold means 1.0. */
+elm_status elm_confidence_add(elm_confidence *c, const elm_token_info *info) {
+    if (!c || !info || c->struct_size < ELMI_MIN_CONFIDENCE ||
+        info->struct_size < ELMI_MIN_TOKEN_INFO_MARGIN || isnan(info->logprob) ||
+        isnan(info->margin))
+        return ELM_ERR_INVALID_ARG;
+    elm_confidence s = {0};
+    elmi_struct_in(&s, sizeof s, c, ELMI_MIN_CONFIDENCE);
+    const float threshold = s.margin_threshold == 0.0f ? 1.0f : s.margin_threshold;
+    if (s.n_tokens == 0 || info->margin < s.min_margin) s.min_margin = info->margin;
+    s.n_tokens++;
+    s.sum_logprob += info->logprob;
+    if (info->margin < threshold) s.n_below++;
+    s.mean_logprob = s.sum_logprob / s.n_tokens;
+    s.frac_below = (float)((double)s.n_below / s.n_tokens);
+    elmi_struct_out(c, &s, sizeof s, ELMI_MIN_CONFIDENCE);
+    return ELM_OK;
+}

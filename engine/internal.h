@@ -232,6 +232,17 @@ struct elm_context {
     char last_error[ELM_ERR_LEN];
 };
 
+/* The context's per-layer states in a fixed order: per layer, the K then V
+ * cache of an attention layer or the state of a convolution layer, into
+ * out (room for 2 n_layer); ring[i] tells whether out[i] is a ring (rows
+ * reused modulo its size: a sliding-window cache, a convolution state)
+ * rather than indexed by position. Returns the count. */
+size_t elmi_context_states(elm_context *ctx, be_tensor **out, bool *ring);
+
+/* The checksum that ends a saved state (state.c), over its other bytes;
+ * tests use it to craft states that pass it. */
+uint64_t elmi_state_checksum(const void *data, size_t n);
+
 /* Sets ctx->last_error and returns st. */
 elm_status elmi_ctx_error(elm_context *ctx, elm_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

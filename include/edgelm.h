@@ -479,7 +479,7 @@ typedef struct elm_confidence {
     size_t struct_size;      /* set by the caller: ELM_INIT(elm_confidence) */
     uint32_t n_tokens;
     double mean_logprob;     /* mean log-probability of the chosen tokens (0 when none) */
-    float min_margin;        /* smallest top-1 minus top-2 logit (+inf when none) */
+    float min_margin;        /* smallest top-1 minus top-2 logit (0 until the first token) */
     float margin_threshold;  /* set by the caller; default 0 means 1.0 */
     float frac_below;        /* fraction of tokens whose margin is below the threshold */
     double sum_logprob;      /* running sum, for elm_confidence_add */
