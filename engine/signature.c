@@ -419,7 +419,8 @@ elm_status elmi_sig_sign_file(const char *model, const char *secret_key_path,
     ELM_TRY(join(sig_path, sizeof sig_path, model, ".sig", err, err_size));
     elmi_sig_secret_key sk;
     ELM_TRY(elmi_sig_read_secret(secret_key_path, &sk, err, err_size));
-    elmi_sig_record r = {.signed_at = (int64_t)time(NULL)};
+    time_t now = time(NULL);
+    elmi_sig_record r = {.signed_at = now > 0 ? (int64_t)now : 0}; /* a clock before 1970 says 0 */
     memcpy(r.key_id, sk.id, sizeof r.key_id);
     elm_status st = elmi_sig_hash_file(model, r.hash, err, err_size);
     if (st == ELM_OK) {

@@ -483,6 +483,8 @@ static result cli(const char *const *args) {
     r.rc = test_run(argv, NULL, 0, &r.out, &r.err);
     cr_assert(r.out && r.err);
     cr_assert_neq(r.rc, -1, "edgelm %s crashed: %s", args[0], r.err);
+    cr_assert(!strstr(r.err, "Sanitizer") && !strstr(r.err, "runtime error:"),
+              "edgelm %s: sanitizer report:\n%s", args[0], r.err);
     return r;
 }
 #define EDGELM(...) cli((const char *const[]){__VA_ARGS__, NULL})
