@@ -530,6 +530,11 @@ static void errno_message(int e, char *buf, size_t cap) {
 }
 
 elm_status elmi_gguf_open(const char *path, gguf_file **out, char *err, size_t err_size) {
+    return elmi_gguf_open_checked(path, NULL, NULL, out, err, err_size);
+}
+
+elm_status elmi_gguf_open_checked(const char *path, elmi_gguf_check_fn check, void *ctx,
+                                  gguf_file **out, char *err, size_t err_size) {
     if (!out || !path) {
         if (out) *out = NULL;
         return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no path or output pointer");
@@ -563,7 +568,8 @@ elm_status elmi_gguf_open(const char *path, gguf_file **out, char *err, size_t e
         errno_message(map_errno, why, sizeof why);
         return elmi_errorf(err, err_size, ELM_ERR_IO, "cannot map %zu bytes: %s", size, why);
     }
-    elm_status s = parse(map, size, out, err, err_size);
+    elm_status s = check ? check(map, size, ctx, err, err_size) : ELM_OK;
+    if (s == ELM_OK) s = parse(map, size, out, err, err_size);
     if (s != ELM_OK) {
         munmap(map, size);
         return s;

@@ -92,6 +92,13 @@ typedef struct gguf_file gguf_file;
 /* Opens and validates `path`. On failure returns ELM_ERR_IO / ELM_ERR_FORMAT /
  * ELM_ERR_NO_MEMORY with a message naming the problem (not the path) in err. */
 elm_status elmi_gguf_open(const char *path, gguf_file **out, char *err, size_t err_size);
+/* Same, but check(data, size, ctx, err, err_size) runs over the mapped bytes
+ * before any of them is parsed; its failure is returned as it is. The model
+ * loader checks signatures with it, over exactly the bytes it then uses. */
+typedef elm_status (*elmi_gguf_check_fn)(const void *data, size_t size, void *ctx, char *err,
+                                         size_t err_size);
+elm_status elmi_gguf_open_checked(const char *path, elmi_gguf_check_fn check, void *ctx,
+                                  gguf_file **out, char *err, size_t err_size);
 /* Same over `size` bytes at `data` (borrowed; must outlive the file). */
 elm_status elmi_gguf_open_memory(const void *data, size_t size, gguf_file **out, char *err,
                             size_t err_size);

@@ -7,6 +7,7 @@
 #include "common/alloc.h"
 #include "common/status.h"
 #include "engine/internal.h"
+#include "engine/signature.h"
 #include "quant/quant.h"
 
 const elm_model_params elmi_model_defaults = {
@@ -150,12 +151,32 @@ static elm_status load_strings(elm_model *m, char *err, size_t err_size) {
     return ELM_OK;
 }
 
-/* Opens the file, or the memory image when m->owned_data is set. */
+/* What check_signature needs: the model's path and the trusted key. */
+typedef struct signature_check {
+    const char *path, *trusted_key;
+} signature_check;
+
+/* elmi_gguf_check_fn: PATH.sig must sign exactly the bytes about to be used. */
+static elm_status check_signature(const void *data, size_t size, void *ctx, char *err,
+                                  size_t err_size) {
+    const signature_check *c = ctx;
+    return elmi_sig_verify(c->path, data, size, c->trusted_key, NULL, err, err_size);
+}
+
+/* Opens the file, or the memory image when m->owned_data is set; with a
+ * trusted key, its signature is checked before anything is parsed. */
 static elm_status load(elm_model *m, const char *path, const elm_model_params *p, char *err,
                        size_t err_size) {
     ELM_TRY(elmi_device_resolve(p->device, &m->device, err, err_size));
-    ELM_TRY(m->owned_data ? elmi_gguf_open_memory(m->owned_data, m->owned_size, &m->gguf, err, err_size)
-                          : elmi_gguf_open(path, &m->gguf, err, err_size));
+    signature_check sc = {.path = path, .trusted_key = p->trusted_key};
+    if (m->owned_data) {
+        if (p->trusted_key)
+            ELM_TRY(check_signature(m->owned_data, m->owned_size, &sc, err, err_size));
+        ELM_TRY(elmi_gguf_open_memory(m->owned_data, m->owned_size, &m->gguf, err, err_size));
+    } else {
+        ELM_TRY(elmi_gguf_open_checked(path, p->trusted_key ? check_signature : NULL, &sc,
+                                       &m->gguf, err, err_size));
+    }
     ELM_TRY(index_tensors(m, err, err_size));
     ELM_TRY(load_strings(m, err, err_size));
     ELM_TRY(elmi_vocab_load(m->gguf, &m->vocab, err, err_size));

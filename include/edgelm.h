@@ -194,7 +194,9 @@ ELM_API void elm_model_params_init(elm_model_params *p, size_t struct_size);
  * with elm_model_free). On failure *out is NULL and, when err is not NULL,
  * err (err_size bytes, NUL-terminated) receives a message that names the file
  * and the problem. Errors: ELM_ERR_IO, ELM_ERR_FORMAT, ELM_ERR_UNSUPPORTED,
- * ELM_ERR_NO_MEMORY, ELM_ERR_INVALID_ARG.
+ * ELM_ERR_NO_MEMORY, ELM_ERR_INVALID_ARG, ELM_ERR_SIGNATURE (trusted_key set
+ * and the signature missing or not valid; the key file's own problems are
+ * ELM_ERR_IO or ELM_ERR_FORMAT).
  */
 ELM_API elm_status elm_model_load(const char *path, const elm_model_params *params,
                                   elm_model **out, char *err, size_t err_size);

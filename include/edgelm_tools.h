@@ -62,6 +62,24 @@ ELM_API elm_status elm_synth_load(const elm_synth_params *p, const elm_model_par
 /* Peak resident memory of this process in bytes (0 where unknown). */
 ELM_API uint64_t elm_peak_rss(void);
 
+/* Signed model files, for `edgelm keygen/sign/verify` (the formats are
+ * described in README "Signed models"; loading checks them through
+ * elm_model_params.trusted_key). Ed25519 over the file's BLAKE2b-256. */
+
+/* Writes a new key pair: PREFIX.pub and PREFIX.key (mode 0600); refuses to
+ * overwrite either (ELM_ERR_IO). */
+ELM_API elm_status elm_sign_keygen(const char *prefix, char *err, size_t err_size);
+/* Signs the file `model` with the secret key file; writes MODEL.sig. */
+ELM_API elm_status elm_sign_file(const char *model, const char *secret_key, char *err,
+                                 size_t err_size);
+/* Checks MODEL.sig against the public key file, hashing the whole file.
+ * On ELM_OK, key_id (17 bytes, when not NULL) receives the signer's key id
+ * in hex and *signed_at (when not NULL) the signing time in UTC seconds.
+ * ELM_ERR_SIGNATURE (with the reason in err) when it does not verify;
+ * ELM_ERR_IO / ELM_ERR_FORMAT for the key file. */
+ELM_API elm_status elm_sign_verify(const char *model, const char *public_key, char *key_id,
+                                   int64_t *signed_at, char *err, size_t err_size);
+
 #ifdef __cplusplus
 }
 #endif

@@ -117,7 +117,7 @@ for src in "$root"/tests/fuzz/*.c; do
   for f in $added; do srcs+=("$root/$f"); done
   own="$own $added"
   echo "== $name: building" >&2
-  if ! "$cc" "${flags[@]}" "$src" "${srcs[@]}" -o "$bin" -lpcre2-8 -lm 2> "$out/$name.build.log"; then
+  if ! "$cc" "${flags[@]}" "$src" "${srcs[@]}" -o "$bin" -lpcre2-8 -lsodium -lm 2> "$out/$name.build.log"; then
     echo "== $name: does not build, skipped (see $out/$name.build.log)" >&2
     continue
   fi
@@ -146,7 +146,7 @@ for src in "$root"/tests/fuzz/*.c; do
     done
     if "$cc" -std=gnu11 -g -O1 -DFUZZ_WRITE_SEEDS -DEDGELM_STATIC -I"$root/include" -I"$root" \
          -I"$root/tests" "$src" "${seed_srcs[@]}" "${support_srcs[@]}" -o "$out/$name.seeds" \
-         -lpcre2-8 -lm 2>> "$out/$name.build.log" && "$out/$name.seeds" "$corpus"; then :
+         -lpcre2-8 -lsodium -lm 2>> "$out/$name.build.log" && "$out/$name.seeds" "$corpus"; then :
     else echo "== $name: could not write its seeds (see $out/$name.build.log)" >&2; fi
   fi
   [ -d "$root/tests/fuzz/corpus/$name" ] && cp "$root/tests/fuzz/corpus/$name"/* "$corpus/" 2>/dev/null

@@ -82,7 +82,7 @@ static void compile_example(const char *src, const char *exe, const char *build)
     build_sanitizer(build, san, sizeof san);
     snprintf(cmd, sizeof cmd,
              "cc -std=c11 -Wall -o '%s' '%s' -I'%s/include' '%s/libedgelm.a' "
-             "$(pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8) %s "
+             "$(pkg-config --libs libpcre2-8 libsodium 2>/dev/null || echo -lpcre2-8 -lsodium) %s "
              "$(pkg-config --libs vulkan 2>/dev/null) "
              "-lpthread -lm %s",
              exe, src, test_source_dir(), build,

@@ -85,7 +85,7 @@ Test(symbols, links_beside_ggml_names) {
     if (san) snprintf(sanflag, sizeof sanflag, "-fsanitize=%s", san);
     snprintf(cmd, sizeof cmd,
              "cc -std=c11 -o '%s' '%s/tests/symbols/clash.c' -I'%s/include' '%s/libedgelm.a' "
-             "$(pkg-config --libs libpcre2-8 2>/dev/null || echo -lpcre2-8) %s "
+             "$(pkg-config --libs libpcre2-8 libsodium 2>/dev/null || echo -lpcre2-8 -lsodium) %s "
              "$(pkg-config --libs vulkan 2>/dev/null) -lpthread -lm %s 2>&1 && '%s' '%s' 2>&1",
              exe, test_source_dir(), test_source_dir(), build_dir(), blas, sanflag, exe, model);
     int rc;

@@ -31,12 +31,18 @@ static const char *resolve_device(const char *path, const char *device, char *bu
 }
 
 elm_model *cli_load_model(const char *path, const char *device, bool vocab_only) {
+    return cli_load_model_trusted(path, device, vocab_only, NULL);
+}
+
+elm_model *cli_load_model_trusted(const char *path, const char *device, bool vocab_only,
+                                  const char *trusted_key) {
     elm_model_params mp;
     elm_model_default_params(&mp);
     char best[64];
     device = resolve_device(path, device, best, sizeof best);
     if (device) mp.device = device;
     mp.vocab_only = vocab_only;
+    mp.trusted_key = trusted_key;
     char err[1024] = "";
     elm_model *m = NULL;
     elm_status st = elm_model_load(path, &mp, &m, err, sizeof err);

@@ -33,6 +33,9 @@ int cmd_info(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
+int cmd_sign(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 typedef enum cli_kind {
     CLI_FLAG,  /* bool */
@@ -111,6 +114,10 @@ int cli_lib_error(const char *what, elm_status st, const char *message);
  * `edgelm bench` last measured fastest for this model, where it has),
  * reporting failures. Returns NULL after printing the error. */
 elm_model *cli_load_model(const char *path, const char *device, bool vocab_only);
+/* Same, checking the signature against trusted_key (a public key file;
+ * NULL: no check), as elm_model_params.trusted_key. */
+elm_model *cli_load_model_trusted(const char *path, const char *device, bool vocab_only,
+                                  const char *trusted_key);
 
 /* Creates a context, reporting failures. Returns NULL after printing the error. */
 elm_context *cli_new_context(const elm_model *m, const char *path, const elm_context_params *cp);

@@ -95,13 +95,18 @@ static int describe(const elm_model *m, const char *path) {
  * accept the result only when the file really has no tensors; any other
  * failure is reported as the full load saw it.
  */
-static elm_model *load_for_info(const char *path) {
+static elm_model *load_for_info(const char *path, const char *trusted_key) {
     elm_model_params mp;
     elm_model_default_params(&mp);
+    mp.trusted_key = trusted_key;
     char err[1024] = "";
     elm_model *m = NULL;
     elm_status st = elm_model_load(path, &mp, &m, err, sizeof err);
     if (st == ELM_OK) return m;
+    if (st == ELM_ERR_SIGNATURE) {
+        cli_lib_error(path, st, err);
+        return NULL;
+    }
     elm_model_free(m);
     m = NULL;
     mp.vocab_only = true;
@@ -116,15 +121,17 @@ static elm_model *load_for_info(const char *path) {
 }
 
 int cmd_info(int argc, char **argv) {
-    const char *model = NULL;
+    const char *model = NULL, *trusted_key = NULL;
     const cli_opt opts[] = {
         CLI_REQ("-m", "--model", CLI_STR, &model, "FILE", "GGUF model or vocabulary file"),
+        CLI_OPT(NULL, "--trusted-key", CLI_STR, &trusted_key, "FILE",
+                "refuse the model unless MODEL.sig is a valid signature by this public key"),
         {0},
     };
-    const cli_spec spec = {"info", "-m FILE", ABOUT, opts};
+    const cli_spec spec = {"info", "-m FILE [--trusted-key PUBLIC_KEY_FILE]", ABOUT, opts};
     int rc;
     if (!cli_parse(&spec, argc, argv, &rc)) return rc;
-    elm_model *m = load_for_info(model);
+    elm_model *m = load_for_info(model, trusted_key);
     if (!m) return CLI_ERROR;
     rc = describe(m, model);
     elm_model_free(m);

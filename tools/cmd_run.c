@@ -5,7 +5,7 @@
 #include "tools/chat_session.h"
 
 typedef struct run_opts {
-    const char *model, *prompt, *device, *system, *template_path;
+    const char *model, *prompt, *device, *system, *template_path, *trusted_key;
     int32_t n_predict, n_threads;
     uint32_t n_ctx;
     bool exact, pin, ignore_eos, chat;
@@ -120,6 +120,8 @@ int cmd_run(int argc, char **argv) {
         CLI_OPT(NULL, "--ignore-eos", CLI_FLAG, &o.ignore_eos, NULL,
                 "keep generating past end-of-generation tokens"),
         CLI_OPT(NULL, "--device", CLI_STR, &o.device, "DEV", "cpu, auto, best, vulkan or vulkan:N"),
+        CLI_OPT(NULL, "--trusted-key", CLI_STR, &o.trusted_key, "FILE",
+                "refuse the model unless MODEL.sig is a valid signature by this public key"),
         CLI_OPT(NULL, "--chat", CLI_FLAG, &o.chat, NULL,
                 "the prompt is a user message, rendered with the chat template"),
         CLI_OPT(NULL, "--system", CLI_STR, &o.system, "TEXT", "with --chat: a system message first"),
@@ -134,7 +136,7 @@ int cmd_run(int argc, char **argv) {
     if ((o.system || o.template_path) && !o.chat)
         return cli_usage_error(&spec, "--system and --template need --chat");
 
-    elm_model *m = cli_load_model(o.model, o.device, false);
+    elm_model *m = cli_load_model_trusted(o.model, o.device, false, o.trusted_key);
     if (!m) return CLI_ERROR;
     elm_context_params cp;
     elm_context_default_params(&cp);

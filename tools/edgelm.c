@@ -15,6 +15,9 @@ static const cli_command commands[] = {
     {"template", cmd_template, "render a conversation with a chat template, as the model is fed it"},
     {"info", cmd_info, "describe a GGUF model: hyperparameters, tokenizer, tensors"},
     {"devices", cmd_devices, "list the devices edgelm can run on, with their limits"},
+    {"keygen", cmd_keygen, "write a new key pair for signing models"},
+    {"sign", cmd_sign, "sign a model file (writes MODEL.sig)"},
+    {"verify", cmd_verify, "check a model file's signature against a public key"},
     {"bench", bench_main, "measure the devices on this machine and recommend one"},
     {"make-model", make_model_main, "write a synthetic GGUF model of a popular shape"},
 };

@@ -5,7 +5,7 @@
  * weight binding with its shape checks and phi3's row views), and every
  * weight the loader bound is touched at both ends. No forward pass runs.
  *
- * fuzz-srcs-add: engine/api.c engine/model.c engine/hparams.c engine/weights.c engine/synth.c engine/synth_tensors.c backends/backend.c
+ * fuzz-srcs-add: engine/api.c engine/model.c engine/signature.c engine/hparams.c engine/weights.c engine/synth.c engine/synth_tensors.c backends/backend.c
  */
 #include <stddef.h>
 #include <stdint.h>
