@@ -33,6 +33,7 @@ int cmd_info(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 typedef enum cli_kind {
     CLI_FLAG,  /* bool */
