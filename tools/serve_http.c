@@ -367,12 +367,20 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (!cs) {
         if (!(cs = calloc(1, sizeof *cs))) return MHD_NO;
         *con_cls = cs;
-        return MHD_YES;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > s->o.lim.max_body) cs->too_large = true;
+        else return MHD_YES;
     }
-    if (*upload_size) {
+    if (*upload_size && !cs->too_large) {
         if (!add_body(s, cs, upload, *upload_size)) return MHD_NO;
         *upload_size = 0;
-        return MHD_YES;
+        if (!cs->too_large) return MHD_YES;
+    }
+    if (cs->too_large) { /* answered at once, without reading the rest */
+        char msg[128];
+        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", s->o.lim.max_body);
+        log_request(url, 413, NULL);
+        return error_reply(c, 413, msg, "request_too_large");
     }
     return route(s, c, url, method, cs);
 }
