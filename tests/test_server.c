@@ -18,6 +18,9 @@
  *                and the next good request succeeds
  *   auth         a non-loopback host needs --api-key; Bearer checks
  *   log_prompts  --log-prompts writes prompts to stderr
+ *   escalate     --escalate-url with a second local server as the upstream:
+ *                low confidence and a prompt too long forward, high
+ *                confidence does not, a dead upstream falls back (marked)
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -51,3 +54,4 @@ Test(server, queue) { scenario("queue"); }
 Test(server, hostile) { scenario("hostile"); }
 Test(server, auth) { scenario("auth"); }
 Test(server, log_prompts) { scenario("log_prompts"); }
+Test(server, escalate) { scenario("escalate"); }

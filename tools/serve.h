@@ -94,10 +94,13 @@ typedef struct serve_output {
     float conf_min_margin;
     float conf_frac_below;
     double ttft_ms, total_ms;
+    const char *answered_by;   /* "local" (NULL) or "upstream" */
+    const char *escalation;    /* why it escalated or why that failed, or NULL; static or
+                                  owned by the caller */
 } serve_output;
 
 /* The extension field "edgelm" of a response: confidence and timings. */
-json_t *serve_output_extension(const serve_output *o, const char *model_answered);
+json_t *serve_output_extension(const serve_output *o);
 
 /* A chat completion or text completion response body (malloc'd). */
 char *serve_response_json(const serve_request *r, const serve_output *o, const char *id,
@@ -171,6 +174,10 @@ typedef struct serve_opts {
     float max_seconds;        /* 0: no limit */
     float request_seconds;    /* wall time of one request */
     float drain_seconds;      /* at shutdown, in-flight requests get this long */
+    const char *escalate_url; /* upstream base URL ("http://host:port"), or NULL */
+    const char *escalate_key; /* its Bearer key, or NULL */
+    float escalate_below;     /* escalate when exp(mean_logprob) < this */
+    float escalate_seconds;   /* the upstream call's timeout */
     serve_limits lim;
 } serve_opts;
 
@@ -203,6 +210,7 @@ void serve_request_done(serve_state *s);
 
 /* A request's prompt tokens and the slot it holds. */
 typedef struct serve_job {
+    bool too_long;       /* after a refusal: the prompt does not fit the context */
     elm_token *ids;
     size_t n;
     serve_slot *slot;
@@ -230,5 +238,12 @@ int serve_run(serve_state *s, const serve_request *r, serve_job *job, int fd,
 void serve_output_free(serve_output *o);
 
 
+
+/* ---------------------------------------------------------- escalation */
+
+/* Sends the request (its JSON, with stream forced off) to the upstream's
+ * `path`. Returns its parsed answer, or NULL with the reason in why. */
+json_t *serve_escalate(const serve_state *s, const char *path, const json_t *request, char *why,
+                       size_t why_size);
 
 #endif

@@ -241,14 +241,17 @@ char *serve_error_json(int http_status, const char *message, const char *code) {
     return s;
 }
 
-json_t *serve_output_extension(const serve_output *o, const char *model_answered) {
+json_t *serve_output_extension(const serve_output *o) {
     json_t *conf = json_pack("{s:i,s:f,s:f,s:f,s:f}", "n_tokens", (json_int_t)o->conf_n,
                              "mean_logprob", o->conf_mean_logprob, "min_margin",
                              isfinite(o->conf_min_margin) ? (double)o->conf_min_margin : 1e30,
                              "frac_below", (double)o->conf_frac_below, "margin_threshold", 1.0);
-    return json_pack("{s:o,s:s,s:i,s:f,s:f}", "confidence", conf, "answered_by", model_answered,
-                     "prompt_tokens_reused", (json_int_t)o->n_reused, "ttft_ms", o->ttft_ms,
-                     "total_ms", o->total_ms);
+    json_t *ext = json_pack("{s:o,s:s,s:i,s:f,s:f}", "confidence", conf, "answered_by",
+                            o->answered_by ? o->answered_by : "local", "prompt_tokens_reused",
+                            (json_int_t)o->n_reused, "ttft_ms", o->ttft_ms, "total_ms",
+                            o->total_ms);
+    if (ext && o->escalation) json_object_set_new(ext, "escalation", json_string(o->escalation));
+    return ext;
 }
 
 static json_t *usage(const serve_output *o) {
@@ -277,7 +280,7 @@ char *serve_response_json(const serve_request *r, const serve_output *o, const c
     json_t *resp = json_pack("{s:s,s:s,s:i,s:s,s:[o],s:o,s:o}", "id", id, "object",
                              r->chat ? "chat.completion" : "text_completion", "created",
                              (json_int_t)created, "model", model_name, "choices", choice,
-                             "usage", usage(o), "edgelm", serve_output_extension(o, "local"));
+                             "usage", usage(o), "edgelm", serve_output_extension(o));
     return dump_and_free(resp);
 }
 
@@ -300,7 +303,7 @@ char *serve_chunk_json(const serve_request *r, const char *id, const char *model
                              (json_int_t)created, "model", model_name, "choices", choice);
     if (resp && final) {
         json_object_set_new(resp, "usage", usage(final));
-        json_object_set_new(resp, "edgelm", serve_output_extension(final, "local"));
+        json_object_set_new(resp, "edgelm", serve_output_extension(final));
     }
     return dump_and_free(resp);
 }

@@ -352,7 +352,11 @@ int serve_prepare(serve_state *s, const serve_request *r, serve_job *job, char *
         int rc = serve_pool_acquire(&s->pool, job->ids, job->n, job->deadline, &job->slot);
         if (rc != SERVE_SLOT_OK) http = slot_error(rc, err, err_size);
     }
-    if (http) serve_job_abandon(s, job);
+    if (http) {
+        bool too_long = job->n >= elm_context_n_ctx(s->pool.slots[0].ctx);
+        serve_job_abandon(s, job);
+        job->too_long = too_long;
+    }
     return http;
 }
 

@@ -4,6 +4,7 @@
 #include "tools/serve.h"
 
 #include <arpa/inet.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -279,43 +280,157 @@ static enum MHD_Result start_stream(serve_state *s, struct MHD_Connection *c, co
 
 /* ----------------------------------------------------------- completions */
 
+static bool push_sse(char **buf, size_t *len, char *json) {
+    if (!json) return false;
+    size_t k = strlen(json);
+    char *grown = realloc(*buf, *len + k + 9);
+    if (grown) {
+        memcpy(grown + *len, "data: ", 6);
+        memcpy(grown + *len + 6, json, k);
+        memcpy(grown + *len + 6 + k, "\n\n", 3);
+        *buf = grown;
+        *len += k + 8;
+    }
+    free(json);
+    return grown != NULL;
+}
+
+/* A whole answer as server-sent events at once: the escalation decision
+ * needs the complete local draft before anything is streamed. */
+static enum MHD_Result sse_at_once(serve_state *s, struct MHD_Connection *c,
+                                   const serve_request *r, const serve_output *o) {
+    char id[64], *buf = NULL;
+    size_t len = 0;
+    request_id(s, id, sizeof id);
+    long now = (long)time(NULL);
+    bool ok = true;
+    if (r->chat) {
+        json_t *role = json_pack("{s:s,s:s,s:i,s:s,s:[{s:i,s:{s:s},s:n}]}", "id", id, "object",
+                                 "chat.completion.chunk", "created", (json_int_t)now, "model",
+                                 s->model_name, "choices", "index", 0, "delta", "role",
+                                 "assistant", "finish_reason");
+        ok = push_sse(&buf, &len, role ? json_dumps(role, JSON_COMPACT) : NULL);
+        json_decref(role);
+    }
+    if (ok && o->len) ok = push_sse(&buf, &len, serve_chunk_json(r, id, s->model_name, now, o->text, o->len, NULL));
+    if (ok) ok = push_sse(&buf, &len, serve_chunk_json(r, id, s->model_name, now, NULL, 0, o));
+    if (ok) ok = push_sse(&buf, &len, strdup("[DONE]"));
+    if (!ok) {
+        free(buf);
+        buf = NULL;
+    }
+    return queue(c, 200, buf, "text/event-stream", true);
+}
+
+static enum MHD_Result reply_local(serve_state *s, struct MHD_Connection *c,
+                                   const serve_request *r, const serve_output *o) {
+    if (r->stream) return sse_at_once(s, c, r, o);
+    char id[64];
+    request_id(s, id, sizeof id);
+    return queue(c, 200, serve_response_json(r, o, id, s->model_name, (long)time(NULL)),
+                 "application/json", true);
+}
+
+/* The upstream's answer, marked as such; `local` (may be NULL) is the
+ * local draft whose confidence was too low. */
+static enum MHD_Result reply_upstream(serve_state *s, struct MHD_Connection *c,
+                                      const serve_request *r, json_t *up,
+                                      const serve_output *local, const char *reason) {
+    serve_output o = local ? *local : (serve_output){.finish_reason = "stop", .ttft_ms = -1};
+    o.answered_by = "upstream";
+    o.escalation = reason;
+    o.logprobs = NULL;
+    json_t *choice = json_array_get(json_object_get(up, "choices"), 0);
+    json_t *text = r->chat ? json_object_get(json_object_get(choice, "message"), "content")
+                           : json_object_get(choice, "text");
+    json_t *fr = json_object_get(choice, "finish_reason");
+    json_t *usage = json_object_get(up, "usage");
+    o.text = (char *)(json_is_string(text) ? json_string_value(text) : "");
+    o.len = json_is_string(text) ? json_string_length(text) : 0;
+    if (json_is_string(fr)) o.finish_reason = json_string_value(fr);
+    o.n_prompt = (uint32_t)json_integer_value(json_object_get(usage, "prompt_tokens"));
+    o.n_gen = (uint32_t)json_integer_value(json_object_get(usage, "completion_tokens"));
+    enum MHD_Result ok;
+    if (r->stream) {
+        ok = sse_at_once(s, c, r, &o);
+    } else {
+        json_object_set_new(up, "edgelm", serve_output_extension(&o));
+        ok = json_reply(c, 200, json_incref(up));
+    }
+    json_decref(up);
+    return ok;
+}
+
+static double confidence_of(const serve_output *o) {
+    return o->conf_n ? exp(o->conf_mean_logprob) : 1.0;
+}
+
+/* Generates locally, then answers, or escalates a draft whose confidence is
+ * below --escalate-below. */
+static enum MHD_Result answer(serve_state *s, struct MHD_Connection *c, const char *url,
+                              serve_request *req, serve_job *job) {
+    serve_output out;
+    char err[512] = "";
+    int http = serve_run(s, req, job, client_fd(c), NULL, NULL, NULL, &out, err, sizeof err);
+    if (http) {
+        log_request(url, http, NULL);
+        return error_reply(c, http, err, "server_error");
+    }
+    log_request(url, 200, &out);
+    enum MHD_Result ok;
+    double conf = confidence_of(&out);
+    if (s->o.escalate_url && conf < s->o.escalate_below && strcmp(out.finish_reason, "cancelled")) {
+        char why[512] = "", reason[128];
+        snprintf(reason, sizeof reason, "local confidence %.3f is below %.3f", conf,
+                 (double)s->o.escalate_below);
+        json_t *up = serve_escalate(s, url, req->root, why, sizeof why);
+        if (up) {
+            fprintf(stderr, "edgelm serve: escalated: %s\n", reason);
+            ok = reply_upstream(s, c, req, up, &out, reason);
+        } else {
+            char note[700];
+            snprintf(note, sizeof note, "%s; the upstream failed (%s): answered locally", reason, why);
+            fprintf(stderr, "edgelm serve: %s\n", note);
+            out.escalation = note;
+            ok = reply_local(s, c, req, &out);
+        }
+    } else {
+        ok = reply_local(s, c, req, &out);
+    }
+    serve_output_free(&out);
+    return ok;
+}
+
 static enum MHD_Result complete(serve_state *s, struct MHD_Connection *c, const char *url,
                                 conn_state *cs, bool chat) {
-    if (cs->too_large) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "the request body is larger than %zu bytes", s->o.lim.max_body);
-        log_request(url, 413, NULL);
-        return error_reply(c, 413, msg, "request_too_large");
-    }
     if (atomic_load(&s->stopping)) return error_reply(c, 503, "the server is shutting down", "unavailable");
     serve_request req;
     char err[512] = "";
     const char *code = NULL;
     int http = serve_parse_request(cs->body ? cs->body : "", cs->len, chat, &s->o.lim, &req, err,
                                    sizeof err, &code);
-    serve_job job;
+    serve_job job = {0};
     if (!http) http = serve_prepare(s, &req, &job, err, sizeof err), code = "invalid_request_error";
+    if (http == 400 && job.too_long && s->o.escalate_url) {
+        char why[512] = "";
+        json_t *up = serve_escalate(s, url, req.root, why, sizeof why);
+        if (up) {
+            fprintf(stderr, "edgelm serve: escalated: the prompt does not fit the local context\n");
+            enum MHD_Result ok = reply_upstream(s, c, &req, up, NULL,
+                                                "the prompt does not fit the local context");
+            serve_request_free(&req);
+            return ok;
+        }
+        snprintf(err + strlen(err), sizeof err - strlen(err), "; the upstream failed: %.200s", why);
+    }
     if (http) {
         serve_request_free(&req);
         log_request(url, http, NULL);
         return error_reply(c, http, err, http == 503 ? "unavailable" : code);
     }
-    if (req.stream) return start_stream(s, c, url, &req, &job);
+    if (req.stream && !s->o.escalate_url) return start_stream(s, c, url, &req, &job);
     atomic_fetch_add(&s->n_inflight, 1);
-    serve_output out;
-    http = serve_run(s, &req, &job, client_fd(c), NULL, NULL, NULL, &out, err, sizeof err);
-    enum MHD_Result ok;
-    if (http) {
-        log_request(url, http, NULL);
-        ok = error_reply(c, http, err, "server_error");
-    } else {
-        char id[64];
-        request_id(s, id, sizeof id);
-        log_request(url, 200, &out);
-        ok = queue(c, 200, serve_response_json(&req, &out, id, s->model_name, (long)time(NULL)),
-                   "application/json", true);
-        serve_output_free(&out);
-    }
+    enum MHD_Result ok = answer(s, c, url, &req, &job);
     serve_request_free(&req);
     atomic_fetch_sub(&s->n_inflight, 1);
     return ok;

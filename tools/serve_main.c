@@ -2,6 +2,7 @@
  * server's life (tools/serve.h). */
 #define _POSIX_C_SOURCE 200809L /* sigaction, nanosleep */
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,7 +167,8 @@ int cmd_serve(int argc, char **argv) {
     if (!s) return cli_error("serve", "out of memory");
     serve_opts *o = &s->o;
     *o = (serve_opts){.host = "127.0.0.1", .port = 8080, .parallel = 1, .queue = 16,
-                      .request_seconds = 300, .drain_seconds = 10};
+                      .request_seconds = 300, .drain_seconds = 10,
+                      .escalate_seconds = 60};
     serve_default_limits(&o->lim);
     uint32_t max_body = (uint32_t)o->lim.max_body;
     const cli_opt opts[] = {
@@ -184,6 +186,10 @@ int cmd_serve(int argc, char **argv) {
         CLI_NUM(NULL, "--max-body", CLI_U32, &max_body, "BYTES", "request body size at most (1 MiB)", 64, 1u << 30),
         CLI_NUM(NULL, "--timeout", CLI_FLOAT, &o->request_seconds, "S", "wall time of one request, queue included (300)", 0.001, 1e7),
         CLI_NUM(NULL, "--drain", CLI_FLOAT, &o->drain_seconds, "S", "at shutdown, time left to in-flight requests (10)", 0, 3600),
+        CLI_OPT(NULL, "--escalate-url", CLI_STR, &o->escalate_url, "URL", "upstream OpenAI-compatible server (http://HOST:PORT) for low-confidence answers"),
+        CLI_OPT(NULL, "--escalate-key", CLI_STR, &o->escalate_key, "KEY", "the upstream's Bearer key"),
+        CLI_NUM(NULL, "--escalate-below", CLI_FLOAT, &o->escalate_below, "T", "escalate when exp(mean token logprob) < T (0..1; above 1: always)", 0, 2),
+        CLI_NUM(NULL, "--escalate-timeout", CLI_FLOAT, &o->escalate_seconds, "S", "the upstream call's timeout (60)", 0.001, 3600),
         CLI_NUM(NULL, "--max-requests", CLI_U64, &o->max_requests, "N", "stop after N requests (0: never)", 0, 0),
         CLI_NUM(NULL, "--max-seconds", CLI_FLOAT, &o->max_seconds, "S", "stop after S seconds (0: never)", 0, 1e9),
         {0},
@@ -204,11 +210,24 @@ int cmd_serve(int argc, char **argv) {
         free(s);
         return cli_usage_error(&spec, "--api-key is empty");
     }
+    if ((o->escalate_key || o->escalate_below > 0) && !o->escalate_url) {
+        cli_usage_error(&spec, "--escalate-key and --escalate-below need --escalate-url");
+        free(s);
+        return CLI_USAGE;
+    }
+    if (o->escalate_url && strncmp(o->escalate_url, "http://", 7) != 0 &&
+        strncmp(o->escalate_url, "https://", 8) != 0) {
+        cli_usage_error(&spec, "--escalate-url must start with http:// or https://");
+        free(s);
+        return CLI_USAGE;
+    }
+    if (o->escalate_url) curl_global_init(CURL_GLOBAL_DEFAULT);
     s->started = (long)time(NULL);
     catch_signals();
     int rc = load(s);
     if (rc == CLI_OK) rc = run_server(s);
     unload(s);
+    if (o->escalate_url) curl_global_cleanup();
     free(s);
     return rc;
 }

@@ -387,6 +387,49 @@ def scenario_log_prompts():
     assert "A very particular prompt" in log, log
 
 
+def scenario_escalate():
+    up = Server("--parallel", "2")
+    base = f"http://127.0.0.1:{up.port}"
+    body = chat_body("Tell me a story.", 12)
+    try:
+        # Confidence is exp(mean logprob), at most 1: below 1.01 always
+        # escalates, below 0 never does.
+        hi = Server("--escalate-url", base, "--escalate-below", "1.01", "--ctx", "128")
+        try:
+            a = hi.json("POST", "/v1/chat/completions", body)
+            assert a["edgelm"]["answered_by"] == "upstream", a
+            assert "below" in a["edgelm"]["escalation"], a
+            events = stream(hi, "/v1/chat/completions", body)
+            assert events[-1]["edgelm"]["answered_by"] == "upstream", events[-1]
+            text = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+            assert text == a["choices"][0]["message"]["content"]
+            # A prompt longer than the local context goes upstream too.
+            r = hi.json("POST", "/v1/completions", {"prompt": "word " * 200, "max_tokens": 4})
+            assert r["edgelm"]["answered_by"] == "upstream" and "fit" in r["edgelm"]["escalation"], r
+        finally:
+            hi.stop()
+        lo = Server("--escalate-url", base, "--escalate-below", "0")
+        try:
+            a = lo.json("POST", "/v1/chat/completions", body)
+            assert a["edgelm"]["answered_by"] == "local" and "escalation" not in a["edgelm"], a
+        finally:
+            lo.stop()
+        served_before = int(re.search(r'edgelm_requests_total\{code="2xx"\} (\d+)',
+                                      up.json("GET", "/metrics").decode()).group(1))
+    finally:
+        up.stop()
+    assert served_before >= 3, f"the upstream answered {served_before} requests"
+    # A dead upstream (the one just stopped): the local answer, marked.
+    dead = Server("--escalate-url", base, "--escalate-below", "1.01", "--escalate-timeout", "5")
+    try:
+        a = dead.json("POST", "/v1/chat/completions", body)
+        assert a["edgelm"]["answered_by"] == "local", a
+        assert "upstream failed" in a["edgelm"]["escalation"], a
+        assert a["choices"][0]["message"]["content"] is not None
+    finally:
+        dead.stop()
+
+
 def main():
     global CLI, MODEL
     name, CLI, MODEL = sys.argv[1:4]
