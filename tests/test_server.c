@@ -14,6 +14,8 @@
  *                alone
  *   sigterm      SIGTERM under that load exits 0 within the drain bound
  *   queue        a full queue answers 503 with Retry-After
+ *   disconnect   a client that goes away (streaming or not) cancels its
+ *                generation, and the slot serves the next request
  *   hostile      each hostile request gets a 4xx with an OpenAI error object,
  *                and the next good request succeeds
  *   auth         a non-loopback host needs --api-key; Bearer checks
@@ -55,3 +57,4 @@ Test(server, hostile) { scenario("hostile"); }
 Test(server, auth) { scenario("auth"); }
 Test(server, log_prompts) { scenario("log_prompts"); }
 Test(server, escalate) { scenario("escalate"); }
+Test(server, disconnect) { scenario("disconnect"); }

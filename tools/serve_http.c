@@ -86,8 +86,8 @@ static void request_id(serve_state *s, char *id, size_t n) {
 
 static void log_request(const char *url, int status, const serve_output *o) {
     if (o)
-        fprintf(stderr, "edgelm serve: POST %s %d: %u prompt tokens (%u reused), %u generated, %.0f ms\n",
-                url, status, o->n_prompt, o->n_reused, o->n_gen, o->total_ms);
+        fprintf(stderr, "edgelm serve: POST %s %d: %u prompt tokens (%u reused), %u generated, %.0f ms, %s\n",
+                url, status, o->n_prompt, o->n_reused, o->n_gen, o->total_ms, o->finish_reason);
     else
         fprintf(stderr, "edgelm serve: POST %s %d\n", url, status);
 }

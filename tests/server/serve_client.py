@@ -430,6 +430,51 @@ def scenario_escalate():
         dead.stop()
 
 
+def generated_total(s):
+    m = re.search(r"edgelm_generated_tokens_total (\d+)", s.json("GET", "/metrics").decode())
+    return int(m.group(1))
+
+
+def wait_idle(s):
+    deadline = time.time() + 10
+    while time.time() < deadline and s.json("GET", "/health")["slots_busy"]:
+        time.sleep(0.02)
+    assert s.json("GET", "/health")["slots_busy"] == 0, "the slot stays busy"
+
+
+def scenario_disconnect():
+    s = Server("--parallel", "1", "--max-tokens", "2000")
+    long = {"prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0}
+    try:
+        # A streaming client that goes away after the first event.
+        c = s.conn()
+        c.request("POST", "/v1/completions", body=json.dumps(dict(long, stream=True)),
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        assert r.status == 200
+        r.fp.readline()
+        c.sock.shutdown(socket.SHUT_RDWR)
+        c.close()
+        wait_idle(s)
+        first = generated_total(s)
+        assert first < 1000, f"a disconnected stream generated {first} of 2000 tokens"
+        # A non-streaming client that goes away right after its request.
+        body = json.dumps(long).encode()
+        with socket.create_connection(("127.0.0.1", s.port)) as k:
+            k.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            time.sleep(0.05)
+        wait_idle(s)
+        second = generated_total(s) - first
+        assert second < 1000, f"a disconnected request generated {second} of 2000 tokens"
+        # The slot serves the next request in full.
+        r = s.json("POST", "/v1/completions", dict(long, max_tokens=50))
+        assert r["usage"]["completion_tokens"] == 50
+    finally:
+        _, log = s.stop()
+    assert log.count("cancelled") >= 2, log
+
+
 def main():
     global CLI, MODEL
     name, CLI, MODEL = sys.argv[1:4]
