@@ -238,7 +238,7 @@ static void stream_free(void *cls) {
 /* Starts the generation thread of a prepared job and answers with its
  * events. Takes the request and the job. */
 static enum MHD_Result start_stream(serve_state *s, struct MHD_Connection *c, const char *url,
-                                    serve_request *req, serve_job *job) {
+                                    serve_request *req, serve_job *job, bool *started) {
     stream *st = calloc(1, sizeof *st);
     if (!st) {
         serve_job_abandon(s, job);
@@ -254,9 +254,7 @@ static enum MHD_Result start_stream(serve_state *s, struct MHD_Connection *c, co
     st->fd = client_fd(c);
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cv, NULL);
-    atomic_fetch_add(&s->n_inflight, 1);
     if (pthread_create(&st->thread, NULL, stream_main, st) != 0) {
-        atomic_fetch_sub(&s->n_inflight, 1);
         serve_job_abandon(s, &st->job);
         serve_request_free(&st->req);
         pthread_cond_destroy(&st->cv);
@@ -264,6 +262,7 @@ static enum MHD_Result start_stream(serve_state *s, struct MHD_Connection *c, co
         free(st);
         return error_reply(c, 500, "cannot start a thread", "server_error");
     }
+    *started = true;
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_free);
     if (!r) {
@@ -401,8 +400,9 @@ static enum MHD_Result answer(serve_state *s, struct MHD_Connection *c, const ch
     return ok;
 }
 
-static enum MHD_Result complete(serve_state *s, struct MHD_Connection *c, const char *url,
-                                conn_state *cs, bool chat) {
+/* A completion request; *stream_started when a stream thread took it over. */
+static enum MHD_Result completion(serve_state *s, struct MHD_Connection *c, const char *url,
+                                  conn_state *cs, bool chat, bool *stream_started) {
     if (atomic_load(&s->stopping)) return error_reply(c, 503, "the server is shutting down", "unavailable");
     serve_request req;
     char err[512] = "";
@@ -428,11 +428,20 @@ static enum MHD_Result complete(serve_state *s, struct MHD_Connection *c, const 
         log_request(url, http, NULL);
         return error_reply(c, http, err, http == 503 ? "unavailable" : code);
     }
-    if (req.stream && !s->o.escalate_url) return start_stream(s, c, url, &req, &job);
-    atomic_fetch_add(&s->n_inflight, 1);
+    if (req.stream && !s->o.escalate_url) return start_stream(s, c, url, &req, &job, stream_started);
     enum MHD_Result ok = answer(s, c, url, &req, &job);
     serve_request_free(&req);
-    atomic_fetch_sub(&s->n_inflight, 1);
+    return ok;
+}
+
+/* Counts the request in flight, queue included, until it is answered (a
+ * stream: until its thread ends), so that a shutdown can wait for it. */
+static enum MHD_Result complete(serve_state *s, struct MHD_Connection *c, const char *url,
+                                conn_state *cs, bool chat) {
+    atomic_fetch_add(&s->n_inflight, 1);
+    bool stream_started = false;
+    enum MHD_Result ok = completion(s, c, url, cs, chat, &stream_started);
+    if (!stream_started) atomic_fetch_sub(&s->n_inflight, 1);
     return ok;
 }
 

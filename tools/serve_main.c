@@ -146,6 +146,10 @@ static void drain(serve_state *s, struct MHD_Daemon *d) {
                 (unsigned long long)atomic_load(&s->n_inflight));
     atomic_store(&s->cancel_all, true);
     serve_pool_close(&s->pool);
+    /* Cancelled requests still get their (cut short) answers. */
+    t0 = serve_now_ms();
+    while (atomic_load(&s->n_inflight) > 0 && serve_now_ms() - t0 < 2000) sleep_ms(10);
+    sleep_ms(100); /* for the last bytes to leave */
     serve_http_stop(d);
 }
 
