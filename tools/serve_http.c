@@ -94,11 +94,17 @@ static void log_request(const char *url, int status, const serve_output *o) {
 
 /* ----------------------------------------------------------- GET routes */
 
+/* The model file's name without its directories: /health needs no key. */
+static const char *file_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
 static enum MHD_Result get_health(serve_state *s, struct MHD_Connection *c) {
     return json_reply(c, 200,
                       json_pack("{s:s,s:s,s:s,s:i,s:i,s:i}", "status",
                                 atomic_load(&s->stopping) ? "stopping" : "ok", "model",
-                                s->model_name, "file", s->o.model_path, "slots",
+                                s->model_name, "file", file_name(s->o.model_path), "slots",
                                 (json_int_t)s->pool.n_slots, "slots_busy",
                                 (json_int_t)serve_pool_busy(&s->pool), "queue",
                                 (json_int_t)serve_pool_waiting(&s->pool)));
