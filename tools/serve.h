@@ -14,6 +14,8 @@
  *   serve_slots.c    the slots (contexts on the shared model) and the
  *                    bounded queue in front of them
  *   serve_metrics.c  counters and histograms, in Prometheus text format
+ *   serve_escalate.c forwarding to an upstream server with libcurl
+ *                    (--escalate-url: low confidence, or a prompt too long)
  *
  * Threads: libmicrohttpd runs one thread per connection. A non-streaming
  * request generates on its connection's thread; a streaming one on a thread
