@@ -19,7 +19,8 @@
 # A target file may hold, in a comment, a line `fuzz-srcs: FILE...` (the
 # library sources it links, relative to the root; default: the GGUF reader,
 # the tokenizer and quant), a line `fuzz-srcs-add: FILE...` (sources it
-# links beside those defaults) and a line `fuzz-options: -flag=value...` (extra
+# links beside those defaults), a line `fuzz-libs: -lNAME...` (libraries it
+# links beside PCRE2 and libm) and a line `fuzz-options: -flag=value...` (extra
 # libFuzzer options, such as -max_len). Built with -DFUZZ_WRITE_SEEDS (and
 # the test helpers of tests/support/) instead of libFuzzer, a target may
 # write its own seeds into the folder named by its first argument, so that a
@@ -116,8 +117,9 @@ for src in "$root"/tests/fuzz/*.c; do
   added=$(directive "$src" fuzz-srcs-add)
   for f in $added; do srcs+=("$root/$f"); done
   own="$own $added"
+  libs=$(directive "$src" fuzz-libs)
   echo "== $name: building" >&2
-  if ! "$cc" "${flags[@]}" "$src" "${srcs[@]}" -o "$bin" -lpcre2-8 -lsodium -lm 2> "$out/$name.build.log"; then
+  if ! "$cc" "${flags[@]}" "$src" "${srcs[@]}" -o "$bin" -lpcre2-8 -lsodium -lm $libs 2> "$out/$name.build.log"; then
     echo "== $name: does not build, skipped (see $out/$name.build.log)" >&2
     continue
   fi

@@ -4,7 +4,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang
       libvulkan-dev glslc glslang-tools spirv-tools mesa-vulkan-drivers vulkan-validationlayers
       libopenblas-serial-dev libcriterion-dev libpcre2-dev
-      libjansson-dev libsodium-dev python3-jinja2
+      libjansson-dev libsodium-dev libmicrohttpd-dev libcurl4-openssl-dev python3-jinja2 curl
       abigail-tools python3)
 missing=()
 for p in "${pkgs[@]}"; do

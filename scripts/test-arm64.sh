@@ -62,7 +62,8 @@ qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static) || {
   echo "test-arm64: qemu-aarch64 not found" >&2; exit 1; }
 
 # --------------------------------------------------------- arm64 libraries
-arm64_devs=(libpcre2-dev:arm64 libopenblas-serial-dev:arm64 libcriterion-dev:arm64 libjansson-dev:arm64 libsodium-dev:arm64)
+arm64_devs=(libpcre2-dev:arm64 libopenblas-serial-dev:arm64 libcriterion-dev:arm64 libjansson-dev:arm64
+            libsodium-dev:arm64 libmicrohttpd-dev:arm64 libcurl4-openssl-dev:arm64)
 # Provided by the cross toolchain (/usr/aarch64-linux-gnu), or host tools.
 provided='^(libc6|libc6-dev|libgcc-s1|gcc-12-base|linux-libc-dev|libcrypt1|libcrypt-dev|pkgconf|pkg-config):arm64='
 

@@ -36,6 +36,7 @@ int cmd_chat(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_sign(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 typedef enum cli_kind {
     CLI_FLAG,  /* bool */

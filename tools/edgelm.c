@@ -10,6 +10,7 @@
 static const cli_command commands[] = {
     {"run", cmd_run, "generate text from a prompt"},
     {"chat", cmd_chat, "chat with a model through its chat template"},
+    {"serve", cmd_serve, "serve a model over HTTP with an OpenAI-compatible API"},
     {"eval", cmd_eval, "print the top logits of a token sequence as JSON"},
     {"tokenize", cmd_tokenize, "print the token ids of stdin"},
     {"template", cmd_template, "render a conversation with a chat template, as the model is fed it"},
