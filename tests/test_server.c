@@ -23,6 +23,11 @@
  *   escalate     --escalate-url with a second local server as the upstream:
  *                low confidence and a prompt too long forward, high
  *                confidence does not, a dead upstream falls back (marked)
+ *   hotswap      --models DIR --trusted-key: while clients send requests, a
+ *                newer signed model goes live without a failed request (each
+ *                answer equals `edgelm run` on the model it names); newer
+ *                files with a changed byte, another key's signature or NaN
+ *                weights (the self-test) are rejected once and B stays live
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -58,3 +63,4 @@ Test(server, auth) { scenario("auth"); }
 Test(server, log_prompts) { scenario("log_prompts"); }
 Test(server, escalate) { scenario("escalate"); }
 Test(server, disconnect) { scenario("disconnect"); }
+Test(server, hotswap) { scenario("hotswap"); }

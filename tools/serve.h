@@ -2,8 +2,10 @@
  * serve.h: `edgelm serve`, an OpenAI-compatible HTTP server on libmicrohttpd
  * and Jansson. The pieces, one file each:
  *
- *   serve_main.c     options, model and slots, the daemon's life (signals,
- *                    --max-requests, --max-seconds, a bounded drain)
+ *   serve_main.c     options, the daemon's life (signals, --max-requests,
+ *                    --max-seconds, a bounded drain)
+ *   serve_models.c   the live model and its slots (a reference-counted
+ *                    generation); --models DIR: signed hot swap
  *   serve_http.c     routing, authentication, body and header limits, the
  *                    error objects, streaming responses
  *   serve_api.c      request parsing and validation (pure: no model, no
@@ -99,6 +101,7 @@ typedef struct serve_output {
     const char *answered_by;   /* "local" (NULL) or "upstream" */
     const char *escalation;    /* why it escalated or why that failed, or NULL; static or
                                   owned by the caller */
+    char model_name[256];      /* the model that answered */
 } serve_output;
 
 /* The extension field "edgelm" of a response: confidence and timings. */
@@ -151,6 +154,28 @@ size_t serve_common_prefix(const elm_token *a, size_t na, const elm_token *b, si
 
 double serve_now_ms(void);
 
+/* ---------------------------------------------------------- generation */
+
+/*
+ * One model and everything made from it: the slots, the template, the
+ * end-of-turn ids. The server holds the live one; each request holds the one
+ * it started on (serve_live_get/put), so a hot swap (--models) sends new
+ * requests to the new model while in-flight ones finish on the old, which is
+ * freed when its last request ends.
+ */
+typedef struct serve_live {
+    elm_model *model;
+    char *path;               /* the model file */
+    char *model_name;         /* the id /v1/models lists */
+    char *tmpl;               /* the template in use (NULL: the model's own) */
+    bool chatml_fallback;
+    elm_token *eot;           /* end-of-turn ids */
+    size_t n_eot;
+    elm_token bos;
+    serve_pool pool;
+    atomic_uint refs;         /* 1 while live, plus 1 per request on it */
+} serve_live;
+
 /* ------------------------------------------------------------- metrics */
 
 void serve_metrics_request(int http_status);
@@ -163,6 +188,9 @@ char *serve_metrics_text(uint32_t queue_length, uint32_t slots_busy, uint32_t n_
 
 typedef struct serve_opts {
     const char *model_path;
+    const char *models_dir;   /* --models: serve the newest signed model there */
+    const char *trusted_key;  /* --trusted-key: the public key file */
+    uint32_t models_poll_ms;  /* --models-poll-ms: rescan interval */
     const char *host;
     uint32_t port;
     uint32_t parallel;
@@ -186,14 +214,8 @@ typedef struct serve_opts {
 /* Everything the handlers share. */
 typedef struct serve_state {
     serve_opts o;
-    elm_model *model;
-    const char *model_name;   /* the id /v1/models lists */
-    char *tmpl;               /* the template in use (NULL: the model's own) */
-    bool chatml_fallback;
-    elm_token *eot;           /* end-of-turn ids */
-    size_t n_eot;
-    elm_token bos;
-    serve_pool pool;
+    pthread_mutex_t live_mu;
+    serve_live *live;         /* the live generation (under live_mu) */
     atomic_bool cancel_all;   /* set when the drain time is over */
     atomic_bool stopping;
     atomic_uint_fast64_t n_finished; /* requests answered (any status) */
@@ -201,6 +223,16 @@ typedef struct serve_state {
     atomic_uint_fast64_t next_id;
     long started;
 } serve_state;
+
+/* The live generation, with a reference for the caller; put it back. */
+serve_live *serve_live_get(serve_state *s);
+void serve_live_put(serve_live *l);
+/* Loads the model of -m, or the newest good signed one of --models. */
+int serve_models_start(serve_state *s);
+/* --models: rescans the directory and swaps to a newer good model. */
+void serve_models_poll(serve_state *s);
+/* Drops the live generation (at exit, after the drain). */
+void serve_models_stop(serve_state *s);
 
 /* The daemon: starts it (returning the bound port in *port), stops it. */
 struct MHD_Daemon;
@@ -213,6 +245,7 @@ void serve_request_done(serve_state *s);
 /* A request's prompt tokens and the slot it holds. */
 typedef struct serve_job {
     bool too_long;       /* after a refusal: the prompt does not fit the context */
+    serve_live *live;    /* the generation it runs on (a reference) */
     elm_token *ids;
     size_t n;
     serve_slot *slot;

@@ -20,6 +20,7 @@
 
 typedef struct gen_run {
     serve_state *s;
+    serve_live *live; /* the job's generation */
     const serve_request *r;
     elm_context *ctx;
     int fd;
@@ -39,7 +40,7 @@ typedef struct gen_run {
 
 /* --------------------------------------------------------------- prompt */
 
-static elm_status render_chat(serve_state *s, const serve_request *r, char **text, size_t *len,
+static elm_status render_chat(serve_live *s, const serve_request *r, char **text, size_t *len,
                               char *err, size_t err_size) {
     size_t cap = 4096;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -60,8 +61,8 @@ static elm_status render_chat(serve_state *s, const serve_request *r, char **tex
 
 /* The prompt's ids (malloc'd). A template that writes bos_token itself on a
  * vocabulary that adds BOS would give two: one is dropped. */
-static int prompt_tokens(serve_state *s, const serve_request *r, elm_token **ids, size_t *n,
-                         char *err, size_t err_size) {
+static int prompt_tokens(serve_state *srv, serve_live *s, const serve_request *r, elm_token **ids,
+                         size_t *n, char *err, size_t err_size) {
     char *text = NULL;
     size_t len = 0;
     char terr[512] = "";
@@ -72,7 +73,7 @@ static int prompt_tokens(serve_state *s, const serve_request *r, elm_token **ids
             return st == ELM_ERR_NO_MEMORY ? 500 : 400;
         }
     }
-    if (s->o.log_prompts)
+    if (srv->o.log_prompts)
         fprintf(stderr, "edgelm serve: prompt: %.*s\n", (int)(r->chat ? len : r->prompt_len),
                 r->chat ? text : r->prompt);
     elm_status st = r->chat ? cli_tokenize(s->model, text, len, true, ids, n)
@@ -98,7 +99,7 @@ static int prompt_tokens(serve_state *s, const serve_request *r, elm_token **ids
 
 /* ------------------------------------------------------------ callbacks */
 
-static bool is_eot(const serve_state *s, elm_token t) {
+static bool is_eot(const serve_live *s, elm_token t) {
     for (size_t i = 0; i < s->n_eot; i++)
         if (s->eot[i] == t) return true;
     return false;
@@ -182,7 +183,7 @@ static json_t *piece_string(const elm_model *m, elm_token t, char *buf, size_t c
 static json_t *top_alternatives(gen_run *g, uint32_t k, bool chat) {
     const float *logits = elm_get_logits(g->ctx, -1);
     elm_model_info info = ELM_INIT(elm_model_info);
-    if (!logits || k == 0 || elm_model_get_info(g->s->model, &info) != ELM_OK) return NULL;
+    if (!logits || k == 0 || elm_model_get_info(g->live->model, &info) != ELM_OK) return NULL;
     uint32_t V = info.n_vocab;
     double mx = -INFINITY, sum = 0;
     for (uint32_t i = 0; i < V; i++) mx = fmax(mx, logits[i]);
@@ -201,7 +202,7 @@ static json_t *top_alternatives(gen_run *g, uint32_t k, bool chat) {
         picked[n_picked++] = best;
         char buf[256];
         size_t n = 0;
-        json_t *tok = piece_string(g->s->model, best, buf, sizeof buf, &n);
+        json_t *tok = piece_string(g->live->model, best, buf, sizeof buf, &n);
         double lp = logits[best] - lse;
         if (chat)
             json_array_append_new(out, json_pack("{s:o,s:f,s:o}", "token", tok, "logprob", lp,
@@ -217,7 +218,7 @@ static json_t *top_alternatives(gen_run *g, uint32_t k, bool chat) {
 static void add_logprob(gen_run *g, const elm_token_info *info, size_t text_offset) {
     char buf[256];
     size_t n = 0;
-    json_t *tok = piece_string(g->s->model, info->token, buf, sizeof buf, &n);
+    json_t *tok = piece_string(g->live->model, info->token, buf, sizeof buf, &n);
     json_t *top = top_alternatives(g, g->r->top_logprobs, g->r->chat);
     if (!top) { /* no logits kept: the chosen token alone */
         top = g->r->chat ? json_pack("[{s:O,s:f,s:o}]", "token", tok, "logprob",
@@ -241,7 +242,7 @@ static void add_logprob(gen_run *g, const elm_token_info *info, size_t text_offs
 static bool on_token(const elm_token_info *info, void *user) {
     gen_run *g = user;
     if (info->index == 0) g->t_first = serve_now_ms();
-    if (is_eot(g->s, info->token)) {
+    if (is_eot(g->live, info->token)) {
         g->hit_eot = true;
         return false;
     }
@@ -274,13 +275,13 @@ static bool on_token(const elm_token_info *info, void *user) {
 
 /* ----------------------------------------------------------- generation */
 
-static void setup_run(gen_run *g, serve_state *s, const serve_request *r, int fd,
-                      atomic_bool *cancelled, serve_emit_fn emit, void *user) {
-    *g = (gen_run){.s = s, .r = r, .fd = fd, .cancelled = cancelled, .emit = emit, .user = user,
+static void setup_run(gen_run *g, serve_state *s, serve_live *live, const serve_request *r,
+                      int fd, atomic_bool *cancelled, serve_emit_fn emit, void *user) {
+    *g = (gen_run){.s = s, .live = live, .r = r, .fd = fd, .cancelled = cancelled, .emit = emit, .user = user,
                    .min_margin = INFINITY, .t0 = serve_now_ms()};
     g->deadline = g->t0 + s->o.request_seconds * 1e3;
     g->t_first = -1;
-    if (s->chatml_fallback && r->chat) g->extra_stop = "<|im_end|>";
+    if (live->chatml_fallback && r->chat) g->extra_stop = "<|im_end|>";
     g->max_stop = g->extra_stop ? strlen(g->extra_stop) : 0;
     for (size_t i = 0; i < r->n_stop; i++)
         if (strlen(r->stop[i]) > g->max_stop) g->max_stop = strlen(r->stop[i]);
@@ -347,13 +348,14 @@ int serve_prepare(serve_state *s, const serve_request *r, serve_job *job, char *
     memset(job, 0, sizeof *job);
     job->t0 = serve_now_ms();
     job->deadline = job->t0 + s->o.request_seconds * 1e3;
-    int http = prompt_tokens(s, r, &job->ids, &job->n, err, err_size);
+    job->live = serve_live_get(s);
+    int http = prompt_tokens(s, job->live, r, &job->ids, &job->n, err, err_size);
     if (!http) {
-        int rc = serve_pool_acquire(&s->pool, job->ids, job->n, job->deadline, &job->slot);
+        int rc = serve_pool_acquire(&job->live->pool, job->ids, job->n, job->deadline, &job->slot);
         if (rc != SERVE_SLOT_OK) http = slot_error(rc, err, err_size);
     }
     if (http) {
-        bool too_long = job->n >= elm_context_n_ctx(s->pool.slots[0].ctx);
+        bool too_long = job->n >= elm_context_n_ctx(job->live->pool.slots[0].ctx);
         serve_job_abandon(s, job);
         job->too_long = too_long;
     }
@@ -361,7 +363,9 @@ int serve_prepare(serve_state *s, const serve_request *r, serve_job *job, char *
 }
 
 void serve_job_abandon(serve_state *s, serve_job *job) {
-    if (job->slot) serve_pool_release(&s->pool, job->slot);
+    (void)s;
+    if (job->slot) serve_pool_release(&job->live->pool, job->slot);
+    serve_live_put(job->live);
     free(job->ids);
     memset(job, 0, sizeof *job);
 }
@@ -371,7 +375,8 @@ int serve_run(serve_state *s, const serve_request *r, serve_job *job, int fd,
               char *err, size_t err_size) {
     memset(out, 0, sizeof *out);
     gen_run g;
-    setup_run(&g, s, r, fd, cancelled, emit, user);
+    setup_run(&g, s, job->live, r, fd, cancelled, emit, user);
+    snprintf(out->model_name, sizeof out->model_name, "%s", job->live->model_name);
     g.t0 = job->t0;
     g.deadline = job->deadline;
     elm_stats st = ELM_INIT(elm_stats);

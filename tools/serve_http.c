@@ -100,27 +100,35 @@ static const char *file_name(const char *path) {
     return slash ? slash + 1 : path;
 }
 
+/* "file" and "model_file" both name the live model's file ("model_file"
+ * for --models, where it changes). */
 static enum MHD_Result get_health(serve_state *s, struct MHD_Connection *c) {
-    return json_reply(c, 200,
-                      json_pack("{s:s,s:s,s:s,s:i,s:i,s:i}", "status",
-                                atomic_load(&s->stopping) ? "stopping" : "ok", "model",
-                                s->model_name, "file", file_name(s->o.model_path), "slots",
-                                (json_int_t)s->pool.n_slots, "slots_busy",
-                                (json_int_t)serve_pool_busy(&s->pool), "queue",
-                                (json_int_t)serve_pool_waiting(&s->pool)));
+    serve_live *l = serve_live_get(s);
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:i}", "status",
+                          atomic_load(&s->stopping) ? "stopping" : "ok", "model", l->model_name,
+                          "file", file_name(l->path), "model_file", file_name(l->path), "slots",
+                          (json_int_t)l->pool.n_slots, "slots_busy",
+                          (json_int_t)serve_pool_busy(&l->pool), "queue",
+                          (json_int_t)serve_pool_waiting(&l->pool));
+    serve_live_put(l);
+    return json_reply(c, 200, j);
 }
 
 static enum MHD_Result get_models(serve_state *s, struct MHD_Connection *c) {
-    return json_reply(c, 200,
-                      json_pack("{s:s,s:[{s:s,s:s,s:i,s:s,s:s}]}", "object", "list", "data", "id",
-                                s->model_name, "object", "model", "created",
-                                (json_int_t)s->started, "owned_by", "edgelm", "file",
-                                s->o.model_path));
+    serve_live *l = serve_live_get(s);
+    json_t *j = json_pack("{s:s,s:[{s:s,s:s,s:i,s:s,s:s,s:s}]}", "object", "list", "data", "id",
+                          l->model_name, "object", "model", "created", (json_int_t)s->started,
+                          "owned_by", "edgelm", "file", l->path, "model_file",
+                          file_name(l->path));
+    serve_live_put(l);
+    return json_reply(c, 200, j);
 }
 
 static enum MHD_Result get_metrics(serve_state *s, struct MHD_Connection *c) {
-    char *t = serve_metrics_text(serve_pool_waiting(&s->pool), serve_pool_busy(&s->pool),
-                                 s->pool.n_slots);
+    serve_live *l = serve_live_get(s);
+    char *t = serve_metrics_text(serve_pool_waiting(&l->pool), serve_pool_busy(&l->pool),
+                                 l->pool.n_slots);
+    serve_live_put(l);
     return queue(c, 200, t, "text/plain; version=0.0.4", true);
 }
 
@@ -132,6 +140,7 @@ typedef struct stream {
     serve_job job;
     char url[64];
     char id[64];
+    char model_name[256]; /* the job's model */
     long created;
     int fd;
     pthread_t thread;
@@ -176,13 +185,13 @@ static bool emit_chunk(const char *text, size_t len, void *user) {
         st->sent_role = true;
         json_t *role = json_pack("{s:s,s:s,s:i,s:s,s:[{s:i,s:{s:s},s:n}]}", "id", st->id,
                                  "object", "chat.completion.chunk", "created",
-                                 (json_int_t)st->created, "model", st->s->model_name, "choices",
+                                 (json_int_t)st->created, "model", st->model_name, "choices",
                                  "index", 0, "delta", "role", "assistant", "finish_reason");
         char *j = role ? json_dumps(role, JSON_COMPACT) : NULL;
         json_decref(role);
         if (!push_event(st, j)) return false;
     }
-    return push_event(st, serve_chunk_json(&st->req, st->id, st->s->model_name, st->created,
+    return push_event(st, serve_chunk_json(&st->req, st->id, st->model_name, st->created,
                                            text, len, NULL));
 }
 
@@ -197,7 +206,7 @@ static void *stream_main(void *arg) {
         log_request(st->url, http, NULL);
     } else {
         if (st->req.chat && !st->sent_role) emit_chunk("", 0, st);
-        push_event(st, serve_chunk_json(&st->req, st->id, st->s->model_name, st->created, NULL, 0,
+        push_event(st, serve_chunk_json(&st->req, st->id, st->model_name, st->created, NULL, 0,
                                         &out));
         log_request(st->url, 200, &out);
         serve_output_free(&out);
@@ -254,6 +263,7 @@ static enum MHD_Result start_stream(serve_state *s, struct MHD_Connection *c, co
     st->s = s;
     st->req = *req;
     st->job = *job;
+    snprintf(st->model_name, sizeof st->model_name, "%s", job->live->model_name);
     snprintf(st->url, sizeof st->url, "%s", url);
     request_id(s, st->id, sizeof st->id);
     st->created = (long)time(NULL);
@@ -312,13 +322,13 @@ static enum MHD_Result sse_at_once(serve_state *s, struct MHD_Connection *c,
     if (r->chat) {
         json_t *role = json_pack("{s:s,s:s,s:i,s:s,s:[{s:i,s:{s:s},s:n}]}", "id", id, "object",
                                  "chat.completion.chunk", "created", (json_int_t)now, "model",
-                                 s->model_name, "choices", "index", 0, "delta", "role",
+                                 o->model_name, "choices", "index", 0, "delta", "role",
                                  "assistant", "finish_reason");
         ok = push_sse(&buf, &len, role ? json_dumps(role, JSON_COMPACT) : NULL);
         json_decref(role);
     }
-    if (ok && o->len) ok = push_sse(&buf, &len, serve_chunk_json(r, id, s->model_name, now, o->text, o->len, NULL));
-    if (ok) ok = push_sse(&buf, &len, serve_chunk_json(r, id, s->model_name, now, NULL, 0, o));
+    if (ok && o->len) ok = push_sse(&buf, &len, serve_chunk_json(r, id, o->model_name, now, o->text, o->len, NULL));
+    if (ok) ok = push_sse(&buf, &len, serve_chunk_json(r, id, o->model_name, now, NULL, 0, o));
     if (ok) ok = push_sse(&buf, &len, strdup("[DONE]"));
     if (!ok) {
         free(buf);
@@ -332,7 +342,7 @@ static enum MHD_Result reply_local(serve_state *s, struct MHD_Connection *c,
     if (r->stream) return sse_at_once(s, c, r, o);
     char id[64];
     request_id(s, id, sizeof id);
-    return queue(c, 200, serve_response_json(r, o, id, s->model_name, (long)time(NULL)),
+    return queue(c, 200, serve_response_json(r, o, id, o->model_name, (long)time(NULL)),
                  "application/json", true);
 }
 
@@ -343,6 +353,11 @@ static enum MHD_Result reply_upstream(serve_state *s, struct MHD_Connection *c,
                                       const serve_output *local, const char *reason) {
     serve_output o = local ? *local : (serve_output){.finish_reason = "stop", .ttft_ms = -1};
     o.answered_by = "upstream";
+    if (!local) {
+        serve_live *l = serve_live_get(s);
+        snprintf(o.model_name, sizeof o.model_name, "%s", l->model_name);
+        serve_live_put(l);
+    }
     o.escalation = reason;
     o.logprobs = NULL;
     json_t *choice = json_array_get(json_object_get(up, "choices"), 0);

@@ -23,19 +23,21 @@ static const char ABOUT[] =
     "which requires --api-key (sent by clients as \"Authorization: Bearer KEY\").\n"
     "A model without a chat template gets ChatML. Prompts are never logged unless\n"
     "--log-prompts is given; the server sends nothing anywhere on its own.\n"
+    "With --models DIR --trusted-key KEY it serves the newest *.gguf in DIR that has\n"
+    "a valid signature by KEY beside it (FILE.gguf.sig, `edgelm sign`) and passes a\n"
+    "self-test (finite logits), and swaps to newer ones as they arrive: in-flight\n"
+    "requests finish on the old model; a file that fails stays rejected until its\n"
+    "mtime changes. /health and /v1/models name the live file.\n"
     "SIGTERM or SIGINT stops accepting, lets in-flight requests finish for\n"
     "--drain seconds, cancels the rest, and exits 0. The bound address is printed on\n"
     "stderr as \"edgelm serve: listening on http://HOST:PORT\" (useful with --port 0).";
 
-/* ChatML, for models that carry no template. */
-static const char CHATML[] =
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
-    "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|im_start|>assistant\\n' }}{% endif %}";
-
 static volatile sig_atomic_t got_signal;
 
+static volatile sig_atomic_t got_hup;
+
 static void on_signal(int sig) { got_signal = sig; }
+static void on_hup(int sig) { got_hup = sig; }
 
 static void catch_signals(void) {
     struct sigaction sa;
@@ -44,6 +46,8 @@ static void catch_signals(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_hup;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 
@@ -58,75 +62,20 @@ static void sleep_ms(long ms) {
     nanosleep(&ts, NULL);
 }
 
-/* ------------------------------------------------------------ the model */
-
-/* The end-of-turn ids of the template in use. */
-static int load_end_of_turn(serve_state *s) {
-    char err[1024] = "";
-    size_t n = 0;
-    elm_status st = elm_chat_end_of_turn(s->model, s->tmpl, NULL, 0, &n, err, sizeof err);
-    if (st == ELM_ERR_BUFFER_TOO_SMALL || (st == ELM_OK && n == 0)) {
-        s->eot = malloc((n ? n : 1) * sizeof *s->eot);
-        if (!s->eot) return cli_error(s->o.model_path, "out of memory");
-        st = elm_chat_end_of_turn(s->model, s->tmpl, s->eot, n, &s->n_eot, err, sizeof err);
-    }
-    if (st != ELM_OK)
-        return cli_lib_error(s->o.template_path ? s->o.template_path : s->o.model_path, st, err);
-    return CLI_OK;
-}
-
-/* The template: --chat-template, else the model's, else ChatML. */
-static int choose_template(serve_state *s) {
-    if (s->o.template_path) {
-        if (!(s->tmpl = cli_read_file(s->o.template_path)))
-            return cli_error(s->o.template_path, "cannot read the template (no such file, or not a text file)");
-        return load_end_of_turn(s);
-    }
-    size_t n = 0;
-    elm_status st = elm_chat_end_of_turn(s->model, NULL, NULL, 0, &n, NULL, 0);
-    if (st == ELM_ERR_UNSUPPORTED) {
-        s->chatml_fallback = true;
-        if (!(s->tmpl = strdup(CHATML))) return cli_error(s->o.model_path, "out of memory");
-        fprintf(stderr, "edgelm serve: %s has no chat template: using ChatML\n", s->o.model_path);
-    }
-    return load_end_of_turn(s);
-}
-
-static int load(serve_state *s) {
-    s->model = cli_load_model(s->o.model_path, s->o.device, false);
-    if (!s->model) return CLI_ERROR;
-    elm_model_info info = ELM_INIT(elm_model_info);
-    if (elm_model_get_info(s->model, &info) != ELM_OK) return cli_error(s->o.model_path, "no model info");
-    s->bos = info.bos;
-    const char *slash = strrchr(s->o.model_path, '/');
-    s->model_name = info.name && info.name[0] ? info.name : slash ? slash + 1 : s->o.model_path;
-    int rc = choose_template(s);
-    if (rc != CLI_OK) return rc;
-    elm_context_params cp;
-    elm_context_default_params(&cp);
-    cp.n_ctx = s->o.n_ctx;
-    rc = serve_pool_init(&s->pool, s->model, s->o.model_path, s->o.parallel, s->o.queue, &cp);
-    if (rc != CLI_OK) return rc;
-    if (s->o.lim.max_tokens > elm_context_n_ctx(s->pool.slots[0].ctx))
-        s->o.lim.max_tokens = elm_context_n_ctx(s->pool.slots[0].ctx);
-    return CLI_OK;
-}
-
-static void unload(serve_state *s) {
-    if (s->pool.slots) serve_pool_free(&s->pool);
-    elm_model_free(s->model);
-    free(s->tmpl);
-    free(s->eot);
-}
-
 /* ------------------------------------------------------------- the life */
 
 void serve_request_done(serve_state *s) { atomic_fetch_add(&s->n_finished, 1); }
 
-/* Runs until a signal, --max-requests or --max-seconds. */
+/* Runs until a signal, --max-requests or --max-seconds; with --models,
+ * rescans the directory every --models-poll-ms and on SIGHUP. */
 static void wait_for_end(serve_state *s) {
-    double t0 = serve_now_ms();
+    double t0 = serve_now_ms(), last_scan = t0;
     while (!got_signal) {
+        if (s->o.models_dir && (got_hup || serve_now_ms() - last_scan >= s->o.models_poll_ms)) {
+            got_hup = 0;
+            serve_models_poll(s);
+            last_scan = serve_now_ms();
+        }
         if (s->o.max_requests && atomic_load(&s->n_finished) >= s->o.max_requests) break;
         if (s->o.max_seconds > 0 && serve_now_ms() - t0 > s->o.max_seconds * 1e3) break;
         sleep_ms(20);
@@ -145,7 +94,9 @@ static void drain(serve_state *s, struct MHD_Daemon *d) {
         fprintf(stderr, "edgelm serve: cancelling %llu requests still in flight\n",
                 (unsigned long long)atomic_load(&s->n_inflight));
     atomic_store(&s->cancel_all, true);
-    serve_pool_close(&s->pool);
+    serve_live *l = serve_live_get(s);
+    serve_pool_close(&l->pool);
+    serve_live_put(l);
     /* Cancelled requests still get their (cut short) answers. */
     t0 = serve_now_ms();
     while (atomic_load(&s->n_inflight) > 0 && serve_now_ms() - t0 < 2000) sleep_ms(10);
@@ -172,11 +123,14 @@ int cmd_serve(int argc, char **argv) {
     serve_opts *o = &s->o;
     *o = (serve_opts){.host = "127.0.0.1", .port = 8080, .parallel = 1, .queue = 16,
                       .request_seconds = 300, .drain_seconds = 10,
-                      .escalate_seconds = 60};
+                      .escalate_seconds = 60, .models_poll_ms = 2000};
     serve_default_limits(&o->lim);
     uint32_t max_body = (uint32_t)o->lim.max_body;
     const cli_opt opts[] = {
-        CLI_REQ("-m", "--model", CLI_STR, &o->model_path, "FILE", "the GGUF model"),
+        CLI_OPT("-m", "--model", CLI_STR, &o->model_path, "FILE", "the GGUF model"),
+        CLI_OPT(NULL, "--models", CLI_STR, &o->models_dir, "DIR", "serve the newest signed *.gguf in DIR, swapping to newer ones (needs --trusted-key)"),
+        CLI_OPT(NULL, "--trusted-key", CLI_STR, &o->trusted_key, "FILE", "public key (edgelm keygen) the models must be signed by (FILE.sig)"),
+        CLI_NUM(NULL, "--models-poll-ms", CLI_U32, &o->models_poll_ms, "MS", "how often --models rescans DIR (2000; SIGHUP: now)", 10, 86400000),
         CLI_OPT(NULL, "--host", CLI_STR, &o->host, "ADDR", "numeric address to bind (127.0.0.1)"),
         CLI_NUM(NULL, "--port", CLI_U32, &o->port, "N", "port (8080; 0: any free one)", 0, 65535),
         CLI_NUM(NULL, "--parallel", CLI_U32, &o->parallel, "N", "slots (1)", 1, 64),
@@ -198,13 +152,21 @@ int cmd_serve(int argc, char **argv) {
         CLI_NUM(NULL, "--max-seconds", CLI_FLOAT, &o->max_seconds, "S", "stop after S seconds (0: never)", 0, 1e9),
         {0},
     };
-    const cli_spec spec = {"serve", "-m FILE [options]", ABOUT, opts};
+    const cli_spec spec = {"serve", "-m FILE | --models DIR --trusted-key KEY [options]", ABOUT, opts};
     int status;
     if (!cli_parse(&spec, argc, argv, &status)) {
         free(s);
         return status;
     }
     o->lim.max_body = max_body;
+    if (!o->model_path == !o->models_dir) {
+        free(s);
+        return cli_usage_error(&spec, "give either -m FILE or --models DIR");
+    }
+    if (o->models_dir && !o->trusted_key) {
+        free(s);
+        return cli_usage_error(&spec, "--models needs --trusted-key");
+    }
     if (!is_loopback(o->host) && !o->api_key) {
         cli_usage_error(&spec, "--host %s is not a loopback address: it requires --api-key", o->host);
         free(s);
@@ -228,9 +190,9 @@ int cmd_serve(int argc, char **argv) {
     if (o->escalate_url) curl_global_init(CURL_GLOBAL_DEFAULT);
     s->started = (long)time(NULL);
     catch_signals();
-    int rc = load(s);
+    int rc = serve_models_start(s);
     if (rc == CLI_OK) rc = run_server(s);
-    unload(s);
+    serve_models_stop(s);
     if (o->escalate_url) curl_global_cleanup();
     free(s);
     return rc;

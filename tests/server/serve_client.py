@@ -24,9 +24,10 @@ CLI = MODEL = None
 
 
 class Server:
-    def __init__(self, *args, life=60):
+    def __init__(self, *args, life=60, model_args=None):
         self.proc = subprocess.Popen(
-            [CLI, "serve", "-m", MODEL, "--port", "0", "--max-seconds", str(life), *args],
+            [CLI, "serve", *(model_args or ["-m", MODEL]), "--port", "0", "--max-seconds",
+             str(life), *args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.log = []
         deadline = time.time() + 30
@@ -474,6 +475,208 @@ def scenario_disconnect():
     finally:
         _, log = s.stop()
     assert log.count("cancelled") >= 2, log
+
+
+# ------------------------------------------------------------- hot swap
+
+def gguf_fill_nan(path, tensor):
+    """Overwrites an F32 tensor of a GGUF file with NaNs (a minimal reader of
+    the GGUF v2/v3 layout: header, key/values, tensor infos, aligned data)."""
+    import struct
+    data = bytearray(open(path, "rb").read())
+    pos = 0
+
+    def take(fmt):
+        nonlocal pos
+        v = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return v[0]
+
+    def string():
+        nonlocal pos
+        n = take("Q")
+        pos += n
+        return bytes(data[pos - n:pos]).decode("utf-8", "replace")
+
+    scalar = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q",
+              12: "d"}
+
+    def value(t):
+        if t == 8:
+            return string()
+        if t == 9:
+            et, n = take("I"), take("Q")
+            return [value(et) for _ in range(n)]
+        return take(scalar[t])
+
+    assert bytes(data[:4]) == b"GGUF", path
+    pos = 4
+    take("I")
+    n_tensors, n_kv = take("Q"), take("Q")
+    align = 32
+    for _ in range(n_kv):
+        key = string()
+        v = value(take("I"))
+        if key == "general.alignment":
+            align = v
+    infos = {}
+    for _ in range(n_tensors):
+        name = string()
+        dims = [take("Q") for _ in range(take("I"))]
+        ttype, off = take("I"), take("Q")
+        infos[name] = (dims, ttype, off)
+    start = (pos + align - 1) // align * align
+    dims, ttype, off = infos[tensor]
+    assert ttype == 0, f"{tensor} is not F32 (type {ttype})"
+    n = 1
+    for d in dims:
+        n *= d
+    data[start + off:start + off + 4 * n] = struct.pack("<f", float("nan")) * n
+    open(path, "wb").write(bytes(data))
+
+
+def cli(*args):
+    out = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"edgelm {' '.join(args)}: {out.stderr}"
+    return out.stdout
+
+
+def scenario_hotswap():
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        stage, models = os.path.join(tmp, "stage"), os.path.join(tmp, "models")
+        os.mkdir(stage)
+        os.mkdir(models)
+        cli("keygen", "--out", os.path.join(tmp, "good"))
+        cli("keygen", "--out", os.path.join(tmp, "other"))
+        good_key, other_key = os.path.join(tmp, "good.key"), os.path.join(tmp, "other.key")
+        t_base = time.time() - 1000
+
+        def make(name, seed, key=good_key):
+            path = os.path.join(stage, name)
+            cli("make-model", "--shape", "tiny-qwen3", "--type", "F32", "--seed", str(seed),
+                "-o", path)
+            return path
+
+        def sign(path, key=good_key):
+            cli("sign", "--key", key, path)
+
+        def deploy(path, order):
+            """Into models/ as a whole (signature first, then a rename), with
+            an mtime that orders it."""
+            name = os.path.basename(path)
+            shutil.copy(path + ".sig", os.path.join(models, name + ".sig"))
+            tmpname = os.path.join(models, name + ".part")
+            shutil.copy(path, tmpname)
+            os.utime(tmpname, (t_base + order, t_base + order))
+            os.rename(tmpname, os.path.join(models, name))
+
+        prompt, n = "Once upon a time", 8
+        a, b = make("a.gguf", 11), make("b.gguf", 22)
+        sign(a)
+        sign(b)
+
+        def reference(path):
+            out = subprocess.run([CLI, "run", "-m", path, "-p", prompt, "-n", str(n), "--temp",
+                                  "0"], capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, out.stderr
+            return out.stdout.rstrip("\n")
+
+        want = {"a.gguf": reference(a), "b.gguf": reference(b)}
+        assert want["a.gguf"] != want["b.gguf"], "seeds 11 and 22 give the same answer"
+        deploy(a, 1)
+        s = Server("--models-poll-ms", "100", "--parallel", "2", life=120,
+                   model_args=["--models", models, "--trusted-key", os.path.join(tmp, "good.pub")])
+        answers, failures, stop = [], [], threading.Event()
+
+        def client():
+            while not stop.is_set():
+                t0 = time.time()
+                try:
+                    st, _, payload = s.request("POST", "/v1/completions",
+                                               {"prompt": prompt, "max_tokens": n,
+                                                "temperature": 0})
+                    if st != 200:
+                        failures.append(f"status {st}: {payload[:200]!r}")
+                        continue
+                    r = json.loads(payload)
+                    answers.append((t0, time.time(), r["model"], r["choices"][0]["text"]))
+                except Exception as e:  # noqa: BLE001 (any failure counts)
+                    failures.append(repr(e))
+
+        def live_file():
+            h = s.json("GET", "/health")
+            m = s.json("GET", "/v1/models")["data"][0]
+            assert m["id"] == h["model_file"] == m["model_file"], (h, m)
+            return h["model_file"]
+
+        def wait_for_log(text, bound=15):
+            t0 = time.time()
+            while text not in "".join(s.log):
+                assert time.time() - t0 < bound, f"no {text!r} in the log:\n" + "".join(s.log)
+                time.sleep(0.05)
+
+        threads = [threading.Thread(target=client) for _ in range(3)]
+        try:
+            assert live_file() == "a.gguf"
+            for th in threads:
+                th.start()
+            time.sleep(1.0)
+            t_swap = time.time()
+            deploy(b, 2)
+            t0 = time.time()
+            while live_file() != "b.gguf":
+                assert time.time() - t0 < 15, "b.gguf did not go live"
+                time.sleep(0.02)
+            t_live = time.time()
+            time.sleep(1.0)
+            # c: signed, then one byte changed: its signature fails.
+            c = make("c.gguf", 33)
+            sign(c)
+            with open(c, "r+b") as f:
+                f.seek(os.path.getsize(c) // 2)
+                byte = f.read(1)
+                f.seek(-1, 1)
+                f.write(bytes([byte[0] ^ 0x55]))
+            deploy(c, 3)
+            wait_for_log("rejected " + os.path.join(models, "c.gguf"))
+            assert live_file() == "b.gguf"
+            # d: signed by a key the server does not trust.
+            d = make("d.gguf", 44)
+            sign(d, other_key)
+            deploy(d, 4)
+            wait_for_log("rejected " + os.path.join(models, "d.gguf"))
+            assert live_file() == "b.gguf"
+            # e: signed by the trusted key, but NaN weights fail the self-test.
+            e = make("e.gguf", 55)
+            gguf_fill_nan(e, "output_norm.weight")
+            sign(e)
+            deploy(e, 5)
+            wait_for_log("rejected " + os.path.join(models, "e.gguf"))
+            assert "self-test" in "".join(s.log), "".join(s.log)
+            assert live_file() == "b.gguf"
+            n_before = len(answers)
+            time.sleep(0.5)
+            assert len(answers) > n_before, "requests stopped being answered"
+            # rejected files are not retried while their mtime stays
+            log = "".join(s.log)
+            for name in ("c.gguf", "d.gguf", "e.gguf"):
+                assert log.count("rejected " + os.path.join(models, name)) == 1, log
+        finally:
+            stop.set()
+            for th in threads:
+                if th.is_alive() or th.ident:
+                    th.join(timeout=30)
+            _, log = s.stop()
+        assert not failures, f"{len(failures)} requests failed: {failures[:5]}\n{log}"
+        for t0, t1, model, text in answers:
+            assert model in want and prompt + text.rstrip("\n") == want[model], (model, text, want)
+            if t1 < t_swap:
+                assert model == "a.gguf", f"a request answered before the swap came from {model}"
+            if t0 > t_live:
+                assert model == "b.gguf", f"a request sent after the swap came from {model}"
+        assert any(m == "a.gguf" for _, _, m, _ in answers), "no answer from a"
+        assert any(m == "b.gguf" for _, _, m, _ in answers), "no answer from b"
 
 
 def main():
