@@ -27,7 +27,11 @@
  *                newer signed model goes live without a failed request (each
  *                answer equals `edgelm run` on the model it names); newer
  *                files with a changed byte, another key's signature or NaN
- *                weights (the self-test) are rejected once and B stays live
+ *                weights (the self-test) are rejected once and B stays live;
+ *                one client streams (a stream names one model)
+ *   hotswap_start  the newest good file wins at startup (a newer tampered one
+ *                is rejected); no good file or no --trusted-key fails
+ *                clearly; SIGHUP rescans at once
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -64,3 +68,4 @@ Test(server, log_prompts) { scenario("log_prompts"); }
 Test(server, escalate) { scenario("escalate"); }
 Test(server, disconnect) { scenario("disconnect"); }
 Test(server, hotswap) { scenario("hotswap"); }
+Test(server, hotswap_start) { scenario("hotswap_start"); }

@@ -541,36 +541,99 @@ def cli(*args):
     return out.stdout
 
 
+class ModelDir:
+    """A temporary directory with two key pairs (good, other), a staging
+    directory for models and the directory the server watches."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.stage, self.models = os.path.join(tmp, "stage"), os.path.join(tmp, "models")
+        os.mkdir(self.stage)
+        os.mkdir(self.models)
+        cli("keygen", "--out", os.path.join(tmp, "good"))
+        cli("keygen", "--out", os.path.join(tmp, "other"))
+        self.good_key, self.other_key = os.path.join(tmp, "good.key"), os.path.join(tmp, "other.key")
+        self.good_pub = os.path.join(tmp, "good.pub")
+        self.t_base = time.time() - 1000
+
+    def make(self, name, seed):
+        path = os.path.join(self.stage, name)
+        cli("make-model", "--shape", "tiny-qwen3", "--type", "F32", "--seed", str(seed), "-o", path)
+        return path
+
+    def sign(self, path, key=None):
+        cli("sign", "--key", key or self.good_key, path)
+
+    def deploy(self, path, order):
+        """Into models/ as a whole (signature first, then a rename), with an
+        mtime that orders it."""
+        name = os.path.basename(path)
+        shutil.copy(path + ".sig", os.path.join(self.models, name + ".sig"))
+        part = os.path.join(self.models, name + ".part")
+        shutil.copy(path, part)
+        os.utime(part, (self.t_base + order, self.t_base + order))
+        os.rename(part, os.path.join(self.models, name))
+
+    def args(self):
+        return ["--models", self.models, "--trusted-key", self.good_pub]
+
+
+def tamper(path):
+    """Changes one byte in the middle of a file."""
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0x55]))
+
+
+def scenario_hotswap_start():
+    """At startup the newest good file wins; none good, or no --trusted-key,
+    fails with a clear message."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        md = ModelDir(tmp)
+        serve = [CLI, "serve", "--port", "0", "--max-seconds", "5"]
+        out = subprocess.run(serve + ["--models", md.models], capture_output=True, text=True,
+                             timeout=30)
+        assert out.returncode == 2 and "--trusted-key" in out.stderr, out
+        out = subprocess.run(serve + md.args(), capture_output=True, text=True, timeout=30)
+        assert out.returncode == 1 and "no model there" in out.stderr, out
+        a, z = md.make("a.gguf", 1), md.make("z.gguf", 2)
+        md.sign(a)
+        md.sign(z)
+        tamper(z)
+        md.deploy(z, 2)
+        out = subprocess.run(serve + md.args(), capture_output=True, text=True, timeout=30)
+        assert out.returncode == 1 and "rejected" in out.stderr, out
+        md.deploy(a, 1)
+        s = Server("--models-poll-ms", "600000", model_args=md.args())
+        try:
+            assert s.json("GET", "/health")["model_file"] == "a.gguf"
+            r = s.json("POST", "/v1/completions", {"prompt": "Hi", "max_tokens": 4})
+            assert r["model"] == "a.gguf", r
+            # With a 10-minute poll, SIGHUP rescans now.
+            b = md.make("b.gguf", 3)
+            md.sign(b)
+            md.deploy(b, 3)
+            time.sleep(0.3)
+            assert s.json("GET", "/health")["model_file"] == "a.gguf"
+            s.proc.send_signal(signal.SIGHUP)
+            t0 = time.time()
+            while s.json("GET", "/health")["model_file"] != "b.gguf":
+                assert time.time() - t0 < 10, "SIGHUP did not swap to b.gguf"
+                time.sleep(0.05)
+        finally:
+            _, log = s.stop()
+        assert "rejected " + os.path.join(md.models, "z.gguf") in log, log
+
+
 def scenario_hotswap():
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
-        stage, models = os.path.join(tmp, "stage"), os.path.join(tmp, "models")
-        os.mkdir(stage)
-        os.mkdir(models)
-        cli("keygen", "--out", os.path.join(tmp, "good"))
-        cli("keygen", "--out", os.path.join(tmp, "other"))
-        good_key, other_key = os.path.join(tmp, "good.key"), os.path.join(tmp, "other.key")
-        t_base = time.time() - 1000
-
-        def make(name, seed, key=good_key):
-            path = os.path.join(stage, name)
-            cli("make-model", "--shape", "tiny-qwen3", "--type", "F32", "--seed", str(seed),
-                "-o", path)
-            return path
-
-        def sign(path, key=good_key):
-            cli("sign", "--key", key, path)
-
-        def deploy(path, order):
-            """Into models/ as a whole (signature first, then a rename), with
-            an mtime that orders it."""
-            name = os.path.basename(path)
-            shutil.copy(path + ".sig", os.path.join(models, name + ".sig"))
-            tmpname = os.path.join(models, name + ".part")
-            shutil.copy(path, tmpname)
-            os.utime(tmpname, (t_base + order, t_base + order))
-            os.rename(tmpname, os.path.join(models, name))
-
+        md = ModelDir(tmp)
+        models, other_key = md.models, md.other_key
+        make, sign, deploy = md.make, md.sign, md.deploy
         prompt, n = "Once upon a time", 8
         a, b = make("a.gguf", 11), make("b.gguf", 22)
         sign(a)
@@ -585,17 +648,23 @@ def scenario_hotswap():
         want = {"a.gguf": reference(a), "b.gguf": reference(b)}
         assert want["a.gguf"] != want["b.gguf"], "seeds 11 and 22 give the same answer"
         deploy(a, 1)
-        s = Server("--models-poll-ms", "100", "--parallel", "2", life=120,
-                   model_args=["--models", models, "--trusted-key", os.path.join(tmp, "good.pub")])
+        s = Server("--models-poll-ms", "100", "--parallel", "2", life=120, model_args=md.args())
         answers, failures, stop = [], [], threading.Event()
 
-        def client():
+        body = {"prompt": prompt, "max_tokens": n, "temperature": 0}
+
+        def client(streaming):
             while not stop.is_set():
                 t0 = time.time()
                 try:
-                    st, _, payload = s.request("POST", "/v1/completions",
-                                               {"prompt": prompt, "max_tokens": n,
-                                                "temperature": 0})
+                    if streaming:
+                        events = stream(s, "/v1/completions", body)
+                        models = {e["model"] for e in events}
+                        assert len(models) == 1, f"one stream, several models: {models}"
+                        text = "".join(e["choices"][0].get("text") or "" for e in events)
+                        answers.append((t0, time.time(), models.pop(), text))
+                        continue
+                    st, _, payload = s.request("POST", "/v1/completions", body)
                     if st != 200:
                         failures.append(f"status {st}: {payload[:200]!r}")
                         continue
@@ -616,7 +685,7 @@ def scenario_hotswap():
                 assert time.time() - t0 < bound, f"no {text!r} in the log:\n" + "".join(s.log)
                 time.sleep(0.05)
 
-        threads = [threading.Thread(target=client) for _ in range(3)]
+        threads = [threading.Thread(target=client, args=(k == 2,)) for k in range(3)]
         try:
             assert live_file() == "a.gguf"
             for th in threads:
@@ -633,11 +702,7 @@ def scenario_hotswap():
             # c: signed, then one byte changed: its signature fails.
             c = make("c.gguf", 33)
             sign(c)
-            with open(c, "r+b") as f:
-                f.seek(os.path.getsize(c) // 2)
-                byte = f.read(1)
-                f.seek(-1, 1)
-                f.write(bytes([byte[0] ^ 0x55]))
+            tamper(c)
             deploy(c, 3)
             wait_for_log("rejected " + os.path.join(models, "c.gguf"))
             assert live_file() == "b.gguf"
