@@ -23,7 +23,10 @@
  * request generates on its connection's thread; a streaming one on a thread
  * of its own that hands SSE events to the connection's thread. The model is
  * shared (it is immutable); each slot's context is used by one request at a
- * time.
+ * time. The model and its slots form a reference-counted generation
+ * (serve_live): a request holds the one it started on, so --models can swap
+ * in a newer model (from the main thread, which polls the directory) while
+ * in-flight requests finish on the old.
  */
 #ifndef ELM_SERVE_H
 #define ELM_SERVE_H
