@@ -1023,7 +1023,7 @@ Test(vk_ops, released_weights_are_uploaded_again) {
 typedef struct sc_case {
     int n, L, n_rows;
     bool kernel_on_host;
-    int steps[8][2]; /* {pos, T}, until T == 0 */
+    int steps[9][2]; /* {pos, T}, until T == 0: at most 8 steps, then a zero sentinel */
 } sc_case;
 
 /* The state ring starts as NaN (a position below 0 must not be read) and
