@@ -739,7 +739,7 @@ Test(errors, kv_store_ring) {
     st.iparams[1] = 0; /* without ring the rows must exist */
     expect_error(&f, &st, 1, "outside the cache");
     st.iparams[1] = 1, st.iparams[0] = -3;
-    int steps[9][2]; /* {pos, T}, until T == 0: at most 8 steps, then a zero sentinel */
+    expect_error(&f, &st, 1, "pos -3");
     fx_free(&f);
 }
 

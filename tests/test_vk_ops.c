@@ -739,7 +739,7 @@ typedef struct win_case {
     int cache_type, hd, nh, nkv, n_rows, window;
     bool ring;
     float softcap;
-    int steps[8][2]; /* {pos, T}, until T == 0 */
+    int steps[9][2]; /* {pos, T}, until T == 0: at most 8 steps, then a zero sentinel */
 } win_case;
 
 /* A host mirror of a cache's bytes: what the device must hold. */
