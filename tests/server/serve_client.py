@@ -246,8 +246,15 @@ def scenario_sigterm():
         try:
             body = chat_body(f"story {i}", 400)
             if i % 2:
-                stream(s, "/v1/chat/completions", body)
-                statuses.append(200)
+                try:
+                    stream(s, "/v1/chat/completions", body)
+                    statuses.append(200)
+                except AssertionError as e:
+                    # A request that reached the server only after SIGTERM
+                    # (a slow machine) is refused with 503: answered, not lost.
+                    if "status 503" not in str(e) or "shutting down" not in str(e):
+                        raise
+                    statuses.append(503)
             else:
                 statuses.append(s.request("POST", "/v1/chat/completions", body)[0])
         except (OSError, http.client.HTTPException, AssertionError) as e:
