@@ -203,6 +203,31 @@ elm_status elmi_be_cpu_new_ex(int n_threads, bool pin, be_backend **out);
 /* Physical cores of this machine (at least 1). */
 int elmi_be_cpu_physical_cores(void);
 
+/*
+ * The device registry (backends/registry.c). Each device backend of the
+ * build has an entry; the engine lists, picks and creates devices only
+ * through these, never through a backend's own header. The CPU backend is
+ * not in it: it is always there (elmi_be_cpu_new_ex).
+ */
+typedef struct be_reg {
+    const char *name; /* "vulkan": its device ids read "NAME:N" */
+    /* Describes at most cap devices and writes how many there are. No
+     * loader, driver or device: *n = 0 and ELM_OK. */
+    elm_status (*enumerate)(elm_device_info *out, size_t cap, size_t *n, char *err,
+                            size_t err_size);
+    /* The device for spec, "NAME", "NAME:N" or "auto" (the best GPU): an
+     * index, or -1 when none matches (not an error). ELM_ERR_INVALID_ARG:
+     * "NAME:N" does not exist or the spec is unknown. */
+    elm_status (*select)(const char *spec, int *index);
+    /* A backend on device `index`; err receives a message on failure. */
+    elm_status (*create)(int index, int n_threads, bool pin, be_backend **out, char *err,
+                         size_t err_size);
+} be_reg;
+
+/* The registered device backends, in order of preference; NULL past the
+ * last (always NULL in a build without device backends). */
+const be_reg *elmi_be_reg_at(size_t i);
+
 static inline void be_free(be_backend *be) {
     if (be) be->iface->free(be);
 }

@@ -309,13 +309,13 @@ elm_status elm_context_new(const elm_model *model, const elm_context_params *par
     elm_status st = resolve_params(model, &ctx->params, err, err_size);
     if (st != ELM_OK) goto fail;
     st = setup_device(ctx, &model->device, err, err_size);
-    if (st != ELM_OK && model->device.automatic && model->device.vk_index >= 0) {
+    if (st != ELM_OK && model->device.automatic && model->device.reg) {
         /* "auto" promises a working context: say why the GPU was left. */
         release_device(ctx);
         snprintf(ctx->notice, sizeof ctx->notice,
                  "device auto: %s could not be used (%s); running on the CPU backend",
                  model->device.id, err && err_size ? err : elm_strerror(st));
-        elm_device_choice cpu = {.vk_index = -1, .id = "cpu"};
+        elm_device_choice cpu = {.reg = NULL, .index = -1, .id = "cpu"};
         if (err && err_size) err[0] = 0;
         st = setup_device(ctx, &cpu, err, err_size);
     }

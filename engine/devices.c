@@ -8,10 +8,6 @@
 #include "common/status.h"
 #include "engine/internal.h"
 
-#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
-#include "backends/vulkan/vk_backend.h"
-#endif
-
 /* The CPU model name from /proc/cpuinfo, or the machine type. */
 static void cpu_name(char *buf, size_t cap) {
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -45,55 +41,75 @@ static void cpu_device(elm_device_info *d) {
     d->n_threads = (uint32_t)elmi_be_cpu_physical_cores();
 }
 
+/* The registered backend whose device ids spec names ("NAME" or "NAME:N"). */
+static const be_reg *reg_named(const char *spec) {
+    for (size_t i = 0; elmi_be_reg_at(i); i++) {
+        const be_reg *r = elmi_be_reg_at(i);
+        size_t n = strlen(r->name);
+        if (!strncmp(spec, r->name, n) && (spec[n] == 0 || spec[n] == ':')) return r;
+    }
+    return NULL;
+}
+
+static void set_choice(elm_device_choice *out, const be_reg *r, int index) {
+    out->reg = r;
+    out->index = index;
+    snprintf(out->id, sizeof out->id, "%s:%d", r->name, index);
+}
+
+/* "auto"/"best": the first registered backend with a suitable GPU, else the CPU. */
+static elm_status resolve_auto(const char *spec, elm_device_choice *out, char *err,
+                               size_t err_size) {
+    for (size_t i = 0; elmi_be_reg_at(i); i++) {
+        const be_reg *r = elmi_be_reg_at(i);
+        int index = -1;
+        elm_status st = r->select("auto", &index);
+        if (st == ELM_ERR_NO_MEMORY)
+            return elmi_errorf(err, err_size, st, "device '%s': out of memory listing the devices",
+                               spec);
+        if (st == ELM_OK && index >= 0) {
+            set_choice(out, r, index);
+            return ELM_OK;
+        }
+    }
+    return ELM_OK;
+}
+
 elm_status elmi_device_resolve(const char *spec, elm_device_choice *out, char *err, size_t err_size) {
     memset(out, 0, sizeof *out);
-    out->vk_index = -1;
-    if (!spec || !*spec || strcmp(spec, "cpu") == 0) {
-        snprintf(out->id, sizeof out->id, "cpu");
-        return ELM_OK;
-    }
-    bool automatic = strcmp(spec, "auto") == 0 || strcmp(spec, "best") == 0;
-    bool vulkan = strcmp(spec, "vulkan") == 0 || strncmp(spec, "vulkan:", 7) == 0;
-    if (!automatic && !vulkan)
-        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
-                           "unknown device '%s' (expected cpu, auto, best, vulkan or vulkan:N)", spec);
-    out->automatic = automatic;
+    out->index = -1;
     snprintf(out->id, sizeof out->id, "cpu");
-#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
+    if (!spec || !*spec || strcmp(spec, "cpu") == 0) return ELM_OK;
+    out->automatic = strcmp(spec, "auto") == 0 || strcmp(spec, "best") == 0;
+    if (out->automatic) return resolve_auto(spec, out, err, err_size);
+    const be_reg *r = reg_named(spec);
+    if (!r) {
+        char names[128] = "";
+        for (size_t i = 0, n = 0; elmi_be_reg_at(i) && n < sizeof names; i++)
+            n += (size_t)snprintf(names + n, sizeof names - n, ", %s, %s:N", elmi_be_reg_at(i)->name,
+                                  elmi_be_reg_at(i)->name);
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
+                           "unknown device '%s' (this build knows cpu, auto, best%s)", spec, names);
+    }
     int index = -1;
-    elm_status st = elmi_be_vk_select(automatic ? "auto" : spec, &index);
+    elm_status st = r->select(spec, &index);
     if (st == ELM_ERR_NO_MEMORY)
         return elmi_errorf(err, err_size, st, "device '%s': out of memory listing the devices", spec);
     if (st != ELM_OK)
         return elmi_errorf(err, err_size, st, "device '%s' does not exist (see `edgelm devices`)", spec);
-    if (index < 0 && vulkan)
-        return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "device '%s': no Vulkan device found",
-                           spec);
-    out->vk_index = index;
-    if (index >= 0) snprintf(out->id, sizeof out->id, "vulkan:%d", index);
+    if (index < 0)
+        return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "device '%s': no %s device found",
+                           spec, r->name);
+    set_choice(out, r, index);
     return ELM_OK;
-#else
-    if (vulkan)
-        return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
-                           "device '%s' is not available: this build has no Vulkan backend", spec);
-    return ELM_OK;
-#endif
 }
 
 elm_status elmi_device_backend_new(const elm_device_choice *c, int n_threads, bool pin, be_backend **out,
                               char *err, size_t err_size) {
-    if (c->vk_index < 0) {
-        elm_status st = elmi_be_cpu_new_ex(n_threads, pin, out);
-        if (st != ELM_OK) elmi_errorf(err, err_size, st, "cannot start the CPU backend");
-        return st;
-    }
-#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
-    be_vk_options opt = elmi_be_vk_default_options();
-    opt.device = c->vk_index;
-    return elmi_be_vk_new(&opt, out, err, err_size);
-#else
-    return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "this build has no Vulkan backend");
-#endif
+    if (c->reg) return c->reg->create(c->index, n_threads, pin, out, err, err_size);
+    elm_status st = elmi_be_cpu_new_ex(n_threads, pin, out);
+    if (st != ELM_OK) elmi_errorf(err, err_size, st, "cannot start the CPU backend");
+    return st;
 }
 
 void elmi_device_backend_stats(be_backend *be, elm_stats *st) {
@@ -149,13 +165,14 @@ elm_status elm_devices(elm_device_info *out, size_t cap, size_t *n) {
     }
     size_t count = 1;
     elm_status st = ELM_OK;
-#if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
-    size_t n_vk = 0;
-    char err[256];
-    st = elmi_be_vk_enumerate(want > 1 ? all + 1 : NULL, want > 1 ? want - 1 : 0, &n_vk, err, sizeof err);
-    if (st == ELM_OK) count += n_vk;
-    else if (st != ELM_ERR_NO_MEMORY) st = ELM_OK; /* no usable Vulkan: the CPU alone */
-#endif
+    for (size_t r = 0; st == ELM_OK && elmi_be_reg_at(r); r++) {
+        size_t n_dev = 0, room = want > count ? want - count : 0;
+        char err[256];
+        elm_status rs = elmi_be_reg_at(r)->enumerate(room ? all + count : NULL, room, &n_dev, err,
+                                                     sizeof err);
+        if (rs == ELM_OK) count += n_dev;
+        else if (rs == ELM_ERR_NO_MEMORY) st = rs; /* otherwise: no usable device of that kind */
+    }
     for (size_t i = 0; st == ELM_OK && i < want && i < count; i++) {
         elm_device_info *dst = (elm_device_info *)((unsigned char *)out + i * stride);
         dst->struct_size = stride;

@@ -25,11 +25,13 @@ extern const elm_generate_params elmi_generate_defaults;
 extern const elm_context_params elmi_context_defaults;
 extern const elm_model_params elmi_model_defaults;
 
-/* Where a model's contexts run: a Vulkan device index, or -1 for the CPU. */
+/* Where a model's contexts run: a registered device backend and its device
+ * index, or the CPU (reg NULL). */
 typedef struct elm_device_choice {
-    int vk_index;
-    bool automatic;  /* "auto"/"best": fall back to the CPU when the device fails */
-    char id[32];     /* "cpu", "vulkan:N" */
+    const be_reg *reg; /* NULL: the CPU backend */
+    int index;         /* the device in reg's list; -1 with the CPU */
+    bool automatic;    /* "auto"/"best": fall back to the CPU when the device fails */
+    char id[32];       /* "cpu", "vulkan:N" */
 } elm_device_choice;
 
 typedef enum elm_arch {
