@@ -106,38 +106,19 @@ void chat_session_free(chat_session *s) {
 
 /* ------------------------------------------------------------ rendering */
 
-/* The conversation as the model is fed it, malloc'd, in *text (len bytes). */
-static elm_status render(chat_session *s, char **text, size_t *len, char *err, size_t err_size) {
-    size_t cap = 4096;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        char *buf = malloc(cap);
-        if (!buf) return ELM_ERR_NO_MEMORY;
-        elm_status st = elm_chat_apply_template(s->model, s->tmpl, s->msgs, s->n_msgs, NULL, buf,
-                                                cap, len, err, err_size);
-        if (st == ELM_OK) {
-            *text = buf;
-            return ELM_OK;
-        }
-        free(buf);
-        if (st != ELM_ERR_BUFFER_TOO_SMALL) return st;
-        cap = *len + 1;
-    }
-    return ELM_ERR_INTERNAL;
-}
-
 /* The rendered conversation's ids. A template that writes bos_token itself
  * on a vocabulary that adds BOS would give two: one is dropped. */
 static elm_status conversation_tokens(chat_session *s, elm_token **ids, size_t *n, char *err,
                                       size_t err_size) {
     char *text = NULL;
     size_t len = 0;
-    elm_status st = render(s, &text, &len, err, err_size);
+    elm_status st = cli_render_chat(s->model, s->tmpl, s->msgs, s->n_msgs, NULL, &text, &len, err,
+                                    err_size);
     if (st != ELM_OK) return st;
     st = cli_tokenize(s->model, text, len, true, ids, n);
     free(text);
     if (st != ELM_OK) return st;
-    if (*n >= 2 && s->bos >= 0 && (*ids)[0] == s->bos && (*ids)[1] == s->bos)
-        memmove(*ids, *ids + 1, --*n * sizeof **ids);
+    cli_drop_double_bos(*ids, n, s->bos);
     return ELM_OK;
 }
 

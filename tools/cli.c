@@ -117,3 +117,28 @@ elm_status cli_tokenize(const elm_model *m, const char *text, size_t len, bool s
     }
     return ELM_ERR_INTERNAL;
 }
+
+elm_status cli_render_chat(const elm_model *m, const char *tmpl, const elm_chat_message *msgs,
+                           size_t n, const elm_chat_params *p, char **text, size_t *len,
+                           char *err, size_t err_size) {
+    size_t cap = 4096;
+    *text = NULL;
+    /* The second attempt has the size the first reported; a third is a bug. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        char *buf = malloc(cap);
+        if (!buf) return ELM_ERR_NO_MEMORY;
+        elm_status st = elm_chat_apply_template(m, tmpl, msgs, n, p, buf, cap, len, err, err_size);
+        if (st == ELM_OK) {
+            *text = buf;
+            return ELM_OK;
+        }
+        free(buf);
+        if (st != ELM_ERR_BUFFER_TOO_SMALL) return st;
+        cap = *len + 1;
+    }
+    return ELM_ERR_INTERNAL;
+}
+
+void cli_drop_double_bos(elm_token *ids, size_t *n, elm_token bos) {
+    if (*n >= 2 && bos >= 0 && ids[0] == bos && ids[1] == bos) memmove(ids, ids + 1, --*n * sizeof *ids);
+}

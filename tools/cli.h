@@ -135,4 +135,15 @@ char *cli_read_file(const char *path);
 elm_status cli_tokenize(const elm_model *m, const char *text, size_t len, bool special,
                         elm_token **out, size_t *n);
 
+/* The conversation rendered by elm_chat_apply_template (tmpl NULL: the
+ * model's template; p NULL: the defaults) into a malloc'd *text of *len
+ * bytes, NUL-terminated; the caller frees it. Errors as the library's. */
+elm_status cli_render_chat(const elm_model *m, const char *tmpl, const elm_chat_message *msgs,
+                           size_t n, const elm_chat_params *p, char **text, size_t *len,
+                           char *err, size_t err_size);
+
+/* A template that writes bos_token itself, on a vocabulary that adds BOS,
+ * gives two BOS ids in a row: drops the second. */
+void cli_drop_double_bos(elm_token *ids, size_t *n, elm_token bos);
+
 #endif

@@ -37,25 +37,15 @@ static int parse_messages(const char *path, json_t *root, elm_chat_message **out
     return CLI_OK;
 }
 
-/* Renders into a buffer grown to the size the library asks for. */
 static int render(const elm_model *m, const char *label, const char *tmpl, const elm_chat_message *msgs,
                   size_t n, const elm_chat_params *p) {
-    char err[1024] = "";
-    size_t cap = 4096, len = 0;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        char *buf = malloc(cap);
-        if (!buf) return cli_error(label, "out of memory");
-        elm_status st = elm_chat_apply_template(m, tmpl, msgs, n, p, buf, cap, &len, err, sizeof err);
-        if (st == ELM_OK) {
-            bool ok = cli_write(buf, len);
-            free(buf);
-            return ok ? CLI_OK : cli_error("stdout", "write error");
-        }
-        free(buf);
-        if (st != ELM_ERR_BUFFER_TOO_SMALL) return cli_lib_error(label, st, err);
-        cap = len + 1;
-    }
-    return cli_error(label, "the rendering keeps growing");
+    char err[1024] = "", *text = NULL;
+    size_t len = 0;
+    elm_status st = cli_render_chat(m, tmpl, msgs, n, p, &text, &len, err, sizeof err);
+    if (st != ELM_OK) return cli_lib_error(label, st, err);
+    bool ok = cli_write(text, len);
+    free(text);
+    return ok ? CLI_OK : cli_error("stdout", "write error");
 }
 
 int cmd_template(int argc, char **argv) {

@@ -40,25 +40,6 @@ typedef struct gen_run {
 
 /* --------------------------------------------------------------- prompt */
 
-static elm_status render_chat(serve_live *s, const serve_request *r, char **text, size_t *len,
-                              char *err, size_t err_size) {
-    size_t cap = 4096;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        char *buf = malloc(cap);
-        if (!buf) return ELM_ERR_NO_MEMORY;
-        elm_status st = elm_chat_apply_template(s->model, s->tmpl, r->msgs, r->n_msgs, NULL, buf,
-                                                cap, len, err, err_size);
-        if (st == ELM_OK) {
-            *text = buf;
-            return ELM_OK;
-        }
-        free(buf);
-        if (st != ELM_ERR_BUFFER_TOO_SMALL) return st;
-        cap = *len + 1;
-    }
-    return ELM_ERR_INTERNAL;
-}
-
 /* The prompt's ids (malloc'd). A template that writes bos_token itself on a
  * vocabulary that adds BOS would give two: one is dropped. */
 static int prompt_tokens(serve_state *srv, serve_live *s, const serve_request *r, elm_token **ids,
@@ -67,7 +48,8 @@ static int prompt_tokens(serve_state *srv, serve_live *s, const serve_request *r
     size_t len = 0;
     char terr[512] = "";
     if (r->chat) {
-        elm_status st = render_chat(s, r, &text, &len, terr, sizeof terr);
+        elm_status st = cli_render_chat(s->model, s->tmpl, r->msgs, r->n_msgs, NULL, &text, &len,
+                                        terr, sizeof terr);
         if (st != ELM_OK) {
             snprintf(err, err_size, "the chat template failed: %s", terr[0] ? terr : elm_strerror(st));
             return st == ELM_ERR_NO_MEMORY ? 500 : 400;
@@ -83,8 +65,7 @@ static int prompt_tokens(serve_state *srv, serve_live *s, const serve_request *r
         snprintf(err, err_size, "cannot tokenize the prompt: %s", elm_strerror(st));
         return st == ELM_ERR_NO_MEMORY ? 500 : 400;
     }
-    if (*n >= 2 && s->bos >= 0 && (*ids)[0] == s->bos && (*ids)[1] == s->bos)
-        memmove(*ids, *ids + 1, --*n * sizeof **ids);
+    cli_drop_double_bos(*ids, n, s->bos);
     uint32_t n_ctx = elm_context_n_ctx(s->pool.slots[0].ctx);
     if (*n == 0) {
         snprintf(err, err_size, "the prompt has no tokens");
