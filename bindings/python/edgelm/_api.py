@@ -153,7 +153,32 @@ class ModelInfo:
         return getattr(self, key)
 
 
-class Model:
+class _Handle:
+    """An owned library handle in self._h, freed by close() (idempotent),
+    also on `with` exit and garbage collection."""
+
+    _what = "handle"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    @property
+    def handle(self):
+        if self._h is None:
+            raise InvalidArgument(1, f"the {self._what} is closed")
+        return self._h
+
+
+class Model(_Handle):
     """A loaded GGUF model (elm_model_load). Use as a context manager or call
     close(); contexts created on it keep it alive until they are closed.
 
@@ -162,6 +187,8 @@ class Model:
     a valid signature by it (PATH.sig), else edgelm.SignatureError.
     vocab_only: load the tokenizer and metadata only.
     """
+
+    _what = "model"
 
     def __init__(self, path, device="cpu", trusted_key=None, vocab_only=False):
         self._h = None
@@ -193,23 +220,6 @@ class Model:
             lib.elm_model_free(self._h)
             self._h = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    @property
-    def handle(self):
-        if self._h is None:
-            raise InvalidArgument(1, "the model is closed")
-        return self._h
 
     # -- facts
     @property
@@ -400,7 +410,7 @@ class Stats:
     n_fallback_nodes: int
 
 
-class Context:
+class Context(_Handle):
     """One stream over a model (elm_context_new): its KV cache and sampler
     state. Use from one thread at a time; a context manager, or close().
 
@@ -408,6 +418,8 @@ class Context:
     tokens per forward pass; n_threads (0: physical cores); mode: "fast" or
     "exact"; logits_all: keep the logits of every token of a decode.
     """
+
+    _what = "context"
 
     def __init__(self, model, n_ctx=0, mode="fast", n_batch=0, n_threads=0, logits_all=False,
                  pin_threads=False):
@@ -442,23 +454,6 @@ class Context:
             lib.elm_context_free(self._h)
             self._h = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    @property
-    def handle(self):
-        if self._h is None:
-            raise InvalidArgument(1, "the context is closed")
-        return self._h
 
     def _check(self, st):
         check(st, lambda: _s(lib.elm_context_last_error(self._h)))
