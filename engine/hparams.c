@@ -82,12 +82,14 @@ const char *elmi_supported_archs(void) {
 }
 
 /* A key that is either one integer for every layer or an array of n_layer
- * integers. Returns ELM_OK with found = false when absent. */
+ * integers; *form says which: KEY_ABSENT (out untouched), KEY_SCALAR (every
+ * entry set to it) or KEY_PER_LAYER. */
+enum { KEY_ABSENT, KEY_SCALAR, KEY_PER_LAYER };
 static elm_status get_per_layer_u32(const key_reader *r, const char *suffix, uint32_t n_layer,
-                                    uint32_t *out, bool *found) {
+                                    uint32_t *out, int *form) {
     char key[128];
     const gguf_kv *kv = elmi_gguf_find(r->f, arch_key(r, suffix, key, sizeof key));
-    *found = kv != NULL;
+    *form = !kv ? KEY_ABSENT : kv->type == GGUF_TYPE_ARRAY ? KEY_PER_LAYER : KEY_SCALAR;
     if (!kv) return ELM_OK;
     if (kv->type != GGUF_TYPE_ARRAY) {
         uint32_t v = 0;
@@ -211,12 +213,12 @@ static elm_status check_heads(elm_hparams *hp, uint32_t key_len, uint32_t val_le
  * convolution layers with 0 in a per-layer head_count_kv array. */
 static elm_status load_layer_kinds(const key_reader *r, elm_hparams *hp) {
     uint32_t heads_kv[ELM_MAX_LAYERS];
-    bool found = false;
-    ELM_TRY(get_per_layer_u32(r, "attention.head_count_kv", hp->n_layer, heads_kv, &found));
+    int form = KEY_ABSENT;
+    ELM_TRY(get_per_layer_u32(r, "attention.head_count_kv", hp->n_layer, heads_kv, &form));
     hp->n_head_kv = 0;
     hp->n_attn_layers = 0;
     for (uint32_t il = 0; il < hp->n_layer; il++) {
-        uint32_t h = found ? heads_kv[il] : hp->n_head;
+        uint32_t h = form != KEY_ABSENT ? heads_kv[il] : hp->n_head;
         elm_layer_kind *k = &hp->layer[il];
         k->attn = h != 0;
         k->rope = 1;
@@ -244,16 +246,15 @@ static elm_status load_layer_rules(const key_reader *r, elm_hparams *hp) {
     if (hp->arch == ELM_ARCH_GEMMA3) {
         ELM_TRY(get_u32(r, "attention.sliding_window", true, &hp->n_swa));
         uint32_t pattern[ELM_MAX_LAYERS];
-        bool found = false;
+        int form = KEY_ABSENT;
         ELM_TRY(get_per_layer_u32(r, "attention.sliding_window_pattern", hp->n_layer, pattern,
-                                  &found));
-        const char *key = "attention.sliding_window_pattern";
-        char full[128];
-        const gguf_kv *kv = elmi_gguf_find(r->f, arch_key(r, key, full, sizeof full));
-        bool per_layer = kv && kv->type == GGUF_TYPE_ARRAY;
-        uint32_t period = found && !per_layer ? pattern[0] : 6;
+                                  &form));
+        bool per_layer = form == KEY_PER_LAYER;
+        /* The architecture's rule: five sliding-window layers, then a global one. */
+        uint32_t period = form == KEY_SCALAR ? pattern[0] : 6;
         if (period == 0)
-            return elmi_errorf(r->err, r->err_size, ELM_ERR_FORMAT, "%s is 0", full);
+            return elmi_errorf(r->err, r->err_size, ELM_ERR_FORMAT,
+                               "%s.attention.sliding_window_pattern is 0", r->arch);
         for (uint32_t il = 0; il < hp->n_layer; il++)
             hp->layer[il].swa = per_layer ? pattern[il] != 0 : il % period < period - 1;
         hp->rope_theta_swa = 10000.0f;
