@@ -40,9 +40,10 @@ cold_cache() { rm -rf "$1/test-cache"; }
 cold_cache "$build"
 run_suite "release" "$build"
 
-# The CPU kernels at each lower SIMD level this CPU has (EDGELM_SIMD): the
-# suite minus the Vulkan tests (their own kernels do not depend on it) and
-# the tests that exercise the build, install or process limits.
+# The CPU kernels at each lower SIMD level this CPU has (EDGELM_SIMD): only
+# the tests whose results go through the CPU kernels (kernels, quant blocks,
+# whole models on the CPU). Vulkan tests, the CLI, the server and the parsers
+# do not depend on the SIMD level and ran once above.
 simd_levels=(scalar)
 if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw avx512_vnni /proc/cpuinfo 2>/dev/null; then
   simd_levels=(avx2 scalar)
@@ -51,7 +52,7 @@ for level in "${simd_levels[@]}"; do
   cold_cache "$build"
   export EDGELM_SIMD=$level
   run_suite "release, EDGELM_SIMD=$level" "$build" \
-    -E '^test_(vk_|reference_vulkan|install|readme|lowmem|lsan|bench)'
+    -R '^test_(quant|quant_blocks|quant_files|cpu_[a-z_]+|reference|context|determinism|synth|threads)$'
   unset EDGELM_SIMD
 done
 
