@@ -152,7 +152,6 @@ typedef struct be_backend be_backend;
 typedef struct be_stats {
     uint64_t n_graphs;          /* graph_compute calls */
     uint64_t n_nodes;           /* nodes executed */
-    uint64_t n_fallback_nodes;  /* nodes run on another backend because this one could not */
     uint64_t n_validation_errors; /* errors a validation layer reported (0 without one) */
 } be_stats;
 
@@ -166,8 +165,13 @@ typedef struct be_stat {
 typedef struct be_iface {
     const char *name;
     void (*free)(be_backend *be);
-    /* Can this backend run `node` within its limits? Asked at planning time. */
+    /* Can this backend run `node` within its limits, in exact and in fast
+     * graphs? Asked by the engine when it plans a graph (engine/sched.c):
+     * a backend never receives a node it said no to; the engine runs those
+     * on the CPU backend. */
     bool (*supports_op)(be_backend *be, const be_node *node);
+    /* Optional: why the last supports_op said no ("" when unknown). */
+    const char *(*unsupported_why)(be_backend *be);
     /* A buffer of `size` bytes. host_ptr, when not NULL, is memory the buffer
      * should wrap or import (memory-mapped weights); its content is valid and
      * it outlives the buffer. */
@@ -179,11 +183,13 @@ typedef struct be_iface {
     elm_status (*tensor_set)(be_backend *be, be_tensor *t, const void *src, size_t offset, size_t size);
     elm_status (*tensor_get)(be_backend *be, const be_tensor *t, void *dst, size_t offset, size_t size);
     /* Optional (NULL for host backends). Plans a graph before its first run:
-     * uploads the host weights it reads (see "host tensors" above), creates
-     * pipelines, and decides which nodes must fall back to the CPU. A graph
-     * with the same structure may then run many times. */
+     * uploads the host weights it reads (see "host tensors" above) and
+     * creates pipelines. A graph with the same structure may then run many
+     * times. Every node must be one supports_op accepted. */
     elm_status (*graph_prepare)(be_backend *be, const be_graph *graph, char *err, size_t err_size);
-    /* Runs every node in order. Writes a message to err on failure. */
+    /* Runs every node in order. Writes a message to err on failure. A
+     * backend with a validation layer fails the call (ELM_ERR_INTERNAL)
+     * when the layer reported errors during it. */
     elm_status (*graph_compute)(be_backend *be, const be_graph *graph, char *err, size_t err_size);
     void (*get_stats)(be_backend *be, be_stats *out);
     /* Optional. Writes at most `cap` device-specific counters to out and
@@ -203,6 +209,18 @@ elm_status elmi_be_cpu_new_ex(int n_threads, bool pin, be_backend **out);
 /* Physical cores of this machine (at least 1). */
 int elmi_be_cpu_physical_cores(void);
 
+/* One opened device (a VkDevice with its pipelines and weight copies),
+ * shared by every backend created on it: the contexts of one model. */
+typedef struct be_device be_device;
+
+/* What a shared device holds once for all its backends. */
+typedef struct be_device_memory {
+    uint64_t weight_bytes;        /* host tensors the device reads, copied or imported */
+    uint64_t weight_device_bytes; /* device memory holding copies of them */
+    uint32_t n_weights;           /* host tensors cached */
+    uint32_t n_users;             /* references: the opener and each live backend */
+} be_device_memory;
+
 /*
  * The device registry (backends/registry.c). Each device backend of the
  * build has an entry; the engine lists, picks and creates devices only
@@ -219,9 +237,17 @@ typedef struct be_reg {
      * index, or -1 when none matches (not an error). ELM_ERR_INVALID_ARG:
      * "NAME:N" does not exist or the spec is unknown. */
     elm_status (*select)(const char *spec, int *index);
-    /* A backend on device `index`; err receives a message on failure. */
-    elm_status (*create)(int index, int n_threads, bool pin, be_backend **out, char *err,
+    /* Opens device `index` for sharing; *out holds one reference. err
+     * receives a message on failure. */
+    elm_status (*open)(int index, be_device **out, char *err, size_t err_size);
+    /* Drops one reference (NULL: no-op); the last one closes the device. */
+    void (*release)(be_device *dev);
+    /* A backend on an open device; it holds its own reference, so it may
+     * outlive the opener's. err receives a message on failure. */
+    elm_status (*create)(be_device *dev, int n_threads, bool pin, be_backend **out, char *err,
                          size_t err_size);
+    /* What the device holds once for all its backends. */
+    void (*memory)(be_device *dev, be_device_memory *out);
 } be_reg;
 
 /* The registered device backends, in order of preference; NULL past the

@@ -6,20 +6,27 @@
 #if defined(ELM_HAVE_VULKAN) && ELM_HAVE_VULKAN
 #include "backends/vulkan/vk_backend.h"
 
-static elm_status vk_create(int index, int n_threads, bool pin, be_backend **out, char *err,
-                            size_t err_size) {
-    (void)n_threads; /* the device does the work; the CPU fallback plans its own threads */
-    (void)pin;
+static elm_status vk_open(int index, be_device **out, char *err, size_t err_size) {
     be_vk_options opt = elmi_be_vk_default_options();
     opt.device = index;
-    return elmi_be_vk_new(&opt, out, err, err_size);
+    return elmi_be_vk_device_open(&opt, out, err, err_size);
+}
+
+static elm_status vk_create(be_device *dev, int n_threads, bool pin, be_backend **out, char *err,
+                            size_t err_size) {
+    (void)n_threads; /* the device does the work */
+    (void)pin;
+    return elmi_be_vk_new_on(dev, out, err, err_size);
 }
 
 static const be_reg VULKAN = {
     .name = "vulkan",
     .enumerate = elmi_be_vk_enumerate,
     .select = elmi_be_vk_select,
+    .open = vk_open,
+    .release = elmi_be_vk_device_release,
     .create = vk_create,
+    .memory = elmi_be_vk_device_memory,
 };
 #endif
 

@@ -226,29 +226,16 @@ static elm_status check_support(elm_context *ctx, char *err, size_t err_size) {
     be_graph graph;
     if (elmi_graph_build(ctx, 1, ELM_OUT_SUMMARY, &graph) < 0)
         return elmi_errorf(err, err_size, ELM_ERR_INTERNAL, "graph node storage too small");
-    /* A device backend with graph_prepare plans explicit CPU fallbacks for
-     * what it cannot run; the CPU backend has nowhere to fall back to. */
-    bool plans_fallback = ctx->be->iface->graph_prepare != NULL;
-    for (int i = 0; i < graph.n_nodes && !plans_fallback; i++) {
-        const be_node *nd = &graph.nodes[i];
-        if (!ctx->be->iface->supports_op(ctx->be, nd)) {
-            const be_tensor *w = nd->src[0];
-            return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED,
-                               "%s: the %s backend cannot run %s on '%s' (type %s)",
-                               ctx->model->path, ctx->be->iface->name, elmi_be_op_name(nd->op),
-                               w ? w->name : "?", w ? elmi_qtype_name(w->type) : "?");
-        }
-    }
-    if (ctx->be->iface->graph_prepare) {
-        char msg[ELM_ERR_LEN] = "";
-        elm_status st = ctx->be->iface->graph_prepare(ctx->be, &graph, msg, sizeof msg);
-        if (st != ELM_OK) return elmi_errorf(err, err_size, st, "%s: %s", ctx->model->path, msg);
-    }
+    /* Plans the device/CPU split and prepares the device's parts. */
+    char msg[ELM_ERR_LEN] = "";
+    elm_status st = elmi_sched_compute(&ctx->sched, &graph, true, msg, sizeof msg);
+    if (st != ELM_OK) return elmi_errorf(err, err_size, st, "%s: %s", ctx->model->path, msg);
     return ELM_OK;
 }
 
 /* Frees everything setup_device made, leaving the context as calloc made it. */
 static void release_device(elm_context *ctx) {
+    elmi_sched_free(&ctx->sched);
     if (ctx->be) {
         if (ctx->kv_buf) ctx->be->iface->buffer_free(ctx->be, ctx->kv_buf);
         if (ctx->g.buf) ctx->be->iface->buffer_free(ctx->be, ctx->g.buf);
@@ -276,11 +263,12 @@ static void release_device(elm_context *ctx) {
 static elm_status setup_device(elm_context *ctx, const elm_device_choice *c, char *err,
                                size_t err_size) {
     char msg[ELM_ERR_LEN] = "";
-    elm_status st = elmi_device_backend_new(c, ctx->params.n_threads, ctx->params.pin_threads, &ctx->be, msg,
+    elm_status st = elmi_device_backend_new(ctx->model, c, ctx->params.n_threads, ctx->params.pin_threads, &ctx->be, msg,
                                        sizeof msg);
     if (st != ELM_OK)
         return elmi_errorf(err, err_size, st, "%s: device %s: %s", ctx->model->path, c->id, msg);
     snprintf(ctx->device_id, sizeof ctx->device_id, "%s", c->id);
+    elmi_sched_init(&ctx->sched, ctx->be, c->reg == NULL, ctx->params.n_threads, ctx->params.pin_threads);
     ELM_TRY(alloc_kv(ctx, err, err_size));
     ELM_TRY(alloc_scratch(ctx, err, err_size));
     return check_support(ctx, err, err_size);
@@ -320,6 +308,8 @@ elm_status elm_context_new(const elm_model *model, const elm_context_params *par
         st = setup_device(ctx, &cpu, err, err_size);
     }
     if (st != ELM_OK) goto fail;
+    if (!ctx->notice[0] && ctx->sched.first_fallback[0])
+        snprintf(ctx->notice, sizeof ctx->notice, "%s", ctx->sched.first_fallback);
     *out = ctx;
     return ELM_OK;
 fail:
@@ -431,7 +421,7 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
     if (st != ELM_OK) goto fail;
     st = bi->tensor_set(ctx->be, &ctx->g.pos, ctx->pos_host, 0, n * sizeof(int32_t));
     if (st != ELM_OK) goto fail;
-    st = bi->graph_compute(ctx->be, &graph, msg, sizeof msg);
+    st = elmi_sched_compute(&ctx->sched, &graph, false, msg, sizeof msg);
     if (st != ELM_OK) goto fail;
     if (output == ELM_OUT_SUMMARY)
         st = bi->tensor_get(ctx->be, &ctx->g.summary, ctx->summary, 0, sizeof ctx->summary);
@@ -439,11 +429,6 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
         st = bi->tensor_get(ctx->be, &ctx->g.logits, ctx->logits + (size_t)row0 * ctx->model->hp.n_vocab,
                             0, (size_t)rows * ctx->model->hp.n_vocab * sizeof(float));
     if (st != ELM_OK) goto fail;
-    uint64_t n_validation = elmi_device_validation_errors(ctx->be);
-    if (n_validation > 0)
-        return elmi_ctx_error(ctx, ELM_ERR_INTERNAL,
-                         "the Vulkan validation layer reported %llu error(s) (see stderr)",
-                         (unsigned long long)n_validation);
     memmove(ctx->tokens + ctx->n_past, tokens, n * sizeof *tokens);
     ctx->n_past += n;
     ctx->n_evaluated += n;

@@ -104,24 +104,39 @@ elm_status elmi_device_resolve(const char *spec, elm_device_choice *out, char *e
     return ELM_OK;
 }
 
-elm_status elmi_device_backend_new(const elm_device_choice *c, int n_threads, bool pin, be_backend **out,
-                              char *err, size_t err_size) {
-    if (c->reg) return c->reg->create(c->index, n_threads, pin, out, err, err_size);
+/* The model's shared device for c, opened on first use. The model is
+ * logically const: the device is a cache of what its weights need. */
+static elm_status model_device(const elm_model *cm, const elm_device_choice *c, be_device **out,
+                               char *err, size_t err_size) {
+    elm_model *m = (elm_model *)cm;
+    elm_status st = ELM_OK;
+    pthread_mutex_lock(&m->dev_lock);
+    if (!m->dev) st = c->reg->open(c->index, &m->dev, err, err_size);
+    *out = m->dev;
+    pthread_mutex_unlock(&m->dev_lock);
+    return st;
+}
+
+elm_status elmi_device_backend_new(const elm_model *m, const elm_device_choice *c, int n_threads,
+                                   bool pin, be_backend **out, char *err, size_t err_size) {
+    if (c->reg) {
+        /* Only the model's own device is shared; another choice gets its own. */
+        bool shared = c->reg == m->device.reg && c->index == m->device.index;
+        be_device *dev = NULL;
+        elm_status st = shared ? model_device(m, c, &dev, err, err_size)
+                               : c->reg->open(c->index, &dev, err, err_size);
+        if (st != ELM_OK) return st;
+        st = c->reg->create(dev, n_threads, pin, out, err, err_size);
+        if (!shared) c->reg->release(dev);
+        return st;
+    }
     elm_status st = elmi_be_cpu_new_ex(n_threads, pin, out);
     if (st != ELM_OK) elmi_errorf(err, err_size, st, "cannot start the CPU backend");
     return st;
 }
 
-void elmi_device_backend_stats(be_backend *be, elm_stats *st) {
-    be_stats bs = {0};
-    if (be->iface->get_stats) be->iface->get_stats(be, &bs);
-    st->n_fallback_nodes = bs.n_fallback_nodes;
-}
-
-uint64_t elmi_device_validation_errors(be_backend *be) {
-    be_stats bs = {0};
-    if (be->iface->get_stats) be->iface->get_stats(be, &bs);
-    return bs.n_validation_errors;
+void elmi_device_backend_stats(const elm_context *ctx, elm_stats *st) {
+    st->n_fallback_nodes = ctx->sched.n_fallback_nodes;
 }
 
 #define ELM_MAX_DEVICE_STATS 64
@@ -181,4 +196,28 @@ elm_status elm_devices(elm_device_info *out, size_t cap, size_t *n) {
     elmi_free(all);
     if (st == ELM_OK) *n = count;
     return st;
+}
+
+void elmi_device_model_release(elm_model *m) {
+    if (m->dev && m->device.reg) m->device.reg->release(m->dev);
+    m->dev = NULL;
+}
+
+elm_status elm_model_memory(const elm_model *m, elm_memory_usage *out) {
+    if (!m || !out) return ELM_ERR_INVALID_ARG;
+    elm_memory_usage u = {.struct_size = sizeof u};
+    if (m->device.reg) {
+        elm_model *mm = (elm_model *)m;
+        pthread_mutex_lock(&mm->dev_lock);
+        if (mm->dev && m->device.reg->memory) {
+            be_device_memory dm;
+            m->device.reg->memory(mm->dev, &dm);
+            u.weights_bytes = dm.weight_bytes;
+            u.device_bytes = dm.weight_device_bytes;
+        }
+        pthread_mutex_unlock(&mm->dev_lock);
+    } else {
+        u.weights_bytes = m->info.weights_bytes;
+    }
+    return elmi_struct_out(out, &u, sizeof u, ELMI_MIN_MEMORY_USAGE) ? ELM_OK : ELM_ERR_INVALID_ARG;
 }

@@ -154,7 +154,7 @@ static void finish_stats(gen_state *g, elm_stats *out) {
     st->gen_tps = st->n_gen > 1 && st->gen_ms > 0 ? (st->n_gen - 1) / (st->gen_ms / 1e3) : 0;
     st->peak_rss_bytes = elm_peak_rss();
     snprintf(st->device, sizeof st->device, "%s", g->ctx->device_id);
-    elmi_device_backend_stats(g->ctx->be, st);
+    elmi_device_backend_stats(g->ctx, st);
     if (out) elmi_struct_out(out, st, sizeof *st, ELMI_MIN_STATS);
 }
 

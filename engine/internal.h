@@ -2,6 +2,7 @@
 #ifndef ELM_ENGINE_INTERNAL_H
 #define ELM_ENGINE_INTERNAL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include "edgelm_tools.h"
 #include "engine/gguf.h"
 #include "engine/sampler.h"
+#include "engine/sched.h"
 #include "engine/tokenizer.h"
 
 #define ELM_MAX_LAYERS 1024
@@ -151,17 +153,23 @@ struct elm_model {
     elm_device_choice device;
     void *owned_data;       /* owned memory image of the file (synthetic models), or NULL */
     size_t owned_size;
+    /* The opened device of `device`, shared by every context on the model
+     * (one set of pipelines and weight copies); opened by the first context
+     * that needs it, released by elm_model_free. NULL on the CPU. */
+    pthread_mutex_t dev_lock; /* guards dev: contexts may be created in several threads */
+    be_device *dev;           /* owned reference */
 };
 
 /* Resolves elm_model_params.device. */
 elm_status elmi_device_resolve(const char *spec, elm_device_choice *out, char *err, size_t err_size);
-/* Creates the backend of a choice. */
-elm_status elmi_device_backend_new(const elm_device_choice *c, int n_threads, bool pin, be_backend **out,
-                              char *err, size_t err_size);
-/* Fills the backend's part of elm_stats. */
-void elmi_device_backend_stats(be_backend *be, elm_stats *st);
-/* Validation-layer errors seen by a Vulkan backend (0 otherwise). */
-uint64_t elmi_device_validation_errors(be_backend *be);
+/* Creates a backend for the choice c (the model's device or the CPU): on
+ * a device, on the model's shared device, which the first call opens. */
+elm_status elmi_device_backend_new(const elm_model *m, const elm_device_choice *c, int n_threads,
+                                   bool pin, be_backend **out, char *err, size_t err_size);
+/* Closes the model's shared device (the contexts must be gone). */
+void elmi_device_model_release(elm_model *m);
+/* Fills the device's part of elm_stats (the CPU fallback nodes). */
+void elmi_device_backend_stats(const elm_context *ctx, elm_stats *st);
 
 /* Loads a model from a GGUF image allocated with elmi_malloc, which the
  * model takes over (freed on failure too). `label` stands for the path in
@@ -202,6 +210,7 @@ struct elm_context {
     const elm_model *model;    /* borrowed */
     elm_context_params params; /* resolved: n_ctx, n_batch, n_threads filled in */
     be_backend *be;            /* owned */
+    elm_sched sched;           /* runs graphs on be, with CPU fallback nodes */
     be_buffer *kv_buf;         /* owned */
     be_tensor *k_cache;        /* (head_dim * n_head_kv, n_ctx) per layer, owned array */
     be_tensor *v_cache;        /* (head_dim * n_head_kv, n_ctx) per layer, owned array; a

@@ -211,6 +211,7 @@ static elm_status load_common(const char *path, void *data, size_t size,
     m->owned_data = data;
     m->owned_size = size;
     m->vocab_only = p.vocab_only;
+    pthread_mutex_init(&m->dev_lock, NULL);
     m->path = str_dup_n(path, strlen(path));
     char msg[ELM_ERR_LEN] = "";
     elm_status st = m->path ? load(m, path, &p, msg, sizeof msg) : ELM_ERR_NO_MEMORY;
@@ -242,6 +243,8 @@ elm_status elmi_model_load_memory(const char *label, void *data, size_t size,
 
 void elm_model_free(elm_model *m) {
     if (!m) return;
+    elmi_device_model_release(m);
+    pthread_mutex_destroy(&m->dev_lock);
     if (m->tensors)
         for (uint32_t i = 0; i < m->info.n_tensors; i++) elmi_free(m->tensors[i].name);
     elmi_free(m->tensors);

@@ -348,10 +348,23 @@ typedef struct elm_memory_usage {
     uint64_t weights_bytes;  /* weights the device reads (memory-mapped on the CPU) */
     uint64_t kv_bytes;       /* the KV cache */
     uint64_t scratch_bytes;  /* activations, logits and work buffers */
-    uint64_t device_bytes;   /* allocated on the device: kv + scratch (+ weights when copied) */
+    uint64_t device_bytes;   /* allocated on the device for this context: kv + scratch (the
+                                shared weight copies: elm_model_memory) */
 } elm_memory_usage;
 
 ELM_API elm_status elm_context_memory(const elm_context *ctx, elm_memory_usage *out);
+
+/*
+ * What the model holds once for all its contexts. On a device, the first
+ * context opens the device and every later context on the model shares it:
+ * one set of pipelines and one copy of the weights. weights_bytes: the
+ * weights the device reads (copied or imported in place; 0 before the first
+ * context); device_bytes: device memory holding copies of them (0 when
+ * imported or on the CPU). On the CPU, weights_bytes is the memory-mapped
+ * weights. kv_bytes and scratch_bytes are 0: they are per context
+ * (elm_context_memory, whose device_bytes never includes the weights).
+ */
+ELM_API elm_status elm_model_memory(const elm_model *model, elm_memory_usage *out);
 
 /*
  * Device-specific counters of a context, by index from 0: names such as

@@ -19,6 +19,7 @@
 
 #if ELM_HAVE_VULKAN
 #include "backends/backend.h"
+#include "engine/sched.h"
 #include "backends/vulkan/vk_backend.h"
 #include "support/vk_fixture.h"
 #include "quant/quant.h"
@@ -36,6 +37,7 @@ static const int64_t SIZES[] = {1, 7, 32000, 50257, 151936};
 
 typedef struct afx {
     be_backend *be;
+    elm_sched sched; /* CPU fallback nodes, as the engine plans them */
     const be_iface *bi;
     const char *limits;
     uint64_t max_alloc;
@@ -47,6 +49,7 @@ static void afx_open(afx *f, const char *limits) {
     f->be = vk_test_open(limits, f->err, sizeof f->err);
     f->bi = f->be->iface;
     f->limits = limits;
+    elmi_sched_init(&f->sched, f->be, false, 1, false);
     elm_device_info info = ELM_INIT(elm_device_info);
     cr_assert_eq(elmi_be_vk_device_info(f->be, &info), ELM_OK);
     f->max_alloc = info.max_memory_allocation_size;
@@ -54,14 +57,13 @@ static void afx_open(afx *f, const char *limits) {
 
 static void afx_close(afx *f) {
     uint64_t errors = elmi_be_vk_validation_errors(f->be);
+    elmi_sched_free(&f->sched);
     be_free(f->be);
     cr_assert_eq(errors, 0, "[%s] %llu validation errors", f->limits, (unsigned long long)errors);
 }
 
 static uint64_t fallbacks(afx *f) {
-    be_stats s;
-    f->bi->get_stats(f->be, &s);
-    return s.n_fallback_nodes;
+    return f->sched.n_fallback_nodes;
 }
 
 /* ------------------------------------------------------------- reference */
@@ -187,7 +189,8 @@ static void run_case(afx *f, int64_t n, int64_t T, fill_kind kind, int64_t strid
     if (fits) cr_assert(f->bi->supports_op(f->be, &nodes[n_nodes - 1]), "[%s] n %lld T %lld: not supported",
                         f->limits, (long long)n, (long long)T);
     be_graph g = {.nodes = nodes, .n_nodes = n_nodes, .exact = (n + T) % 2 == 0};
-    cr_assert_eq(f->bi->graph_compute(f->be, &g, f->err, sizeof f->err), ELM_OK, "[%s] %s", f->limits, f->err);
+    cr_assert_eq(elmi_sched_compute(&f->sched, &g, false, f->err, sizeof f->err), ELM_OK, "[%s] %s", f->limits,
+                 f->err);
     if (fits) cr_assert_eq(fallbacks(f), fb0, "[%s] n %lld T %lld ran on the CPU", f->limits, (long long)n,
                            (long long)T);
     cr_assert_eq(f->bi->tensor_get(f->be, &dt, got, 0, 16 * (size_t)T), ELM_OK);

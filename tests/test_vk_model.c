@@ -22,6 +22,7 @@
  * or without the shared models. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,12 +162,15 @@ static void fallback_matches_cpu(const char *model, const char *limits, size_t m
     if (n > most) n = most;
     elm_model *mc = load(model, "cpu"), *mv = load(model, "vulkan");
     elm_context *cc = new_ctx(mc, ELM_MODE_EXACT, (uint32_t)n, true);
-    /* The same run without the limits: what falls back regardless. */
+    /* The same run without the limits: what falls back regardless. A model
+     * opens its device once, for all its contexts, so this one has its own. */
     unsetenv("EDGELM_VK_LIMITS");
-    elm_context *plain = new_ctx(mv, ELM_MODE_EXACT, (uint32_t)n, true);
-    free(logits_of(plain, mv, toks, n));
+    elm_model *mp = load(model, "vulkan");
+    elm_context *plain = new_ctx(mp, ELM_MODE_EXACT, (uint32_t)n, true);
+    free(logits_of(plain, mp, toks, n));
     uint64_t base = stats_of(plain).n_fallback_nodes;
     elm_context_free(plain);
+    elm_model_free(mp);
     setenv("EDGELM_VK_LIMITS", limits, 1);
     elm_context *cv = new_ctx(mv, ELM_MODE_EXACT, (uint32_t)n, true);
     cr_assert(!strncmp(elm_context_device(cv), "vulkan", 6), "the context runs on %s",
@@ -293,6 +297,17 @@ static void device_loss(const char *limits, const char *after, bool mid_generati
     cr_assert_eq(greedy(cpu, N, &want, &st), ELM_OK);
 
     elm_context *before = new_ctx(mv, ELM_MODE_EXACT, 64, false);
+    char mid[32];
+    if (!after) {
+        /* Mid-generation: half the graph submissions a whole run makes. */
+        elm_context *probe = new_ctx(mv, ELM_MODE_EXACT, 64, false);
+        cr_assert_eq(greedy(probe, N, &got, &st), ELM_OK);
+        double submits = 0;
+        cr_assert_eq(elm_context_device_stat_find(probe, "vulkan.submits", &submits), ELM_OK);
+        elm_context_free(probe);
+        snprintf(mid, sizeof mid, "%llu", (unsigned long long)(submits / 2) | 1);
+        after = mid;
+    }
     setenv("EDGELM_VK_FAULT_AFTER", after, 1);
     elm_context *doomed = new_ctx(mv, ELM_MODE_EXACT, 64, false);
     unsetenv("EDGELM_VK_FAULT_AFTER");
@@ -343,11 +358,11 @@ Test(vk_model, device_loss_on_the_prompt) {
     device_loss(NULL, "0", false);
 }
 
-/* Graphs of many GPU steps with CPU fallbacks between them and staged
- * transfers (about 200 submissions for the prompt, 100 per token): the
- * loss lands inside a decode step's graph. */
+/* Graphs split into many device runs by CPU fallback nodes, with staged
+ * transfers: the loss lands inside a decode step, between two of its
+ * device runs (half the submissions of a whole run). */
 Test(vk_model, device_loss_between_fallback_steps) {
-    device_loss("max_alloc=65536,max_range=65536,discrete", "500", true);
+    device_loss("max_alloc=65536,max_range=65536,discrete", NULL, true);
 }
 
 /* A malformed EDGELM_VK_FAULT_AFTER is refused at context creation. */
@@ -365,4 +380,119 @@ Test(vk_model, bad_fault_variable_is_refused) {
     cr_expect(strstr(err, "EDGELM_VK_FAULT_AFTER"), "message: %s", err);
     cr_expect_null(ctx);
     elm_model_free(m);
+}
+
+/* ------------------------------------------------ one device per model */
+
+typedef struct gen_job {
+    elm_context *ctx;
+    collected got;
+    elm_status rc;
+} gen_job;
+
+static void *gen_thread(void *p) {
+    gen_job *j = p;
+    elm_stats st = ELM_INIT(elm_stats);
+    j->rc = greedy(j->ctx, 16, &j->got, &st);
+    return NULL;
+}
+
+static double stat_of(elm_context *ctx, const char *name) {
+    double v = -1;
+    cr_assert_eq(elm_context_device_stat_find(ctx, name, &v), ELM_OK, "no stat %s", name);
+    return v;
+}
+
+/* Two contexts on one model share one device: the weights are copied to
+ * it once (noimport forces copies), each context holds only its KV cache
+ * and scratch, and both generate at once, in two threads, what the CPU
+ * does. A second model of the same file gets a device of its own. */
+Test(vk_model, two_contexts_hold_the_weights_once) {
+    setup("synth-spm-a-Q8_0", "noimport");
+    elm_model *mv = load("synth-spm-a-Q8_0", "vulkan"), *mc = load("synth-spm-a-Q8_0", "cpu");
+    elm_memory_usage mm = ELM_INIT(elm_memory_usage);
+    cr_assert_eq(elm_model_memory(mv, &mm), ELM_OK);
+    cr_expect_eq(mm.weights_bytes, 0, "weights on the device before any context");
+    elm_context *cpu = new_ctx(mc, ELM_MODE_EXACT, 64, false);
+    collected want;
+    elm_stats st = ELM_INIT(elm_stats);
+    cr_assert_eq(greedy(cpu, 16, &want, &st), ELM_OK);
+
+    gen_job a = {.ctx = new_ctx(mv, ELM_MODE_EXACT, 64, false)};
+    cr_assert_eq(greedy(a.ctx, 1, &a.got, &st), ELM_OK, "%s", elm_context_last_error(a.ctx));
+    cr_assert_eq(elm_model_memory(mv, &mm), ELM_OK);
+    uint64_t once = mm.device_bytes;
+    elm_model_info info = ELM_INIT(elm_model_info);
+    cr_assert_eq(elm_model_get_info(mv, &info), ELM_OK);
+    cr_expect_eq(mm.weights_bytes, info.weights_bytes, "device weights %llu vs the file's %llu",
+                 (unsigned long long)mm.weights_bytes, (unsigned long long)info.weights_bytes);
+    cr_expect_geq(once, info.weights_bytes, "copies of %llu bytes hold only %llu",
+                  (unsigned long long)info.weights_bytes, (unsigned long long)once);
+
+    gen_job b = {.ctx = new_ctx(mv, ELM_MODE_EXACT, 64, false)};
+    cr_assert_eq(elm_context_reset(a.ctx), ELM_OK);
+    pthread_t ta, tb;
+    cr_assert_eq(pthread_create(&ta, NULL, gen_thread, &a), 0);
+    cr_assert_eq(pthread_create(&tb, NULL, gen_thread, &b), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    cr_assert_eq(a.rc, ELM_OK, "%s", elm_context_last_error(a.ctx));
+    cr_assert_eq(b.rc, ELM_OK, "%s", elm_context_last_error(b.ctx));
+    expect_same_tokens(&want, &a.got, "first vulkan context vs cpu");
+    expect_same_tokens(&want, &b.got, "second vulkan context vs cpu");
+
+    cr_assert_eq(elm_model_memory(mv, &mm), ELM_OK);
+    cr_expect_eq(mm.device_bytes, once, "the second context changed the device's weight bytes: %llu -> %llu",
+                 (unsigned long long)once, (unsigned long long)mm.device_bytes);
+    elm_memory_usage ca = ELM_INIT(elm_memory_usage), cb = ELM_INIT(elm_memory_usage);
+    cr_assert_eq(elm_context_memory(a.ctx, &ca), ELM_OK);
+    cr_assert_eq(elm_context_memory(b.ctx, &cb), ELM_OK);
+    double dev_a = stat_of(a.ctx, "vulkan.context_device_bytes"), dev_b = stat_of(b.ctx, "vulkan.context_device_bytes");
+    double all = stat_of(a.ctx, "vulkan.device_bytes");
+    cr_expect_lt(dev_a, (double)once, "context A holds %.0f bytes, as much as the weights (%llu)", dev_a,
+                 (unsigned long long)once);
+    cr_expect_lt(dev_b, (double)once, "context B holds %.0f bytes", dev_b);
+    cr_expect_eq(all, dev_a + (double)once, "vulkan.device_bytes %.0f != context %.0f + weights %llu", all,
+                 dev_a, (unsigned long long)once);
+    cr_log_info("two contexts: weights %llu bytes once on the device; context A %.0f, B %.0f bytes "
+                "(kv %llu + scratch %llu)", (unsigned long long)once, dev_a, dev_b,
+                (unsigned long long)ca.kv_bytes, (unsigned long long)ca.scratch_bytes);
+
+    /* Another load of the file: another device, its own copy. */
+    elm_model *mv2 = load("synth-spm-a-Q8_0", "vulkan");
+    elm_context *c2 = new_ctx(mv2, ELM_MODE_EXACT, 64, false);
+    collected got2;
+    cr_assert_eq(greedy(c2, 4, &got2, &st), ELM_OK);
+    elm_memory_usage m2 = ELM_INIT(elm_memory_usage);
+    cr_assert_eq(elm_model_memory(mv2, &m2), ELM_OK);
+    cr_expect_eq(m2.device_bytes, once);
+    cr_assert_eq(elm_model_memory(mv, &mm), ELM_OK);
+    cr_expect_eq(mm.device_bytes, once, "a second model changed the first's device");
+    elm_context_free(c2);
+    elm_model_free(mv2);
+
+    /* Contexts may go before or after each other; the device stays with
+     * the model until it is freed. */
+    elm_context_free(a.ctx);
+    cr_assert_eq(elm_model_memory(mv, &mm), ELM_OK);
+    cr_expect_eq(mm.device_bytes, once);
+    elm_context_free(b.ctx);
+    elm_context_free(cpu);
+    elm_model_free(mv);
+    elm_model_free(mc);
+}
+
+/* The CPU: the weights are the mapped file, nothing on a device. */
+Test(vk_model, model_memory_on_the_cpu) {
+    setup("stories260K", NULL);
+    elm_model *mc = load("stories260K", "cpu");
+    elm_memory_usage mm = ELM_INIT(elm_memory_usage);
+    elm_model_info info = ELM_INIT(elm_model_info);
+    cr_assert_eq(elm_model_get_info(mc, &info), ELM_OK);
+    cr_assert_eq(elm_model_memory(mc, &mm), ELM_OK);
+    cr_expect_eq(mm.weights_bytes, info.weights_bytes);
+    cr_expect_eq(mm.device_bytes, 0);
+    cr_expect_eq(elm_model_memory(NULL, &mm), ELM_ERR_INVALID_ARG);
+    cr_expect_eq(elm_model_memory(mc, NULL), ELM_ERR_INVALID_ARG);
+    elm_model_free(mc);
 }

@@ -701,9 +701,24 @@ Test(vk_ops, attention_falls_back_beyond_shared_memory) {
     double e = check_attention(&f, &c);
     cr_expect_leq(e, 1e-10, "NMSE %.3g", e);
     cr_expect_eq(fallbacks(&f), 4, "one ATTENTION per step should fall back");
-    be_vk_stats s;
-    elmi_be_vk_get_stats(f.be, &s);
-    cr_expect_eq(s.n_fallback_nodes, 4);
+    vfx_close(&f);
+}
+
+/* The backend itself never runs a node on the CPU: the engine plans that
+ * (engine/sched.c). Handed one it refused, it fails and says why. */
+Test(vk_ops, refused_node_is_an_error_for_the_backend) {
+    vfx f;
+    vfx_open(&f, "max_shared=1024");
+    be_tensor *q = dev_tensor(&f, QT_F32, 256, 2, 1, "q");
+    be_tensor *k = dev_tensor(&f, QT_F32, 256, 8, 1, "k");
+    be_tensor *v = dev_tensor(&f, QT_F32, 256, 8, 1, "v");
+    be_tensor *o = dev_tensor(&f, QT_F32, 512, 1, 1, "o");
+    be_node nd = {.op = BE_OP_ATTENTION, .dst = o, .src = {q, k, v}, .iparams = {0, 1}, .fparams = {0.0625f}};
+    cr_assert(!f.bi->supports_op(f.be, &nd), "ATTENTION should not fit 1 KiB of shared memory");
+    cr_expect_neq(f.bi->unsupported_why(f.be)[0], '\0', "no reason given");
+    be_graph g = {.nodes = &nd, .n_nodes = 1, .exact = true};
+    cr_expect_eq(f.bi->graph_compute(f.be, &g, f.err, sizeof f.err), ELM_ERR_UNSUPPORTED);
+    cr_expect(strstr(f.err, "cannot run"), "message: %s", f.err);
     vfx_close(&f);
 }
 

@@ -42,7 +42,10 @@ elm_status elmi_vk_fail(vk_backend *vk, elm_status st, const char *fmt, ...) {
 
 elm_status elmi_vk_check(vk_backend *vk, VkResult r, const char *what) {
     if (r == VK_SUCCESS) return ELM_OK;
-    if (r == VK_ERROR_DEVICE_LOST) vk->lost = true;
+    if (r == VK_ERROR_DEVICE_LOST) {
+        vk->lost = true;
+        atomic_store(&vk->d->lost, true);
+    }
     elm_status st = r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY
                         ? ELM_ERR_NO_MEMORY
                         : ELM_ERR_DEVICE;
@@ -58,40 +61,45 @@ void elmi_vk_copy_error(const vk_backend *vk, char *err, size_t err_size) {
 static void vk_free(be_backend *be) {
     vk_backend *vk = vk_of(be);
     if (vk->dev) {
-        /* A lost device may fail here; teardown goes on regardless. */
-        vkDeviceWaitIdle(vk->dev);
+        elmi_vk_wait_idle(vk); /* a lost device may fail here; teardown goes on */
         elmi_vk_plans_clear(vk);
-        elmi_vk_pipeline_free(vk);
         elmi_vk_memory_free(vk);
-        elmi_vk_device_close(vk);
     }
-    be_free(vk->cpu);
-    elmi_vk_instance_destroy(&vk->vi);
+    elmi_be_vk_device_release(vk->d);
     elmi_free(vk);
 }
 
 static bool vk_supports_op(be_backend *be, const be_node *node) {
     vk_backend *vk = vk_of(be);
-    vk_planner p = {.vk = vk, .plan = NULL, .exact = true, .node_index = -1};
     char saved[VK_ERR_LEN];
     memcpy(saved, vk->last_error, sizeof saved);
-    bool ok = elmi_vk_plan_node(&p, node) == ELM_OK;
+    bool ok = true;
+    vk->why[0] = '\0';
+    for (int exact = 1; ok && exact >= 0; exact--) {
+        vk_planner p = {.vk = vk, .plan = NULL, .exact = exact, .node_index = -1};
+        ok = elmi_vk_plan_node(&p, node) == ELM_OK;
+        if (!ok) snprintf(vk->why, sizeof vk->why, "%s", p.why[0] ? p.why : vk->last_error);
+    }
     memcpy(vk->last_error, saved, sizeof saved); /* a question, not a failure */
     return ok;
+}
+
+static const char *vk_unsupported_why(be_backend *be) {
+    return vk_of(be)->why;
 }
 
 static elm_status iface_buffer_alloc(be_backend *be, size_t size, void *host_ptr, be_buffer **out) {
     if (!out) return ELM_ERR_INVALID_ARG;
     *out = NULL;
     vk_backend *vk = vk_of(be);
-    if (vk->lost) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+    if (elmi_vk_lost(vk)) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     return elmi_vk_buffer_alloc(vk, size, host_ptr, out);
 }
 
 static void iface_buffer_free(be_backend *be, be_buffer *buf) {
     vk_backend *vk = vk_of(be);
     if (!buf || !elmi_vk_owns_buffer(vk, buf)) return;
-    if (vk->dev) vkDeviceWaitIdle(vk->dev);
+    if (vk->dev) elmi_vk_wait_idle(vk);
     /* Recorded plans may bind it; a new buffer could reuse its address. */
     elmi_vk_plans_clear(vk);
     elmi_vk_buffer_free(vk, buf);
@@ -118,7 +126,7 @@ static elm_status tensor_span(vk_backend *vk, const be_tensor *t, size_t offset,
 static elm_status iface_tensor_set(be_backend *be, be_tensor *t, const void *src, size_t offset,
                                    size_t size) {
     vk_backend *vk = vk_of(be);
-    if (vk->lost) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+    if (elmi_vk_lost(vk)) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     size_t at;
     elm_status st = tensor_span(vk, t, offset, size, &at);
     if (st != ELM_OK || size == 0) return st;
@@ -129,7 +137,7 @@ static elm_status iface_tensor_set(be_backend *be, be_tensor *t, const void *src
 static elm_status iface_tensor_get(be_backend *be, const be_tensor *t, void *dst, size_t offset,
                                    size_t size) {
     vk_backend *vk = vk_of(be);
-    if (vk->lost) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+    if (elmi_vk_lost(vk)) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     size_t at;
     elm_status st = tensor_span(vk, t, offset, size, &at);
     if (st != ELM_OK || size == 0) return st;
@@ -159,12 +167,14 @@ static elm_status iface_graph_compute(be_backend *be, const be_graph *g, char *e
 static void iface_get_stats(be_backend *be, be_stats *out) {
     if (!out) return;
     *out = vk_of(be)->stats;
-    out->n_validation_errors = atomic_load(&vk_of(be)->validation_errors);
+    out->n_validation_errors = atomic_load(&vk_of(be)->d->validation_errors);
 }
 
 static size_t iface_device_stats(be_backend *be, be_stat *out, size_t cap) {
     const vk_backend *vk = vk_of(be);
-    const be_vk_stats *s = &vk->vstats;
+    be_vk_stats merged;
+    elmi_be_vk_get_stats(be, &merged);
+    const be_vk_stats *s = &merged;
     const be_stat all[] = {
         {"vulkan.pipelines", (double)s->n_pipelines},
         {"vulkan.pipeline_ms", s->pipeline_ms},
@@ -178,8 +188,9 @@ static size_t iface_device_stats(be_backend *be, be_stat *out, size_t cap) {
         {"vulkan.weight_bytes", (double)s->weight_bytes},
         {"vulkan.weight_import_bytes", (double)s->weight_import_bytes},
         {"vulkan.weight_copy_bytes", (double)s->weight_copy_bytes},
-        {"vulkan.device_bytes", (double)vk->device_bytes},
-        {"vulkan.validation_errors", (double)atomic_load(&vk->validation_errors)},
+        {"vulkan.device_bytes", (double)s->device_bytes},
+        {"vulkan.context_device_bytes", (double)vk->device_bytes},
+        {"vulkan.validation_errors", (double)atomic_load(&vk->d->validation_errors)},
     };
     const size_t n = sizeof all / sizeof all[0];
     for (size_t i = 0; i < n && i < cap; i++) out[i] = all[i];
@@ -190,6 +201,7 @@ static const be_iface vk_iface = {
     .name = "vulkan",
     .free = vk_free,
     .supports_op = vk_supports_op,
+    .unsupported_why = vk_unsupported_why,
     .buffer_alloc = iface_buffer_alloc,
     .buffer_free = iface_buffer_free,
     .buffer_host = iface_buffer_host,
@@ -312,45 +324,20 @@ elm_status elmi_be_vk_select(const char *spec, int *index) {
     return st;
 }
 
+/* The device "vulkan" selects: the first GPU, else any device; -1: none. */
+elm_status elmi_vk_default_index(int *index) {
+    VkPhysicalDeviceType *types;
+    uint32_t n;
+    ELM_TRY(device_types(&types, &n));
+    *index = choose(types, n, true);
+    elmi_free(types);
+    return ELM_OK;
+}
+
 /* ---------------------------------------------------------------- create */
 
 be_vk_options elmi_be_vk_default_options(void) {
     return (be_vk_options){.device = -1, .validation = -1};
-}
-
-static bool validation_wanted(const be_vk_options *o) {
-    if (o->validation >= 0) return o->validation > 0;
-    const char *env = getenv("EDGELM_VK_VALIDATION");
-    return env && !strcmp(env, "1");
-}
-
-static elm_status open_backend(vk_backend *vk, const be_vk_options *o, const vk_limits *lim,
-                               char *err, size_t err_size) {
-    elm_status st = elmi_vk_instance_create(validation_wanted(o), o->quiet, &vk->validation_errors,
-                                       &vk->vi, err, err_size);
-    if (st == ELM_ERR_UNSUPPORTED) return elmi_errorf(err, err_size, st, "no Vulkan loader or driver");
-    if (st != ELM_OK) return st;
-    int index = o->device;
-    if (index < 0) {
-        VkPhysicalDeviceType *types;
-        uint32_t n;
-        st = device_types(&types, &n);
-        if (st != ELM_OK)
-            return elmi_errorf(err, err_size, st, "out of memory listing Vulkan devices");
-        index = choose(types, n, true);
-        elmi_free(types);
-        if (index < 0) return elmi_errorf(err, err_size, ELM_ERR_UNSUPPORTED, "no Vulkan device found");
-    }
-    st = elmi_vk_device_open(vk, index, lim, err, err_size);
-    if (st != ELM_OK) goto fail;
-    st = elmi_vk_memory_init(vk);
-    if (st != ELM_OK) goto fail;
-    st = elmi_vk_pipeline_init(vk, o->cache_dir);
-    if (st != ELM_OK) goto fail;
-    return ELM_OK;
-fail:
-    if (vk->last_error[0]) elmi_vk_copy_error(vk, err, err_size);
-    return st;
 }
 
 /* EDGELM_VK_FAULT_AFTER=N (a test hook): *after = N, else -1. */
@@ -367,30 +354,39 @@ static elm_status fault_from_env(int64_t *after, char *err, size_t err_size) {
     return ELM_OK;
 }
 
-elm_status elmi_be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size_t err_size) {
+elm_status elmi_be_vk_new_on(be_device *d, be_backend **out, char *err, size_t err_size) {
     if (err && err_size) err[0] = '\0';
-    if (!out) return ELM_ERR_INVALID_ARG;
+    if (!out || !d) return ELM_ERR_INVALID_ARG;
     *out = NULL;
-    be_vk_options o = opt ? *opt : elmi_be_vk_default_options();
-    vk_limits lim;
-    ELM_TRY(o.limits ? elmi_vk_limits_parse(o.limits, &lim, err, err_size)
-                     : elmi_vk_limits_from_env(&lim, err, err_size));
+    if (atomic_load(&d->lost))
+        return elmi_errorf(err, err_size, ELM_ERR_DEVICE, "%s was lost earlier", d->info.name);
     int64_t fault_after;
     ELM_TRY(fault_from_env(&fault_after, err, err_size));
     vk_backend *vk = elmi_calloc(1, sizeof *vk);
-    if (!vk) return ELM_ERR_NO_MEMORY;
+    if (!vk) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     vk->be.iface = &vk_iface;
     vk->be.impl = vk;
-    vk->quiet = o.quiet;
     vk->fault_after = fault_after;
-    atomic_init(&vk->validation_errors, 0);
-    elm_status st = open_backend(vk, &o, &lim, err, err_size);
+    elmi_vk_backend_attach(vk, d);
+    elm_status st = elmi_vk_memory_init(vk);
     if (st != ELM_OK) {
+        elmi_vk_copy_error(vk, err, err_size);
         vk_free(&vk->be);
         return st;
     }
     *out = &vk->be;
     return ELM_OK;
+}
+
+elm_status elmi_be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size_t err_size) {
+    if (err && err_size) err[0] = '\0';
+    if (!out) return ELM_ERR_INVALID_ARG;
+    *out = NULL;
+    be_device *d;
+    ELM_TRY(elmi_be_vk_device_open(opt, &d, err, err_size));
+    elm_status st = elmi_be_vk_new_on(d, out, err, err_size);
+    elmi_be_vk_device_release(d); /* the backend holds its own reference */
+    return st;
 }
 
 /* ----------------------------------------------------------------- extras */
@@ -402,11 +398,11 @@ elm_status elmi_be_vk_device_info(be_backend *be, elm_device_info *out) {
 }
 
 uint64_t elmi_be_vk_validation_errors(be_backend *be) {
-    return elmi_be_vk_is(be) ? atomic_load(&vk_of(be)->validation_errors) : 0;
+    return elmi_be_vk_is(be) ? atomic_load(&vk_of(be)->d->validation_errors) : 0;
 }
 
 bool elmi_be_vk_validation_enabled(be_backend *be) {
-    return elmi_be_vk_is(be) && vk_of(be)->vi.validation;
+    return elmi_be_vk_is(be) && vk_of(be)->d->vi.validation;
 }
 
 const char *elmi_be_vk_last_error(be_backend *be) {
@@ -416,8 +412,22 @@ const char *elmi_be_vk_last_error(be_backend *be) {
 elm_status elmi_be_vk_get_stats(be_backend *be, be_vk_stats *out) {
     if (!elmi_be_vk_is(be) || !out) return ELM_ERR_INVALID_ARG;
     vk_backend *vk = vk_of(be);
+    const vk_device *d = vk->d;
     *out = vk->vstats;
-    out->device_bytes = vk->device_bytes;
+    pthread_mutex_lock(&vk->d->lock);
+    out->n_pipelines = d->stats.n_pipelines;
+    out->pipeline_ms = d->stats.pipeline_ms;
+    out->cache_loaded = d->stats.cache_loaded;
+    out->cache_load_bytes = d->stats.cache_load_bytes;
+    out->cache_rejected = d->stats.cache_rejected;
+    memcpy(out->cache_note, d->stats.cache_note, sizeof out->cache_note);
+    memcpy(out->cache_path, d->stats.cache_path, sizeof out->cache_path);
+    out->weight_bytes = d->stats.weight_bytes;
+    out->weight_import_bytes = d->stats.weight_import_bytes;
+    out->weight_copy_bytes = d->stats.weight_copy_bytes;
+    out->n_weights = d->stats.n_weights;
+    out->device_bytes = vk->device_bytes + d->weight_device_bytes;
+    pthread_mutex_unlock(&vk->d->lock);
     return ELM_OK;
 }
 
@@ -432,7 +442,7 @@ elm_status elmi_be_vk_copy_buffer(be_backend *be, be_buffer *dst, be_buffer *src
 void elmi_be_vk_release_weights(be_backend *be) {
     if (!elmi_be_vk_is(be)) return;
     vk_backend *vk = vk_of(be);
-    if (vk->dev) vkDeviceWaitIdle(vk->dev);
+    if (vk->dev) elmi_vk_wait_idle(vk);
     elmi_vk_plans_clear(vk); /* recorded plans bind the copies */
     elmi_vk_weights_clear(vk);
 }

@@ -455,7 +455,7 @@ elm_status elmi_vk_device_open(vk_backend *vk, int index, const vk_limits *lim, 
                           size_t err_size) {
     VkPhysicalDevice *pd;
     uint32_t n;
-    ELM_TRY(elmi_vk_physical_devices(vk->vi.inst, &pd, &n));
+    ELM_TRY(elmi_vk_physical_devices(vk->d->vi.inst, &pd, &n));
     if (n == 0 || index >= (int)n) {
         elmi_free(pd);
         if (n) return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "no Vulkan device %d (%u found)", index, n);
@@ -481,7 +481,3 @@ elm_status elmi_vk_device_open(vk_backend *vk, int index, const vk_limits *lim, 
     return create_device(vk, err, err_size);
 }
 
-void elmi_vk_device_close(vk_backend *vk) {
-    if (vk->dev) vkDestroyDevice(vk->dev, NULL);
-    vk->dev = VK_NULL_HANDLE;
-}

@@ -127,22 +127,14 @@ static vk_step *new_step(vk_backend *vk, vk_plan *plan) {
     return s;
 }
 
-/* Dispatches [d0, n_disp) join the current GPU step or open one. */
+/* Dispatches [d0, n_disp) join the current step or open one. */
 static elm_status add_gpu_step(vk_backend *vk, vk_plan *plan, uint32_t d0) {
     vk_step *last = plan->n_steps ? &plan->steps[plan->n_steps - 1] : NULL;
-    if (!last || last->cpu) {
+    if (!last) {
         if (!(last = new_step(vk, plan))) return ELM_ERR_NO_MEMORY;
         last->d0 = d0;
     }
     last->d1 = plan->n_disp;
-    return ELM_OK;
-}
-
-static elm_status add_cpu_step(vk_backend *vk, vk_plan *plan, int node) {
-    vk_step *s = new_step(vk, plan);
-    if (!s) return ELM_ERR_NO_MEMORY;
-    s->cpu = true;
-    s->node = node;
     return ELM_OK;
 }
 
@@ -166,27 +158,18 @@ void elmi_vk_plans_clear(vk_backend *vk) {
     }
 }
 
-static void note_fallback(vk_backend *vk, const be_node *nd, int index, const char *why) {
-    uint32_t bit = 1u << ((unsigned)nd->op % 32);
-    if (vk->quiet || (vk->fallback_logged & bit)) return;
-    vk->fallback_logged |= bit;
-    fprintf(stderr, "edgelm vulkan: %s (node %d, '%.*s') runs on the CPU: %s\n", elmi_be_op_name(nd->op),
-            index, (int)sizeof nd->dst->name, nd->dst->name, why);
-}
-
-/* Plans every node: dispatches, or a CPU step with the reason logged. */
+/* Plans every node. The engine sends only nodes supports_op accepted
+ * (engine/sched.c plans the CPU fallbacks); any other is an error. */
 static elm_status plan_nodes(vk_backend *vk, const be_graph *g, vk_plan *plan) {
     for (int i = 0; i < g->n_nodes; i++) {
         const be_node *nd = &g->nodes[i];
         uint32_t n_disp = plan->n_disp, n_dyn = plan->n_dyn;
         vk_planner p = {.vk = vk, .plan = plan, .exact = g->exact, .node_index = i};
         elm_status st = elmi_vk_plan_node(&p, nd);
+        (void)n_dyn;
         if (st == ELM_ERR_UNSUPPORTED) {
-            plan->n_disp = n_disp; /* drop what the node emitted before giving up */
-            plan->n_dyn = n_dyn;
-            note_fallback(vk, nd, i, p.why);
-            plan->n_cpu++;
-            st = add_cpu_step(vk, plan, i);
+            return elmi_vk_fail(vk, st, "node %d (%s, '%.*s') cannot run on %s: %s", i, elmi_be_op_name(nd->op),
+                                48, nd->dst ? nd->dst->name : "?", vk->info.name, p.why);
         } else if (st == ELM_OK && plan->n_disp > n_disp) {
             st = add_gpu_step(vk, plan, n_disp);
         }
@@ -214,7 +197,7 @@ static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
             .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
             .descriptorPool = plan->pool,
             .descriptorSetCount = 1,
-            .pSetLayouts = &vk->dsl,
+            .pSetLayouts = &vk->d->dsl,
         };
         ELM_TRY(elmi_vk_check(vk, vkAllocateDescriptorSets(vk->dev, &ai, &d->set), "vkAllocateDescriptorSets"));
         VkDescriptorBufferInfo bi[VK_N_BIND + 1];
@@ -298,8 +281,8 @@ static void record_dispatches(vk_backend *vk, const vk_plan *plan, const vk_step
         }
         track(h, d);
         if (d->pipe != bound) vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, bound = d->pipe);
-        vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vk->layout, 0, 1, &d->set, 0, NULL);
-        vkCmdPushConstants(cmd, vk->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof d->pc, d->pc);
+        vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vk->d->layout, 0, 1, &d->set, 0, NULL);
+        vkCmdPushConstants(cmd, vk->d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof d->pc, d->pc);
         vkCmdDispatch(cmd, d->groups[0], d->groups[1], d->groups[2]);
         vk->vstats.n_dispatches++;
     }
@@ -339,7 +322,6 @@ static elm_status record_all(vk_backend *vk, vk_plan *plan) {
         goto done;
     }
     for (uint32_t i = 0; i < plan->n_steps; i++) {
-        if (plan->steps[i].cpu) continue;
         st = record_step(vk, plan, &plan->steps[i], &h);
         if (st != ELM_OK) goto done;
     }
@@ -382,7 +364,7 @@ static int evict_slot(vk_backend *vk) {
 static elm_status check_graph(vk_backend *vk, const be_graph *g) {
     if (!g || g->n_nodes < 0 || (g->n_nodes > 0 && !g->nodes))
         return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "bad graph");
-    if (vk->lost) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+    if (elmi_vk_lost(vk)) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     return ELM_OK;
 }
 
@@ -465,22 +447,20 @@ elm_status elmi_vk_graph_compute(vk_backend *vk, const be_graph *g) {
     ELM_TRY(elmi_vk_graph_prepare(vk, g, &plan));
     ELM_TRY(write_dyn(vk, g, plan));
     if (vk->vstats.n_records == records && plan->n_disp) vk->vstats.n_replays++;
+    uint64_t validation0 = atomic_load(&vk->d->validation_errors);
     vk->in_graph = true;
     elm_status st = ELM_OK;
     for (uint32_t i = 0; st == ELM_OK && i < plan->n_steps; i++) {
-        const vk_step *s = &plan->steps[i];
-        if (s->cpu) {
-            st = elmi_vk_run_cpu_node(vk, g, s->node);
-        } else {
-            st = elmi_vk_submit_wait(vk, s->cmd, "graph submit");
-            vk->vstats.n_submits++;
-        }
+        st = elmi_vk_submit_wait(vk, plan->steps[i].cmd, "graph submit");
+        vk->vstats.n_submits++;
     }
     vk->in_graph = false;
     if (st != ELM_OK) return st;
+    uint64_t validation = atomic_load(&vk->d->validation_errors) - validation0;
+    if (validation > 0)
+        return elmi_vk_fail(vk, ELM_ERR_INTERNAL, "the Vulkan validation layer reported %llu error(s) (see stderr)",
+                            (unsigned long long)validation);
     vk->stats.n_graphs++;
     vk->stats.n_nodes += (uint64_t)plan->n_nodes;
-    vk->stats.n_fallback_nodes += (uint64_t)plan->n_cpu;
-    vk->vstats.n_fallback_nodes += (uint64_t)plan->n_cpu;
     return ELM_OK;
 }

@@ -50,8 +50,8 @@
 /* Once per backend: the alignment, the entry point, the handle types the
  * device can import storage buffers from. */
 static bool import_probe(vk_backend *vk) {
-    if (vk->import.probed) return vk->import.usable;
-    vk->import.probed = true;
+    if (vk->d->import.probed) return vk->d->import.usable;
+    vk->d->import.probed = true;
     if (!vk->caps.uma || !vk->caps.ext_host_import) return false;
     VkPhysicalDeviceExternalMemoryHostPropertiesEXT hp = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_MEMORY_HOST_PROPERTIES_EXT};
@@ -59,15 +59,15 @@ static bool import_probe(vk_backend *vk) {
     vkGetPhysicalDeviceProperties2(vk->phys, &p2);
     VkDeviceSize a = hp.minImportedHostPointerAlignment;
     if (a < 4 || (a & (a - 1))) return false;
-    vk->import.align = a;
-    vk->import.get_props = (PFN_vkGetMemoryHostPointerPropertiesEXT)vkGetDeviceProcAddr(
+    vk->d->import.align = a;
+    vk->d->import.get_props = (PFN_vkGetMemoryHostPointerPropertiesEXT)vkGetDeviceProcAddr(
         vk->dev, "vkGetMemoryHostPointerPropertiesEXT");
-    if (!vk->import.get_props) return false;
+    if (!vk->d->import.get_props) return false;
     static const VkExternalMemoryHandleTypeFlagBits types[2] = {
         VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_ALLOCATION_BIT_EXT,
         VK_EXTERNAL_MEMORY_HANDLE_TYPE_HOST_MAPPED_FOREIGN_MEMORY_BIT_EXT,
     };
-    vk->import.n_types = 0;
+    vk->d->import.n_types = 0;
     for (int i = 0; i < 2; i++) {
         VkPhysicalDeviceExternalBufferInfo bi = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_EXTERNAL_BUFFER_INFO,
                                                  .usage = IMPORT_USAGE,
@@ -75,10 +75,10 @@ static bool import_probe(vk_backend *vk) {
         VkExternalBufferProperties ep = {.sType = VK_STRUCTURE_TYPE_EXTERNAL_BUFFER_PROPERTIES};
         vkGetPhysicalDeviceExternalBufferProperties(vk->phys, &bi, &ep);
         if (ep.externalMemoryProperties.externalMemoryFeatures & VK_EXTERNAL_MEMORY_FEATURE_IMPORTABLE_BIT)
-            vk->import.types[vk->import.n_types++] = types[i];
+            vk->d->import.types[vk->d->import.n_types++] = types[i];
     }
-    vk->import.usable = vk->import.n_types > 0;
-    return vk->import.usable;
+    vk->d->import.usable = vk->d->import.n_types > 0;
+    return vk->d->import.usable;
 }
 
 /* Whether [lo, hi) (page-aligned) is mapped. */
@@ -118,7 +118,7 @@ static int pick_type(const vk_backend *vk, uint32_t bits) {
 static bool import_range(vk_backend *vk, VkExternalMemoryHandleTypeFlagBits type, uintptr_t lo,
                          VkDeviceSize size, vk_seg *out) {
     VkMemoryHostPointerPropertiesEXT hp = {.sType = VK_STRUCTURE_TYPE_MEMORY_HOST_POINTER_PROPERTIES_EXT};
-    if (vk->import.get_props(vk->dev, type, (void *)lo, &hp) != VK_SUCCESS || !hp.memoryTypeBits) return false;
+    if (vk->d->import.get_props(vk->dev, type, (void *)lo, &hp) != VK_SUCCESS || !hp.memoryTypeBits) return false;
     VkExternalMemoryBufferCreateInfo ext = {.sType = VK_STRUCTURE_TYPE_EXTERNAL_MEMORY_BUFFER_CREATE_INFO,
                                             .handleTypes = type};
     VkBufferCreateInfo bi = {
@@ -156,14 +156,14 @@ static bool import_range(vk_backend *vk, VkExternalMemoryHandleTypeFlagBits type
     out->buf = buf;
     out->mem = mem;
     out->size = size;
-    out->id = ++vk->next_seg_id;
+    out->id = atomic_fetch_add(&vk->d->next_seg_id, 1) + 1;
     out->imported = true;
     return true;
 }
 
 /* One piece: bytes [ptr, ptr + n) of a host tensor. */
 static bool import_piece(vk_backend *vk, const void *ptr, size_t n, vk_seg *out) {
-    uintptr_t a = (uintptr_t)vk->import.align, p0 = (uintptr_t)ptr, p1, hi;
+    uintptr_t a = (uintptr_t)vk->d->import.align, p0 = (uintptr_t)ptr, p1, hi;
     if (p0 % 4 || __builtin_add_overflow(p0, (uintptr_t)n, &p1) ||
         __builtin_add_overflow(p1, a - 1, &hi))
         return false;
@@ -174,8 +174,8 @@ static bool import_piece(vk_backend *vk, const void *ptr, size_t n, vk_seg *out)
      * down to the offset alignment to the end rounded up to 4 bytes. */
     if (size > vk->caps.max_alloc || base % vk->caps.offset_align + n + 4 > vk->caps.max_range) return false;
     if (!range_mapped(lo, hi, p0, p1)) return false;
-    for (uint32_t i = 0; i < vk->import.n_types; i++)
-        if (import_range(vk, vk->import.types[i], lo, size, out)) {
+    for (uint32_t i = 0; i < vk->d->import.n_types; i++)
+        if (import_range(vk, vk->d->import.types[i], lo, size, out)) {
             out->base = base;
             return true;
         }
@@ -186,7 +186,7 @@ static bool import_piece(vk_backend *vk, const void *ptr, size_t n, vk_seg *out)
  * more than the rows) must fit one allocation, and a window over the
  * whole piece one binding. */
 static int64_t import_rows_per_piece(const vk_backend *vk, size_t row_bytes) {
-    VkDeviceSize a = vk->import.align, alloc = vk->caps.max_alloc, range = vk->caps.max_range;
+    VkDeviceSize a = vk->d->import.align, alloc = vk->caps.max_alloc, range = vk->caps.max_range;
     VkDeviceSize slack = vk->caps.offset_align + 4;
     if (alloc <= 2 * a || range <= slack || !row_bytes) return 0;
     VkDeviceSize lim = alloc - 2 * a < range - slack ? alloc - 2 * a : range - slack;
@@ -195,7 +195,7 @@ static int64_t import_rows_per_piece(const vk_backend *vk, size_t row_bytes) {
 }
 
 bool elmi_vk_weight_import(vk_backend *vk, vk_weight *w) {
-    if (!import_probe(vk) || w->bytes < IMPORT_MIN_UNITS * vk->import.align) return false;
+    if (!import_probe(vk) || w->bytes < IMPORT_MIN_UNITS * vk->d->import.align) return false;
     int64_t per = w->n_pieces == 1 ? w->n_rows : w->row0[1];
     int64_t fit = import_rows_per_piece(vk, w->row_bytes);
     if (fit < 1) return false;

@@ -114,7 +114,7 @@ elm_status elmi_vk_seg_alloc(vk_backend *vk, VkDeviceSize size, bool host_visibl
     st = alloc_memory(vk, out, host_visible);
     if (st != ELM_OK) goto fail;
     out->size = bytes;
-    out->id = ++vk->next_seg_id;
+    out->id = atomic_fetch_add(&vk->d->next_seg_id, 1) + 1;
     vk->device_bytes += bytes;
     /* Fresh memory is zeroed, as the CPU backend's buffers are. */
     if (out->map) memset(out->map, 0, bytes);
@@ -139,25 +139,28 @@ void elmi_vk_seg_free(vk_backend *vk, vk_seg *s) {
 /* ------------------------------------------------------------- transfers */
 
 elm_status elmi_vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what) {
-    if (vk->lost) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+    if (elmi_vk_lost(vk)) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
     ELM_TRY(elmi_vk_check(vk, vkResetFences(vk->dev, 1, &vk->fence), "vkResetFences"));
-    ELM_TRY(elmi_vk_check(vk, vkQueueSubmit(vk->queue, 1, &si, vk->fence), what));
+    pthread_mutex_lock(&vk->d->queue_lock);
+    VkResult rs = vkQueueSubmit(vk->queue, 1, &si, vk->fence);
+    pthread_mutex_unlock(&vk->d->queue_lock);
+    ELM_TRY(elmi_vk_check(vk, rs, what));
     /* Generous: a CPU device may take long, a hung GPU must not hang us. */
     VkResult r = vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE, 600ull * 1000 * 1000 * 1000);
     if (r == VK_TIMEOUT) {
         vk->lost = true;
+        atomic_store(&vk->d->lost, true);
         return elmi_vk_fail(vk, ELM_ERR_DEVICE, "%s: the device did not finish within 600 s", what);
     }
     /* Injected loss: the work has finished (so teardown stays valid), but
      * the submission reports the device lost, as a real loss would. */
     if (r == VK_SUCCESS && vk->fault_after >= 0 && vk->in_graph &&
         vk->n_graph_submits++ >= (uint64_t)vk->fault_after) {
-        elm_status st = elmi_vk_check(vk, VK_ERROR_DEVICE_LOST, what);
-        size_t n = strlen(vk->last_error);
-        snprintf(vk->last_error + n, sizeof vk->last_error - n,
-                 " (injected by EDGELM_VK_FAULT_AFTER=%lld)", (long long)vk->fault_after);
-        return st;
+        vk->lost = true; /* this backend only: the shared device is fine */
+        return elmi_vk_fail(vk, ELM_ERR_DEVICE, "%s: %s (%d) (injected by EDGELM_VK_FAULT_AFTER=%lld)",
+                            what, elmi_vk_result_name(VK_ERROR_DEVICE_LOST), (int)VK_ERROR_DEVICE_LOST,
+                            (long long)vk->fault_after);
     }
     return elmi_vk_check(vk, r, what);
 }
@@ -275,7 +278,7 @@ elm_status elmi_vk_buffer_copy_timed(vk_backend *vk, be_buffer *dst, be_buffer *
     if (!elmi_vk_owns_buffer(vk, dst) || !elmi_vk_owns_buffer(vk, src) || dst == src || reps == 0 ||
         size == 0 || size > dst->size || size > src->size)
         return elmi_vk_fail(vk, ELM_ERR_INVALID_ARG, "bad buffers or size for a device copy");
-    if (vk->lost) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
+    if (elmi_vk_lost(vk)) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
     VkQueryPool pool = VK_NULL_HANDLE;
     elm_status st;
     if (vk->caps.timestamp_bits) {
@@ -457,50 +460,75 @@ static elm_status weight_upload(vk_backend *vk, vk_weight *w) {
         size_t off = (size_t)w->row0[i] * w->row_bytes;
         size_t n = (size_t)(w->row0[i + 1] - w->row0[i]) * w->row_bytes;
         ELM_TRY(elmi_vk_seg_alloc(vk, n, false, &w->pieces[i]));
+        /* The copy belongs to the device, not to this backend. */
+        vk->device_bytes -= w->pieces[i].size;
+        vk->d->weight_device_bytes += w->pieces[i].size;
         ELM_TRY(elmi_vk_seg_write(vk, &w->pieces[i], 0, (const char *)w->data + off, n));
     }
     return ELM_OK;
 }
 
-elm_status elmi_vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **out) {
+static void weight_release(vk_backend *vk, vk_weight *w) {
+    for (uint32_t i = 0; w->pieces && i < w->n_pieces; i++)
+        if (w->pieces[i].mem && !w->pieces[i].imported) {
+            vk->d->weight_device_bytes -= w->pieces[i].size;
+            vk->device_bytes += w->pieces[i].size; /* seg_free takes it off again */
+        }
+    weight_free(vk, w);
+}
+
+static elm_status weight_find_or_upload(vk_backend *vk, const be_tensor *t, const vk_weight **out) {
+    vk_device *d = vk->d;
     size_t bytes = elmi_be_tensor_nbytes(t);
-    for (uint32_t i = 0; i < vk->n_weights; i++)
-        if (vk->weights[i].data == t->data && vk->weights[i].bytes == bytes) {
-            *out = &vk->weights[i];
+    for (uint32_t i = 0; i < d->n_weights; i++)
+        if (d->weights[i]->data == t->data && d->weights[i]->bytes == bytes) {
+            *out = d->weights[i];
             return ELM_OK;
         }
-    if (vk->n_weights == vk->cap_weights) {
-        uint32_t cap = vk->cap_weights ? 2 * vk->cap_weights : 64;
-        vk_weight *nw = elmi_realloc(vk->weights, cap * sizeof *nw);
+    if (d->n_weights == d->cap_weights) {
+        uint32_t cap = d->cap_weights ? 2 * d->cap_weights : 64;
+        vk_weight **nw = elmi_realloc(d->weights, cap * sizeof *nw);
         if (!nw) return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
-        vk->weights = nw;
-        vk->cap_weights = cap;
+        d->weights = nw;
+        d->cap_weights = cap;
     }
-    vk_weight w = {0};
-    elm_status st = weight_geometry(vk, t, &w);
-    if (st != ELM_OK) goto fail;
-    if (w.bytes != bytes) {
+    vk_weight *w = elmi_calloc(1, sizeof *w);
+    if (!w) return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+    elm_status st = weight_geometry(vk, t, w);
+    if (st == ELM_OK && w->bytes != bytes)
         st = elmi_vk_fail(vk, ELM_ERR_UNSUPPORTED, "host tensor '%s' has padded rows", t->name);
-        goto fail;
+    if (st == ELM_OK) st = weight_upload(vk, w);
+    if (st != ELM_OK) {
+        weight_release(vk, w);
+        elmi_free(w);
+        return st;
     }
-    st = weight_upload(vk, &w);
-    if (st != ELM_OK) goto fail;
-    vk->weights[vk->n_weights] = w;
-    *out = &vk->weights[vk->n_weights++];
-    vk->vstats.weight_bytes += w.bytes;
-    if (w.imported) vk->vstats.weight_import_bytes += w.bytes;
-    else vk->vstats.weight_copy_bytes += w.bytes;
-    vk->vstats.n_weights = vk->n_weights;
+    d->weights[d->n_weights++] = w;
+    *out = w;
+    d->stats.weight_bytes += w->bytes;
+    if (w->imported) d->stats.weight_import_bytes += w->bytes;
+    else d->stats.weight_copy_bytes += w->bytes;
+    d->stats.n_weights = d->n_weights;
     return ELM_OK;
-fail:
-    weight_free(vk, &w);
+}
+
+elm_status elmi_vk_weight_get(vk_backend *vk, const be_tensor *t, const vk_weight **out) {
+    pthread_mutex_lock(&vk->d->lock);
+    elm_status st = weight_find_or_upload(vk, t, out);
+    pthread_mutex_unlock(&vk->d->lock);
     return st;
 }
 
 void elmi_vk_weights_clear(vk_backend *vk) {
-    for (uint32_t i = 0; i < vk->n_weights; i++) weight_free(vk, &vk->weights[i]);
-    vk->n_weights = 0;
-    vk->vstats.n_weights = 0;
+    vk_device *d = vk->d;
+    pthread_mutex_lock(&d->lock);
+    for (uint32_t i = 0; i < d->n_weights; i++) {
+        weight_release(vk, d->weights[i]);
+        elmi_free(d->weights[i]);
+    }
+    d->n_weights = 0;
+    d->stats.n_weights = 0;
+    pthread_mutex_unlock(&d->lock);
 }
 
 /* ------------------------------------------------------------ init, free */
@@ -526,10 +554,6 @@ elm_status elmi_vk_memory_init(vk_backend *vk) {
 
 void elmi_vk_memory_free(vk_backend *vk) {
     while (vk->buffers) elmi_vk_buffer_free(vk, vk->buffers);
-    for (uint32_t i = 0; i < vk->n_weights; i++) weight_free(vk, &vk->weights[i]);
-    elmi_free(vk->weights);
-    vk->weights = NULL;
-    vk->n_weights = vk->cap_weights = 0;
     elmi_vk_seg_free(vk, &vk->staging);
     elmi_vk_seg_free(vk, &vk->dummy);
     if (vk->fence) vkDestroyFence(vk->dev, vk->fence, NULL);

@@ -108,7 +108,7 @@ static const char *check_file(const vk_caps *c, const uint8_t *file, size_t len)
 
 /* The initial data for vkCreatePipelineCache, or NULL (with a note). */
 static uint8_t *load_cache(vk_backend *vk, size_t *len) {
-    be_vk_stats *s = &vk->vstats;
+    be_vk_stats *s = &vk->d->stats;
     size_t n = 0;
     uint8_t *file = read_file(s->cache_path, &n);
     if (!file) {
@@ -130,14 +130,14 @@ static uint8_t *load_cache(vk_backend *vk, size_t *len) {
 }
 
 static void save_cache(vk_backend *vk) {
-    const char *path = vk->vstats.cache_path;
+    const char *path = vk->d->stats.cache_path;
     size_t n = 0;
-    if (!path[0] || !vk->pcache || vkGetPipelineCacheData(vk->dev, vk->pcache, &n, NULL) != VK_SUCCESS ||
+    if (!path[0] || !vk->d->pcache || vkGetPipelineCacheData(vk->dev, vk->d->pcache, &n, NULL) != VK_SUCCESS ||
         n == 0)
         return;
     uint8_t *buf = elmi_malloc(n + WRAP_BYTES);
     if (!buf) return;
-    if (vkGetPipelineCacheData(vk->dev, vk->pcache, &n, buf + WRAP_BYTES) == VK_SUCCESS) {
+    if (vkGetPipelineCacheData(vk->dev, vk->d->pcache, &n, buf + WRAP_BYTES) == VK_SUCCESS) {
         memcpy(buf, MAGIC, 8);
         wr64(buf + 8, n);
         wr64(buf + 16, fnv1a(buf + WRAP_BYTES, n));
@@ -153,7 +153,7 @@ static void save_cache(vk_backend *vk) {
 }
 
 static elm_status create_cache(vk_backend *vk, const char *dir_opt) {
-    be_vk_stats *s = &vk->vstats;
+    be_vk_stats *s = &vk->d->stats;
     char dir[400];
     if (dir_opt) snprintf(dir, sizeof dir, "%s", dir_opt);
     else cache_dir_default(dir, sizeof dir);
@@ -171,7 +171,7 @@ static elm_status create_cache(vk_backend *vk, const char *dir_opt) {
         .initialDataSize = data ? len : 0,
         .pInitialData = data,
     };
-    VkResult r = vkCreatePipelineCache(vk->dev, &ci, NULL, &vk->pcache);
+    VkResult r = vkCreatePipelineCache(vk->dev, &ci, NULL, &vk->d->pcache);
     if (r != VK_SUCCESS && data) { /* the driver refused the data: start empty */
         snprintf(s->cache_note, sizeof s->cache_note, "discarded: refused by the driver");
         s->cache_rejected = true;
@@ -179,7 +179,7 @@ static elm_status create_cache(vk_backend *vk, const char *dir_opt) {
         data = NULL;
         ci.initialDataSize = 0;
         ci.pInitialData = NULL;
-        r = vkCreatePipelineCache(vk->dev, &ci, NULL, &vk->pcache);
+        r = vkCreatePipelineCache(vk->dev, &ci, NULL, &vk->d->pcache);
     }
     if (data) {
         s->cache_loaded = true;
@@ -206,17 +206,17 @@ static elm_status create_layouts(vk_backend *vk) {
         .bindingCount = VK_N_BIND + 1,
         .pBindings = b,
     };
-    ELM_TRY(elmi_vk_check(vk, vkCreateDescriptorSetLayout(vk->dev, &dci, NULL, &vk->dsl),
+    ELM_TRY(elmi_vk_check(vk, vkCreateDescriptorSetLayout(vk->dev, &dci, NULL, &vk->d->dsl),
                      "vkCreateDescriptorSetLayout"));
     VkPushConstantRange pcr = {.stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .size = VK_PC_WORDS * 4};
     VkPipelineLayoutCreateInfo lci = {
         .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
         .setLayoutCount = 1,
-        .pSetLayouts = &vk->dsl,
+        .pSetLayouts = &vk->d->dsl,
         .pushConstantRangeCount = 1,
         .pPushConstantRanges = &pcr,
     };
-    return elmi_vk_check(vk, vkCreatePipelineLayout(vk->dev, &lci, NULL, &vk->layout), "vkCreatePipelineLayout");
+    return elmi_vk_check(vk, vkCreatePipelineLayout(vk->dev, &lci, NULL, &vk->d->layout), "vkCreatePipelineLayout");
 }
 
 elm_status elmi_vk_pipeline_init(vk_backend *vk, const char *cache_dir) {
@@ -226,20 +226,20 @@ elm_status elmi_vk_pipeline_init(vk_backend *vk, const char *cache_dir) {
 
 void elmi_vk_pipeline_free(vk_backend *vk) {
     if (!vk->dev) return;
-    if (!vk->lost && (vk->vstats.n_pipelines > 0 || vk->vstats.cache_rejected)) save_cache(vk);
-    for (uint32_t i = 0; i < vk->n_pipes; i++) vkDestroyPipeline(vk->dev, vk->pipes[i].pipe, NULL);
-    for (uint32_t i = 0; i < vk->n_modules; i++) vkDestroyShaderModule(vk->dev, vk->modules[i].mod, NULL);
-    elmi_free(vk->pipes);
-    elmi_free(vk->modules);
-    vk->pipes = NULL;
-    vk->modules = NULL;
-    vk->n_pipes = vk->n_modules = 0;
-    if (vk->pcache) vkDestroyPipelineCache(vk->dev, vk->pcache, NULL);
-    if (vk->layout) vkDestroyPipelineLayout(vk->dev, vk->layout, NULL);
-    if (vk->dsl) vkDestroyDescriptorSetLayout(vk->dev, vk->dsl, NULL);
-    vk->pcache = VK_NULL_HANDLE;
-    vk->layout = VK_NULL_HANDLE;
-    vk->dsl = VK_NULL_HANDLE;
+    if (!atomic_load(&vk->d->lost) && (vk->d->stats.n_pipelines > 0 || vk->d->stats.cache_rejected)) save_cache(vk);
+    for (uint32_t i = 0; i < vk->d->n_pipes; i++) vkDestroyPipeline(vk->dev, vk->d->pipes[i].pipe, NULL);
+    for (uint32_t i = 0; i < vk->d->n_modules; i++) vkDestroyShaderModule(vk->dev, vk->d->modules[i].mod, NULL);
+    elmi_free(vk->d->pipes);
+    elmi_free(vk->d->modules);
+    vk->d->pipes = NULL;
+    vk->d->modules = NULL;
+    vk->d->n_pipes = vk->d->n_modules = 0;
+    if (vk->d->pcache) vkDestroyPipelineCache(vk->dev, vk->d->pcache, NULL);
+    if (vk->d->layout) vkDestroyPipelineLayout(vk->dev, vk->d->layout, NULL);
+    if (vk->d->dsl) vkDestroyDescriptorSetLayout(vk->dev, vk->d->dsl, NULL);
+    vk->d->pcache = VK_NULL_HANDLE;
+    vk->d->layout = VK_NULL_HANDLE;
+    vk->d->dsl = VK_NULL_HANDLE;
 }
 
 /* ------------------------------------------------------------- pipelines */
@@ -255,12 +255,12 @@ static bool grow(void **p, uint32_t *cap, uint32_t n, size_t elem) {
 }
 
 static elm_status get_module(vk_backend *vk, const elmi_spv *spv, VkShaderModule *out) {
-    for (uint32_t i = 0; i < vk->n_modules; i++)
-        if (vk->modules[i].spv == spv) {
-            *out = vk->modules[i].mod;
+    for (uint32_t i = 0; i < vk->d->n_modules; i++)
+        if (vk->d->modules[i].spv == spv) {
+            *out = vk->d->modules[i].mod;
             return ELM_OK;
         }
-    if (!grow((void **)&vk->modules, &vk->cap_modules, vk->n_modules, sizeof *vk->modules))
+    if (!grow((void **)&vk->d->modules, &vk->d->cap_modules, vk->d->n_modules, sizeof *vk->d->modules))
         return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     VkShaderModuleCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
@@ -268,7 +268,7 @@ static elm_status get_module(vk_backend *vk, const elmi_spv *spv, VkShaderModule
         .pCode = spv->code,
     };
     ELM_TRY(elmi_vk_check(vk, vkCreateShaderModule(vk->dev, &ci, NULL, out), "vkCreateShaderModule"));
-    vk->modules[vk->n_modules++] = (vk_module){spv, *out};
+    vk->d->modules[vk->d->n_modules++] = (vk_module){spv, *out};
     return ELM_OK;
 }
 
@@ -294,35 +294,43 @@ static elm_status create_pipeline(vk_backend *vk, const elmi_spv *spv, const uin
             .pName = "main",
             .pSpecializationInfo = n_spec ? &si : NULL,
         },
-        .layout = vk->layout,
+        .layout = vk->d->layout,
     };
     double t0 = now_ms();
-    VkResult r = vkCreateComputePipelines(vk->dev, vk->pcache, 1, &ci, NULL, out);
-    vk->vstats.pipeline_ms += now_ms() - t0;
+    VkResult r = vkCreateComputePipelines(vk->dev, vk->d->pcache, 1, &ci, NULL, out);
+    vk->d->stats.pipeline_ms += now_ms() - t0;
     if (r != VK_SUCCESS) return elmi_vk_check(vk, r, spv->name);
-    vk->vstats.n_pipelines++;
+    vk->d->stats.n_pipelines++;
     return ELM_OK;
 }
 
-elm_status elmi_vk_pipeline_get(vk_backend *vk, const char *name, const uint32_t *spec,
-                           uint32_t n_spec, VkPipeline *out) {
+static elm_status pipeline_find_or_create(vk_backend *vk, const char *name, const uint32_t *spec,
+                                          uint32_t n_spec, VkPipeline *out) {
     const elmi_spv *spv = elmi_spv_find(name);
     if (!spv) return elmi_vk_fail(vk, ELM_ERR_INTERNAL, "no shader module '%s'", name);
     if (n_spec > VK_MAX_SPEC) return elmi_vk_fail(vk, ELM_ERR_INTERNAL, "too many specialization constants");
-    for (uint32_t i = 0; i < vk->n_pipes; i++) {
-        const vk_pipe *p = &vk->pipes[i];
+    for (uint32_t i = 0; i < vk->d->n_pipes; i++) {
+        const vk_pipe *p = &vk->d->pipes[i];
         if (p->spv == spv && p->n_spec == n_spec && !memcmp(p->spec, spec, 4 * n_spec)) {
             *out = p->pipe;
             return ELM_OK;
         }
     }
-    if (!grow((void **)&vk->pipes, &vk->cap_pipes, vk->n_pipes, sizeof *vk->pipes))
+    if (!grow((void **)&vk->d->pipes, &vk->d->cap_pipes, vk->d->n_pipes, sizeof *vk->d->pipes))
         return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     ELM_TRY(create_pipeline(vk, spv, spec, n_spec, out));
-    vk_pipe *p = &vk->pipes[vk->n_pipes++];
+    vk_pipe *p = &vk->d->pipes[vk->d->n_pipes++];
     p->spv = spv;
     p->n_spec = n_spec;
     memcpy(p->spec, spec, 4 * n_spec);
     p->pipe = *out;
     return ELM_OK;
+}
+
+elm_status elmi_vk_pipeline_get(vk_backend *vk, const char *name, const uint32_t *spec,
+                           uint32_t n_spec, VkPipeline *out) {
+    pthread_mutex_lock(&vk->d->lock);
+    elm_status st = pipeline_find_or_create(vk, name, spec, n_spec, out);
+    pthread_mutex_unlock(&vk->d->lock);
+    return st;
 }

@@ -82,12 +82,29 @@ typedef struct be_vk_options {
 be_vk_options elmi_be_vk_default_options(void);
 
 /*
- * Creates a backend on one device. Errors: ELM_ERR_INVALID_ARG (bad index or
+ * Creates a backend on its own device (elmi_be_vk_device_open, then
+ * elmi_be_vk_new_on; the backend holds the only reference). Errors: ELM_ERR_INVALID_ARG (bad index or
  * limits spec), ELM_ERR_UNSUPPORTED (no Vulkan device, or one below Vulkan
  * 1.1 or without a compute queue), ELM_ERR_DEVICE (device creation failed),
  * ELM_ERR_NO_MEMORY; err receives a message.
  */
 elm_status elmi_be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size_t err_size);
+
+/*
+ * Opens a device once for many backends (the contexts of one model): the
+ * VkDevice, its pipelines and the device copies of host tensors are shared;
+ * each backend created on it with elmi_be_vk_new_on owns only its buffers,
+ * plans and command buffers. *out holds one reference, released with
+ * elmi_be_vk_device_release; each backend holds its own, so backends and
+ * the opener may go in any order. Errors as elmi_be_vk_new. Thread-safe:
+ * backends on one device may run in different threads.
+ */
+elm_status elmi_be_vk_device_open(const be_vk_options *opt, be_device **out, char *err, size_t err_size);
+void elmi_be_vk_device_release(be_device *dev); /* NULL: no-op */
+/* A backend on an open device (it takes a reference). */
+elm_status elmi_be_vk_new_on(be_device *dev, be_backend **out, char *err, size_t err_size);
+/* The host-tensor copies the device holds now, once for all its backends. */
+void elmi_be_vk_device_memory(be_device *dev, be_device_memory *out);
 
 /* True when be is a Vulkan backend (the functions below accept nothing else). */
 bool elmi_be_vk_is(const be_backend *be);
@@ -121,7 +138,6 @@ typedef struct be_vk_stats {
     uint64_t n_submits;         /* queue submissions for graphs */
     uint64_t n_dispatches;      /* dispatches recorded */
     uint64_t n_barriers;        /* dependency barriers recorded between dispatches */
-    uint64_t n_fallback_nodes;  /* nodes run on the CPU backend */
     /* Memory */
     uint64_t weight_bytes;      /* host tensors uploaded (once each) */
     uint64_t weight_import_bytes; /* of which imported in place (VK_EXT_external_memory_host) */

@@ -7,12 +7,13 @@
  *   ops.c, ops_matmul.c, ops_util.c (ops_impl.h)
  *              per-op planning: shader variant, bindings, dispatches
  *   graph.c    plans (recorded command buffers), barriers, execution
- *   fallback.c nodes the device cannot run, on the CPU backend
+ *   shared_device.c  the device shared by the backends of one model
  *   backend.c  the be_iface and the entry points of vk_backend.h
  */
 #ifndef ELM_VK_INTERNAL_H
 #define ELM_VK_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -145,7 +146,7 @@ typedef struct vk_module {
 
 #define VK_N_BIND 4      /* src0, src1, src2, dst; binding 4 is the per-call values */
 #define VK_PC_WORDS 32   /* 128 bytes of push constants, the guaranteed minimum */
-#define VK_MAX_PLANS 8
+#define VK_MAX_PLANS 64
 
 typedef struct vk_bind {
     VkBuffer buf;
@@ -162,11 +163,9 @@ typedef struct vk_disp {
     VkDescriptorSet set;
 } vk_disp;
 
-/* A run of GPU dispatches (one command buffer) or one node on the CPU. */
+/* A run of dispatches, one command buffer. */
 typedef struct vk_step {
-    bool cpu;
-    int node;         /* CPU step: the node index */
-    uint32_t d0, d1;  /* GPU step: dispatches [d0, d1) */
+    uint32_t d0, d1;  /* dispatches [d0, d1) */
     VkCommandBuffer cmd;
 } vk_step;
 
@@ -182,14 +181,72 @@ typedef struct vk_plan {
     uint32_t n_dyn, cap_dyn;
     vk_seg dyn;    /* host-visible int32 slots, rewritten before each run */
     VkDescriptorPool pool;
-    int n_nodes, n_cpu;
+    int n_nodes;
 } vk_plan;
+
+/* ------------------------------------------------------------------ device */
+
+/*
+ * One opened device, shared by every backend created on it (the contexts of
+ * one model): the instance, the VkDevice and its queue, the pipelines and
+ * the device copies of host tensors. A backend owns only its buffers, its
+ * recorded plans, its command pool and its staging memory. Reference
+ * counted: the opener holds one reference and each backend one more.
+ * `lock` (recursive) guards the pipelines, the weight cache and the import
+ * probe; `queue_lock` guards vkQueueSubmit and vkQueueWaitIdle, which need
+ * external synchronization of the one VkQueue.
+ */
+struct be_device {
+    _Atomic int refs;
+    pthread_mutex_t lock, queue_lock;
+    vk_instance vi;
+    VkPhysicalDevice phys;
+    VkDevice dev;
+    VkQueue queue;
+    uint32_t queue_family;
+    int index;
+    vk_caps caps;
+    elm_device_info info;
+    VkPhysicalDeviceMemoryProperties mem_props;
+    bool quiet;
+    atomic_bool lost;
+    _Atomic uint64_t validation_errors;
+    _Atomic uint32_t next_seg_id;
+
+    /* pipelines */
+    VkDescriptorSetLayout dsl;
+    VkPipelineLayout layout;
+    VkPipelineCache pcache;
+    vk_module *modules;
+    uint32_t n_modules, cap_modules;
+    vk_pipe *pipes;
+    uint32_t n_pipes, cap_pipes;
+
+    /* host-tensor copies; pointers, so a cached weight never moves */
+    vk_weight **weights;
+    uint32_t n_weights, cap_weights;
+    uint64_t weight_device_bytes; /* device memory the copies hold */
+
+    /* pipeline and weight counters (the shared fields of be_vk_stats) */
+    be_vk_stats stats;
+
+    /* import.c: VK_EXT_external_memory_host, probed on first use */
+    struct {
+        bool probed, usable;
+        VkDeviceSize align; /* minImportedHostPointerAlignment */
+        VkExternalMemoryHandleTypeFlagBits types[2];
+        uint32_t n_types;
+        PFN_vkGetMemoryHostPointerPropertiesEXT get_props;
+    } import;
+};
+typedef struct be_device vk_device;
 
 /* ----------------------------------------------------------------- backend */
 
 typedef struct vk_backend {
     be_backend be;
-    vk_instance vi;
+    vk_device *d; /* shared; this backend holds one reference */
+    /* copies of d's immutable fields, for brevity */
     VkPhysicalDevice phys;
     VkDevice dev;
     VkQueue queue;
@@ -202,29 +259,15 @@ typedef struct vk_backend {
 
     /* memory */
     be_buffer *buffers;
-    vk_weight *weights;
-    uint32_t n_weights, cap_weights;
     vk_seg staging, dummy;
-    uint32_t next_seg_id;
-    uint64_t device_bytes;
+    uint64_t device_bytes; /* buffers, staging and dummy of this backend */
     VkCommandPool cmd_pool;
     VkCommandBuffer xfer_cmd;
     VkFence fence;
 
-    /* pipelines */
-    VkDescriptorSetLayout dsl;
-    VkPipelineLayout layout;
-    VkPipelineCache pcache;
-    vk_module *modules;
-    uint32_t n_modules, cap_modules;
-    vk_pipe *pipes;
-    uint32_t n_pipes, cap_pipes;
-
     /* graphs */
     vk_plan *plans[VK_MAX_PLANS];
     uint64_t clock;
-    be_backend *cpu; /* fallback, created on first need */
-    uint32_t fallback_logged; /* bit per op */
 
     /* Fault injection (EDGELM_VK_FAULT_AFTER): of the queue submissions
      * made while running graphs (in_graph), the first fault_after succeed
@@ -233,20 +276,16 @@ typedef struct vk_backend {
     uint64_t n_graph_submits;
     bool in_graph;
 
-    _Atomic uint64_t validation_errors;
     be_stats stats;
-    be_vk_stats vstats;
+    be_vk_stats vstats; /* this backend's graph counters */
     char last_error[VK_ERR_LEN];
-
-    /* import.c: VK_EXT_external_memory_host, probed on first use */
-    struct {
-        bool probed, usable;
-        VkDeviceSize align; /* minImportedHostPointerAlignment */
-        VkExternalMemoryHandleTypeFlagBits types[2];
-        uint32_t n_types;
-        PFN_vkGetMemoryHostPointerPropertiesEXT get_props;
-    } import;
+    char why[VK_ERR_LEN]; /* why the last supports_op said no */
 } vk_backend;
+
+/* Whether this backend's device was lost (here or through another backend). */
+static inline bool elmi_vk_lost(const vk_backend *vk) {
+    return vk->lost || atomic_load(&vk->d->lost);
+}
 
 static inline vk_backend *vk_of(be_backend *be) {
     return (vk_backend *)be->impl;
@@ -266,7 +305,12 @@ void elmi_vk_copy_error(const vk_backend *vk, char *err, size_t err_size);
 /* device.c */
 elm_status elmi_vk_device_open(vk_backend *vk, int index, const vk_limits *lim, char *err,
                           size_t err_size);
-void elmi_vk_device_close(vk_backend *vk);
+/* shared_device.c: vk takes a reference on d and copies its fields. */
+void elmi_vk_backend_attach(vk_backend *vk, vk_device *d);
+/* Waits until the shared queue is idle. */
+void elmi_vk_wait_idle(vk_backend *vk);
+/* backend.c: the index "vulkan" selects (-1: no device). */
+elm_status elmi_vk_default_index(int *index);
 
 /* memory.c */
 elm_status elmi_vk_memory_init(vk_backend *vk);
@@ -333,9 +377,6 @@ bool elmi_vk_node_has_dyn(const be_node *node);
 elm_status elmi_vk_graph_prepare(vk_backend *vk, const be_graph *g, vk_plan **out);
 elm_status elmi_vk_graph_compute(vk_backend *vk, const be_graph *g);
 void elmi_vk_plans_clear(vk_backend *vk);
-/* fallback.c: runs node `index` of g on the CPU backend, through host
- * copies of the device tensors it touches. */
-elm_status elmi_vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index);
 /* Appends a dispatch to the plan under construction. */
 elm_status elmi_vk_plan_add_dispatch(vk_backend *vk, vk_plan *plan, const vk_disp *d);
 /* Reserves the per-call slot of the node; returns its index. */

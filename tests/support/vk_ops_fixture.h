@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "backends/backend.h"
+#include "engine/sched.h"
 #include "backends/vulkan/vk_backend.h"
 #include "quant/quant.h"
 #include "support/vk_fixture.h"
@@ -41,6 +42,7 @@ static ELM_VKF_UNUSED const int SOME_TYPES[] = {QT_F32, QT_F16, QT_Q8_0, QT_Q4_0
 
 typedef struct vfx {
     be_backend *be;
+    elm_sched sched; /* runs the nodes the device cannot on the CPU, as the engine does */
     const be_iface *bi;
     const char *limits;
     be_buffer *bufs[MAX_TENSORS];
@@ -55,6 +57,7 @@ static ELM_VKF_UNUSED void vfx_open(vfx *f, const char *limits) {
     f->be = vk_test_open(limits, f->err, sizeof f->err);
     f->bi = f->be->iface;
     f->limits = limits;
+    elmi_sched_init(&f->sched, f->be, false, 1, false);
 }
 
 /* Frees the device buffers, keeping the backend. Host tensors stay: the
@@ -67,6 +70,7 @@ static ELM_VKF_UNUSED void vfx_reset(vfx *f) {
 static ELM_VKF_UNUSED void vfx_close(vfx *f) {
     vfx_reset(f);
     uint64_t errors = elmi_be_vk_validation_errors(f->be);
+    elmi_sched_free(&f->sched);
     be_free(f->be);
     for (int i = 0; i < f->n_hosts; i++) free(f->hosts[i]);
     cr_assert_eq(errors, 0, "[%s] %llu validation errors", f->limits, (unsigned long long)errors);
@@ -115,14 +119,12 @@ static ELM_VKF_UNUSED void get(vfx *f, const be_tensor *t, void *dst) {
 
 static ELM_VKF_UNUSED void run(vfx *f, be_node *nodes, int n, bool exact) {
     be_graph g = {.nodes = nodes, .n_nodes = n, .exact = exact};
-    elm_status st = f->bi->graph_compute(f->be, &g, f->err, sizeof f->err);
+    elm_status st = elmi_sched_compute(&f->sched, &g, false, f->err, sizeof f->err);
     cr_assert_eq(st, ELM_OK, "[%s] graph_compute: %s", f->limits, f->err);
 }
 
 static ELM_VKF_UNUSED uint64_t fallbacks(vfx *f) {
-    be_stats s;
-    f->bi->get_stats(f->be, &s);
-    return s.n_fallback_nodes;
+    return f->sched.n_fallback_nodes;
 }
 
 /* ------------------------------------------------------------ references */
