@@ -427,6 +427,16 @@ static void check_graph(fx *f) {
     double e = mul_mat_case(f, ELM_TYPE_Q4_K, 256, 20, 1, false, true, graph);
     EXPECT_NMSE(f, e, 1e-10, "graph mul_mat Q4_K");
     elm_op_graph_free(graph);
+    /* A fast graph: activations may be rounded to 8 bits (CPU) or halves
+     * (Vulkan), ~1e-5 NMSE; a wrong product is of order 1. */
+    elm_op_graph_params gp;
+    elm_op_graph_default_params(&gp);
+    gp.mode = ELM_MODE_FAST;
+    cr_assert_eq(elm_op_graph_new(f->dev, &gp, &graph), ELM_OK);
+    e = mul_mat_case(f, ELM_TYPE_Q4_0, 256, 20, 5, false, false, graph);
+    EXPECT_NMSE(f, e, 1e-3, "fast graph mul_mat Q4_0");
+    fprintf(stderr, "ops_api [%s]: fast Q4_0 mat-mat NMSE %.2g\n", elm_dev_id(f->dev), e);
+    elm_op_graph_free(graph);
     free(w), free(deq), free(wq), free(g);
 }
 
