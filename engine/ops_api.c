@@ -263,6 +263,14 @@ static bool extent_of(const elm_op_tensor *t, size_t *out, const char **why) {
             __builtin_add_overflow(span, step, &span))
             return false;
     }
+    /* F32, F16, BF16 and I32 elements at their natural alignment, so that
+     * every device can address them; blocks are byte-addressed. */
+    *why = "an offset or stride that is not a multiple of the element size";
+    if (values == 1) {
+        if (t->offset % block) return false;
+        for (int d = 1; d < 4; d++)
+            if (t->nb[d] % block) return false;
+    }
     *out = span;
     return true;
 }
@@ -299,6 +307,10 @@ elm_status elm_op_tensor_init(elm_op_tensor *t, size_t struct_size, elm_type typ
         return elmi_ops_fail(dev, ELM_ERR_INVALID_ARG, "elm_op_tensor_init: the size overflows");
     if (!buf && !host)
         return elmi_ops_fail(dev, ELM_ERR_INVALID_ARG, "elm_op_tensor_init: neither a buffer nor host memory");
+    if (values == 1 && offset % block)
+        return elmi_ops_fail(dev, ELM_ERR_INVALID_ARG,
+                             "elm_op_tensor_init: offset %zu is not a multiple of the element size %zu",
+                             offset, block);
     if (buf && (offset > buf->size || end > buf->size - offset))
         return elmi_ops_fail(dev, ELM_ERR_INVALID_ARG,
                              "elm_op_tensor_init: %zu bytes at offset %zu exceed the buffer's %zu",

@@ -177,6 +177,8 @@ typedef struct elm_op_tensor {
     size_t nb[4];
     elm_dev_buffer *buf;  /* borrowed; NULL for a host tensor */
     size_t offset;        /* bytes from the buffer's start to element 0 */
+    /* F32, F16, BF16 and I32 tensors: offset and nb[] are multiples of the
+     * element size (blocks of quantized types may start at any byte). */
     const void *host;     /* host tensor: element 0 (borrowed, kept; see the top) */
     const char *name;     /* for messages; borrowed, may be NULL */
 } elm_op_tensor;

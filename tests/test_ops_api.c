@@ -495,6 +495,12 @@ static void check_bad_input(fx *f) {
     bad.nb[1] = 16;
     EXPECT_REFUSED(f, elm_op_add(f->dev, NULL, &bad, &A, &A), "overlap");
     bad = A;
+    bad.offset = 2;
+    EXPECT_REFUSED(f, elm_op_add(f->dev, NULL, &bad, &A, &A), "multiple of the element size");
+    bad = A;
+    bad.nb[1] = 130, bad.nb[2] = bad.nb[3] = 520;
+    EXPECT_REFUSED(f, elm_op_softmax(f->dev, NULL, &bad, 1.0f, &A), "multiple of the element size");
+    bad = A;
     bad.struct_size = 0;
     EXPECT_REFUSED(f, elm_op_add(f->dev, NULL, &bad, &A, &A), "struct_size");
     bad = A;
