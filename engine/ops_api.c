@@ -306,7 +306,8 @@ elm_status elm_op_tensor_init(elm_op_tensor *t, size_t struct_size, elm_type typ
         __builtin_mul_overflow(t->nb[3], (size_t)ne3, &end))
         return elmi_ops_fail(dev, ELM_ERR_INVALID_ARG, "elm_op_tensor_init: the size overflows");
     if (!buf && !host)
-        return elmi_ops_fail(dev, ELM_ERR_INVALID_ARG, "elm_op_tensor_init: neither a buffer nor host memory");
+        return elmi_ops_fail(dev, ELM_ERR_INVALID_ARG,
+                             "elm_op_tensor_init: neither a buffer nor host memory");
     if (values == 1 && offset % block)
         return elmi_ops_fail(dev, ELM_ERR_INVALID_ARG,
                              "elm_op_tensor_init: offset %zu is not a multiple of the element size %zu",

@@ -276,5 +276,7 @@ int main(int argc, char **argv) {
         if (!ok) bad = 1;
     }
     if (n == 1) printf("ops_block: only %s on this machine, nothing to compare\n", ids[0]);
+    weight *all[] = {&bw.wq, &bw.wk, &bw.wv, &bw.wo, &bw.gate, &bw.up, &bw.down};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]->data);
     return bad;
 }

@@ -30,7 +30,8 @@
 typedef struct fx {
     elm_dev *dev;
     elm_dev_buffer *bufs[MAX_BUFS];
-    int n_bufs;
+    void *hosts[MAX_BUFS]; /* host tensors' memory, freed after the device */
+    int n_bufs, n_hosts;
 } fx;
 
 /* "cpu" and every Vulkan device id; returns the count. */
@@ -65,6 +66,7 @@ static void fx_close(fx *f) {
     fprintf(stderr, "ops_api [%s]: %g ops, %g dispatches, %g validation errors\n", elm_dev_id(f->dev),
             nodes, dispatches, errors);
     elm_dev_free(f->dev);
+    for (int i = 0; i < f->n_hosts; i++) free(f->hosts[i]);
 }
 
 /* A dense tensor in a buffer of its own. */
@@ -155,6 +157,8 @@ static double mul_mat_case(fx *f, elm_type type, int64_t K, int64_t N, int64_t T
     elm_op_tensor W;
     if (host_w) {
         cr_assert_eq(elm_op_tensor_dense(&W, type, K, N, 1, 1, NULL, 0, wq), ELM_OK);
+        cr_assert_lt(f->n_hosts, MAX_BUFS);
+        f->hosts[f->n_hosts++] = wq;
     } else {
         W = tensor(f, type, K, N, 1, "w");
         put(f, &W, wq);
@@ -170,8 +174,8 @@ static double mul_mat_case(fx *f, elm_type type, int64_t K, int64_t N, int64_t T
     double *want = malloc(sizeof(double) * N * T);
     elm_ref_mul_mat(deq, x, bias ? b : NULL, K, N, T, want);
     double e = nmse(got, want, (size_t)(N * T));
-    /* Host weights are cached by address and must outlive the device: the
-     * leak of wq for host_w is deliberate (a few KiB per test). */
+    /* Host weights are cached by address and must outlive the device:
+     * fx_close frees them. */
     if (!host_w) free(wq);
     free(w), free(deq), free(x), free(b), free(got), free(want);
     return e;
@@ -369,7 +373,8 @@ static void check_get_rows(fx *f) {
         int64_t n = types[i] == ELM_TYPE_Q4_K ? 256 : 64, rows = 8;
         float *w = rand_floats((size_t)(n * rows)), *deq = malloc(sizeof(float) * n * rows);
         void *q = quantize(types[i], w, rows, n, deq);
-        elm_op_tensor Tb = tensor(f, types[i], n, rows, 1, "table"), I = tensor(f, ELM_TYPE_I32, 4, 1, 1, "ids");
+        elm_op_tensor Tb = tensor(f, types[i], n, rows, 1, "table");
+        elm_op_tensor I = tensor(f, ELM_TYPE_I32, 4, 1, 1, "ids");
         elm_op_tensor D = tensor(f, ELM_TYPE_F32, n, 4, 1, "d");
         put(f, &Tb, q), put(f, &I, ids);
         cr_assert_eq(elm_op_get_rows(f->dev, NULL, &Tb, &I, &D), ELM_OK, "%s", elm_dev_last_error(f->dev));
@@ -466,7 +471,8 @@ static void check_bad_input(fx *f) {
     EXPECT_REFUSED(f, elm_op_glu(f->dev, NULL, &A, &A, (elm_glu_act)7, &A), "unknown activation");
     EXPECT_REFUSED(f, elm_op_mul(f->dev, NULL, &A, &I, &A), "expected F32");
     elm_op_tensor X16 = tensor(f, ELM_TYPE_F32, 16, 4, 1, "x16"), R = tensor(f, ELM_TYPE_F32, 32, 1, 1, "r");
-    EXPECT_REFUSED(f, elm_op_mul_mat(f->dev, NULL, &W, &X16, NULL, &Y), "x 'x16' has shape (16, 4, 1, 1), expected (32, 4, 1, 1)");
+    EXPECT_REFUSED(f, elm_op_mul_mat(f->dev, NULL, &W, &X16, NULL, &Y),
+                   "x 'x16' has shape (16, 4, 1, 1), expected (32, 4, 1, 1)");
     EXPECT_REFUSED(f, elm_op_mul_mat(f->dev, NULL, &W, &B, NULL, &Y), "dst 'y' has shape");
     EXPECT_REFUSED(f, elm_op_mul_mat(f->dev, NULL, &W, &A, NULL, &A), "dst 'a' has shape");
     EXPECT_REFUSED(f, elm_op_mul_mat(f->dev, NULL, &I, &A, NULL, &Y), "floating-point or quantized");
@@ -534,7 +540,8 @@ Test(ops_api, foreign_buffers_wraps_and_unknown_devices) {
     fx cpu, other;
     fx_open(&cpu, "cpu");
     fx_open(&other, n > 1 ? ids[1] : "cpu");
-    elm_op_tensor A = tensor(&cpu, ELM_TYPE_F32, 16, 2, 1, "a"), B = tensor(&other, ELM_TYPE_F32, 16, 2, 1, "b");
+    elm_op_tensor A = tensor(&cpu, ELM_TYPE_F32, 16, 2, 1, "a");
+    elm_op_tensor B = tensor(&other, ELM_TYPE_F32, 16, 2, 1, "b");
     EXPECT_REFUSED(&cpu, elm_op_add(cpu.dev, NULL, &A, &B, &A), "in a buffer of device");
     EXPECT_REFUSED(&other, elm_op_add(other.dev, NULL, &B, &B, &A), "in a buffer of device");
     elm_op_graph *g = NULL;
