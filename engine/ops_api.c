@@ -119,6 +119,10 @@ elm_status elm_dev_new(const char *id, const elm_dev_params *params, elm_dev **o
     if (!dev) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     char msg[ELM_ERR_LEN] = "";
     elm_status st = dev_backend_new(&c, p.n_threads, &dev->be, msg, sizeof msg);
+    if (st != ELM_OK && c.automatic && c.reg) { /* "auto": a GPU that fails gives way to the CPU */
+        elmi_device_resolve("cpu", &c, err, err_size);
+        st = dev_backend_new(&c, p.n_threads, &dev->be, msg, sizeof msg);
+    }
     if (st != ELM_OK) {
         elmi_free(dev);
         return elmi_errorf(err, err_size, st, "device %s: %s", c.id, msg);

@@ -104,7 +104,8 @@ ELM_API void elm_dev_params_init(elm_dev_params *p, size_t struct_size);
 
 /*
  * Creates the device `id` (borrowed): "cpu", "vulkan" (the first Vulkan
- * device), "vulkan:N" or "auto" (the best GPU, else the CPU), as listed by
+ * device), "vulkan:N" or "auto" (the best GPU; the CPU when there is none
+ * or it fails to start; elm_dev_id tells which), as listed by
  * elm_devices(). params may be NULL for the defaults. *out receives an
  * owned device, or NULL on failure, when err (err_size bytes) receives the
  * message. Errors: ELM_ERR_INVALID_ARG (an unknown id, a device that does

@@ -574,6 +574,10 @@ Test(ops_api, foreign_buffers_wraps_and_unknown_devices) {
     if (elm_dev_new("vulkan:99", NULL, &d, err, sizeof err) == ELM_OK) elm_dev_free(d);
     else cr_expect(strstr(err, "vulkan:99"), "%s", err);
     cr_expect_eq(elm_dev_new(NULL, NULL, &d, err, sizeof err), ELM_ERR_INVALID_ARG);
+    cr_assert_eq(elm_dev_new("auto", NULL, &d, err, sizeof err), ELM_OK, "%s", err);
+    cr_expect(!strcmp(elm_dev_id(d), "cpu") || !strncmp(elm_dev_id(d), "vulkan:", 7), "auto gave '%s'",
+              elm_dev_id(d));
+    elm_dev_free(d);
 }
 
 Test(ops_api, types_and_device_info) {
