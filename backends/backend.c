@@ -7,7 +7,8 @@ const char *elmi_be_op_name(be_op op) {
         [BE_OP_ROPE] = "rope",         [BE_OP_KV_STORE] = "kv_store",
         [BE_OP_ATTENTION] = "attention", [BE_OP_GLU] = "glu",
         [BE_OP_ARGMAX] = "argmax",     [BE_OP_SCALE] = "scale",
-        [BE_OP_SHORTCONV] = "shortconv",
+        [BE_OP_SHORTCONV] = "shortconv", [BE_OP_MUL] = "mul",
+        [BE_OP_SOFTMAX] = "softmax",
     };
     return (unsigned)op < BE_OP_COUNT && names[op] ? names[op] : "unknown";
 }

@@ -116,6 +116,14 @@ typedef enum be_op {
      * where bx of a position below 0 is 0 (so a fresh or reset context
      * needs no clearing). dst (n, T). iparams[0] = pos. */
     BE_OP_SHORTCONV,
+    /* dst = src0 * src1 element-wise, src0 (n, d1, d2, d3); src1 has src0's
+     * shape, or is one row (n) that multiplies every row of src0.
+     * dst may alias src0. */
+    BE_OP_MUL,
+    /* Softmax of each row of src0 (n, d1, d2, d3) scaled by s = fparams[0]:
+     * dst[i] = exp(s x[i] - m) / sum_j exp(s x[j] - m), m = max_j s x[j].
+     * dst may alias src0. */
+    BE_OP_SOFTMAX,
     BE_OP_COUNT
 } be_op;
 

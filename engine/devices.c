@@ -121,7 +121,7 @@ elm_status elmi_device_backend_new(const elm_model *m, const elm_device_choice *
                                    bool pin, be_backend **out, char *err, size_t err_size) {
     if (c->reg) {
         /* Only the model's own device is shared; another choice gets its own. */
-        bool shared = c->reg == m->device.reg && c->index == m->device.index;
+        bool shared = m && c->reg == m->device.reg && c->index == m->device.index;
         be_device *dev = NULL;
         elm_status st = shared ? model_device(m, c, &dev, err, err_size)
                                : c->reg->open(c->index, &dev, err, err_size);

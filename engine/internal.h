@@ -163,7 +163,8 @@ struct elm_model {
 /* Resolves elm_model_params.device. */
 elm_status elmi_device_resolve(const char *spec, elm_device_choice *out, char *err, size_t err_size);
 /* Creates a backend for the choice c (the model's device or the CPU): on
- * a device, on the model's shared device, which the first call opens. */
+ * a device, on the model's shared device, which the first call opens (m
+ * NULL: a device of its own). */
 elm_status elmi_device_backend_new(const elm_model *m, const elm_device_choice *c, int n_threads,
                                    bool pin, be_backend **out, char *err, size_t err_size);
 /* Closes the model's shared device (the contexts must be gone). */

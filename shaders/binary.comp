@@ -1,6 +1,7 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// Element-wise ops on rows of n floats: OP_ADD dst = a + b; otherwise the
+// Element-wise ops on rows of n floats: OP_ADD dst = a + b; OP_MUL
+// dst = a * b (b_stride 0 broadcasts one row of b); otherwise the
 // gated linear unit dst = act(a) * b (BE_OP_GLU), act = silu (act 0,
 // BE_GLU_SILU) or gelu with the tanh approximation (act 1,
 // BE_GLU_GELU_TANH). dst may alias a or b: each invocation reads its two
@@ -35,6 +36,8 @@ void main() {
     float x = a[p.a_base + r * p.a_stride + i], y = b[p.b_base + r * p.b_stride + i];
 #if defined(OP_ADD)
     dst[p.d_base + r * p.d_stride + i] = x + y;
+#elif defined(OP_MUL)
+    dst[p.d_base + r * p.d_stride + i] = x * y;
 #else
     float g = p.act == 1u ? gelu_tanh(x) : x / (1.0 + exp(-x));
     dst[p.d_base + r * p.d_stride + i] = g * y;

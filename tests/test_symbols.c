@@ -56,6 +56,28 @@ Test(symbols, shared_library_exports_only_the_api) {
     free(out);
 }
 
+/* Every function the public headers declare (ELM_API in edgelm.h and
+ * edgelm_ops.h) is exported: none is missing from the version script or
+ * left undefined. */
+Test(symbols, every_public_function_is_exported) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s/include' && grep -h 'ELM_API' edgelm.h edgelm_ops.h | grep -o 'elm_[a-z0-9_]*(' "
+             "| tr -d '(' | sort -u > '%s/declared' && nm -D --defined-only '%s/libedgelm.so' "
+             "| awk '{print $3}' | sort -u > '%s/exported' && wc -l < '%s/declared' && "
+             "comm -23 '%s/declared' '%s/exported'",
+             test_source_dir(), test_tmp_dir(), build_dir(), test_tmp_dir(), test_tmp_dir(),
+             test_tmp_dir(), test_tmp_dir());
+    int rc;
+    char *out = sh(cmd, &rc);
+    cr_assert_eq(rc, 0);
+    long declared = strtol(out, NULL, 10);
+    const char *missing = strchr(out, '\n') ? strchr(out, '\n') + 1 : "";
+    cr_expect_gt(declared, 60, "only %ld functions found in the headers", declared);
+    cr_expect_str_empty(missing, "declared but not exported:\n%s", missing);
+    free(out);
+}
+
 Test(symbols, static_library_keeps_to_its_prefixes) {
     char cmd[2048];
     /* Global (upper-case) defined symbols; weak and common ones count too. */

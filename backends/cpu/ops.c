@@ -1,5 +1,6 @@
 /* ops.c: the element-wise and row ops of the CPU backend (GET_ROWS,
- * RMS_NORM, ADD, GLU, SCALE, KV_STORE, SHORTCONV) and the per-node dispatch. */
+ * RMS_NORM, ADD, MUL, SOFTMAX, GLU, SCALE, KV_STORE, SHORTCONV) and the
+ * per-node dispatch. */
 #include <math.h>
 #include <string.h>
 
@@ -53,6 +54,36 @@ static void compute_add(const be_node *nd, int ith, int nth) {
         float *z = (float *)flat_row(d, r) + c0;
         elmi_cpu_vec_add_f32(z, (const float *)flat_row(a, r) + c0, (const float *)flat_row(b, r) + c0,
                         c1 - c0);
+    }
+}
+
+/* src1 is either src0's shape or one row broadcast over every row. */
+static void compute_mul(const be_node *nd, int ith, int nth) {
+    const be_tensor *a = nd->src[0], *b = nd->src[1], *d = nd->dst;
+    int64_t n = a->ne[0];
+    bool bcast = n_rows(b) == 1;
+    piece_split s = split_pieces(n_rows(a), n, ith, nth);
+    for (int64_t u = s.u0; u < s.u1; u++) {
+        int64_t r = u / s.pieces, p = u % s.pieces;
+        int64_t c0 = piece_bound(n, p, s.pieces), c1 = piece_bound(n, p + 1, s.pieces);
+        const float *x = flat_row(a, r), *y = flat_row(b, bcast ? 0 : r);
+        float *z = flat_row(d, r);
+        for (int64_t i = c0; i < c1; i++) z[i] = x[i] * y[i];
+    }
+}
+
+/* One thread per row, like RMS_NORM: results do not depend on the threads. */
+static void compute_softmax(const be_node *nd, int ith, int nth) {
+    const be_tensor *a = nd->src[0], *d = nd->dst;
+    int64_t n = a->ne[0], r0, r1;
+    elmi_cpu_split(n_rows(a), ith, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; r++) {
+        float *z = flat_row(d, r);
+        elmi_cpu_vec_scale_to_f32(z, flat_row(a, r), nd->fparams[0], n);
+        float m = -INFINITY;
+        for (int64_t i = 0; i < n; i++) m = z[i] > m ? z[i] : m;
+        float sum = elmi_cpu_vec_exp_sum_f32(z, z, m, n);
+        elmi_cpu_vec_scale_f32(z, 1.0f / sum, n);
     }
 }
 
@@ -201,6 +232,8 @@ void elmi_cpu_op_compute(const be_node *node, void *work, int ith, int nth) {
     case BE_OP_GET_ROWS: compute_get_rows(node, ith, nth); break;
     case BE_OP_RMS_NORM: compute_rms_norm(node, ith, nth); break;
     case BE_OP_ADD: compute_add(node, ith, nth); break;
+    case BE_OP_MUL: compute_mul(node, ith, nth); break;
+    case BE_OP_SOFTMAX: compute_softmax(node, ith, nth); break;
     case BE_OP_GLU: compute_glu(node, ith, nth); break;
     case BE_OP_SCALE: compute_scale(node, ith, nth); break;
     case BE_OP_SHORTCONV: compute_shortconv(node, ith, nth); break;

@@ -165,6 +165,27 @@ static elm_status check_binary(const cpu_check *c) {
     return check_same_f32(c, nd->dst, "dst", nd->src[0]);
 }
 
+static elm_status check_mul(const cpu_check *c) {
+    const be_node *nd = c->node;
+    const be_tensor *a = nd->src[0], *b = nd->src[1];
+    ELM_TRY(elmi_cpu_check_tensor(c, a, "src0", QT_F32));
+    if (b && b->ne[1] * b->ne[2] * b->ne[3] == 1)
+        ELM_TRY(elmi_cpu_check_f32(c, b, "src1", a->ne[0], 1, 1, 1));
+    else
+        ELM_TRY(check_same_f32(c, b, "src1", a));
+    return check_same_f32(c, nd->dst, "dst", a);
+}
+
+static elm_status check_softmax(const cpu_check *c) {
+    const be_node *nd = c->node;
+    ELM_TRY(elmi_cpu_check_tensor(c, nd->src[0], "src0", QT_F32));
+    ELM_TRY(check_same_f32(c, nd->dst, "dst", nd->src[0]));
+    float s = nd->fparams[0];
+    if (!isfinite(s))
+        return elmi_cpu_check_fail(c, ELM_ERR_INVALID_ARG, NULL, "fparams[0]", "scale %g", s);
+    return ELM_OK;
+}
+
 static elm_status check_glu(const cpu_check *c) {
     int act = c->node->iparams[0];
     if (act != BE_GLU_SILU && act != BE_GLU_GELU_TANH)
@@ -298,6 +319,8 @@ elm_status elmi_cpu_op_check(const be_node *node, int index, char *err, size_t e
     case BE_OP_RMS_NORM: return check_rms_norm(&c);
     case BE_OP_MUL_MAT: return check_mul_mat(&c);
     case BE_OP_ADD: return check_binary(&c);
+    case BE_OP_MUL: return check_mul(&c);
+    case BE_OP_SOFTMAX: return check_softmax(&c);
     case BE_OP_GLU: return check_glu(&c);
     case BE_OP_SCALE: return check_scale(&c);
     case BE_OP_SHORTCONV: return check_shortconv(&c);
@@ -330,8 +353,10 @@ bool elmi_cpu_op_supported(const be_node *node) {
     case BE_OP_ROPE: return is_type(s[0], QT_F32) && is_type(s[1], BE_TYPE_I32);
     case BE_OP_RMS_NORM:
     case BE_OP_ADD:
+    case BE_OP_MUL:
     case BE_OP_GLU: return is_type(s[0], QT_F32) && is_type(s[1], QT_F32);
     case BE_OP_ARGMAX:
+    case BE_OP_SOFTMAX:
     case BE_OP_SCALE: return is_type(s[0], QT_F32);
     case BE_OP_SHORTCONV:
         return is_type(s[0], QT_F32) && is_type(s[1], QT_F32) && is_type(s[2], QT_F32);

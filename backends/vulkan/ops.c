@@ -26,7 +26,9 @@ static elm_status plan_binary(vk_planner *p, const be_node *nd) {
     ELM_TRY(elmi_op_check_f32(p, a, "src0"));
     ELM_TRY(elmi_op_check_f32(p, b, "src1"));
     ELM_TRY(elmi_op_check_f32(p, d, "dst"));
-    if (!elmi_op_same_shape(a, b) || !elmi_op_same_shape(a, d)) return elmi_op_invalid(p, "shapes differ");
+    /* MUL may broadcast one row of src1 over every row of src0. */
+    bool bcast = nd->op == BE_OP_MUL && b->ne[0] == a->ne[0] && b->ne[1] * b->ne[2] * b->ne[3] == 1;
+    if ((!bcast && !elmi_op_same_shape(a, b)) || !elmi_op_same_shape(a, d)) return elmi_op_invalid(p, "shapes differ");
     int act = nd->iparams[0];
     if (nd->op == BE_OP_GLU && act != BE_GLU_SILU && act != BE_GLU_GELU_TANH)
         return elmi_op_invalid(p, "unknown GLU activation %d", act);
@@ -38,6 +40,7 @@ static elm_status plan_binary(vk_planner *p, const be_node *nd) {
     size_t sa, sb, sd;
     if (!elmi_op_flat_rows(a, &rows, &sa) || !elmi_op_flat_rows(b, &rb, &sb) || !elmi_op_flat_rows(d, &rd, &sd))
         return elmi_op_unsupported(p, "rows are not evenly spaced");
+    if (bcast) sb = 0;
     VkDeviceSize w = (VkDeviceSize)a->ne[0] * 4, strides[3] = {sa, sb, sd}, widths[3] = {w, w, w};
     int64_t chunk = elmi_op_token_chunk(p, rows, strides, widths, 3);
     if (chunk < 1) return elmi_op_unsupported(p, "a row exceeds maxStorageBufferRange");
@@ -46,7 +49,7 @@ static elm_status plan_binary(vk_planner *p, const be_node *nd) {
         int64_t n = rows - r0 < chunk ? rows - r0 : chunk;
         disp_build db;
         elmi_op_disp_init(p, &db);
-        db.shader = nd->op == BE_OP_ADD ? "add" : "glu";
+        db.shader = nd->op == BE_OP_ADD ? "add" : nd->op == BE_OP_MUL ? "mul" : "glu";
         db.spec[0] = wg, db.spec[1] = 1, db.n_spec = 2;
         pc_binary pc = {.n = (uint32_t)a->ne[0], .n_rows = (uint32_t)n, .a_stride = (uint32_t)(sa / 4),
                         .b_stride = (uint32_t)(sb / 4), .d_stride = (uint32_t)(sd / 4),
@@ -140,6 +143,38 @@ static elm_status plan_rms_norm(vk_planner *p, const be_node *nd) {
                           .d_s1 = c.ds[0], .d_s2 = c.ds[1], .d_s3 = c.ds[2], .eps = nd->fparams[0]};
         ELM_TRY(elmi_op_bind_view(p, &vx, c0 * sx, (c0 + n - 1) * sx + r.wx, 4, &db.d.b[0], &pc.x_base));
         ELM_TRY(elmi_op_bind_view(p, &vw, 0, width, 4, &db.d.b[1], &pc.w_base));
+        ELM_TRY(elmi_op_bind_view(p, &vd, c0 * sd, (c0 + n - 1) * sd + r.wd, 4, &db.d.b[3], &pc.d_base));
+        ELM_TRY(elmi_op_set_groups(p, &db, c.n_rows, 1));
+        ELM_TRY(elmi_op_emit(p, &db, &pc, sizeof pc));
+    }
+    return ELM_OK;
+}
+
+static elm_status plan_softmax(vk_planner *p, const be_node *nd) {
+    const be_tensor *x = nd->src[0], *d = nd->dst;
+    ELM_TRY(elmi_op_check_f32(p, x, "src0"));
+    ELM_TRY(elmi_op_check_f32(p, d, "dst"));
+    if (!elmi_op_same_shape(x, d)) return elmi_op_invalid(p, "shapes differ");
+    if (!isfinite(nd->fparams[0])) return elmi_op_invalid(p, "scale %g", nd->fparams[0]);
+    tview vx, vd;
+    ELM_TRY(elmi_op_resolve(p, x, "src0", &vx));
+    ELM_TRY(elmi_op_resolve(p, d, "dst", &vd));
+    rows3 r;
+    ELM_TRY(rows3_plan(p, x, d, &r));
+    uint32_t wg = elmi_op_reduce_wg(p, WG_DEFAULT, 0);
+    if (!wg) return elmi_op_unsupported(p, "no workgroup size fits %u bytes of shared memory", p->vk->caps.max_shared);
+    VkDeviceSize sx = x->nb[r.o], sd = d->nb[r.o];
+    for (int64_t c0 = 0; c0 < x->ne[r.o]; c0 += r.chunk) {
+        int64_t n = x->ne[r.o] - c0 < r.chunk ? x->ne[r.o] - c0 : r.chunk;
+        disp_build db;
+        elmi_op_disp_init(p, &db);
+        db.shader = elmi_op_use_sg(p) ? "softmax_sg" : "softmax_sh";
+        db.spec[0] = wg, db.spec[1] = elmi_op_nsg(p, wg), db.n_spec = 2;
+        rows3_pc c = rows3_chunk(&r, x, d, n);
+        pc_softmax pc = {.n = (uint32_t)x->ne[0], .n_rows = c.n_rows, .ne1 = c.ne1, .ne2 = c.ne2,
+                         .x_s1 = c.xs[0], .x_s2 = c.xs[1], .x_s3 = c.xs[2],
+                         .d_s1 = c.ds[0], .d_s2 = c.ds[1], .d_s3 = c.ds[2], .s = nd->fparams[0]};
+        ELM_TRY(elmi_op_bind_view(p, &vx, c0 * sx, (c0 + n - 1) * sx + r.wx, 4, &db.d.b[0], &pc.x_base));
         ELM_TRY(elmi_op_bind_view(p, &vd, c0 * sd, (c0 + n - 1) * sd + r.wd, 4, &db.d.b[3], &pc.d_base));
         ELM_TRY(elmi_op_set_groups(p, &db, c.n_rows, 1));
         ELM_TRY(elmi_op_emit(p, &db, &pc, sizeof pc));
@@ -388,7 +423,9 @@ elm_status elmi_vk_plan_node(vk_planner *p, const be_node *node) {
     case BE_OP_RMS_NORM: return plan_rms_norm(p, node);
     case BE_OP_MUL_MAT: return elmi_op_plan_mul_mat(p, node);
     case BE_OP_ADD:
+    case BE_OP_MUL:
     case BE_OP_GLU: return plan_binary(p, node);
+    case BE_OP_SOFTMAX: return plan_softmax(p, node);
     case BE_OP_ROPE: return plan_rope(p, node);
     case BE_OP_KV_STORE: return plan_kv_store(p, node);
     case BE_OP_ATTENTION: return plan_attention(p, node);

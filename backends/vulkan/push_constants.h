@@ -32,6 +32,12 @@ typedef struct pc_scale {
     float s, softcap;
 } pc_scale;
 
+typedef struct pc_softmax {
+    uint32_t x_base, d_base, n, n_rows, ne1, ne2;
+    uint32_t x_s1, x_s2, x_s3, d_s1, d_s2, d_s3;
+    float s;
+} pc_softmax;
+
 typedef struct pc_rope {
     uint32_t x_base, pos_base, ff_base, d_base, head_dim, n_head, x_rs, x_ts, d_rs, d_ts;
     uint32_t neox, n_rot, has_ff, yarn;

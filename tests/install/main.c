@@ -3,7 +3,8 @@
  * with pkg-config and with CMake).
  *
  *   app             checks that elm_version() matches the header it was
- *                   compiled with and that elm_strerror() names statuses;
+ *                   compiled with, that elm_strerror() names statuses
+ *                   and that the op API (edgelm_ops.h) is installed;
  *                   prints "edgelm VERSION: TEXT".
  *   app MODEL.gguf  also loads the model on the CPU, evaluates BOS and
  *                   prints "model: n_vocab=N n_layer=L logits=finite". This
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include <edgelm.h>
+#include <edgelm_ops.h>
 
 static int run_model(const char *path) {
     char err[512] = "";
@@ -66,6 +68,10 @@ int main(int argc, char **argv) {
     if (!ok || !*ok || !io || !*io || strcmp(ok, io) == 0) {
         fprintf(stderr, "elm_strerror: '%s' for ELM_OK, '%s' for ELM_ERR_IO\n", ok ? ok : "(null)",
                 io ? io : "(null)");
+        return 1;
+    }
+    if (strcmp(elm_type_name(ELM_TYPE_Q4_K), "Q4_K") != 0) {
+        fprintf(stderr, "elm_type_name(ELM_TYPE_Q4_K) is '%s'\n", elm_type_name(ELM_TYPE_Q4_K));
         return 1;
     }
     printf("edgelm %s: %s\n", version, ok);

@@ -38,6 +38,52 @@ void elm_ref_scale(const float *x, int64_t n, float s, float softcap, double *ou
     }
 }
 
+void elm_ref_mul(const float *x, const float *y, int64_t n, int64_t rows, int64_t y_rows,
+                 double *out) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < n; i++)
+            out[r * n + i] = (double)x[r * n + i] * y[(y_rows == 1 ? 0 : r) * n + i];
+}
+
+void elm_ref_softmax(const float *x, float s, int64_t n, int64_t rows, double *out) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        double m = -INFINITY, sum = 0;
+        for (int64_t i = 0; i < n; i++) m = fmax(m, (double)s * xr[i]);
+        for (int64_t i = 0; i < n; i++) sum += exp((double)s * xr[i] - m);
+        for (int64_t i = 0; i < n; i++) out[r * n + i] = exp((double)s * xr[i] - m) / sum;
+    }
+}
+
+void elm_ref_mul_mat(const float *w, const float *x, const float *bias, int64_t K, int64_t N,
+                     int64_t T, double *out) {
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t j = 0; j < N; j++) {
+            double acc = bias ? bias[j] : 0.0;
+            for (int64_t k = 0; k < K; k++) acc += (double)w[j * K + k] * x[t * K + k];
+            out[t * N + j] = acc;
+        }
+}
+
+void elm_ref_rope_apply(const elm_ref_rope *r, const float *x, const int32_t *pos, const float *ff,
+                        double *out) {
+    for (int64_t t = 0; t < r->T; t++)
+        for (int64_t h = 0; h < r->nh; h++) {
+            const float *xr = x + (t * r->nh + h) * r->hd;
+            double *yr = out + (t * r->nh + h) * r->hd;
+            for (int i = 0; i < r->hd; i++) yr[i] = xr[i];
+            for (int i = 0; i < r->n_rot / 2; i++) {
+                double theta = r->freq_scale * pos[t] * pow(r->freq_base, -2.0 * i / r->n_rot) /
+                               (ff ? ff[i] : 1.0);
+                int a = r->mode == BE_ROPE_NEOX ? i : 2 * i;
+                int b = r->mode == BE_ROPE_NEOX ? i + r->n_rot / 2 : 2 * i + 1;
+                double c = cos(theta) * r->attn_factor, s = sin(theta) * r->attn_factor;
+                yr[a] = xr[a] * c - xr[b] * s;
+                yr[b] = xr[a] * s + xr[b] * c;
+            }
+        }
+}
+
 void elm_ref_kv_rows(int pos, int T, int n_rows, bool ring, int64_t *row) {
     for (int t = 0; t < T; t++) row[t] = ring ? (pos + t) % n_rows : pos + t;
 }

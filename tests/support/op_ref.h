@@ -26,6 +26,27 @@ double elm_ref_gelu_tanh(double x);
 /* SCALE: out = s * x, then c * tanh(out / c) when c > 0. */
 void elm_ref_scale(const float *x, int64_t n, float s, float softcap, double *out);
 
+/* MUL: out (n, rows) = x * y, y (n, rows), or (n) when y_rows is 1. */
+void elm_ref_mul(const float *x, const float *y, int64_t n, int64_t rows, int64_t y_rows,
+                 double *out);
+
+/* SOFTMAX: each row of n of x (n, rows): out = exp(s x - max) / sum. */
+void elm_ref_softmax(const float *x, float s, int64_t n, int64_t rows, double *out);
+
+/* MUL_MAT: out (N, T) = w (K, N) . x (K, T) + bias (N, or NULL), the weights
+ * given as their dequantized F32 values. */
+void elm_ref_mul_mat(const float *w, const float *x, const float *bias, int64_t K, int64_t N,
+                     int64_t T, double *out);
+
+/* ROPE without YaRN: x (hd, nh, T), positions pos (T), optional frequency
+ * factors ff (n_rot / 2); mode BE_ROPE_NORM or BE_ROPE_NEOX; out as x. */
+typedef struct elm_ref_rope {
+    int mode, n_rot, hd, nh, T;
+    double freq_base, freq_scale, attn_factor;
+} elm_ref_rope;
+void elm_ref_rope_apply(const elm_ref_rope *r, const float *x, const int32_t *pos, const float *ff,
+                        double *out);
+
 /* The rows of the cache a KV_STORE of T tokens at pos writes: row[t]. */
 void elm_ref_kv_rows(int pos, int T, int n_rows, bool ring, int64_t *row);
 
