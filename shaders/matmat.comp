@@ -1,13 +1,17 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// dst (N, T) = W (K, N) x X (K, T) (+ bias) for T > 1, tiled: a workgroup
-// computes a BM (weight rows) x BN (tokens) tile, staging BK-deep slices of
-// dequantized weights and of activations in shared memory; each invocation
-// accumulates TM x TN outputs in F32. The host picks the tile sizes
-// (specialization constants 2..6) so the tiles fit the device's shared
-// memory and invocation limits. FP16 (fast graphs on devices with
-// shaderFloat16) stages the tiles as halves: half the shared memory, the
-// products still accumulated in F32.
+// dst (N, T) = W (K, N) x X (K, T) (+ bias) for T > 1, register-blocked: a
+// workgroup computes a BM (weight rows) x BN (tokens) tile; each invocation
+// owns TM consecutive rows x TN consecutive tokens (TM, TN multiples of 4)
+// and accumulates them in F32 registers. BK-deep slices of dequantized
+// weights and of activations are staged in shared memory as vec4s along the
+// row / token axis, so an invocation reads one vec4 of weights and TN/4
+// vec4s of activations per k for TM * TN products (today's GPUs: 4 FMAs per
+// loaded value). Each slice row is padded by one vec4, which spreads the
+// transposing stores over the banks. The host picks the tile (constants
+// 2..6) to fit the device's shared memory and invocation limits. FP16 (fast
+// graphs on devices with shaderFloat16) stages halves: half the shared
+// memory, the products still accumulated in F32.
 
 #include "common/common.glsl"
 #include "common/blocks.glsl"
@@ -16,7 +20,7 @@ layout(constant_id = 2) const uint BM = 64u;
 layout(constant_id = 3) const uint BN = 64u;
 layout(constant_id = 4) const uint BK = 16u;
 layout(constant_id = 5) const uint TM = 4u;
-layout(constant_id = 6) const uint TN = 4u;
+layout(constant_id = 6) const uint TN = 8u;
 
 layout(std430, binding = 1) readonly buffer XBuf { float x[]; };
 layout(std430, binding = 2) readonly buffer BBuf { float bias[]; };
@@ -33,32 +37,43 @@ layout(push_constant) uniform Params {
 
 #if defined(FP16)
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
-#define STYPE float16_t
+#define SVEC f16vec4
 // Activations beyond the half range would become infinities.
-#define TO_S(v) float16_t(clamp(v, -65504.0, 65504.0))
+#define TO_S(v) f16vec4(clamp(v, vec4(-65504.0), vec4(65504.0)))
 #else
-#define STYPE float
+#define SVEC vec4
 #define TO_S(v) (v)
 #endif
 
-shared STYPE a_sh[BK * BM]; // [k][m]
-shared STYPE b_sh[BK * BN]; // [k][n]
+const uint AS = BM / 4u + 1u; // vec4s per padded slice row
+const uint BS = BN / 4u + 1u;
+shared SVEC a_sh[BK * AS]; // [k][m / 4]
+shared SVEC b_sh[BK * BS]; // [k][n / 4]
 
+// A 4 x 4 block: four consecutive k (a vec4 of one weight row, or of one
+// token) for four rows (tokens), transposed into four slice rows k..k+3 of
+// vec4s along the rows (tokens).
 void load_tiles(uint m0, uint n0, uint k0, uint tid) {
-    for (uint e = tid; e < BM * (BK / 4u); e += WG) {
-        uint m = e / (BK / 4u), g = e % (BK / 4u), row = m0 + m, k = k0 + 4u * g;
-        vec4 v = vec4(0.0);
-        if (row < p.N && k < p.K) v = dequant4(p.w_base + row * p.row_bytes + (k / QK) * QB, k % QK);
-        for (uint c = 0u; c < 4u; c++) a_sh[(4u * g + c) * BM + m] = TO_S(v[c]);
-    }
-    for (uint e = tid; e < BN * (BK / 4u); e += WG) {
-        uint n = e / (BK / 4u), g = e % (BK / 4u), tok = n0 + n, k = k0 + 4u * g;
-        vec4 v = vec4(0.0);
-        if (tok < p.n_tok && k < p.K) {
-            uint xo = p.x_base + tok * p.x_stride + k;
-            v = vec4(x[xo], x[xo + 1u], x[xo + 2u], x[xo + 3u]);
+    for (uint e = tid; e < (BM / 4u) * (BK / 4u); e += WG) {
+        uint mq = e / (BK / 4u), g = e % (BK / 4u), k = k0 + 4u * g;
+        vec4 v[4];
+        for (uint c = 0u; c < 4u; c++) {
+            uint row = m0 + 4u * mq + c;
+            v[c] = row < p.N && k < p.K ? dequant4(p.w_base + row * p.row_bytes + (k / QK) * QB, k % QK)
+                                        : vec4(0.0);
         }
-        for (uint c = 0u; c < 4u; c++) b_sh[(4u * g + c) * BN + n] = TO_S(v[c]);
+        for (uint r = 0u; r < 4u; r++)
+            a_sh[(4u * g + r) * AS + mq] = TO_S(vec4(v[0][r], v[1][r], v[2][r], v[3][r]));
+    }
+    for (uint e = tid; e < (BN / 4u) * (BK / 4u); e += WG) {
+        uint nq = e / (BK / 4u), g = e % (BK / 4u), k = k0 + 4u * g;
+        vec4 v[4];
+        for (uint c = 0u; c < 4u; c++) {
+            uint tok = n0 + 4u * nq + c, xo = p.x_base + tok * p.x_stride + k;
+            v[c] = tok < p.n_tok && k < p.K ? vec4(x[xo], x[xo + 1u], x[xo + 2u], x[xo + 3u]) : vec4(0.0);
+        }
+        for (uint r = 0u; r < 4u; r++)
+            b_sh[(4u * g + r) * BS + nq] = TO_S(vec4(v[0][r], v[1][r], v[2][r], v[3][r]));
     }
 }
 
@@ -66,27 +81,29 @@ void main() {
     uint tid = gl_LocalInvocationIndex;
     uint m0 = gl_WorkGroupID.x * BM, n0 = gl_WorkGroupID.y * BN;
     uint tm = tid % (BM / TM), tn = tid / (BM / TM);
-    float acc[TM * TN];
-    for (uint i = 0u; i < TM * TN; i++) acc[i] = 0.0;
+    vec4 acc[TM * (TN / 4u)]; // [row][token / 4]
+    for (uint i = 0u; i < TM * (TN / 4u); i++) acc[i] = vec4(0.0);
     for (uint k0 = 0u; k0 < p.K; k0 += BK) {
         load_tiles(m0, n0, k0, tid);
         barrier();
         for (uint k = 0u; k < BK; k++) {
-            float a[TM], b[TN];
-            for (uint i = 0u; i < TM; i++) a[i] = float(a_sh[k * BM + tm + i * (BM / TM)]);
-            for (uint j = 0u; j < TN; j++) b[j] = float(b_sh[k * BN + tn + j * (BN / TN)]);
-            for (uint i = 0u; i < TM; i++)
-                for (uint j = 0u; j < TN; j++) acc[i * TN + j] += a[i] * b[j];
+            vec4 b[TN / 4u];
+            for (uint j = 0u; j < TN / 4u; j++) b[j] = vec4(b_sh[k * BS + tn * (TN / 4u) + j]);
+            for (uint i = 0u; i < TM / 4u; i++) {
+                vec4 a = vec4(a_sh[k * AS + tm * (TM / 4u) + i]);
+                for (uint r = 0u; r < 4u; r++)
+                    for (uint j = 0u; j < TN / 4u; j++) acc[(4u * i + r) * (TN / 4u) + j] += a[r] * b[j];
+            }
         }
         barrier();
     }
     for (uint i = 0u; i < TM; i++) {
-        uint row = m0 + tm + i * (BM / TM);
+        uint row = m0 + tm * TM + i;
         if (row >= p.N) continue;
         float bv = p.has_bias != 0u ? bias[p.b_base + row] : 0.0;
         for (uint j = 0u; j < TN; j++) {
-            uint tok = n0 + tn + j * (BN / TN);
-            if (tok < p.n_tok) dst[p.d_base + tok * p.d_stride + row] = acc[i * TN + j] + bv;
+            uint tok = n0 + tn * TN + j;
+            if (tok < p.n_tok) dst[p.d_base + tok * p.d_stride + row] = acc[i * (TN / 4u) + j / 4u][j % 4u] + bv;
         }
     }
 }

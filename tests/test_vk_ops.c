@@ -154,6 +154,27 @@ static void check_mul_mat_range(vfx *f, int type, int64_t T) {
     vfx_reset(f);
 }
 
+/* Several tiles along both axes, each ragged at its end: 150 rows and 70
+ * tokens cross the register-blocked kernel's 64 x 64 tiles (and the smaller
+ * tiles of pi5 and of a 64-invocation device). */
+Test(vk_ops, mul_mat_many_tiles) {
+    static const char *const limits[] = {"", "pi5", "max_shared=4096,max_invocations=64"};
+    static const int types[] = {QT_Q4_0, QT_Q8_0, QT_F16, QT_Q4_K};
+    for (size_t l = 0; l < sizeof limits / sizeof *limits; l++) {
+        vfx f;
+        vfx_open(&f, limits[l]);
+        for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+            for (int exact = 0; exact < 2; exact++) {
+                mm_case c = {types[i], 256, 150, 70, exact, i % 2 == 0, i >= 2};
+                double e = check_mul_mat(&f, &c);
+                cr_expect_leq(e, exact ? 1e-10 : 1e-5, "[%s] MUL_MAT %s 150 x 70 %s: NMSE %.3g", limits[l],
+                              elmi_qtype_name(c.type), exact ? "exact" : "fast", e);
+            }
+        cr_expect_eq(fallbacks(&f), 0, "[%s] unexpected CPU fallbacks", limits[l]);
+        vfx_close(&f);
+    }
+}
+
 Test(vk_ops, fast_mul_mat_keeps_f32_and_bf16_precision_and_range) {
     static const int types[] = {QT_F32, QT_BF16};
     static const int64_t Ts[] = {1, 9, 70};

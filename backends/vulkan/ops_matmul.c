@@ -72,9 +72,12 @@ typedef struct tile {
     uint32_t bm, bn, bk, tm, tn;
 } tile;
 
+/* Register blocks of TM x TN (multiples of 4: the shader reads vec4s),
+ * largest first. Shared memory: (BM + BN + 8) * BK values (one vec4 of
+ * padding per slice row of each tile). */
 static const tile tiles[] = {
-    {64, 64, 32, 4, 4}, {64, 64, 16, 4, 4}, {32, 64, 16, 2, 4}, {32, 32, 16, 2, 2},
-    {32, 32, 16, 4, 4}, {16, 16, 16, 2, 2}, {16, 16, 8, 2, 2},
+    {64, 64, 32, 8, 8}, {64, 64, 16, 8, 8}, {64, 64, 16, 4, 8}, {64, 32, 16, 4, 4}, {32, 32, 16, 4, 4}, {32, 16, 16, 4, 4},
+    {16, 16, 16, 4, 4}, {16, 16, 8, 4, 4},
 };
 
 /* The first tile configuration that fits the device, or NULL. */
@@ -82,7 +85,7 @@ static const tile *pick_tile(const vk_planner *p, bool half) {
     const vk_caps *c = &p->vk->caps;
     for (size_t i = 0; i < sizeof tiles / sizeof *tiles; i++) {
         const tile *t = &tiles[i];
-        uint32_t wg = (t->bm / t->tm) * (t->bn / t->tn), shared = (t->bm + t->bn) * t->bk * (half ? 2 : 4);
+        uint32_t wg = (t->bm / t->tm) * (t->bn / t->tn), shared = (t->bm + t->bn + 8) * t->bk * (half ? 2 : 4);
         if (wg <= c->max_invocations && wg <= c->max_wg_size[0] && shared <= c->max_shared) return t;
     }
     return NULL;
