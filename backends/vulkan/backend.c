@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "backends/vulkan/vk_internal.h"
 #include "common/alloc.h"
@@ -199,6 +200,8 @@ static const be_iface vk_iface = {
     .graph_compute = iface_graph_compute,
     .get_stats = iface_get_stats,
     .device_stats = iface_device_stats,
+    .profile_enable = elmi_vk_profile_enable,
+    .profile_read = elmi_vk_profile_read,
 };
 
 bool elmi_be_vk_is(const be_backend *be) {
@@ -306,7 +309,10 @@ elm_status elmi_be_vk_select(const char *spec, int *index) {
         if (want < (long)n) *index = (int)want;
         else st = ELM_ERR_INVALID_ARG;
     } else {
-        *index = choose(types, n, is_vulkan);
+        /* EDGELM_VK_AUTO_CPU=1 (a test hook): "auto" may take a CPU-type
+         * device, so the auto path (self-check, fallback) runs on lavapipe. */
+        const char *cpu_ok = getenv("EDGELM_VK_AUTO_CPU");
+        *index = choose(types, n, is_vulkan || (cpu_ok && !strcmp(cpu_ok, "1")));
     }
     elmi_free(types);
     return st;
@@ -367,6 +373,34 @@ static elm_status fault_from_env(int64_t *after, char *err, size_t err_size) {
     return ELM_OK;
 }
 
+/* EDGELM_VK_FAULT_OP=NAME (a test hook): the be_op named NAME, in any
+ * case ("MUL_MAT", "attention"), else -1. */
+static elm_status fault_op_from_env(int *op, char *err, size_t err_size) {
+    *op = -1;
+    const char *v = getenv("EDGELM_VK_FAULT_OP");
+    if (!v || !*v) return ELM_OK;
+    for (int i = 0; i < BE_OP_COUNT; i++)
+        if (!strcasecmp(v, elmi_be_op_name((be_op)i))) {
+            *op = i;
+            return ELM_OK;
+        }
+    return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "EDGELM_VK_FAULT_OP='%s' is not an op name", v);
+}
+
+/* EDGELM_VK_SUBMIT_MS=T: the submit bound in ms (0: no bound); -1 when
+ * unset (the device type then decides). */
+static elm_status submit_ms_from_env(double *ms, char *err, size_t err_size) {
+    *ms = -1;
+    const char *v = getenv("EDGELM_VK_SUBMIT_MS");
+    if (!v || !*v) return ELM_OK;
+    char *end;
+    double t = strtod(v, &end);
+    if (*end || !(t >= 0) || t > 1e9)
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "EDGELM_VK_SUBMIT_MS='%s' is not a time in ms", v);
+    *ms = t;
+    return ELM_OK;
+}
+
 elm_status elmi_be_vk_new(const be_vk_options *opt, be_backend **out, char *err, size_t err_size) {
     if (err && err_size) err[0] = '\0';
     if (!out) return ELM_ERR_INVALID_ARG;
@@ -377,18 +411,27 @@ elm_status elmi_be_vk_new(const be_vk_options *opt, be_backend **out, char *err,
                      : elmi_vk_limits_from_env(&lim, err, err_size));
     int64_t fault_after;
     ELM_TRY(fault_from_env(&fault_after, err, err_size));
+    int fault_op;
+    ELM_TRY(fault_op_from_env(&fault_op, err, err_size));
+    double submit_ms;
+    ELM_TRY(submit_ms_from_env(&submit_ms, err, err_size));
     vk_backend *vk = elmi_calloc(1, sizeof *vk);
     if (!vk) return ELM_ERR_NO_MEMORY;
     vk->be.iface = &vk_iface;
     vk->be.impl = vk;
     vk->quiet = o.quiet;
     vk->fault_after = fault_after;
+    vk->fault_op = fault_op;
+    vk->submit_ms = submit_ms;
     atomic_init(&vk->validation_errors, 0);
     elm_status st = open_backend(vk, &o, &lim, err, err_size);
     if (st != ELM_OK) {
         vk_free(&vk->be);
         return st;
     }
+    /* GPU drivers kill long jobs; a CPU-type device (lavapipe) has no such
+     * watchdog, and splitting there would only add submits. */
+    if (vk->submit_ms < 0) vk->submit_ms = vk->caps.type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 0 : 100;
     *out = &vk->be;
     return ELM_OK;
 }

@@ -160,6 +160,8 @@ typedef struct vk_disp {
     uint32_t pc[VK_PC_WORDS];
     uint32_t groups[3];
     VkDescriptorSet set;
+    uint8_t op;      /* the be_op of its node (profiling) */
+    bool barrier;    /* a dependency barrier is recorded before it */
 } vk_disp;
 
 /* A run of GPU dispatches (one command buffer) or one node on the CPU. */
@@ -167,6 +169,7 @@ typedef struct vk_step {
     bool cpu;
     int node;         /* CPU step: the node index */
     uint32_t d0, d1;  /* GPU step: dispatches [d0, d1) */
+    uint32_t q0;      /* profiled GPU step: timestamp queries [q0, q0 + d1 - d0] */
     VkCommandBuffer cmd;
 } vk_step;
 
@@ -183,6 +186,16 @@ typedef struct vk_plan {
     vk_seg dyn;    /* host-visible int32 slots, rewritten before each run */
     VkDescriptorPool pool;
     int n_nodes, n_cpu;
+    /* profiling (profile.c): a timestamp before each step's first dispatch
+     * and after each dispatch; VK_NULL_HANDLE when the plan is not profiled
+     * or the queue has no timestamps */
+    bool profiled;
+    VkQueryPool qpool;
+    /* submit splitting: GPU steps hold at most max_disp dispatches (0: no
+     * limit); resplit: a submit ran over the bound, re-record before the
+     * next run */
+    uint32_t max_disp;
+    bool resplit;
 } vk_plan;
 
 /* ----------------------------------------------------------------- backend */
@@ -232,6 +245,16 @@ typedef struct vk_backend {
     int64_t fault_after;
     uint64_t n_graph_submits;
     bool in_graph;
+
+    /* Profiling (profile.c): on, and the figures since the last read. */
+    bool prof_on;
+    be_profile prof;
+    /* Submit bound (EDGELM_VK_SUBMIT_MS, default 100): a graph submit whose
+     * device time exceeds it makes its plan split later runs; <= 0: never. */
+    double submit_ms;
+    /* Fault injection (EDGELM_VK_FAULT_OP): results of nodes of this op are
+     * corrupted after each graph; -1: off. */
+    int fault_op;
 
     _Atomic uint64_t validation_errors;
     be_stats stats;
@@ -336,6 +359,24 @@ void elmi_vk_plans_clear(vk_backend *vk);
 /* fallback.c: runs node `index` of g on the CPU backend, through host
  * copies of the device tensors it touches. */
 elm_status elmi_vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index);
+/* profile.c */
+/* Creates plan->qpool when the plan is profiled and the queue has timestamps. */
+elm_status elmi_vk_profile_plan(vk_backend *vk, vk_plan *plan);
+/* Records the reset of a step's queries and the timestamp before its
+ * dispatches; elmi_vk_profile_stamp writes the one after dispatch i. */
+void elmi_vk_profile_begin(vk_backend *vk, const vk_plan *plan, vk_step *s, VkCommandBuffer cmd);
+void elmi_vk_profile_stamp(const vk_plan *plan, const vk_step *s, VkCommandBuffer cmd, uint32_t i);
+/* After a GPU step ran for wall_ms: adds its dispatches' figures to vk->prof
+ * and returns the step's device time (timestamps, else wall_ms). */
+double elmi_vk_profile_step(vk_backend *vk, const vk_plan *plan, const vk_step *s, double wall_ms);
+/* After the whole graph ran: node counts and bytes. */
+void elmi_vk_profile_graph(vk_backend *vk, const be_graph *g);
+/* Corrupts the results of the nodes of vk->fault_op (EDGELM_VK_FAULT_OP). */
+elm_status elmi_vk_fault_op_apply(vk_backend *vk, const be_graph *g);
+elm_status elmi_vk_profile_enable(be_backend *be, bool on);
+void elmi_vk_profile_read(be_backend *be, be_profile *acc);
+double elmi_vk_now_ms(void);
+
 /* Appends a dispatch to the plan under construction. */
 elm_status elmi_vk_plan_add_dispatch(vk_backend *vk, vk_plan *plan, const vk_disp *d);
 /* Reserves the per-call slot of the node; returns its index. */
