@@ -433,6 +433,7 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
     if (st != ELM_OK) goto fail;
     st = bi->graph_compute(ctx->be, &graph, msg, sizeof msg);
     if (st != ELM_OK) goto fail;
+    elmi_profile_after_pass(ctx, n);
     if (output == ELM_OUT_SUMMARY)
         st = bi->tensor_get(ctx->be, &ctx->g.summary, ctx->summary, 0, sizeof ctx->summary);
     else
