@@ -7,6 +7,7 @@
 #include "common/alloc.h"
 #include "common/status.h"
 #include "engine/internal.h"
+#include "engine/selfcheck.h"
 #include "quant/quant.h"
 
 elm_status elmi_ctx_error(elm_context *ctx, elm_status st, const char *fmt, ...) {
@@ -309,6 +310,8 @@ elm_status elm_context_new(const elm_model *model, const elm_context_params *par
     elm_status st = resolve_params(model, &ctx->params, err, err_size);
     if (st != ELM_OK) goto fail;
     st = setup_device(ctx, &model->device, err, err_size);
+    if (st == ELM_OK && model->device.automatic && model->device.reg)
+        st = elmi_device_selfcheck(ctx->be, err, err_size);
     if (st != ELM_OK && model->device.automatic && model->device.reg) {
         /* "auto" promises a working context: say why the GPU was left. */
         release_device(ctx);
