@@ -12,6 +12,8 @@
  * - Self-check: with EDGELM_VK_FAULT_OP corrupting one op's results, device
  *   "auto" falls back to the CPU and the notice names the op; without it,
  *   "auto" keeps the device and says nothing.
+ * - Ring: under the discrete profile, token ids and positions reach the
+ *   device through the host-visible ring, with the same logits.
  * Vulkan runs use the validation layer; a validation error fails a decode. */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -327,4 +329,50 @@ Test(selfcheck, explicit_device_is_not_checked) {
     cr_assert_str_eq(elm_context_notice(ctx), "");
     elm_context_free(ctx);
     elm_model_free(m);
+}
+
+/* ---------------------------------------------------- the upload ring */
+
+/* Logits of an 8-token pass then 3 one-token passes under `limits`; the
+ * ring writes the context made into *ring. */
+static float *ring_run(const char *limits, size_t *n_floats, double *ring) {
+    if (limits) setenv("EDGELM_VK_LIMITS", limits, 1);
+    else unsetenv("EDGELM_VK_LIMITS");
+    elm_model *m = load("vulkan");
+    elm_context *ctx = new_ctx(m, 8, true);
+    elm_model_info info = ELM_INIT(elm_model_info);
+    cr_assert_eq(elm_model_get_info(m, &info), ELM_OK);
+    size_t nv = info.n_vocab, k = 0;
+    float *out = malloc(11 * nv * sizeof *out);
+    elm_token t[11];
+    tokens(t, 11);
+    double ring0 = stat(ctx, "vulkan.ring_writes");
+    for (int pass = 0; pass < 4; pass++) {
+        size_t n = pass == 0 ? 8 : 1, first = pass == 0 ? 0 : 7 + (size_t)pass;
+        decode(ctx, t + first, n);
+        for (size_t i = 0; i < n; i++) memcpy(out + nv * k++, elm_get_logits(ctx, (int32_t)i), nv * sizeof *out);
+    }
+    *n_floats = 11 * nv;
+    *ring = stat(ctx, "vulkan.ring_writes") - ring0;
+    cr_assert_eq(stat(ctx, "vulkan.validation_errors"), 0);
+    elm_context_free(ctx);
+    elm_model_free(m);
+    return out;
+}
+
+/* Under `discrete` (device memory never mapped) the token ids and positions
+ * of each pass go through the ring, not a staged submit each, and the
+ * logits are those of mapped memory, bit for bit. */
+Test(ring, discrete_ids_and_positions_go_through_the_ring) {
+    setup(true);
+    size_t n0, n1;
+    double r0, r1;
+    float *mapped = ring_run(NULL, &n0, &r0);
+    float *ring = ring_run("discrete", &n1, &r1);
+    cr_assert_eq(n0, n1);
+    cr_assert_eq(r0, 0, "mapped memory needs no ring (%g writes)", r0);
+    cr_assert(r1 >= 2 * 4, "%g ring writes for 4 passes", r1);
+    cr_assert(memcmp(mapped, ring, n0 * sizeof *mapped) == 0, "logits differ under discrete");
+    free(mapped);
+    free(ring);
 }

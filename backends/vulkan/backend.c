@@ -92,6 +92,7 @@ static elm_status iface_buffer_alloc(be_backend *be, size_t size, void *host_ptr
 static void iface_buffer_free(be_backend *be, be_buffer *buf) {
     vk_backend *vk = vk_of(be);
     if (!buf || !elmi_vk_owns_buffer(vk, buf)) return;
+    if (vk->dev) elmi_vk_ring_flush(vk);
     if (vk->dev) vkDeviceWaitIdle(vk->dev);
     /* Recorded plans may bind it; a new buffer could reuse its address. */
     elmi_vk_plans_clear(vk);
@@ -180,6 +181,7 @@ static size_t iface_device_stats(be_backend *be, be_stat *out, size_t cap) {
         {"vulkan.weight_import_bytes", (double)s->weight_import_bytes},
         {"vulkan.weight_copy_bytes", (double)s->weight_copy_bytes},
         {"vulkan.device_bytes", (double)vk->device_bytes},
+        {"vulkan.ring_writes", (double)s->n_ring_writes},
         {"vulkan.validation_errors", (double)atomic_load(&vk->validation_errors)},
     };
     const size_t n = sizeof all / sizeof all[0];

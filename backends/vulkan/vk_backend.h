@@ -144,6 +144,9 @@ typedef struct be_vk_stats {
     uint64_t weight_copy_bytes;   /* of which copied into device memory */
     uint32_t n_weights;         /* host tensors cached on the device */
     uint64_t device_bytes;      /* device memory allocated by this backend now */
+    /* Transfers */
+    uint64_t n_ring_writes;     /* small writes to unmapped memory carried by the next
+                                   submission instead of a staged submit each */
 } be_vk_stats;
 
 elm_status elmi_be_vk_get_stats(be_backend *be, be_vk_stats *out);

@@ -125,6 +125,23 @@ typedef struct vk_weight {
     bool imported; /* the pieces import the host memory instead of copying it */
 } vk_weight;
 
+/* Small writes to unmapped memory, carried by the next submission (ring.c). */
+#define VK_RING_MAX_WRITE 4096
+#define VK_RING_MAX_PENDING 32
+
+typedef struct vk_ring_copy {
+    VkBuffer dst;
+    VkBufferCopy region; /* srcOffset: in the ring */
+} vk_ring_copy;
+
+typedef struct vk_ring {
+    vk_seg seg;          /* host-visible, mapped; allocated on first use */
+    VkCommandBuffer cmd; /* the pending copies, recorded at the next submission */
+    vk_ring_copy pending[VK_RING_MAX_PENDING];
+    uint32_t n_pending;
+    VkDeviceSize used;   /* ring bytes the pending copies hold */
+} vk_ring;
+
 /* ---------------------------------------------------------------- pipeline */
 
 #define VK_MAX_SPEC 8
@@ -223,6 +240,7 @@ typedef struct vk_backend {
     VkCommandPool cmd_pool;
     VkCommandBuffer xfer_cmd;
     VkFence fence;
+    vk_ring ring;
 
     /* pipelines */
     VkDescriptorSetLayout dsl;
@@ -320,7 +338,21 @@ int64_t elmi_vk_weight_rows_per_piece(const vk_backend *vk, size_t row_bytes);
  * its host rows in place; false (nothing allocated) when the device
  * cannot, and the caller copies instead. */
 bool elmi_vk_weight_import(vk_backend *vk, vk_weight *w);
-/* Submits the transfer command buffer and waits. */
+/* ring.c. elmi_vk_ring_write: true when the write of an unmapped segment
+ * was deferred (small enough, room left); false: the caller stages it. */
+bool elmi_vk_ring_write(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, const void *src, size_t size);
+/* The pending copies recorded into the ring's command buffer (*out), or
+ * VK_NULL_HANDLE when none is pending. */
+elm_status elmi_vk_ring_record(vk_backend *vk, VkCommandBuffer *out);
+/* The submission carrying the copies has completed: the ring is free. */
+void elmi_vk_ring_done(vk_backend *vk);
+/* Submits the pending copies on their own, and waits. */
+elm_status elmi_vk_ring_flush(vk_backend *vk);
+/* Flushes when a pending copy writes buf (about to be destroyed). */
+void elmi_vk_ring_release(vk_backend *vk, VkBuffer buf);
+void elmi_vk_ring_free(vk_backend *vk);
+/* Submits cmd (VK_NULL_HANDLE: none) after the ring's pending copies, and
+ * waits. */
 elm_status elmi_vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what);
 /* Device-side copy between two buffers, timed (elmi_be_vk_copy_buffer). */
 elm_status elmi_vk_buffer_copy_timed(vk_backend *vk, be_buffer *dst, be_buffer *src, size_t size,
