@@ -174,8 +174,10 @@ Test(profile, cpu) {
     elm_model_free(m);
 }
 
-Test(profile, vulkan_counts_match_the_recorded_dispatches) {
-    setup(true);
+/* Under limits profile `limits` (NULL: none). */
+static void check_counts(const char *limits) {
+    if (limits) setenv("EDGELM_VK_LIMITS", limits, 1);
+    else unsetenv("EDGELM_VK_LIMITS");
     elm_model *m = load("vulkan");
     elm_context *ctx = new_ctx(m, 16, false);
     elm_token t[16];
@@ -200,6 +202,20 @@ Test(profile, vulkan_counts_match_the_recorded_dispatches) {
     cr_assert_eq(stat(ctx, "vulkan.validation_errors"), 0);
     elm_context_free(ctx);
     elm_model_free(m);
+}
+
+Test(profile, vulkan_counts_match_the_recorded_dispatches) {
+    setup(true);
+    check_counts(NULL);
+}
+
+/* The timestamp queries under every limits profile, with the validation
+ * layer (small-buffers puts nodes on the CPU between GPU steps). */
+Test(profile, vulkan_counts_under_the_limits_profiles) {
+    setup(true);
+    static const char *const profiles[] = {"pi5", "mali", "adreno", "nofp16", "nosubgroup",
+                                           "small-buffers", "discrete", "noimport"};
+    for (size_t i = 0; i < sizeof profiles / sizeof *profiles; i++) check_counts(profiles[i]);
 }
 
 Test(profile, vulkan_prompt_and_decode) {
@@ -293,6 +309,23 @@ Test(selfcheck, passes_on_a_sound_device) {
     cr_assert_eq(stat(ctx, "vulkan.validation_errors"), 0);
     elm_context_free(ctx);
     elm_model_free(m);
+}
+
+/* No false alarm where the device plans within tighter limits. */
+Test(selfcheck, passes_under_the_limits_profiles) {
+    setup(true);
+    static const char *const profiles[] = {"pi5", "mali", "adreno", "nofp16", "nosubgroup",
+                                           "small-buffers", "discrete", "nofp16,nosubgroup,discrete"};
+    for (size_t i = 0; i < sizeof profiles / sizeof *profiles; i++) {
+        setenv("EDGELM_VK_LIMITS", profiles[i], 1);
+        elm_model *m;
+        elm_context *ctx = auto_ctx(&m);
+        cr_assert_str_eq(elm_context_device(ctx), "vulkan:0", "[%s] %s", profiles[i], elm_context_notice(ctx));
+        elm_token t[2] = {1, 2};
+        decode(ctx, t, 2);
+        elm_context_free(ctx);
+        elm_model_free(m);
+    }
 }
 
 static void expect_fallback(const char *fault, const char *named) {
