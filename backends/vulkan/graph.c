@@ -9,7 +9,8 @@
  * made of the whole graph except the per-call cache positions, which the
  * shaders read from a small host-visible buffer rewritten before each
  * submit. A decode step therefore replays its command buffer: one submit,
- * one fence wait. */
+ * one fence wait. A submit that runs past the submit bound (the GPU
+ * watchdog, vk_backend.h) has its plan recorded again in shorter runs. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -320,7 +321,7 @@ static elm_status record_step(vk_backend *vk, vk_plan *plan, vk_step *s, hazards
     ELM_TRY(elmi_vk_check(vk, vkAllocateCommandBuffers(vk->dev, &ai, &s->cmd), "vkAllocateCommandBuffers"));
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
     ELM_TRY(elmi_vk_check(vk, vkBeginCommandBuffer(s->cmd, &bi), "vkBeginCommandBuffer"));
-    elmi_vk_profile_begin(vk, plan, s, s->cmd);
+    elmi_vk_profile_begin(plan, s, s->cmd);
     /* Transfers and CPU steps since the last run wrote device memory. */
     memory_barrier(s->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                    VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT,

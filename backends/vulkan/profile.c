@@ -29,8 +29,7 @@ elm_status elmi_vk_profile_plan(vk_backend *vk, vk_plan *plan) {
     return elmi_vk_check(vk, vkCreateQueryPool(vk->dev, &qci, NULL, &plan->qpool), "vkCreateQueryPool");
 }
 
-void elmi_vk_profile_begin(vk_backend *vk, const vk_plan *plan, vk_step *s, VkCommandBuffer cmd) {
-    (void)vk;
+void elmi_vk_profile_begin(const vk_plan *plan, vk_step *s, VkCommandBuffer cmd) {
     if (!plan->qpool) return;
     /* Steps are recorded in order; the queries follow the dispatches plus
      * one per step before it. */

@@ -396,7 +396,7 @@ elm_status elmi_vk_run_cpu_node(vk_backend *vk, const be_graph *g, int index);
 elm_status elmi_vk_profile_plan(vk_backend *vk, vk_plan *plan);
 /* Records the reset of a step's queries and the timestamp before its
  * dispatches; elmi_vk_profile_stamp writes the one after dispatch i. */
-void elmi_vk_profile_begin(vk_backend *vk, const vk_plan *plan, vk_step *s, VkCommandBuffer cmd);
+void elmi_vk_profile_begin(const vk_plan *plan, vk_step *s, VkCommandBuffer cmd);
 void elmi_vk_profile_stamp(const vk_plan *plan, const vk_step *s, VkCommandBuffer cmd, uint32_t i);
 /* After a GPU step ran for wall_ms: adds its dispatches' figures to vk->prof
  * and returns the step's device time (timestamps, else wall_ms). */
