@@ -52,3 +52,47 @@ size_t elmi_be_tensor_nbytes(const be_tensor *t) {
 int64_t elmi_be_tensor_nelements(const be_tensor *t) {
     return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
 }
+
+/* Rows of an attention node's caches its queries read: positions
+ * [lo, pos + T) of the last query, capped by the cache. */
+static uint64_t attended_rows(const be_node *nd) {
+    int64_t T = nd->src[0]->ne[2], pos = nd->iparams[0], window = nd->iparams[2];
+    int64_t rows = pos + T, cap = nd->src[1]->ne[1];
+    if (window > 0 && rows > window + T - 1) rows = window + T - 1;
+    if (rows > cap) rows = cap;
+    return rows > 0 ? (uint64_t)rows : 0;
+}
+
+uint64_t elmi_be_node_bytes(const be_node *nd) {
+    uint64_t bytes = 0;
+    if (nd->dst && nd->op == BE_OP_KV_STORE && nd->src[0])
+        bytes += (uint64_t)nd->src[0]->ne[1] * nd->dst->nb[1]; /* the rows stored */
+    else if (nd->dst)
+        bytes += elmi_be_tensor_nbytes(nd->dst);
+    for (int s = 0; s < BE_MAX_SRC; s++) {
+        const be_tensor *t = nd->src[s];
+        if (!t) continue;
+        if (nd->op == BE_OP_ATTENTION && (s == 1 || s == 2))
+            bytes += attended_rows(nd) * t->nb[1];
+        else if (nd->op == BE_OP_GET_ROWS && s == 0 && nd->src[1])
+            bytes += (uint64_t)nd->src[1]->ne[0] * t->nb[1]; /* the rows gathered */
+        else
+            bytes += elmi_be_tensor_nbytes(t);
+    }
+    return bytes;
+}
+
+void elmi_be_profile_add(be_profile *acc, const be_profile *src) {
+    for (int i = 0; i < BE_OP_COUNT; i++) {
+        be_profile_op *a = &acc->op[i];
+        const be_profile_op *s = &src->op[i];
+        a->ms += s->ms;
+        a->bytes += s->bytes;
+        a->n_nodes += s->n_nodes;
+        a->n_dispatches += s->n_dispatches;
+        a->n_barriers += s->n_barriers;
+    }
+    acc->n_graphs += src->n_graphs;
+    acc->n_submits += src->n_submits;
+    acc->timestamps = acc->timestamps || src->timestamps;
+}

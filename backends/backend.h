@@ -169,6 +169,33 @@ typedef struct be_stat {
     double value;
 } be_stat;
 
+/* Profiling figures of one op kind, summed over the graphs run while
+ * profiling was on. */
+typedef struct be_profile_op {
+    double ms;             /* device time: GPU timestamps where the device has them,
+                              else host wall time */
+    uint64_t bytes;        /* bytes read + written, estimated from the nodes' tensors
+                              (elmi_be_node_bytes) */
+    uint64_t n_nodes;      /* nodes of this op run */
+    uint64_t n_dispatches; /* device dispatches (the CPU backend: nodes) */
+    uint64_t n_barriers;   /* barriers before its dispatches (the CPU: thread barriers) */
+} be_profile_op;
+
+typedef struct be_profile {
+    be_profile_op op[BE_OP_COUNT];
+    uint64_t n_graphs;  /* graph_compute calls measured */
+    uint64_t n_submits; /* queue submissions (0 on the CPU) */
+    bool timestamps;    /* ms came from device timestamps */
+} be_profile;
+
+/* Bytes a node reads and writes, estimated from its tensors: every source
+ * and the destination once, except that only the rows touched count of the
+ * caches ATTENTION reads, the cache KV_STORE writes and the table GET_ROWS
+ * gathers from. */
+uint64_t elmi_be_node_bytes(const be_node *nd);
+/* Adds src into acc (op figures and counts; timestamps if either has them). */
+void elmi_be_profile_add(be_profile *acc, const be_profile *src);
+
 /* The function table every backend fills with designated initializers. */
 typedef struct be_iface {
     const char *name;
@@ -203,6 +230,13 @@ typedef struct be_iface {
     /* Optional. Writes at most `cap` device-specific counters to out and
      * returns how many the backend has (elm_context_device_stat). */
     size_t (*device_stats)(be_backend *be, be_stat *out, size_t cap);
+    /* Optional (both or neither). profile_enable: from the next
+     * graph_compute on, measure each node (on) or stop (off); either way the
+     * figures collected so far are dropped. profile_read: adds the figures
+     * measured since the last read into *acc and clears them. Profiling may
+     * slow graphs down; it never changes their results. */
+    elm_status (*profile_enable)(be_backend *be, bool on);
+    void (*profile_read)(be_backend *be, be_profile *acc);
 } be_iface;
 
 struct be_backend {

@@ -17,6 +17,7 @@
 
 #include "bench/bench_internal.h"
 #include "bench/bench_ops.h"
+#include "tools/profile_print.h"
 
 typedef struct rep_times {
     bool has_prompt, has_first;
@@ -316,7 +317,14 @@ static void e2e_child(int fd, void *arg) {
         if (load_ready(&e, &e.r.load_ms) == ELM_OK) {
             if (!job->cache_dir) e.r.load_cold_ms = e.r.load_ms;
             fill_memory(&e);
+            if (job->o->profile && elm_context_profile_enable(e.ctx, true) != ELM_OK)
+                fprintf(stderr, "edgelm bench: %s: --profile: %s\n", job->device, elm_context_last_error(e.ctx));
             run_reps(&e);
+            if (job->o->profile && !e.r.error[0]) {
+                fprintf(stderr, "edgelm bench: profile of %s on %s\n", e.r.model[0] ? e.r.model : "the model",
+                        job->device);
+                cli_print_profile(stderr, e.ctx);
+            }
             if (!e.r.error[0]) measure_roofline(&e);
         }
     }

@@ -27,6 +27,7 @@ typedef struct bench_opts {
     bool ops;
     bool store; /* write the results to the cache directory */
     bool pin;   /* pin the CPU backend's worker threads to cores */
+    bool profile; /* per-op device profile of the repetitions, printed by each child */
     const char *compare_old, *compare_new;
 } bench_opts;
 

@@ -14,14 +14,18 @@ static const char USAGE[] =
     "usage: edgelm bench [--model FILE[,FILE...] | --shape NAME --type T] [--device all|LIST]\n"
     "                    [-p N_PROMPT] [-n N_GEN] [-r REPS] [-t THREADS] [-c CTX]\n"
     "                    [--budget SECONDS] [--json FILE] [--csv FILE] [--svg FILE]\n"
-    "                    [--pin] [--no-store]\n"
+    "                    [--pin] [--no-store] [--profile]\n"
     "       edgelm bench --ops [--device all|LIST] [-t THREADS] [--budget SECONDS] [--json FILE]\n"
     "       edgelm bench --compare OLD.json NEW.json\n"
     "Measures load time, time to first token, prompt and generation tok/s and\n"
     "memory on every device (default: smollm-135m Q4_0 built in memory,\n"
     "-p 64 -n 16 -r 2, 60 s per device), then recommends a device. Several\n"
     "comma-separated models (up to 8) are measured in one run and one table, so\n"
-    "their figures compare (gen GB/s is decode speed per weight byte).\n";
+    "their figures compare (gen GB/s is decode speed per weight byte).\n"
+    "--profile times every op of the repetitions on the device (GPU timestamps on\n"
+    "Vulkan) and prints per op kind, for the prompt and for generation, the time\n"
+    "per token, GB/s, share, and dispatches and barriers per layer, on stderr; the\n"
+    "tok/s figures then include the profiling's cost.\n";
 
 static int usage_error(const char *fmt, const char *arg) {
     fprintf(stderr, "edgelm bench: ");
@@ -118,6 +122,10 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         }
         if (!strcmp(a, "--pin")) {
             o->pin = true;
+            continue;
+        }
+        if (!strcmp(a, "--profile")) {
+            o->profile = true;
             continue;
         }
         if (!strcmp(a, "--no-store")) {

@@ -24,6 +24,8 @@
 #define ELMI_MIN_CHAT_PARAMS ELMI_SIZE_UNTIL(elm_chat_params, now)
 #define ELMI_MIN_CONFIDENCE ELMI_SIZE_UNTIL(elm_confidence, n_below)
 #define ELMI_MIN_TOKEN_INFO_MARGIN ELMI_SIZE_UNTIL(elm_token_info, margin)
+#define ELMI_MIN_PROFILE_OP ELMI_SIZE_UNTIL(elm_profile_op, n_barriers)
+#define ELMI_MIN_PROFILE ELMI_SIZE_UNTIL(elm_profile, timestamps)
 
 /* Overlays the caller's struct `src` (src->struct_size bytes) on `dst`, the
  * library's own struct of dst_size bytes that already holds the defaults:

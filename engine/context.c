@@ -7,6 +7,7 @@
 #include "common/alloc.h"
 #include "common/status.h"
 #include "engine/internal.h"
+#include "engine/selfcheck.h"
 #include "quant/quant.h"
 
 elm_status elmi_ctx_error(elm_context *ctx, elm_status st, const char *fmt, ...) {
@@ -297,6 +298,8 @@ elm_status elm_context_new(const elm_model *model, const elm_context_params *par
     elm_status st = resolve_params(model, &ctx->params, err, err_size);
     if (st != ELM_OK) goto fail;
     st = setup_device(ctx, &model->device, err, err_size);
+    if (st == ELM_OK && model->device.automatic && model->device.reg)
+        st = elmi_device_selfcheck(ctx->be, err, err_size);
     if (st != ELM_OK && model->device.automatic && model->device.reg) {
         /* "auto" promises a working context: say why the GPU was left. */
         release_device(ctx);
@@ -423,6 +426,7 @@ static elm_status decode_batch(elm_context *ctx, const elm_token *tokens, uint32
     if (st != ELM_OK) goto fail;
     st = elmi_sched_compute(&ctx->sched, &graph, false, msg, sizeof msg);
     if (st != ELM_OK) goto fail;
+    elmi_profile_after_pass(ctx, n);
     if (output == ELM_OUT_SUMMARY)
         st = bi->tensor_get(ctx->be, &ctx->g.summary, ctx->summary, 0, sizeof ctx->summary);
     else

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "backends/backend.h"
+#include "engine/profile.h"
 #include "edgelm.h"
 #include "edgelm_tools.h"
 #include "engine/gguf.h"
@@ -241,6 +242,7 @@ struct elm_context {
     uint64_t scratch_bytes;
     char device_id[32];        /* where it runs: "cpu", "vulkan:N" */
     char notice[ELM_ERR_LEN];  /* a non-fatal note from creation (a fallback), or "" */
+    elmi_profile prof;         /* elm_context_profile: on, and the figures per phase */
     char last_error[ELM_ERR_LEN];
 };
 

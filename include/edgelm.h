@@ -629,6 +629,63 @@ ELM_API elm_status elm_chat_apply_template(const elm_model *model, const char *t
 ELM_API elm_status elm_chat_end_of_turn(const elm_model *model, const char *tmpl, elm_token *out,
                                         size_t cap, size_t *n, char *err, size_t err_size);
 
+/* --------------------------------------------------------------- profiling */
+
+/*
+ * Per-op timing of a context's forward passes. Off by default; while on,
+ * every pass is measured on its device (GPU timestamp queries on Vulkan,
+ * wall time on the CPU), which may slow it down but never changes results.
+ * Passes of one token (generation) and of several (prompt processing) are
+ * summed apart.
+ */
+typedef enum elm_profile_phase {
+    ELM_PROFILE_PROMPT = 0, /* passes of more than one token */
+    ELM_PROFILE_DECODE = 1, /* passes of one token */
+} elm_profile_phase;
+
+/* One op kind's figures over the phase's passes. */
+typedef struct elm_profile_op {
+    size_t struct_size;     /* the array's stride: set out[0].struct_size (as elm_devices) */
+    char op[24];            /* "mul_mat", "attention", "rms_norm", ... */
+    double ms;              /* device time */
+    uint64_t bytes;         /* bytes read + written, estimated from the tensors' sizes */
+    uint64_t n_nodes;       /* graph nodes of this op run */
+    uint64_t n_dispatches;  /* device dispatches (on the CPU: nodes) */
+    uint64_t n_barriers;    /* dependency barriers before its dispatches (on the CPU: the
+                               thread barriers before its phase) */
+} elm_profile_op;
+
+typedef struct elm_profile {
+    size_t struct_size;     /* set by the caller: ELM_INIT(elm_profile) */
+    uint64_t n_passes;      /* forward passes measured */
+    uint64_t n_tokens;      /* tokens they evaluated */
+    double ms;              /* device time of every op together */
+    uint64_t n_dispatches;  /* sum over the ops */
+    uint64_t n_barriers;    /* sum over the ops */
+    uint64_t n_submits;     /* queue submissions (0 on the CPU) */
+    uint32_t n_layer;       /* the model's layers, for per-layer figures */
+    bool timestamps;        /* ms came from device timestamps (else host wall time) */
+} elm_profile;
+
+/*
+ * on: starts profiling from the next pass, dropping earlier figures; off:
+ * stops it (the figures stay readable). ELM_ERR_UNSUPPORTED when the
+ * context's device cannot profile.
+ */
+ELM_API elm_status elm_context_profile_enable(elm_context *ctx, bool on);
+
+/*
+ * The figures of one phase since profiling was enabled: the totals into
+ * *summary (may be NULL), and one entry per op kind that ran into ops
+ * (stride ops[0].struct_size), the slowest first. Writes at most cap
+ * entries and how many there are to *n_ops (may be NULL when cap is 0).
+ * Errors: ELM_ERR_INVALID_ARG (NULL ctx, bad phase, a struct_size below the
+ * first release's).
+ */
+ELM_API elm_status elm_context_profile(const elm_context *ctx, elm_profile_phase phase,
+                                       elm_profile *summary, elm_profile_op *ops, size_t cap,
+                                       size_t *n_ops);
+
 #ifdef __cplusplus
 }
 #endif

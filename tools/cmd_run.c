@@ -3,12 +3,13 @@
 #include <string.h>
 
 #include "tools/chat_session.h"
+#include "tools/profile_print.h"
 
 typedef struct run_opts {
     const char *model, *prompt, *device, *system, *template_path, *trusted_key;
     int32_t n_predict, n_threads;
     uint32_t n_ctx;
-    bool exact, pin, ignore_eos, chat;
+    bool exact, pin, ignore_eos, chat, profile;
     elm_sampler_params sp;
 } run_opts;
 
@@ -22,7 +23,10 @@ static const char ABOUT[] =
     "if any): the conversation is rendered with the model's chat template (or\n"
     "--template FILE) and the model replies. stdout then gets only the reply and\n"
     "one newline; the reply ends at the template's end-of-turn token, which is not\n"
-    "written (unless --ignore-eos), as in `edgelm chat`.";
+    "written (unless --ignore-eos), as in `edgelm chat`.\n"
+    "--profile times every op on the device (GPU timestamps on Vulkan) and prints,\n"
+    "per op kind, for the prompt and for generation: device time per token, GB/s,\n"
+    "share of the time, and dispatches and barriers per layer, to stderr.";
 
 /* The prompt goes out with the first token, so that a prompt the context
  * cannot hold leaves stdout empty. */
@@ -122,6 +126,8 @@ int cmd_run(int argc, char **argv) {
         CLI_OPT(NULL, "--device", CLI_STR, &o.device, "DEV", "cpu, auto, best, vulkan or vulkan:N"),
         CLI_OPT(NULL, "--trusted-key", CLI_STR, &o.trusted_key, "FILE",
                 "refuse the model unless MODEL.sig is a valid signature by this public key"),
+        CLI_OPT(NULL, "--profile", CLI_FLAG, &o.profile, NULL,
+                "per-op device time, GB/s and dispatches per layer, on stderr"),
         CLI_OPT(NULL, "--chat", CLI_FLAG, &o.chat, NULL,
                 "the prompt is a user message, rendered with the chat template"),
         CLI_OPT(NULL, "--system", CLI_STR, &o.system, "TEXT", "with --chat: a system message first"),
@@ -145,7 +151,10 @@ int cmd_run(int argc, char **argv) {
     cp.pin_threads = o.pin;
     cp.mode = o.exact ? ELM_MODE_EXACT : ELM_MODE_FAST;
     elm_context *ctx = cli_new_context(m, o.model, &cp);
+    if (ctx && o.profile && elm_context_profile_enable(ctx, true) != ELM_OK)
+        fprintf(stderr, "edgelm: --profile: %s\n", elm_context_last_error(ctx));
     int rc = !ctx ? CLI_ERROR : o.chat ? chat_once(m, ctx, &o) : generate(ctx, &o);
+    if (rc == CLI_OK && o.profile) cli_print_profile(stderr, ctx);
     elm_context_free(ctx);
     elm_model_free(m);
     return rc;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backends/backend.h"
 #include "backends/cpu/matmul.h"
@@ -146,6 +147,12 @@ struct cpu_backend {
     size_t work_size;
     ex_plan plan;
     be_stats stats;
+    /* profiling: on, the figures since the last read, and the start time of
+     * each phase of the running graph (prof_cap entries) */
+    bool prof_on;
+    be_profile prof;
+    double *phase_t;
+    int prof_cap;
 };
 
 static void plan_free(ex_plan *p);
@@ -164,6 +171,7 @@ static void cpu_free(be_backend *be) {
     elmi_tp_free(cb->tp);
     plan_free(&cb->plan);
     elmi_aligned_free(cb->work);
+    elmi_free(cb->phase_t);
     elmi_free(cb);
 }
 
@@ -540,7 +548,14 @@ typedef struct seg_task {
     cpu_backend *cb;
     const ex_seg *seg;
     char *work;
+    double *phase_t; /* profiling: thread 0 writes each phase's start, else NULL */
 } seg_task;
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
 
 /* Rows [r0, r1) of a mat-vec; buf is the unit's slot in this thread. */
 static void mv_rows(const ex_unit *u, const char *buf, int64_t r0, int64_t r1) {
@@ -615,6 +630,7 @@ static void run_segment(void *arg, int ith, int nth) {
     ex_plan *p = &t->cb->plan;
     for (int i = 0; i < t->seg->n_phases; i++) {
         if (i > 0) elmi_tp_barrier(t->cb->tp);
+        if (t->phase_t && ith == 0) t->phase_t[i] = now_ms();
         run_phase(p, t->seg->first_phase + i, t->work, ith, nth);
     }
 }
@@ -628,6 +644,65 @@ static elm_status run_mul_mat(cpu_backend *cb, const be_node *nd, int index, boo
         elmi_cpu_check_fail(&c, st, nd->src[0], "src0", "matrix product failed (status %d)", (int)st);
     }
     return st;
+}
+
+/* A phase's wall time, shared among its units' nodes by their bytes (they
+ * run at the same time, on all threads). */
+static void prof_phase(cpu_backend *cb, const ex_phase *ph, double ms, bool barrier) {
+    const ex_unit *u = cb->plan.units + ph->first_unit;
+    double total = 0;
+    for (int i = 0; i < ph->n_units; i++)
+        total += (double)elmi_be_node_bytes(u[i].a) + (u[i].b ? (double)elmi_be_node_bytes(u[i].b) : 0);
+    for (int i = 0; i < ph->n_units; i++)
+        for (int k = 0; k < 2; k++) {
+            const be_node *nd = k ? u[i].b : u[i].a;
+            if (!nd) continue;
+            double w = total > 0 ? (double)elmi_be_node_bytes(nd) / total : 1.0 / ph->n_units;
+            cb->prof.op[nd->op].ms += ms * w;
+        }
+    if (barrier && ph->n_units) cb->prof.op[u[0].a->op].n_barriers++;
+}
+
+static void prof_segment(cpu_backend *cb, const ex_seg *seg, double end) {
+    for (int i = 0; i < seg->n_phases; i++) {
+        double t1 = i + 1 < seg->n_phases ? cb->phase_t[i + 1] : end;
+        prof_phase(cb, &cb->plan.phases[seg->first_phase + i], t1 - cb->phase_t[i], i > 0);
+    }
+}
+
+static void prof_graph(cpu_backend *cb, const be_graph *g) {
+    for (int i = 0; i < g->n_nodes; i++) {
+        be_profile_op *o = &cb->prof.op[g->nodes[i].op];
+        o->n_nodes++;
+        o->n_dispatches++;
+        o->bytes += elmi_be_node_bytes(&g->nodes[i]);
+    }
+    cb->prof.n_graphs++;
+}
+
+/* Room for a start time per phase of the planned graph; false: no
+ * profiling for this graph. */
+static bool prof_reserve(cpu_backend *cb) {
+    if (!cb->prof_on) return false;
+    if (cb->plan.n_phases <= cb->prof_cap) return true;
+    double *t = elmi_realloc(cb->phase_t, (size_t)cb->plan.n_phases * sizeof *t);
+    if (!t) return false;
+    cb->phase_t = t;
+    cb->prof_cap = cb->plan.n_phases;
+    return true;
+}
+
+static elm_status cpu_profile_enable(be_backend *be, bool on) {
+    cpu_backend *cb = impl(be);
+    cb->prof_on = on;
+    memset(&cb->prof, 0, sizeof cb->prof);
+    return ELM_OK;
+}
+
+static void cpu_profile_read(be_backend *be, be_profile *acc) {
+    cpu_backend *cb = impl(be);
+    if (acc) elmi_be_profile_add(acc, &cb->prof);
+    memset(&cb->prof, 0, sizeof cb->prof);
 }
 
 static elm_status cpu_graph_compute(be_backend *be, const be_graph *g, char *err, size_t err_size) {
@@ -646,15 +721,20 @@ static elm_status cpu_graph_compute(be_backend *be, const be_graph *g, char *err
     if (st != ELM_OK) goto fail;
     cb->stats.n_graphs++;
     const ex_plan *p = &cb->plan;
+    bool prof = prof_reserve(cb);
     for (int i = 0; i < p->n_segs; i++) {
         const ex_seg *seg = &p->segs[i];
+        double t0 = prof ? now_ms() : 0;
         if (seg->n_phases == 0) {
             ELM_TRY(run_mul_mat(cb, &g->nodes[seg->node], seg->node, g->exact, err, err_size));
+            if (prof) cb->prof.op[BE_OP_MUL_MAT].ms += now_ms() - t0;
             continue;
         }
-        seg_task task = {.cb = cb, .seg = seg, .work = cb->work};
+        seg_task task = {.cb = cb, .seg = seg, .work = cb->work, .phase_t = prof ? cb->phase_t : NULL};
         elmi_tp_run(cb->tp, run_segment, &task);
+        if (prof) prof_segment(cb, seg, now_ms());
     }
+    if (prof) prof_graph(cb, g);
     cb->stats.n_nodes += (uint64_t)g->n_nodes;
     return ELM_OK;
 fail:
@@ -678,6 +758,8 @@ static const be_iface cpu_iface = {
     .tensor_get = cpu_tensor_get,
     .graph_compute = cpu_graph_compute,
     .get_stats = cpu_get_stats,
+    .profile_enable = cpu_profile_enable,
+    .profile_read = cpu_profile_read,
 };
 
 /* n_threads <= 0: the physical cores. pin: worker thread i stays on

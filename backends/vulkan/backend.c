@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "backends/vulkan/vk_internal.h"
 #include "common/alloc.h"
@@ -99,6 +100,7 @@ static elm_status iface_buffer_alloc(be_backend *be, size_t size, void *host_ptr
 static void iface_buffer_free(be_backend *be, be_buffer *buf) {
     vk_backend *vk = vk_of(be);
     if (!buf || !elmi_vk_owns_buffer(vk, buf)) return;
+    if (vk->dev) elmi_vk_ring_flush(vk);
     if (vk->dev) elmi_vk_wait_idle(vk);
     /* Recorded plans may bind it; a new buffer could reuse its address. */
     elmi_vk_plans_clear(vk);
@@ -190,6 +192,7 @@ static size_t iface_device_stats(be_backend *be, be_stat *out, size_t cap) {
         {"vulkan.weight_copy_bytes", (double)s->weight_copy_bytes},
         {"vulkan.device_bytes", (double)s->device_bytes},
         {"vulkan.context_device_bytes", (double)vk->device_bytes},
+        {"vulkan.ring_writes", (double)s->n_ring_writes},
         {"vulkan.validation_errors", (double)atomic_load(&vk->d->validation_errors)},
     };
     const size_t n = sizeof all / sizeof all[0];
@@ -211,6 +214,8 @@ static const be_iface vk_iface = {
     .graph_compute = iface_graph_compute,
     .get_stats = iface_get_stats,
     .device_stats = iface_device_stats,
+    .profile_enable = elmi_vk_profile_enable,
+    .profile_read = elmi_vk_profile_read,
 };
 
 bool elmi_be_vk_is(const be_backend *be) {
@@ -318,7 +323,10 @@ elm_status elmi_be_vk_select(const char *spec, int *index) {
         if (want < (long)n) *index = (int)want;
         else st = ELM_ERR_INVALID_ARG;
     } else {
-        *index = choose(types, n, is_vulkan);
+        /* EDGELM_VK_AUTO_CPU=1 (a test hook): "auto" may take a CPU-type
+         * device, so the auto path (self-check, fallback) runs on lavapipe. */
+        const char *cpu_ok = getenv("EDGELM_VK_AUTO_CPU");
+        *index = choose(types, n, is_vulkan || (cpu_ok && !strcmp(cpu_ok, "1")));
     }
     elmi_free(types);
     return st;
@@ -354,6 +362,34 @@ static elm_status fault_from_env(int64_t *after, char *err, size_t err_size) {
     return ELM_OK;
 }
 
+/* EDGELM_VK_FAULT_OP=NAME (a test hook): the be_op named NAME, in any
+ * case ("MUL_MAT", "attention"), else -1. */
+static elm_status fault_op_from_env(int *op, char *err, size_t err_size) {
+    *op = -1;
+    const char *v = getenv("EDGELM_VK_FAULT_OP");
+    if (!v || !*v) return ELM_OK;
+    for (int i = 0; i < BE_OP_COUNT; i++)
+        if (!strcasecmp(v, elmi_be_op_name((be_op)i))) {
+            *op = i;
+            return ELM_OK;
+        }
+    return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "EDGELM_VK_FAULT_OP='%s' is not an op name", v);
+}
+
+/* EDGELM_VK_SUBMIT_MS=T: the submit bound in ms (0: no bound); -1 when
+ * unset (the device type then decides). */
+static elm_status submit_ms_from_env(double *ms, char *err, size_t err_size) {
+    *ms = -1;
+    const char *v = getenv("EDGELM_VK_SUBMIT_MS");
+    if (!v || !*v) return ELM_OK;
+    char *end;
+    double t = strtod(v, &end);
+    if (*end || !(t >= 0) || t > 1e9)
+        return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG, "EDGELM_VK_SUBMIT_MS='%s' is not a time in ms", v);
+    *ms = t;
+    return ELM_OK;
+}
+
 elm_status elmi_be_vk_new_on(be_device *d, be_backend **out, char *err, size_t err_size) {
     if (err && err_size) err[0] = '\0';
     if (!out || !d) return ELM_ERR_INVALID_ARG;
@@ -362,11 +398,17 @@ elm_status elmi_be_vk_new_on(be_device *d, be_backend **out, char *err, size_t e
         return elmi_errorf(err, err_size, ELM_ERR_DEVICE, "%s was lost earlier", d->info.name);
     int64_t fault_after;
     ELM_TRY(fault_from_env(&fault_after, err, err_size));
+    int fault_op;
+    ELM_TRY(fault_op_from_env(&fault_op, err, err_size));
+    double submit_ms;
+    ELM_TRY(submit_ms_from_env(&submit_ms, err, err_size));
     vk_backend *vk = elmi_calloc(1, sizeof *vk);
     if (!vk) return elmi_errorf(err, err_size, ELM_ERR_NO_MEMORY, "out of memory");
     vk->be.iface = &vk_iface;
     vk->be.impl = vk;
     vk->fault_after = fault_after;
+    vk->fault_op = fault_op;
+    vk->submit_ms = submit_ms;
     elmi_vk_backend_attach(vk, d);
     elm_status st = elmi_vk_memory_init(vk);
     if (st != ELM_OK) {
@@ -374,6 +416,9 @@ elm_status elmi_be_vk_new_on(be_device *d, be_backend **out, char *err, size_t e
         vk_free(&vk->be);
         return st;
     }
+    /* GPU drivers kill long jobs; a CPU-type device (lavapipe) has no such
+     * watchdog, and splitting there would only add submits. */
+    if (vk->submit_ms < 0) vk->submit_ms = vk->caps.type == VK_PHYSICAL_DEVICE_TYPE_CPU ? 0 : 100;
     *out = &vk->be;
     return ELM_OK;
 }

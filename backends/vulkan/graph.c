@@ -9,7 +9,9 @@
  * made of the whole graph except the per-call cache positions, which the
  * shaders read from a small host-visible buffer rewritten before each
  * submit. A decode step therefore replays its command buffer: one submit,
- * one fence wait. */
+ * one fence wait. A submit that runs past the submit bound (the GPU
+ * watchdog, vk_backend.h) has its plan recorded again in shorter runs. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,9 +69,9 @@ static void put_tensor(keybuf *k, const be_tensor *t) {
 /* Everything the recorded commands depend on; iparams[0] of KV_STORE,
  * ATTENTION and SHORTCONV (the position) is left out: it changes every step and
  * reaches the shaders through the per-call buffer. */
-static bool graph_key(const be_graph *g, keybuf *k) {
-    uint8_t exact = g->exact;
-    put(k, &exact, 1);
+static bool graph_key(const vk_backend *vk, const be_graph *g, keybuf *k) {
+    uint8_t flags = (uint8_t)(g->exact | vk->prof_on << 1);
+    put(k, &flags, 1);
     for (int i = 0; i < g->n_nodes; i++) {
         const be_node *nd = &g->nodes[i];
         int32_t ip[BE_MAX_PARAMS];
@@ -142,6 +144,7 @@ static void plan_free(vk_backend *vk, vk_plan *plan) {
     if (!plan) return;
     for (uint32_t i = 0; i < plan->n_steps; i++)
         if (plan->steps[i].cmd) vkFreeCommandBuffers(vk->dev, vk->cmd_pool, 1, &plan->steps[i].cmd);
+    if (plan->qpool) vkDestroyQueryPool(vk->dev, plan->qpool, NULL);
     if (plan->pool) vkDestroyDescriptorPool(vk->dev, plan->pool, NULL);
     elmi_vk_seg_free(vk, &plan->dyn);
     elmi_free(plan->key);
@@ -171,6 +174,7 @@ static elm_status plan_nodes(vk_backend *vk, const be_graph *g, vk_plan *plan) {
             return elmi_vk_fail(vk, st, "node %d (%s, '%.*s') cannot run on %s: %s", i, elmi_be_op_name(nd->op),
                                 48, nd->dst ? nd->dst->name : "?", vk->info.name, p.why);
         } else if (st == ELM_OK && plan->n_disp > n_disp) {
+            for (uint32_t d = n_disp; d < plan->n_disp; d++) plan->disp[d].op = (uint8_t)nd->op;
             st = add_gpu_step(vk, plan, n_disp);
         }
         if (st != ELM_OK) return st;
@@ -268,12 +272,13 @@ static void memory_barrier(VkCommandBuffer cmd, VkPipelineStageFlags src, VkAcce
 
 static const VkAccessFlags SHADER_RW = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT;
 
-static void record_dispatches(vk_backend *vk, const vk_plan *plan, const vk_step *s,
+static void record_dispatches(vk_backend *vk, vk_plan *plan, const vk_step *s,
                               VkCommandBuffer cmd, hazards *h) {
     VkPipeline bound = VK_NULL_HANDLE;
     for (uint32_t i = s->d0; i < s->d1; i++) {
-        const vk_disp *d = &plan->disp[i];
-        if (needs_barrier(h, d)) {
+        vk_disp *d = &plan->disp[i];
+        d->barrier = needs_barrier(h, d);
+        if (d->barrier) {
             memory_barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, SHADER_RW);
             h->n_r = h->n_w = 0;
@@ -284,11 +289,12 @@ static void record_dispatches(vk_backend *vk, const vk_plan *plan, const vk_step
         vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, vk->d->layout, 0, 1, &d->set, 0, NULL);
         vkCmdPushConstants(cmd, vk->d->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof d->pc, d->pc);
         vkCmdDispatch(cmd, d->groups[0], d->groups[1], d->groups[2]);
+        elmi_vk_profile_stamp(plan, s, cmd, i);
         vk->vstats.n_dispatches++;
     }
 }
 
-static elm_status record_step(vk_backend *vk, const vk_plan *plan, vk_step *s, hazards *h) {
+static elm_status record_step(vk_backend *vk, vk_plan *plan, vk_step *s, hazards *h) {
     VkCommandBufferAllocateInfo ai = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
         .commandPool = vk->cmd_pool,
@@ -298,6 +304,7 @@ static elm_status record_step(vk_backend *vk, const vk_plan *plan, vk_step *s, h
     ELM_TRY(elmi_vk_check(vk, vkAllocateCommandBuffers(vk->dev, &ai, &s->cmd), "vkAllocateCommandBuffers"));
     VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
     ELM_TRY(elmi_vk_check(vk, vkBeginCommandBuffer(s->cmd, &bi), "vkBeginCommandBuffer"));
+    elmi_vk_profile_begin(plan, s, s->cmd);
     /* Transfers and CPU steps since the last run wrote device memory. */
     memory_barrier(s->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                    VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT,
@@ -311,7 +318,34 @@ static elm_status record_step(vk_backend *vk, const vk_plan *plan, vk_step *s, h
     return elmi_vk_check(vk, vkEndCommandBuffer(s->cmd), "vkEndCommandBuffer");
 }
 
+/* Splits GPU steps longer than plan->max_disp dispatches (submit bound). */
+static elm_status split_steps(vk_backend *vk, vk_plan *plan) {
+    uint32_t max = plan->max_disp, n = 0;
+    if (!max) return ELM_OK;
+    for (uint32_t i = 0; i < plan->n_steps; i++) {
+        const vk_step *s = &plan->steps[i];
+        n += (s->d1 - s->d0 + max - 1) / max;
+    }
+    if (n == plan->n_steps) return ELM_OK;
+    vk_step *out = elmi_calloc(n, sizeof *out);
+    if (!out) return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < plan->n_steps; i++) {
+        const vk_step *s = &plan->steps[i];
+        for (uint32_t d = s->d0; d < s->d1; d += max)
+            out[k++] = (vk_step){.d0 = d, .d1 = s->d1 - d > max ? d + max : s->d1};
+    }
+    elmi_free(plan->steps);
+    plan->steps = out;
+    plan->n_steps = plan->cap_steps = n;
+    return ELM_OK;
+}
+
 static elm_status record_all(vk_backend *vk, vk_plan *plan) {
+    ELM_TRY(split_steps(vk, plan));
+    if (plan->qpool) vkDestroyQueryPool(vk->dev, plan->qpool, NULL);
+    plan->qpool = VK_NULL_HANDLE;
+    ELM_TRY(elmi_vk_profile_plan(vk, plan));
     hazards h = {0};
     h.cap = plan->n_disp * VK_N_BIND + 1;
     h.r = elmi_malloc(h.cap * sizeof *h.r);
@@ -334,6 +368,7 @@ done:
 /* -------------------------------------------------------------- building */
 
 static elm_status plan_build(vk_backend *vk, const be_graph *g, vk_plan *plan) {
+    plan->profiled = vk->prof_on;
     ELM_TRY(plan_nodes(vk, g, plan));
     ELM_TRY(elmi_vk_seg_alloc(vk, 4 * (plan->n_dyn ? plan->n_dyn : 1), true, &plan->dyn));
     if (!plan->dyn.map) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "cannot map the per-call buffer");
@@ -372,7 +407,7 @@ elm_status elmi_vk_graph_prepare(vk_backend *vk, const be_graph *g, vk_plan **ou
     elm_status st = check_graph(vk, g);
     if (st != ELM_OK) return st;
     keybuf k = {0};
-    if (!graph_key(g, &k)) {
+    if (!graph_key(vk, g, &k)) {
         elmi_free(k.p);
         return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
     }
@@ -441,25 +476,61 @@ static elm_status write_dyn(vk_backend *vk, const be_graph *g, vk_plan *plan) {
     return ELM_OK;
 }
 
+/* A plan whose submit ran over the bound: its command buffers again, with
+ * the steps split to plan->max_disp dispatches. */
+static elm_status rerecord(vk_backend *vk, vk_plan *plan) {
+    for (uint32_t i = 0; i < plan->n_steps; i++)
+        if (plan->steps[i].cmd) vkFreeCommandBuffers(vk->dev, vk->cmd_pool, 1, &plan->steps[i].cmd);
+    for (uint32_t i = 0; i < plan->n_steps; i++) plan->steps[i].cmd = VK_NULL_HANDLE;
+    plan->resplit = false;
+    return record_all(vk, plan);
+}
+
+/* Sizes later submits of the plan from this one's device time: the step's
+ * dispatches are assumed to cost alike, so a step of n that took ms is cut
+ * to n * bound / ms per submit (at least one). */
+static void note_submit(vk_backend *vk, vk_plan *plan, const vk_step *s, double ms) {
+    uint32_t n = s->d1 - s->d0;
+    if (vk->submit_ms <= 0 || ms <= vk->submit_ms || n < 2) return;
+    double fit = floor((double)n * vk->submit_ms / ms);
+    uint32_t max = fit < 1 ? 1 : (uint32_t)fit;
+    if (max >= n) max = n - 1;
+    if (plan->max_disp == 0 || max < plan->max_disp) {
+        plan->max_disp = max;
+        plan->resplit = true;
+    }
+}
+
+static elm_status run_step(vk_backend *vk, const be_graph *g, vk_plan *plan, const vk_step *s) {
+    (void)g;
+    double t0 = elmi_vk_now_ms();
+    elm_status st = elmi_vk_submit_wait(vk, s->cmd, "graph submit");
+    vk->vstats.n_submits++;
+    if (st != ELM_OK) return st;
+    double ms = elmi_vk_profile_step(vk, plan, s, elmi_vk_now_ms() - t0);
+    note_submit(vk, plan, s, ms);
+    return ELM_OK;
+}
+
 elm_status elmi_vk_graph_compute(vk_backend *vk, const be_graph *g) {
     vk_plan *plan;
     uint64_t records = vk->vstats.n_records;
     ELM_TRY(elmi_vk_graph_prepare(vk, g, &plan));
+    if (plan->resplit) ELM_TRY(rerecord(vk, plan));
     ELM_TRY(write_dyn(vk, g, plan));
     if (vk->vstats.n_records == records && plan->n_disp) vk->vstats.n_replays++;
     uint64_t validation0 = atomic_load(&vk->d->validation_errors);
     vk->in_graph = true;
     elm_status st = ELM_OK;
-    for (uint32_t i = 0; st == ELM_OK && i < plan->n_steps; i++) {
-        st = elmi_vk_submit_wait(vk, plan->steps[i].cmd, "graph submit");
-        vk->vstats.n_submits++;
-    }
+    for (uint32_t i = 0; st == ELM_OK && i < plan->n_steps; i++) st = run_step(vk, g, plan, &plan->steps[i]);
     vk->in_graph = false;
     if (st != ELM_OK) return st;
     uint64_t validation = atomic_load(&vk->d->validation_errors) - validation0;
     if (validation > 0)
         return elmi_vk_fail(vk, ELM_ERR_INTERNAL, "the Vulkan validation layer reported %llu error(s) (see stderr)",
                             (unsigned long long)validation);
+    if (plan->profiled) elmi_vk_profile_graph(vk, g);
+    if (vk->fault_op >= 0) ELM_TRY(elmi_vk_fault_op_apply(vk, g));
     vk->stats.n_graphs++;
     vk->stats.n_nodes += (uint64_t)plan->n_nodes;
     return ELM_OK;

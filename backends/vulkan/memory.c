@@ -127,6 +127,7 @@ fail:
 }
 
 void elmi_vk_seg_free(vk_backend *vk, vk_seg *s) {
+    if (s->buf && !s->map) elmi_vk_ring_release(vk, s->buf);
     if (s->map) vkUnmapMemory(vk->dev, s->mem);
     if (s->buf) vkDestroyBuffer(vk->dev, s->buf, NULL);
     if (s->mem) {
@@ -140,7 +141,13 @@ void elmi_vk_seg_free(vk_backend *vk, vk_seg *s) {
 
 elm_status elmi_vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what) {
     if (elmi_vk_lost(vk)) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "the device was lost earlier");
-    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd};
+    VkCommandBuffer cmds[2];
+    uint32_t n = 0;
+    ELM_TRY(elmi_vk_ring_record(vk, &cmds[0]));
+    if (cmds[0]) n++;
+    if (cmd) cmds[n++] = cmd;
+    if (n == 0) return ELM_OK;
+    VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = n, .pCommandBuffers = cmds};
     ELM_TRY(elmi_vk_check(vk, vkResetFences(vk->dev, 1, &vk->fence), "vkResetFences"));
     pthread_mutex_lock(&vk->d->queue_lock);
     VkResult rs = vkQueueSubmit(vk->queue, 1, &si, vk->fence);
@@ -148,6 +155,7 @@ elm_status elmi_vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *
     ELM_TRY(elmi_vk_check(vk, rs, what));
     /* Generous: a CPU device may take long, a hung GPU must not hang us. */
     VkResult r = vkWaitForFences(vk->dev, 1, &vk->fence, VK_TRUE, 600ull * 1000 * 1000 * 1000);
+    elmi_vk_ring_done(vk);
     if (r == VK_TIMEOUT) {
         vk->lost = true;
         atomic_store(&vk->d->lost, true);
@@ -223,6 +231,7 @@ elm_status elmi_vk_seg_write(vk_backend *vk, const vk_seg *s, VkDeviceSize offse
         memcpy((char *)s->map + offset, src, size);
         return ELM_OK;
     }
+    if (elmi_vk_ring_write(vk, s, offset, src, size)) return ELM_OK;
     ELM_TRY(ensure_staging(vk));
     for (size_t done = 0; done < size;) {
         size_t n = size - done < staging_room(vk) ? size - done : staging_room(vk);
@@ -553,6 +562,7 @@ elm_status elmi_vk_memory_init(vk_backend *vk) {
 }
 
 void elmi_vk_memory_free(vk_backend *vk) {
+    elmi_vk_ring_free(vk);
     while (vk->buffers) elmi_vk_buffer_free(vk, vk->buffers);
     elmi_vk_seg_free(vk, &vk->staging);
     elmi_vk_seg_free(vk, &vk->dummy);

@@ -35,6 +35,22 @@
  * call on the backend fails with ELM_ERR_DEVICE. Submissions outside graphs
  * (uploads at context creation) are not counted, so N does not depend on
  * the limits profile's memory layout.
+ * EDGELM_VK_FAULT_OP=NAME (an op name of elmi_be_op_name, any case, e.g.
+ * MUL_MAT) corrupts results instead: after each graph has run, the first
+ * value of the F32 result of every node of that op gains 1e30. Only the
+ * graph's own output sees it (later nodes of the graph ran before), which is
+ * what the one-node problems of the engine's device self-check need. An
+ * unknown name makes elmi_be_vk_new fail with ELM_ERR_INVALID_ARG.
+ * EDGELM_VK_AUTO_CPU=1 lets "auto" (elmi_be_vk_select) pick a CPU-type
+ * device such as lavapipe, so tests reach the auto path.
+ *
+ * Submit bound (the GPU watchdog): EDGELM_VK_SUBMIT_MS=T (milliseconds;
+ * default 100 on GPUs, 0 = no bound, the default on CPU-type devices). Each
+ * graph submit is timed (device timestamps when the graph is profiled, else
+ * wall time); when one takes longer than T, its plan is recorded again with
+ * its dispatch runs cut to n * T / time dispatches per submit (at least
+ * one), for every later run. Results do not change: the same dispatches
+ * run in the same order, with a full barrier between submits.
  */
 #ifndef ELM_VK_BACKEND_H
 #define ELM_VK_BACKEND_H
@@ -144,6 +160,9 @@ typedef struct be_vk_stats {
     uint64_t weight_copy_bytes;   /* of which copied into device memory */
     uint32_t n_weights;         /* host tensors cached on the device */
     uint64_t device_bytes;      /* device memory allocated by this backend now */
+    /* Transfers */
+    uint64_t n_ring_writes;     /* small writes to unmapped memory carried by the next
+                                   submission instead of a staged submit each */
 } be_vk_stats;
 
 elm_status elmi_be_vk_get_stats(be_backend *be, be_vk_stats *out);

@@ -126,6 +126,23 @@ typedef struct vk_weight {
     bool imported; /* the pieces import the host memory instead of copying it */
 } vk_weight;
 
+/* Small writes to unmapped memory, carried by the next submission (ring.c). */
+#define VK_RING_MAX_WRITE 4096
+#define VK_RING_MAX_PENDING 32
+
+typedef struct vk_ring_copy {
+    VkBuffer dst;
+    VkBufferCopy region; /* srcOffset: in the ring */
+} vk_ring_copy;
+
+typedef struct vk_ring {
+    vk_seg seg;          /* host-visible, mapped; allocated on first use */
+    VkCommandBuffer cmd; /* the pending copies, recorded at the next submission */
+    vk_ring_copy pending[VK_RING_MAX_PENDING];
+    uint32_t n_pending;
+    VkDeviceSize used;   /* ring bytes the pending copies hold */
+} vk_ring;
+
 /* ---------------------------------------------------------------- pipeline */
 
 #define VK_MAX_SPEC 8
@@ -161,11 +178,14 @@ typedef struct vk_disp {
     uint32_t pc[VK_PC_WORDS];
     uint32_t groups[3];
     VkDescriptorSet set;
+    uint8_t op;      /* the be_op of its node (profiling) */
+    bool barrier;    /* a dependency barrier is recorded before it */
 } vk_disp;
 
 /* A run of dispatches, one command buffer. */
 typedef struct vk_step {
     uint32_t d0, d1;  /* dispatches [d0, d1) */
+    uint32_t q0;      /* profiled step: timestamp queries [q0, q0 + d1 - d0] */
     VkCommandBuffer cmd;
 } vk_step;
 
@@ -182,6 +202,16 @@ typedef struct vk_plan {
     vk_seg dyn;    /* host-visible int32 slots, rewritten before each run */
     VkDescriptorPool pool;
     int n_nodes;
+    /* profiling (profile.c): a timestamp before each step's first dispatch
+     * and after each dispatch; VK_NULL_HANDLE when the plan is not profiled
+     * or the queue has no timestamps */
+    bool profiled;
+    VkQueryPool qpool;
+    /* submit splitting: GPU steps hold at most max_disp dispatches (0: no
+     * limit); resplit: a submit ran over the bound, re-record before the
+     * next run */
+    uint32_t max_disp;
+    bool resplit;
 } vk_plan;
 
 /* ------------------------------------------------------------------ device */
@@ -264,6 +294,7 @@ typedef struct vk_backend {
     VkCommandPool cmd_pool;
     VkCommandBuffer xfer_cmd;
     VkFence fence;
+    vk_ring ring;
 
     /* graphs */
     vk_plan *plans[VK_MAX_PLANS];
@@ -275,6 +306,16 @@ typedef struct vk_backend {
     int64_t fault_after;
     uint64_t n_graph_submits;
     bool in_graph;
+
+    /* Profiling (profile.c): on, and the figures since the last read. */
+    bool prof_on;
+    be_profile prof;
+    /* Submit bound (EDGELM_VK_SUBMIT_MS, default 100): a graph submit whose
+     * device time exceeds it makes its plan split later runs; <= 0: never. */
+    double submit_ms;
+    /* Fault injection (EDGELM_VK_FAULT_OP): results of nodes of this op are
+     * corrupted after each graph; -1: off. */
+    int fault_op;
 
     be_stats stats;
     be_vk_stats vstats; /* this backend's graph counters */
@@ -341,7 +382,21 @@ int64_t elmi_vk_weight_rows_per_piece(const vk_backend *vk, size_t row_bytes);
  * its host rows in place; false (nothing allocated) when the device
  * cannot, and the caller copies instead. */
 bool elmi_vk_weight_import(vk_backend *vk, vk_weight *w);
-/* Submits the transfer command buffer and waits. */
+/* ring.c. elmi_vk_ring_write: true when the write of an unmapped segment
+ * was deferred (small enough, room left); false: the caller stages it. */
+bool elmi_vk_ring_write(vk_backend *vk, const vk_seg *s, VkDeviceSize offset, const void *src, size_t size);
+/* The pending copies recorded into the ring's command buffer (*out), or
+ * VK_NULL_HANDLE when none is pending. */
+elm_status elmi_vk_ring_record(vk_backend *vk, VkCommandBuffer *out);
+/* The submission carrying the copies has completed: the ring is free. */
+void elmi_vk_ring_done(vk_backend *vk);
+/* Submits the pending copies on their own, and waits. */
+elm_status elmi_vk_ring_flush(vk_backend *vk);
+/* Flushes when a pending copy writes buf (about to be destroyed). */
+void elmi_vk_ring_release(vk_backend *vk, VkBuffer buf);
+void elmi_vk_ring_free(vk_backend *vk);
+/* Submits cmd (VK_NULL_HANDLE: none) after the ring's pending copies, and
+ * waits. */
 elm_status elmi_vk_submit_wait(vk_backend *vk, VkCommandBuffer cmd, const char *what);
 /* Device-side copy between two buffers, timed (elmi_be_vk_copy_buffer). */
 elm_status elmi_vk_buffer_copy_timed(vk_backend *vk, be_buffer *dst, be_buffer *src, size_t size,
@@ -377,6 +432,24 @@ bool elmi_vk_node_has_dyn(const be_node *node);
 elm_status elmi_vk_graph_prepare(vk_backend *vk, const be_graph *g, vk_plan **out);
 elm_status elmi_vk_graph_compute(vk_backend *vk, const be_graph *g);
 void elmi_vk_plans_clear(vk_backend *vk);
+/* profile.c */
+/* Creates plan->qpool when the plan is profiled and the queue has timestamps. */
+elm_status elmi_vk_profile_plan(vk_backend *vk, vk_plan *plan);
+/* Records the reset of a step's queries and the timestamp before its
+ * dispatches; elmi_vk_profile_stamp writes the one after dispatch i. */
+void elmi_vk_profile_begin(const vk_plan *plan, vk_step *s, VkCommandBuffer cmd);
+void elmi_vk_profile_stamp(const vk_plan *plan, const vk_step *s, VkCommandBuffer cmd, uint32_t i);
+/* After a GPU step ran for wall_ms: adds its dispatches' figures to vk->prof
+ * and returns the step's device time (timestamps, else wall_ms). */
+double elmi_vk_profile_step(vk_backend *vk, const vk_plan *plan, const vk_step *s, double wall_ms);
+/* After the whole graph ran: node counts and bytes. */
+void elmi_vk_profile_graph(vk_backend *vk, const be_graph *g);
+/* Corrupts the results of the nodes of vk->fault_op (EDGELM_VK_FAULT_OP). */
+elm_status elmi_vk_fault_op_apply(vk_backend *vk, const be_graph *g);
+elm_status elmi_vk_profile_enable(be_backend *be, bool on);
+void elmi_vk_profile_read(be_backend *be, be_profile *acc);
+double elmi_vk_now_ms(void);
+
 /* Appends a dispatch to the plan under construction. */
 elm_status elmi_vk_plan_add_dispatch(vk_backend *vk, vk_plan *plan, const vk_disp *d);
 /* Reserves the per-call slot of the node; returns its index. */
