@@ -17,7 +17,7 @@
 
 #include "bench/bench_internal.h"
 #include "bench/bench_ops.h"
-#include "tools/profile_print.h"
+#include "bench/profile_print.h"
 
 typedef struct rep_times {
     bool has_prompt, has_first;

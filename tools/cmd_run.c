@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "tools/chat_session.h"
-#include "tools/profile_print.h"
+#include "bench/profile_print.h"
 
 typedef struct run_opts {
     const char *model, *prompt, *device, *system, *template_path, *trusted_key;

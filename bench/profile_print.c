@@ -1,5 +1,5 @@
 /* profile_print.c: the --profile table (profile_print.h). */
-#include "tools/profile_print.h"
+#include "bench/profile_print.h"
 
 #define MAX_OPS 32
 
