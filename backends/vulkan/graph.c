@@ -140,6 +140,20 @@ static elm_status add_gpu_step(vk_backend *vk, vk_plan *plan, uint32_t d0) {
     return ELM_OK;
 }
 
+elm_status elmi_vk_plan_scratch(vk_backend *vk, vk_plan *plan, VkDeviceSize bytes, const vk_seg **out) {
+    if (plan->n_scratch && plan->scratch[plan->n_scratch - 1].size >= bytes) {
+        *out = &plan->scratch[plan->n_scratch - 1];
+        return ELM_OK;
+    }
+    /* Earlier segments stay: dispatches already planned are bound to them. */
+    vk_seg *s = elmi_realloc(plan->scratch, (plan->n_scratch + 1) * sizeof *s);
+    if (!s) return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+    plan->scratch = s;
+    ELM_TRY(elmi_vk_seg_alloc(vk, bytes, false, &s[plan->n_scratch]));
+    *out = &s[plan->n_scratch++];
+    return ELM_OK;
+}
+
 static void plan_free(vk_backend *vk, vk_plan *plan) {
     if (!plan) return;
     for (uint32_t i = 0; i < plan->n_steps; i++)
@@ -147,6 +161,8 @@ static void plan_free(vk_backend *vk, vk_plan *plan) {
     if (plan->qpool) vkDestroyQueryPool(vk->dev, plan->qpool, NULL);
     if (plan->pool) vkDestroyDescriptorPool(vk->dev, plan->pool, NULL);
     elmi_vk_seg_free(vk, &plan->dyn);
+    for (uint32_t i = 0; i < plan->n_scratch; i++) elmi_vk_seg_free(vk, &plan->scratch[i]);
+    elmi_free(plan->scratch);
     elmi_free(plan->key);
     elmi_free(plan->disp);
     elmi_free(plan->steps);

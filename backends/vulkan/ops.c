@@ -16,8 +16,6 @@
 #include "backends/vulkan/ops_impl.h"
 #include "quant/quant.h"
 
-#define MAX_HEAD_DIM 1024
-#define MAX_DIMS_PER_INVOCATION 16
 
 /* ------------------------------------------------------- element-wise ops */
 
@@ -334,84 +332,6 @@ static elm_status plan_kv_store(vk_planner *p, const be_node *nd) {
 /* -------------------------------------------------------------- ATTENTION */
 
 /* The workgroup size whose scratch fits shared memory, or 0. */
-static uint32_t attention_wg(const vk_planner *p, uint32_t D) {
-    for (uint32_t wg = elmi_op_wg_size(p, 64); wg >= 1; wg /= 2) {
-        if ((D + wg - 1) / wg > MAX_DIMS_PER_INVOCATION) return 0;
-        if (4 * (D + wg) + elmi_op_reduce_shared(p, wg) <= p->vk->caps.max_shared) return wg;
-    }
-    return 0;
-}
-
-static elm_status attention_check(vk_planner *p, const be_node *nd) {
-    const be_tensor *q = nd->src[0], *K = nd->src[1], *V = nd->src[2], *d = nd->dst;
-    ELM_TRY(elmi_op_check_f32(p, q, "src0"));
-    ELM_TRY(elmi_op_check_f32(p, d, "dst"));
-    int64_t n_kv = nd->iparams[1];
-    if (!is_cache(K) || !is_cache(V)) return elmi_op_invalid(p, "caches must be 2-D F32 or F16");
-    if (n_kv < 1 || q->ne[1] % n_kv || q->ne[3] != 1 || K->ne[0] != q->ne[0] * n_kv ||
-        V->ne[0] != K->ne[0] || V->ne[1] != K->ne[1] || d->ne[0] != q->ne[0] * q->ne[1] ||
-        d->ne[1] != q->ne[2] || d->ne[2] != 1 || d->ne[3] != 1)
-        return elmi_op_invalid(p, "shapes do not match");
-    int window = nd->iparams[2], ring = nd->iparams[3];
-    if (window < 0 || (ring != 0 && ring != 1) || (ring && window == 0))
-        return elmi_op_invalid(p, "window %d, ring %d (a ring needs a window)", window, ring);
-    if (ring && (int64_t)window + q->ne[2] - 1 > K->ne[1])
-        return elmi_op_invalid(p, "window %d and %lld tokens need more than the ring's %lld rows", window,
-                               (long long)q->ne[2], (long long)K->ne[1]);
-    if (K->type != V->type || K->nb[1] != V->nb[1])
-        return elmi_op_unsupported(p, "K and V caches of different types or strides");
-    if (q->ne[0] > MAX_HEAD_DIM) return elmi_op_unsupported(p, "head size %lld above %d", (long long)q->ne[0], MAX_HEAD_DIM);
-    if (K->type == QT_F16 && !p->vk->caps.storage16 && (q->ne[0] % 2 || K->nb[1] % 4 || V->nb[1] % 4))
-        return elmi_op_unsupported(p, "odd F16 heads need 16-bit storage");
-    return ELM_OK;
-}
-
-static elm_status plan_attention(vk_planner *p, const be_node *nd) {
-    ELM_TRY(attention_check(p, nd));
-    const be_tensor *q = nd->src[0], *K = nd->src[1], *V = nd->src[2], *d = nd->dst;
-    uint32_t D = (uint32_t)q->ne[0], wg = attention_wg(p, D);
-    if (!wg)
-        return elmi_op_unsupported(p, "head size %u needs more than %u bytes of shared memory", D, p->vk->caps.max_shared);
-    tview vq, vc, vv, vd;
-    ELM_TRY(elmi_op_resolve(p, q, "src0", &vq));
-    ELM_TRY(elmi_op_resolve(p, K, "src1", &vc));
-    ELM_TRY(elmi_op_resolve(p, V, "src2", &vv));
-    ELM_TRY(elmi_op_resolve(p, d, "dst", &vd));
-    uint32_t slot = 0;
-    if (p->plan) ELM_TRY(elmi_vk_plan_add_dyn(p->plan, p->node_index, &slot));
-    if (vc.extent > elmi_op_window_budget(p) || vv.extent > elmi_op_window_budget(p))
-        return elmi_op_unsupported(p, "a cache exceeds maxStorageBufferRange");
-    VkDeviceSize wq = (q->ne[1] - 1) * q->nb[1] + D * 4, wd = (VkDeviceSize)d->ne[0] * 4;
-    VkDeviceSize strides[2] = {q->nb[2], d->nb[1]}, widths[2] = {wq, wd};
-    int64_t T = q->ne[2], chunk = elmi_op_token_chunk(p, T, strides, widths, 2);
-    if (chunk < 1) return elmi_op_unsupported(p, "a token's queries exceed maxStorageBufferRange");
-    bool f16 = K->type == QT_F16;
-    uint32_t unit = f16 ? 2 : 4;
-    char shader[48];
-    snprintf(shader, sizeof shader, "attention_%s_%s", !f16 ? "f32" : p->vk->caps.storage16 ? "f16_s16" : "f16_u32",
-             elmi_op_use_sg(p) ? "sg" : "sh");
-    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
-        int64_t n = T - t0 < chunk ? T - t0 : chunk;
-        disp_build db;
-        elmi_op_disp_init(p, &db);
-        db.shader = shader;
-        db.spec[0] = wg, db.spec[1] = elmi_op_nsg(p, wg), db.spec[2] = D, db.n_spec = 3;
-        pc_attention pc = {.n_head = (uint32_t)q->ne[1], .n_head_kv = (uint32_t)nd->iparams[1],
-                           .q_rs = (uint32_t)(q->nb[1] / 4), .q_ts = (uint32_t)(q->nb[2] / 4),
-                           .kv_stride = (uint32_t)(K->nb[1] / unit), .d_ts = (uint32_t)(d->nb[1] / 4),
-                           .tok0 = (uint32_t)t0, .dyn_idx = slot, .window = (uint32_t)nd->iparams[2],
-                           .ring_rows = nd->iparams[3] ? (uint32_t)K->ne[1] : VK_NO_RING,
-                           .scale = nd->fparams[0], .softcap = nd->fparams[1]};
-        ELM_TRY(elmi_op_bind_view(p, &vq, t0 * q->nb[2], (t0 + n - 1) * q->nb[2] + wq, 4, &db.d.b[0], &pc.q_base));
-        ELM_TRY(elmi_op_bind_view(p, &vc, 0, vc.extent, unit, &db.d.b[1], &pc.k_base));
-        ELM_TRY(elmi_op_bind_view(p, &vv, 0, vv.extent, unit, &db.d.b[2], &pc.v_base));
-        ELM_TRY(elmi_op_bind_view(p, &vd, t0 * d->nb[1], (t0 + n - 1) * d->nb[1] + wd, 4, &db.d.b[3], &pc.d_base));
-        ELM_TRY(elmi_op_set_groups(p, &db, q->ne[1], (uint64_t)n));
-        ELM_TRY(elmi_op_emit(p, &db, &pc, sizeof pc));
-    }
-    return ELM_OK;
-}
-
 /* ------------------------------------------------------------------ entry */
 
 elm_status elmi_vk_plan_node(vk_planner *p, const be_node *node) {
@@ -428,7 +348,7 @@ elm_status elmi_vk_plan_node(vk_planner *p, const be_node *node) {
     case BE_OP_SOFTMAX: return plan_softmax(p, node);
     case BE_OP_ROPE: return plan_rope(p, node);
     case BE_OP_KV_STORE: return plan_kv_store(p, node);
-    case BE_OP_ATTENTION: return plan_attention(p, node);
+    case BE_OP_ATTENTION: return elmi_op_plan_attention(p, node);
     case BE_OP_ARGMAX: return elmi_op_plan_argmax(p, node);
     case BE_OP_SCALE: return plan_scale(p, node);
     case BE_OP_SHORTCONV: return elmi_op_plan_shortconv(p, node);

@@ -103,6 +103,8 @@ bool elmi_op_same_shape(const be_tensor *a, const be_tensor *b);
 /* The planners of ops_matmul.c. */
 elm_status elmi_op_plan_get_rows(vk_planner *p, const be_node *nd);
 elm_status elmi_op_plan_mul_mat(vk_planner *p, const be_node *nd);
+/* ops_attention.c */
+elm_status elmi_op_plan_attention(vk_planner *p, const be_node *nd);
 /* op_argmax.c */
 elm_status elmi_op_plan_argmax(vk_planner *p, const be_node *nd);
 /* op_shortconv.c */

@@ -55,6 +55,17 @@ typedef struct pc_attention {
     float scale, softcap;
 } pc_attention;
 
+typedef struct pc_flash_attn {
+    uint32_t q_base, k_base, v_base, d_base, n_head, n_head_kv, q_rs, q_ts, kv_stride, d_ts, tok0, dyn_idx;
+    uint32_t window, ring_rows;
+    float scale, softcap;
+    uint32_t hb, tb, n_tok, n_split, ml_base, min_chunk;
+} pc_flash_attn;
+
+typedef struct pc_flash_attn_reduce {
+    uint32_t s_base, d_base, n_head, n_rows, d_ts, n_split, ml_base;
+} pc_flash_attn_reduce;
+
 typedef struct pc_shortconv {
     uint32_t bcx_base, w_base, s_base, d_base, n, L, n_tok, bcx_stride, d_stride, s_stride, s_rows;
     uint32_t tok0, dyn_idx;

@@ -200,6 +200,8 @@ typedef struct vk_plan {
     int *dyn_node; /* node whose iparams[0] fills per-call slot i */
     uint32_t n_dyn, cap_dyn;
     vk_seg dyn;    /* host-visible int32 slots, rewritten before each run */
+    vk_seg *scratch; /* device-local intermediates of nodes (split attention), owned */
+    uint32_t n_scratch;
     VkDescriptorPool pool;
     int n_nodes;
     /* profiling (profile.c): a timestamp before each step's first dispatch
@@ -454,5 +456,10 @@ double elmi_vk_now_ms(void);
 elm_status elmi_vk_plan_add_dispatch(vk_backend *vk, vk_plan *plan, const vk_disp *d);
 /* Reserves the per-call slot of the node; returns its index. */
 elm_status elmi_vk_plan_add_dyn(vk_plan *plan, int node, uint32_t *slot);
+/* A device-local scratch segment of at least `bytes` for a node's
+ * intermediates, alive as long as the plan: the plan's latest one when it
+ * is large enough (nodes share it; graph.c orders their accesses like any
+ * other), else a new one. */
+elm_status elmi_vk_plan_scratch(vk_backend *vk, vk_plan *plan, VkDeviceSize bytes, const vk_seg **out);
 
 #endif /* ELM_VK_INTERNAL_H */
