@@ -290,6 +290,8 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
         if (c->max_wg_size[i] > c->max_invocations) c->max_wg_size[i] = c->max_invocations;
     c->max_range = min_u64(c->max_range, l->max_range);
     c->max_alloc = min_u64(c->max_alloc, l->max_alloc);
+    if (l->mv_rows) c->mv_rows = l->mv_rows > 64 ? 64 : (uint32_t)l->mv_rows;
+    if (l->mv_lanes) c->mv_lanes = l->mv_lanes > 1 ? 2 : 1;
     if (l->no_fp16) c->fp16 = false;
     if (l->no_storage16) c->storage16 = false;
     if (l->no_storage8) c->storage8 = false;

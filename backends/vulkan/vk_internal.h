@@ -31,6 +31,9 @@
 /* Caps a limits spec puts on a device; 0 / false: unchanged. */
 typedef struct vk_limits {
     uint64_t max_shared, max_invocations, max_range, max_alloc;
+    /* tuning choices, not caps (0: the planner's default): mat-vec rows per
+     * lane group, lanes per row (1: a lane per row, else the workgroup) */
+    uint64_t mv_rows, mv_lanes;
     bool no_fp16, no_storage16, no_storage8, no_subgroup, no_uma;
     bool no_import; /* never import host memory (VK_EXT_external_memory_host) */
 } vk_limits;
@@ -51,6 +54,7 @@ typedef struct vk_caps {
     uint32_t max_shared, max_invocations;
     uint32_t max_wg_size[3], max_wg_count[3];
     uint32_t subgroup_size, min_subgroup_size;
+    uint32_t mv_rows, mv_lanes; /* vk_limits' mat-vec tuning; 0: the planner's default */
     bool subgroup_arith; /* basic + arithmetic in compute shaders */
     bool fp16, storage16, storage8, int_dot;
     uint64_t max_range, max_alloc;
