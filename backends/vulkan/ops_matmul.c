@@ -98,6 +98,7 @@ typedef struct mm_ctx {
     const tile *tl; /* NULL: matvec */
     bool half;
     uint32_t wg, rows, lpr; /* matvec: invocations, rows per lane group, lanes per row (wg or 1) */
+    uint32_t sg;            /* matvec: required subgroup size (= wg), 0: the driver's */
     char shader[48];
 } mm_ctx;
 
@@ -114,7 +115,8 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
     ELM_TRY(elmi_op_bind_view(p, &m->vd, t0 * ds + rp->r0 * 4, (t0 + n - 1) * ds + (rp->r0 + rp->n) * 4, 4, &db.d.b[3], &dbase));
     if (m->bias) ELM_TRY(elmi_op_bind_view(p, &m->vb, rp->r0 * 4, (rp->r0 + rp->n) * 4, 4, &db.d.b[2], &bb));
     if (!m->tl) {
-        db.spec[0] = m->wg, db.spec[1] = elmi_op_nsg(p, m->wg), db.spec[2] = m->rows, db.spec[3] = m->lpr;
+        db.spec[0] = m->wg, db.spec[1] = m->sg ? 1 : elmi_op_nsg(p, m->wg), db.spec[2] = m->rows, db.spec[3] = m->lpr;
+        db.subgroup = m->sg;
         db.n_spec = 4;
         uint64_t per_wg = (uint64_t)m->rows * (m->wg / m->lpr);
         pc_matvec pc = {wb, xb, bb, dbase, (uint32_t)w->ne[0], (uint32_t)rp->n, (uint32_t)w->nb[1],
@@ -190,6 +192,10 @@ static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
      * on lavapipe it measured 2-3x slower than splitting rows over the
      * workgroup (docs/measurements.md), so splitting is the default. */
     m->lpr = c->mv_lanes == 1 ? 1 : m->wg;
+    /* With size control the workgroup is exactly one subgroup, so the
+     * reduction never goes through shared memory. */
+    bool fits = m->wg >= c->min_subgroup_size && m->wg <= c->max_subgroup_size;
+    m->sg = elmi_op_use_sg(p) && c->sg_control && fits && m->lpr > 1 ? m->wg : 0;
     snprintf(m->shader, sizeof m->shader, "matvec_%s_%s_%s", ts, elmi_op_storage(p), elmi_op_use_sg(p) ? "sg" : "sh");
     return ELM_OK;
 }
