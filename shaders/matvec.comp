@@ -1,14 +1,27 @@
 #version 450
 #extension GL_GOOGLE_include_directive : require
-// dst[t][r] = dot(row r of the weights, x[t]) (+ bias[r]): one workgroup per
-// weight row and token; invocations walk the row four values at a time, so
-// neighbours read neighbouring words of a block, then reduce.
+// dst[t][r] = dot(row r of the weights, x[t]) (+ bias[r]), weights in the
+// file layout. A workgroup (one subgroup where the device's subgroup is at
+// least WG wide) handles ROWS * WG / LPR rows of one token. A row is cut
+// into chunks of CH values: one block, or one 32-value sub-block of a
+// K-quant block, so a lane decodes each scale once per chunk. With LPR =
+// WG (the default) lane l takes chunks l, l + WG, ... of ROWS rows, loads
+// each chunk of x once (vec4 loads where x is 16-byte aligned) for all
+// ROWS rows, and the partial sums are reduced once per workgroup: with
+// subgroup arithmetic in registers (through shared memory only when the
+// workgroup holds several subgroups), otherwise in a shared-memory tree
+// over all rows at once. With LPR = 1 a lane owns whole rows and nothing
+// is reduced. Weight bytes are read as aligned 32-bit words and stitched
+// where a field is only 2-byte aligned.
 
 #include "common/common.glsl"
 #include "common/blocks.glsl"
-#include "common/reduce.glsl"
+
+layout(constant_id = 2) const uint ROWS = 4u; // rows per lane group
+layout(constant_id = 3) const uint LPR = 64u;  // lanes per row: WG or 1
 
 layout(std430, binding = 1) readonly buffer XBuf { float x[]; };
+layout(std430, binding = 1) readonly buffer XBuf4 { vec4 x4[]; };
 layout(std430, binding = 2) readonly buffer BBuf { float bias[]; };
 layout(std430, binding = 3) writeonly buffer DBuf { float dst[]; };
 
@@ -21,19 +34,183 @@ layout(push_constant) uniform Params {
     uint has_bias;
 } p;
 
-void main() {
-    uint row = wg_linear(), t = gl_WorkGroupID.z;
-    if (row >= p.N) return;
-    uint rb = p.w_base + row * p.row_bytes, xb = p.x_base + t * p.x_stride;
-    float acc = 0.0;
-    for (uint g = gl_LocalInvocationIndex; g < p.K / 4u; g += WG) {
-        uint bo = rb + (g / QG) * QB, xo = xb + 4u * g;
-        vec4 w = dequant4(bo, (g % QG) * 4u);
-        acc += dot(w, vec4(x[xo], x[xo + 1u], x[xo + 2u], x[xo + 3u]));
+#if defined(TYPE_F32) || defined(TYPE_F16) || defined(TYPE_BF16)
+const uint CH = 4u;
+#else
+const uint CH = 32u;
+#endif
+const uint NV = CH / 4u;
+
+// The weights again as 32-bit words, for any storage path: the chunk
+// kernels read a 2-byte aligned run of n words as n + 1 aligned loads (the
+// last clamped to the buffer) and stitch them, instead of 2n 16-bit loads.
+layout(std430, binding = 0) readonly buffer WWords { uint ww[]; };
+
+uint ww_at(uint i) { return ww[min(i, uint(ww.length()) - 1u)]; }
+#define WORDS(b, n, out_w)                                                      \
+    {                                                                           \
+        uint i0_ = (b) >> 2, a_[(n) + 1u];                                      \
+        for (uint k_ = 0u; k_ <= (n); k_++) a_[k_] = ww_at(i0_ + k_);           \
+        bool odd_ = ((b) & 2u) != 0u;                                           \
+        for (uint k_ = 0u; k_ < (n); k_++)                                      \
+            out_w[k_] = odd_ ? (a_[k_] >> 16) | (a_[k_ + 1u] << 16) : a_[k_];   \
     }
-    acc = wg_sum(acc);
-    if (gl_LocalInvocationIndex == 0u) {
-        if (p.has_bias != 0u) acc += bias[p.b_base + row];
-        dst[p.d_base + t * p.d_stride + row] = acc;
+
+// Chunk c of the row at byte rb, against xv (the chunk's activations).
+#if defined(TYPE_Q4_0)
+float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
+    uint bo = rb + c * QB, w[4];
+    WORDS(bo + U(ELM_OFF_Q4_0_QS), 4u, w);
+    vec4 acc = vec4(0.0);
+    for (uint j = 0u; j < 4u; j++) {
+        acc += (vec4(bytes4(w[j] & 0x0F0F0F0Fu)) - 8.0) * xv[j];
+        acc += (vec4(bytes4((w[j] >> 4) & 0x0F0F0F0Fu)) - 8.0) * xv[j + 4u];
+    }
+    return ldh(bo) * (acc.x + acc.y + acc.z + acc.w);
+}
+
+#elif defined(TYPE_Q8_0)
+float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
+    uint bo = rb + c * QB, w[8];
+    WORDS(bo + U(ELM_OFF_Q8_0_QS), 8u, w);
+    vec4 acc = vec4(0.0);
+    for (uint j = 0u; j < 8u; j++) {
+        int v = int(w[j]);
+        acc += vec4(bitfieldExtract(v, 0, 8), bitfieldExtract(v, 8, 8), bitfieldExtract(v, 16, 8),
+                    bitfieldExtract(v, 24, 8)) * xv[j];
+    }
+    return ldh(bo) * (acc.x + acc.y + acc.z + acc.w);
+}
+
+#elif defined(TYPE_Q4_K)
+// Sub-block j of 8: one 6-bit scale and min, decoded once. The header
+// (d, dmin, scales[12]) is four words.
+float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
+    uint bo = rb + (c >> 3) * QB, j = c & 7u, h[4], w[8];
+    WORDS(bo, 4u, h);
+    WORDS(bo + QS_OFF + 32u * (j >> 1), 8u, w);
+    uint sb[12];
+    for (uint i = 0u; i < 12u; i++) sb[i] = (h[1u + i / 4u] >> (8u * (i & 3u))) & 0xFFu;
+    uint sc, mn;
+    if (j < 4u) {
+        sc = sb[j] & 63u, mn = sb[j + 4u] & 63u;
+    } else {
+        sc = (sb[j + 4u] & 15u) | ((sb[j - 4u] >> 6) << 4);
+        mn = (sb[j + 4u] >> 4) | ((sb[j] >> 6) << 4);
+    }
+    vec2 dm = unpackHalf2x16(h[0]);
+    float dl = dm.x * float(sc), ml = dm.y * float(mn);
+    uint sh = 4u * (j & 1u);
+    vec4 acc = vec4(0.0);
+    for (uint i = 0u; i < 8u; i++) acc += (dl * vec4(bytes4((w[i] >> sh) & 0x0F0F0F0Fu)) - ml) * xv[i];
+    return acc.x + acc.y + acc.z + acc.w;
+}
+
+#elif defined(TYPE_Q6_K)
+// 32 values v0 = 32(c % 8) of a block: two int8 scales, one per 16.
+float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
+    uint bo = rb + (c >> 3) * QB, cc = c & 7u, n = cc >> 2, k = cc & 3u, wl[8], wh[8];
+    WORDS(bo + 64u * n + 32u * (k & 1u), 8u, wl);
+    WORDS(bo + U(ELM_OFF_Q6_K_QH) + 32u * n, 8u, wh);
+    uint sl = 4u * (k >> 1), shh = 2u * k;
+    int s2 = int(ld16(bo + U(ELM_OFF_Q6_K_SCALES) + 2u * cc));
+    float d = ldh(bo + U(ELM_OFF_Q6_K_D));
+    float d0 = d * float(bitfieldExtract(s2, 0, 8)), d1 = d * float(bitfieldExtract(s2, 8, 8));
+    vec4 a0 = vec4(0.0), a1 = vec4(0.0);
+    for (uint i = 0u; i < 4u; i++) {
+        uint lo = (wl[i] >> sl) & 0x0F0F0F0Fu, hi = (wh[i] >> shh) & 0x03030303u;
+        a0 += (vec4(bytes4(lo | hi << 4)) - 32.0) * xv[i];
+        lo = (wl[i + 4u] >> sl) & 0x0F0F0F0Fu, hi = (wh[i + 4u] >> shh) & 0x03030303u;
+        a1 += (vec4(bytes4(lo | hi << 4)) - 32.0) * xv[i + 4u];
+    }
+    return d0 * (a0.x + a0.y + a0.z + a0.w) + d1 * (a1.x + a1.y + a1.z + a1.w);
+}
+
+#elif defined(TYPE_F32) || defined(TYPE_F16)
+float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
+    uint w[QB / 4u];
+    WORDS(rb + c * QB, QB / 4u, w);
+#if defined(TYPE_F32)
+    return dot(uintBitsToFloat(uvec4(w[0], w[1], w[2], w[3])), xv[0]);
+#else
+    return dot(vec4(unpackHalf2x16(w[0]), unpackHalf2x16(w[1])), xv[0]);
+#endif
+}
+
+#else
+// Every other type: dequant4 over the chunk.
+float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
+    uint v = c * CH, bo = rb + (v / QK) * QB, i0 = v % QK;
+    vec4 acc = vec4(0.0);
+    for (uint j = 0u; j < NV; j++) acc += dequant4(bo, i0 + 4u * j) * xv[j];
+    return acc.x + acc.y + acc.z + acc.w;
+}
+#endif
+
+#if defined(SG)
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+shared float red[ROWS * NSG];
+#else
+shared float red[ROWS * WG];
+#endif
+
+void main() {
+    // LPR lanes share each row: WG (lanes split a row's chunks, then
+    // reduce) or 1 (a lane owns whole rows; every lane reads the same
+    // activations, so no reduction and, on CPU devices, uniform x loads).
+    uint lid = gl_LocalInvocationIndex, lane = lid % LPR;
+    uint row0 = (wg_linear() * (WG / LPR) + lid / LPR) * ROWS, t = gl_WorkGroupID.z;
+    uint xb = p.x_base + t * p.x_stride, nc = p.K / CH;
+    // Rows past N (the last workgroup) read row N - 1 again, so every
+    // invocation stays in the reductions' uniform control flow.
+    uint rb[ROWS];
+    for (uint r = 0u; r < ROWS; r++) rb[r] = p.w_base + min(row0 + r, p.N - 1u) * p.row_bytes;
+    float acc[ROWS];
+    for (uint r = 0u; r < ROWS; r++) acc[r] = 0.0;
+    bool v4 = ((xb | p.x_stride) & 3u) == 0u;
+    for (uint c = lane; c < nc; c += LPR) {
+        vec4 xv[NV];
+        uint xo = xb + c * CH;
+        if (v4) {
+            for (uint j = 0u; j < NV; j++) xv[j] = x4[(xo >> 2) + j];
+        } else {
+            for (uint j = 0u; j < NV; j++)
+                xv[j] = vec4(x[xo + 4u * j], x[xo + 4u * j + 1u], x[xo + 4u * j + 2u], x[xo + 4u * j + 3u]);
+        }
+        for (uint r = 0u; r < ROWS; r++) acc[r] += chunk_dot(rb[r], c, xv);
+    }
+    if (LPR > 1u) {
+#if defined(SG)
+        for (uint r = 0u; r < ROWS; r++) acc[r] = subgroupAdd(acc[r]);
+        if (gl_NumSubgroups > 1u) {
+            if (subgroupElect())
+                for (uint r = 0u; r < ROWS; r++) red[r * NSG + gl_SubgroupID] = acc[r];
+            barrier();
+            for (uint r = 0u; r < ROWS; r++) {
+                float s = 0.0;
+                for (uint i = 0u; i < gl_NumSubgroups; i++) s += red[r * NSG + i];
+                acc[r] = s;
+            }
+        }
+#else
+        for (uint r = 0u; r < ROWS; r++) red[r * WG + lid] = acc[r];
+        barrier();
+        for (uint s = WG / 2u; s > 0u; s >>= 1) {
+            if (lid < s)
+                for (uint r = 0u; r < ROWS; r++) red[r * WG + lid] += red[r * WG + lid + s];
+            barrier();
+        }
+        for (uint r = 0u; r < ROWS; r++) acc[r] = red[r * WG];
+#endif
+    }
+    if (lane == 0u) {
+        for (uint r = 0u; r < ROWS; r++) {
+            uint row = row0 + r;
+            if (row >= p.N) break;
+            float v = acc[r];
+            if (p.has_bias != 0u) v += bias[p.b_base + row];
+            dst[p.d_base + t * p.d_stride + row] = v;
+        }
     }
 }

@@ -37,23 +37,38 @@ typedef struct mm_case {
     int type;
     int64_t K, N, T;
     bool exact, bias, weights_on_device;
+    int64_t x_pad; /* extra floats per activation row (a stride the vec4 loads cannot take) */
+    size_t w_shift; /* host weights this many bytes past an aligned address */
 } mm_case;
 
+/* A host weight tensor `shift` bytes past malloc's alignment. */
+static be_tensor *shifted_host_tensor(vfx *f, int type, int64_t K, int64_t N, const void *bytes, size_t shift) {
+    be_tensor *t = new_tensor(f, type, K, N, 1, "w");
+    size_t n = elmi_be_tensor_nbytes(t);
+    uint8_t *p = malloc(n + shift);
+    memcpy(p + shift, bytes, n);
+    cr_assert_lt(f->n_hosts, MAX_HOSTS);
+    f->hosts[f->n_hosts++] = p;
+    t->data = p + shift;
+    return t;
+}
+
 static double check_mul_mat(vfx *f, const mm_case *c) {
-    int64_t K = c->K, N = c->N, T = c->T;
+    int64_t K = c->K, N = c->N, T = c->T, XS = K + c->x_pad;
     float *w = rand_floats((size_t)(N * K), 1.0f), *deq = malloc(sizeof(float) * N * K);
     void *wq = quantize(c->type, w, N, K, deq);
-    float *x = rand_floats((size_t)(K * T), 1.0f), *b = rand_floats((size_t)N, 1.0f);
+    float *x = rand_floats((size_t)(XS * T), 1.0f), *b = rand_floats((size_t)N, 1.0f);
     be_tensor *W;
     if (c->weights_on_device) {
         W = dev_tensor(f, c->type, K, N, 1, "w");
         put(f, W, wq);
     } else {
-        W = host_tensor(f, c->type, K, N, wq, "w");
+        W = shifted_host_tensor(f, c->type, K, N, wq, c->w_shift);
     }
-    be_tensor *X = dev_tensor(f, QT_F32, K, T, 1, "x"), *D = dev_tensor(f, QT_F32, N, T, 1, "d");
+    be_tensor *X = dev_tensor(f, QT_F32, XS, T, 1, "x"), *D = dev_tensor(f, QT_F32, N, T, 1, "d");
     be_tensor *B = c->bias ? dev_tensor(f, QT_F32, N, 1, 1, "b") : NULL;
     put(f, X, x);
+    X->ne[0] = K; /* rows of K values XS apart */
     if (B) put(f, B, b);
     be_node nd = {.op = BE_OP_MUL_MAT, .dst = D, .src = {W, X, B}};
     run(f, &nd, 1, c->exact);
@@ -63,7 +78,7 @@ static double check_mul_mat(vfx *f, const mm_case *c) {
     for (int64_t t = 0; t < T; t++)
         for (int64_t n = 0; n < N; n++) {
             double s = c->bias ? b[n] : 0.0;
-            for (int64_t k = 0; k < K; k++) s += (double)deq[n * K + k] * x[t * K + k];
+            for (int64_t k = 0; k < K; k++) s += (double)deq[n * K + k] * x[t * XS + k];
             want[t * N + n] = s;
         }
     double e = nmse(got, want, (size_t)(N * T));
@@ -80,7 +95,7 @@ static void mul_mat_types(const char *limits, const int *types, size_t n_types) 
     for (size_t i = 0; i < n_types; i++)
         for (size_t j = 0; j < 3; j++)
             for (int exact = 0; exact < 2; exact++) {
-                mm_case c = {types[i], ragged_k(types[i]), 37, Ts[j], exact, j == 1, i % 2 == 1};
+                mm_case c = {types[i], ragged_k(types[i]), 37, Ts[j], exact, j == 1, i % 2 == 1, 0, 0};
                 double e = check_mul_mat(&f, &c);
                 double bound = exact ? 1e-10 : 1e-5;
                 cr_expect_leq(e, bound, "[%s] MUL_MAT %s K=%lld T=%lld %s: NMSE %.3g > %.1g", limits,
@@ -105,6 +120,61 @@ Test(vk_ops, mul_mat_all_types_u32_shared) {
 
 Test(vk_ops, mul_mat_profiles) {
     for (size_t p = 1; p < N_PROFILES; p++) mul_mat_types(PROFILES[p], SOME_TYPES, N_SOME_TYPES);
+}
+
+/* The mat-vec kernel's shapes: rows per workgroup (mv_rows) that do not
+ * divide N, a lane per row (mv_lanes=1), workgroups narrower than the
+ * subgroup, both reductions; K of one chunk, of chunks that do not fill
+ * the workgroup, and of more; weights 2 bytes off alignment (the stitched
+ * word loads) and activation rows at odd strides (no vec4 loads). T = 1,
+ * and T = 3 where no tile fits (one mat-vec per token). */
+static const char *const MV_LIMITS[] = {
+    "mv_rows=1", "mv_rows=3", "mv_rows=8", "mv_lanes=1", "mv_lanes=1,mv_rows=2,nosubgroup",
+    "mv_rows=5,nosubgroup,nofp16", "max_invocations=4,mv_rows=2", "max_shared=768,max_invocations=64,mv_rows=3",
+};
+
+static void mul_mat_vec_shapes(const char *limits) {
+    static const int types[] = {QT_F32, QT_F16, QT_Q4_0, QT_Q8_0, QT_Q4_K, QT_Q6_K, QT_Q5_K, QT_Q4_1};
+    static const int64_t Ns[] = {1, 3, 37, 130}, chunks[] = {1, 3, 11, 64};
+    vfx f;
+    vfx_open(&f, limits);
+    double worst = 0;
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+        for (size_t j = 0; j < 4; j++) {
+            const qtype_traits *tr = elmi_qtype_get(types[i]);
+            int64_t ch = tr->block_size > 1 ? 32 : 4, K = chunks[j] * ch;
+            if (K % tr->block_size) K = (K / tr->block_size + 1) * tr->block_size;
+            int64_t T = strstr(limits, "max_shared") && j % 2 ? 3 : 1;
+            mm_case c = {types[i], K, Ns[(i + j) % 4], T, j % 2 == 0, j == 1, j == 3, j == 2 ? 3 : 0,
+                         i % 2 ? 2 : 0};
+            double e = check_mul_mat(&f, &c);
+            cr_expect_leq(e, c.exact ? 1e-10 : 1e-5, "[%s] MUL_MAT %s K=%lld N=%lld T=%lld pad %lld shift %zu: NMSE %.3g", limits,
+                          elmi_qtype_name(c.type), (long long)c.K, (long long)c.N, (long long)T,
+                          (long long)c.x_pad, c.w_shift, e);
+            if (c.exact && e > worst) worst = e;
+        }
+    cr_expect_eq(fallbacks(&f), 0, "[%s] unexpected CPU fallbacks", limits);
+    fprintf(stderr, "vk mat-vec shapes (exact) [%s]: worst NMSE %.2g\n", limits, worst);
+    vfx_close(&f);
+}
+
+Test(vk_ops, mul_mat_vec_shapes) {
+    for (size_t i = 0; i < sizeof MV_LIMITS / sizeof *MV_LIMITS; i++) mul_mat_vec_shapes(MV_LIMITS[i]);
+}
+
+/* small-buffers: row pieces of a split weight whose row counts are not a
+ * multiple of the rows per workgroup. */
+Test(vk_ops, mul_mat_vec_pieces) {
+    vfx f;
+    vfx_open(&f, "small-buffers,mv_rows=3");
+    const int types[] = {QT_Q8_0, QT_Q4_0, QT_Q6_K};
+    for (size_t i = 0; i < 3; i++) {
+        mm_case c = {types[i], 1024, 1900, 1, true, true, false, 0, i == 1 ? 2 : 0};
+        double e = check_mul_mat(&f, &c);
+        cr_expect_leq(e, 1e-10, "%s NMSE %.3g", elmi_qtype_name(types[i]), e);
+    }
+    cr_expect_eq(fallbacks(&f), 0);
+    vfx_close(&f);
 }
 
 /* Regression: fast graphs staged F32 and BF16 weights in F16 tiles, so a
@@ -165,7 +235,7 @@ Test(vk_ops, mul_mat_many_tiles) {
         vfx_open(&f, limits[l]);
         for (size_t i = 0; i < sizeof types / sizeof *types; i++)
             for (int exact = 0; exact < 2; exact++) {
-                mm_case c = {types[i], 256, 150, 70, exact, i % 2 == 0, i >= 2};
+                mm_case c = {types[i], 256, 150, 70, exact, i % 2 == 0, i >= 2, (int64_t)(i % 2), 0};
                 double e = check_mul_mat(&f, &c);
                 cr_expect_leq(e, exact ? 1e-10 : 1e-5, "[%s] MUL_MAT %s 150 x 70 %s: NMSE %.3g", limits[l],
                               elmi_qtype_name(c.type), exact ? "exact" : "fast", e);
@@ -749,7 +819,7 @@ Test(vk_ops, weights_beyond_the_range_are_split) {
     vfx f;
     vfx_open(&f, "small-buffers");
     for (int64_t T = 1; T <= 5; T += 4) {
-        mm_case c = {QT_Q8_0, 1024, 1100, T, true, true, false};
+        mm_case c = {QT_Q8_0, 1024, 1100, T, true, true, false, 0, 0};
         double e = check_mul_mat(&f, &c);
         cr_expect_leq(e, 1e-10, "T=%lld NMSE %.3g", (long long)T, e);
     }

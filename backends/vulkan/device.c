@@ -233,6 +233,7 @@ typedef struct feats_chain {
     VkPhysicalDevice8BitStorageFeatures s8;
     VkPhysicalDeviceShaderFloat16Int8Features f16;
     VkPhysicalDeviceShaderIntegerDotProductFeatures dot;
+    VkPhysicalDeviceSubgroupSizeControlFeatures sgc;
 } feats_chain;
 
 static void query_feats(VkPhysicalDevice pd, const dev_exts *e, uint32_t api, feats_chain *c) {
@@ -242,6 +243,7 @@ static void query_feats(VkPhysicalDevice pd, const dev_exts *e, uint32_t api, fe
     c->s8.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_8BIT_STORAGE_FEATURES;
     c->f16.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES;
     c->dot.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES;
+    c->sgc.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES;
     void **next = &c->f2.pNext;
     *next = &c->s16, next = &c->s16.pNext;
     if (api >= VK_API_VERSION_1_2 || has_ext(e, VK_KHR_8BIT_STORAGE_EXTENSION_NAME))
@@ -251,6 +253,8 @@ static void query_feats(VkPhysicalDevice pd, const dev_exts *e, uint32_t api, fe
     if (api >= VK_API_VERSION_1_3 ||
         has_ext(e, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME))
         *next = &c->dot, next = &c->dot.pNext;
+    if (api >= VK_API_VERSION_1_3 || has_ext(e, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME))
+        *next = &c->sgc, next = &c->sgc.pNext;
     vkGetPhysicalDeviceFeatures2(pd, &c->f2);
 }
 
@@ -290,10 +294,12 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
         if (c->max_wg_size[i] > c->max_invocations) c->max_wg_size[i] = c->max_invocations;
     c->max_range = min_u64(c->max_range, l->max_range);
     c->max_alloc = min_u64(c->max_alloc, l->max_alloc);
+    if (l->mv_rows) c->mv_rows = l->mv_rows > 64 ? 64 : (uint32_t)l->mv_rows;
+    if (l->mv_lanes) c->mv_lanes = l->mv_lanes > 1 ? 2 : 1;
     if (l->no_fp16) c->fp16 = false;
     if (l->no_storage16) c->storage16 = false;
     if (l->no_storage8) c->storage8 = false;
-    if (l->no_subgroup) c->subgroup_arith = false;
+    if (l->no_subgroup) c->subgroup_arith = c->sg_control = c->ext_sg_control = false;
     if (l->no_uma) c->uma = false;
     if (l->no_import) c->ext_host_import = false;
 }
@@ -317,6 +323,11 @@ static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_ex
     /* Without size control the device may still run narrower subgroups
      * than it reports; 1 makes the reductions' bound always safe. */
     c->min_subgroup_size = pc->has_ssc && pc->ssc.minSubgroupSize ? pc->ssc.minSubgroupSize : 1;
+    c->sg_control = pc->has_ssc && fc->sgc.subgroupSizeControl &&
+                    (pc->ssc.requiredSubgroupSizeStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                    pc->ssc.minSubgroupSize && pc->ssc.maxSubgroupSize >= pc->ssc.minSubgroupSize;
+    c->max_subgroup_size = c->sg_control ? pc->ssc.maxSubgroupSize : c->subgroup_size;
+    c->ext_sg_control = c->sg_control && c->api_version < VK_API_VERSION_1_3;
     const VkSubgroupFeatureFlags ops = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
     c->subgroup_arith = (pc->sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                         (pc->sub.supportedOperations & ops) == ops;
@@ -425,12 +436,19 @@ static elm_status create_device(vk_backend *vk, char *err, size_t err_size) {
         .pNext = c->fp16 ? &f16 : NULL,
         .storageBuffer16BitAccess = c->storage16,
     };
-    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &s16};
-    const char *exts[4];
+    VkPhysicalDeviceSubgroupSizeControlFeatures sgc = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES,
+        .pNext = &s16,
+        .subgroupSizeControl = VK_TRUE,
+    };
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                    .pNext = c->sg_control ? (void *)&sgc : (void *)&s16};
+    const char *exts[6];
     uint32_t n_ext = 0;
     if (c->fp16 && c->api_version < VK_API_VERSION_1_2) exts[n_ext++] = VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME;
     if (c->ext_portability) exts[n_ext++] = "VK_KHR_portability_subset";
     if (c->ext_budget) exts[n_ext++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
+    if (c->ext_sg_control) exts[n_ext++] = VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME;
     /* Imports only serve unified memory (import.c). */
     if (c->ext_host_import && c->uma) exts[n_ext++] = VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME;
     VkDeviceCreateInfo ci = {

@@ -62,6 +62,8 @@ static bool apply_override(const char *key, const char *val, vk_limits *l) {
         {"max_invocations", offsetof(vk_limits, max_invocations)},
         {"max_range", offsetof(vk_limits, max_range)},
         {"max_alloc", offsetof(vk_limits, max_alloc)},
+        {"mv_rows", offsetof(vk_limits, mv_rows)},
+        {"mv_lanes", offsetof(vk_limits, mv_lanes)},
     };
     uint64_t v;
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {

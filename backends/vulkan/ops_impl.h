@@ -43,6 +43,7 @@ typedef struct disp_build {
     vk_disp d;
     const char *shader;
     uint32_t spec[VK_MAX_SPEC], n_spec;
+    uint32_t subgroup; /* required subgroup size (caps.sg_control), 0: the driver's */
 } disp_build;
 
 /* Outcomes: the device cannot run the node (p->why), or the node is malformed. */

@@ -68,6 +68,10 @@ elm_status elmi_op_plan_get_rows(vk_planner *p, const be_node *nd) {
 
 /* ---------------------------------------------------------------- MUL_MAT */
 
+#define MV_ROWS 4u
+#define MV_WG_SHARED 32u
+#define MV_WG_MIN 4u
+
 typedef struct tile {
     uint32_t bm, bn, bk, tm, tn;
 } tile;
@@ -96,7 +100,8 @@ typedef struct mm_ctx {
     tview vx, vb, vd;
     const tile *tl; /* NULL: matvec */
     bool half;
-    uint32_t wg;
+    uint32_t wg, rows, lpr; /* matvec: invocations, rows per lane group, lanes per row (wg or 1) */
+    uint32_t sg;            /* matvec: required subgroup size (= wg), 0: the driver's */
     char shader[48];
 } mm_ctx;
 
@@ -113,10 +118,13 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
     ELM_TRY(elmi_op_bind_view(p, &m->vd, t0 * ds + rp->r0 * 4, (t0 + n - 1) * ds + (rp->r0 + rp->n) * 4, 4, &db.d.b[3], &dbase));
     if (m->bias) ELM_TRY(elmi_op_bind_view(p, &m->vb, rp->r0 * 4, (rp->r0 + rp->n) * 4, 4, &db.d.b[2], &bb));
     if (!m->tl) {
-        db.spec[0] = m->wg, db.spec[1] = elmi_op_nsg(p, m->wg), db.n_spec = 2;
+        db.spec[0] = m->wg, db.spec[1] = m->sg ? 1 : elmi_op_nsg(p, m->wg), db.spec[2] = m->rows, db.spec[3] = m->lpr;
+        db.subgroup = m->sg;
+        db.n_spec = 4;
+        uint64_t per_wg = (uint64_t)m->rows * (m->wg / m->lpr);
         pc_matvec pc = {wb, xb, bb, dbase, (uint32_t)w->ne[0], (uint32_t)rp->n, (uint32_t)w->nb[1],
                         (uint32_t)(xs / 4), (uint32_t)(ds / 4), m->bias != NULL};
-        ELM_TRY(elmi_op_set_groups(p, &db, (uint64_t)rp->n, (uint64_t)n));
+        ELM_TRY(elmi_op_set_groups(p, &db, ((uint64_t)rp->n + per_wg - 1) / per_wg, (uint64_t)n));
         return elmi_op_emit(p, &db, &pc, sizeof pc);
     }
     const tile *t = m->tl;
@@ -147,6 +155,24 @@ static elm_status mm_check(vk_planner *p, const be_node *nd, mm_ctx *m) {
     return ELM_OK;
 }
 
+/* The matrix-vector kernel's workgroup: one subgroup (the reduction then
+ * stays in registers), or 32 invocations for the shared-memory tree, and
+ * MV_ROWS rows per lane group sharing each activation load; both shrink
+ * until the reduction's ROWS slots per subgroup (or per invocation) fit. */
+static bool mv_shape(const vk_planner *p, uint32_t *wg, uint32_t *rows) {
+    const vk_caps *c = &p->vk->caps;
+    uint32_t want = elmi_op_use_sg(p) ? c->subgroup_size : MV_WG_SHARED;
+    want = want < MV_WG_MIN ? MV_WG_MIN : want > WG_DEFAULT ? WG_DEFAULT : want;
+    uint32_t r = c->mv_rows ? c->mv_rows : MV_ROWS;
+    for (uint32_t w = elmi_op_wg_size(p, want); w >= 1; w /= 2)
+        for (uint32_t k = r; k >= 1; k /= 2)
+            if ((uint64_t)k * elmi_op_reduce_shared(p, w) <= c->max_shared) {
+                *wg = w, *rows = k;
+                return true;
+            }
+    return false;
+}
+
 static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     const vk_caps *c = &p->vk->caps;
     const char *ts = elmi_op_type_suffix(m->w->type);
@@ -163,8 +189,16 @@ static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     if (m->tl) return ELM_OK;
     /* One token at a time through the matrix-vector kernel: T = 1, or no
      * tile fits the device. */
-    m->wg = elmi_op_reduce_wg(p, WG_DEFAULT, 0);
-    if (!m->wg) return elmi_op_unsupported(p, "no workgroup size fits %u bytes of shared memory", c->max_shared);
+    if (!mv_shape(p, &m->wg, &m->rows))
+        return elmi_op_unsupported(p, "no workgroup size fits %u bytes of shared memory", c->max_shared);
+    /* A lane per row (mv_lanes=1) makes the activation loads uniform, but
+     * on lavapipe it measured 2-3x slower than splitting rows over the
+     * workgroup (docs/measurements.md), so splitting is the default. */
+    m->lpr = c->mv_lanes == 1 ? 1 : m->wg;
+    /* With size control the workgroup is exactly one subgroup, so the
+     * reduction never goes through shared memory. */
+    bool fits = m->wg >= c->min_subgroup_size && m->wg <= c->max_subgroup_size;
+    m->sg = elmi_op_use_sg(p) && c->sg_control && fits && m->lpr > 1 ? m->wg : 0;
     snprintf(m->shader, sizeof m->shader, "matvec_%s_%s_%s", ts, elmi_op_storage(p), elmi_op_use_sg(p) ? "sg" : "sh");
     return ELM_OK;
 }

@@ -216,7 +216,7 @@ elm_status elmi_op_set_groups(vk_planner *p, disp_build *db, uint64_t n, uint64_
 elm_status elmi_op_emit(vk_planner *p, disp_build *db, const void *pc, size_t pc_bytes) {
     if (!p->plan) return ELM_OK;
     memcpy(db->d.pc, pc, pc_bytes);
-    ELM_TRY(elmi_vk_pipeline_get(p->vk, db->shader, db->spec, db->n_spec, &db->d.pipe));
+    ELM_TRY(elmi_vk_pipeline_get(p->vk, db->shader, db->spec, db->n_spec, db->subgroup, &db->d.pipe));
     return elmi_vk_plan_add_dispatch(p->vk, p->plan, &db->d);
 }
 

@@ -279,16 +279,21 @@ static double now_ms(void) {
 }
 
 static elm_status create_pipeline(vk_backend *vk, const elmi_spv *spv, const uint32_t *spec,
-                                  uint32_t n_spec, VkPipeline *out) {
+                                  uint32_t n_spec, uint32_t subgroup, VkPipeline *out) {
     VkShaderModule mod;
     ELM_TRY(get_module(vk, spv, &mod));
     VkSpecializationMapEntry map[VK_MAX_SPEC];
     for (uint32_t i = 0; i < n_spec; i++) map[i] = (VkSpecializationMapEntry){i, 4 * i, 4};
     VkSpecializationInfo si = {.mapEntryCount = n_spec, .pMapEntries = map, .dataSize = 4 * n_spec, .pData = spec};
+    VkPipelineShaderStageRequiredSubgroupSizeCreateInfo rss = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_REQUIRED_SUBGROUP_SIZE_CREATE_INFO,
+        .requiredSubgroupSize = subgroup,
+    };
     VkComputePipelineCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
         .stage = {
             .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+            .pNext = subgroup ? &rss : NULL,
             .stage = VK_SHADER_STAGE_COMPUTE_BIT,
             .module = mod,
             .pName = "main",
@@ -305,32 +310,34 @@ static elm_status create_pipeline(vk_backend *vk, const elmi_spv *spv, const uin
 }
 
 static elm_status pipeline_find_or_create(vk_backend *vk, const char *name, const uint32_t *spec,
-                                          uint32_t n_spec, VkPipeline *out) {
+                                          uint32_t n_spec, uint32_t subgroup, VkPipeline *out) {
     const elmi_spv *spv = elmi_spv_find(name);
     if (!spv) return elmi_vk_fail(vk, ELM_ERR_INTERNAL, "no shader module '%s'", name);
     if (n_spec > VK_MAX_SPEC) return elmi_vk_fail(vk, ELM_ERR_INTERNAL, "too many specialization constants");
+    if (subgroup && !vk->caps.sg_control) return elmi_vk_fail(vk, ELM_ERR_INTERNAL, "no subgroup size control");
     for (uint32_t i = 0; i < vk->d->n_pipes; i++) {
         const vk_pipe *p = &vk->d->pipes[i];
-        if (p->spv == spv && p->n_spec == n_spec && !memcmp(p->spec, spec, 4 * n_spec)) {
+        if (p->spv == spv && p->n_spec == n_spec && p->subgroup == subgroup && !memcmp(p->spec, spec, 4 * n_spec)) {
             *out = p->pipe;
             return ELM_OK;
         }
     }
     if (!grow((void **)&vk->d->pipes, &vk->d->cap_pipes, vk->d->n_pipes, sizeof *vk->d->pipes))
         return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
-    ELM_TRY(create_pipeline(vk, spv, spec, n_spec, out));
+    ELM_TRY(create_pipeline(vk, spv, spec, n_spec, subgroup, out));
     vk_pipe *p = &vk->d->pipes[vk->d->n_pipes++];
     p->spv = spv;
     p->n_spec = n_spec;
+    p->subgroup = subgroup;
     memcpy(p->spec, spec, 4 * n_spec);
     p->pipe = *out;
     return ELM_OK;
 }
 
 elm_status elmi_vk_pipeline_get(vk_backend *vk, const char *name, const uint32_t *spec,
-                           uint32_t n_spec, VkPipeline *out) {
+                           uint32_t n_spec, uint32_t subgroup, VkPipeline *out) {
     pthread_mutex_lock(&vk->d->lock);
-    elm_status st = pipeline_find_or_create(vk, name, spec, n_spec, out);
+    elm_status st = pipeline_find_or_create(vk, name, spec, n_spec, subgroup, out);
     pthread_mutex_unlock(&vk->d->lock);
     return st;
 }

@@ -20,6 +20,10 @@
  *                  imported
  *   noimport       host tensors are copied, never imported
  *   max_shared=N, max_invocations=N, max_range=N, max_alloc=N   (bytes or counts)
+ *   mv_rows=N      not a cap: weight rows per mat-vec lane group (at most
+ *                  64, halved until the reduction fits), for tests and tuning
+ *   mv_lanes=N     not a cap: 1 gives each mat-vec row one lane; more
+ *                  (the default) splits each row over the workgroup
  * Features the profile removes are also left disabled at device creation,
  * so the validation layer reports any shader that would still use them.
  * Environment (read when be_vk_options.limits is NULL, and by

@@ -32,6 +32,9 @@
 /* Caps a limits spec puts on a device; 0 / false: unchanged. */
 typedef struct vk_limits {
     uint64_t max_shared, max_invocations, max_range, max_alloc;
+    /* tuning choices, not caps (0: the planner's default): mat-vec rows per
+     * lane group, lanes per row (1: a lane per row, else the workgroup) */
+    uint64_t mv_rows, mv_lanes;
     bool no_fp16, no_storage16, no_storage8, no_subgroup, no_uma;
     bool no_import; /* never import host memory (VK_EXT_external_memory_host) */
 } vk_limits;
@@ -52,6 +55,11 @@ typedef struct vk_caps {
     uint32_t max_shared, max_invocations;
     uint32_t max_wg_size[3], max_wg_count[3];
     uint32_t subgroup_size, min_subgroup_size;
+    uint32_t mv_rows, mv_lanes; /* vk_limits' mat-vec tuning; 0: the planner's default */
+    /* VK_EXT_subgroup_size_control (or 1.3) for compute: a pipeline may
+     * require any power-of-two size in [min_subgroup_size, max_subgroup_size] */
+    bool sg_control, ext_sg_control; /* ext_: enabled as an extension (before 1.3) */
+    uint32_t max_subgroup_size;
     bool subgroup_arith; /* basic + arithmetic in compute shaders */
     bool fp16, storage16, storage8, int_dot;
     uint64_t max_range, max_alloc;
@@ -151,6 +159,7 @@ typedef struct vk_pipe {
     const elmi_spv *spv;
     uint32_t spec[VK_MAX_SPEC];
     uint32_t n_spec;
+    uint32_t subgroup; /* required subgroup size, 0: the driver's choice */
     VkPipeline pipe;
 } vk_pipe;
 
@@ -407,9 +416,10 @@ elm_status elmi_vk_buffer_copy_timed(vk_backend *vk, be_buffer *dst, be_buffer *
 /* pipeline.c */
 elm_status elmi_vk_pipeline_init(vk_backend *vk, const char *cache_dir);
 void elmi_vk_pipeline_free(vk_backend *vk); /* saves the cache file */
-/* The pipeline of module `name` with these specialization constants. */
+/* The pipeline of module `name` with these specialization constants;
+ * subgroup: the subgroup size it must run with (caps.sg_control), 0: any. */
 elm_status elmi_vk_pipeline_get(vk_backend *vk, const char *name, const uint32_t *spec,
-                           uint32_t n_spec, VkPipeline *out);
+                           uint32_t n_spec, uint32_t subgroup, VkPipeline *out);
 
 /* ops.c: planning of one node. */
 typedef struct vk_planner {
