@@ -681,10 +681,17 @@ def scenario_hotswap():
                     failures.append(repr(e))
 
         def live_file():
-            h = s.json("GET", "/health")
-            m = s.json("GET", "/v1/models")["data"][0]
-            assert m["id"] == h["model_file"] == m["model_file"], (h, m)
-            return h["model_file"]
+            # Two requests cannot see one instant: a swap may land between
+            # them. /health before and after /v1/models bracket it; when both
+            # name one file, /v1/models must name it too.
+            for _ in range(50):
+                h1 = s.json("GET", "/health")
+                m = s.json("GET", "/v1/models")["data"][0]
+                h2 = s.json("GET", "/health")
+                if h1["model_file"] == h2["model_file"]:
+                    assert m["id"] == h1["model_file"] == m["model_file"], (h1, m, h2)
+                    return h1["model_file"]
+            raise AssertionError("the live model kept changing")
 
         def wait_for_log(text, bound=15):
             t0 = time.time()
