@@ -82,9 +82,10 @@ float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
     return ldh(bo) * (acc.x + acc.y + acc.z + acc.w);
 }
 
-#elif defined(TYPE_Q4_K)
+#elif defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
 // Sub-block j of 8: one 6-bit scale and min, decoded once. The header
-// (d, dmin, scales[12]) is four words.
+// (d, dmin, scales[12]) is four words. Q5_K adds bit j of qh[l] as bit 4
+// of value l of the sub-block.
 float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
     uint bo = rb + (c >> 3) * QB, j = c & 7u, h[4], w[8];
     WORDS(bo, 4u, h);
@@ -101,8 +102,18 @@ float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
     vec2 dm = unpackHalf2x16(h[0]);
     float dl = dm.x * float(sc), ml = dm.y * float(mn);
     uint sh = 4u * (j & 1u);
+#if defined(TYPE_Q5_K)
+    uint qh[8];
+    WORDS(bo + U(ELM_OFF_Q5_K_QH), 8u, qh);
+#endif
     vec4 acc = vec4(0.0);
-    for (uint i = 0u; i < 8u; i++) acc += (dl * vec4(bytes4((w[i] >> sh) & 0x0F0F0F0Fu)) - ml) * xv[i];
+    for (uint i = 0u; i < 8u; i++) {
+        uint q = (w[i] >> sh) & 0x0F0F0F0Fu;
+#if defined(TYPE_Q5_K)
+        q |= ((qh[i] >> j) & 0x01010101u) << 4;
+#endif
+        acc += (dl * vec4(bytes4(q)) - ml) * xv[i];
+    }
     return acc.x + acc.y + acc.z + acc.w;
 }
 
