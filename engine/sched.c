@@ -33,11 +33,15 @@ static uint64_t mix_tensor(uint64_t h, const be_tensor *t) {
     if (!t) return mix(h, 0x9e37);
     h = mix(h, (uint64_t)t->type);
     for (int d = 0; d < 4; d++) h = mix(mix(h, (uint64_t)t->ne[d]), (uint64_t)t->nb[d]);
-    return mix(h, t->buf ? 1 : 2);
+    /* Where it lies matters too: a tensor across two device allocations,
+     * or a host tensor, may be refused where a neighbour is not. */
+    h = mix(mix(h, (uint64_t)(uintptr_t)t->buf), (uint64_t)t->offs);
+    return mix(h, (uint64_t)(uintptr_t)(t->buf ? NULL : t->data));
 }
 
-/* What supports_op may depend on: ops, types, shapes and the static params
- * (iparams[0] is a per-call position for several ops and is left out). */
+/* What supports_op may depend on: ops, types, shapes, placement and the
+ * static params (iparams[0] is a per-call position for several ops and is
+ * left out). */
 static uint64_t shape_key(const be_graph *g) {
     uint64_t h = mix(0xcbf29ce484222325ull, (uint64_t)g->n_nodes * 2 + g->exact);
     for (int i = 0; i < g->n_nodes; i++) {

@@ -138,14 +138,8 @@ static void on_every_device(void (*check)(fx *f)) {
 /* Quantizes rows x k values to `type` with quant/'s reference; deq gets the
  * exact dequantization. */
 static void *quantize(int type, const float *src, int64_t rows, int64_t k, float *deq) {
-    const qtype_traits *tr = elmi_qtype_get(type);
-    size_t rb;
-    cr_assert(elmi_qtype_row_bytes(type, k, &rb));
-    uint8_t *q = malloc(rb * (size_t)rows);
-    for (int64_t r = 0; r < rows; r++) {
-        tr->from_float(src + r * k, q + rb * (size_t)r, k);
-        tr->to_float(q + rb * (size_t)r, deq + r * k, k);
-    }
+    void *q = elm_ref_quantize_rows(type, src, rows, k, deq);
+    cr_assert_not_null(q, "cannot quantize %lld x %lld values to type %d", (long long)rows, (long long)k, type);
     return q;
 }
 

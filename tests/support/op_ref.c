@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "backends/backend.h"
+#include "quant/quant.h"
 
 void elm_ref_rms_norm(const float *x, const float *w, float eps, int64_t n, int64_t rows,
                       double *out) {
@@ -136,4 +137,17 @@ void elm_ref_shortconv(const float *bcx, const float *w, float *state, int n, in
             }
             out[(int64_t)t * n + i] = bcx[(int64_t)t * 3 * n + n + i] * acc;
         }
+}
+
+void *elm_ref_quantize_rows(int type, const float *src, int64_t rows, int64_t k, float *deq) {
+    const qtype_traits *tr = elmi_qtype_get(type);
+    size_t rb;
+    if (!tr || !tr->from_float || !tr->to_float || !elmi_qtype_row_bytes(type, k, &rb)) return NULL;
+    uint8_t *q = malloc(rb * (size_t)rows);
+    if (!q) return NULL;
+    for (int64_t r = 0; r < rows; r++) {
+        tr->from_float(src + r * k, q + rb * (size_t)r, k);
+        tr->to_float(q + rb * (size_t)r, deq + r * k, k);
+    }
+    return q;
 }

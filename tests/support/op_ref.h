@@ -66,4 +66,10 @@ void elm_ref_attention(const elm_ref_attn *a, const float *q, const float *K, co
 void elm_ref_shortconv(const float *bcx, const float *w, float *state, int n, int L, int T,
                        int pos, int n_rows, double *out);
 
+/* Quantizes rows x k values of src to `type` with quant/'s scalar
+ * reference (malloc'd, rows of elmi_qtype_row_bytes); deq (rows x k)
+ * receives their exact dequantization, the values a kernel must multiply.
+ * NULL for an unknown type, rows not whole blocks, or no memory. */
+void *elm_ref_quantize_rows(int type, const float *src, int64_t rows, int64_t k, float *deq);
+
 #endif
