@@ -302,6 +302,9 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     if (l->no_subgroup) c->subgroup_arith = c->sg_control = c->ext_sg_control = false;
     if (l->no_uma) c->uma = false;
     if (l->no_import) c->ext_host_import = false;
+    c->max_storage_buffers = (uint32_t)min_u64(c->max_storage_buffers, l->max_storage_buffers);
+    c->n_slots = c->max_storage_buffers >= VK_N_BIND + 1 ? VK_N_BIND : VK_N_BIND_CORE;
+    c->fuse = c->n_slots == VK_N_BIND && !l->no_fuse;
 }
 
 static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_exts *e,
@@ -339,6 +342,10 @@ static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_ex
     c->max_alloc = pc->m3.maxMemoryAllocationSize ? pc->m3.maxMemoryAllocationSize : L->maxStorageBufferRange;
     c->offset_align = L->minStorageBufferOffsetAlignment < 4 ? 4 : L->minStorageBufferOffsetAlignment;
     c->max_push = L->maxPushConstantsSize;
+    c->max_storage_buffers = L->maxPerStageDescriptorStorageBuffers < L->maxDescriptorSetStorageBuffers
+                                 ? L->maxPerStageDescriptorStorageBuffers
+                                 : L->maxDescriptorSetStorageBuffers;
+    if (L->maxPerStageResources < c->max_storage_buffers) c->max_storage_buffers = L->maxPerStageResources;
     c->ext_f16i8 = has_ext(e, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME);
     c->ext_portability = has_ext(e, "VK_KHR_portability_subset");
     c->ext_host_import = has_ext(e, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME);

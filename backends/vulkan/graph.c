@@ -203,7 +203,8 @@ static elm_status plan_nodes(vk_backend *vk, const be_graph *g, vk_plan *plan) {
 
 static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
     if (plan->n_disp == 0) return ELM_OK;
-    VkDescriptorPoolSize size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, plan->n_disp * (VK_N_BIND + 1)};
+    uint32_t n_slots = vk->caps.n_slots;
+    VkDescriptorPoolSize size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, plan->n_disp * (n_slots + 1)};
     VkDescriptorPoolCreateInfo pci = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
         .maxSets = plan->n_disp,
@@ -222,19 +223,19 @@ static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
         ELM_TRY(elmi_vk_check(vk, vkAllocateDescriptorSets(vk->dev, &ai, &d->set), "vkAllocateDescriptorSets"));
         VkDescriptorBufferInfo bi[VK_N_BIND + 1];
         VkWriteDescriptorSet w[VK_N_BIND + 1];
-        for (uint32_t b = 0; b <= VK_N_BIND; b++) {
-            bi[b] = b < VK_N_BIND ? (VkDescriptorBufferInfo){d->b[b].buf, d->b[b].offset, d->b[b].range}
-                                  : (VkDescriptorBufferInfo){plan->dyn.buf, 0, VK_WHOLE_SIZE};
+        for (uint32_t b = 0; b <= n_slots; b++) {
+            bi[b] = b < n_slots ? (VkDescriptorBufferInfo){d->b[b].buf, d->b[b].offset, d->b[b].range}
+                                : (VkDescriptorBufferInfo){plan->dyn.buf, 0, VK_WHOLE_SIZE};
             w[b] = (VkWriteDescriptorSet){
                 .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
                 .dstSet = d->set,
-                .dstBinding = b,
+                .dstBinding = b < n_slots ? elmi_vk_slot_binding(b) : VK_BIND_DYN,
                 .descriptorCount = 1,
                 .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                 .pBufferInfo = &bi[b],
             };
         }
-        vkUpdateDescriptorSets(vk->dev, VK_N_BIND + 1, w, 0, NULL);
+        vkUpdateDescriptorSets(vk->dev, n_slots + 1, w, 0, NULL);
     }
     return ELM_OK;
 }

@@ -37,6 +37,8 @@ static bool apply_profile(const char *name, vk_limits *l) {
         l->no_uma = l->no_import = true;
     } else if (!strcmp(name, "noimport")) {
         l->no_import = true;
+    } else if (!strcmp(name, "nofuse")) {
+        l->no_fuse = true;
     } else {
         return false;
     }
@@ -64,6 +66,7 @@ static bool apply_override(const char *key, const char *val, vk_limits *l) {
         {"max_alloc", offsetof(vk_limits, max_alloc)},
         {"mv_rows", offsetof(vk_limits, mv_rows)},
         {"mv_lanes", offsetof(vk_limits, mv_lanes)},
+        {"max_storage_buffers", offsetof(vk_limits, max_storage_buffers)},
     };
     uint64_t v;
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
@@ -88,8 +91,8 @@ static elm_status parse_item(char *item, vk_limits *l, char *err, size_t err_siz
     if (ok) return ELM_OK;
     return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
                        "limits: unknown item '%s' (profiles: pi5, mali, adreno, nofp16, nosubgroup, "
-                       "small-buffers, discrete, noimport; overrides: max_shared, max_invocations, "
-                       "max_range, max_alloc = a positive number)",
+                       "small-buffers, discrete, noimport, nofuse; overrides: max_shared, max_invocations, "
+                       "max_range, max_alloc, max_storage_buffers, mv_rows, mv_lanes = a positive number)",
                        item);
 }
 

@@ -194,7 +194,8 @@ static elm_status create_cache(vk_backend *vk, const char *dir_opt) {
 
 static elm_status create_layouts(vk_backend *vk) {
     VkDescriptorSetLayoutBinding b[VK_N_BIND + 1];
-    for (uint32_t i = 0; i <= VK_N_BIND; i++)
+    uint32_t n_bind = vk->caps.n_slots + 1;
+    for (uint32_t i = 0; i < n_bind; i++)
         b[i] = (VkDescriptorSetLayoutBinding){
             .binding = i,
             .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
@@ -203,7 +204,7 @@ static elm_status create_layouts(vk_backend *vk) {
         };
     VkDescriptorSetLayoutCreateInfo dci = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-        .bindingCount = VK_N_BIND + 1,
+        .bindingCount = n_bind,
         .pBindings = b,
     };
     ELM_TRY(elmi_vk_check(vk, vkCreateDescriptorSetLayout(vk->dev, &dci, NULL, &vk->d->dsl),

@@ -19,7 +19,11 @@
  *                  transfer, as on a discrete GPU; host memory is never
  *                  imported
  *   noimport       host tensors are copied, never imported
+ *   nofuse         not a cap: every node is planned on its own (no fused
+ *                  dispatches, fuse.c), for tests and comparisons
  *   max_shared=N, max_invocations=N, max_range=N, max_alloc=N   (bytes or counts)
+ *   max_storage_buffers=N  storage buffers per compute stage; under 12 the
+ *                  backend keeps a 5-binding layout and fuses nothing
  *   mv_rows=N      not a cap: weight rows per mat-vec lane group (at most
  *                  64, halved until the reduction fits), for tests and tuning
  *   mv_lanes=N     not a cap: 1 gives each mat-vec row one lane; more

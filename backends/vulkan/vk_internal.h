@@ -37,6 +37,8 @@ typedef struct vk_limits {
     uint64_t mv_rows, mv_lanes;
     bool no_fp16, no_storage16, no_storage8, no_subgroup, no_uma;
     bool no_import; /* never import host memory (VK_EXT_external_memory_host) */
+    bool no_fuse;   /* plan every node on its own (fuse.c off) */
+    uint64_t max_storage_buffers; /* storage buffers one dispatch may bind */
 } vk_limits;
 
 /* Parses a limits spec (NULL or "" is no limit). */
@@ -65,6 +67,10 @@ typedef struct vk_caps {
     uint64_t max_range, max_alloc;
     uint64_t offset_align; /* minStorageBufferOffsetAlignment, at least 4 */
     uint32_t max_push;
+    /* storage buffers a compute stage may bind, and the data slots the
+     * backend's layout has (VK_N_BIND when that allows, else VK_N_BIND_CORE) */
+    uint32_t max_storage_buffers, n_slots;
+    bool fuse; /* fuse.c may merge nodes into one dispatch */
     float timestamp_period;   /* nanoseconds per timestamp tick */
     uint32_t timestamp_bits;  /* valid bits of the chosen queue's timestamps; 0: none */
     bool uma;
@@ -170,7 +176,16 @@ typedef struct vk_module {
 
 /* ------------------------------------------------------------------- plans */
 
-#define VK_N_BIND 4      /* src0, src1, src2, dst; binding 4 is the per-call values */
+/* Data slots of a dispatch: slots 0..3 are bindings 0..3 (src0, src1, src2,
+ * dst of a plain op); binding 4 is the per-call values; slots 4..10 are
+ * bindings 5..11, used only by fused dispatches (fuse.c) on devices whose
+ * descriptor limits allow 12 storage buffers (vk_caps.n_slots). */
+#define VK_N_BIND 11
+#define VK_N_BIND_CORE 4
+#define VK_BIND_DYN 4
+static inline uint32_t elmi_vk_slot_binding(uint32_t slot) {
+    return slot < VK_N_BIND_CORE ? slot : slot + 1;
+}
 #define VK_PC_WORDS 32   /* 128 bytes of push constants, the guaranteed minimum */
 #define VK_MAX_PLANS 64
 
@@ -183,7 +198,7 @@ typedef struct vk_bind {
 typedef struct vk_disp {
     VkPipeline pipe;
     vk_bind b[VK_N_BIND];
-    uint8_t written; /* bit i: binding i is written */
+    uint16_t written; /* bit i: slot i is written */
     uint32_t pc[VK_PC_WORDS];
     uint32_t groups[3];
     VkDescriptorSet set;
