@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backends/vulkan/fuse.h"
 #include "backends/vulkan/vk_internal.h"
 #include "common/alloc.h"
 
@@ -180,17 +181,23 @@ void elmi_vk_plans_clear(vk_backend *vk) {
 /* Plans every node. The engine sends only nodes supports_op accepted
  * (engine/sched.c plans the CPU fallbacks); any other is an error. */
 static elm_status plan_nodes(vk_backend *vk, const be_graph *g, vk_plan *plan) {
-    for (int i = 0; i < g->n_nodes; i++) {
+    for (int i = 0, used = 1; i < g->n_nodes; i += used) {
         const be_node *nd = &g->nodes[i];
-        uint32_t n_disp = plan->n_disp, n_dyn = plan->n_dyn;
+        uint32_t n_disp = plan->n_disp;
         vk_planner p = {.vk = vk, .plan = plan, .exact = g->exact, .node_index = i};
-        elm_status st = elmi_vk_plan_node(&p, nd);
-        (void)n_dyn;
+        elm_status st = elmi_vk_fuse_plan(&p, g, i, &used);
+        if (st == ELM_OK && used == 0) {
+            used = 1;
+            st = elmi_vk_plan_node(&p, nd);
+        } else if (st == ELM_OK) {
+            plan->n_fused += (uint32_t)used;
+        }
         if (st == ELM_ERR_UNSUPPORTED) {
             return elmi_vk_fail(vk, st, "node %d (%s, '%.*s') cannot run on %s: %s", i, elmi_be_op_name(nd->op),
                                 48, nd->dst ? nd->dst->name : "?", vk->info.name, p.why);
         } else if (st == ELM_OK && plan->n_disp > n_disp) {
-            for (uint32_t d = n_disp; d < plan->n_disp; d++) plan->disp[d].op = (uint8_t)nd->op;
+            be_op label = p.label ? (be_op)(p.label - 1) : nd->op;
+            for (uint32_t d = n_disp; d < plan->n_disp; d++) plan->disp[d].op = (uint8_t)label;
             st = add_gpu_step(vk, plan, n_disp);
         }
         if (st != ELM_OK) return st;
@@ -387,6 +394,7 @@ done:
 static elm_status plan_build(vk_backend *vk, const be_graph *g, vk_plan *plan) {
     plan->profiled = vk->prof_on;
     ELM_TRY(plan_nodes(vk, g, plan));
+    vk->vstats.n_fused_nodes += plan->n_fused;
     ELM_TRY(elmi_vk_seg_alloc(vk, 4 * (plan->n_dyn ? plan->n_dyn : 1), true, &plan->dyn));
     if (!plan->dyn.map) return elmi_vk_fail(vk, ELM_ERR_DEVICE, "cannot map the per-call buffer");
     ELM_TRY(write_sets(vk, plan));

@@ -162,6 +162,8 @@ typedef struct be_vk_stats {
     uint64_t n_submits;         /* queue submissions for graphs */
     uint64_t n_dispatches;      /* dispatches recorded */
     uint64_t n_barriers;        /* dependency barriers recorded between dispatches */
+    uint64_t n_fused_nodes;     /* nodes planned inside fused dispatches (fuse.h), summed
+                                   over the plans built */
     /* Memory */
     uint64_t weight_bytes;      /* host tensors uploaded (once each) */
     uint64_t weight_import_bytes; /* of which imported in place (VK_EXT_external_memory_host) */

@@ -228,6 +228,7 @@ typedef struct vk_plan {
     uint32_t n_scratch;
     VkDescriptorPool pool;
     int n_nodes;
+    uint32_t n_fused; /* nodes planned inside fused groups (fuse.h) */
     /* profiling (profile.c): a timestamp before each step's first dispatch
      * and after each dispatch; VK_NULL_HANDLE when the plan is not profiled
      * or the queue has no timestamps */
@@ -442,6 +443,7 @@ typedef struct vk_planner {
     vk_plan *plan;  /* NULL: only decide whether the node can run */
     bool exact;
     int node_index;
+    int label;      /* fused groups: 1 + the op their dispatches count as in profiles (0: node i's) */
     char why[160];  /* why a node cannot run on the device */
 } vk_planner;
 
