@@ -90,6 +90,9 @@ endfunction()
 # Weight types with kernels; the suffix names the variant, the define
 # selects the layout in shaders/common/blocks.glsl.
 set(ELM_VK_TYPES F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K)
+# Types with mat-vec chunk kernels (shaders/common/matvec_chunk.glsl), the
+# ones fused dispatches exist for (backends/vulkan/fuse_matvec.c).
+set(ELM_VK_FUSED_TYPES F32 F16 Q4_0 Q8_0 Q4_K Q5_K Q6_K)
 
 foreach(t ${ELM_VK_TYPES})
   string(TOLOWER ${t} lt)
@@ -102,6 +105,16 @@ foreach(t ${ELM_VK_TYPES})
     elm_vk_variant(matmat matmat_${lt}_${st} TYPE_${t} ${sdef})
     elm_vk_variant(matvec matvec_${lt}_${st}_sg TYPE_${t} ${sdef} SG)
     elm_vk_variant(matvec matvec_${lt}_${st}_sh TYPE_${t} ${sdef})
+    if(t IN_LIST ELM_VK_FUSED_TYPES)
+      foreach(red sg sh)
+        set(rdef)
+        if(red STREQUAL "sg")
+          set(rdef SG)
+        endif()
+        elm_vk_variant(matvec_fused matvec_fused_${lt}_${st}_${red} TYPE_${t} ${sdef} ${rdef})
+        elm_vk_variant(matvec_fused matvec_glu_${lt}_${st}_${red} TYPE_${t} ${sdef} ${rdef} GLU)
+      endforeach()
+    endif()
   endforeach()
   elm_vk_variant(matmat matmat_${lt}_s16_h TYPE_${t} S16 FP16)
 endforeach()

@@ -8,6 +8,7 @@
 // values before writing the one.
 
 #include "common/common.glsl"
+#include "common/act.glsl"
 
 layout(std430, binding = 0) readonly buffer ABuf { float a[]; };
 layout(std430, binding = 1) readonly buffer BBuf { float b[]; };
@@ -20,16 +21,6 @@ layout(push_constant) uniform Params {
     uint act; // GLU only: 0 silu, 1 gelu (tanh)
 } p;
 
-const float SQRT_2_OVER_PI = 0.79788456080286535588;
-
-// 0.5 x (1 + tanh(y)) = x / (1 + exp(-2y)): no tanh (which overflows on
-// some drivers), no cancellation in 1 + tanh(y) for negative y, and the
-// clamped exponent keeps exp finite (x / 5.5e34 is 0 for every x of use).
-float gelu_tanh(float x) {
-    float y = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-    return x / (1.0 + exp(min(-2.0 * y, 80.0)));
-}
-
 void main() {
     uint i = wg_linear() * WG + gl_LocalInvocationIndex, r = gl_WorkGroupID.z;
     if (i >= p.n) return;
@@ -39,7 +30,6 @@ void main() {
 #elif defined(OP_MUL)
     dst[p.d_base + r * p.d_stride + i] = x * y;
 #else
-    float g = p.act == 1u ? gelu_tanh(x) : x / (1.0 + exp(-x));
-    dst[p.d_base + r * p.d_stride + i] = g * y;
+    dst[p.d_base + r * p.d_stride + i] = glu_act(x, p.act) * y;
 #endif
 }

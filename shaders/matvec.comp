@@ -2,17 +2,14 @@
 #extension GL_GOOGLE_include_directive : require
 // dst[t][r] = dot(row r of the weights, x[t]) (+ bias[r]), weights in the
 // file layout. A workgroup (one subgroup where the device's subgroup is at
-// least WG wide) handles ROWS * WG / LPR rows of one token. A row is cut
-// into chunks of CH values: one block, or one 32-value sub-block of a
-// K-quant block, so a lane decodes each scale once per chunk. With LPR =
-// WG (the default) lane l takes chunks l, l + WG, ... of ROWS rows, loads
+// least WG wide) handles ROWS * WG / LPR rows of one token, a row cut into
+// chunks (common/matvec_chunk.glsl). With LPR = WG (the default) lane l takes chunks l, l + WG, ... of ROWS rows, loads
 // each chunk of x once (vec4 loads where x is 16-byte aligned) for all
 // ROWS rows, and the partial sums are reduced once per workgroup: with
 // subgroup arithmetic in registers (through shared memory only when the
 // workgroup holds several subgroups), otherwise in a shared-memory tree
 // over all rows at once. With LPR = 1 a lane owns whole rows and nothing
-// is reduced. Weight bytes are read as aligned 32-bit words and stitched
-// where a field is only 2-byte aligned.
+// is reduced.
 
 #include "common/common.glsl"
 #include "common/blocks.glsl"
@@ -34,129 +31,7 @@ layout(push_constant) uniform Params {
     uint has_bias;
 } p;
 
-#if defined(TYPE_F32) || defined(TYPE_F16) || defined(TYPE_BF16)
-const uint CH = 4u;
-#else
-const uint CH = 32u;
-#endif
-const uint NV = CH / 4u;
-
-// The weights again as 32-bit words, for any storage path: the chunk
-// kernels read a 2-byte aligned run of n words as n + 1 aligned loads (the
-// last clamped to the buffer) and stitch them, instead of 2n 16-bit loads.
-layout(std430, binding = 0) readonly buffer WWords { uint ww[]; };
-
-uint ww_at(uint i) { return ww[min(i, uint(ww.length()) - 1u)]; }
-#define WORDS(b, n, out_w)                                                      \
-    {                                                                           \
-        uint i0_ = (b) >> 2, a_[(n) + 1u];                                      \
-        for (uint k_ = 0u; k_ <= (n); k_++) a_[k_] = ww_at(i0_ + k_);           \
-        bool odd_ = ((b) & 2u) != 0u;                                           \
-        for (uint k_ = 0u; k_ < (n); k_++)                                      \
-            out_w[k_] = odd_ ? (a_[k_] >> 16) | (a_[k_ + 1u] << 16) : a_[k_];   \
-    }
-
-// Chunk c of the row at byte rb, against xv (the chunk's activations).
-#if defined(TYPE_Q4_0)
-float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
-    uint bo = rb + c * QB, w[4];
-    WORDS(bo + U(ELM_OFF_Q4_0_QS), 4u, w);
-    vec4 acc = vec4(0.0);
-    for (uint j = 0u; j < 4u; j++) {
-        acc += (vec4(bytes4(w[j] & 0x0F0F0F0Fu)) - 8.0) * xv[j];
-        acc += (vec4(bytes4((w[j] >> 4) & 0x0F0F0F0Fu)) - 8.0) * xv[j + 4u];
-    }
-    return ldh(bo) * (acc.x + acc.y + acc.z + acc.w);
-}
-
-#elif defined(TYPE_Q8_0)
-float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
-    uint bo = rb + c * QB, w[8];
-    WORDS(bo + U(ELM_OFF_Q8_0_QS), 8u, w);
-    vec4 acc = vec4(0.0);
-    for (uint j = 0u; j < 8u; j++) {
-        int v = int(w[j]);
-        acc += vec4(bitfieldExtract(v, 0, 8), bitfieldExtract(v, 8, 8), bitfieldExtract(v, 16, 8),
-                    bitfieldExtract(v, 24, 8)) * xv[j];
-    }
-    return ldh(bo) * (acc.x + acc.y + acc.z + acc.w);
-}
-
-#elif defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
-// Sub-block j of 8: one 6-bit scale and min, decoded once. The header
-// (d, dmin, scales[12]) is four words. Q5_K adds bit j of qh[l] as bit 4
-// of value l of the sub-block.
-float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
-    uint bo = rb + (c >> 3) * QB, j = c & 7u, h[4], w[8];
-    WORDS(bo, 4u, h);
-    WORDS(bo + QS_OFF + 32u * (j >> 1), 8u, w);
-    uint sb[12];
-    for (uint i = 0u; i < 12u; i++) sb[i] = (h[1u + i / 4u] >> (8u * (i & 3u))) & 0xFFu;
-    uint sc, mn;
-    if (j < 4u) {
-        sc = sb[j] & 63u, mn = sb[j + 4u] & 63u;
-    } else {
-        sc = (sb[j + 4u] & 15u) | ((sb[j - 4u] >> 6) << 4);
-        mn = (sb[j + 4u] >> 4) | ((sb[j] >> 6) << 4);
-    }
-    vec2 dm = unpackHalf2x16(h[0]);
-    float dl = dm.x * float(sc), ml = dm.y * float(mn);
-    uint sh = 4u * (j & 1u);
-#if defined(TYPE_Q5_K)
-    uint qh[8];
-    WORDS(bo + U(ELM_OFF_Q5_K_QH), 8u, qh);
-#endif
-    vec4 acc = vec4(0.0);
-    for (uint i = 0u; i < 8u; i++) {
-        uint q = (w[i] >> sh) & 0x0F0F0F0Fu;
-#if defined(TYPE_Q5_K)
-        q |= ((qh[i] >> j) & 0x01010101u) << 4;
-#endif
-        acc += (dl * vec4(bytes4(q)) - ml) * xv[i];
-    }
-    return acc.x + acc.y + acc.z + acc.w;
-}
-
-#elif defined(TYPE_Q6_K)
-// 32 values v0 = 32(c % 8) of a block: two int8 scales, one per 16.
-float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
-    uint bo = rb + (c >> 3) * QB, cc = c & 7u, n = cc >> 2, k = cc & 3u, wl[8], wh[8];
-    WORDS(bo + 64u * n + 32u * (k & 1u), 8u, wl);
-    WORDS(bo + U(ELM_OFF_Q6_K_QH) + 32u * n, 8u, wh);
-    uint sl = 4u * (k >> 1), shh = 2u * k;
-    int s2 = int(ld16(bo + U(ELM_OFF_Q6_K_SCALES) + 2u * cc));
-    float d = ldh(bo + U(ELM_OFF_Q6_K_D));
-    float d0 = d * float(bitfieldExtract(s2, 0, 8)), d1 = d * float(bitfieldExtract(s2, 8, 8));
-    vec4 a0 = vec4(0.0), a1 = vec4(0.0);
-    for (uint i = 0u; i < 4u; i++) {
-        uint lo = (wl[i] >> sl) & 0x0F0F0F0Fu, hi = (wh[i] >> shh) & 0x03030303u;
-        a0 += (vec4(bytes4(lo | hi << 4)) - 32.0) * xv[i];
-        lo = (wl[i + 4u] >> sl) & 0x0F0F0F0Fu, hi = (wh[i + 4u] >> shh) & 0x03030303u;
-        a1 += (vec4(bytes4(lo | hi << 4)) - 32.0) * xv[i + 4u];
-    }
-    return d0 * (a0.x + a0.y + a0.z + a0.w) + d1 * (a1.x + a1.y + a1.z + a1.w);
-}
-
-#elif defined(TYPE_F32) || defined(TYPE_F16)
-float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
-    uint w[QB / 4u];
-    WORDS(rb + c * QB, QB / 4u, w);
-#if defined(TYPE_F32)
-    return dot(uintBitsToFloat(uvec4(w[0], w[1], w[2], w[3])), xv[0]);
-#else
-    return dot(vec4(unpackHalf2x16(w[0]), unpackHalf2x16(w[1])), xv[0]);
-#endif
-}
-
-#else
-// Every other type: dequant4 over the chunk.
-float chunk_dot(uint rb, uint c, vec4 xv[NV]) {
-    uint v = c * CH, bo = rb + (v / QK) * QB, i0 = v % QK;
-    vec4 acc = vec4(0.0);
-    for (uint j = 0u; j < NV; j++) acc += dequant4(bo, i0 + 4u * j) * xv[j];
-    return acc.x + acc.y + acc.z + acc.w;
-}
-#endif
+#include "common/matvec_chunk.glsl"
 
 #if defined(SG)
 #extension GL_KHR_shader_subgroup_basic : require
@@ -189,7 +64,7 @@ void main() {
             for (uint j = 0u; j < NV; j++)
                 xv[j] = vec4(x[xo + 4u * j], x[xo + 4u * j + 1u], x[xo + 4u * j + 2u], x[xo + 4u * j + 3u]);
         }
-        for (uint r = 0u; r < ROWS; r++) acc[r] += chunk_dot(rb[r], c, xv);
+        for (uint r = 0u; r < ROWS; r++) acc[r] += chunk_dot(0u, rb[r], c, xv);
     }
     if (LPR > 1u) {
 #if defined(SG)

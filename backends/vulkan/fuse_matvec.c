@@ -1,8 +1,265 @@
-/* fuse_matvec.c: placeholder, filled in below. */
+/* fuse_matvec.c: one token through the mat-vecs that read the same
+ * activations, as one dispatch per weight type (shaders/matvec_fused.comp),
+ * absorbing the RMS norm before them and a GLU or residual add after:
+ *   RMS_NORM? MUL_MAT{1..8} (GLU | ADD)?
+ * The norm is absorbed only when no later node reads its output: the
+ * kernel does not store it (a store from one workgroup made the whole
+ * dispatch 2-3x slower on lavapipe).
+ * The usual decode layer thus becomes norm+QKV, norm+gate+up+GLU and two
+ * mat-vecs with their residual adds. Prefill (T > 1) is left to the tiled
+ * kernels. */
+#include <stdio.h>
+#include <string.h>
+
 #include "backends/vulkan/fuse.h"
+#include "quant/quant.h"
+
+#define MAX_MM 8 /* consumers of one activation looked at */
+#define MAX_PER_DISPATCH 3
+
+typedef struct mv_group {
+    const be_graph *g;
+    const be_node *norm; /* absorbed RMS_NORM, or NULL */
+    const be_node *mm[MAX_MM];
+    int n_mm, first_mm;  /* the MUL_MATs, nodes [first_mm, first_mm + n_mm) */
+    const be_node *glu;  /* absorbed GLU (two matrices: gate then up) */
+    const be_node *add;  /* absorbed residual ADD (one matrix) */
+    const be_tensor *resid; /* ADD: the tensor the product is added into */
+    int last;            /* index of the last node absorbed */
+} mv_group;
+
+static bool fusable_type(int type) {
+    switch (type) {
+    case QT_F32: case QT_F16: case QT_Q4_0: case QT_Q8_0: case QT_Q4_K: case QT_Q5_K: case QT_Q6_K: return true;
+    default: return false;
+    }
+}
+
+static bool one_row(const be_tensor *t) {
+    return t && t->type == QT_F32 && t->ne[1] == 1 && t->ne[2] == 1 && t->ne[3] == 1;
+}
+
+static bool overlaps(const be_tensor *a, const be_tensor *b) {
+    VkDeviceSize ea, eb;
+    if (!a || !b || !a->buf || a->buf != b->buf || !elmi_vk_tensor_extent(a, &ea) || !elmi_vk_tensor_extent(b, &eb))
+        return false;
+    return a->offs < b->offs + eb && b->offs < a->offs + ea;
+}
+
+/* A mat-vec of one token the fused kernel can take. */
+static bool fusable_mm(vk_planner *p, const be_node *nd, const be_tensor *x) {
+    if (nd->op != BE_OP_MUL_MAT || !elmi_fuse_same(nd->src[1], x) || !one_row(x)) return false;
+    const be_tensor *w = nd->src[0];
+    if (!w || !fusable_type(w->type) || !one_row(nd->dst) || overlaps(nd->dst, x)) return false;
+    return elmi_op_mul_mat_check(p, nd) == ELM_OK;
+}
+
+/* An RMS norm of one whole row into another tensor. */
+static bool fusable_norm(const be_node *nd) {
+    const be_tensor *x = nd->src[0], *w = nd->src[1], *d = nd->dst;
+    return nd->op == BE_OP_RMS_NORM && one_row(x) && one_row(d) && w && w->type == QT_F32 &&
+           w->ne[0] == x->ne[0] && d->ne[0] == x->ne[0] && !overlaps(x, d);
+}
+
+/* The epilogue after the mat-vecs, if one applies. */
+static void match_epilogue(mv_group *f) {
+    const be_graph *g = f->g;
+    int j = f->first_mm + f->n_mm;
+    if (j >= g->n_nodes) return;
+    const be_node *nd = &g->nodes[j];
+    if (nd->op == BE_OP_GLU && f->n_mm == 2) {
+        const be_node *gate = f->mm[0], *up = f->mm[1];
+        bool same = gate->src[0]->type == up->src[0]->type && gate->dst->ne[0] == up->dst->ne[0];
+        /* In place into the gate: the gate's value before the activation is gone anyway. */
+        if (same && !gate->src[2] && !up->src[2] && elmi_fuse_same(nd->src[0], gate->dst) &&
+            elmi_fuse_same(nd->src[1], up->dst) && elmi_fuse_same(nd->dst, gate->dst)) {
+            f->glu = nd;
+            f->last = j;
+        }
+    } else if (nd->op == BE_OP_ADD && f->n_mm == 1) {
+        const be_tensor *prod = f->mm[0]->dst;
+        const be_tensor *other = elmi_fuse_same(nd->src[1], prod) ? nd->src[0]
+                                 : elmi_fuse_same(nd->src[0], prod) ? nd->src[1] : NULL;
+        /* dst += product: the residual must be the ADD's dst and touch
+         * nothing the mat-vec (or its norm) reads. */
+        if (other && elmi_fuse_same(other, nd->dst) && one_row(other) && other->ne[0] == prod->ne[0] &&
+            !overlaps(other, f->mm[0]->src[1]) && !overlaps(other, prod) &&
+            !(f->norm && overlaps(other, f->norm->src[0]))) {
+            f->add = nd;
+            f->resid = other;
+            f->last = j;
+        }
+    }
+}
+
+static bool match(vk_planner *p, const be_graph *g, int i, mv_group *f) {
+    memset(f, 0, sizeof *f);
+    f->g = g;
+    const be_node *nd = &g->nodes[i];
+    const be_tensor *x;
+    if (nd->op == BE_OP_RMS_NORM) {
+        if (!fusable_norm(nd)) return false;
+        f->norm = nd;
+        x = nd->dst;
+        f->first_mm = i + 1;
+    } else if (nd->op == BE_OP_MUL_MAT) {
+        x = nd->src[1];
+        f->first_mm = i;
+    } else {
+        return false;
+    }
+    for (int j = f->first_mm; j < g->n_nodes && f->n_mm < MAX_MM && fusable_mm(p, &g->nodes[j], x); j++)
+        f->mm[f->n_mm++] = &g->nodes[j];
+    if (f->n_mm == 0) return false;
+    for (int a = 0; a < f->n_mm; a++)
+        if (f->mm[a]->src[0]->ne[0] != f->mm[0]->src[0]->ne[0]) return false;
+    f->last = f->first_mm + f->n_mm - 1;
+    match_epilogue(f);
+    if (f->norm && !elmi_fuse_dead(g, f->last, f->norm->dst)) return false;
+    /* A lone mat-vec gains nothing. */
+    return f->norm || f->n_mm > 1 || f->glu || f->add;
+}
+
+/* ------------------------------------------------------------- planning */
+
+typedef struct fused_disp {
+    const be_node *mm[MAX_PER_DISPATCH];
+    int n;
+} fused_disp;
+
+static elm_status bind_weight(vk_planner *p, const be_tensor *w, vk_bind *b, uint32_t *base) {
+    tview v;
+    ELM_TRY(elmi_op_resolve(p, w, "weights", &v));
+    rows_iter it;
+    rows_piece rp;
+    if (!elmi_op_rows_init(p, &v, w->ne[1], w->nb[1], INT64_MAX, &it) || !elmi_op_rows_next(&it, &rp) ||
+        rp.n != w->ne[1])
+        return elmi_op_unsupported(p, "the weights '%s' do not fit one binding", w->name);
+    return elmi_op_bind(p, rp.seg, rp.offs, rp.offs + (VkDeviceSize)rp.n * w->nb[1], 1, b, base);
+}
+
+static elm_status bind_row(vk_planner *p, const be_tensor *t, vk_bind *b, uint32_t *base) {
+    tview v;
+    ELM_TRY(elmi_op_resolve(p, t, t->name, &v));
+    return elmi_op_bind_view(p, &v, 0, (VkDeviceSize)t->ne[0] * 4, 4, b, base);
+}
+
+/* Slots of matvec_fused.comp's bindings (slot s is binding s, or s + 1 from 4 on). */
+enum { S_W0 = 0, S_X = 1, S_NW = 2, S_D0 = 3, S_W1 = 4, S_W2 = 5, S_D1 = 6, S_D2 = 7, S_B0 = 8 };
+
+static const uint8_t w_slot[3] = {S_W0, S_W1, S_W2}, d_slot[3] = {S_D0, S_D1, S_D2};
+
+static elm_status bind_matrices(vk_planner *p, const mv_group *f, const fused_disp *fd, disp_build *db,
+                                pc_matvec_fused *pc, uint32_t rows) {
+    uint32_t *wb[3] = {&pc->w_base0, &pc->w_base1, &pc->w_base2}, *dbase[3] = {&pc->d_base0, &pc->d_base1, &pc->d_base2};
+    uint32_t *bb[3] = {&pc->b_base0, &pc->b_base1, &pc->b_base2}, *nr[3] = {&pc->N0, &pc->N1, &pc->N2};
+    uint32_t groups[3] = {0, 0, 0};
+    for (int m = 0; m < fd->n; m++) {
+        const be_node *mm = fd->mm[m];
+        ELM_TRY(bind_weight(p, mm->src[0], &db->d.b[w_slot[m]], wb[m]));
+        *nr[m] = (uint32_t)mm->src[0]->ne[1];
+        groups[m] = (*nr[m] + rows - 1) / rows;
+        if (mm->src[2]) {
+            ELM_TRY(bind_row(p, mm->src[2], &db->d.b[S_B0 + m], bb[m]));
+            pc->flags |= (uint32_t)VK_MVF_BIAS0 << m;
+        }
+        /* GLU and residual adds route the outputs themselves. */
+        if (f->glu || f->add) continue;
+        ELM_TRY(bind_row(p, mm->dst, &db->d.b[d_slot[m]], dbase[m]));
+        db->d.written |= (uint16_t)(1u << d_slot[m]);
+    }
+    if (f->glu) groups[1] = 0;
+    pc->g1 = groups[0];
+    pc->g2 = groups[0] + groups[1];
+    return elmi_op_set_groups(p, db, (uint64_t)pc->g2 + groups[2], 1);
+}
+
+static elm_status bind_epilogue(vk_planner *p, const mv_group *f, disp_build *db, pc_matvec_fused *pc) {
+    const be_graph *g = f->g;
+    if (f->glu) {
+        pc->act = (uint32_t)f->glu->iparams[0];
+        ELM_TRY(bind_row(p, f->glu->dst, &db->d.b[S_D0], &pc->d_base0));
+        const be_tensor *up = f->mm[1]->dst;
+        if (!elmi_fuse_dead(g, f->last, up)) {
+            ELM_TRY(bind_row(p, up, &db->d.b[S_D1], &pc->d_base1));
+            db->d.written |= 1u << S_D1;
+            pc->flags |= VK_MVF_UP;
+        }
+    } else if (f->add) {
+        pc->flags |= VK_MVF_RESID;
+        ELM_TRY(bind_row(p, f->resid, &db->d.b[S_D0], &pc->d_base0));
+        const be_tensor *prod = f->mm[0]->dst;
+        if (!elmi_fuse_dead(g, f->last, prod)) {
+            ELM_TRY(bind_row(p, prod, &db->d.b[S_D1], &pc->d_base1));
+            db->d.written |= 1u << S_D1;
+            pc->flags |= VK_MVF_PROJ;
+        }
+    }
+    return ELM_OK;
+}
+
+static elm_status emit(vk_planner *p, const mv_group *f, const fused_disp *fd) {
+    const be_tensor *w0 = fd->mm[0]->src[0];
+    uint32_t wg, rows;
+    /* reduce.glsl's buffer is there whether or not the norm uses it. */
+    if (!elmi_op_mv_shape(p, f->glu ? 2 : 1, 1, &wg, &rows))
+        return elmi_op_unsupported(p, "no fused mat-vec workgroup fits shared memory");
+    const vk_caps *c = &p->vk->caps;
+    bool sg = elmi_op_use_sg(p);
+    disp_build db;
+    elmi_op_disp_init(p, &db);
+    db.d.written = 0;
+    char shader[48];
+    snprintf(shader, sizeof shader, "matvec_%s_%s_%s_%s", f->glu ? "glu" : "fused", elmi_op_type_suffix(w0->type),
+             elmi_op_storage(p), sg ? "sg" : "sh");
+    db.shader = shader;
+    db.subgroup = sg && c->sg_control && wg >= c->min_subgroup_size && wg <= c->max_subgroup_size ? wg : 0;
+    db.spec[0] = wg, db.spec[1] = db.subgroup ? 1 : elmi_op_nsg(p, wg), db.spec[2] = rows, db.n_spec = 3;
+    pc_matvec_fused pc = {.K = (uint32_t)w0->ne[0], .row_bytes = (uint32_t)w0->nb[1]};
+    if (!f->norm) {
+        ELM_TRY(bind_row(p, fd->mm[0]->src[1], &db.d.b[S_X], &pc.x_base));
+    } else {
+        const be_node *n = f->norm;
+        pc.flags |= VK_MVF_NORM;
+        pc.eps = n->fparams[0];
+        ELM_TRY(bind_row(p, n->src[0], &db.d.b[S_X], &pc.x_base));
+        ELM_TRY(bind_row(p, n->src[1], &db.d.b[S_NW], &pc.n_base));
+    }
+    ELM_TRY(bind_matrices(p, f, fd, &db, &pc, rows));
+    ELM_TRY(bind_epilogue(p, f, &db, &pc));
+    if (f->glu || f->add) db.d.written |= 1u << S_D0;
+    return elmi_op_emit(p, &db, &pc, sizeof pc);
+}
+
+/* The mat-vecs in dispatches of up to three of one type (each computes
+ * the norm itself). */
+static elm_status plan_group(vk_planner *p, const mv_group *f) {
+    bool done[MAX_MM] = {false};
+    if (f->glu) {
+        fused_disp fd = {.mm = {f->mm[0], f->mm[1]}, .n = 2};
+        return emit(p, f, &fd);
+    }
+    for (int a = 0; a < f->n_mm; a++) {
+        if (done[a]) continue;
+        fused_disp fd = {0};
+        for (int b = a; b < f->n_mm && fd.n < MAX_PER_DISPATCH; b++)
+            if (!done[b] && f->mm[b]->src[0]->type == f->mm[a]->src[0]->type) {
+                fd.mm[fd.n++] = f->mm[b];
+                done[b] = true;
+            }
+        ELM_TRY(emit(p, f, &fd));
+    }
+    return ELM_OK;
+}
 
 elm_status elmi_fuse_matvec(vk_planner *p, const be_graph *g, int i, int *n) {
-    (void)p, (void)g, (void)i;
+    mv_group f;
     *n = 0;
+    if (!match(p, g, i, &f)) return ELM_OK;
+    /* Without a norm every output is written as it would be: only the
+     * absorbed epilogue's intermediates may be skipped. */
+    ELM_TRY(plan_group(p, &f));
+    p->label = 1 + BE_OP_MUL_MAT;
+    *n = f.last - i + 1;
     return ELM_OK;
 }

@@ -102,6 +102,11 @@ elm_status elmi_op_check_f32(vk_planner *p, const be_tensor *t, const char *role
 bool elmi_op_same_shape(const be_tensor *a, const be_tensor *b);
 
 /* The planners of ops_matmul.c. */
+/* MUL_MAT's shape and type checks alone (no planning). */
+elm_status elmi_op_mul_mat_check(vk_planner *p, const be_node *nd);
+/* The mat-vec workgroup size and rows per workgroup, for `sets` row sets
+ * reduced at once plus `extra` reduce.glsl buffers in shared memory. */
+bool elmi_op_mv_shape(const vk_planner *p, uint32_t sets, uint32_t extra, uint32_t *wg, uint32_t *rows);
 elm_status elmi_op_plan_get_rows(vk_planner *p, const be_node *nd);
 elm_status elmi_op_plan_mul_mat(vk_planner *p, const be_node *nd);
 /* ops_attention.c */

@@ -139,6 +139,13 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
     return elmi_op_emit(p, &db, &pc, sizeof pc);
 }
 
+static elm_status mm_check(vk_planner *p, const be_node *nd, mm_ctx *m);
+
+elm_status elmi_op_mul_mat_check(vk_planner *p, const be_node *nd) {
+    mm_ctx m;
+    return mm_check(p, nd, &m);
+}
+
 static elm_status mm_check(vk_planner *p, const be_node *nd, mm_ctx *m) {
     m->w = nd->src[0], m->x = nd->src[1], m->bias = nd->src[2], m->d = nd->dst;
     if (!m->w) return elmi_op_invalid(p, "src0 is missing");
@@ -158,15 +165,16 @@ static elm_status mm_check(vk_planner *p, const be_node *nd, mm_ctx *m) {
 /* The matrix-vector kernel's workgroup: one subgroup (the reduction then
  * stays in registers), or 32 invocations for the shared-memory tree, and
  * MV_ROWS rows per lane group sharing each activation load; both shrink
- * until the reduction's ROWS slots per subgroup (or per invocation) fit. */
-static bool mv_shape(const vk_planner *p, uint32_t *wg, uint32_t *rows) {
+ * until the reduction's sets * ROWS + extra slots per subgroup (or per
+ * invocation) fit. */
+bool elmi_op_mv_shape(const vk_planner *p, uint32_t sets, uint32_t extra, uint32_t *wg, uint32_t *rows) {
     const vk_caps *c = &p->vk->caps;
     uint32_t want = elmi_op_use_sg(p) ? c->subgroup_size : MV_WG_SHARED;
     want = want < MV_WG_MIN ? MV_WG_MIN : want > WG_DEFAULT ? WG_DEFAULT : want;
     uint32_t r = c->mv_rows ? c->mv_rows : MV_ROWS;
     for (uint32_t w = elmi_op_wg_size(p, want); w >= 1; w /= 2)
         for (uint32_t k = r; k >= 1; k /= 2)
-            if ((uint64_t)k * elmi_op_reduce_shared(p, w) <= c->max_shared) {
+            if (((uint64_t)k * sets + extra) * elmi_op_reduce_shared(p, w) <= c->max_shared) {
                 *wg = w, *rows = k;
                 return true;
             }
@@ -189,7 +197,7 @@ static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     if (m->tl) return ELM_OK;
     /* One token at a time through the matrix-vector kernel: T = 1, or no
      * tile fits the device. */
-    if (!mv_shape(p, &m->wg, &m->rows))
+    if (!elmi_op_mv_shape(p, 1, 0, &m->wg, &m->rows))
         return elmi_op_unsupported(p, "no workgroup size fits %u bytes of shared memory", c->max_shared);
     /* A lane per row (mv_lanes=1) makes the activation loads uniform, but
      * on lavapipe it measured 2-3x slower than splitting rows over the

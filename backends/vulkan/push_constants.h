@@ -82,6 +82,24 @@ typedef struct pc_matvec {
     uint32_t w_base, x_base, b_base, d_base, K, N, row_bytes, x_stride, d_stride, has_bias;
 } pc_matvec;
 
+/* matvec_fused.comp: up to three matrices of one type over one token,
+ * with an RMS-norm prologue, biases, a GLU or a residual-add epilogue
+ * (flags: VK_MVF_*). g1, g2: the first workgroups of matrices 1 and 2. */
+typedef struct pc_matvec_fused {
+    uint32_t w_base0, w_base1, w_base2, x_base, n_base, d_base0, d_base1, d_base2;
+    uint32_t b_base0, b_base1, b_base2, K, N0, N1, N2, row_bytes, g1, g2, flags;
+    float eps;
+    uint32_t act;
+} pc_matvec_fused;
+
+enum {
+    VK_MVF_NORM = 1,   /* RMS-normalize x by the weights at n_base first */
+    VK_MVF_RESID = 4,  /* dst0 += result */
+    VK_MVF_PROJ = 8,   /* RESID: the result also into dst1 */
+    VK_MVF_UP = 16,    /* GLU: up into dst1 */
+    VK_MVF_BIAS0 = 32, /* bias of matrix m: VK_MVF_BIAS0 << m */
+};
+
 typedef struct pc_matmat {
     uint32_t w_base, x_base, b_base, d_base, K, N, n_tok, row_bytes, x_stride, d_stride, has_bias;
 } pc_matmat;
