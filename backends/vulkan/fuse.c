@@ -5,6 +5,7 @@
 
 static const elmi_fuser fusers[] = {
     elmi_fuse_matvec,
+    elmi_fuse_rope_kv,
 };
 
 elm_status elmi_vk_fuse_plan(vk_planner *p, const be_graph *g, int i, int *n) {
@@ -34,7 +35,7 @@ static bool extent(const be_tensor *t, VkDeviceSize *lo, VkDeviceSize *hi) {
     return true;
 }
 
-static bool overlap(const be_tensor *a, const be_tensor *b) {
+bool elmi_fuse_overlap(const be_tensor *a, const be_tensor *b) {
     VkDeviceSize al, ah, bl, bh;
     if (!a || !b || a->buf != b->buf || !extent(a, &al, &ah) || !extent(b, &bl, &bh)) return false;
     return al < bh && bl < ah;
@@ -53,7 +54,7 @@ bool elmi_fuse_dead(const be_graph *g, int last, const be_tensor *t) {
     for (int j = last + 1; j < g->n_nodes; j++) {
         const be_node *nd = &g->nodes[j];
         for (int s = 0; s < BE_MAX_SRC; s++)
-            if (overlap(nd->src[s], t)) return false;
+            if (elmi_fuse_overlap(nd->src[s], t)) return false;
         /* KV_STORE and SHORTCONV write only some rows of their dst/state. */
         if (nd->op != BE_OP_KV_STORE && covers(nd->dst, t)) return true;
     }

@@ -26,6 +26,8 @@ elm_status elmi_vk_fuse_plan(vk_planner *p, const be_graph *g, int i, int *n);
  * a buffer, or one that reaches the end of the graph unwritten, is live. */
 bool elmi_fuse_dead(const be_graph *g, int last, const be_tensor *t);
 
+/* The byte extents of a and b intersect (both in one buffer). */
+bool elmi_fuse_overlap(const be_tensor *a, const be_tensor *b);
 /* Same tensor: type, buffer, offset, shape and strides. */
 bool elmi_fuse_same(const be_tensor *a, const be_tensor *b);
 /* Same bytes: buffer, offset and extent (views of one tensor with other

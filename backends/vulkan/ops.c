@@ -244,16 +244,23 @@ static elm_status rope_params(vk_planner *p, const be_node *nd, int64_t head_dim
     return ELM_OK;
 }
 
-static elm_status plan_rope(vk_planner *p, const be_node *nd) {
+elm_status elmi_op_rope_check(vk_planner *p, const be_node *nd, pc_rope *pc) {
     const be_tensor *x = nd->src[0], *pos = nd->src[1], *ff = nd->src[2], *d = nd->dst;
     ELM_TRY(elmi_op_check_f32(p, x, "src0"));
     ELM_TRY(elmi_op_check_f32(p, d, "dst"));
     if (ff) ELM_TRY(elmi_op_check_f32(p, ff, "src2"));
     if (!pos || pos->type != BE_TYPE_I32 || pos->ne[0] != x->ne[2] || !elmi_op_same_shape(x, d) || x->ne[3] != 1)
         return elmi_op_invalid(p, "shapes do not match");
-    pc_rope pc = {.head_dim = (uint32_t)x->ne[0], .n_head = (uint32_t)x->ne[1], .has_ff = ff != NULL};
-    ELM_TRY(rope_params(p, nd, x->ne[0], &pc));
-    if (ff && ff->ne[0] < pc.n_rot / 2) return elmi_op_invalid(p, "too few frequency factors");
+    *pc = (pc_rope){.head_dim = (uint32_t)x->ne[0], .n_head = (uint32_t)x->ne[1], .has_ff = ff != NULL};
+    ELM_TRY(rope_params(p, nd, x->ne[0], pc));
+    if (ff && ff->ne[0] < pc->n_rot / 2) return elmi_op_invalid(p, "too few frequency factors");
+    return ELM_OK;
+}
+
+static elm_status plan_rope(vk_planner *p, const be_node *nd) {
+    const be_tensor *x = nd->src[0], *pos = nd->src[1], *ff = nd->src[2], *d = nd->dst;
+    pc_rope pc;
+    ELM_TRY(elmi_op_rope_check(p, nd, &pc));
     tview vx, vp, vf, vd;
     ELM_TRY(elmi_op_resolve(p, x, "src0", &vx));
     ELM_TRY(elmi_op_resolve(p, pos, "src1", &vp));
@@ -290,7 +297,7 @@ static bool is_cache(const be_tensor *t) {
     return t && (t->type == QT_F32 || t->type == QT_F16) && t->ne[2] == 1 && t->ne[3] == 1;
 }
 
-static elm_status plan_kv_store(vk_planner *p, const be_node *nd) {
+elm_status elmi_op_kv_check(vk_planner *p, const be_node *nd, bool *words) {
     const be_tensor *x = nd->src[0], *c = nd->dst;
     ELM_TRY(elmi_op_check_f32(p, x, "src0"));
     if (!is_cache(c)) return elmi_op_invalid(p, "dst must be a 2-D F32 or F16 cache");
@@ -299,9 +306,17 @@ static elm_status plan_kv_store(vk_planner *p, const be_node *nd) {
     if (ring != 0 && ring != 1) return elmi_op_invalid(p, "ring %d (0 or 1)", ring);
     if (ring && x->ne[1] > c->ne[1])
         return elmi_op_invalid(p, "%lld tokens into a ring of %lld rows", (long long)x->ne[1], (long long)c->ne[1]);
-    bool f16 = c->type == QT_F16, words = f16 && !p->vk->caps.storage16;
-    if (words && (x->ne[0] % 2 || c->nb[1] % 4))
+    *words = c->type == QT_F16 && !p->vk->caps.storage16;
+    if (*words && (x->ne[0] % 2 || c->nb[1] % 4))
         return elmi_op_unsupported(p, "odd F16 rows need 16-bit storage");
+    return ELM_OK;
+}
+
+static elm_status plan_kv_store(vk_planner *p, const be_node *nd) {
+    const be_tensor *x = nd->src[0], *c = nd->dst;
+    bool words, f16 = c && c->type == QT_F16;
+    ELM_TRY(elmi_op_kv_check(p, nd, &words));
+    int ring = nd->iparams[1];
     tview vx, vc;
     ELM_TRY(elmi_op_resolve(p, x, "src0", &vx));
     ELM_TRY(elmi_op_resolve(p, c, "dst", &vc));

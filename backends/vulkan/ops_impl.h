@@ -101,6 +101,12 @@ uint32_t elmi_op_reduce_wg(const vk_planner *p, uint32_t want, uint32_t extra_sh
 elm_status elmi_op_check_f32(vk_planner *p, const be_tensor *t, const char *role);
 bool elmi_op_same_shape(const be_tensor *a, const be_tensor *b);
 
+/* Checks shared by the planners of ops.c and the fusers (op_rope_kv.c):
+ * a ROPE node's shapes and its push constants other than bases and strides;
+ * a KV_STORE node's shapes, and whether an F16 cache is written as words. */
+elm_status elmi_op_rope_check(vk_planner *p, const be_node *nd, pc_rope *pc);
+elm_status elmi_op_kv_check(vk_planner *p, const be_node *nd, bool *words);
+
 /* The planners of ops_matmul.c. */
 /* MUL_MAT's shape and type checks alone (no planning). */
 elm_status elmi_op_mul_mat_check(vk_planner *p, const be_node *nd);

@@ -44,6 +44,18 @@ typedef struct pc_rope {
     float log2_theta_scale, freq_scale, ext_factor, corr_low, corr_high, mscale;
 } pc_rope;
 
+/* ROPE q, ROPE k and the two KV_STOREs (op_rope_kv.c): the rope fields as
+ * pc_rope's; k's heads are dense (head_dim floats apart); bases in floats
+ * and cache elements; k_dyn, v_dyn: the stores' per-call slots. */
+typedef struct pc_rope_kv {
+    uint32_t q_base, pos_base, ff_base, k_base, v_base, kc_base, vc_base;
+    uint32_t head_dim, n_head, n_head_kv, v_n;
+    uint32_t q_rs, q_ts, k_ts, v_ts, kc_stride, vc_stride;
+    uint32_t tok0, k_dyn, v_dyn, ring_rows;
+    uint32_t neox, n_rot, has_ff, yarn;
+    float log2_theta_scale, freq_scale, ext_factor, corr_low, corr_high, mscale;
+} pc_rope_kv;
+
 /* ring_rows: the cache's rows for a ring cache, VK_NO_RING otherwise. */
 typedef struct pc_kv_store {
     uint32_t x_base, d_base, n, x_stride, d_stride, tok0, dyn_idx, ring_rows;
