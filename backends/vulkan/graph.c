@@ -6,7 +6,8 @@
  * only before a dispatch that touches a byte range an earlier dispatch
  * since the last barrier wrote (or writes a range one of them read). The
  * plan, with its descriptor sets and command buffers, is cached under a key
- * made of the whole graph except the per-call cache positions, which the
+ * made of the whole graph except the per-call cache positions (only
+ * whether attention is short of a split, elmi_vk_attention_short), which the
  * shaders read from a small host-visible buffer rewritten before each
  * submit. A decode step therefore replays its command buffer: one submit,
  * one fence wait. A submit that runs past the submit bound (the GPU
@@ -78,7 +79,9 @@ static bool graph_key(const vk_backend *vk, const be_graph *g, keybuf *k) {
         int32_t ip[BE_MAX_PARAMS];
         memcpy(ip, nd->iparams, sizeof ip);
         if (elmi_vk_node_has_dyn(nd)) ip[0] = 0;
+        uint8_t short_attn = elmi_vk_attention_short(nd);
         put(k, &nd->op, sizeof nd->op);
+        put(k, &short_attn, 1);
         put(k, ip, sizeof ip);
         put(k, nd->fparams, sizeof nd->fparams);
         put_tensor(k, nd->dst);

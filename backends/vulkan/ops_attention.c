@@ -152,9 +152,15 @@ static uint32_t fa_tpr(uint32_t D, uint32_t wg) {
     return d4 / tpr > FA_MAX_VEC4_PER_LANE ? 0 : tpr;
 }
 
+bool elmi_vk_attention_short(const be_node *nd) {
+    int64_t T = nd->src[0] ? nd->src[0]->ne[2] : 0;
+    return nd->op == BE_OP_ATTENTION && nd->iparams[0] >= 0 && nd->iparams[0] + T < 2 * FA_SPLIT_KEYS;
+}
+
 /* The number of key chunks at decode, 1 for none. */
 static uint32_t fa_splits(const be_node *nd, const fa_shape *s, int64_t n_tok) {
     const be_tensor *K = nd->src[1];
+    if (elmi_vk_attention_short(nd)) return 1;
     int64_t keys = nd->iparams[2] && nd->iparams[2] < K->ne[1] ? nd->iparams[2] : K->ne[1];
     int64_t base_wg = (nd->src[0]->ne[1] / s->hb) * ((n_tok + s->tb - 1) / s->tb);
     if (n_tok > s->tb || keys < 2 * FA_SPLIT_KEYS || base_wg * 2 > FA_TARGET_WG || !s->red_wg) return 1;

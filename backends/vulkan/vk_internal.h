@@ -456,6 +456,11 @@ bool elmi_vk_tensor_extent(const be_tensor *t, VkDeviceSize *out);
 /* True when iparams[0] of the node is a per-call value (a cache position:
  * KV_STORE, ATTENTION, SHORTCONV). */
 bool elmi_vk_node_has_dyn(const be_node *node);
+/* ATTENTION at a position whose queries see too few keys for a split
+ * (ops_attention.c): plans are recorded apart for such positions (the
+ * graph key holds this class), so short contexts run without the reduce
+ * pass and its barrier. */
+bool elmi_vk_attention_short(const be_node *node);
 
 /* graph.c */
 elm_status elmi_vk_graph_prepare(vk_backend *vk, const be_graph *g, vk_plan **out);
