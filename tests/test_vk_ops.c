@@ -127,10 +127,13 @@ Test(vk_ops, mul_mat_profiles) {
  * subgroup, both reductions; K of one chunk, of chunks that do not fill
  * the workgroup, and of more; weights 2 bytes off alignment (the stitched
  * word loads) and activation rows at odd strides (no vec4 loads). T = 1,
- * and T = 3 where no tile fits (one mat-vec per token). */
+ * and T = 3 where no tile fits (one mat-vec per token); with mv_tokens,
+ * T = 3 and 7 through the multi-token kernel (whole and partial token
+ * groups). */
 static const char *const MV_LIMITS[] = {
     "mv_rows=1", "mv_rows=3", "mv_rows=8", "mv_lanes=1", "mv_lanes=1,mv_rows=2,nosubgroup",
     "mv_rows=5,nosubgroup,nofp16", "max_invocations=4,mv_rows=2", "max_shared=768,max_invocations=64,mv_rows=3",
+    "mv_tokens=4", "mv_tokens=2,nosubgroup,nofp16", "mv_tokens=8,mv_rows=3",
 };
 
 static void mul_mat_vec_shapes(const char *limits) {
@@ -145,6 +148,7 @@ static void mul_mat_vec_shapes(const char *limits) {
             int64_t ch = tr->block_size > 1 ? 32 : 4, K = chunks[j] * ch;
             if (K % tr->block_size) K = (K / tr->block_size + 1) * tr->block_size;
             int64_t T = strstr(limits, "max_shared") && j % 2 ? 3 : 1;
+            if (strstr(limits, "mv_tokens")) T = j % 2 ? 3 : 7;
             mm_case c = {types[i], K, Ns[(i + j) % 4], T, j % 2 == 0, j == 1, j == 3, j == 2 ? 3 : 0,
                          i % 2 ? 2 : 0};
             double e = check_mul_mat(&f, &c);

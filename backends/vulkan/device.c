@@ -296,6 +296,7 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     c->max_alloc = min_u64(c->max_alloc, l->max_alloc);
     if (l->mv_rows) c->mv_rows = l->mv_rows > 64 ? 64 : (uint32_t)l->mv_rows;
     if (l->mv_lanes) c->mv_lanes = l->mv_lanes > 1 ? 2 : 1;
+    if (l->mv_tokens) c->mv_tokens = l->mv_tokens > 8 ? 8 : (uint32_t)l->mv_tokens;
     if (l->no_fp16) c->fp16 = false;
     if (l->no_storage16) c->storage16 = false;
     if (l->no_storage8) c->storage8 = false;

@@ -66,6 +66,7 @@ static bool apply_override(const char *key, const char *val, vk_limits *l) {
         {"max_alloc", offsetof(vk_limits, max_alloc)},
         {"mv_rows", offsetof(vk_limits, mv_rows)},
         {"mv_lanes", offsetof(vk_limits, mv_lanes)},
+        {"mv_tokens", offsetof(vk_limits, mv_tokens)},
         {"max_storage_buffers", offsetof(vk_limits, max_storage_buffers)},
     };
     uint64_t v;
@@ -92,7 +93,7 @@ static elm_status parse_item(char *item, vk_limits *l, char *err, size_t err_siz
     return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
                        "limits: unknown item '%s' (profiles: pi5, mali, adreno, nofp16, nosubgroup, "
                        "small-buffers, discrete, noimport, nofuse; overrides: max_shared, max_invocations, "
-                       "max_range, max_alloc, max_storage_buffers, mv_rows, mv_lanes = a positive number)",
+                       "max_range, max_alloc, max_storage_buffers, mv_rows, mv_lanes, mv_tokens = a positive number)",
                        item);
 }
 

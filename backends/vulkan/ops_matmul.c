@@ -102,6 +102,7 @@ typedef struct mm_ctx {
     bool half;
     uint32_t wg, rows, lpr; /* matvec: invocations, rows per lane group, lanes per row (wg or 1) */
     uint32_t sg;            /* matvec: required subgroup size (= wg), 0: the driver's */
+    uint32_t nt;            /* matvec: tokens per workgroup */
     char shader[48];
 } mm_ctx;
 
@@ -119,12 +120,13 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
     if (m->bias) ELM_TRY(elmi_op_bind_view(p, &m->vb, rp->r0 * 4, (rp->r0 + rp->n) * 4, 4, &db.d.b[2], &bb));
     if (!m->tl) {
         db.spec[0] = m->wg, db.spec[1] = m->sg ? 1 : elmi_op_nsg(p, m->wg), db.spec[2] = m->rows, db.spec[3] = m->lpr;
+        db.spec[4] = m->nt;
         db.subgroup = m->sg;
-        db.n_spec = 4;
+        db.n_spec = 5;
         uint64_t per_wg = (uint64_t)m->rows * (m->wg / m->lpr);
         pc_matvec pc = {wb, xb, bb, dbase, (uint32_t)w->ne[0], (uint32_t)rp->n, (uint32_t)w->nb[1],
-                        (uint32_t)(xs / 4), (uint32_t)(ds / 4), m->bias != NULL};
-        ELM_TRY(elmi_op_set_groups(p, &db, ((uint64_t)rp->n + per_wg - 1) / per_wg, (uint64_t)n));
+                        (uint32_t)(xs / 4), (uint32_t)(ds / 4), m->bias != NULL, (uint32_t)n};
+        ELM_TRY(elmi_op_set_groups(p, &db, ((uint64_t)rp->n + per_wg - 1) / per_wg, ((uint64_t)n + m->nt - 1) / m->nt));
         return elmi_op_emit(p, &db, &pc, sizeof pc);
     }
     const tile *t = m->tl;
@@ -181,9 +183,27 @@ bool elmi_op_mv_shape(const vk_planner *p, uint32_t sets, uint32_t extra, uint32
     return false;
 }
 
+/* Tokens per workgroup of the mat-vec kernel for T tokens; 1: tiles (or
+ * one token). A few tokens (a speculative batch, the last piece of a
+ * prompt) fill little of a tile, so GPUs take up to MV_TOKENS_GPU_MAX of
+ * them through the mat-vec kernel, decoding each weight chunk once for
+ * all. On lavapipe the tiles measured 1.5-2x faster even at 64 tokens
+ * (docs/measurements.md), so CPU devices keep the tiles. mv_tokens=N in
+ * the limits spec forces N tokens per workgroup on any device (1: never). */
+#define MV_TOKENS_GPU_MAX 4
+
+static uint32_t mv_tokens(const vk_planner *p, int64_t T) {
+    const vk_caps *c = &p->vk->caps;
+    if (T < 2 || c->mv_tokens == 1) return 1;
+    if (c->mv_tokens) return T < c->mv_tokens ? (uint32_t)T : c->mv_tokens;
+    if (c->type == VK_PHYSICAL_DEVICE_TYPE_CPU || T > MV_TOKENS_GPU_MAX) return 1;
+    return (uint32_t)T;
+}
+
 static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     const vk_caps *c = &p->vk->caps;
     const char *ts = elmi_op_type_suffix(m->w->type);
+    m->nt = mv_tokens(p, T);
     /* F16 tiles round the weights and the activations to halves (clamped
      * to the half range). Fast graphs may round activations to the weight
      * type's vec_dot_type (backend.h): fine for F16 and quantized weights,
@@ -191,14 +211,14 @@ static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
      * so those keep F32 tiles. */
     bool half_ok = m->w->type != QT_F32 && m->w->type != QT_BF16;
     m->half = !p->exact && half_ok && c->fp16 && c->storage16;
-    m->tl = T > 1 ? pick_tile(p, m->half) : NULL;
+    m->tl = T > 1 && m->nt == 1 ? pick_tile(p, m->half) : NULL;
     if (m->tl && m->half) snprintf(m->shader, sizeof m->shader, "matmat_%s_s16_h", ts);
     else if (m->tl) snprintf(m->shader, sizeof m->shader, "matmat_%s_%s", ts, elmi_op_storage(p));
     if (m->tl) return ELM_OK;
-    /* One token at a time through the matrix-vector kernel: T = 1, or no
-     * tile fits the device. */
-    if (!elmi_op_mv_shape(p, 1, 0, &m->wg, &m->rows))
-        return elmi_op_unsupported(p, "no workgroup size fits %u bytes of shared memory", c->max_shared);
+    /* The matrix-vector kernel: T = 1, a few tokens, or no tile fits the
+     * device. */
+    while (!elmi_op_mv_shape(p, m->nt, 0, &m->wg, &m->rows))
+        if ((m->nt /= 2) == 0) return elmi_op_unsupported(p, "no workgroup size fits %u bytes of shared memory", c->max_shared);
     /* A lane per row (mv_lanes=1) makes the activation loads uniform, but
      * on lavapipe it measured 2-3x slower than splitting rows over the
      * workgroup (docs/measurements.md), so splitting is the default. */

@@ -91,7 +91,7 @@ typedef struct pc_get_rows {
 } pc_get_rows;
 
 typedef struct pc_matvec {
-    uint32_t w_base, x_base, b_base, d_base, K, N, row_bytes, x_stride, d_stride, has_bias;
+    uint32_t w_base, x_base, b_base, d_base, K, N, row_bytes, x_stride, d_stride, has_bias, n_tok;
 } pc_matvec;
 
 /* matvec_fused.comp: up to three matrices of one type over one token,

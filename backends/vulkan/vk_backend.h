@@ -28,6 +28,10 @@
  *                  64, halved until the reduction fits), for tests and tuning
  *   mv_lanes=N     not a cap: 1 gives each mat-vec row one lane; more
  *                  (the default) splits each row over the workgroup
+ *   mv_tokens=N    not a cap: tokens per mat-vec workgroup for products of
+ *                  several tokens (at most 8; 1: those always use tiles);
+ *                  by default GPUs take up to 4 tokens this way, CPU
+ *                  devices none
  * Features the profile removes are also left disabled at device creation,
  * so the validation layer reports any shader that would still use them.
  * Environment (read when be_vk_options.limits is NULL, and by

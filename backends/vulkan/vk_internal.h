@@ -34,7 +34,7 @@ typedef struct vk_limits {
     uint64_t max_shared, max_invocations, max_range, max_alloc;
     /* tuning choices, not caps (0: the planner's default): mat-vec rows per
      * lane group, lanes per row (1: a lane per row, else the workgroup) */
-    uint64_t mv_rows, mv_lanes;
+    uint64_t mv_rows, mv_lanes, mv_tokens;
     bool no_fp16, no_storage16, no_storage8, no_subgroup, no_uma;
     bool no_import; /* never import host memory (VK_EXT_external_memory_host) */
     bool no_fuse;   /* plan every node on its own (fuse.c off) */
@@ -57,7 +57,7 @@ typedef struct vk_caps {
     uint32_t max_shared, max_invocations;
     uint32_t max_wg_size[3], max_wg_count[3];
     uint32_t subgroup_size, min_subgroup_size;
-    uint32_t mv_rows, mv_lanes; /* vk_limits' mat-vec tuning; 0: the planner's default */
+    uint32_t mv_rows, mv_lanes, mv_tokens; /* vk_limits' mat-vec tuning; 0: the planner's default */
     /* VK_EXT_subgroup_size_control (or 1.3) for compute: a pipeline may
      * require any power-of-two size in [min_subgroup_size, max_subgroup_size] */
     bool sg_control, ext_sg_control; /* ext_: enabled as an extension (before 1.3) */

@@ -148,3 +148,9 @@ float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
 }
 #endif
 
+// Chunk c of the row at byte rb (matrix 0), dequantized: the multi-token
+// path, where each decode serves several tokens.
+void chunk_deq(uint rb, uint c, out vec4 wv[NV]) {
+    uint v = c * CH, bo = rb + (v / QK) * QB, i0 = v % QK;
+    for (uint j = 0u; j < NV; j++) wv[j] = dequant4(bo, i0 + 4u * j);
+}
