@@ -352,6 +352,11 @@ Test(selfcheck, corrupted_attention_falls_back_to_the_cpu) {
     expect_fallback("attention", "attention");
 }
 
+/* The decode feed-forward block: its last node's result corrupted. */
+Test(selfcheck, corrupted_feed_forward_falls_back_to_the_cpu) {
+    expect_fallback("RMS_NORM", "decode feed-forward");
+}
+
 /* An explicit device is trusted: no self-check, the corruption shows. */
 Test(selfcheck, explicit_device_is_not_checked) {
     setup(true);

@@ -106,7 +106,8 @@ void elmi_vk_profile_read(be_backend *be, be_profile *acc) {
 
 /* The first value of each F32 result gains 1e30, so any comparison with a
  * reference fails loudly; only after the whole graph ran, so it reaches no
- * later node (the self-check runs one-node graphs). */
+ * later node: it shows where the op's result is a graph's output (the
+ * self-check compares the last node's). */
 elm_status elmi_vk_fault_op_apply(vk_backend *vk, const be_graph *g) {
     for (int i = 0; i < g->n_nodes; i++) {
         const be_node *nd = &g->nodes[i];
