@@ -64,6 +64,7 @@ void main() {
             for (uint j = 0u; j < NV; j++)
                 xv[j] = vec4(x[xo + 4u * j], x[xo + 4u * j + 1u], x[xo + 4u * j + 2u], x[xo + 4u * j + 3u]);
         }
+        chunk_prep(xv);
         for (uint r = 0u; r < ROWS; r++) acc[r] += chunk_dot(0u, rb[r], c, xv);
     }
     if (LPR > 1u) {
