@@ -240,6 +240,11 @@ Test(vk_fuse_matvec, matches_the_reference_and_the_unfused_plan, .timeout = 600)
  * never use them: "idot" is among FUSE_PROFILES, at the exact bound). */
 Test(vk_fuse_matvec, idot_matches_the_reference_and_the_unfused_plan, .timeout = 600) {
     static const char *const profiles[] = {"idot", "idot,nosubgroup,nofp16"};
+    vfx f;
+    vfx_open(&f, "");
+    bool has = vfx_int_dot(&f);
+    vfx_close(&f);
+    if (!has) cr_skip_test("the device has no shaderIntegerDotProduct");
     for (size_t p = 0; p < 2; p++)
         for (size_t i = 0; i < N_CASES; i++) check_case(profiles[p], &CASES[i], true);
 }

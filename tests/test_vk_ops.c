@@ -13,6 +13,9 @@
  *       to the negative tail, where values are near 0)
  *   fast MUL_MAT (F16 tiles where the device has shaderFloat16)   1e-5
  *       (two half roundings per product, ~2e-7 expected)
+ *   fast int-dot mat-vecs: 1e-5 against the activations rounded through
+ *       Q8_0 (worst ~6e-7 on lavapipe; against F32 activations ~1-5e-5,
+ *       which the check that the path ran relies on)
  *   GET_ROWS 1e-12 (the same dequantization); KV_STORE (ring or not) and
  *       the SHORTCONV state bit-exact; SHORTCONV of T tokens bit-equal to
  *       T calls of one token
@@ -238,6 +241,11 @@ static void mul_mat_vec_idot(const char *limits) {
     static const int64_t Ns[] = {1, 3, 37, 130}, chunks[] = {1, 3, 11, 64};
     vfx f;
     vfx_open(&f, limits);
+    if (!vfx_int_dot(&f)) {
+        fprintf(stderr, "vk int-dot mat-vec [%s]: skipped, the device has no shaderIntegerDotProduct\n", limits);
+        vfx_close(&f);
+        return;
+    }
     double sum_q = 0, sum_f = 0, worst = 0;
     for (size_t i = 0; i < N_IDOT_TYPES; i++)
         for (size_t j = 0; j < 4; j++) {
