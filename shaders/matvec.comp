@@ -81,9 +81,11 @@ void main() {
         if (NT == 1u) {
             vec4 x1[NV];
             for (uint j = 0u; j < NV; j++) x1[j] = xv[j];
+            chunk_prep(x1);
             for (uint r = 0u; r < ROWS; r++) acc[r] += chunk_dot(0u, rb[r], c, x1);
         } else {
-            // Several tokens: each chunk of weights decoded once for all.
+            // Several tokens: each chunk of weights decoded once for all
+            // (in F32, also in the int-dot variants).
             for (uint r = 0u; r < ROWS; r++) {
                 vec4 wv[NV];
                 chunk_deq(rb[r], c, wv);

@@ -166,6 +166,7 @@ void main() {
     for (uint c = lid; c < nc; c += WG) {
         vec4 xv[NV];
         for (uint j = 0u; j < NV; j++) xv[j] = load_x(c, j, v4, norm, s);
+        chunk_prep(xv);
         for (uint r = 0u; r < ROWS; r++) acc[r] += chunk_dot(m, rb[r], c, xv);
 #if defined(GLU)
         for (uint r = 0u; r < ROWS; r++) acc[ROWS + r] += chunk_dot(1u, rb[r] - p.w_base0 + p.w_base1, c, xv);

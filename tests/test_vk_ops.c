@@ -13,6 +13,9 @@
  *       to the negative tail, where values are near 0)
  *   fast MUL_MAT (F16 tiles where the device has shaderFloat16)   1e-5
  *       (two half roundings per product, ~2e-7 expected)
+ *   fast int-dot mat-vecs: 1e-5 against the activations rounded through
+ *       Q8_0 (worst ~6e-7 on lavapipe; against F32 activations ~1-5e-5,
+ *       which the check that the path ran relies on)
  *   GET_ROWS 1e-12 (the same dequantization); KV_STORE (ring or not) and
  *       the SHORTCONV state bit-exact; SHORTCONV of T tokens bit-equal to
  *       T calls of one token
@@ -53,37 +56,83 @@ static be_tensor *shifted_host_tensor(vfx *f, int type, int64_t K, int64_t N, co
     return t;
 }
 
-static double check_mul_mat(vfx *f, const mm_case *c) {
+/* A case's inputs: weights (and their exact dequantization), activations
+ * (rows XS apart), bias. */
+typedef struct mm_data {
+    float *w, *deq, *x, *b;
+    void *wq;
+} mm_data;
+
+static void mm_data_new(const mm_case *c, mm_data *d) {
+    int64_t K = c->K, N = c->N, XS = K + c->x_pad;
+    d->w = rand_floats((size_t)(N * K), 1.0f), d->deq = malloc(sizeof(float) * N * K);
+    d->wq = quantize(c->type, d->w, N, K, d->deq);
+    d->x = rand_floats((size_t)(XS * c->T), 1.0f), d->b = rand_floats((size_t)N, 1.0f);
+}
+
+static void mm_data_free(mm_data *d) {
+    free(d->w), free(d->deq), free(d->wq), free(d->x), free(d->b);
+}
+
+/* The backend's product (N x T floats, to free). */
+static float *mm_run(vfx *f, const mm_case *c, const mm_data *d) {
     int64_t K = c->K, N = c->N, T = c->T, XS = K + c->x_pad;
-    float *w = rand_floats((size_t)(N * K), 1.0f), *deq = malloc(sizeof(float) * N * K);
-    void *wq = quantize(c->type, w, N, K, deq);
-    float *x = rand_floats((size_t)(XS * T), 1.0f), *b = rand_floats((size_t)N, 1.0f);
     be_tensor *W;
     if (c->weights_on_device) {
         W = dev_tensor(f, c->type, K, N, 1, "w");
-        put(f, W, wq);
+        put(f, W, d->wq);
     } else {
-        W = shifted_host_tensor(f, c->type, K, N, wq, c->w_shift);
+        W = shifted_host_tensor(f, c->type, K, N, d->wq, c->w_shift);
     }
     be_tensor *X = dev_tensor(f, QT_F32, XS, T, 1, "x"), *D = dev_tensor(f, QT_F32, N, T, 1, "d");
     be_tensor *B = c->bias ? dev_tensor(f, QT_F32, N, 1, 1, "b") : NULL;
-    put(f, X, x);
+    put(f, X, d->x);
     X->ne[0] = K; /* rows of K values XS apart */
-    if (B) put(f, B, b);
+    if (B) put(f, B, d->b);
     be_node nd = {.op = BE_OP_MUL_MAT, .dst = D, .src = {W, X, B}};
     run(f, &nd, 1, c->exact);
     float *got = malloc(sizeof(float) * N * T);
-    double *want = malloc(sizeof(double) * N * T);
     get(f, D, got);
+    vfx_reset(f);
+    return got;
+}
+
+/* The reference product in double, of activations x (rows XS apart). */
+static double *mm_want(const mm_case *c, const mm_data *d, const float *x) {
+    int64_t K = c->K, N = c->N, T = c->T, XS = K + c->x_pad;
+    double *want = malloc(sizeof(double) * N * T);
     for (int64_t t = 0; t < T; t++)
         for (int64_t n = 0; n < N; n++) {
-            double s = c->bias ? b[n] : 0.0;
-            for (int64_t k = 0; k < K; k++) s += (double)deq[n * K + k] * x[t * XS + k];
+            double s = c->bias ? d->b[n] : 0.0;
+            for (int64_t k = 0; k < K; k++) s += (double)d->deq[n * K + k] * x[t * XS + k];
             want[t * N + n] = s;
         }
-    double e = nmse(got, want, (size_t)(N * T));
-    free(w), free(deq), free(wq), free(x), free(b), free(got), free(want);
-    vfx_reset(f);
+    return want;
+}
+
+/* NMSE of got against the product of the activations rounded through
+ * Q8_0 (what the int-dot mat-vecs compute). */
+static double q8_nmse(const mm_case *c, const mm_data *d, const float *got) {
+    size_t nx = (size_t)((c->K + c->x_pad) * c->T);
+    float *xq = malloc(sizeof(float) * nx);
+    memcpy(xq, d->x, sizeof(float) * nx);
+    q8_round(xq, c->T, c->K, c->K + c->x_pad);
+    double *want = mm_want(c, d, xq), e = nmse(got, want, (size_t)(c->N * c->T));
+    free(xq), free(want);
+    return e;
+}
+
+/* Fast graphs on a device whose int-dot mat-vecs are on (reported
+ * accelerated) may give either kernel's result: the nearer reference. */
+static double check_mul_mat(vfx *f, const mm_case *c) {
+    mm_data d;
+    mm_data_new(c, &d);
+    float *got = mm_run(f, c, &d);
+    double *want = mm_want(c, &d, d.x);
+    double e = nmse(got, want, (size_t)(c->N * c->T));
+    if (!c->exact && idot_type(c->type) && elmi_be_vk_int_dot_matvec(f->be)) e = fmin(e, q8_nmse(c, &d, got));
+    mm_data_free(&d);
+    free(got), free(want);
     return e;
 }
 
@@ -179,6 +228,80 @@ Test(vk_ops, mul_mat_vec_pieces) {
     }
     cr_expect_eq(fallbacks(&f), 0);
     vfx_close(&f);
+}
+
+/* The integer-dot mat-vecs ("idot" forces them where the device has the
+ * feature, as lavapipe does without reporting it accelerated), in fast
+ * graphs: within the fast bound of the reference of the activations
+ * rounded through quant/'s Q8_0 (backend.h lets fast graphs round them to
+ * the vec_dot_type), and, over a profile's cases, much nearer that than
+ * the F32 reference, so the path ran. Shapes as mul_mat_vec_shapes: one
+ * chunk and more, ragged N, bias, odd activation strides (no vec4 loads),
+ * weights 2 bytes off alignment, both reductions, a lane per row. */
+static const int IDOT_TYPES[] = {QT_Q4_0, QT_Q8_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+#define N_IDOT_TYPES (sizeof IDOT_TYPES / sizeof *IDOT_TYPES)
+
+static void mul_mat_vec_idot(const char *limits) {
+    static const int64_t Ns[] = {1, 3, 37, 130}, chunks[] = {1, 3, 11, 64};
+    vfx f;
+    vfx_open(&f, limits);
+    if (!vfx_int_dot(&f)) {
+        fprintf(stderr, "vk int-dot mat-vec [%s]: skipped, the device has no shaderIntegerDotProduct\n", limits);
+        vfx_close(&f);
+        return;
+    }
+    double sum_q = 0, sum_f = 0, worst = 0;
+    for (size_t i = 0; i < N_IDOT_TYPES; i++)
+        for (size_t j = 0; j < 4; j++) {
+            int64_t bs = elmi_qtype_get(IDOT_TYPES[i])->block_size, K = (chunks[j] * 32 + bs - 1) / bs * bs;
+            mm_case c = {IDOT_TYPES[i], K, Ns[(i + j) % 4], 1, false, j == 1, j == 3, j == 2 ? 3 : 0, i % 2 ? 2 : 0};
+            mm_data d;
+            mm_data_new(&c, &d);
+            float *got = mm_run(&f, &c, &d);
+            double *want_f = mm_want(&c, &d, d.x);
+            double eq = q8_nmse(&c, &d, got), ef = nmse(got, want_f, (size_t)c.N);
+            cr_expect_leq(eq, 1e-5, "[%s] int-dot MUL_MAT %s K=%lld N=%lld pad %lld shift %zu: NMSE %.3g", limits,
+                          elmi_qtype_name(c.type), (long long)K, (long long)c.N, (long long)c.x_pad, c.w_shift, eq);
+            sum_q += eq, sum_f += ef;
+            if (eq > worst) worst = eq;
+            mm_data_free(&d);
+            free(got), free(want_f);
+        }
+    cr_expect(elmi_be_vk_int_dot_matvec(f.be), "[%s] the int-dot mat-vecs are off", limits);
+    cr_expect_lt(sum_q * 10, sum_f, "[%s] results are not those of 8-bit activations (NMSE sums %.3g, F32 %.3g)",
+                 limits, sum_q, sum_f);
+    cr_expect_eq(fallbacks(&f), 0, "[%s] unexpected CPU fallbacks", limits);
+    fprintf(stderr, "vk int-dot mat-vec [%s]: worst NMSE %.2g (against F32 activations: mean %.2g)\n", limits, worst,
+            sum_f / (N_IDOT_TYPES * 4));
+    vfx_close(&f);
+}
+
+Test(vk_ops, fast_mul_mat_vec_idot) {
+    static const char *const limits[] = {"idot", "idot,nofp16,nosubgroup", "idot,mv_lanes=1,mv_rows=3",
+                                         "idot,max_invocations=4,mv_rows=2"};
+    for (size_t i = 0; i < sizeof limits / sizeof *limits; i++) mul_mat_vec_idot(limits[i]);
+}
+
+/* Exact graphs promise F32 activations: with the int-dot path forced on
+ * they give the bits they give with it off. */
+Test(vk_ops, exact_mul_mat_vec_never_idot) {
+    static const char *const limits[2] = {"idot", "noidot"};
+    for (size_t i = 0; i < N_IDOT_TYPES; i++) {
+        mm_case c = {IDOT_TYPES[i], ragged_k(IDOT_TYPES[i]), 37, 1, true, i % 2 == 0, false, 0, 0};
+        mm_data d;
+        mm_data_new(&c, &d);
+        float *got[2];
+        for (int k = 0; k < 2; k++) {
+            vfx f;
+            vfx_open(&f, limits[k]);
+            got[k] = mm_run(&f, &c, &d);
+            vfx_close(&f);
+        }
+        cr_expect_eq(memcmp(got[0], got[1], sizeof(float) * (size_t)c.N), 0, "exact MUL_MAT %s: idot changed the result",
+                     elmi_qtype_name(c.type));
+        mm_data_free(&d);
+        free(got[0]), free(got[1]);
+    }
 }
 
 /* Regression: fast graphs staged F32 and BF16 weights in F16 tiles, so a

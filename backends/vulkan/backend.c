@@ -485,6 +485,10 @@ elm_status elmi_be_vk_copy_buffer(be_backend *be, be_buffer *dst, be_buffer *src
     return elmi_vk_buffer_copy_timed(vk, dst, src, size, reps, ms);
 }
 
+bool elmi_be_vk_int_dot_matvec(be_backend *be) {
+    return elmi_be_vk_is(be) && vk_of(be)->caps.mv_idot;
+}
+
 void elmi_be_vk_release_weights(be_backend *be) {
     if (!elmi_be_vk_is(be)) return;
     vk_backend *vk = vk_of(be);

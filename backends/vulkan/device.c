@@ -207,8 +207,13 @@ typedef struct props_chain {
     VkPhysicalDeviceMaintenance3Properties m3;
     VkPhysicalDeviceDriverProperties drv;
     VkPhysicalDeviceSubgroupSizeControlProperties ssc;
-    bool has_drv, has_ssc;
+    VkPhysicalDeviceShaderIntegerDotProductProperties dot;
+    bool has_drv, has_ssc, has_dot;
 } props_chain;
+
+static bool has_int_dot(const dev_exts *e, uint32_t api) {
+    return api >= VK_API_VERSION_1_3 || has_ext(e, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME);
+}
 
 static void query_props(VkPhysicalDevice pd, const dev_exts *e, uint32_t api, props_chain *c) {
     memset(c, 0, sizeof *c);
@@ -217,6 +222,7 @@ static void query_props(VkPhysicalDevice pd, const dev_exts *e, uint32_t api, pr
     c->m3.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES;
     c->drv.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES;
     c->ssc.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES;
+    c->dot.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_PROPERTIES;
     void **next = &c->p2.pNext;
     *next = &c->sub, next = &c->sub.pNext;
     *next = &c->m3, next = &c->m3.pNext;
@@ -224,6 +230,8 @@ static void query_props(VkPhysicalDevice pd, const dev_exts *e, uint32_t api, pr
     if (c->has_drv) *next = &c->drv, next = &c->drv.pNext;
     c->has_ssc = api >= VK_API_VERSION_1_3 || has_ext(e, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
     if (c->has_ssc) *next = &c->ssc, next = &c->ssc.pNext;
+    c->has_dot = has_int_dot(e, api);
+    if (c->has_dot) *next = &c->dot, next = &c->dot.pNext;
     vkGetPhysicalDeviceProperties2(pd, &c->p2);
 }
 
@@ -250,9 +258,7 @@ static void query_feats(VkPhysicalDevice pd, const dev_exts *e, uint32_t api, fe
         *next = &c->s8, next = &c->s8.pNext;
     if (api >= VK_API_VERSION_1_2 || has_ext(e, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME))
         *next = &c->f16, next = &c->f16.pNext;
-    if (api >= VK_API_VERSION_1_3 ||
-        has_ext(e, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME))
-        *next = &c->dot, next = &c->dot.pNext;
+    if (has_int_dot(e, api)) *next = &c->dot, next = &c->dot.pNext;
     if (api >= VK_API_VERSION_1_3 || has_ext(e, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME))
         *next = &c->sgc, next = &c->sgc.pNext;
     vkGetPhysicalDeviceFeatures2(pd, &c->f2);
@@ -306,6 +312,8 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     c->max_storage_buffers = (uint32_t)min_u64(c->max_storage_buffers, l->max_storage_buffers);
     c->n_slots = c->max_storage_buffers >= VK_N_BIND + 1 ? VK_N_BIND : VK_N_BIND_CORE;
     c->fuse = c->n_slots == VK_N_BIND && !l->no_fuse;
+    if (l->no_idot) c->int_dot = c->ext_int_dot = false;
+    c->mv_idot = c->int_dot && (c->int_dot_accel || l->idot);
 }
 
 static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_exts *e,
@@ -339,6 +347,8 @@ static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_ex
     c->storage8 = fc->s8.storageBuffer8BitAccess;
     c->fp16 = fc->f16.shaderFloat16;
     c->int_dot = fc->dot.shaderIntegerDotProduct;
+    c->int_dot_accel = c->int_dot && pc->dot.integerDotProduct4x8BitPackedSignedAccelerated;
+    c->ext_int_dot = c->int_dot && c->api_version < VK_API_VERSION_1_3;
     c->max_range = L->maxStorageBufferRange;
     c->max_alloc = pc->m3.maxMemoryAllocationSize ? pc->m3.maxMemoryAllocationSize : L->maxStorageBufferRange;
     c->offset_align = L->minStorageBufferOffsetAlignment < 4 ? 4 : L->minStorageBufferOffsetAlignment;
@@ -444,19 +454,26 @@ static elm_status create_device(vk_backend *vk, char *err, size_t err_size) {
         .pNext = c->fp16 ? &f16 : NULL,
         .storageBuffer16BitAccess = c->storage16,
     };
+    VkPhysicalDeviceShaderIntegerDotProductFeatures dot = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES,
+        .pNext = &s16,
+        .shaderIntegerDotProduct = VK_TRUE,
+    };
+    void *head = c->int_dot ? (void *)&dot : (void *)&s16;
     VkPhysicalDeviceSubgroupSizeControlFeatures sgc = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_FEATURES,
-        .pNext = &s16,
+        .pNext = head,
         .subgroupSizeControl = VK_TRUE,
     };
     VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
-                                    .pNext = c->sg_control ? (void *)&sgc : (void *)&s16};
-    const char *exts[6];
+                                    .pNext = c->sg_control ? (void *)&sgc : head};
+    const char *exts[8];
     uint32_t n_ext = 0;
     if (c->fp16 && c->api_version < VK_API_VERSION_1_2) exts[n_ext++] = VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME;
     if (c->ext_portability) exts[n_ext++] = "VK_KHR_portability_subset";
     if (c->ext_budget) exts[n_ext++] = VK_EXT_MEMORY_BUDGET_EXTENSION_NAME;
     if (c->ext_sg_control) exts[n_ext++] = VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME;
+    if (c->ext_int_dot) exts[n_ext++] = VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME;
     /* Imports only serve unified memory (import.c). */
     if (c->ext_host_import && c->uma) exts[n_ext++] = VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME;
     VkDeviceCreateInfo ci = {

@@ -210,8 +210,8 @@ static elm_status emit(vk_planner *p, const mv_group *f, const fused_disp *fd) {
     elmi_op_disp_init(p, &db);
     db.d.written = 0;
     char shader[48];
-    snprintf(shader, sizeof shader, "matvec_%s_%s_%s_%s", f->glu ? "glu" : "fused", elmi_op_type_suffix(w0->type),
-             elmi_op_storage(p), sg ? "sg" : "sh");
+    snprintf(shader, sizeof shader, "matvec_%s_%s_%s_%s%s", f->glu ? "glu" : "fused", elmi_op_type_suffix(w0->type),
+             elmi_op_storage(p), sg ? "sg" : "sh", elmi_op_mv_dot(p, w0->type));
     db.shader = shader;
     db.subgroup = sg && c->sg_control && wg >= c->min_subgroup_size && wg <= c->max_subgroup_size ? wg : 0;
     db.spec[0] = wg, db.spec[1] = db.subgroup ? 1 : elmi_op_nsg(p, wg), db.spec[2] = rows, db.n_spec = 3;

@@ -113,6 +113,10 @@ elm_status elmi_op_mul_mat_check(vk_planner *p, const be_node *nd);
 /* The mat-vec workgroup size and rows per workgroup, for `sets` row sets
  * reduced at once plus `extra` reduce.glsl buffers in shared memory. */
 bool elmi_op_mv_shape(const vk_planner *p, uint32_t sets, uint32_t extra, uint32_t *wg, uint32_t *rows);
+/* The mat-vec variant suffix for weights of `type`: "_idot" (activations
+ * quantized to 8 bits, integer dot products) in fast graphs where
+ * vk_caps.mv_idot allows and the type has the variant, else "". */
+const char *elmi_op_mv_dot(const vk_planner *p, int type);
 elm_status elmi_op_plan_get_rows(vk_planner *p, const be_node *nd);
 elm_status elmi_op_plan_mul_mat(vk_planner *p, const be_node *nd);
 /* ops_attention.c */

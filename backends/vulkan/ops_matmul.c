@@ -200,6 +200,13 @@ static uint32_t mv_tokens(const vk_planner *p, int64_t T) {
     return (uint32_t)T;
 }
 
+const char *elmi_op_mv_dot(const vk_planner *p, int type) {
+    /* Exact graphs promise F32 activations (backend.h, BE_OP_MUL_MAT). */
+    if (p->exact || !p->vk->caps.mv_idot) return "";
+    bool has = type == QT_Q4_0 || type == QT_Q8_0 || type == QT_Q4_K || type == QT_Q5_K || type == QT_Q6_K;
+    return has ? "_idot" : "";
+}
+
 static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     const vk_caps *c = &p->vk->caps;
     const char *ts = elmi_op_type_suffix(m->w->type);
@@ -227,7 +234,8 @@ static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
      * reduction never goes through shared memory. */
     bool fits = m->wg >= c->min_subgroup_size && m->wg <= c->max_subgroup_size;
     m->sg = elmi_op_use_sg(p) && c->sg_control && fits && m->lpr > 1 ? m->wg : 0;
-    snprintf(m->shader, sizeof m->shader, "matvec_%s_%s_%s", ts, elmi_op_storage(p), elmi_op_use_sg(p) ? "sg" : "sh");
+    snprintf(m->shader, sizeof m->shader, "matvec_%s_%s_%s%s", ts, elmi_op_storage(p), elmi_op_use_sg(p) ? "sg" : "sh",
+             elmi_op_mv_dot(p, m->w->type));
     return ELM_OK;
 }
 

@@ -21,6 +21,11 @@
  *   noimport       host tensors are copied, never imported
  *   nofuse         not a cap: every node is planned on its own (no fused
  *                  dispatches, fuse.c), for tests and comparisons
+ *   noidot         no shaderIntegerDotProduct: mat-vecs are float only
+ *   idot           not a cap: fast graphs' mat-vecs of Q4_0, Q8_0, Q4_K,
+ *                  Q5_K and Q6_K weights use integer dot products (8-bit
+ *                  activations) wherever the device has them, not only
+ *                  where 4x8-bit signed dots are reported accelerated
  *   max_shared=N, max_invocations=N, max_range=N, max_alloc=N   (bytes or counts)
  *   max_storage_buffers=N  storage buffers per compute stage; under 12 the
  *                  backend keeps a 5-binding layout and fuses nothing
@@ -199,5 +204,14 @@ elm_status elmi_be_vk_copy_buffer(be_backend *be, be_buffer *dst, be_buffer *src
  * bench --ops, which times one weight matrix after another.
  */
 void elmi_be_vk_release_weights(be_backend *be);
+
+/*
+ * Whether fast graphs' mat-vecs of Q4_0, Q8_0, Q4_K, Q5_K and Q6_K weights
+ * run the integer-dot kernels (activations quantized through Q8_0, 32
+ * values a block): the device has shaderIntegerDotProduct and reports
+ * 4x8-bit signed dots accelerated, or the limits say "idot" (and not
+ * "noidot"). Tests pick their fast-graph reference with it.
+ */
+bool elmi_be_vk_int_dot_matvec(be_backend *be);
 
 #endif /* ELM_VK_BACKEND_H */

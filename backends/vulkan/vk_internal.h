@@ -38,6 +38,8 @@ typedef struct vk_limits {
     bool no_fp16, no_storage16, no_storage8, no_subgroup, no_uma;
     bool no_import; /* never import host memory (VK_EXT_external_memory_host) */
     bool no_fuse;   /* plan every node on its own (fuse.c off) */
+    bool no_idot;   /* no shaderIntegerDotProduct */
+    bool idot;      /* tuning, not a cap: integer-dot mat-vecs even where not accelerated */
     uint64_t max_storage_buffers; /* storage buffers one dispatch may bind */
 } vk_limits;
 
@@ -64,6 +66,11 @@ typedef struct vk_caps {
     uint32_t max_subgroup_size;
     bool subgroup_arith; /* basic + arithmetic in compute shaders */
     bool fp16, storage16, storage8, int_dot;
+    bool int_dot_accel; /* integerDotProduct4x8BitPackedSignedAccelerated */
+    bool ext_int_dot;   /* int_dot through VK_KHR_shader_integer_dot_product (before 1.3) */
+    /* fast mat-vecs of the int-dot types quantize activations to 8 bits
+     * (int_dot, and accelerated or forced by the idot profile) */
+    bool mv_idot;
     uint64_t max_range, max_alloc;
     uint64_t offset_align; /* minStorageBufferOffsetAlignment, at least 4 */
     uint32_t max_push;

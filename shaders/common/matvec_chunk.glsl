@@ -5,7 +5,8 @@
 // once per chunk. Weight bytes are read as aligned 32-bit words and
 // stitched where a field is only 2-byte aligned.
 //
-// chunk_dot(m, rb, c, xv): chunk c of the row at byte rb of matrix m
+// chunk_prep(xv) once per chunk of activations, then chunk_dot(m, rb, c,
+// xv) for each row: chunk c of the row at byte rb of matrix m
 // (always 0 unless MV_MULTI), against xv, the chunk's activations.
 
 #if defined(TYPE_F32) || defined(TYPE_F16) || defined(TYPE_BF16)
@@ -44,23 +45,72 @@ float wwh(uint m, uint b) { return unpackHalf2x16(ww16(m, b)).x; }
             out_w[k_] = odd_ ? (a_[k_] >> 16) | (a_[k_ + 1u] << 16) : a_[k_];   \
     }
 
-// Chunk c of the row at byte rb, against xv (the chunk's activations).
+#if defined(IDOT)
+#if !defined(TYPE_Q4_0) && !defined(TYPE_Q8_0) && !defined(TYPE_Q4_K) && !defined(TYPE_Q5_K) && !defined(TYPE_Q6_K)
+#error "integer-dot variants exist only for Q4_0, Q8_0, Q4_K, Q5_K and Q6_K"
+#endif
+// Integer dot products (SPV_KHR_integer_dot_product). glslang here lacks
+// GL_EXT_integer_dot_product, so OpSDotAccSat is declared directly:
+// acc + the dot of two words of 4 packed signed bytes.
+#extension GL_EXT_spirv_intrinsics : require
+spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6019, 6018], id = 4453)
+int sdot_acc(int a, int b, int acc, spirv_literal int packed_4x8);
+int idot4(uint w, int xq, int acc) { return sdot_acc(int(w), xq, acc, 0); }
+
+// The chunk's activations as Q8_0 quantizes them (quant/quant_legacy.c):
+// d = amax / 127, q = x / d rounded half away from zero, 4 per word; done
+// once per chunk for all the rows that read it. cx_s: the sums of q over
+// each half, for the weight types with offsets or mins.
+int cx_q[8], cx_s[2];
+float cx_d;
+int pack_i8(ivec4 q) { return (q.x & 255) | (q.y & 255) << 8 | (q.z & 255) << 16 | q.w << 24; }
+void chunk_prep(vec4 xv[NV]) {
+    vec4 a = abs(xv[0]);
+    for (uint j = 1u; j < 8u; j++) a = max(a, abs(xv[j]));
+    cx_d = max(max(a.x, a.y), max(a.z, a.w)) / 127.0;
+    float id = cx_d != 0.0 ? 1.0 / cx_d : 0.0;
+    cx_s[0] = 0, cx_s[1] = 0;
+    for (uint j = 0u; j < 8u; j++) {
+        vec4 v = xv[j] * id;
+        ivec4 q = ivec4(sign(v) * floor(abs(v) + 0.5));
+        cx_q[j] = pack_i8(q);
+        cx_s[j >> 2] += q.x + q.y + q.z + q.w;
+    }
+}
+#else
+void chunk_prep(vec4 xv[NV]) {}
+#endif
+
+// Chunk c of the row at byte rb, against xv (the chunk's activations; with
+// IDOT, chunk_prep's quantization of them).
 #if defined(TYPE_Q4_0)
 float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
     uint bo = rb + c * QB, w[4];
     WORDS(bo + U(ELM_OFF_Q4_0_QS), 4u, w);
+#if defined(IDOT)
+    // Nibbles are non-negative bytes as they are; the -8 comes off the sum.
+    int s = -8 * (cx_s[0] + cx_s[1]);
+    for (uint j = 0u; j < 4u; j++) s = idot4((w[j] >> 4) & 0x0F0F0F0Fu, cx_q[j + 4u], idot4(w[j] & 0x0F0F0F0Fu, cx_q[j], s));
+    return wwh(m, bo) * cx_d * float(s);
+#else
     vec4 acc = vec4(0.0);
     for (uint j = 0u; j < 4u; j++) {
         acc += (vec4(bytes4(w[j] & 0x0F0F0F0Fu)) - 8.0) * xv[j];
         acc += (vec4(bytes4((w[j] >> 4) & 0x0F0F0F0Fu)) - 8.0) * xv[j + 4u];
     }
     return wwh(m, bo) * (acc.x + acc.y + acc.z + acc.w);
+#endif
 }
 
 #elif defined(TYPE_Q8_0)
 float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
     uint bo = rb + c * QB, w[8];
     WORDS(bo + U(ELM_OFF_Q8_0_QS), 8u, w);
+#if defined(IDOT)
+    int s = 0;
+    for (uint j = 0u; j < 8u; j++) s = idot4(w[j], cx_q[j], s);
+    return wwh(m, bo) * cx_d * float(s);
+#else
     vec4 acc = vec4(0.0);
     for (uint j = 0u; j < 8u; j++) {
         int v = int(w[j]);
@@ -68,6 +118,7 @@ float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
                     bitfieldExtract(v, 24, 8)) * xv[j];
     }
     return wwh(m, bo) * (acc.x + acc.y + acc.z + acc.w);
+#endif
 }
 
 #elif defined(TYPE_Q4_K) || defined(TYPE_Q5_K)
@@ -95,17 +146,29 @@ float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
     WORDS(bo + U(ELM_OFF_Q5_K_QH), 8u, qh);
 #endif
     vec4 acc = vec4(0.0);
+    int s = 0;
     for (uint i = 0u; i < 8u; i++) {
         uint q = (w[i] >> sh) & 0x0F0F0F0Fu;
 #if defined(TYPE_Q5_K)
         q |= ((qh[i] >> j) & 0x01010101u) << 4;
 #endif
+#if defined(IDOT)
+        s = idot4(q, cx_q[i], s);
+#else
         acc += (dl * vec4(bytes4(q)) - ml) * xv[i];
+#endif
     }
+#if defined(IDOT)
+    return cx_d * (dl * float(s) - ml * float(cx_s[0] + cx_s[1]));
+#else
     return acc.x + acc.y + acc.z + acc.w;
+#endif
 }
 
 #elif defined(TYPE_Q6_K)
+// Four 6-bit values of a word of low nibbles and one of high bit pairs.
+uint q6(uint lo, uint hi, uint sl, uint shh) { return ((lo >> sl) & 0x0F0F0F0Fu) | ((hi >> shh) & 0x03030303u) << 4; }
+
 // 32 values v0 = 32(c % 8) of a block: two int8 scales, one per 16.
 float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
     uint bo = rb + (c >> 3) * QB, cc = c & 7u, n = cc >> 2, k = cc & 3u, wl[8], wh[8];
@@ -115,14 +178,21 @@ float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
     int s2 = int(ww16(m, bo + U(ELM_OFF_Q6_K_SCALES) + 2u * cc));
     float d = wwh(m, bo + U(ELM_OFF_Q6_K_D));
     float d0 = d * float(bitfieldExtract(s2, 0, 8)), d1 = d * float(bitfieldExtract(s2, 8, 8));
+#if defined(IDOT)
+    int i0 = -32 * cx_s[0], i1 = -32 * cx_s[1];
+    for (uint i = 0u; i < 4u; i++) {
+        i0 = idot4(q6(wl[i], wh[i], sl, shh), cx_q[i], i0);
+        i1 = idot4(q6(wl[i + 4u], wh[i + 4u], sl, shh), cx_q[i + 4u], i1);
+    }
+    return cx_d * (d0 * float(i0) + d1 * float(i1));
+#else
     vec4 a0 = vec4(0.0), a1 = vec4(0.0);
     for (uint i = 0u; i < 4u; i++) {
-        uint lo = (wl[i] >> sl) & 0x0F0F0F0Fu, hi = (wh[i] >> shh) & 0x03030303u;
-        a0 += (vec4(bytes4(lo | hi << 4)) - 32.0) * xv[i];
-        lo = (wl[i + 4u] >> sl) & 0x0F0F0F0Fu, hi = (wh[i + 4u] >> shh) & 0x03030303u;
-        a1 += (vec4(bytes4(lo | hi << 4)) - 32.0) * xv[i + 4u];
+        a0 += (vec4(bytes4(q6(wl[i], wh[i], sl, shh))) - 32.0) * xv[i];
+        a1 += (vec4(bytes4(q6(wl[i + 4u], wh[i + 4u], sl, shh))) - 32.0) * xv[i + 4u];
     }
     return d0 * (a0.x + a0.y + a0.z + a0.w) + d1 * (a1.x + a1.y + a1.z + a1.w);
+#endif
 }
 
 #elif defined(TYPE_F32) || defined(TYPE_F16)

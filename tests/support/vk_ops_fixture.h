@@ -163,6 +163,26 @@ static ELM_VKF_UNUSED void *quantize(int type, const float *src, int64_t rows, i
     return q;
 }
 
+/* Weight types whose fast mat-vecs have integer-dot variants (the
+ * "idot" profile forces them on): activations go through Q8_0. */
+static ELM_VKF_UNUSED bool idot_type(int type) {
+    return type == QT_Q4_0 || type == QT_Q8_0 || type == QT_Q4_K || type == QT_Q5_K || type == QT_Q6_K;
+}
+
+/* Whether the device has shaderIntegerDotProduct (without it the "idot"
+ * profile cannot force the int-dot mat-vecs on). */
+static ELM_VKF_UNUSED bool vfx_int_dot(vfx *f) {
+    elm_device_info info;
+    cr_assert_eq(elmi_be_vk_device_info(f->be, &info), ELM_OK);
+    return info.int_dot;
+}
+
+/* x (rows of k values, stride apart) rounded in place as the int-dot
+ * mat-vecs see it: through quant/'s Q8_0 quantization, 32 values a block. */
+static ELM_VKF_UNUSED void q8_round(float *x, int64_t rows, int64_t k, int64_t stride) {
+    for (int64_t r = 0; r < rows; r++) free(quantize(QT_Q8_0, x + r * stride, 1, k, x + r * stride));
+}
+
 /* K for a ragged size of this type: a few blocks plus one more. */
 static ELM_VKF_UNUSED int64_t ragged_k(int type) {
     const qtype_traits *tr = elmi_qtype_get(type);
