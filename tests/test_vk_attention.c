@@ -5,7 +5,9 @@
  * sizes 64, 80, 128 and 256 (and an odd one, for the row kernel), windows,
  * ring caches, softcaps, one token and prompts, F16 and F32 caches; under
  * every limits profile with the validation layer on, against the double
- * reference of tests/support/op_ref.c.
+ * reference of tests/support/op_ref.c. The default profiles run the
+ * kernel's subgroup variant (shuffle butterflies) where the device has
+ * subgroup shuffles, "nosubgroup" its shared-memory one.
  *
  * Bound: NMSE 1e-10, as in test_vk_ops.c (F32 sums in another order give
  * ~1e-13; a wrong chunk, mask or merge gives order 1). Every cache row no
@@ -40,12 +42,20 @@ static const fa_case CASES[] = {
     {QT_F16, 256, 8, 1, 1030, 1024, true, 50.0f, 5000, 1, true},
     {QT_F32, 64, 8, 2, 1200, 600, false, 0.0f, 1100, 1, true},
     {QT_F32, 80, 6, 3, 600, 0, false, 0.0f, 550, 1, true},
-    {QT_F16, 64, 4, 2, 1100, 0, false, 0.0f, 3, 1, true}, /* a split plan, most chunks empty */
+    {QT_F16, 64, 4, 2, 1100, 0, false, 0.0f, 255, 1, true}, /* the first split position: half the chunks empty */
     /* prompts: query-row blocks */
     {QT_F16, 128, 8, 2, 1100, 0, false, 0.0f, 1000, 40, false},
     {QT_F32, 256, 4, 4, 300, 256, true, 30.0f, 700, 45, false},
     {QT_F16, 64, 16, 2, 1100, 0, false, 0.0f, 0, 64, false},
     {QT_F32, 128, 8, 8, 200, 50, false, 5.0f, 120, 33, false},
+    /* long prompts in full blocks of 16 query rows (one head per block), F16
+     * caches, a ring wrapping inside a block; big heads (16 lanes per key
+     * at 1024, wider than some subgroups) */
+    {QT_F16, 128, 4, 4, 400, 0, false, 0.0f, 20, 100, false},
+    {QT_F16, 64, 2, 2, 256, 96, true, 0.0f, 300, 70, false},
+    {QT_F16, 512, 4, 2, 96, 0, false, 20.0f, 40, 17, false},
+    {QT_F32, 1024, 2, 1, 40, 0, false, 0.0f, 20, 5, false},
+    {QT_F16, 256, 2, 1, 64, 0, false, 0.0f, 50, 1, false},
     /* an odd head size: the row kernel */
     {QT_F32, 6, 4, 2, 80, 0, false, 0.0f, 70, 3, false},
 };

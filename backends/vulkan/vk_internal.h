@@ -63,6 +63,7 @@ typedef struct vk_caps {
     bool sg_control, ext_sg_control; /* ext_: enabled as an extension (before 1.3) */
     uint32_t max_subgroup_size;
     bool subgroup_arith; /* basic + arithmetic in compute shaders */
+    bool subgroup_shuffle; /* and shuffles */
     bool fp16, storage16, storage8, int_dot;
     uint64_t max_range, max_alloc;
     uint64_t offset_align; /* minStorageBufferOffsetAlignment, at least 4 */
