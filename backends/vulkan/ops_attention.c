@@ -10,9 +10,9 @@
  * and each row's softmax max and sum by butterflies in registers, which
  * also frees the partial dots' shared memory for more query rows. At
  * decode (one token block) over a long cache the keys are split into
- * chunks, each a workgroup, and flash_attn_reduce.comp merges them; the chunks live in a plan scratch segment. The split count
- * is fixed when the plan is recorded (the position is a per-call value),
- * so it is chosen from the keys a query may see at most (the cache rows,
+ * chunks, each a workgroup, and flash_attn_reduce.comp merges them; the
+ * chunks live in a plan scratch segment. The split count is fixed when
+ * the plan is recorded (the position is a per-call value), so it is chosen from the keys a query may see at most (the cache rows,
  * or the window) and how few workgroups the unsplit dispatch would have;
  * the shader sizes the chunks from the actual position, and chunks past
  * the end are empty.
