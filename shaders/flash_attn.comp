@@ -19,7 +19,8 @@
 // go to the scratch (binding 3) for flash_attn_reduce.comp. Key position j
 // is cache row j % ring_rows (ring_rows = 0xffffffff without a ring).
 // Cache: CACHE_F32 as vec4; CACHE_F16 as f16vec4 (S16) or as uvec2 words
-// of four halves. The host guarantees D % 4 == 0 and that every cache
+// of four halves. VTILE (F16 caches): step 1 also stages the step's V rows
+// in shared memory, and step 4 reads them there. The host guarantees D % 4 == 0 and that every cache
 // row and base is a whole vec4 of elements.
 //
 // SG defined: the team's sums (step 2) and each row's max and sum over the
@@ -51,11 +52,13 @@ layout(std430, binding = 1) readonly buffer KBuf { f16vec4 kc[]; };
 layout(std430, binding = 2) readonly buffer VBuf { f16vec4 vc[]; };
 vec4 k4(uint i) { return vec4(kc[i]); }
 vec4 v4(uint i) { return vec4(vc[i]); }
+uvec2 v_raw(uint i) { vec4 v = v4(i); return uvec2(packHalf2x16(v.xy), packHalf2x16(v.zw)); } // exact for halves
 #else
 layout(std430, binding = 1) readonly buffer KBuf { uvec2 kc[]; };
 layout(std430, binding = 2) readonly buffer VBuf { uvec2 vc[]; };
 vec4 k4(uint i) { uvec2 w = kc[i]; return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y)); }
 vec4 v4(uint i) { uvec2 w = vc[i]; return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y)); }
+uvec2 v_raw(uint i) { return vc[i]; }
 #endif
 
 layout(push_constant) uniform Params {
@@ -102,6 +105,25 @@ const float NEG_INF = -3.0e38;
 
 uint row_of(uint j) { return j % p.ring_rows; }
 uint first_key(uint P) { return p.window != 0u && P >= p.window ? P + 1u - p.window : 0u; }
+
+#if defined(VTILE)
+// The step's V rows as packed halves (uint words need no 16-bit shared
+// types), read by all R rows from shared memory instead of R times from
+// the cache.
+shared uvec2 vt_sh[NK * D4];
+
+void stage_v(uint c0, uint n, uint vb, uint tid) {
+    for (uint i = tid; i < n * D4; i += WG) vt_sh[i] = v_raw(vb + row_of(c0 + i / D4) * p.kv_stride + i % D4);
+}
+
+// V element vec4 t of the step's tile, g in the cache.
+vec4 v_step(uint t, uint g) {
+    uvec2 w = vt_sh[t];
+    return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y));
+}
+#else
+vec4 v_step(uint t, uint g) { return v4(g); }
+#endif
 
 void load_q(uint R, uint h0, uint t0, uint tid) {
     for (uint i = tid; i < R * D4; i += WG) {
@@ -232,6 +254,9 @@ void main() {
     uint kb = p.k_base + kvh * D4, vb = p.v_base + kvh * D4;
     for (uint c0 = c_begin; c0 < c_end; c0 += NK) {
         step_scores(R, c0, c_end, P0, kb, tid);
+#if defined(VTILE)
+        stage_v(c0, min(NK, c_end - c0), vb, tid);
+#endif
         barrier();
         softmax_step(R, tid);
         barrier();
@@ -243,7 +268,7 @@ void main() {
             vec4 a = acc[u] * c_sh[r];
             for (uint k = 0u, row = r0; k < n; k++, row++) {
                 if (row == p.ring_rows) row = 0u; // a step wraps at most once
-                a += p_sh[r * NK + k] * v4(vb + row * p.kv_stride + d);
+                a += p_sh[r * NK + k] * v_step(k * D4 + d, vb + row * p.kv_stride + d);
             }
             acc[u] = a;
         }

@@ -7,7 +7,9 @@
  * every limits profile with the validation layer on, against the double
  * reference of tests/support/op_ref.c. The default profiles run the
  * kernel's subgroup variant (shuffle butterflies) where the device has
- * subgroup shuffles, "nosubgroup" its shared-memory one.
+ * subgroup shuffles, "nosubgroup" its shared-memory one. Under "vtiles",
+ * F16 caches with more than one query row per workgroup stage V tiles in
+ * shared memory where they fit (not at head 512).
  *
  * Bound: NMSE 1e-10, as in test_vk_ops.c (F32 sums in another order give
  * ~1e-13; a wrong chunk, mask or merge gives order 1). Every cache row no
@@ -129,28 +131,40 @@ static uint64_t expected_fallbacks(const char *profile, const fa_case *c) {
     return 0;
 }
 
-Test(vk_attention, flash_all_shapes_all_profiles) {
+/* Every case under the given profiles; the dispatch counts on "". */
+static void check_profiles(const char *const *profiles, size_t n_profiles) {
     double worst = 0;
-    for (size_t p = 0; p < N_PROFILES; p++) {
+    for (size_t p = 0; p < n_profiles; p++) {
         vfx f;
-        vfx_open(&f, PROFILES[p]);
+        vfx_open(&f, profiles[p]);
         for (size_t i = 0; i < N_CASES; i++) {
             const fa_case *c = &CASES[i];
             uint64_t n_disp, fb0 = fallbacks(&f);
             double e = check_case(&f, c, &n_disp);
             uint64_t fb = fallbacks(&f) - fb0;
             cr_expect_leq(e, 1e-10, "[%s] case %zu (hd %d, %d/%d heads, %d rows, window %d, ring %d, pos %d, T %d): NMSE %.3g",
-                          PROFILES[p], i, c->hd, c->nh, c->nkv, c->n_rows, c->window, c->ring, c->pos, c->T, e);
+                          profiles[p], i, c->hd, c->nh, c->nkv, c->n_rows, c->window, c->ring, c->pos, c->T, e);
             if (e > worst || e != e) worst = e;
-            cr_expect_eq(fb, expected_fallbacks(PROFILES[p], c), "[%s] case %zu: %llu CPU fallbacks", PROFILES[p], i,
+            cr_expect_eq(fb, expected_fallbacks(profiles[p], c), "[%s] case %zu: %llu CPU fallbacks", profiles[p], i,
                          (unsigned long long)fb);
-            if (!PROFILES[p][0])
+            if (!profiles[p][0])
                 cr_expect_eq(n_disp, c->split ? 2u : 1u, "case %zu: %llu dispatches, the split %s expected", i,
                              (unsigned long long)n_disp, c->split ? "was" : "was not");
         }
         vfx_close(&f);
     }
     fprintf(stderr, "vk flash ATTENTION: worst NMSE %.2g\n", worst);
+}
+
+Test(vk_attention, flash_all_shapes_all_profiles) {
+    check_profiles(PROFILES, N_PROFILES);
+}
+
+/* The V tiles (the _vt variants, off by default) with both reductions and
+ * both 16-bit paths. */
+Test(vk_attention, flash_v_tiles) {
+    static const char *const tiles[] = {"vtiles", "vtiles,nosubgroup,nofp16"};
+    check_profiles(tiles, sizeof tiles / sizeof *tiles);
 }
 
 #else

@@ -8,14 +8,20 @@
  * device offers. Where the device has subgroup shuffles and a key's team
  * of lanes fits one subgroup, the _sg variant sums the team's partial dots
  * and each row's softmax max and sum by butterflies in registers, which
- * also frees the partial dots' shared memory for more query rows. At
+ * also frees the partial dots' shared memory for more query rows. With
+ * an F16 cache and several query rows per workgroup, the _vt variant
+ * stages each step's V rows in shared memory as packed halves, so the
+ * rows read them there rather than each from the cache; only under the
+ * "vtiles" limits item, as on lavapipe it measured no faster in prefill
+ * and slower at decode than the direct loads (docs/measurements.md). At
  * decode (one token block) over a long cache the keys are split into
  * chunks, each a workgroup, and flash_attn_reduce.comp merges them; the
  * chunks live in a plan scratch segment. The split count is fixed when
- * the plan is recorded (the position is a per-call value), so it is chosen from the keys a query may see at most (the cache rows,
- * or the window) and how few workgroups the unsplit dispatch would have;
- * the shader sizes the chunks from the actual position, and chunks past
- * the end are empty.
+ * the plan is recorded (the position is a per-call value), so it is
+ * chosen from the keys a query may see at most (the cache rows, or the
+ * window) and how few workgroups the unsplit dispatch would have; the
+ * shader sizes the chunks from the actual position, and chunks past the
+ * end are empty.
  *
  * Otherwise (odd head sizes, unaligned caches) the row-per-invocation
  * kernel of shaders/attention.comp runs, one workgroup per (query head,
@@ -141,6 +147,7 @@ static elm_status plan_rows(vk_planner *p, const attn_plan *ap) {
 typedef struct fa_shape {
     uint32_t wg, tpr, rmax, hb, tb, n_split, red_wg;
     bool sg;          /* the team sums in subgroup registers (the _sg variant) */
+    bool vt;          /* F16 V tiles in shared memory (the _vt variant) */
     uint32_t sg_size; /* the subgroup size that pipeline requires, 0: the driver's */
 } fa_shape;
 
@@ -192,6 +199,14 @@ static uint32_t fa_splits(const be_node *nd, const fa_shape *s, int64_t n_tok) {
     return n < 2 ? 1 : (uint32_t)n;
 }
 
+/* A V tile (the step's keys, D halves each) is worth its shared memory
+ * only where it costs no query rows: fewer rows would read each K row
+ * for fewer queries. */
+static bool fa_tile_fits(const fa_shape *s, uint32_t D, uint32_t budget) {
+    uint32_t tile = (s->wg / s->tpr) * D * 2;
+    return tile < budget && s->rmax <= (budget - tile) / fa_row_bytes(s, D);
+}
+
 static bool fa_shape_of(const vk_planner *p, const be_node *nd, fa_shape *s) {
     const be_tensor *q = nd->src[0];
     uint32_t D = (uint32_t)q->ne[0], G = (uint32_t)(q->ne[1] / nd->iparams[1]);
@@ -214,6 +229,7 @@ static bool fa_shape_of(const vk_planner *p, const be_node *nd, fa_shape *s) {
     s->tb = fit / s->hb;
     if (s->tb > T) s->tb = (uint32_t)T;
     s->rmax = s->hb * s->tb;
+    s->vt = p->vk->caps.fa_vtiles && nd->src[2]->type == QT_F16 && s->rmax > 1 && fa_tile_fits(s, D, budget);
     s->red_wg = elmi_op_reduce_wg(p, FA_REDUCE_WG, 4 * FA_REDUCE_WG);
     return true;
 }
@@ -287,8 +303,8 @@ static elm_status plan_flash(vk_planner *p, const attn_plan *ap, const fa_shape 
     bool f16 = K->type == QT_F16;
     attn_plan a = *ap;
     char shader[32];
-    snprintf(shader, sizeof shader, "flash_attn_%s_%s", !f16 ? "f32" : p->vk->caps.storage16 ? "f16_s16" : "f16_u32",
-             shape->sg ? "sg" : "sh");
+    snprintf(shader, sizeof shader, "flash_attn_%s_%s%s", !f16 ? "f32" : p->vk->caps.storage16 ? "f16_s16" : "f16_u32",
+             shape->sg ? "sg" : "sh", shape->vt ? "_vt" : "");
     int64_t T = q->ne[2];
     for (int64_t t0 = 0; t0 < T; t0 += a.chunk) {
         int64_t n = T - t0 < a.chunk ? T - t0 : a.chunk;
