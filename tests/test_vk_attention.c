@@ -7,9 +7,9 @@
  * every limits profile with the validation layer on, against the double
  * reference of tests/support/op_ref.c. The default profiles run the
  * kernel's subgroup variant (shuffle butterflies) where the device has
- * subgroup shuffles, "nosubgroup" its shared-memory one. Under "vtiles",
- * F16 caches with more than one query row per workgroup stage V tiles in
- * shared memory where they fit (not at head 512).
+ * subgroup shuffles, "nosubgroup" its shared-memory one. Prompts over
+ * F16 caches stage V tiles in shared memory where they fit (not at head
+ * 512), except under "novtiles".
  *
  * Bound: NMSE 1e-10, as in test_vk_ops.c (F32 sums in another order give
  * ~1e-13; a wrong chunk, mask or merge gives order 1). Every cache row no
@@ -160,11 +160,11 @@ Test(vk_attention, flash_all_shapes_all_profiles) {
     check_profiles(PROFILES, N_PROFILES);
 }
 
-/* The V tiles (the _vt variants, off by default) with both reductions and
- * both 16-bit paths. */
-Test(vk_attention, flash_v_tiles) {
-    static const char *const tiles[] = {"vtiles", "vtiles,nosubgroup,nofp16"};
-    check_profiles(tiles, sizeof tiles / sizeof *tiles);
+/* Prefill with F16 caches read from the cache instead of V tiles, with
+ * both reductions and both 16-bit paths. */
+Test(vk_attention, flash_no_v_tiles) {
+    static const char *const direct[] = {"novtiles", "novtiles,nosubgroup,nofp16"};
+    check_profiles(direct, sizeof direct / sizeof *direct);
 }
 
 #else

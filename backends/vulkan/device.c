@@ -305,7 +305,7 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     c->max_storage_buffers = (uint32_t)min_u64(c->max_storage_buffers, l->max_storage_buffers);
     c->n_slots = c->max_storage_buffers >= VK_N_BIND + 1 ? VK_N_BIND : VK_N_BIND_CORE;
     c->fuse = c->n_slots == VK_N_BIND && !l->no_fuse;
-    c->fa_vtiles = l->fa_vtiles;
+    c->fa_vtiles = !l->no_vtiles;
 }
 
 static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_exts *e,

@@ -21,9 +21,9 @@
  *   noimport       host tensors are copied, never imported
  *   nofuse         not a cap: every node is planned on its own (no fused
  *                  dispatches, fuse.c), for tests and comparisons
- *   vtiles         not a cap: flash attention stages F16 V tiles in shared
- *                  memory (off by default: slower on lavapipe), for tests
- *                  and for measuring on GPUs
+ *   novtiles       not a cap: flash attention reads V from the cache in
+ *                  prefill too, no F16 V tiles in shared memory, for tests
+ *                  and comparisons
  *   max_shared=N, max_invocations=N, max_range=N, max_alloc=N   (bytes or counts)
  *   max_storage_buffers=N  storage buffers per compute stage; under 12 the
  *                  backend keeps a 5-binding layout and fuses nothing

@@ -38,7 +38,7 @@ typedef struct vk_limits {
     bool no_fp16, no_storage16, no_storage8, no_subgroup, no_uma;
     bool no_import; /* never import host memory (VK_EXT_external_memory_host) */
     bool no_fuse;   /* plan every node on its own (fuse.c off) */
-    bool fa_vtiles; /* flash attention stages F16 V tiles in shared memory */
+    bool no_vtiles; /* flash attention reads V from the cache, no F16 tiles */
     uint64_t max_storage_buffers; /* storage buffers one dispatch may bind */
 } vk_limits;
 
@@ -73,7 +73,7 @@ typedef struct vk_caps {
      * backend's layout has (VK_N_BIND when that allows, else VK_N_BIND_CORE) */
     uint32_t max_storage_buffers, n_slots;
     bool fuse; /* fuse.c may merge nodes into one dispatch */
-    bool fa_vtiles; /* vk_limits' choice: off by default, slower on lavapipe (ops_attention.c) */
+    bool fa_vtiles; /* flash attention may stage F16 V tiles (vk_limits' novtiles: not) */
     float timestamp_period;   /* nanoseconds per timestamp tick */
     uint32_t timestamp_bits;  /* valid bits of the chosen queue's timestamps; 0: none */
     bool uma;
