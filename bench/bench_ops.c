@@ -196,8 +196,9 @@ static void ops_child(int fd, void *arg) {
         bench_op_mul_mat(&c, types[i], 1);
     if (!over(&c)) bench_op_mul_mat(&c, QT_Q4_0, 128);
     if (!over(&c)) bench_op_mul_mat(&c, QT_F32, 128);
-    if (!over(&c)) bench_op_attention(&c, 512);
-    if (!over(&c)) bench_op_attention(&c, 2048);
+    if (!over(&c)) bench_op_attention(&c, 512, 1);
+    if (!over(&c)) bench_op_attention(&c, 2048, 1);
+    if (!over(&c)) bench_op_attention(&c, 512, 128);
     send_end(&c, over(&c) ? "budget exhausted" : "ok");
     be_free(c.be);
 }

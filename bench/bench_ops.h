@@ -61,6 +61,6 @@ elm_status bench_vk_copy_gbps(be_backend *be, int n_threads, size_t bytes, doubl
  * columns of X; sends the figure. */
 void bench_op_mul_mat(bench_ops_ctx *c, int type, int64_t n_tokens);
 /* Times decode attention (one query over n_ctx cached positions). */
-void bench_op_attention(bench_ops_ctx *c, int64_t n_ctx);
+void bench_op_attention(bench_ops_ctx *c, int64_t n_ctx, int64_t n_tok);
 
 #endif

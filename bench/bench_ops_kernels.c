@@ -339,23 +339,25 @@ done:
 /* Llama 3.2 1B's attention: 32 query heads of 64 over 8 KV heads. */
 enum { ATT_HEAD_DIM = 64, ATT_HEADS = 32, ATT_KV_HEADS = 8 };
 
-void bench_op_attention(bench_ops_ctx *c, int64_t n_ctx) {
-    bench_op_result res = {.rows = n_ctx, .cols = ATT_HEAD_DIM * ATT_KV_HEADS, .n_tokens = 1};
+/* n_tok tokens (1: decode, more: the end of a prompt) whose last sees
+ * n_ctx keys. */
+void bench_op_attention(bench_ops_ctx *c, int64_t n_ctx, int64_t n_tok) {
+    bench_op_result res = {.rows = n_ctx, .cols = ATT_HEAD_DIM * ATT_KV_HEADS, .n_tokens = n_tok};
     snprintf(res.op, sizeof res.op, "attention");
     snprintf(res.type, sizeof res.type, "F16");
     static node_run r;
     memset(&r, 0, sizeof r);
     be_tensor q, k, v, d;
     be_buffer *bufs[4] = {NULL};
-    elmi_be_tensor_init(&q, QT_F32, ATT_HEAD_DIM, ATT_HEADS, 1, 1, "q");
+    elmi_be_tensor_init(&q, QT_F32, ATT_HEAD_DIM, ATT_HEADS, n_tok, 1, "q");
     elmi_be_tensor_init(&k, QT_F16, ATT_HEAD_DIM * ATT_KV_HEADS, n_ctx, 1, 1, "k_cache");
     elmi_be_tensor_init(&v, QT_F16, ATT_HEAD_DIM * ATT_KV_HEADS, n_ctx, 1, 1, "v_cache");
-    elmi_be_tensor_init(&d, QT_F32, ATT_HEAD_DIM * ATT_HEADS, 1, 1, 1, "dst");
+    elmi_be_tensor_init(&d, QT_F32, ATT_HEAD_DIM * ATT_HEADS, n_tok, 1, 1, "dst");
     be_tensor *ts[4] = {&q, &k, &v, &d};
     r.node = (be_node){.op = BE_OP_ATTENTION,
                        .dst = &d,
                        .src = {&q, &k, &v},
-                       .iparams = {(int32_t)n_ctx - 1, ATT_KV_HEADS},
+                       .iparams = {(int32_t)(n_ctx - n_tok), ATT_KV_HEADS},
                        .fparams = {1.0f / sqrtf((float)ATT_HEAD_DIM)}};
     elm_status st;
     for (int i = 0; i < 4; i++) {
@@ -366,7 +368,8 @@ void bench_op_attention(bench_ops_ctx *c, int64_t n_ctx) {
     if (st != ELM_OK || res.ms <= 0) goto done;
     double s = res.ms * 1e-3;
     res.gbps = 2.0 * (double)elmi_be_tensor_nbytes(&k) / s / 1e9;
-    res.gflops = 4.0 * ATT_HEAD_DIM * ATT_HEADS * (double)n_ctx / s / 1e9;
+    double keys = (double)n_tok * (double)(n_ctx - n_tok) + (double)n_tok * (double)(n_tok + 1) / 2; /* causal */
+    res.gflops = 4.0 * ATT_HEAD_DIM * ATT_HEADS * keys / s / 1e9;
 done:
     send_op(c, &res, st, &r);
     for (int i = 0; i < 4; i++)

@@ -12,15 +12,23 @@
 //     query (scaled, F32 in shared memory): one K read serves all R rows;
 //  2. the team's partial dots are summed, masked per row (causal, window)
 //     and softcapped;
-//  3. one lane per row updates its running max and sum (online softmax);
+//  3. each row updates its running max and sum (online softmax);
 //  4. lanes own (row, vec4 of the head) outputs and fold the step's
 //     weighted V rows, read as vec4s, into them.
 // Without a split the output is acc / l into dst; with one, acc, m and l
 // go to the scratch (binding 3) for flash_attn_reduce.comp. Key position j
 // is cache row j % ring_rows (ring_rows = 0xffffffff without a ring).
 // Cache: CACHE_F32 as vec4; CACHE_F16 as f16vec4 (S16) or as uvec2 words
-// of four halves. The host guarantees D % 4 == 0 and that every cache
+// of four halves. VTILE (F16 caches): step 1 also stages the step's V rows
+// in shared memory, and step 4 reads them there. The host guarantees D % 4 == 0 and that every cache
 // row and base is a whole vec4 of elements.
+//
+// SG defined: the team's sums (step 2) and each row's max and sum over the
+// step's keys (step 3, a team of TPR lanes per row) are subgroup shuffle
+// butterflies, so neither the partial dots nor a barrier go through shared
+// memory. The host picks SG only when a team lies within one subgroup
+// (TPR <= the smallest subgroup size the pipeline may run). Without SG:
+// the partials go through shared memory and one lane per row does step 3.
 
 #include "common/common.glsl"
 #include "common/tanh.glsl"
@@ -44,11 +52,13 @@ layout(std430, binding = 1) readonly buffer KBuf { f16vec4 kc[]; };
 layout(std430, binding = 2) readonly buffer VBuf { f16vec4 vc[]; };
 vec4 k4(uint i) { return vec4(kc[i]); }
 vec4 v4(uint i) { return vec4(vc[i]); }
+uvec2 v_raw(uint i) { vec4 v = v4(i); return uvec2(packHalf2x16(v.xy), packHalf2x16(v.zw)); } // exact for halves
 #else
 layout(std430, binding = 1) readonly buffer KBuf { uvec2 kc[]; };
 layout(std430, binding = 2) readonly buffer VBuf { uvec2 vc[]; };
 vec4 k4(uint i) { uvec2 w = kc[i]; return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y)); }
 vec4 v4(uint i) { uvec2 w = vc[i]; return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y)); }
+uvec2 v_raw(uint i) { return vc[i]; }
 #endif
 
 layout(push_constant) uniform Params {
@@ -69,8 +79,23 @@ layout(push_constant) uniform Params {
     uint min_chunk;       // split: the fewest keys of a chunk
 } p;
 
-shared vec4 q_sh[RMAX * D4];
+#if defined(SG)
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+// Butterflies over the aligned team of TPR lanes: every lane gets the result.
+float team_sum(float v) {
+    for (uint o = TPR / 2u; o > 0u; o >>= 1) v += subgroupShuffleXor(v, o);
+    return v;
+}
+float team_max(float v) {
+    for (uint o = TPR / 2u; o > 0u; o >>= 1) v = max(v, subgroupShuffleXor(v, o));
+    return v;
+}
+#else
 shared float red_sh[RMAX * WG];
+#endif
+
+shared vec4 q_sh[RMAX * D4];
 shared float p_sh[RMAX * NK];
 shared float m_sh[RMAX], l_sh[RMAX], c_sh[RMAX];
 
@@ -80,6 +105,25 @@ const float NEG_INF = -3.0e38;
 
 uint row_of(uint j) { return j % p.ring_rows; }
 uint first_key(uint P) { return p.window != 0u && P >= p.window ? P + 1u - p.window : 0u; }
+
+#if defined(VTILE)
+// The step's V rows as packed halves (uint words need no 16-bit shared
+// types), read by all R rows from shared memory instead of R times from
+// the cache.
+shared uvec2 vt_sh[NK * D4];
+
+void stage_v(uint c0, uint n, uint vb, uint tid) {
+    for (uint i = tid; i < n * D4; i += WG) vt_sh[i] = v_raw(vb + row_of(c0 + i / D4) * p.kv_stride + i % D4);
+}
+
+// V element vec4 t of the step's tile, g in the cache.
+vec4 v_step(uint t, uint g) {
+    uvec2 w = vt_sh[t];
+    return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y));
+}
+#else
+vec4 v_step(uint t, uint g) { return v4(g); }
+#endif
 
 void load_q(uint R, uint h0, uint t0, uint tid) {
     for (uint i = tid; i < R * D4; i += WG) {
@@ -93,52 +137,97 @@ void load_q(uint R, uint h0, uint t0, uint tid) {
     }
 }
 
-// Step 1: the partial dots of this lane's slice of key c with every row.
-void partial_dots(uint R, uint c, bool valid, uint kb, uint tid) {
-    uint s = tid % TPR;
+// Step 1: this lane's slice of key c (zeros when c is past the step).
+void load_key(uint c, bool valid, uint kb, uint s, out vec4 kv[NV]) {
+    for (uint j = 0u; j < NV; j++) kv[j] = vec4(0.0);
+    if (!valid) return; // past the cache: no load
+    uint b = kb + row_of(c) * p.kv_stride + s;
+    for (uint j = 0u; j < NV; j++) kv[j] = k4(b + j * TPR);
+}
+
+float partial_dot(uint r, uint s, vec4 kv[NV]) {
+    float a = 0.0;
+    for (uint j = 0u; j < NV; j++) a += dot(q_sh[r * D4 + s + j * TPR], kv[j]);
+    return a;
+}
+
+// Step 2 for one score: the sentinel where row r's token (position P) may
+// not see key c.
+float masked(float s, uint c, uint c_end, uint P) {
+    if (c >= c_end || c > P || c < first_key(P)) return NEG_INF;
+    return p.softcap > 0.0 ? p.softcap * tanh_safe(s / p.softcap) : s;
+}
+
+#if defined(SG)
+// Steps 1-2: the team sums its partials in registers; its first lane
+// stores the scores of key c0 + k.
+void step_scores(uint R, uint c0, uint c_end, uint P0, uint kb, uint tid) {
+    uint s = tid % TPR, k = tid / TPR, c = c0 + k;
     vec4 kv[NV];
-    if (valid) {
-        uint b = kb + row_of(c) * p.kv_stride + s;
-        for (uint j = 0u; j < NV; j++) kv[j] = k4(b + j * TPR);
-    } else {
-        for (uint j = 0u; j < NV; j++) kv[j] = vec4(0.0);
-    }
+    load_key(c, c < c_end, kb, s, kv);
     for (uint r = 0u; r < R; r++) {
-        float a = 0.0;
-        for (uint j = 0u; j < NV; j++) a += dot(q_sh[r * D4 + s + j * TPR], kv[j]);
-        red_sh[r * WG + tid] = a;
+        float a = team_sum(partial_dot(r, s, kv));
+        if (s == 0u) p_sh[r * NK + k] = masked(a, c, c_end, P0 + r / p.hb);
     }
 }
-
-// Step 2: scores, -inf where row r's token may not see key c0 + k.
-void scores(uint R, uint c0, uint c_end, uint P0, uint tid) {
+#else
+void step_scores(uint R, uint c0, uint c_end, uint P0, uint kb, uint tid) {
+    uint c = c0 + tid / TPR;
+    vec4 kv[NV];
+    load_key(c, c < c_end, kb, tid % TPR, kv);
+    for (uint r = 0u; r < R; r++) red_sh[r * WG + tid] = partial_dot(r, tid % TPR, kv);
+    barrier();
     for (uint i = tid; i < R * NK; i += WG) {
-        uint r = i / NK, k = i % NK, c = c0 + k, P = P0 + r / p.hb;
-        float s = NEG_INF;
-        if (c < c_end && c <= P && c >= first_key(P)) {
-            s = 0.0;
-            for (uint u = 0u; u < TPR; u++) s += red_sh[r * WG + k * TPR + u];
-            if (p.softcap > 0.0) s = p.softcap * tanh_safe(s / p.softcap);
-        }
-        p_sh[i] = s;
+        uint r = i / NK, k = i % NK;
+        float a = 0.0;
+        for (uint u = 0u; u < TPR; u++) a += red_sh[r * WG + k * TPR + u];
+        p_sh[i] = masked(a, c0 + k, c_end, P0 + r / p.hb);
     }
 }
+#endif
 
-// Step 3: the online softmax of each row over the step's NK scores.
+// Step 3 for row r: exponentiates the scores of keys k0, k0 + dk, ...
+// against the new max mx and returns their sum.
+float exp_scores(uint r, uint k0, uint dk, float mx) {
+    float sum = 0.0;
+    for (uint k = k0; k < NK; k += dk) {
+        float s = p_sh[r * NK + k];
+        float e = s == NEG_INF ? 0.0 : exp(s - mx);
+        p_sh[r * NK + k] = e;
+        sum += e;
+    }
+    return sum;
+}
+
+float max_scores(uint r, uint k0, uint dk, float mx) {
+    for (uint k = k0; k < NK; k += dk) mx = max(mx, p_sh[r * NK + k]);
+    return mx;
+}
+
+// Step 3: the online softmax of each row over the step's NK scores, by a
+// team of TPR lanes per row with SG (whole teams enter each iteration, as
+// WG and R * TPR are multiples of TPR), by one lane per row without.
 void softmax_step(uint R, uint tid) {
-    for (uint r = tid; r < R; r += WG) {
-        float mo = m_sh[r], mx = mo;
-        for (uint k = 0u; k < NK; k++) mx = max(mx, p_sh[r * NK + k]);
-        float corr = mo == NEG_INF ? 0.0 : exp(mo - mx), sum = 0.0;
-        for (uint k = 0u; k < NK; k++) {
-            float s = p_sh[r * NK + k];
-            float e = s == NEG_INF ? 0.0 : exp(s - mx);
-            p_sh[r * NK + k] = e;
-            sum += e;
+#if defined(SG)
+    const uint L = TPR;
+#else
+    const uint L = 1u;
+#endif
+    for (uint i = tid; i < R * L; i += WG) {
+        uint r = i / L, u = i % L;
+        float mo = m_sh[r], mx = max_scores(r, u, L, mo);
+#if defined(SG)
+        mx = team_max(mx);
+        float sum = team_sum(exp_scores(r, u, L, mx));
+#else
+        float sum = exp_scores(r, u, L, mx);
+#endif
+        if (u == 0u) {
+            float corr = mo == NEG_INF ? 0.0 : exp(mo - mx);
+            l_sh[r] = l_sh[r] * corr + sum;
+            m_sh[r] = mx;
+            c_sh[r] = corr;
         }
-        l_sh[r] = l_sh[r] * corr + sum;
-        m_sh[r] = mx;
-        c_sh[r] = corr;
     }
 }
 
@@ -164,10 +253,10 @@ void main() {
 
     uint kb = p.k_base + kvh * D4, vb = p.v_base + kvh * D4;
     for (uint c0 = c_begin; c0 < c_end; c0 += NK) {
-        uint c = c0 + tid / TPR;
-        partial_dots(R, c, c < c_end, kb, tid);
-        barrier();
-        scores(R, c0, c_end, P0, tid);
+        step_scores(R, c0, c_end, P0, kb, tid);
+#if defined(VTILE)
+        stage_v(c0, min(NK, c_end - c0), vb, tid);
+#endif
         barrier();
         softmax_step(R, tid);
         barrier();
@@ -179,7 +268,7 @@ void main() {
             vec4 a = acc[u] * c_sh[r];
             for (uint k = 0u, row = r0; k < n; k++, row++) {
                 if (row == p.ring_rows) row = 0u; // a step wraps at most once
-                a += p_sh[r * NK + k] * v4(vb + row * p.kv_stride + d);
+                a += p_sh[r * NK + k] * v_step(k * D4 + d, vb + row * p.kv_stride + d);
             }
             acc[u] = a;
         }

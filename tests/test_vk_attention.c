@@ -5,7 +5,11 @@
  * sizes 64, 80, 128 and 256 (and an odd one, for the row kernel), windows,
  * ring caches, softcaps, one token and prompts, F16 and F32 caches; under
  * every limits profile with the validation layer on, against the double
- * reference of tests/support/op_ref.c.
+ * reference of tests/support/op_ref.c. The default profiles run the
+ * kernel's subgroup variant (shuffle butterflies) where the device has
+ * subgroup shuffles, "nosubgroup" its shared-memory one. Prompts over
+ * F16 caches stage V tiles in shared memory where they fit (not at head
+ * 512), except under "novtiles".
  *
  * Bound: NMSE 1e-10, as in test_vk_ops.c (F32 sums in another order give
  * ~1e-13; a wrong chunk, mask or merge gives order 1). Every cache row no
@@ -40,12 +44,20 @@ static const fa_case CASES[] = {
     {QT_F16, 256, 8, 1, 1030, 1024, true, 50.0f, 5000, 1, true},
     {QT_F32, 64, 8, 2, 1200, 600, false, 0.0f, 1100, 1, true},
     {QT_F32, 80, 6, 3, 600, 0, false, 0.0f, 550, 1, true},
-    {QT_F16, 64, 4, 2, 1100, 0, false, 0.0f, 3, 1, true}, /* a split plan, most chunks empty */
+    {QT_F16, 64, 4, 2, 1100, 0, false, 0.0f, 255, 1, true}, /* the first split position: half the chunks empty */
     /* prompts: query-row blocks */
     {QT_F16, 128, 8, 2, 1100, 0, false, 0.0f, 1000, 40, false},
     {QT_F32, 256, 4, 4, 300, 256, true, 30.0f, 700, 45, false},
     {QT_F16, 64, 16, 2, 1100, 0, false, 0.0f, 0, 64, false},
     {QT_F32, 128, 8, 8, 200, 50, false, 5.0f, 120, 33, false},
+    /* long prompts in full blocks of 16 query rows (one head per block), F16
+     * caches, a ring wrapping inside a block; big heads (16 lanes per key
+     * at 1024, wider than some subgroups) */
+    {QT_F16, 128, 4, 4, 400, 0, false, 0.0f, 20, 100, false},
+    {QT_F16, 64, 2, 2, 256, 96, true, 0.0f, 300, 70, false},
+    {QT_F16, 512, 4, 2, 96, 0, false, 20.0f, 40, 17, false},
+    {QT_F32, 1024, 2, 1, 40, 0, false, 0.0f, 20, 5, false},
+    {QT_F16, 256, 2, 1, 64, 0, false, 0.0f, 50, 1, false},
     /* an odd head size: the row kernel */
     {QT_F32, 6, 4, 2, 80, 0, false, 0.0f, 70, 3, false},
 };
@@ -119,28 +131,40 @@ static uint64_t expected_fallbacks(const char *profile, const fa_case *c) {
     return 0;
 }
 
-Test(vk_attention, flash_all_shapes_all_profiles) {
+/* Every case under the given profiles; the dispatch counts on "". */
+static void check_profiles(const char *const *profiles, size_t n_profiles) {
     double worst = 0;
-    for (size_t p = 0; p < N_PROFILES; p++) {
+    for (size_t p = 0; p < n_profiles; p++) {
         vfx f;
-        vfx_open(&f, PROFILES[p]);
+        vfx_open(&f, profiles[p]);
         for (size_t i = 0; i < N_CASES; i++) {
             const fa_case *c = &CASES[i];
             uint64_t n_disp, fb0 = fallbacks(&f);
             double e = check_case(&f, c, &n_disp);
             uint64_t fb = fallbacks(&f) - fb0;
             cr_expect_leq(e, 1e-10, "[%s] case %zu (hd %d, %d/%d heads, %d rows, window %d, ring %d, pos %d, T %d): NMSE %.3g",
-                          PROFILES[p], i, c->hd, c->nh, c->nkv, c->n_rows, c->window, c->ring, c->pos, c->T, e);
+                          profiles[p], i, c->hd, c->nh, c->nkv, c->n_rows, c->window, c->ring, c->pos, c->T, e);
             if (e > worst || e != e) worst = e;
-            cr_expect_eq(fb, expected_fallbacks(PROFILES[p], c), "[%s] case %zu: %llu CPU fallbacks", PROFILES[p], i,
+            cr_expect_eq(fb, expected_fallbacks(profiles[p], c), "[%s] case %zu: %llu CPU fallbacks", profiles[p], i,
                          (unsigned long long)fb);
-            if (!PROFILES[p][0])
+            if (!profiles[p][0])
                 cr_expect_eq(n_disp, c->split ? 2u : 1u, "case %zu: %llu dispatches, the split %s expected", i,
                              (unsigned long long)n_disp, c->split ? "was" : "was not");
         }
         vfx_close(&f);
     }
     fprintf(stderr, "vk flash ATTENTION: worst NMSE %.2g\n", worst);
+}
+
+Test(vk_attention, flash_all_shapes_all_profiles) {
+    check_profiles(PROFILES, N_PROFILES);
+}
+
+/* Prefill with F16 caches read from the cache instead of V tiles, with
+ * both reductions and both 16-bit paths. */
+Test(vk_attention, flash_no_v_tiles) {
+    static const char *const direct[] = {"novtiles", "novtiles,nosubgroup,nofp16"};
+    check_profiles(direct, sizeof direct / sizeof *direct);
 }
 
 #else

@@ -306,7 +306,7 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     if (l->no_fp16) c->fp16 = false;
     if (l->no_storage16) c->storage16 = false;
     if (l->no_storage8) c->storage8 = false;
-    if (l->no_subgroup) c->subgroup_arith = c->sg_control = c->ext_sg_control = false;
+    if (l->no_subgroup) c->subgroup_arith = c->subgroup_shuffle = c->sg_control = c->ext_sg_control = false;
     if (l->no_uma) c->uma = false;
     if (l->no_import) c->ext_host_import = false;
     c->max_storage_buffers = (uint32_t)min_u64(c->max_storage_buffers, l->max_storage_buffers);
@@ -314,6 +314,7 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     c->fuse = c->n_slots == VK_N_BIND && !l->no_fuse;
     if (l->no_idot) c->int_dot = c->ext_int_dot = false;
     c->mv_idot = c->int_dot && (c->int_dot_accel || l->idot);
+    c->fa_vtiles = !l->no_vtiles;
 }
 
 static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_exts *e,
@@ -343,6 +344,7 @@ static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_ex
     const VkSubgroupFeatureFlags ops = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
     c->subgroup_arith = (pc->sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                         (pc->sub.supportedOperations & ops) == ops;
+    c->subgroup_shuffle = c->subgroup_arith && (pc->sub.supportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT);
     c->storage16 = fc->s16.storageBuffer16BitAccess;
     c->storage8 = fc->s8.storageBuffer8BitAccess;
     c->fp16 = fc->f16.shaderFloat16;

@@ -5,14 +5,24 @@
  * of one GQA group (or as many of them as fit) for a block of tokens, so
  * every K/V row it reads serves all those query rows. Its shared memory
  * (queries, partial dots, scores) is sized to fit 16 KiB whatever the
- * device offers. At decode (one token block) over a long cache the keys
- * are split into chunks, each a workgroup, and flash_attn_reduce.comp
- * merges them; the chunks live in a plan scratch segment. The split count
- * is fixed when the plan is recorded (the position is a per-call value),
- * so it is chosen from the keys a query may see at most (the cache rows,
- * or the window) and how few workgroups the unsplit dispatch would have;
- * the shader sizes the chunks from the actual position, and chunks past
- * the end are empty.
+ * device offers. Where the device has subgroup shuffles and a key's team
+ * of lanes fits one subgroup, the _sg variant sums the team's partial dots
+ * and each row's softmax max and sum by butterflies in registers, which
+ * also frees the partial dots' shared memory for more query rows. With
+ * an F16 cache and several query rows per workgroup, the _vt variant
+ * stages each step's V rows in shared memory as packed halves, so the
+ * rows read them there rather than each from the cache: in prefill
+ * blocks, where on lavapipe it measured 1.2x faster than the direct
+ * loads; at decode it measured even, so decode keeps the direct loads
+ * (docs/measurements.md). At
+ * decode (one token block) over a long cache the keys are split into
+ * chunks, each a workgroup, and flash_attn_reduce.comp merges them; the
+ * chunks live in a plan scratch segment. The split count is fixed when
+ * the plan is recorded (the position is a per-call value), so it is
+ * chosen from the keys a query may see at most (the cache rows, or the
+ * window) and how few workgroups the unsplit dispatch would have; the
+ * shader sizes the chunks from the actual position, and chunks past the
+ * end are empty.
  *
  * Otherwise (odd head sizes, unaligned caches) the row-per-invocation
  * kernel of shaders/attention.comp runs, one workgroup per (query head,
@@ -137,10 +147,30 @@ static elm_status plan_rows(vk_planner *p, const attn_plan *ap) {
 /* How a flash dispatch is cut. */
 typedef struct fa_shape {
     uint32_t wg, tpr, rmax, hb, tb, n_split, red_wg;
+    bool sg;          /* the team sums in subgroup registers (the _sg variant) */
+    bool vt;          /* F16 V tiles in shared memory (the _vt variant) */
+    uint32_t sg_size; /* the subgroup size that pipeline requires, 0: the driver's */
 } fa_shape;
 
-static uint32_t fa_row_bytes(uint32_t wg, uint32_t tpr, uint32_t D) {
-    return 4 * D + 4 * wg + 4 * (wg / tpr) + 12; /* q_sh, red_sh, p_sh, m/l/c */
+/* Shared bytes per query row: q_sh, p_sh, m/l/c and, without SG, red_sh. */
+static uint32_t fa_row_bytes(const fa_shape *s, uint32_t D) {
+    return 4 * D + 4 * (s->wg / s->tpr) + 12 + (s->sg ? 0 : 4 * s->wg);
+}
+
+/* The team butterflies need each team of tpr lanes inside one
+ * subgroup: teams are aligned, so any subgroup of at least tpr lanes
+ * holds whole teams. Without size control the driver may run subgroups
+ * as narrow as min_subgroup_size (1 when unknown); with it the pipeline
+ * can require a wide enough one. */
+static void fa_pick_sg(const vk_planner *p, fa_shape *s) {
+    const vk_caps *c = &p->vk->caps;
+    s->sg = false, s->sg_size = 0;
+    if (!elmi_op_use_sg(p) || !c->subgroup_shuffle) return;
+    if (s->tpr <= c->min_subgroup_size) {
+        s->sg = true;
+        return;
+    }
+    if (c->sg_control && s->tpr <= c->max_subgroup_size) s->sg = true, s->sg_size = s->tpr;
 }
 
 /* Lanes per key: a power of two dividing D / 4, at most 8 unless a lane
@@ -170,6 +200,14 @@ static uint32_t fa_splits(const be_node *nd, const fa_shape *s, int64_t n_tok) {
     return n < 2 ? 1 : (uint32_t)n;
 }
 
+/* A V tile (the step's keys, D halves each) is worth its shared memory
+ * only where it costs no query rows: fewer rows would read each K row
+ * for fewer queries. */
+static bool fa_tile_fits(const fa_shape *s, uint32_t D, uint32_t budget) {
+    uint32_t tile = (s->wg / s->tpr) * D * 2;
+    return tile < budget && s->rmax <= (budget - tile) / fa_row_bytes(s, D);
+}
+
 static bool fa_shape_of(const vk_planner *p, const be_node *nd, fa_shape *s) {
     const be_tensor *q = nd->src[0];
     uint32_t D = (uint32_t)q->ne[0], G = (uint32_t)(q->ne[1] / nd->iparams[1]);
@@ -178,7 +216,8 @@ static bool fa_shape_of(const vk_planner *p, const be_node *nd, fa_shape *s) {
     s->wg = elmi_op_wg_size(p, FA_WG);
     s->tpr = fa_tpr(D, s->wg);
     if (!s->tpr) return false;
-    uint32_t fit = budget / fa_row_bytes(s->wg, s->tpr, D);
+    fa_pick_sg(p, s);
+    uint32_t fit = budget / fa_row_bytes(s, D);
     if (fit > FA_MAX_ROWS) fit = FA_MAX_ROWS;
     if (fit < 1) return false;
     s->hb = 1;
@@ -191,6 +230,7 @@ static bool fa_shape_of(const vk_planner *p, const be_node *nd, fa_shape *s) {
     s->tb = fit / s->hb;
     if (s->tb > T) s->tb = (uint32_t)T;
     s->rmax = s->hb * s->tb;
+    s->vt = p->vk->caps.fa_vtiles && nd->src[2]->type == QT_F16 && s->tb > 1 && fa_tile_fits(s, D, budget);
     s->red_wg = elmi_op_reduce_wg(p, FA_REDUCE_WG, 4 * FA_REDUCE_WG);
     return true;
 }
@@ -229,6 +269,7 @@ static elm_status fa_dispatch(vk_planner *p, const attn_plan *a, const fa_shape 
     disp_build db;
     elmi_op_disp_init(p, &db);
     db.shader = shader;
+    db.subgroup = s->sg_size;
     db.spec[0] = s->wg, db.spec[1] = 1, db.spec[2] = a->D, db.spec[3] = s->tpr, db.spec[4] = s->rmax, db.n_spec = 5;
     pc_flash_attn pc = {.n_head = n_head, .n_head_kv = (uint32_t)nd->iparams[1],
                         .q_rs = (uint32_t)(q->nb[1] / 4), .q_ts = (uint32_t)(q->nb[2] / 4),
@@ -262,7 +303,9 @@ static elm_status plan_flash(vk_planner *p, const attn_plan *ap, const fa_shape 
     const be_tensor *q = nd->src[0], *K = nd->src[1];
     bool f16 = K->type == QT_F16;
     attn_plan a = *ap;
-    const char *shader = !f16 ? "flash_attn_f32" : p->vk->caps.storage16 ? "flash_attn_f16_s16" : "flash_attn_f16_u32";
+    char shader[32];
+    snprintf(shader, sizeof shader, "flash_attn_%s_%s%s", !f16 ? "f32" : p->vk->caps.storage16 ? "f16_s16" : "f16_u32",
+             shape->sg ? "sg" : "sh", shape->vt ? "_vt" : "");
     int64_t T = q->ne[2];
     for (int64_t t0 = 0; t0 < T; t0 += a.chunk) {
         int64_t n = T - t0 < a.chunk ? T - t0 : a.chunk;

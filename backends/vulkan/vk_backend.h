@@ -26,6 +26,9 @@
  *                  Q5_K and Q6_K weights use integer dot products (8-bit
  *                  activations) wherever the device has them, not only
  *                  where 4x8-bit signed dots are reported accelerated
+ *   novtiles       not a cap: flash attention reads V from the cache in
+ *                  prefill too, no F16 V tiles in shared memory, for tests
+ *                  and comparisons
  *   max_shared=N, max_invocations=N, max_range=N, max_alloc=N   (bytes or counts)
  *   max_storage_buffers=N  storage buffers per compute stage; under 12 the
  *                  backend keeps a 5-binding layout and fuses nothing

@@ -40,6 +40,7 @@ typedef struct vk_limits {
     bool no_fuse;   /* plan every node on its own (fuse.c off) */
     bool no_idot;   /* no shaderIntegerDotProduct */
     bool idot;      /* tuning, not a cap: integer-dot mat-vecs even where not accelerated */
+    bool no_vtiles; /* flash attention reads V from the cache, no F16 tiles */
     uint64_t max_storage_buffers; /* storage buffers one dispatch may bind */
 } vk_limits;
 
@@ -65,6 +66,7 @@ typedef struct vk_caps {
     bool sg_control, ext_sg_control; /* ext_: enabled as an extension (before 1.3) */
     uint32_t max_subgroup_size;
     bool subgroup_arith; /* basic + arithmetic in compute shaders */
+    bool subgroup_shuffle; /* and shuffles */
     bool fp16, storage16, storage8, int_dot;
     bool int_dot_accel; /* integerDotProduct4x8BitPackedSignedAccelerated */
     bool ext_int_dot;   /* int_dot through VK_KHR_shader_integer_dot_product (before 1.3) */
@@ -78,6 +80,7 @@ typedef struct vk_caps {
      * backend's layout has (VK_N_BIND when that allows, else VK_N_BIND_CORE) */
     uint32_t max_storage_buffers, n_slots;
     bool fuse; /* fuse.c may merge nodes into one dispatch */
+    bool fa_vtiles; /* flash attention may stage F16 V tiles (vk_limits' novtiles: not) */
     float timestamp_period;   /* nanoseconds per timestamp tick */
     uint32_t timestamp_bits;  /* valid bits of the chosen queue's timestamps; 0: none */
     bool uma;
