@@ -2,9 +2,10 @@
 #extension GL_GOOGLE_include_directive : require
 // One token through up to three weight matrices of one type that read the
 // same activations, in one dispatch (backends/vulkan/fuse_matvec.c):
-//   prologue (flag NORM): x is first RMS-normalized, xn = x * s * nw with
-//     s = 1 / sqrt(mean(x^2) + eps), computed by every workgroup (x is one
-//     row); xn itself is not stored, so the planner absorbs a norm only
+//   norm (flag NORM): x is RMS-normalized first, xn = x * s * nw with
+//     s = 1 / sqrt(mean(x^2) + eps); every workgroup sums the squares from
+//     the loads its dot products make anyway and scales the sums by s at
+//     the end; xn itself is not stored, so the planner absorbs a norm only
 //     when no later node reads xn;
 //   split (default): workgroups [0, g1) compute rows of matrix 0 into dst0,
 //     [g1, g2) matrix 1 into dst1, [g2, ...) matrix 2 into dst2, each with
@@ -21,8 +22,12 @@
 #define MV_MULTI 1
 #include "common/common.glsl"
 #include "common/blocks.glsl"
-#include "common/reduce.glsl"
 #include "common/act.glsl"
+
+#if defined(SG)
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 
 layout(constant_id = 2) const uint ROWS = 4u;
 
@@ -60,56 +65,40 @@ const uint NM = 2u; // gate and up rows per workgroup
 const uint NM = 1u;
 #endif
 
+// Slots reduced over the workgroup: ROWS rows of matrix m, then (GLU) of
+// matrix 1, then the sum of squares of x (the norm).
+const uint NA = ROWS * NM + 1u;
+
 #if defined(SG)
-shared float red[ROWS * NM * NSG];
+shared float red[NA * NSG];
 #else
-shared float red[ROWS * NM * WG];
+shared float red[NA * WG];
 #endif
 
-float norm_scale() {
-    float ss = 0.0;
-    for (uint i = gl_LocalInvocationIndex; i < p.K; i += WG) {
-        float v = x[p.x_base + i];
-        ss += v * v;
-    }
-#if defined(SG)
-    // A workgroup of one subgroup (the usual case) needs no barrier, which
-    // CPU drivers pay for dearly.
-    ss = gl_NumSubgroups == 1u ? subgroupAdd(ss) : wg_sum(ss);
-#else
-    ss = wg_sum(ss);
-#endif
-    return inversesqrt(ss / float(p.K) + p.eps);
-}
-
-vec4 load_x(uint c, uint j, bool v4, bool norm, float s) {
+// x's values i..i+3 of chunk c, and (norm) times the norm weights.
+vec4 load_x(uint c, uint j, bool v4, bool norm, out vec4 raw) {
     uint i = c * CH + 4u * j;
-    vec4 v, w;
     if (v4) {
-        v = x4[((p.x_base + i) >> 2)];
-        if (!norm) return v;
-        w = nw4[((p.n_base + i) >> 2)];
-    } else {
-        uint b = p.x_base + i, n = p.n_base + i;
-        v = vec4(x[b], x[b + 1u], x[b + 2u], x[b + 3u]);
-        if (!norm) return v;
-        w = vec4(nw[n], nw[n + 1u], nw[n + 2u], nw[n + 3u]);
+        raw = x4[((p.x_base + i) >> 2)];
+        return norm ? raw * nw4[((p.n_base + i) >> 2)] : raw;
     }
-    return v * s * w;
+    uint b = p.x_base + i, n = p.n_base + i;
+    raw = vec4(x[b], x[b + 1u], x[b + 2u], x[b + 3u]);
+    return norm ? raw * vec4(nw[n], nw[n + 1u], nw[n + 2u], nw[n + 3u]) : raw;
 }
 
-// Partial sums of this invocation: rows of matrix m, then (GLU) of matrix 1.
-float acc[ROWS * NM];
+// Partial sums of this invocation (see NA).
+float acc[NA];
 
 // Sums acc over the workgroup, in place (every invocation calls it).
-void reduce_rows() {
+void reduce_all() {
 #if defined(SG)
-    for (uint r = 0u; r < ROWS * NM; r++) acc[r] = subgroupAdd(acc[r]);
+    for (uint r = 0u; r < NA; r++) acc[r] = subgroupAdd(acc[r]);
     if (gl_NumSubgroups > 1u) {
         if (subgroupElect())
-            for (uint r = 0u; r < ROWS * NM; r++) red[r * NSG + gl_SubgroupID] = acc[r];
+            for (uint r = 0u; r < NA; r++) red[r * NSG + gl_SubgroupID] = acc[r];
         barrier();
-        for (uint r = 0u; r < ROWS * NM; r++) {
+        for (uint r = 0u; r < NA; r++) {
             float s = 0.0;
             for (uint i = 0u; i < gl_NumSubgroups; i++) s += red[r * NSG + i];
             acc[r] = s;
@@ -117,15 +106,39 @@ void reduce_rows() {
     }
 #else
     uint lid = gl_LocalInvocationIndex;
-    for (uint r = 0u; r < ROWS * NM; r++) red[r * WG + lid] = acc[r];
+    for (uint r = 0u; r < NA; r++) red[r * WG + lid] = acc[r];
     barrier();
     for (uint s = WG / 2u; s > 0u; s >>= 1) {
         if (lid < s)
-            for (uint r = 0u; r < ROWS * NM; r++) red[r * WG + lid] += red[r * WG + lid + s];
+            for (uint r = 0u; r < NA; r++) red[r * WG + lid] += red[r * WG + lid + s];
         barrier();
     }
-    for (uint r = 0u; r < ROWS * NM; r++) acc[r] = red[r * WG];
+    for (uint r = 0u; r < NA; r++) acc[r] = red[r * WG];
 #endif
+}
+
+// The lanes' share of the dot products with matrix m (a constant at each
+// call, so the weight loads select no buffer at run time). The norm's scale
+// s is left out, dot(w, x * s * nw) = s * dot(w, x * nw), and its sum of
+// squares comes from the same loads: the norm costs no pass of its own.
+void accumulate(uint m, uint wb, uint row0, uint N, bool norm) {
+    // Rows past N read row N - 1 again, keeping the reductions uniform.
+    uint rb[ROWS];
+    for (uint r = 0u; r < ROWS; r++) rb[r] = wb + min(row0 + r, N - 1u) * p.row_bytes;
+    bool v4 = ((p.x_base | p.n_base) & 3u) == 0u;
+    uint nc = p.K / CH;
+    for (uint c = gl_LocalInvocationIndex; c < nc; c += WG) {
+        vec4 xv[NV], raw;
+        for (uint j = 0u; j < NV; j++) {
+            xv[j] = load_x(c, j, v4, norm, raw);
+            acc[NA - 1u] += dot(raw, raw);
+        }
+        chunk_prep(xv);
+        for (uint r = 0u; r < ROWS; r++) acc[r] += chunk_dot(m, rb[r], c, xv);
+#if defined(GLU)
+        for (uint r = 0u; r < ROWS; r++) acc[ROWS + r] += chunk_dot(1u, rb[r] - p.w_base0 + p.w_base1, c, xv);
+#endif
+    }
 }
 
 float bias_at(uint m, uint row) {
@@ -154,25 +167,18 @@ void main() {
     // matrix 1 or 2 with no rows) leave as a whole, so barriers stay uniform.
     if ((wl - g0) * ROWS >= N) return;
     bool norm = (p.flags & FLAG_NORM) != 0u;
-    float s = norm ? norm_scale() : 1.0;
-
-    uint row0 = (wl - g0) * ROWS, wb = m == 0u ? p.w_base0 : m == 1u ? p.w_base1 : p.w_base2;
-    // Rows past N read row N - 1 again, keeping the reductions uniform.
-    uint rb[ROWS];
-    for (uint r = 0u; r < ROWS; r++) rb[r] = wb + min(row0 + r, N - 1u) * p.row_bytes;
-    for (uint r = 0u; r < ROWS * NM; r++) acc[r] = 0.0;
-    bool v4 = ((p.x_base | p.n_base) & 3u) == 0u;
-    uint nc = p.K / CH;
-    for (uint c = lid; c < nc; c += WG) {
-        vec4 xv[NV];
-        for (uint j = 0u; j < NV; j++) xv[j] = load_x(c, j, v4, norm, s);
-        chunk_prep(xv);
-        for (uint r = 0u; r < ROWS; r++) acc[r] += chunk_dot(m, rb[r], c, xv);
+    uint row0 = (wl - g0) * ROWS;
+    for (uint r = 0u; r < NA; r++) acc[r] = 0.0;
 #if defined(GLU)
-        for (uint r = 0u; r < ROWS; r++) acc[ROWS + r] += chunk_dot(1u, rb[r] - p.w_base0 + p.w_base1, c, xv);
+    accumulate(0u, p.w_base0, row0, N, norm);
+#else
+    if (m == 0u) accumulate(0u, p.w_base0, row0, N, norm);
+    else if (m == 1u) accumulate(1u, p.w_base1, row0, N, norm);
+    else accumulate(2u, p.w_base2, row0, N, norm);
 #endif
-    }
-    reduce_rows();
+    reduce_all();
+    float s = norm ? inversesqrt(acc[NA - 1u] / float(p.K) + p.eps) : 1.0;
+    for (uint r = 0u; r < ROWS * NM; r++) acc[r] *= s;
     if (lid != 0u) return;
     for (uint r = 0u; r < ROWS; r++) {
         uint row = row0 + r;

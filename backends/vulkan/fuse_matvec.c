@@ -201,7 +201,7 @@ static elm_status bind_epilogue(vk_planner *p, const mv_group *f, disp_build *db
 static elm_status emit(vk_planner *p, const mv_group *f, const fused_disp *fd) {
     const be_tensor *w0 = fd->mm[0]->src[0];
     uint32_t wg, rows;
-    /* reduce.glsl's buffer is there whether or not the norm uses it. */
+    /* One more reduced slot than rows: the norm's sum of squares. */
     if (!elmi_op_mv_shape(p, f->glu ? 2 : 1, 1, &wg, &rows))
         return elmi_op_unsupported(p, "no fused mat-vec workgroup fits shared memory");
     const vk_caps *c = &p->vk->caps;
