@@ -225,11 +225,13 @@ static void check_case(vfx f[2], const mvf_case *c, bool idot) {
     data_free(&d);
 }
 
+/* prof with "fuse" (CPU devices fuse only when asked), and with "nofuse". */
 static void check_profile(const char *prof, bool fusing, bool idot) {
-    char nofuse[96];
+    char fuse[96], nofuse[96];
+    snprintf(fuse, sizeof fuse, "%s%sfuse", prof, *prof ? "," : "");
     snprintf(nofuse, sizeof nofuse, "%s%snofuse", prof, *prof ? "," : "");
     vfx f[2];
-    vfx_open(&f[0], prof);
+    vfx_open(&f[0], fuse);
     vfx_open(&f[1], nofuse);
     for (size_t i = 0; i < N_CASES; i++) {
         mvf_case c = CASES[i];

@@ -202,11 +202,13 @@ static void check_case(vfx *fu, vfx *un, size_t ci, variant var) {
     data_free(&d);
 }
 
+/* limits with "fuse" (CPU devices fuse only when asked), and with "nofuse". */
 static void check_profile(const char *limits) {
-    char nofuse[96];
+    char fuse[96], nofuse[96];
+    snprintf(fuse, sizeof fuse, "%s%sfuse", limits, *limits ? "," : "");
     snprintf(nofuse, sizeof nofuse, "%s%snofuse", limits, *limits ? "," : "");
     vfx fu, un;
-    vfx_open(&fu, limits);
+    vfx_open(&fu, fuse);
     vfx_open(&un, nofuse);
     for (size_t i = 0; i < N_CASES; i++) check_case(&fu, &un, i, PATTERN);
     check_case(&fu, &un, 1, OTHER_BASE);

@@ -315,7 +315,7 @@ Test(selfcheck, passes_on_a_sound_device) {
 Test(selfcheck, passes_under_the_limits_profiles) {
     setup(true);
     static const char *const profiles[] = {"pi5", "mali", "adreno", "nofp16", "nosubgroup",
-                                           "small-buffers", "discrete", "nofp16,nosubgroup,discrete"};
+                                           "small-buffers", "discrete", "nofp16,nosubgroup,discrete", "fuse"};
     for (size_t i = 0; i < sizeof profiles / sizeof *profiles; i++) {
         setenv("EDGELM_VK_LIMITS", profiles[i], 1);
         elm_model *m;

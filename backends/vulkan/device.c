@@ -311,7 +311,11 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     if (l->no_import) c->ext_host_import = false;
     c->max_storage_buffers = (uint32_t)min_u64(c->max_storage_buffers, l->max_storage_buffers);
     c->n_slots = c->max_storage_buffers >= VK_N_BIND + 1 ? VK_N_BIND : VK_N_BIND_CORE;
-    c->fuse = c->n_slots == VK_N_BIND && !l->no_fuse;
+    /* On lavapipe the fused kernels measured 0.7-0.9x of the unfused ones
+     * at decode (docs/measurements.md): a CPU device pays little for a
+     * dispatch or a barrier, and the fused dispatches run fewer, larger
+     * workgroups. GPUs are what fusion is for. */
+    c->fuse = c->n_slots == VK_N_BIND && !l->no_fuse && (l->fuse || c->type != VK_PHYSICAL_DEVICE_TYPE_CPU);
     if (l->no_idot) c->int_dot = c->ext_int_dot = false;
     c->mv_idot = c->int_dot && (c->int_dot_accel || l->idot);
     c->fa_vtiles = !l->no_vtiles;

@@ -39,6 +39,8 @@ static bool apply_profile(const char *name, vk_limits *l) {
         l->no_import = true;
     } else if (!strcmp(name, "nofuse")) {
         l->no_fuse = true;
+    } else if (!strcmp(name, "fuse")) {
+        l->fuse = true;
     } else if (!strcmp(name, "noidot")) {
         l->no_idot = true;
     } else if (!strcmp(name, "idot")) {
@@ -98,7 +100,7 @@ static elm_status parse_item(char *item, vk_limits *l, char *err, size_t err_siz
     if (ok) return ELM_OK;
     return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
                        "limits: unknown item '%s' (profiles: pi5, mali, adreno, nofp16, nosubgroup, "
-                       "small-buffers, discrete, noimport, nofuse, noidot, idot, novtiles; overrides: max_shared, "
+                       "small-buffers, discrete, noimport, nofuse, fuse, noidot, idot, novtiles; overrides: max_shared, "
                        "max_invocations, max_range, max_alloc, max_storage_buffers, mv_rows, mv_lanes, mv_tokens = "
                        "a positive number)",
                        item);

@@ -38,6 +38,7 @@ typedef struct vk_limits {
     bool no_fp16, no_storage16, no_storage8, no_subgroup, no_uma;
     bool no_import; /* never import host memory (VK_EXT_external_memory_host) */
     bool no_fuse;   /* plan every node on its own (fuse.c off) */
+    bool fuse;      /* fuse on a CPU device too (off there by default) */
     bool no_idot;   /* no shaderIntegerDotProduct */
     bool idot;      /* tuning, not a cap: integer-dot mat-vecs even where not accelerated */
     bool no_vtiles; /* flash attention reads V from the cache, no F16 tiles */
