@@ -12,6 +12,7 @@
 #   ops.json           bench --ops
 #   profile.json       bench --profile (where this build has it)
 #   bench-TYPE.json    bench at the llama-1b shape, Q4_0, Q8_0 and Q4_K
+#   bench-Q4_0-nofuse.json  the Q4_0 bench with fusion off (what fusion buys)
 #   summary.json       every step: command, exit status, seconds
 # Exits 1 when a step failed, 2 when there is no GPU to check.
 set -uo pipefail
@@ -99,5 +100,7 @@ for t in Q4_0 Q8_0 Q4_K; do
   step "bench-$t" 100 "$cli" bench --shape llama-1b --type "$t" --device "$dev" -p 128 -n 32 -r 1 \
     --budget 70 --no-store --json "$out/bench-$t.json"
 done
+EDGELM_VK_LIMITS=nofuse step bench-Q4_0-nofuse 100 "$cli" bench --shape llama-1b --type Q4_0 --device "$dev" \
+  -p 128 -n 32 -r 1 --budget 70 --no-store --json "$out/bench-Q4_0-nofuse.json"
 finish
 exit $failed
