@@ -35,21 +35,24 @@ typedef struct mvf_case {
     bool swapped;   /* RESID: ADD(r = product + r) */
     int act;
     int fused;      /* nodes the fusers should take */
+    bool same_out;  /* the second mat-vec writes over the first's output */
 } mvf_case;
 
 static const mvf_case CASES[] = {
-    {"norm+qkv q8_0", QKV, 3, {QT_Q8_0, QT_Q8_0, QT_Q8_0}, 256, {256, 64, 64}, 1, true, false, false, false, false, 0, 4},
-    {"norm+qkv q4_k/q4_k/q6_k", QKV, 3, {QT_Q4_K, QT_Q4_K, QT_Q6_K}, 512, {200, 70, 70}, 1, true, false, false, false, false, 0, 4},
-    {"qkv+bias f16", QKV, 3, {QT_F16, QT_F16, QT_F16}, 96, {96, 33, 33}, 1, false, true, false, false, false, 0, 3},
-    {"norm+qkv+bias q4_0", QKV, 3, {QT_Q4_0, QT_Q4_0, QT_Q4_0}, 128, {128, 32, 32}, 1, true, true, false, false, false, 0, 4},
-    {"norm read later q5_k", QKV, 2, {QT_Q5_K, QT_Q5_K}, 256, {130, 130}, 1, true, false, true, false, false, 0, 2},
-    {"norm+gate+up silu q4_k", GLU, 2, {QT_Q4_K, QT_Q4_K}, 256, {300, 300}, 1, true, false, false, true, false, 0, 4},
-    {"norm+gate+up gelu f32, up read", GLU, 2, {QT_F32, QT_F32}, 64, {90, 90}, 1, true, false, false, false, false, 1, 4},
-    {"gate/up of two types", GLU, 2, {QT_Q8_0, QT_Q6_K}, 256, {96, 96}, 1, true, false, false, true, false, 0, 3},
-    {"down+add q6_k", RESID, 1, {QT_Q6_K}, 768, {256}, 1, false, false, false, true, false, 0, 2},
-    {"out+add swapped q8_0, product read", RESID, 1, {QT_Q8_0}, 256, {100}, 1, false, false, false, false, true, 0, 2},
-    {"norm+matvec+add f16", RESID, 1, {QT_F16}, 128, {128}, 1, true, false, false, true, false, 0, 3},
-    {"two tokens", QKV, 3, {QT_Q8_0, QT_Q8_0, QT_Q8_0}, 256, {64, 32, 32}, 2, true, false, false, false, false, 0, 0},
+    {"norm+qkv q8_0", QKV, 3, {QT_Q8_0, QT_Q8_0, QT_Q8_0}, 256, {256, 64, 64}, 1, true, false, false, false, false, 0, 4, false},
+    {"norm+qkv q4_k/q4_k/q6_k", QKV, 3, {QT_Q4_K, QT_Q4_K, QT_Q6_K}, 512, {200, 70, 70}, 1, true, false, false, false, false, 0, 4, false},
+    {"qkv+bias f16", QKV, 3, {QT_F16, QT_F16, QT_F16}, 96, {96, 33, 33}, 1, false, true, false, false, false, 0, 3, false},
+    {"norm+qkv+bias q4_0", QKV, 3, {QT_Q4_0, QT_Q4_0, QT_Q4_0}, 128, {128, 32, 32}, 1, true, true, false, false, false, 0, 4, false},
+    {"norm read later q5_k", QKV, 2, {QT_Q5_K, QT_Q5_K}, 256, {130, 130}, 1, true, false, true, false, false, 0, 2, false},
+    {"norm+gate+up silu q4_k", GLU, 2, {QT_Q4_K, QT_Q4_K}, 256, {300, 300}, 1, true, false, false, true, false, 0, 4, false},
+    {"norm+gate+up gelu f32, up read", GLU, 2, {QT_F32, QT_F32}, 64, {90, 90}, 1, true, false, false, false, false, 1, 4, false},
+    {"gate/up of two types", GLU, 2, {QT_Q8_0, QT_Q6_K}, 256, {96, 96}, 1, true, false, false, true, false, 0, 3, false},
+    {"down+add q6_k", RESID, 1, {QT_Q6_K}, 768, {256}, 1, false, false, false, true, false, 0, 2, false},
+    {"out+add swapped q8_0, product read", RESID, 1, {QT_Q8_0}, 256, {100}, 1, false, false, false, false, true, 0, 2, false},
+    {"norm+matvec+add f16", RESID, 1, {QT_F16}, 128, {128}, 1, true, false, false, true, false, 0, 3, false},
+    /* Mat-vecs of one group run in no order: these two must not share a dispatch. */
+    {"two mat-vecs into one output", QKV, 2, {QT_Q8_0, QT_Q8_0}, 256, {64, 64}, 1, true, false, false, false, false, 0, 0, true},
+    {"two tokens", QKV, 3, {QT_Q8_0, QT_Q8_0, QT_Q8_0}, 256, {64, 32, 32}, 2, true, false, false, false, false, 0, 0, false},
 };
 #define N_CASES (sizeof CASES / sizeof *CASES)
 
@@ -126,7 +129,7 @@ static void run_case(vfx *f, const mvf_case *c, const mvf_data *d, bool exact, m
     for (int m = 0; m < c->n_mm; m++) {
         W[m] = host_tensor(f, c->types[m], c->K, c->N[m], d->q[m], "w");
         B[m] = c->bias ? host_tensor(f, QT_F32, c->N[m], 1, d->bias[m], "b") : NULL;
-        D[m] = dev_tensor(f, QT_F32, c->N[m], c->T, 1, "out");
+        D[m] = m == 1 && c->same_out ? D[0] : dev_tensor(f, QT_F32, c->N[m], c->T, 1, "out");
         nodes[n++] = (be_node){.op = BE_OP_MUL_MAT, .dst = D[m], .src = {W[m], c->norm ? XN : X, B[m]}};
     }
     if (c->kind == GLU) nodes[n++] = (be_node){.op = BE_OP_GLU, .dst = D[0], .src = {D[0], D[1]}, .iparams = {c->act}};
@@ -180,7 +183,7 @@ static double *want_of(const mvf_case *c, const mvf_data *d, bool idot, int i, s
     if (c->out_dead)
         for (size_t k = 0; k < N0T; k++) prod[c->kind == GLU ? 1 : 0][k] = 3.0 * (double)(float)resid[k];
     for (size_t k = 0; k < n; k++)
-        out[k] = i < c->n_mm ? prod[i][k] : i == c->n_mm ? resid[k] : 2.0 * (double)(float)xn[k];
+        out[k] = i < c->n_mm ? prod[c->same_out ? c->n_mm - 1 : i][k] : i == c->n_mm ? resid[k] : 2.0 * (double)(float)xn[k];
     for (int m = 0; m < 3; m++) free(prod[m]);
     free(xn), free(a), free(aq), free(resid);
     return out;

@@ -92,6 +92,20 @@ static void match_epilogue(mv_group *f) {
     }
 }
 
+/* The group's mat-vecs run at once, in no order: nd may join only if its
+ * output touches nothing the group reads or writes, and its inputs nothing
+ * the group writes. */
+static bool independent(const mv_group *f, const be_node *nd) {
+    if (f->norm && (overlaps(nd->dst, f->norm->src[0]) || overlaps(nd->dst, f->norm->src[1]))) return false;
+    for (int a = 0; a < f->n_mm; a++) {
+        const be_node *o = f->mm[a];
+        if (overlaps(nd->dst, o->dst)) return false;
+        for (int s = 0; s < 3; s++)
+            if (overlaps(nd->dst, o->src[s]) || overlaps(o->dst, nd->src[s])) return false;
+    }
+    return !overlaps(nd->dst, nd->src[0]) && !overlaps(nd->dst, nd->src[2]);
+}
+
 static bool match(vk_planner *p, const be_graph *g, int i, mv_group *f) {
     memset(f, 0, sizeof *f);
     f->g = g;
@@ -108,8 +122,10 @@ static bool match(vk_planner *p, const be_graph *g, int i, mv_group *f) {
     } else {
         return false;
     }
-    for (int j = f->first_mm; j < g->n_nodes && f->n_mm < MAX_MM && fusable_mm(p, &g->nodes[j], x); j++)
+    for (int j = f->first_mm; j < g->n_nodes && f->n_mm < MAX_MM; j++) {
+        if (!fusable_mm(p, &g->nodes[j], x) || !independent(f, &g->nodes[j])) break;
         f->mm[f->n_mm++] = &g->nodes[j];
+    }
     if (f->n_mm == 0) return false;
     for (int a = 0; a < f->n_mm; a++)
         if (f->mm[a]->src[0]->ne[0] != f->mm[0]->src[0]->ne[0]) return false;
