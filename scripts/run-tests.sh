@@ -38,8 +38,19 @@ configure_build() { # dir sanitize build_type [targets...]; $cmake_extra: more -
 # cannot hide a cold-start failure.
 cold_cache() { rm -rf "$1/test-cache"; }
 
+# Mesa's own disk cache of compiled shaders (lavapipe's LLVM output), kept
+# from the release suite: the sanitizer suite starts with it, because LLVM
+# compiles some 4x slower in an ASan process (test_vk_fuse_matvec: 27 s cold
+# against 5 s warm), while edgelm's own caches there still start cold.
+save_driver_cache() { rm -rf "$1/driver-cache"; [ -d "$1/test-cache/mesa_shader_cache" ] && cp -r "$1/test-cache/mesa_shader_cache" "$1/driver-cache"; }
+seed_driver_cache() { # from_dir to_dir
+  [ -d "$1/driver-cache" ] || return 0
+  mkdir -p "$2/test-cache" && cp -r "$1/driver-cache" "$2/test-cache/mesa_shader_cache"
+}
+
 cold_cache "$build"
 run_suite "release" "$build"
+save_driver_cache "$build"
 
 # The CPU kernels at each lower SIMD level this CPU has (EDGELM_SIMD): only
 # the tests whose results go through the CPU kernels (kernels, quant blocks,
@@ -65,6 +76,7 @@ fi
 # The sanitizer options every test runs with are set by CMakeLists.txt.
 if configure_build build-asan address,undefined RelWithDebInfo; then
   cold_cache build-asan
+  seed_driver_cache "$build" build-asan
   # Without the Vulkan suites that check shaders under every limits profile
   # and the thread-count determinism sweep: they ran above, their time under
   # the sanitizers goes to lavapipe and to repeated runs of the same host
