@@ -22,6 +22,7 @@ layout(push_constant) uniform Params {
 } p;
 
 void main() {
+    w_nb = p.n / QK;
     uint g = wg_linear() * WG + gl_LocalInvocationIndex, t = gl_WorkGroupID.z;
     if (g >= p.n / 4u) return;
     int id = ids[p.id_base + t];
@@ -33,7 +34,7 @@ void main() {
     } else {
         uint r = uint(id) - p.row0;
         if (uint(id) < p.row0 || r >= p.n_rows) return;
-        v = dequant4(p.w_base + r * p.row_bytes + (g / QG) * QB, (g % QG) * 4u);
+        v = dequant4r(p.w_base + r * p.row_bytes, g / QG, (g % QG) * 4u);
     }
     dst[o] = v.x;
     dst[o + 1u] = v.y;

@@ -59,7 +59,7 @@ void load_tiles(uint m0, uint n0, uint k0, uint tid) {
         vec4 v[4];
         for (uint c = 0u; c < 4u; c++) {
             uint row = m0 + 4u * mq + c;
-            v[c] = row < p.N && k < p.K ? dequant4(p.w_base + row * p.row_bytes + (k / QK) * QB, k % QK)
+            v[c] = row < p.N && k < p.K ? dequant4r(p.w_base + row * p.row_bytes, k / QK, k % QK)
                                         : vec4(0.0);
         }
         for (uint r = 0u; r < 4u; r++)
@@ -78,6 +78,7 @@ void load_tiles(uint m0, uint n0, uint k0, uint tid) {
 }
 
 void main() {
+    w_nb = p.K / QK;
     uint tid = gl_LocalInvocationIndex;
     uint m0 = gl_WorkGroupID.x * BM, n0 = gl_WorkGroupID.y * BN;
     uint tm = tid % (BM / TM), tn = tid / (BM / TM);

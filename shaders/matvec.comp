@@ -63,6 +63,7 @@ void load_x(uint t, uint c, bool v4, uint o) {
 float acc[ROWS * NT];
 
 void main() {
+    w_nb = p.K / QK;
     // LPR lanes share each row: WG (lanes split a row's chunks, then
     // reduce) or 1 (a lane owns whole rows; every lane reads the same
     // activations, so no reduction and, on CPU devices, uniform x loads).

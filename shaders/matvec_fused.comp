@@ -155,6 +155,7 @@ void store(uint m, uint row, float v) {
 }
 
 void main() {
+    w_nb = p.K / QK;
     uint lid = gl_LocalInvocationIndex, wl = wg_linear();
 #if defined(GLU)
     uint m = 0u, g0 = 0u, N = p.N0;

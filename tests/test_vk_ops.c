@@ -422,6 +422,53 @@ Test(vk_ops, get_rows_all_types_all_profiles) {
     }
 }
 
+/* ------------------------------------------------------- split layout */
+
+static uint64_t split_bytes(vfx *f) {
+    be_vk_stats s;
+    cr_assert_eq(elmi_be_vk_get_stats(f->be, &s), ELM_OK);
+    return s.weight_split_bytes;
+}
+
+/* Copied Q4_0/Q8_0/Q6_K weights whose rows are whole words take the split
+ * layout (memory.c): every kernel that reads them, the mat-vec (float,
+ * int-dot, several tokens), the tiles and GET_ROWS, against the
+ * references; "norepack" keeps the file layout and must agree too. Rows
+ * of an odd number of Q4_0 blocks are not whole words: those stay in the
+ * file layout beside split ones on the same device. */
+static void split_layout_case(const char *limits, bool want_split) {
+    static const struct { int type; int64_t K; } cases[] = {
+        {QT_Q4_0, 320}, {QT_Q8_0, 320}, {QT_Q6_K, 512}, {QT_Q4_0, 96}, {QT_Q4_K, 512},
+    };
+    static const int64_t Ts[] = {1, 3, 33};
+    const int32_t ids[] = {3, 0, 36, 3, 17};
+    vfx f;
+    vfx_open(&f, limits);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        for (size_t j = 0; j < 3; j++)
+            for (int exact = 0; exact < 2; exact++) {
+                mm_case c = {cases[i].type, cases[i].K, 37, Ts[j], exact, j == 2, false, 0, j == 1 ? 2 : 0};
+                double e = check_mul_mat(&f, &c), bound = exact ? 1e-10 : 1e-5;
+                cr_expect_leq(e, bound, "[%s] MUL_MAT %s K=%lld T=%lld %s: NMSE %.3g", limits,
+                              elmi_qtype_name(c.type), (long long)c.K, (long long)c.T, exact ? "exact" : "fast", e);
+            }
+        double e = check_get_rows(&f, cases[i].type, cases[i].K, 37, ids, 5);
+        cr_expect_leq(e, 1e-12, "[%s] GET_ROWS %s K=%lld: NMSE %.3g", limits, elmi_qtype_name(cases[i].type),
+                      (long long)cases[i].K, e);
+    }
+    cr_expect_eq(fallbacks(&f), 0, "[%s] unexpected CPU fallbacks", limits);
+    if (want_split) cr_expect_gt(split_bytes(&f), 0, "[%s] no weight took the split layout", limits);
+    else cr_expect_eq(split_bytes(&f), 0, "[%s] a weight took the split layout", limits);
+    vfx_close(&f);
+}
+
+Test(vk_ops, split_layout_matches_the_reference) {
+    split_layout_case("discrete", true);
+    split_layout_case("discrete,nofp16,nosubgroup", true);
+    split_layout_case("discrete,mv_tokens=4,idot", true);
+    split_layout_case("discrete,norepack", false);
+}
+
 /* Ids come from device memory, so the shader cannot fail the graph as the
  * CPU backend does: an id outside the table gives a row of zeros instead of
  * an out-of-bounds read. graph_prepare then graph_compute, as the engine

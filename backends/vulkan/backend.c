@@ -191,6 +191,7 @@ static size_t iface_device_stats(be_backend *be, be_stat *out, size_t cap) {
         {"vulkan.weight_bytes", (double)s->weight_bytes},
         {"vulkan.weight_import_bytes", (double)s->weight_import_bytes},
         {"vulkan.weight_copy_bytes", (double)s->weight_copy_bytes},
+        {"vulkan.weight_split_bytes", (double)s->weight_split_bytes},
         {"vulkan.device_bytes", (double)s->device_bytes},
         {"vulkan.context_device_bytes", (double)vk->device_bytes},
         {"vulkan.ring_writes", (double)s->n_ring_writes},
@@ -471,6 +472,7 @@ elm_status elmi_be_vk_get_stats(be_backend *be, be_vk_stats *out) {
     out->weight_bytes = d->stats.weight_bytes;
     out->weight_import_bytes = d->stats.weight_import_bytes;
     out->weight_copy_bytes = d->stats.weight_copy_bytes;
+    out->weight_split_bytes = d->stats.weight_split_bytes;
     out->n_weights = d->stats.n_weights;
     out->device_bytes = vk->device_bytes + d->weight_device_bytes;
     pthread_mutex_unlock(&vk->d->lock);

@@ -318,6 +318,7 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     c->fuse = c->n_slots == VK_N_BIND && !l->no_fuse && (l->fuse || c->type != VK_PHYSICAL_DEVICE_TYPE_CPU);
     if (l->no_idot) c->int_dot = c->ext_int_dot = false;
     c->mv_idot = c->int_dot && (c->int_dot_accel || l->idot);
+    c->repack = !l->no_repack;
     c->fa_vtiles = !l->no_vtiles;
 }
 

@@ -143,9 +143,15 @@ typedef struct fused_disp {
     int n;
 } fused_disp;
 
-static elm_status bind_weight(vk_planner *p, const be_tensor *w, vk_bind *b, uint32_t *base) {
+/* *split: the layout of the group's weights so far (-1: none yet); one
+ * dispatch reads them all in one layout. */
+static elm_status bind_weight(vk_planner *p, const be_tensor *w, vk_bind *b, uint32_t *base, int *split) {
     tview v;
     ELM_TRY(elmi_op_resolve(p, w, "weights", &v));
+    int s = v.w && v.w->split;
+    if (*split >= 0 && s != *split)
+        return elmi_op_unsupported(p, "the weights '%s' are in another row layout than the group's", w->name);
+    *split = s;
     rows_iter it;
     rows_piece rp;
     if (!elmi_op_rows_init(p, &v, w->ne[1], w->nb[1], INT64_MAX, &it) || !elmi_op_rows_next(&it, &rp) ||
@@ -170,9 +176,10 @@ static elm_status bind_matrices(vk_planner *p, const mv_group *f, const fused_di
     uint32_t *wb[3] = {&pc->w_base0, &pc->w_base1, &pc->w_base2}, *dbase[3] = {&pc->d_base0, &pc->d_base1, &pc->d_base2};
     uint32_t *bb[3] = {&pc->b_base0, &pc->b_base1, &pc->b_base2}, *nr[3] = {&pc->N0, &pc->N1, &pc->N2};
     uint32_t groups[3] = {0, 0, 0};
+    int split = -1;
     for (int m = 0; m < fd->n; m++) {
         const be_node *mm = fd->mm[m];
-        ELM_TRY(bind_weight(p, mm->src[0], &db->d.b[w_slot[m]], wb[m]));
+        ELM_TRY(bind_weight(p, mm->src[0], &db->d.b[w_slot[m]], wb[m], &split));
         *nr[m] = (uint32_t)mm->src[0]->ne[1];
         groups[m] = (*nr[m] + rows - 1) / rows;
         if (mm->src[2]) {
@@ -184,6 +191,7 @@ static elm_status bind_matrices(vk_planner *p, const mv_group *f, const fused_di
         ELM_TRY(bind_row(p, mm->dst, &db->d.b[d_slot[m]], dbase[m]));
         db->d.written |= (uint16_t)(1u << d_slot[m]);
     }
+    elmi_op_spec_split(db, split > 0);
     if (f->glu) groups[1] = 0;
     pc->g1 = groups[0];
     pc->g2 = groups[0] + groups[1];

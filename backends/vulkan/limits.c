@@ -3,6 +3,7 @@
  * has; applying it is device.c's job. */
 #include <ctype.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,41 +17,44 @@ static void lower(uint64_t *field, uint64_t v) {
     if (*field == 0 || v < *field) *field = v;
 }
 
+/* Offsets of the bool items a profile sets, + 1 (0: none). */
+#define SET(field) (offsetof(vk_limits, field) + 1)
+
+/* Each profile lowers some caps (0: unchanged) and sets up to two items. */
+static const struct profile {
+    const char *name;
+    uint64_t max_shared, max_invocations, max_range, max_alloc;
+    size_t set[2];
+} PROFILES[] = {
+    {"pi5", 16384, 256, 0, 0, {0, 0}},
+    {"mali", 32768, 0, 0, 0, {SET(no_storage8), 0}},
+    {"adreno", 32768, 1024, 0, 0, {0, 0}},
+    {"nofp16", 0, 0, 0, 0, {SET(no_fp16), SET(no_storage16)}},
+    {"nosubgroup", 0, 0, 0, 0, {SET(no_subgroup), 0}},
+    {"small-buffers", 0, 0, MIB, MIB, {0, 0}},
+    {"discrete", 0, 0, 0, 0, {SET(no_uma), SET(no_import)}},
+    {"noimport", 0, 0, 0, 0, {SET(no_import), 0}},
+    {"nofuse", 0, 0, 0, 0, {SET(no_fuse), 0}},
+    {"fuse", 0, 0, 0, 0, {SET(fuse), 0}},
+    {"noidot", 0, 0, 0, 0, {SET(no_idot), 0}},
+    {"idot", 0, 0, 0, 0, {SET(idot), 0}},
+    {"novtiles", 0, 0, 0, 0, {SET(no_vtiles), 0}},
+    {"norepack", 0, 0, 0, 0, {SET(no_repack), 0}},
+};
+
 static bool apply_profile(const char *name, vk_limits *l) {
-    if (!strcmp(name, "pi5")) {
-        lower(&l->max_shared, 16384);
-        lower(&l->max_invocations, 256);
-    } else if (!strcmp(name, "mali")) {
-        lower(&l->max_shared, 32768);
-        l->no_storage8 = true;
-    } else if (!strcmp(name, "adreno")) {
-        lower(&l->max_shared, 32768);
-        lower(&l->max_invocations, 1024);
-    } else if (!strcmp(name, "nofp16")) {
-        l->no_fp16 = l->no_storage16 = true;
-    } else if (!strcmp(name, "nosubgroup")) {
-        l->no_subgroup = true;
-    } else if (!strcmp(name, "small-buffers")) {
-        lower(&l->max_range, MIB);
-        lower(&l->max_alloc, MIB);
-    } else if (!strcmp(name, "discrete")) {
-        l->no_uma = l->no_import = true;
-    } else if (!strcmp(name, "noimport")) {
-        l->no_import = true;
-    } else if (!strcmp(name, "nofuse")) {
-        l->no_fuse = true;
-    } else if (!strcmp(name, "fuse")) {
-        l->fuse = true;
-    } else if (!strcmp(name, "noidot")) {
-        l->no_idot = true;
-    } else if (!strcmp(name, "idot")) {
-        l->idot = true;
-    } else if (!strcmp(name, "novtiles")) {
-        l->no_vtiles = true;
-    } else {
-        return false;
+    for (size_t i = 0; i < sizeof PROFILES / sizeof *PROFILES; i++) {
+        const struct profile *pr = &PROFILES[i];
+        if (strcmp(name, pr->name)) continue;
+        if (pr->max_shared) lower(&l->max_shared, pr->max_shared);
+        if (pr->max_invocations) lower(&l->max_invocations, pr->max_invocations);
+        if (pr->max_range) lower(&l->max_range, pr->max_range);
+        if (pr->max_alloc) lower(&l->max_alloc, pr->max_alloc);
+        for (size_t k = 0; k < 2; k++)
+            if (pr->set[k]) *(bool *)((char *)l + pr->set[k] - 1) = true;
+        return true;
     }
-    return true;
+    return false;
 }
 
 static bool parse_u64(const char *s, uint64_t *out) {
@@ -100,7 +104,7 @@ static elm_status parse_item(char *item, vk_limits *l, char *err, size_t err_siz
     if (ok) return ELM_OK;
     return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
                        "limits: unknown item '%s' (profiles: pi5, mali, adreno, nofp16, nosubgroup, "
-                       "small-buffers, discrete, noimport, nofuse, fuse, noidot, idot, novtiles; overrides: max_shared, "
+                       "small-buffers, discrete, noimport, nofuse, fuse, noidot, idot, novtiles, norepack; overrides: max_shared, "
                        "max_invocations, max_range, max_alloc, max_storage_buffers, mv_rows, mv_lanes, mv_tokens = "
                        "a positive number)",
                        item);

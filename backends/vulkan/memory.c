@@ -12,6 +12,8 @@
 
 #include "backends/vulkan/vk_internal.h"
 #include "common/alloc.h"
+#include "quant/layout.h"
+#include "quant/quant.h"
 
 /* Bytes past the end of every segment: a 2-byte aligned 32-bit load of
  * the last bytes of a tensor reads up to 3 bytes further. */
@@ -440,6 +442,9 @@ static elm_status weight_geometry(vk_backend *vk, const be_tensor *t, vk_weight 
     if (!contiguous || rows < 1 || row == 0)
         return elmi_vk_fail(vk, ELM_ERR_UNSUPPORTED, "host tensor '%s' is not contiguous", t->name);
     w->data = t->data;
+    w->type = t->type;
+    size_t dense;
+    w->dense_rows = elmi_qtype_row_bytes(t->type, t->ne[0], &dense) && dense == row;
     w->row_bytes = row;
     w->n_rows = rows;
     w->bytes = row * (size_t)rows;
@@ -462,9 +467,61 @@ static void weight_free(vk_backend *vk, vk_weight *w) {
     memset(w, 0, sizeof *w);
 }
 
+bool elmi_vk_split_layout(int type, size_t *d_off) {
+    switch (type) {
+    case QT_Q4_0: *d_off = 0; return true;
+    case QT_Q8_0: *d_off = 0; return true;
+    case QT_Q6_K: *d_off = ELM_OFF_Q6_K_D; return true;
+    default: return false;
+    }
+}
+
+/* The split layout needs whole 4-byte words of quants per row, so that
+ * the kernels read them with aligned loads and no stitching. */
+static bool weight_splits(const vk_backend *vk, const vk_weight *w) {
+    size_t d_off;
+    return vk->caps.repack && !w->imported && w->dense_rows && elmi_vk_split_layout(w->type, &d_off) &&
+           w->row_bytes % 4 == 0;
+}
+
+/* Rows in the file layout -> the split layout (see vk_weight). */
+static void split_rows(const vk_weight *w, const uint8_t *src, uint8_t *dst, size_t n_rows) {
+    const qtype_traits *tr = elmi_qtype_get(w->type);
+    size_t qb = tr->type_size, nb = w->row_bytes / qb, d_off = 0;
+    elmi_vk_split_layout(w->type, &d_off);
+    for (size_t r = 0; r < n_rows; r++, src += w->row_bytes, dst += w->row_bytes) {
+        uint8_t *body = dst, *dtail = dst + nb * (qb - 2);
+        for (size_t b = 0; b < nb; b++) {
+            const uint8_t *blk = src + b * qb;
+            memcpy(body, blk, d_off);
+            memcpy(body + d_off, blk + d_off + 2, qb - d_off - 2);
+            memcpy(dtail + 2 * b, blk + d_off, 2);
+            body += qb - 2;
+        }
+    }
+}
+
+#define SPLIT_BATCH_BYTES (1u << 20)
+
+static elm_status weight_write_split(vk_backend *vk, const vk_weight *w, vk_seg *seg, size_t off, size_t n) {
+    size_t batch_rows = SPLIT_BATCH_BYTES / w->row_bytes ? SPLIT_BATCH_BYTES / w->row_bytes : 1;
+    uint8_t *tmp = elmi_malloc(batch_rows * w->row_bytes);
+    if (!tmp) return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory");
+    elm_status st = ELM_OK;
+    for (size_t done = 0; done < n && st == ELM_OK;) {
+        size_t rows = (n - done) / w->row_bytes < batch_rows ? (n - done) / w->row_bytes : batch_rows;
+        split_rows(w, (const uint8_t *)w->data + off + done, tmp, rows);
+        st = elmi_vk_seg_write(vk, seg, done, tmp, rows * w->row_bytes);
+        done += rows * w->row_bytes;
+    }
+    elmi_free(tmp);
+    return st;
+}
+
 static elm_status weight_upload(vk_backend *vk, vk_weight *w) {
     /* Unified memory with VK_EXT_external_memory_host: read in place. */
     if (elmi_vk_weight_import(vk, w)) return ELM_OK;
+    w->split = weight_splits(vk, w);
     for (uint32_t i = 0; i < w->n_pieces; i++) {
         size_t off = (size_t)w->row0[i] * w->row_bytes;
         size_t n = (size_t)(w->row0[i + 1] - w->row0[i]) * w->row_bytes;
@@ -472,7 +529,8 @@ static elm_status weight_upload(vk_backend *vk, vk_weight *w) {
         /* The copy belongs to the device, not to this backend. */
         vk->device_bytes -= w->pieces[i].size;
         vk->d->weight_device_bytes += w->pieces[i].size;
-        ELM_TRY(elmi_vk_seg_write(vk, &w->pieces[i], 0, (const char *)w->data + off, n));
+        if (w->split) ELM_TRY(weight_write_split(vk, w, &w->pieces[i], off, n));
+        else ELM_TRY(elmi_vk_seg_write(vk, &w->pieces[i], 0, (const char *)w->data + off, n));
     }
     return ELM_OK;
 }
@@ -490,7 +548,7 @@ static elm_status weight_find_or_upload(vk_backend *vk, const be_tensor *t, cons
     vk_device *d = vk->d;
     size_t bytes = elmi_be_tensor_nbytes(t);
     for (uint32_t i = 0; i < d->n_weights; i++)
-        if (d->weights[i]->data == t->data && d->weights[i]->bytes == bytes) {
+        if (d->weights[i]->data == t->data && d->weights[i]->bytes == bytes && d->weights[i]->type == t->type) {
             *out = d->weights[i];
             return ELM_OK;
         }
@@ -517,6 +575,7 @@ static elm_status weight_find_or_upload(vk_backend *vk, const be_tensor *t, cons
     d->stats.weight_bytes += w->bytes;
     if (w->imported) d->stats.weight_import_bytes += w->bytes;
     else d->stats.weight_copy_bytes += w->bytes;
+    if (w->split) d->stats.weight_split_bytes += w->bytes;
     d->stats.n_weights = d->n_weights;
     return ELM_OK;
 }

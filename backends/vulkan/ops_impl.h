@@ -46,6 +46,13 @@ typedef struct disp_build {
     uint32_t subgroup; /* required subgroup size (caps.sg_control), 0: the driver's */
 } disp_build;
 
+/* Specialization constant 7 of the shaders that read weights
+ * (common/blocks.glsl's WSPLIT): set when the weights are in the split
+ * layout. The constants between a shader's own and 7 are unused by those
+ * shaders and filled with 0. Call after setting the shader's own. */
+#define VK_SPEC_WSPLIT 7
+void elmi_op_spec_split(disp_build *db, bool split);
+
 /* Outcomes: the device cannot run the node (p->why), or the node is malformed. */
 elm_status elmi_op_unsupported(vk_planner *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 elm_status elmi_op_invalid(vk_planner *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -15,6 +15,7 @@
 typedef struct gr_ctx {
     const be_tensor *tab, *d;
     tview vi, vd;
+    bool split; /* the table's rows are in the split layout */
     uint32_t wg;
     char shader[48];
 } gr_ctx;
@@ -25,6 +26,7 @@ static elm_status gr_dispatch(vk_planner *p, const gr_ctx *g, const rows_piece *
     elmi_op_disp_init(p, &db);
     db.shader = g->shader;
     db.spec[0] = g->wg, db.spec[1] = 1, db.n_spec = 2;
+    elmi_op_spec_split(&db, g->split);
     pc_get_rows pc = {.n = (uint32_t)tab->ne[0], .row_bytes = (uint32_t)tab->nb[1],
                       .d_stride = (uint32_t)(d->nb[1] / 4), .row0 = (uint32_t)rp->r0,
                       .n_rows = (uint32_t)rp->n, .n_table = (uint32_t)tab->ne[1]};
@@ -49,6 +51,7 @@ elm_status elmi_op_plan_get_rows(vk_planner *p, const be_node *nd) {
         return elmi_op_unsupported(p, "no kernel for %s rows of %lld", elmi_qtype_name(tab->type), (long long)tab->ne[0]);
     tview vt;
     ELM_TRY(elmi_op_resolve(p, tab, "src0", &vt));
+    g.split = vt.w && vt.w->split;
     ELM_TRY(elmi_op_resolve(p, ids, "src1", &g.vi));
     ELM_TRY(elmi_op_resolve(p, d, "dst", &g.vd));
     rows_iter it;
@@ -103,6 +106,7 @@ typedef struct mm_ctx {
     uint32_t wg, rows, lpr; /* matvec: invocations, rows per lane group, lanes per row (wg or 1) */
     uint32_t sg;            /* matvec: required subgroup size (= wg), 0: the driver's */
     uint32_t nt;            /* matvec: tokens per workgroup */
+    bool split;             /* the weights' rows are in the split layout */
     char shader[48];
 } mm_ctx;
 
@@ -123,6 +127,7 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
         db.spec[4] = m->nt;
         db.subgroup = m->sg;
         db.n_spec = 5;
+        elmi_op_spec_split(&db, m->split);
         uint64_t per_wg = (uint64_t)m->rows * (m->wg / m->lpr);
         pc_matvec pc = {wb, xb, bb, dbase, (uint32_t)w->ne[0], (uint32_t)rp->n, (uint32_t)w->nb[1],
                         (uint32_t)(xs / 4), (uint32_t)(ds / 4), m->bias != NULL, (uint32_t)n};
@@ -133,6 +138,7 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
     db.spec[0] = (t->bm / t->tm) * (t->bn / t->tn), db.spec[1] = 1;
     db.spec[2] = t->bm, db.spec[3] = t->bn, db.spec[4] = t->bk, db.spec[5] = t->tm, db.spec[6] = t->tn;
     db.n_spec = 7;
+    elmi_op_spec_split(&db, m->split);
     pc_matmat pc = {wb, xb, bb, dbase, (uint32_t)w->ne[0], (uint32_t)rp->n, (uint32_t)n, (uint32_t)w->nb[1],
                     (uint32_t)(xs / 4), (uint32_t)(ds / 4), m->bias != NULL};
     db.d.groups[0] = (uint32_t)((rp->n + t->bm - 1) / t->bm);
@@ -244,6 +250,7 @@ elm_status elmi_op_plan_mul_mat(vk_planner *p, const be_node *nd) {
     ELM_TRY(mm_check(p, nd, &m));
     tview vw;
     ELM_TRY(elmi_op_resolve(p, m.w, "src0", &vw));
+    m.split = vw.w && vw.w->split;
     ELM_TRY(elmi_op_resolve(p, m.x, "src1", &m.vx));
     ELM_TRY(elmi_op_resolve(p, m.d, "dst", &m.vd));
     if (m.bias) ELM_TRY(elmi_op_resolve(p, m.bias, "src2", &m.vb));

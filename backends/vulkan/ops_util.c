@@ -283,3 +283,11 @@ elm_status elmi_op_check_f32(vk_planner *p, const be_tensor *t, const char *role
 bool elmi_op_same_shape(const be_tensor *a, const be_tensor *b) {
     return !memcmp(a->ne, b->ne, sizeof a->ne);
 }
+
+void elmi_op_spec_split(disp_build *db, bool split) {
+    _Static_assert(VK_SPEC_WSPLIT < VK_MAX_SPEC, "WSPLIT must fit the constants of a dispatch");
+    if (!split) return;
+    for (uint32_t i = db->n_spec; i < VK_SPEC_WSPLIT; i++) db->spec[i] = 0;
+    db->spec[VK_SPEC_WSPLIT] = 1;
+    db->n_spec = VK_SPEC_WSPLIT + 1;
+}

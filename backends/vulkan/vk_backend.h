@@ -31,6 +31,9 @@
  *   novtiles       not a cap: flash attention reads V from the cache in
  *                  prefill too, no F16 V tiles in shared memory, for tests
  *                  and comparisons
+ *   norepack       not a cap: copied Q4_0/Q8_0/Q6_K weights keep the
+ *                  file layout (by default their rows are repacked at
+ *                  upload, scales after quants: see README.md)
  *   max_shared=N, max_invocations=N, max_range=N, max_alloc=N   (bytes or counts)
  *   max_storage_buffers=N  storage buffers per compute stage; under 12 the
  *                  backend keeps a 5-binding layout and fuses nothing
@@ -182,6 +185,7 @@ typedef struct be_vk_stats {
     uint64_t weight_bytes;      /* host tensors uploaded (once each) */
     uint64_t weight_import_bytes; /* of which imported in place (VK_EXT_external_memory_host) */
     uint64_t weight_copy_bytes;   /* of which copied into device memory */
+    uint64_t weight_split_bytes;  /* of the copies, repacked into the split layout */
     uint32_t n_weights;         /* host tensors cached on the device */
     uint64_t device_bytes;      /* device memory allocated by this backend now */
     /* Transfers */

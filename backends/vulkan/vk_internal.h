@@ -42,6 +42,7 @@ typedef struct vk_limits {
     bool no_idot;   /* no shaderIntegerDotProduct */
     bool idot;      /* tuning, not a cap: integer-dot mat-vecs even where not accelerated */
     bool no_vtiles; /* flash attention reads V from the cache, no F16 tiles */
+    bool no_repack; /* copied weights keep the file layout (memory.c) */
     uint64_t max_storage_buffers; /* storage buffers one dispatch may bind */
 } vk_limits;
 
@@ -82,6 +83,7 @@ typedef struct vk_caps {
     uint32_t max_storage_buffers, n_slots;
     bool fuse; /* fuse.c may merge nodes into one dispatch */
     bool fa_vtiles; /* flash attention may stage F16 V tiles (vk_limits' novtiles: not) */
+    bool repack;    /* copied Q4_0/Q8_0/Q6_K weights take the split layout (memory.c) */
     float timestamp_period;   /* nanoseconds per timestamp tick */
     uint32_t timestamp_bits;  /* valid bits of the chosen queue's timestamps; 0: none */
     bool uma;
@@ -149,7 +151,18 @@ typedef struct vk_weight {
     vk_seg *pieces;
     int64_t *row0; /* n_pieces + 1 entries */
     bool imported; /* the pieces import the host memory instead of copying it */
+    int type;        /* the tensor's type (BE_TYPE_*) */
+    bool dense_rows; /* row_bytes is exactly one row of blocks, no padding */
+    /* Rows in the split layout (elmi_vk_split_layout): every block's fp16
+     * scale d moves to the end of its row, the rest of the blocks stay in
+     * order before it, so quants start 4-byte aligned. Copies only:
+     * imported weights keep the file layout. */
+    bool split;
 } vk_weight;
+
+/* The split layout of type `type` (Q4_0, Q8_0, Q6_K): bytes of d's field
+ * inside a file block; false for other types. */
+bool elmi_vk_split_layout(int type, size_t *d_off);
 
 /* Small writes to unmapped memory, carried by the next submission (ring.c). */
 #define VK_RING_MAX_WRITE 4096

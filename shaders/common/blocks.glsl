@@ -1,5 +1,5 @@
 // blocks.glsl: the block layouts of quant/quant.h, as byte offsets inside a
-// block, and dequant4(), which expands four consecutive values of a row.
+// block, and dequant4r(), which expands four consecutive values of a row.
 // Block sizes and field offsets come from quant/layout.h, the header the C
 // structs are checked against; U(x) makes one of its numbers a uint.
 //
@@ -15,7 +15,8 @@
 // Exactly one TYPE_* must be defined. Each defines
 //   QK: values per block (4 for F32/F16/BF16, which are read four at a time),
 //   QB: bytes per block,
-//   vec4 dequant4(uint bo, uint i): values i..i+3 of the block at byte bo;
+//   vec4 dequant4r(uint rb, uint blk, uint i): values i..i+3 of block blk
+//   of the row at byte rb, in either row layout (see WSPLIT at the end);
 //   i is a multiple of 4 below QK.
 // Values are computed in F32 exactly as the scalar references do.
 
@@ -65,10 +66,12 @@ vec4 dequant4(uint bo, uint i) {
 
 #elif defined(TYPE_Q4_0)
 // d (fp16) | qs[16]; value i < 16 is the low nibble of qs[i], i >= 16 the high one of qs[i-16].
-const uint QK = U(ELM_QK_Q4_0), QB = U(ELM_QB_Q4_0);
-vec4 dequant4(uint bo, uint i) {
-    uint q = (ld32(bo + U(ELM_OFF_Q4_0_QS) + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
-    return ldh(bo) * (vec4(bytes4(q)) - 8.0);
+const uint QK = U(ELM_QK_Q4_0), QB = U(ELM_QB_Q4_0), D_OFF = 0u;
+#define SPLIT_TYPE
+// bq: the block's body (qs), bd: its d.
+vec4 dequant4_bd(uint bq, uint bd, uint i) {
+    uint q = (ld32(bq + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
+    return ldh(bd) * (vec4(bytes4(q)) - 8.0);
 }
 
 #elif defined(TYPE_Q4_1)
@@ -101,12 +104,13 @@ vec4 dequant4(uint bo, uint i) {
 
 #elif defined(TYPE_Q8_0)
 // d | qs[32] (int8)
-const uint QK = U(ELM_QK_Q8_0), QB = U(ELM_QB_Q8_0);
-vec4 dequant4(uint bo, uint i) {
-    int w = int(ld32(bo + U(ELM_OFF_Q8_0_QS) + i));
+const uint QK = U(ELM_QK_Q8_0), QB = U(ELM_QB_Q8_0), D_OFF = 0u;
+#define SPLIT_TYPE
+vec4 dequant4_bd(uint bq, uint bd, uint i) {
+    int w = int(ld32(bq + i));
     ivec4 q = ivec4(bitfieldExtract(w, 0, 8), bitfieldExtract(w, 8, 8), bitfieldExtract(w, 16, 8),
                     bitfieldExtract(w, 24, 8));
-    return ldh(bo) * vec4(q);
+    return ldh(bd) * vec4(q);
 }
 
 #elif defined(TYPE_Q2_K)
@@ -167,13 +171,14 @@ vec4 dequant4(uint bo, uint i) {
 // ql[128] | qh[64] | scales[16] (int8) | d. Value v = 128n + 32k + l: low
 // nibble from ql[64n + 32(k&1) + l] (high nibble when k >= 2), bits 4..5
 // from bits 2k.. of qh[32n + l]; x = d * scales[v/16] * (q - 32).
-const uint QK = U(ELM_QK_K), QB = U(ELM_QB_Q6_K);
-vec4 dequant4(uint bo, uint i) {
+const uint QK = U(ELM_QK_K), QB = U(ELM_QB_Q6_K), D_OFF = U(ELM_OFF_Q6_K_D);
+#define SPLIT_TYPE
+vec4 dequant4_bd(uint bo, uint bd, uint i) {
     uint n = i >> 7, k = (i >> 5) & 3u, l = i & 31u;
     uint lo = (ld32(bo + 64u * n + 32u * (k & 1u) + l) >> (4u * (k >> 1))) & 0x0F0F0F0Fu;
     uint hi = (ld32(bo + U(ELM_OFF_Q6_K_QH) + 32u * n + l) >> (2u * k)) & 0x03030303u;
     int sc = bitfieldExtract(int(ld8(bo + U(ELM_OFF_Q6_K_SCALES) + (i >> 4))), 0, 8);
-    return ldh(bo + U(ELM_OFF_Q6_K_D)) * float(sc) * (vec4(bytes4(lo | hi << 4)) - 32.0);
+    return ldh(bd) * float(sc) * (vec4(bytes4(lo | hi << 4)) - 32.0);
 }
 
 #else
@@ -182,3 +187,23 @@ vec4 dequant4(uint bo, uint i) {
 
 // Groups of four values per block.
 const uint QG = QK / 4u;
+
+// Rows in the split layout (backends/vulkan memory.c, vk_weight): for the
+// types that define SPLIT_TYPE, every block's fp16 d moves to the end of
+// its row, and the rest of each block (its body: the block without d)
+// stays in order before it:
+//   body 0 | body 1 | ... | body nb-1 | d 0 | d 1 | ... | d nb-1
+// so bodies start 4-byte aligned in rows of whole words. WSPLIT (constant
+// 7, set by the host for split weights) says binding 0 holds that layout;
+// w_nb, blocks per row, is set by the shader's main. A body keeps the
+// block's field offsets less the 2 bytes of d where d came first.
+layout(constant_id = 7) const uint WSPLIT = 0u;
+uint w_nb = 0u;
+#if defined(SPLIT_TYPE)
+const uint QBODY = QB - 2u, BODY_SKIP = D_OFF == 0u ? 2u : 0u;
+uint blk_body(uint rb, uint blk) { return WSPLIT != 0u ? rb + blk * QBODY : rb + blk * QB + BODY_SKIP; }
+uint blk_d(uint rb, uint blk) { return WSPLIT != 0u ? rb + w_nb * QBODY + 2u * blk : rb + blk * QB + D_OFF; }
+vec4 dequant4r(uint rb, uint blk, uint i) { return dequant4_bd(blk_body(rb, blk), blk_d(rb, blk), i); }
+#else
+vec4 dequant4r(uint rb, uint blk, uint i) { return dequant4(rb + blk * QB, i); }
+#endif

@@ -3,7 +3,8 @@
 // common/blocks.glsl. A row is cut into chunks of CH values: one block, or
 // one 32-value sub-block of a K-quant block, so a lane decodes each scale
 // once per chunk. Weight bytes are read as aligned 32-bit words and
-// stitched where a field is only 2-byte aligned.
+// stitched where a field is only 2-byte aligned (never in the split
+// layout, common/blocks.glsl).
 //
 // chunk_prep(xv) once per chunk of activations, then chunk_dot(m, rb, c,
 // xv) for each row: chunk c of the row at byte rb of matrix m
@@ -19,25 +20,46 @@ const uint NV = CH / 4u;
 // The weights again as 32-bit words, for any storage path: the chunk
 // kernels read a 2-byte aligned run of n words as n + 1 aligned loads (the
 // last clamped to the buffer) and stitch them, instead of 2n 16-bit loads.
+// And as 16-byte quads, for aligned runs of the split layout.
 layout(std430, binding = 0) readonly buffer WWords { uint ww[]; };
+layout(std430, binding = 0) readonly buffer WQuads { uvec4 wq[]; };
 #if defined(MV_MULTI)
 // Fused dispatches (matvec_fused.comp) read up to three matrices, at
 // bindings 0, 5 and 6; m is uniform over the workgroup.
 layout(std430, binding = 5) readonly buffer WWords1 { uint ww1[]; };
 layout(std430, binding = 6) readonly buffer WWords2 { uint ww2[]; };
+layout(std430, binding = 5) readonly buffer WQuads1 { uvec4 wq1[]; };
+layout(std430, binding = 6) readonly buffer WQuads2 { uvec4 wq2[]; };
 uint ww_at(uint m, uint i) {
     if (m == 0u) return ww[min(i, uint(ww.length()) - 1u)];
     if (m == 1u) return ww1[min(i, uint(ww1.length()) - 1u)];
     return ww2[min(i, uint(ww2.length()) - 1u)];
 }
+uvec4 wq_at(uint m, uint i) {
+    if (m == 0u) return wq[min(i, uint(wq.length()) - 1u)];
+    if (m == 1u) return wq1[min(i, uint(wq1.length()) - 1u)];
+    return wq2[min(i, uint(wq2.length()) - 1u)];
+}
 #else
 uint ww_at(uint m, uint i) { return ww[min(i, uint(ww.length()) - 1u)]; }
+uvec4 wq_at(uint m, uint i) { return wq[min(i, uint(wq.length()) - 1u)]; }
 #endif
 // The 16-bit field at byte b (2-byte aligned) of matrix m, and as a half.
 uint ww16(uint m, uint b) { return (ww_at(m, b >> 2) >> ((b & 2u) * 8u)) & 0xFFFFu; }
 float wwh(uint m, uint b) { return unpackHalf2x16(ww16(m, b)).x; }
+// In the split layout (WSPLIT) block bodies are word-aligned: n loads,
+// or n / 4 16-byte loads where the run starts 16-byte aligned (rows of
+// whole quads, the usual case).
 #define WORDS(b, n, out_w)                                                      \
-    {                                                                           \
+    if (WSPLIT != 0u && ((b) & 15u) == 0u && ((n) & 3u) == 0u) {                \
+        for (uint k_ = 0u; k_ < (n) / 4u; k_++) {                               \
+            uvec4 q_ = wq_at(m, ((b) >> 4) + k_);                                \
+            out_w[4u * k_] = q_.x, out_w[4u * k_ + 1u] = q_.y;                  \
+            out_w[4u * k_ + 2u] = q_.z, out_w[4u * k_ + 3u] = q_.w;             \
+        }                                                                       \
+    } else if (WSPLIT != 0u) {                                                  \
+        for (uint k_ = 0u; k_ < (n); k_++) out_w[k_] = ww_at(m, ((b) >> 2) + k_);  \
+    } else {                                                                    \
         uint i0_ = (b) >> 2, a_[(n) + 1u];                                      \
         for (uint k_ = 0u; k_ <= (n); k_++) a_[k_] = ww_at(m, i0_ + k_);           \
         bool odd_ = ((b) & 2u) != 0u;                                           \
@@ -85,31 +107,31 @@ void chunk_prep(vec4 xv[NV]) {}
 // IDOT, chunk_prep's quantization of them).
 #if defined(TYPE_Q4_0)
 float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
-    uint bo = rb + c * QB, w[4];
-    WORDS(bo + U(ELM_OFF_Q4_0_QS), 4u, w);
+    uint w[4];
+    WORDS(blk_body(rb, c), 4u, w);
 #if defined(IDOT)
     // Nibbles are non-negative bytes as they are; the -8 comes off the sum.
     int s = -8 * (cx_s[0] + cx_s[1]);
     for (uint j = 0u; j < 4u; j++) s = idot4((w[j] >> 4) & 0x0F0F0F0Fu, cx_q[j + 4u], idot4(w[j] & 0x0F0F0F0Fu, cx_q[j], s));
-    return wwh(m, bo) * cx_d * float(s);
+    return wwh(m, blk_d(rb, c)) * cx_d * float(s);
 #else
     vec4 acc = vec4(0.0);
     for (uint j = 0u; j < 4u; j++) {
         acc += (vec4(bytes4(w[j] & 0x0F0F0F0Fu)) - 8.0) * xv[j];
         acc += (vec4(bytes4((w[j] >> 4) & 0x0F0F0F0Fu)) - 8.0) * xv[j + 4u];
     }
-    return wwh(m, bo) * (acc.x + acc.y + acc.z + acc.w);
+    return wwh(m, blk_d(rb, c)) * (acc.x + acc.y + acc.z + acc.w);
 #endif
 }
 
 #elif defined(TYPE_Q8_0)
 float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
-    uint bo = rb + c * QB, w[8];
-    WORDS(bo + U(ELM_OFF_Q8_0_QS), 8u, w);
+    uint w[8];
+    WORDS(blk_body(rb, c), 8u, w);
 #if defined(IDOT)
     int s = 0;
     for (uint j = 0u; j < 8u; j++) s = idot4(w[j], cx_q[j], s);
-    return wwh(m, bo) * cx_d * float(s);
+    return wwh(m, blk_d(rb, c)) * cx_d * float(s);
 #else
     vec4 acc = vec4(0.0);
     for (uint j = 0u; j < 8u; j++) {
@@ -117,7 +139,7 @@ float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
         acc += vec4(bitfieldExtract(v, 0, 8), bitfieldExtract(v, 8, 8), bitfieldExtract(v, 16, 8),
                     bitfieldExtract(v, 24, 8)) * xv[j];
     }
-    return wwh(m, bo) * (acc.x + acc.y + acc.z + acc.w);
+    return wwh(m, blk_d(rb, c)) * (acc.x + acc.y + acc.z + acc.w);
 #endif
 }
 
@@ -171,12 +193,12 @@ uint q6(uint lo, uint hi, uint sl, uint shh) { return ((lo >> sl) & 0x0F0F0F0Fu)
 
 // 32 values v0 = 32(c % 8) of a block: two int8 scales, one per 16.
 float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
-    uint bo = rb + (c >> 3) * QB, cc = c & 7u, n = cc >> 2, k = cc & 3u, wl[8], wh[8];
+    uint bo = blk_body(rb, c >> 3), cc = c & 7u, n = cc >> 2, k = cc & 3u, wl[8], wh[8];
     WORDS(bo + 64u * n + 32u * (k & 1u), 8u, wl);
     WORDS(bo + U(ELM_OFF_Q6_K_QH) + 32u * n, 8u, wh);
     uint sl = 4u * (k >> 1), shh = 2u * k;
     int s2 = int(ww16(m, bo + U(ELM_OFF_Q6_K_SCALES) + 2u * cc));
-    float d = wwh(m, bo + U(ELM_OFF_Q6_K_D));
+    float d = wwh(m, blk_d(rb, c >> 3));
     float d0 = d * float(bitfieldExtract(s2, 0, 8)), d1 = d * float(bitfieldExtract(s2, 8, 8));
 #if defined(IDOT)
     int i0 = -32 * cx_s[0], i1 = -32 * cx_s[1];
@@ -221,6 +243,6 @@ float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
 // Chunk c of the row at byte rb (matrix 0), dequantized: the multi-token
 // path, where each decode serves several tokens.
 void chunk_deq(uint rb, uint c, out vec4 wv[NV]) {
-    uint v = c * CH, bo = rb + (v / QK) * QB, i0 = v % QK;
-    for (uint j = 0u; j < NV; j++) wv[j] = dequant4(bo, i0 + 4u * j);
+    uint v = c * CH, blk = v / QK, i0 = v % QK;
+    for (uint j = 0u; j < NV; j++) wv[j] = dequant4r(rb, blk, i0 + 4u * j);
 }
