@@ -10,6 +10,8 @@
 #   devices.txt        edgelm devices
 #   reference.json     the reference suite (test_reference) on that device
 #   ops.json           bench --ops
+#   ops-norepack.json  bench --ops with weights in the file layout (what the
+#                      split layout buys)
 #   profile.json       bench --profile (where this build has it)
 #   bench-TYPE.json    bench at the llama-1b shape, Q4_0, Q8_0 and Q4_K
 #   bench-Q4_0-nofuse.json  the Q4_0 bench with fusion off (what fusion buys)
@@ -89,6 +91,8 @@ fi
 
 # 4. Kernels and profile.
 step ops 120 "$cli" bench --ops --device "$dev" --budget 90 --json "$out/ops.json"
+EDGELM_VK_LIMITS=norepack step ops-norepack 80 "$cli" bench --ops --device "$dev" --budget 60 \
+  --json "$out/ops-norepack.json"
 if "$cli" bench --help 2>&1 | grep -q -- --profile; then
   step profile 90 "$cli" bench --profile --device "$dev" -p 64 -n 16 -r 1 --budget 60 --json "$out/profile.json"
 else
