@@ -454,6 +454,11 @@ Test(vk_model, two_contexts_hold_the_weights_once) {
     cr_expect_lt(dev_b, (double)once, "context B holds %.0f bytes", dev_b);
     cr_expect_eq(all, dev_a + (double)once, "vulkan.device_bytes %.0f != context %.0f + weights %llu", all,
                  dev_a, (unsigned long long)once);
+    /* The copies of the Q8_0 matrices take the split layout, and the two
+     * contexts above generated as the CPU does from them. */
+    double split = stat_of(a.ctx, "vulkan.weight_split_bytes");
+    cr_expect(split > 0 && split <= (double)once, "vulkan.weight_split_bytes %.0f of %llu", split,
+              (unsigned long long)once);
     cr_log_info("two contexts: weights %llu bytes once on the device; context A %.0f, B %.0f bytes "
                 "(kv %llu + scratch %llu)", (unsigned long long)once, dev_a, dev_b,
                 (unsigned long long)ca.kv_bytes, (unsigned long long)ca.scratch_bytes);
