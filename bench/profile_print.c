@@ -31,6 +31,10 @@ static void print_phase(FILE *f, const elm_context *ctx, elm_profile_phase phase
     fprintf(f, "  %-12s %12.4f %6.1f%% %9.2f %10.1f %11.2f %15.2f\n", "total", s.ms / tok, 100.0,
             s.ms > 0 ? bytes / (s.ms * 1e6) : 0, (double)s.n_dispatches / passes,
             (double)s.n_dispatches / passes / layers, (double)s.n_barriers / passes / layers);
+    fprintf(f, "  (per layer: per pass / %llu layers, so it includes the few dispatches outside the layers: "
+               "embedding, output norm and projection, sampling; a fused dispatch counts under its fuser's op, "
+               "mul_mat or rope)\n",
+            (unsigned long long)(s.n_layer ? s.n_layer : 1));
 }
 
 void cli_print_profile(FILE *f, const elm_context *ctx) {
