@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "backends/backend.h"
+#include "backends/vulkan/spirv.h"
 #include "backends/vulkan/vk_backend.h"
 #include "quant/quant.h"
 #include "support/paths.h"
@@ -507,3 +508,42 @@ Test(vk_device, vulkan_not_built) {
 }
 
 #endif
+
+/* ------------------------------------------------------ split weights */
+
+/* Whether the module declares specialization constant `id` (an OpDecorate
+ * SpecId in its SPIR-V). */
+static bool declares_spec_id(const elmi_spv *m, uint32_t id) {
+    size_t n = m->size / 4;
+    for (size_t i = 5; i < n;) {
+        uint32_t words = m->code[i] >> 16, op = m->code[i] & 0xFFFFu;
+        if (words == 0 || i + words > n) return false;
+        if (op == 71 /* OpDecorate */ && words >= 4 && m->code[i + 2] == 1 /* SpecId */ && m->code[i + 3] == id)
+            return true;
+        i += words;
+    }
+    return false;
+}
+
+/* The host sets constant 7 (WSPLIT, shaders/common/blocks.glsl) on every
+ * dispatch that reads weights in the split layout (Q4_0, Q8_0, Q6_K
+ * copies): every module that reads those types must take it, or it would
+ * read split rows as file rows. */
+Test(vk_device, weight_shaders_take_the_split_layout_constant) {
+    static const char *const kernels[] = {"matvec_", "matmat_", "get_rows_"};
+    static const char *const split_types[] = {"_q4_0", "_q8_0", "_q6_k"};
+    size_t checked = 0;
+    for (size_t f = 0; f < elmi_spv_n_families; f++) {
+        const elmi_spv_family *fam = &elmi_spv_families[f];
+        for (size_t i = 0; i < *fam->count; i++) {
+            const elmi_spv *m = &fam->modules[i];
+            bool weights = false, split = false;
+            for (size_t k = 0; k < 3; k++) weights |= strncmp(m->name, kernels[k], strlen(kernels[k])) == 0;
+            for (size_t k = 0; k < 3; k++) split |= strstr(m->name, split_types[k]) != NULL;
+            if (!weights || !split) continue;
+            cr_expect(declares_spec_id(m, 7), "%s does not declare specialization constant 7 (WSPLIT)", m->name);
+            checked++;
+        }
+    }
+    cr_expect_gt(checked, 20, "only %zu weight modules of the split types found", checked);
+}
