@@ -318,6 +318,8 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     c->fuse = c->n_slots == VK_N_BIND && !l->no_fuse && (l->fuse || c->type != VK_PHYSICAL_DEVICE_TYPE_CPU);
     if (l->no_idot) c->int_dot = c->ext_int_dot = false;
     c->mv_idot = c->int_dot && (c->int_dot_accel || l->idot);
+    c->mm_idot = c->mv_idot;
+    c->mm_f16 = c->fp16 && c->storage16 && !l->no_mm_f16 && (l->mm_f16 || c->type != VK_PHYSICAL_DEVICE_TYPE_CPU);
     c->fa_vtiles = !l->no_vtiles;
 }
 

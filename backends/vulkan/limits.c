@@ -47,6 +47,10 @@ static bool apply_profile(const char *name, vk_limits *l) {
         l->idot = true;
     } else if (!strcmp(name, "novtiles")) {
         l->no_vtiles = true;
+    } else if (!strcmp(name, "mm_f16")) {
+        l->mm_f16 = true;
+    } else if (!strcmp(name, "nomm_f16")) {
+        l->no_mm_f16 = true;
     } else {
         return false;
     }
@@ -100,7 +104,7 @@ static elm_status parse_item(char *item, vk_limits *l, char *err, size_t err_siz
     if (ok) return ELM_OK;
     return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
                        "limits: unknown item '%s' (profiles: pi5, mali, adreno, nofp16, nosubgroup, "
-                       "small-buffers, discrete, noimport, nofuse, fuse, noidot, idot, novtiles; overrides: max_shared, "
+                       "small-buffers, discrete, noimport, nofuse, fuse, noidot, idot, novtiles, mm_f16, nomm_f16; overrides: max_shared, "
                        "max_invocations, max_range, max_alloc, max_storage_buffers, mv_rows, mv_lanes, mv_tokens = "
                        "a positive number)",
                        item);

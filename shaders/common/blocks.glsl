@@ -17,6 +17,10 @@
 //   QB: bytes per block,
 //   vec4 dequant4(uint bo, uint i): values i..i+3 of the block at byte bo;
 //   i is a multiple of 4 below QK.
+// Q4_0 and Q8_0 (the integer-dot mat-mat) also define
+//   float q_scale(uint bo): the block's scale,
+//   uint q_word_i8(uint bo, uint j): values 4j..4j+3 (j < 8) as 4 packed
+//   signed bytes, the quants without the scale.
 // Values are computed in F32 exactly as the scalar references do.
 
 #include "quant/layout.h"
@@ -65,11 +69,21 @@ vec4 dequant4(uint bo, uint i) {
 
 #elif defined(TYPE_Q4_0)
 // d (fp16) | qs[16]; value i < 16 is the low nibble of qs[i], i >= 16 the high one of qs[i-16].
+// Fields only through q4_0_scale (d) and q4_0_word (qs bytes 4j..4j+3, j < 4).
 const uint QK = U(ELM_QK_Q4_0), QB = U(ELM_QB_Q4_0);
+float q4_0_scale(uint bo) { return ldh(bo); }
+uint q4_0_word(uint bo, uint j) { return ld32(bo + U(ELM_OFF_Q4_0_QS) + 4u * j); }
 vec4 dequant4(uint bo, uint i) {
-    uint q = (ld32(bo + U(ELM_OFF_Q4_0_QS) + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
-    return ldh(bo) * (vec4(bytes4(q)) - 8.0);
+    uint q = (q4_0_word(bo, (i & 15u) >> 2) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
+    return q4_0_scale(bo) * (vec4(bytes4(q)) - 8.0);
 }
+// Values 4j..4j+3 (j < 8) as 4 packed signed bytes, nibble - 8: adding
+// 0x78 and flipping bit 7 maps 0..15 to 0xF8..0x07 without carries.
+uint q_word_i8(uint bo, uint j) {
+    uint q = (q4_0_word(bo, j & 3u) >> ((j & 4u) != 0u ? 4u : 0u)) & 0x0F0F0F0Fu;
+    return (q + 0x78787878u) ^ 0x80808080u;
+}
+float q_scale(uint bo) { return q4_0_scale(bo); }
 
 #elif defined(TYPE_Q4_1)
 // d | m | qs[16]
@@ -100,14 +114,19 @@ vec4 dequant4(uint bo, uint i) {
 }
 
 #elif defined(TYPE_Q8_0)
-// d | qs[32] (int8)
+// d | qs[32] (int8). Fields only through q8_0_scale and q8_0_word (qs
+// bytes 4j..4j+3, j < 8).
 const uint QK = U(ELM_QK_Q8_0), QB = U(ELM_QB_Q8_0);
+float q8_0_scale(uint bo) { return ldh(bo); }
+uint q8_0_word(uint bo, uint j) { return ld32(bo + U(ELM_OFF_Q8_0_QS) + 4u * j); }
 vec4 dequant4(uint bo, uint i) {
-    int w = int(ld32(bo + U(ELM_OFF_Q8_0_QS) + i));
+    int w = int(q8_0_word(bo, i >> 2));
     ivec4 q = ivec4(bitfieldExtract(w, 0, 8), bitfieldExtract(w, 8, 8), bitfieldExtract(w, 16, 8),
                     bitfieldExtract(w, 24, 8));
-    return ldh(bo) * vec4(q);
+    return q8_0_scale(bo) * vec4(q);
 }
+uint q_word_i8(uint bo, uint j) { return q8_0_word(bo, j); }
+float q_scale(uint bo) { return q8_0_scale(bo); }
 
 #elif defined(TYPE_Q2_K)
 // scales[16] | qs[64] | d | dmin. Value v: bits 2k..2k+1 of qs[32n + v%32],
