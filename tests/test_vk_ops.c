@@ -15,7 +15,10 @@
  *       (two half roundings per product, ~2e-7 expected)
  *   fast int-dot mat-vecs: 1e-5 against the activations rounded through
  *       Q8_0 (worst ~6e-7 on lavapipe; against F32 activations ~1-5e-5,
- *       which the check that the path ran relies on)
+ *       which the check that the path ran relies on); the int-dot mat-mat
+ *       tiles (Q4_0, Q8_0) likewise (worst ~6e-8)
+ *   fast MUL_MAT with F16 products (mm_f16)   1e-5 (worst ~1e-6: partial
+ *       sums of up to 32 products in F16)
  *   GET_ROWS 1e-12 (the same dequantization); KV_STORE (ring or not) and
  *       the SHORTCONV state bit-exact; SHORTCONV of T tokens bit-equal to
  *       T calls of one token
@@ -469,6 +472,16 @@ Test(vk_ops, fast_mul_mat_idot_tiles) {
         snprintf(off, sizeof off, "noidot%s", limits[l]);
         mm_path(on, off, cases, sizeof cases / sizeof *cases, true);
     }
+}
+
+/* Both paths forced under the profiles that change the tiles or the
+ * storage path (max_shared=768 fits no integer-dot tile: mat-vecs per
+ * token), all cases of mul_mat_types (T = 1, 5, 33, exact and fast). */
+Test(vk_ops, mul_mat_forced_paths_profiles) {
+    static const char *const limits[] = {"idot,mm_f16", "idot,mm_f16,nofp16", "idot,mm_f16,pi5",
+                                         "idot,mm_f16,max_shared=768,max_invocations=64"};
+    static const int types[] = {QT_Q4_0, QT_Q8_0, QT_Q6_K};
+    for (size_t l = 0; l < sizeof limits / sizeof *limits; l++) mul_mat_types(limits[l], types, 3);
 }
 
 Test(vk_ops, fast_mul_mat_keeps_f32_and_bf16_precision_and_range) {
