@@ -17,8 +17,8 @@
  *       Q8_0 (worst ~6e-7 on lavapipe; against F32 activations ~1-5e-5,
  *       which the check that the path ran relies on); the int-dot mat-mat
  *       tiles (Q4_0, Q8_0) likewise (worst ~6e-8)
- *   fast MUL_MAT with F16 products (mm_f16)   1e-5 (worst ~1e-6: partial
- *       sums of up to 32 products in F16)
+ *   fast MUL_MAT with F16 products (mm_f16)   1e-5 (worst ~4e-7: partial
+ *       sums of 8 products in F16; ~1e-6 with 32)
  *   GET_ROWS 1e-12 (the same dequantization); KV_STORE (ring or not) and
  *       the SHORTCONV state bit-exact; SHORTCONV of T tokens bit-equal to
  *       T calls of one token

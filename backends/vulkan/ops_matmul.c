@@ -229,8 +229,7 @@ static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
         return ELM_OK;
     }
     m->tl = T > 1 && m->nt == 1 ? pick_tile(p, m->half, false) : NULL;
-    /* F16 products (mm_f16): F16 partial sums over one slice of BK terms,
-     * then F32. */
+    /* F16 products (mm_f16): F16 partial sums over 8 terms, then F32. */
     if (m->tl && m->half) snprintf(m->shader, sizeof m->shader, "matmat_%s_s16_h%s", ts, c->mm_f16 ? "a" : "");
     else if (m->tl) snprintf(m->shader, sizeof m->shader, "matmat_%s_%s", ts, elmi_op_storage(p));
     if (m->tl) return ELM_OK;

@@ -30,7 +30,7 @@
  *                  activations) wherever the device has them, not only
  *                  where 4x8-bit signed dots are reported accelerated
  *   mm_f16         not a cap: fast graphs' mat-mat tiles multiply in F16
- *                  (partial sums over one K slice, then F32) on a CPU
+ *                  (partial sums over 8 values of K, then F32) on a CPU
  *                  device too; by default only GPUs with shaderFloat16
  *                  and 16-bit storage do
  *   nomm_f16       not a cap: mat-mat tiles never multiply in F16 (F16
