@@ -318,10 +318,10 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     c->fuse = c->n_slots == VK_N_BIND && !l->no_fuse && (l->fuse || c->type != VK_PHYSICAL_DEVICE_TYPE_CPU);
     if (l->no_idot) c->int_dot = c->ext_int_dot = false;
     c->mv_idot = c->int_dot && (c->int_dot_accel || l->idot);
-    /* On lavapipe both mat-mat paths measured 1.15-1.5x faster than the
-     * F16-staged tiles (a loaded machine, docs in backends/vulkan/README.md),
-     * but turning them on there changes every fast prefill the tests and
-     * the CPU comparisons see, so CPU devices take them only when forced. */
+    /* On lavapipe F16 products measured even or slower than the F16-staged
+     * tiles and integer-dot tiles 1.17x faster (backends/vulkan/README.md);
+     * CPU devices take either only when forced: the int-dot tiles would
+     * change every fast prefill the tests and CPU comparisons see. */
     c->mm_idot = c->mv_idot;
     c->mm_f16 = c->fp16 && c->storage16 && !l->no_mm_f16 && (l->mm_f16 || c->type != VK_PHYSICAL_DEVICE_TYPE_CPU);
     c->fa_vtiles = !l->no_vtiles;
