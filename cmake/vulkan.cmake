@@ -96,6 +96,8 @@ set(ELM_VK_FUSED_TYPES F32 F16 Q4_0 Q8_0 Q4_K Q5_K Q6_K)
 # Types with integer-dot mat-vec variants (_idot: activations quantized to
 # 8 bits per chunk, backends/vulkan/ops_matmul.c elmi_op_mv_idot).
 set(ELM_VK_IDOT_TYPES Q4_0 Q8_0 Q4_K Q5_K Q6_K)
+# Types with integer-dot mat-mat variants (shaders/common/matmat_idot.glsl).
+set(ELM_VK_MM_IDOT_TYPES Q4_0 Q8_0)
 
 foreach(t ${ELM_VK_TYPES})
   string(TOLOWER ${t} lt)
@@ -106,6 +108,9 @@ foreach(t ${ELM_VK_TYPES})
     endif()
     elm_vk_variant(get_rows get_rows_${lt}_${st} TYPE_${t} ${sdef})
     elm_vk_variant(matmat matmat_${lt}_${st} TYPE_${t} ${sdef})
+    if(t IN_LIST ELM_VK_MM_IDOT_TYPES)
+      elm_vk_variant(matmat matmat_${lt}_${st}_idot TYPE_${t} ${sdef} IDOT)
+    endif()
     foreach(red sg sh)
       set(rdef)
       if(red STREQUAL "sg")
@@ -131,6 +136,9 @@ foreach(t ${ELM_VK_TYPES})
     endforeach()
   endforeach()
   elm_vk_variant(matmat matmat_${lt}_s16_h TYPE_${t} S16 FP16)
+  if(NOT t STREQUAL "F32" AND NOT t STREQUAL "BF16")
+    elm_vk_variant(matmat matmat_${lt}_s16_ha TYPE_${t} S16 FP16 FP16A)
+  endif()
 endforeach()
 
 foreach(red sg sh)

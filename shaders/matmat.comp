@@ -11,7 +11,10 @@
 // transposing stores over the banks. The host picks the tile (constants
 // 2..6) to fit the device's shared memory and invocation limits. FP16 (fast
 // graphs on devices with shaderFloat16) stages halves: half the shared
-// memory, the products still accumulated in F32.
+// memory, the products still accumulated in F32. FP16A (with FP16) also
+// multiplies in halves: f16vec4 partial sums over HK = 8 values of k,
+// added into the F32 accumulators, which bounds their rounding.
+// IDOT (Q4_0, Q8_0): integer dot products, see the end of the file.
 
 #include "common/common.glsl"
 #include "common/blocks.glsl"
@@ -35,9 +38,20 @@ layout(push_constant) uniform Params {
     uint has_bias;
 } p;
 
+#if defined(IDOT)
+#include "common/matmat_idot.glsl"
+#else
+
+#if defined(FP16A) && !defined(FP16)
+#error "FP16A multiplies the halves FP16 stages"
+#endif
 #if defined(FP16)
 #extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
 #define SVEC f16vec4
+// FP16A: products summed in halves over HK consecutive k (BK is a
+// multiple), then in F32. Over a whole 32-deep slice the F16 sums moved
+// stories260K-f16's fast logits by 0.063 (the model tests allow 0.05).
+const uint HK = 8u;
 // Activations beyond the half range would become infinities.
 #define TO_S(v) f16vec4(clamp(v, vec4(-65504.0), vec4(65504.0)))
 #else
@@ -87,6 +101,25 @@ void main() {
     for (uint k0 = 0u; k0 < p.K; k0 += BK) {
         load_tiles(m0, n0, k0, tid);
         barrier();
+#if defined(FP16A)
+        for (uint kh = 0u; kh < BK; kh += HK) {
+            f16vec4 hacc[TM * (TN / 4u)];
+            for (uint i = 0u; i < TM * (TN / 4u); i++) hacc[i] = f16vec4(0.0hf);
+            for (uint k = kh; k < kh + HK; k++) {
+                f16vec4 b[TN / 4u];
+                for (uint j = 0u; j < TN / 4u; j++) b[j] = b_sh[k * BS + tn * (TN / 4u) + j];
+                for (uint i = 0u; i < TM / 4u; i++) {
+                    f16vec4 a = a_sh[k * AS + tm * (TM / 4u) + i];
+                    for (uint r = 0u; r < 4u; r++)
+                        for (uint j = 0u; j < TN / 4u; j++) {
+                            uint o = (4u * i + r) * (TN / 4u) + j;
+                            hacc[o] = fma(f16vec4(a[r]), b[j], hacc[o]);
+                        }
+                }
+            }
+            for (uint i = 0u; i < TM * (TN / 4u); i++) acc[i] += vec4(hacc[i]);
+        }
+#else
         for (uint k = 0u; k < BK; k++) {
             vec4 b[TN / 4u];
             for (uint j = 0u; j < TN / 4u; j++) b[j] = vec4(b_sh[k * BS + tn * (TN / 4u) + j]);
@@ -96,6 +129,7 @@ void main() {
                     for (uint j = 0u; j < TN / 4u; j++) acc[(4u * i + r) * (TN / 4u) + j] += a[r] * b[j];
             }
         }
+#endif
         barrier();
     }
     for (uint i = 0u; i < TM; i++) {
@@ -108,3 +142,4 @@ void main() {
         }
     }
 }
+#endif

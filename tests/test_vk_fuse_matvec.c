@@ -168,8 +168,11 @@ static double *want_of(const mvf_case *c, const mvf_data *d, bool idot, int i, s
     double *prod[3] = {NULL, NULL, NULL};
     for (int m = 0; m < c->n_mm; m++) {
         prod[m] = malloc((size_t)(c->N[m] * c->T) * sizeof(double));
-        /* More tokens take the tiled kernels, float only. */
-        const float *am = idot && c->T == 1 && idot_type(c->types[m]) ? aq : a;
+        /* More tokens take the tiled kernels: integer-dot tiles for Q4_0
+         * and Q8_0 (the int-dot profiles leave room for them), float for
+         * the other types. */
+        bool tiles_idot = c->types[m] == QT_Q4_0 || c->types[m] == QT_Q8_0;
+        const float *am = idot && idot_type(c->types[m]) && (c->T == 1 || tiles_idot) ? aq : a;
         elm_ref_mul_mat(d->deq[m], am, c->bias ? d->bias[m] : NULL, c->K, c->N[m], c->T, prod[m]);
     }
     double *resid = malloc(N0T * sizeof *resid);

@@ -15,7 +15,10 @@
  *       (two half roundings per product, ~2e-7 expected)
  *   fast int-dot mat-vecs: 1e-5 against the activations rounded through
  *       Q8_0 (worst ~6e-7 on lavapipe; against F32 activations ~1-5e-5,
- *       which the check that the path ran relies on)
+ *       which the check that the path ran relies on); the int-dot mat-mat
+ *       tiles (Q4_0, Q8_0) likewise (worst ~6e-8)
+ *   fast MUL_MAT with F16 products (mm_f16)   1e-5 (worst ~4e-7: partial
+ *       sums of 8 products in F16; ~1e-6 with 32)
  *   GET_ROWS 1e-12 (the same dequantization); KV_STORE (ring or not) and
  *       the SHORTCONV state bit-exact; SHORTCONV of T tokens bit-equal to
  *       T calls of one token
@@ -372,6 +375,115 @@ Test(vk_ops, mul_mat_many_tiles) {
     }
 }
 
+/* A mat-mat path that a limits item turns on (`on`) and off (`off`), over
+ * ragged tiles (rows, tokens and, for F16 weights, K not multiples of the
+ * tile): fast graphs within 1e-5 of the reference (q8: of the activations
+ * rounded through Q8_0, and over the cases much nearer that than the F32
+ * reference) and not bit-equal to the result without the path, so it ran;
+ * exact graphs within 1e-10 and bit-equal with the item on or off. */
+static float *mm_run_under(const char *limits, const mm_case *c, const mm_data *d) {
+    vfx f;
+    vfx_open(&f, limits);
+    float *got = mm_run(&f, c, d);
+    cr_expect_eq(fallbacks(&f), 0, "[%s] unexpected CPU fallbacks", limits);
+    vfx_close(&f);
+    return got;
+}
+
+static void mm_path(const char *on, const char *off, const mm_case *cases, size_t n, bool q8) {
+    double sum_q = 0, sum_f = 0, worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        mm_case c = cases[i];
+        mm_data d;
+        mm_data_new(&c, &d);
+        size_t nv = (size_t)(c.N * c.T);
+        float *got[2][2]; /* [exact][on, off] */
+        for (int e = 0; e < 2; e++) {
+            c.exact = e;
+            got[e][0] = mm_run_under(on, &c, &d), got[e][1] = mm_run_under(off, &c, &d);
+        }
+        double *want = mm_want(&c, &d, d.x);
+        double ef = nmse(got[0][0], want, nv), eq = q8 ? q8_nmse(&c, &d, got[0][0]) : ef;
+        const char *tn = elmi_qtype_name(c.type);
+        long long K = (long long)c.K, N = (long long)c.N, T = (long long)c.T;
+        cr_expect_leq(eq, 1e-5, "[%s] fast MUL_MAT %s K=%lld N=%lld T=%lld: NMSE %.3g", on, tn, K, N, T, eq);
+        cr_expect_neq(memcmp(got[0][0], got[0][1], sizeof(float) * nv), 0,
+                      "[%s] fast MUL_MAT %s K=%lld N=%lld T=%lld: the bits of [%s], the path did not run", on, tn, K,
+                      N, T, off);
+        double ex = nmse(got[1][0], want, nv);
+        cr_expect_leq(ex, 1e-10, "[%s] exact MUL_MAT %s K=%lld N=%lld T=%lld: NMSE %.3g", on, tn, K, N, T, ex);
+        cr_expect_eq(memcmp(got[1][0], got[1][1], sizeof(float) * nv), 0,
+                     "exact MUL_MAT %s K=%lld N=%lld T=%lld: [%s] and [%s] differ", tn, K, N, T, on, off);
+        sum_q += eq, sum_f += ef;
+        if (eq > worst) worst = eq;
+        mm_data_free(&d);
+        free(want);
+        for (int e = 0; e < 2; e++) free(got[e][0]), free(got[e][1]);
+    }
+    if (q8)
+        cr_expect_lt(sum_q * 10, sum_f, "[%s] results are not those of 8-bit activations (NMSE sums %.3g, F32 %.3g)",
+                     on, sum_q, sum_f);
+    fprintf(stderr, "vk mat-mat [%s]: worst fast NMSE %.2g (against F32 activations: mean %.2g)\n", on, worst,
+            sum_f / (double)n);
+}
+
+static bool device_has(const char *limits, bool idot) {
+    vfx f;
+    vfx_open(&f, limits);
+    elm_device_info info;
+    cr_assert_eq(elmi_be_vk_device_info(f.be, &info), ELM_OK);
+    vfx_close(&f);
+    return idot ? info.int_dot : info.fp16 && info.storage16;
+}
+
+/* Three tile shapes: the largest, pi5's (16 KiB, 256 invocations) and a
+ * 64-invocation device's. */
+static const char *const MM_PATH_LIMITS[] = {"", ",pi5", ",max_shared=4096,max_invocations=64"};
+
+/* F16 products (mm_f16 forces them on lavapipe, a CPU device). */
+Test(vk_ops, fast_mul_mat_f16_products) {
+    if (!device_has("", false)) return;
+    static const mm_case cases[] = {
+        {QT_Q4_0, 288, 37, 5, false, true, false, 0, 0},
+        {QT_Q6_K, 768, 150, 70, false, false, true, 1, 0},
+        {QT_F16, 100, 70, 33, false, true, false, 0, 2},
+    };
+    for (size_t l = 0; l < sizeof MM_PATH_LIMITS / sizeof *MM_PATH_LIMITS; l++) {
+        char on[64], off[64];
+        snprintf(on, sizeof on, "mm_f16%s", MM_PATH_LIMITS[l]);
+        snprintf(off, sizeof off, "nomm_f16%s", MM_PATH_LIMITS[l]);
+        mm_path(on, off, cases, sizeof cases / sizeof *cases, false);
+    }
+}
+
+/* Integer-dot tiles of Q4_0 and Q8_0 (idot forces them where the device
+ * has the feature); also the 32-bit word path with weights 2 bytes off. */
+Test(vk_ops, fast_mul_mat_idot_tiles) {
+    if (!device_has("", true)) return;
+    static const mm_case cases[] = {
+        {QT_Q4_0, 288, 37, 5, false, true, false, 0, 2},
+        {QT_Q8_0, 256, 150, 70, false, false, true, 1, 0},
+        {QT_Q4_0, 64, 130, 9, false, false, true, 0, 0},
+    };
+    static const char *const limits[] = {"", ",nofp16,nosubgroup", ",max_shared=4096,max_invocations=64"};
+    for (size_t l = 0; l < sizeof limits / sizeof *limits; l++) {
+        char on[64], off[64];
+        snprintf(on, sizeof on, "idot%s", limits[l]);
+        snprintf(off, sizeof off, "noidot%s", limits[l]);
+        mm_path(on, off, cases, sizeof cases / sizeof *cases, true);
+    }
+}
+
+/* Both paths forced under the profiles that change the tiles or the
+ * storage path (max_shared=768 fits no integer-dot tile: mat-vecs per
+ * token), all cases of mul_mat_types (T = 1, 5, 33, exact and fast). */
+Test(vk_ops, mul_mat_forced_paths_profiles) {
+    static const char *const limits[] = {"idot,mm_f16", "idot,mm_f16,nofp16", "idot,mm_f16,pi5",
+                                         "idot,mm_f16,max_shared=768,max_invocations=64"};
+    static const int types[] = {QT_Q4_0, QT_Q8_0, QT_Q6_K};
+    for (size_t l = 0; l < sizeof limits / sizeof *limits; l++) mul_mat_types(limits[l], types, 3);
+}
+
 Test(vk_ops, fast_mul_mat_keeps_f32_and_bf16_precision_and_range) {
     static const int types[] = {QT_F32, QT_BF16};
     static const int64_t Ts[] = {1, 9, 70};
@@ -432,7 +544,8 @@ static uint64_t split_bytes(vfx *f) {
 
 /* Copied Q4_0/Q8_0/Q6_K weights whose rows are whole words take the split
  * layout (memory.c): every kernel that reads them, the mat-vec (float,
- * int-dot, several tokens), the tiles and GET_ROWS, against the
+ * int-dot, several tokens), the tiles (F32, F16 products, int-dot) and
+ * GET_ROWS, against the
  * references; "norepack" keeps the file layout and must agree too. Rows
  * of an odd number of Q4_0 blocks are not whole words: those stay in the
  * file layout beside split ones on the same device. */
@@ -465,7 +578,8 @@ static void split_layout_case(const char *limits, bool want_split) {
 Test(vk_ops, split_layout_matches_the_reference) {
     split_layout_case("discrete", true);
     split_layout_case("discrete,nofp16,nosubgroup", true);
-    split_layout_case("discrete,mv_tokens=4,idot", true);
+    split_layout_case("discrete,idot,mm_f16", true);
+    split_layout_case("discrete,mv_tokens=4", true);
     split_layout_case("discrete,norepack", false);
 }
 

@@ -319,6 +319,12 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     if (l->no_idot) c->int_dot = c->ext_int_dot = false;
     c->mv_idot = c->int_dot && (c->int_dot_accel || l->idot);
     c->repack = !l->no_repack;
+    /* On lavapipe F16 products measured even or slower than the F16-staged
+     * tiles and integer-dot tiles 1.17x faster (backends/vulkan/README.md);
+     * CPU devices take either only when forced: the int-dot tiles would
+     * change every fast prefill the tests and CPU comparisons see. */
+    c->mm_idot = c->mv_idot;
+    c->mm_f16 = c->fp16 && c->storage16 && !l->no_mm_f16 && (l->mm_f16 || c->type != VK_PHYSICAL_DEVICE_TYPE_CPU);
     c->fa_vtiles = !l->no_vtiles;
 }
 

@@ -87,12 +87,14 @@ static const tile tiles[] = {
     {16, 16, 16, 4, 4}, {16, 16, 8, 4, 4},
 };
 
-/* The first tile configuration that fits the device, or NULL. */
-static const tile *pick_tile(const vk_planner *p, bool half) {
+/* The first tile configuration that fits the device, or NULL. Integer-dot
+ * tiles (bk unused) stage 8 words and a scale per row and per token. */
+static const tile *pick_tile(const vk_planner *p, bool half, bool idot) {
     const vk_caps *c = &p->vk->caps;
     for (size_t i = 0; i < sizeof tiles / sizeof *tiles; i++) {
         const tile *t = &tiles[i];
         uint32_t wg = (t->bm / t->tm) * (t->bn / t->tn), shared = (t->bm + t->bn + 8) * t->bk * (half ? 2 : 4);
+        if (idot) shared = (t->bm + t->bn) * 9 * 4;
         if (wg <= c->max_invocations && wg <= c->max_wg_size[0] && shared <= c->max_shared) return t;
     }
     return NULL;
@@ -102,7 +104,7 @@ typedef struct mm_ctx {
     const be_tensor *w, *x, *bias, *d;
     tview vx, vb, vd;
     const tile *tl; /* NULL: matvec */
-    bool half;
+    bool half;      /* tiles: F16 staging */
     uint32_t wg, rows, lpr; /* matvec: invocations, rows per lane group, lanes per row (wg or 1) */
     uint32_t sg;            /* matvec: required subgroup size (= wg), 0: the driver's */
     uint32_t nt;            /* matvec: tokens per workgroup */
@@ -224,8 +226,17 @@ static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
      * so those keep F32 tiles. */
     bool half_ok = m->w->type != QT_F32 && m->w->type != QT_BF16;
     m->half = !p->exact && half_ok && c->fp16 && c->storage16;
-    m->tl = T > 1 && m->nt == 1 ? pick_tile(p, m->half) : NULL;
-    if (m->tl && m->half) snprintf(m->shader, sizeof m->shader, "matmat_%s_s16_h", ts);
+    /* Integer-dot tiles round the activations through Q8_0, the
+     * vec_dot_type of Q4_0 and Q8_0 (backend.h): fast graphs only. */
+    bool idot = !p->exact && c->mm_idot && (m->w->type == QT_Q4_0 || m->w->type == QT_Q8_0);
+    m->tl = T > 1 && m->nt == 1 && idot ? pick_tile(p, false, true) : NULL;
+    if (m->tl) {
+        snprintf(m->shader, sizeof m->shader, "matmat_%s_%s_idot", ts, elmi_op_storage(p));
+        return ELM_OK;
+    }
+    m->tl = T > 1 && m->nt == 1 ? pick_tile(p, m->half, false) : NULL;
+    /* F16 products (mm_f16): F16 partial sums over 8 terms, then F32. */
+    if (m->tl && m->half) snprintf(m->shader, sizeof m->shader, "matmat_%s_s16_h%s", ts, c->mm_f16 ? "a" : "");
     else if (m->tl) snprintf(m->shader, sizeof m->shader, "matmat_%s_%s", ts, elmi_op_storage(p));
     if (m->tl) return ELM_OK;
     /* The matrix-vector kernel: T = 1, a few tokens, or no tile fits the

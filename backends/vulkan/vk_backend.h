@@ -25,9 +25,16 @@
  *                  default only GPUs fuse; nofuse wins over fuse)
  *   noidot         no shaderIntegerDotProduct: mat-vecs are float only
  *   idot           not a cap: fast graphs' mat-vecs of Q4_0, Q8_0, Q4_K,
- *                  Q5_K and Q6_K weights use integer dot products (8-bit
+ *                  Q5_K and Q6_K weights, and mat-mat tiles of Q4_0 and
+ *                  Q8_0 weights, use integer dot products (8-bit
  *                  activations) wherever the device has them, not only
  *                  where 4x8-bit signed dots are reported accelerated
+ *   mm_f16         not a cap: fast graphs' mat-mat tiles multiply in F16
+ *                  (partial sums over 8 values of K, then F32) on a CPU
+ *                  device too; by default only GPUs with shaderFloat16
+ *                  and 16-bit storage do
+ *   nomm_f16       not a cap: mat-mat tiles never multiply in F16 (F16
+ *                  staging stays); wins over mm_f16
  *   novtiles       not a cap: flash attention reads V from the cache in
  *                  prefill too, no F16 V tiles in shared memory, for tests
  *                  and comparisons
@@ -216,8 +223,8 @@ void elmi_be_vk_release_weights(be_backend *be);
 
 /*
  * Whether fast graphs' mat-vecs of Q4_0, Q8_0, Q4_K, Q5_K and Q6_K weights
- * run the integer-dot kernels (activations quantized through Q8_0, 32
- * values a block): the device has shaderIntegerDotProduct and reports
+ * (and mat-mat tiles of Q4_0 and Q8_0 weights) run the integer-dot
+ * kernels (activations quantized through Q8_0, 32 values a block): the device has shaderIntegerDotProduct and reports
  * 4x8-bit signed dots accelerated, or the limits say "idot" (and not
  * "noidot"). Tests pick their fast-graph reference with it.
  */

@@ -43,6 +43,8 @@ typedef struct vk_limits {
     bool idot;      /* tuning, not a cap: integer-dot mat-vecs even where not accelerated */
     bool no_vtiles; /* flash attention reads V from the cache, no F16 tiles */
     bool no_repack; /* copied weights keep the file layout (memory.c) */
+    bool mm_f16;    /* tuning: F16 products in mat-mat tiles on a CPU device too */
+    bool no_mm_f16; /* mat-mat tiles multiply in F32 (F16 only staged) */
     uint64_t max_storage_buffers; /* storage buffers one dispatch may bind */
 } vk_limits;
 
@@ -75,6 +77,11 @@ typedef struct vk_caps {
     /* fast mat-vecs of the int-dot types quantize activations to 8 bits
      * (int_dot, and accelerated or forced by the idot profile) */
     bool mv_idot;
+    /* fast mat-mats of Q4_0 and Q8_0 take integer-dot tiles (as mv_idot) */
+    bool mm_idot;
+    /* fast mat-mat tiles multiply staged halves in F16 (fp16 and 16-bit
+     * storage; on GPUs, or forced by mm_f16; never under nomm_f16) */
+    bool mm_f16;
     uint64_t max_range, max_alloc;
     uint64_t offset_align; /* minStorageBufferOffsetAlignment, at least 4 */
     uint32_t max_push;

@@ -18,6 +18,11 @@
 //   vec4 dequant4r(uint rb, uint blk, uint i): values i..i+3 of block blk
 //   of the row at byte rb, in either row layout (see WSPLIT at the end);
 //   i is a multiple of 4 below QK.
+// Q4_0 and Q8_0 (the integer-dot mat-mat) also define, on a block's body
+// and d addresses (blk_body, blk_d at the end):
+//   float q_scale(uint bd): the block's scale,
+//   uint q_word_i8(uint bq, uint j): values 4j..4j+3 (j < 8) as 4 packed
+//   signed bytes, the quants without the scale.
 // Values are computed in F32 exactly as the scalar references do.
 
 #include "quant/layout.h"
@@ -73,6 +78,14 @@ vec4 dequant4_bd(uint bq, uint bd, uint i) {
     uint q = (ld32(bq + (i & 15u)) >> ((i & 16u) >> 2)) & 0x0F0F0F0Fu;
     return ldh(bd) * (vec4(bytes4(q)) - 8.0);
 }
+// Values 4j..4j+3 (j < 8) of the body at bq as 4 packed signed bytes,
+// nibble - 8: adding 0x78 and flipping bit 7 maps 0..15 to 0xF8..0x07
+// without carries.
+uint q_word_i8(uint bq, uint j) {
+    uint q = (ld32(bq + 4u * (j & 3u)) >> ((j & 4u) != 0u ? 4u : 0u)) & 0x0F0F0F0Fu;
+    return (q + 0x78787878u) ^ 0x80808080u;
+}
+float q_scale(uint bd) { return ldh(bd); }
 
 #elif defined(TYPE_Q4_1)
 // d | m | qs[16]
@@ -112,6 +125,8 @@ vec4 dequant4_bd(uint bq, uint bd, uint i) {
                     bitfieldExtract(w, 24, 8));
     return ldh(bd) * vec4(q);
 }
+uint q_word_i8(uint bq, uint j) { return ld32(bq + 4u * j); }
+float q_scale(uint bd) { return ldh(bd); }
 
 #elif defined(TYPE_Q2_K)
 // scales[16] | qs[64] | d | dmin. Value v: bits 2k..2k+1 of qs[32n + v%32],
