@@ -440,6 +440,17 @@ static bool device_has(const char *limits, bool idot) {
  * 64-invocation device's. */
 static const char *const MM_PATH_LIMITS[] = {"", ",pi5", ",max_shared=4096,max_invocations=64"};
 
+/* mm_path with the item on and off, under each limits suffix. */
+static void mm_path_over(const char *item_on, const char *item_off, const char *const *suffixes, size_t n,
+                         const mm_case *cases, size_t n_cases, bool idot) {
+    for (size_t l = 0; l < n; l++) {
+        char on[64], off[64];
+        snprintf(on, sizeof on, "%s%s", item_on, suffixes[l]);
+        snprintf(off, sizeof off, "%s%s", item_off, suffixes[l]);
+        mm_path(on, off, cases, n_cases, idot);
+    }
+}
+
 /* F16 products (mm_f16 forces them on lavapipe, a CPU device). */
 Test(vk_ops, fast_mul_mat_f16_products) {
     if (!device_has("", false)) return;
@@ -448,12 +459,7 @@ Test(vk_ops, fast_mul_mat_f16_products) {
         {QT_Q6_K, 768, 150, 70, false, false, true, 1, 0},
         {QT_F16, 100, 70, 33, false, true, false, 0, 2},
     };
-    for (size_t l = 0; l < sizeof MM_PATH_LIMITS / sizeof *MM_PATH_LIMITS; l++) {
-        char on[64], off[64];
-        snprintf(on, sizeof on, "mm_f16%s", MM_PATH_LIMITS[l]);
-        snprintf(off, sizeof off, "nomm_f16%s", MM_PATH_LIMITS[l]);
-        mm_path(on, off, cases, sizeof cases / sizeof *cases, false);
-    }
+    mm_path_over("mm_f16", "nomm_f16", MM_PATH_LIMITS, 3, cases, sizeof cases / sizeof *cases, false);
 }
 
 /* Integer-dot tiles of Q4_0 and Q8_0 (idot forces them where the device
@@ -466,12 +472,7 @@ Test(vk_ops, fast_mul_mat_idot_tiles) {
         {QT_Q4_0, 64, 130, 9, false, false, true, 0, 0},
     };
     static const char *const limits[] = {"", ",nofp16,nosubgroup", ",max_shared=4096,max_invocations=64"};
-    for (size_t l = 0; l < sizeof limits / sizeof *limits; l++) {
-        char on[64], off[64];
-        snprintf(on, sizeof on, "idot%s", limits[l]);
-        snprintf(off, sizeof off, "noidot%s", limits[l]);
-        mm_path(on, off, cases, sizeof cases / sizeof *cases, true);
-    }
+    mm_path_over("idot", "noidot", limits, 3, cases, sizeof cases / sizeof *cases, true);
 }
 
 /* Both paths forced under the profiles that change the tiles or the
