@@ -526,21 +526,29 @@ static bool declares_spec_id(const elmi_spv *m, uint32_t id) {
 }
 
 /* The host sets constant 7 (WSPLIT, shaders/common/blocks.glsl) on every
- * dispatch that reads weights in the split layout (Q4_0, Q8_0, Q6_K
- * copies): every module that reads those types must take it, or it would
- * read split rows as file rows. */
+ * dispatch that reads weights in the split layout (the types
+ * elmi_vk_split_layout names): every module that reads those types must
+ * take it, or it would read split rows as file rows. */
+static bool names_a_split_type(const char *module) {
+    for (size_t t = 0; t < elmi_vk_n_weight_types; t++) {
+        size_t d_off;
+        char suffix[32];
+        snprintf(suffix, sizeof suffix, "_%s_", elmi_vk_weight_types[t].suffix);
+        if (elmi_vk_split_layout(elmi_vk_weight_types[t].type, &d_off) && strstr(module, suffix)) return true;
+    }
+    return false;
+}
+
 Test(vk_device, weight_shaders_take_the_split_layout_constant) {
     static const char *const kernels[] = {"matvec_", "matmat_", "get_rows_"};
-    static const char *const split_types[] = {"_q4_0", "_q8_0", "_q6_k"};
     size_t checked = 0;
     for (size_t f = 0; f < elmi_spv_n_families; f++) {
         const elmi_spv_family *fam = &elmi_spv_families[f];
         for (size_t i = 0; i < *fam->count; i++) {
             const elmi_spv *m = &fam->modules[i];
-            bool weights = false, split = false;
+            bool weights = false;
             for (size_t k = 0; k < 3; k++) weights |= strncmp(m->name, kernels[k], strlen(kernels[k])) == 0;
-            for (size_t k = 0; k < 3; k++) split |= strstr(m->name, split_types[k]) != NULL;
-            if (!weights || !split) continue;
+            if (!weights || !names_a_split_type(m->name)) continue;
             cr_expect(declares_spec_id(m, 7), "%s does not declare specialization constant 7 (WSPLIT)", m->name);
             checked++;
         }

@@ -230,4 +230,9 @@ void elmi_be_vk_release_weights(be_backend *be);
  */
 bool elmi_be_vk_int_dot_matvec(be_backend *be);
 
+/* Whether copied weights of `type` take the split row layout (memory.c,
+ * README.md "Weight layout"): true for Q4_0, Q8_0 and Q6_K, with *d_off the
+ * offset of the block's fp16 scale d in the file block; false otherwise. */
+bool elmi_vk_split_layout(int type, size_t *d_off);
+
 #endif /* ELM_VK_BACKEND_H */

@@ -167,9 +167,6 @@ typedef struct vk_weight {
     bool split;
 } vk_weight;
 
-/* The split layout of type `type` (Q4_0, Q8_0, Q6_K): bytes of d's field
- * inside a file block; false for other types. */
-bool elmi_vk_split_layout(int type, size_t *d_off);
 
 /* Small writes to unmapped memory, carried by the next submission (ring.c). */
 #define VK_RING_MAX_WRITE 4096
