@@ -135,6 +135,10 @@ foreach(t ${ELM_VK_TYPES})
       endforeach()
     endforeach()
   endforeach()
+  # Weights and activations through uniform texel buffers (caps.mv_tex,
+  # float path only): the storage choice does not apply.
+  elm_vk_variant(matvec matvec_${lt}_tex_sg TYPE_${t} TEX SG)
+  elm_vk_variant(matvec matvec_${lt}_tex_sh TYPE_${t} TEX)
   elm_vk_variant(matmat matmat_${lt}_s16_h TYPE_${t} S16 FP16)
   if(NOT t STREQUAL "F32" AND NOT t STREQUAL "BF16")
     elm_vk_variant(matmat matmat_${lt}_s16_ha TYPE_${t} S16 FP16 FP16A)

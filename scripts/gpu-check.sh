@@ -12,6 +12,8 @@
 #   ops.json           bench --ops
 #   ops-norepack.json  bench --ops with weights in the file layout (what the
 #                      split layout buys)
+#   ops-tex.json       bench --ops with mat-vecs through texel buffers (on
+#                      GPUs off by default until this measures it)
 #   profile.json       bench --profile (where this build has it)
 #   bench-TYPE.json    bench at the llama-1b shape, Q4_0, Q8_0 and Q4_K
 #   bench-Q4_0-nofuse.json  the Q4_0 bench with fusion off (what fusion buys)
@@ -93,6 +95,8 @@ fi
 step ops 120 "$cli" bench --ops --device "$dev" --budget 90 --json "$out/ops.json"
 EDGELM_VK_LIMITS=norepack step ops-norepack 80 "$cli" bench --ops --device "$dev" --budget 60 \
   --json "$out/ops-norepack.json"
+EDGELM_VK_LIMITS=tex step ops-tex 60 "$cli" bench --ops --device "$dev" --budget 45 \
+  --json "$out/ops-tex.json"
 if "$cli" bench --help 2>&1 | grep -q -- --profile; then
   step profile 90 "$cli" bench --profile --device "$dev" -p 64 -n 16 -r 1 --budget 60 --json "$out/profile.json"
 else

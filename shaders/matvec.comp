@@ -22,6 +22,10 @@ layout(constant_id = 4) const uint NT = 1u;    // tokens per workgroup
 
 layout(std430, binding = 1) readonly buffer XBuf { float x[]; };
 layout(std430, binding = 1) readonly buffer XBuf4 { vec4 x4[]; };
+#if defined(TEX)
+// Binding 1's floats as vec4 texels (the weights: common/blocks.glsl).
+layout(binding = 13) uniform samplerBuffer xt;
+#endif
 layout(std430, binding = 2) readonly buffer BBuf { float bias[]; };
 layout(std430, binding = 3) writeonly buffer DBuf { float dst[]; };
 
@@ -52,7 +56,11 @@ vec4 xv[NT * NV];
 void load_x(uint t, uint c, bool v4, uint o) {
     uint xo = p.x_base + t * p.x_stride + c * CH;
     if (v4) {
+#if defined(TEX)
+        for (uint j = 0u; j < NV; j++) xv[o + j] = texelFetch(xt, int((xo >> 2) + j));
+#else
         for (uint j = 0u; j < NV; j++) xv[o + j] = x4[(xo >> 2) + j];
+#endif
     } else {
         for (uint j = 0u; j < NV; j++)
             xv[o + j] = vec4(x[xo + 4u * j], x[xo + 4u * j + 1u], x[xo + 4u * j + 2u], x[xo + 4u * j + 3u]);

@@ -524,7 +524,7 @@ Test(vk_ops, get_rows_all_types_all_profiles) {
     for (size_t p = 0; p < N_PROFILES; p++) {
         vfx f;
         vfx_open(&f, PROFILES[p]);
-        bool all = p == 0 || !strcmp(PROFILES[p], "nofp16,nosubgroup,discrete");
+        bool all = p == 0 || !strcmp(PROFILES[p], "nofp16,nosubgroup,discrete,notex");
         for (size_t i = 0; i < (all ? N_ALL_TYPES : N_SOME_TYPES); i++) {
             int type = all ? ALL_TYPES[i] : SOME_TYPES[i];
             double e = check_get_rows(&f, type, ragged_k(type), 37, ids, 5);
@@ -582,6 +582,52 @@ Test(vk_ops, split_layout_matches_the_reference) {
     split_layout_case("discrete,idot,mm_f16", true);
     split_layout_case("discrete,mv_tokens=4", true);
     split_layout_case("discrete,norepack", false);
+}
+
+/* ------------------------------------------------------ texel buffers */
+
+static uint64_t texel_dispatches(vfx *f) {
+    be_vk_stats s;
+    cr_assert_eq(elmi_be_vk_get_stats(f->be, &s), ELM_OK);
+    return s.n_texel_dispatches;
+}
+
+/* Mat-vecs through texel buffers ("tex") run the storage-buffer kernels'
+ * arithmetic on other loads, so the two agree bit for bit: every type,
+ * weights copied (Q4_0/Q8_0 split, the aligned-quad constant for F32 and
+ * those) or imported 4 bytes off alignment, activation rows that vec4
+ * texels cannot take (x_pad), one token and several (mv_tokens). */
+static void texel_case(const char *base, const int *types, size_t n_types) {
+    char on[64], off[64];
+    snprintf(on, sizeof on, "tex,%s", base), snprintf(off, sizeof off, "notex,%s", base);
+    vfx ft, fs;
+    vfx_open(&ft, on), vfx_open(&fs, off);
+    for (size_t i = 0; i < n_types; i++)
+        for (int v = 0; v < 3; v++) {
+            int type = types[i];
+            int64_t K = v == 0 ? 256 * (elmi_qtype_get(type)->block_size > 32 ? 1 : 2) : ragged_k(type);
+            mm_case c = {type, K, 37, v == 2 ? 3 : 1, false, v == 1, false, v == 2 ? 1 : 0, v == 1 ? 4 : 0};
+            mm_data d;
+            mm_data_new(&c, &d);
+            float *a = mm_run(&ft, &c, &d), *b = mm_run(&fs, &c, &d);
+            double *want = mm_want(&c, &d, d.x), e = nmse(a, want, (size_t)(c.N * c.T));
+            const char *tn = elmi_qtype_name(type);
+            cr_expect_leq(e, 1e-5, "[%s] MUL_MAT %s K=%lld T=%lld: NMSE %.3g", on, tn, (long long)K, (long long)c.T, e);
+            cr_expect_eq(memcmp(a, b, sizeof(float) * (size_t)(c.N * c.T)), 0,
+                         "MUL_MAT %s K=%lld T=%lld: [%s] and [%s] differ", tn, (long long)K, (long long)c.T, on, off);
+            mm_data_free(&d);
+            free(a), free(b), free(want);
+        }
+    cr_expect_gt(texel_dispatches(&ft), 0, "[%s] no mat-vec read texel buffers", on);
+    cr_expect_eq(texel_dispatches(&fs), 0, "[%s] a mat-vec read texel buffers", off);
+    cr_expect_eq(fallbacks(&ft) + fallbacks(&fs), 0, "[%s] unexpected CPU fallbacks", base);
+    vfx_close(&ft), vfx_close(&fs);
+}
+
+Test(vk_ops, texel_reads_match_storage_reads) {
+    texel_case("mv_tokens=4", ALL_TYPES, N_ALL_TYPES);
+    texel_case("noimport,mv_tokens=4", SOME_TYPES, N_SOME_TYPES);
+    texel_case("nofp16,nosubgroup,discrete,mv_tokens=4", SOME_TYPES, N_SOME_TYPES);
 }
 
 /* Ids come from device memory, so the shader cannot fail the graph as the

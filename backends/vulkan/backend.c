@@ -188,6 +188,7 @@ static size_t iface_device_stats(be_backend *be, be_stat *out, size_t cap) {
         {"vulkan.dispatches", (double)s->n_dispatches},
         {"vulkan.barriers", (double)s->n_barriers},
         {"vulkan.fused_nodes", (double)s->n_fused_nodes},
+        {"vulkan.texel_dispatches", (double)s->n_texel_dispatches},
         {"vulkan.weight_bytes", (double)s->weight_bytes},
         {"vulkan.weight_import_bytes", (double)s->weight_import_bytes},
         {"vulkan.weight_copy_bytes", (double)s->weight_copy_bytes},

@@ -326,6 +326,11 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     c->mm_idot = c->mv_idot;
     c->mm_f16 = c->fp16 && c->storage16 && !l->no_mm_f16 && (l->mm_f16 || c->type != VK_PHYSICAL_DEVICE_TYPE_CPU);
     c->fa_vtiles = !l->no_vtiles;
+    /* On lavapipe a storage-buffer load is a loop over the lanes and a
+     * texel fetch one gather: a read-only kernel in the mat-vec's pattern
+     * measured 2.3x the bytes per second through texel buffers
+     * (docs/measurements.md). GPUs keep storage buffers until measured. */
+    c->mv_tex = c->mv_tex && !l->no_tex && (l->tex || c->type == VK_PHYSICAL_DEVICE_TYPE_CPU);
 }
 
 static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_exts *e,
@@ -375,6 +380,20 @@ static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_ex
     c->ext_host_import = has_ext(e, VK_EXT_EXTERNAL_MEMORY_HOST_EXTENSION_NAME);
 }
 
+/* Texel-buffer reads (caps.mv_tex) need RGBA32 and R32UI as uniform
+ * texel buffers: the spec requires it, but a driver that lies is refused. */
+static void fill_texel_caps(VkPhysicalDevice pd, const VkPhysicalDeviceLimits *L, vk_caps *c) {
+    static const VkFormat fmts[3] = {VK_FORMAT_R32G32B32A32_UINT, VK_FORMAT_R32G32B32A32_SFLOAT, VK_FORMAT_R32_UINT};
+    c->mv_tex = L->maxTexelBufferElements > 0;
+    for (int i = 0; i < 3; i++) {
+        VkFormatProperties fp;
+        vkGetPhysicalDeviceFormatProperties(pd, fmts[i], &fp);
+        if (!(fp.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT)) c->mv_tex = false;
+    }
+    c->max_texel = L->maxTexelBufferElements;
+    c->texel_align = L->minTexelBufferOffsetAlignment < 16 ? 16 : L->minTexelBufferOffsetAlignment;
+}
+
 static void fill_info(const props_chain *pc, const vk_caps *c, int index, elm_device_info *info) {
     const VkPhysicalDeviceProperties *p = &pc->p2.properties;
     snprintf(info->name, sizeof info->name, "%s", p->deviceName);
@@ -417,6 +436,7 @@ elm_status elmi_vk_query_device(VkPhysicalDevice pd, int index, const vk_limits 
         pc.p2.properties = base;
     }
     fill_caps(&pc, &fc, &e, caps);
+    fill_texel_caps(pd, &pc.p2.properties.limits, caps);
     fill_heaps(pd, &e, caps, info);
     apply_limits(lim, caps);
     fill_info(&pc, caps, index, info);

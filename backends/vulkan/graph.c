@@ -164,6 +164,8 @@ static void plan_free(vk_backend *vk, vk_plan *plan) {
         if (plan->steps[i].cmd) vkFreeCommandBuffers(vk->dev, vk->cmd_pool, 1, &plan->steps[i].cmd);
     if (plan->qpool) vkDestroyQueryPool(vk->dev, plan->qpool, NULL);
     if (plan->pool) vkDestroyDescriptorPool(vk->dev, plan->pool, NULL);
+    for (uint32_t i = 0; i < plan->n_views; i++) vkDestroyBufferView(vk->dev, plan->views[i], NULL);
+    elmi_free(plan->views);
     elmi_vk_seg_free(vk, &plan->dyn);
     for (uint32_t i = 0; i < plan->n_scratch; i++) elmi_vk_seg_free(vk, &plan->scratch[i]);
     elmi_free(plan->scratch);
@@ -211,15 +213,56 @@ static elm_status plan_nodes(vk_backend *vk, const be_graph *g, vk_plan *plan) {
 
 /* ----------------------------------------------------------- descriptors */
 
+/* The texel views of a _tex dispatch (d->tex) at bindings VK_BIND_TEX_*,
+ * appended to w; the plan owns the views. */
+static elm_status texel_views(vk_backend *vk, vk_plan *plan, const vk_disp *d, VkWriteDescriptorSet *w,
+                              uint32_t *n_w) {
+    static const struct {
+        uint32_t slot, binding;
+        VkFormat fmt;
+    } V[VK_N_TEX] = {{0, VK_BIND_TEX_W, VK_FORMAT_R32G32B32A32_UINT},
+                     {1, VK_BIND_TEX_X, VK_FORMAT_R32G32B32A32_SFLOAT},
+                     {0, VK_BIND_TEX_W1, VK_FORMAT_R32_UINT}};
+    for (uint32_t i = 0; d->tex && i < VK_N_TEX; i++) {
+        const vk_bind *b = &d->b[V[i].slot];
+        VkBufferViewCreateInfo vi = {
+            .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+            .buffer = b->buf,
+            .format = V[i].fmt,
+            .offset = b->offset,
+            .range = b->tex_range,
+        };
+        VkBufferView *v = &plan->views[plan->n_views];
+        ELM_TRY(elmi_vk_check(vk, vkCreateBufferView(vk->dev, &vi, NULL, v), "vkCreateBufferView"));
+        plan->n_views++;
+        w[(*n_w)++] = (VkWriteDescriptorSet){
+            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+            .dstSet = d->set,
+            .dstBinding = V[i].binding,
+            .descriptorCount = 1,
+            .descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER,
+            .pTexelBufferView = v,
+        };
+    }
+    return ELM_OK;
+}
+
 static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
     if (plan->n_disp == 0) return ELM_OK;
-    uint32_t n_slots = vk->caps.n_slots;
-    VkDescriptorPoolSize size = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, plan->n_disp * (n_slots + 1)};
+    uint32_t n_slots = vk->caps.n_slots, n_tex = 0;
+    for (uint32_t i = 0; i < plan->n_disp; i++) n_tex += plan->disp[i].tex ? VK_N_TEX : 0;
+    vk->vstats.n_texel_dispatches += n_tex / VK_N_TEX;
+    if (n_tex) {
+        plan->views = elmi_malloc(n_tex * sizeof *plan->views);
+        if (!plan->views) return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory for texel views");
+    }
+    VkDescriptorPoolSize size[2] = {{VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, plan->n_disp * (n_slots + 1)},
+                                    {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, n_tex}};
     VkDescriptorPoolCreateInfo pci = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
         .maxSets = plan->n_disp,
-        .poolSizeCount = 1,
-        .pPoolSizes = &size,
+        .poolSizeCount = n_tex ? 2 : 1,
+        .pPoolSizes = size,
     };
     ELM_TRY(elmi_vk_check(vk, vkCreateDescriptorPool(vk->dev, &pci, NULL, &plan->pool), "vkCreateDescriptorPool"));
     for (uint32_t i = 0; i < plan->n_disp; i++) {
@@ -232,7 +275,7 @@ static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
         };
         ELM_TRY(elmi_vk_check(vk, vkAllocateDescriptorSets(vk->dev, &ai, &d->set), "vkAllocateDescriptorSets"));
         VkDescriptorBufferInfo bi[VK_N_BIND + 1];
-        VkWriteDescriptorSet w[VK_N_BIND + 1];
+        VkWriteDescriptorSet w[VK_N_BIND + 1 + VK_N_TEX];
         for (uint32_t b = 0; b <= n_slots; b++) {
             bi[b] = b < n_slots ? (VkDescriptorBufferInfo){d->b[b].buf, d->b[b].offset, d->b[b].range}
                                 : (VkDescriptorBufferInfo){plan->dyn.buf, 0, VK_WHOLE_SIZE};
@@ -245,7 +288,9 @@ static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
                 .pBufferInfo = &bi[b],
             };
         }
-        vkUpdateDescriptorSets(vk->dev, n_slots + 1, w, 0, NULL);
+        uint32_t n_w = n_slots + 1;
+        ELM_TRY(texel_views(vk, plan, d, w, &n_w));
+        vkUpdateDescriptorSets(vk->dev, n_w, w, 0, NULL);
     }
     return ELM_OK;
 }

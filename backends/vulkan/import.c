@@ -45,7 +45,7 @@
 #include "common/alloc.h"
 
 #define IMPORT_MIN_UNITS 4
-#define IMPORT_USAGE VK_BUFFER_USAGE_STORAGE_BUFFER_BIT
+#define IMPORT_USAGE (VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | elmi_vk_texel_usage(&vk->caps))
 
 /* Once per backend: the alignment, the entry point, the handle types the
  * device can import storage buffers from. */

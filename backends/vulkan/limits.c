@@ -42,6 +42,8 @@ static const struct profile {
     {"norepack", 0, 0, 0, 0, {SET(no_repack), 0}},
     {"mm_f16", 0, 0, 0, 0, {SET(mm_f16), 0}},
     {"nomm_f16", 0, 0, 0, 0, {SET(no_mm_f16), 0}},
+    {"tex", 0, 0, 0, 0, {SET(tex), 0}},
+    {"notex", 0, 0, 0, 0, {SET(no_tex), 0}},
 };
 
 static bool apply_profile(const char *name, vk_limits *l) {
@@ -106,7 +108,7 @@ static elm_status parse_item(char *item, vk_limits *l, char *err, size_t err_siz
     if (ok) return ELM_OK;
     return elmi_errorf(err, err_size, ELM_ERR_INVALID_ARG,
                        "limits: unknown item '%s' (profiles: pi5, mali, adreno, nofp16, nosubgroup, "
-                       "small-buffers, discrete, noimport, nofuse, fuse, noidot, idot, novtiles, norepack, mm_f16, nomm_f16; overrides: max_shared, "
+                       "small-buffers, discrete, noimport, nofuse, fuse, noidot, idot, novtiles, norepack, mm_f16, nomm_f16, tex, notex; overrides: max_shared, "
                        "max_invocations, max_range, max_alloc, max_storage_buffers, mv_rows, mv_lanes, mv_tokens = "
                        "a positive number)",
                        item);

@@ -108,7 +108,7 @@ elm_status elmi_vk_seg_alloc(vk_backend *vk, VkDeviceSize size, bool host_visibl
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
         .size = bytes,
         .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                 VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                 VK_BUFFER_USAGE_TRANSFER_DST_BIT | elmi_vk_texel_usage(&vk->caps),
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
     elm_status st = elmi_vk_check(vk, vkCreateBuffer(vk->dev, &bi, NULL, &out->buf), "vkCreateBuffer");

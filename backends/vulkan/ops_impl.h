@@ -51,7 +51,10 @@ typedef struct disp_build {
  * layout. The constants between a shader's own and 7 are unused by those
  * shaders and filled with 0. Call after setting the shader's own. */
 #define VK_SPEC_WSPLIT 7
+#define VK_SPEC_WQUAD 8
 void elmi_op_spec_split(disp_build *db, bool split);
+/* Mat-vec only: the weight runs of whole quads are 16-byte aligned (WQUAD). */
+void elmi_op_spec_wquad(disp_build *db);
 
 /* Outcomes: the device cannot run the node (p->why), or the node is malformed. */
 elm_status elmi_op_unsupported(vk_planner *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

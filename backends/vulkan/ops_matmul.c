@@ -110,7 +110,13 @@ typedef struct mm_ctx {
     uint32_t nt;            /* matvec: tokens per workgroup */
     bool split;             /* the weights' rows are in the split layout */
     char shader[48];
+    char tex_shader[48];    /* matvec through texel buffers (caps.mv_tex), or "" */
 } mm_ctx;
+
+/* Whether slot s's window can be viewed as 16-byte texels. */
+static bool texel_ok(const vk_caps *c, const vk_bind *b, uint32_t texel_bytes) {
+    return b->tex_range && b->offset % c->texel_align == 0 && b->tex_range / texel_bytes <= c->max_texel;
+}
 
 static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *rp, int64_t t0,
                               int64_t n) {
@@ -125,11 +131,19 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
     ELM_TRY(elmi_op_bind_view(p, &m->vd, t0 * ds + rp->r0 * 4, (t0 + n - 1) * ds + (rp->r0 + rp->n) * 4, 4, &db.d.b[3], &dbase));
     if (m->bias) ELM_TRY(elmi_op_bind_view(p, &m->vb, rp->r0 * 4, (rp->r0 + rp->n) * 4, 4, &db.d.b[2], &bb));
     if (!m->tl) {
+        const vk_caps *c = &p->vk->caps;
+        if (p->plan && m->tex_shader[0] && texel_ok(c, &db.d.b[0], 4) && texel_ok(c, &db.d.b[1], 16)) {
+            db.shader = m->tex_shader;
+            db.d.tex = true;
+        }
         db.spec[0] = m->wg, db.spec[1] = m->sg ? 1 : elmi_op_nsg(p, m->wg), db.spec[2] = m->rows, db.spec[3] = m->lpr;
         db.spec[4] = m->nt;
         db.subgroup = m->sg;
         db.n_spec = 5;
         elmi_op_spec_split(&db, m->split);
+        int t = w->type;
+        bool quad_runs = t == QT_F32 || (m->split && (t == QT_Q4_0 || t == QT_Q8_0));
+        if (quad_runs && wb % 16 == 0 && w->nb[1] % 16 == 0) elmi_op_spec_wquad(&db);
         uint64_t per_wg = (uint64_t)m->rows * (m->wg / m->lpr);
         pc_matvec pc = {wb, xb, bb, dbase, (uint32_t)w->ne[0], (uint32_t)rp->n, (uint32_t)w->nb[1],
                         (uint32_t)(xs / 4), (uint32_t)(ds / 4), m->bias != NULL, (uint32_t)n};
@@ -253,6 +267,9 @@ static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     m->sg = elmi_op_use_sg(p) && c->sg_control && fits && m->lpr > 1 ? m->wg : 0;
     snprintf(m->shader, sizeof m->shader, "matvec_%s_%s_%s%s", ts, elmi_op_storage(p), elmi_op_use_sg(p) ? "sg" : "sh",
              elmi_op_mv_dot(p, m->w->type));
+    m->tex_shader[0] = '\0';
+    if (c->mv_tex && !elmi_op_mv_dot(p, m->w->type)[0])
+        snprintf(m->tex_shader, sizeof m->tex_shader, "matvec_%s_tex_%s", ts, elmi_op_use_sg(p) ? "sg" : "sh");
     return ELM_OK;
 }
 

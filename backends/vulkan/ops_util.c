@@ -143,6 +143,8 @@ elm_status elmi_op_bind(vk_planner *p, const vk_seg *seg, VkDeviceSize lo, VkDev
     b->offset = off;
     b->range = end - off;
     b->seg_id = seg->id;
+    VkDeviceSize texels = (b->range + 15) / 16 * 16;
+    b->tex_range = off + texels <= seg->size ? texels : 0;
     *base = (uint32_t)((lo - off) / unit);
     return ELM_OK;
 }
@@ -160,7 +162,7 @@ elm_status elmi_op_bind_view(vk_planner *p, const tview *v, VkDeviceSize lo, VkD
 
 static void op_bind_dummy(vk_planner *p, vk_bind *b) {
     const vk_seg *d = &p->vk->dummy;
-    *b = (vk_bind){d->buf, 0, d->size, 0};
+    *b = (vk_bind){d->buf, 0, d->size, 0, 0};
 }
 
 bool elmi_op_rows_init(const vk_planner *p, const tview *v, int64_t n_rows, size_t rb, int64_t most,
@@ -284,10 +286,19 @@ bool elmi_op_same_shape(const be_tensor *a, const be_tensor *b) {
     return !memcmp(a->ne, b->ne, sizeof a->ne);
 }
 
+/* Constant id = v, the ones between it and the last set ones 0. */
+static void spec_at(disp_build *db, uint32_t id, uint32_t v) {
+    for (uint32_t i = db->n_spec; i < id; i++) db->spec[i] = 0;
+    db->spec[id] = v;
+    if (db->n_spec < id + 1) db->n_spec = id + 1;
+}
+
 void elmi_op_spec_split(disp_build *db, bool split) {
     _Static_assert(VK_SPEC_WSPLIT < VK_MAX_SPEC, "WSPLIT must fit the constants of a dispatch");
-    if (!split) return;
-    for (uint32_t i = db->n_spec; i < VK_SPEC_WSPLIT; i++) db->spec[i] = 0;
-    db->spec[VK_SPEC_WSPLIT] = 1;
-    db->n_spec = VK_SPEC_WSPLIT + 1;
+    if (split) spec_at(db, VK_SPEC_WSPLIT, 1);
+}
+
+void elmi_op_spec_wquad(disp_build *db) {
+    _Static_assert(VK_SPEC_WQUAD < VK_MAX_SPEC, "WQUAD must fit the constants of a dispatch");
+    spec_at(db, VK_SPEC_WQUAD, 1);
 }

@@ -193,12 +193,20 @@ static elm_status create_cache(vk_backend *vk, const char *dir_opt) {
 /* --------------------------------------------------------------- layouts */
 
 static elm_status create_layouts(vk_backend *vk) {
-    VkDescriptorSetLayoutBinding b[VK_N_BIND + 1];
+    VkDescriptorSetLayoutBinding b[VK_N_BIND + 1 + VK_N_TEX];
     uint32_t n_bind = vk->caps.n_slots + 1;
     for (uint32_t i = 0; i < n_bind; i++)
         b[i] = (VkDescriptorSetLayoutBinding){
             .binding = i,
             .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorCount = 1,
+            .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+        };
+    /* Only the _tex variants use these, so other dispatches leave them unwritten. */
+    for (uint32_t i = 0; vk->caps.mv_tex && i < VK_N_TEX; i++)
+        b[n_bind++] = (VkDescriptorSetLayoutBinding){
+            .binding = VK_BIND_TEX_W + i,
+            .descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER,
             .descriptorCount = 1,
             .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
         };

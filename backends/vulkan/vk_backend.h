@@ -41,6 +41,11 @@
  *   norepack       not a cap: copied Q4_0/Q8_0/Q6_K weights keep the
  *                  file layout (by default their rows are repacked at
  *                  upload, scales after quants: see README.md)
+ *   tex            not a cap: mat-vecs read weights and activations
+ *                  through uniform texel buffers on a GPU too (by default
+ *                  only CPU devices do, see README.md); results are the
+ *                  same bits either way
+ *   notex          mat-vecs read storage buffers only; wins over tex
  *   max_shared=N, max_invocations=N, max_range=N, max_alloc=N   (bytes or counts)
  *   max_storage_buffers=N  storage buffers per compute stage; under 12 the
  *                  backend keeps a 5-binding layout and fuses nothing
@@ -188,6 +193,8 @@ typedef struct be_vk_stats {
     uint64_t n_barriers;        /* dependency barriers recorded between dispatches */
     uint64_t n_fused_nodes;     /* nodes planned inside fused dispatches (fuse.h), summed
                                    over the plans built */
+    uint64_t n_texel_dispatches; /* mat-vec dispatches planned to read through texel
+                                    buffers (caps.mv_tex), summed over the plans built */
     /* Memory */
     uint64_t weight_bytes;      /* host tensors uploaded (once each) */
     uint64_t weight_import_bytes; /* of which imported in place (VK_EXT_external_memory_host) */

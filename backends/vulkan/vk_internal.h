@@ -45,6 +45,8 @@ typedef struct vk_limits {
     bool no_repack; /* copied weights keep the file layout (memory.c) */
     bool mm_f16;    /* tuning: F16 products in mat-mat tiles on a CPU device too */
     bool no_mm_f16; /* mat-mat tiles multiply in F32 (F16 only staged) */
+    bool tex;       /* tuning: mat-vecs read through texel buffers on a GPU too */
+    bool no_tex;    /* mat-vecs read storage buffers only */
     uint64_t max_storage_buffers; /* storage buffers one dispatch may bind */
 } vk_limits;
 
@@ -82,6 +84,12 @@ typedef struct vk_caps {
     /* fast mat-mat tiles multiply staged halves in F16 (fp16 and 16-bit
      * storage; on GPUs, or forced by mm_f16; never under nomm_f16) */
     bool mm_f16;
+    /* mat-vecs may read weights and activations through uniform texel
+     * buffers (RGBA32 formats, VK_BIND_TEX_*): on CPU devices, or forced by
+     * the tex profile; never under notex. max_texel: maxTexelBufferElements,
+     * texel_align: minTexelBufferOffsetAlignment */
+    bool mv_tex;
+    uint64_t max_texel, texel_align;
     uint64_t max_range, max_alloc;
     uint64_t offset_align; /* minStorageBufferOffsetAlignment, at least 4 */
     uint32_t max_push;
@@ -187,7 +195,7 @@ typedef struct vk_ring {
 
 /* ---------------------------------------------------------------- pipeline */
 
-#define VK_MAX_SPEC 8
+#define VK_MAX_SPEC 9
 
 typedef struct vk_pipe {
     const elmi_spv *spv;
@@ -211,6 +219,17 @@ typedef struct vk_module {
 #define VK_N_BIND 11
 #define VK_N_BIND_CORE 4
 #define VK_BIND_DYN 4
+/* Uniform texel buffers of the _tex mat-vec variants (caps.mv_tex only):
+ * slot 0's bytes as RGBA32UI texels and as R32UI words, slot 1's floats
+ * as RGBA32F texels. */
+#define VK_BIND_TEX_W 12
+#define VK_BIND_TEX_X 13
+#define VK_BIND_TEX_W1 14
+#define VK_N_TEX 3
+/* Usage every data buffer gets so that texel views of it are valid. */
+static inline VkBufferUsageFlags elmi_vk_texel_usage(const vk_caps *c) {
+    return c->mv_tex ? VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT : 0;
+}
 static inline uint32_t elmi_vk_slot_binding(uint32_t slot) {
     return slot < VK_N_BIND_CORE ? slot : slot + 1;
 }
@@ -221,12 +240,16 @@ typedef struct vk_bind {
     VkBuffer buf;
     VkDeviceSize offset, range;
     uint32_t seg_id; /* 0: the dummy buffer */
+    /* range rounded up to whole 16-byte texels where the buffer has the
+     * room, else 0 (no texel view of this window) */
+    VkDeviceSize tex_range;
 } vk_bind;
 
 typedef struct vk_disp {
     VkPipeline pipe;
     vk_bind b[VK_N_BIND];
     uint16_t written; /* bit i: slot i is written */
+    bool tex;         /* slots 0 and 1 are also viewed at VK_BIND_TEX_* */
     uint32_t pc[VK_PC_WORDS];
     uint32_t groups[3];
     VkDescriptorSet set;
@@ -255,6 +278,8 @@ typedef struct vk_plan {
     vk_seg *scratch; /* device-local intermediates of nodes (split attention), owned */
     uint32_t n_scratch;
     VkDescriptorPool pool;
+    VkBufferView *views; /* texel views of the dispatches' sets, owned */
+    uint32_t n_views;
     int n_nodes;
     uint32_t n_fused; /* nodes planned inside fused groups (fuse.h) */
     /* profiling (profile.c): a timestamp before each step's first dispatch

@@ -28,7 +28,20 @@
 #include "quant/layout.h"
 #define U(x) uint(x)
 
-#if defined(S16)
+#if defined(TEX)
+// The weights through uniform texel buffers (the same bytes as binding 0): on lavapipe a texel fetch is one vector gather,
+// a storage-buffer load a loop over the lanes (backends/vulkan/README.md).
+// Two views of the same bytes: 16-byte texels at binding 12, words at 14.
+layout(binding = 12) uniform usamplerBuffer wt;
+layout(binding = 14) uniform usamplerBuffer wt1;
+uint wt_word(uint i) { return texelFetch(wt1, int(min(i, uint(textureSize(wt1)) - 1u))).x; }
+uint ld16(uint b) { return (wt_word(b >> 2) >> ((b & 2u) * 8u)) & 0xFFFFu; }
+uint ld32(uint b) {
+    uint i = b >> 2;
+    if ((b & 2u) == 0u) return wt_word(i);
+    return (wt_word(i) >> 16) | (wt_word(i + 1u) << 16);
+}
+#elif defined(S16)
 #extension GL_EXT_shader_16bit_storage : require
 layout(std430, binding = 0) readonly buffer WBuf { uint16_t w16[]; };
 uint ld16(uint b) { return uint(w16[b >> 1]); }
@@ -213,6 +226,12 @@ const uint QG = QK / 4u;
 // w_nb, blocks per row, is set by the shader's main. A body keeps the
 // block's field offsets less the 2 bytes of d where d came first.
 layout(constant_id = 7) const uint WSPLIT = 0u;
+// WQUAD (constant 8, the mat-vec only): every run of whole 16-byte quads a
+// chunk kernel reads starts 16-byte aligned; the dispatch checked the base
+// and the row stride for a type whose runs are whole quads (F32, split
+// Q4_0 and Q8_0). It makes the aligned path a constant: a branch on the
+// address costs both sides where lanes run as one vector (lavapipe).
+layout(constant_id = 8) const uint WQUAD = 0u;
 uint w_nb = 0u;
 #if defined(SPLIT_TYPE)
 const uint QBODY = QB - 2u, BODY_SKIP = D_OFF == 0u ? 2u : 0u;

@@ -21,9 +21,18 @@ const uint NV = CH / 4u;
 // kernels read a 2-byte aligned run of n words as n + 1 aligned loads (the
 // last clamped to the buffer) and stitch them, instead of 2n 16-bit loads.
 // And as 16-byte quads, for aligned runs of the split layout.
+#if defined(TEX) && defined(MV_MULTI)
+#error "texel-buffer variants exist only for matvec.comp"
+#elif defined(TEX)
+// Through the texel buffer of common/blocks.glsl.
+uint ww_at(uint m, uint i) { return wt_word(i); }
+uvec4 wq_at(uint m, uint i) { return texelFetch(wt, int(min(i, uint(textureSize(wt)) - 1u))); }
+#else
 layout(std430, binding = 0) readonly buffer WWords { uint ww[]; };
 layout(std430, binding = 0) readonly buffer WQuads { uvec4 wq[]; };
-#if defined(MV_MULTI)
+#endif
+#if defined(TEX)
+#elif defined(MV_MULTI)
 // Fused dispatches (matvec_fused.comp) read up to three matrices, at
 // bindings 0, 5 and 6; m is uniform over the workgroup.
 layout(std430, binding = 5) readonly buffer WWords1 { uint ww1[]; };
@@ -51,7 +60,7 @@ float wwh(uint m, uint b) { return unpackHalf2x16(ww16(m, b)).x; }
 // or n / 4 16-byte loads where the run starts 16-byte aligned (rows of
 // whole quads, the usual case).
 #define WORDS(b, n, out_w)                                                      \
-    if (WSPLIT != 0u && ((b) & 15u) == 0u && ((n) & 3u) == 0u) {                \
+    if ((WQUAD != 0u || (WSPLIT != 0u && ((b) & 15u) == 0u)) && ((n) & 3u) == 0u) { \
         for (uint k_ = 0u; k_ < (n) / 4u; k_++) {                               \
             uvec4 q_ = wq_at(m, ((b) >> 4) + k_);                                \
             out_w[4u * k_] = q_.x, out_w[4u * k_ + 1u] = q_.y;                  \

@@ -27,8 +27,8 @@
  * 32-bit words with shared-memory reductions, and limits under which exact
  * products run as matrix-vector per token and attention uses small groups. */
 static ELM_VKF_UNUSED const char *const PROFILES[] = {
-    "", "pi5", "mali", "adreno", "nofp16", "nosubgroup", "small-buffers", "discrete",
-    "nofp16,nosubgroup,discrete", "max_shared=768,max_invocations=64",
+    "", "pi5", "mali", "adreno,notex", "nofp16", "nosubgroup", "small-buffers", "discrete",
+    "nofp16,nosubgroup,discrete,notex", "max_shared=768,max_invocations=64",
 };
 #define N_PROFILES (sizeof PROFILES / sizeof *PROFILES)
 
