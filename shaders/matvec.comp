@@ -55,12 +55,14 @@ vec4 xv[NT * NV];
 // Activations of chunk c for token t into xv[o .. o + NV).
 void load_x(uint t, uint c, bool v4, uint o) {
     uint xo = p.x_base + t * p.x_stride + c * CH;
-    if (v4) {
 #if defined(TEX)
-        for (uint j = 0u; j < NV; j++) xv[o + j] = texelFetch(xt, int((xo >> 2) + j));
-#else
-        for (uint j = 0u; j < NV; j++) xv[o + j] = x4[(xo >> 2) + j];
+    // The planner takes _tex variants only for 16-byte aligned activation
+    // rows; a branch on v4 would run both sides on lavapipe.
+    for (uint j = 0u; j < NV; j++) xv[o + j] = texelFetch(xt, int((xo >> 2) + j));
+    return;
 #endif
+    if (v4) {
+        for (uint j = 0u; j < NV; j++) xv[o + j] = x4[(xo >> 2) + j];
     } else {
         for (uint j = 0u; j < NV; j++)
             xv[o + j] = vec4(x[xo + 4u * j], x[xo + 4u * j + 1u], x[xo + 4u * j + 2u], x[xo + 4u * j + 3u]);
@@ -86,6 +88,25 @@ void main() {
     for (uint r = 0u; r < ROWS * NT; r++) acc[r] = 0.0;
     bool v4 = ((p.x_base | p.x_stride) & 3u) == 0u;
     for (uint c = lane; c < nc; c += LPR) {
+#if defined(TEX)
+        if (NT > 1u) {
+            // Several tokens through texel buffers (prefill on lavapipe):
+            // registers there are 8-wide vectors, so the live set is one
+            // vec4 of each row and of each token at a time, not the whole
+            // chunk for every token (which spills to per-lane memory).
+            uint v = c * CH, blk = v / QK, i0 = v % QK;
+            for (uint j = 0u; j < NV; j++) {
+                vec4 w4[ROWS];
+                for (uint r = 0u; r < ROWS; r++) w4[r] = dequant4r(rb[r], blk, i0 + 4u * j);
+                for (uint k = 0u; k < NT; k++) {
+                    uint xo = p.x_base + min(t0 + k, p.n_tok - 1u) * p.x_stride + v + 4u * j;
+                    vec4 xk = texelFetch(xt, int(xo >> 2));
+                    for (uint r = 0u; r < ROWS; r++) acc[r * NT + k] += dot(w4[r], xk);
+                }
+            }
+            continue;
+        }
+#endif
         for (uint k = 0u; k < NT; k++) load_x(min(t0 + k, p.n_tok - 1u), c, v4, k * NV);
         if (NT == 1u) {
             vec4 x1[NV];

@@ -132,7 +132,8 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
     if (m->bias) ELM_TRY(elmi_op_bind_view(p, &m->vb, rp->r0 * 4, (rp->r0 + rp->n) * 4, 4, &db.d.b[2], &bb));
     if (!m->tl) {
         const vk_caps *c = &p->vk->caps;
-        if (p->plan && m->tex_shader[0] && texel_ok(c, &db.d.b[0], 4) && texel_ok(c, &db.d.b[1], 16)) {
+        bool x_quads = (xb | (uint32_t)(xs / 4)) % 4 == 0;
+        if (p->plan && m->tex_shader[0] && x_quads && texel_ok(c, &db.d.b[0], 4) && texel_ok(c, &db.d.b[1], 16)) {
             db.shader = m->tex_shader;
             db.d.tex = true;
         }
@@ -209,15 +210,24 @@ bool elmi_op_mv_shape(const vk_planner *p, uint32_t sets, uint32_t extra, uint32
  * one token). A few tokens (a speculative batch, the last piece of a
  * prompt) fill little of a tile, so GPUs take up to MV_TOKENS_GPU_MAX of
  * them through the mat-vec kernel, decoding each weight chunk once for
- * all. On lavapipe the tiles measured 1.5-2x faster even at 64 tokens
- * (docs/measurements.md), so CPU devices keep the tiles. mv_tokens=N in
- * the limits spec forces N tokens per workgroup on any device (1: never). */
+ * all. On lavapipe the storage-buffer kernel measured 1.5-2x slower than
+ * the tiles even at 64 tokens (docs/measurements.md), the texel one faster
+ * (below). mv_tokens=N in the limits spec forces N tokens per workgroup on
+ * any device (1: never). */
 #define MV_TOKENS_GPU_MAX 4
 
-static uint32_t mv_tokens(const vk_planner *p, int64_t T) {
+#define MV_TOKENS_TEX 8
+
+static uint32_t mv_tokens(const vk_planner *p, int64_t T, int type) {
     const vk_caps *c = &p->vk->caps;
     if (T < 2 || c->mv_tokens == 1) return 1;
     if (c->mv_tokens) return T < c->mv_tokens ? (uint32_t)T : c->mv_tokens;
+    /* Through texel buffers the multi-token kernel measured 1.6-2.2x the
+     * tiles on lavapipe (no shared memory, whose loads are per-lane loops
+     * there; docs/measurements.md), so CPU devices that read texels take
+     * it for prefill too. */
+    bool tex = c->mv_tex && !elmi_op_mv_dot(p, type)[0];
+    if (tex && c->type == VK_PHYSICAL_DEVICE_TYPE_CPU) return T < MV_TOKENS_TEX ? (uint32_t)T : MV_TOKENS_TEX;
     if (c->type == VK_PHYSICAL_DEVICE_TYPE_CPU || T > MV_TOKENS_GPU_MAX) return 1;
     return (uint32_t)T;
 }
@@ -232,7 +242,7 @@ const char *elmi_op_mv_dot(const vk_planner *p, int type) {
 static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     const vk_caps *c = &p->vk->caps;
     const char *ts = elmi_op_type_suffix(m->w->type);
-    m->nt = mv_tokens(p, T);
+    m->nt = mv_tokens(p, T, m->w->type);
     /* F16 tiles round the weights and the activations to halves (clamped
      * to the half range). Fast graphs may round activations to the weight
      * type's vec_dot_type (backend.h): fine for F16 and quantized weights,
