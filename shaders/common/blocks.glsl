@@ -36,10 +36,10 @@ layout(binding = 12) uniform usamplerBuffer wt;
 layout(binding = 14) uniform usamplerBuffer wt1;
 uint wt_word(uint i) { return texelFetch(wt1, int(min(i, uint(textureSize(wt1)) - 1u))).x; }
 uint ld16(uint b) { return (wt_word(b >> 2) >> ((b & 2u) * 8u)) & 0xFFFFu; }
+// Branch-free: lavapipe would run both sides of a branch on b anyway.
 uint ld32(uint b) {
-    uint i = b >> 2;
-    if ((b & 2u) == 0u) return wt_word(i);
-    return (wt_word(i) >> 16) | (wt_word(i + 1u) << 16);
+    uint i = b >> 2, lo = wt_word(i), hi = wt_word(i + 1u);
+    return (b & 2u) == 0u ? lo : (lo >> 16) | (hi << 16);
 }
 #elif defined(S16)
 #extension GL_EXT_shader_16bit_storage : require
