@@ -113,7 +113,7 @@ typedef struct mm_ctx {
     char tex_shader[48];    /* matvec through texel buffers (caps.mv_tex), or "" */
 } mm_ctx;
 
-/* Whether slot s's window can be viewed as 16-byte texels. */
+/* Whether a slot's window can be viewed as texels of texel_bytes each. */
 static bool texel_ok(const vk_caps *c, const vk_bind *b, uint32_t texel_bytes) {
     return b->tex_range && b->offset % c->texel_align == 0 && b->tex_range / texel_bytes <= c->max_texel;
 }
