@@ -177,9 +177,11 @@ static elm_status bind_matrices(vk_planner *p, const mv_group *f, const fused_di
     uint32_t *bb[3] = {&pc->b_base0, &pc->b_base1, &pc->b_base2}, *nr[3] = {&pc->N0, &pc->N1, &pc->N2};
     uint32_t groups[3] = {0, 0, 0};
     int split = -1;
+    bool quads = true;
     for (int m = 0; m < fd->n; m++) {
         const be_node *mm = fd->mm[m];
         ELM_TRY(bind_weight(p, mm->src[0], &db->d.b[w_slot[m]], wb[m], &split));
+        quads = quads && elmi_op_quad_runs(mm->src[0]->type, split > 0, *wb[m], mm->src[0]->nb[1]);
         *nr[m] = (uint32_t)mm->src[0]->ne[1];
         groups[m] = (*nr[m] + rows - 1) / rows;
         if (mm->src[2]) {
@@ -192,6 +194,7 @@ static elm_status bind_matrices(vk_planner *p, const mv_group *f, const fused_di
         db->d.written |= (uint16_t)(1u << d_slot[m]);
     }
     elmi_op_spec_split(db, split > 0);
+    if (quads) elmi_op_spec_wquad(db);
     if (f->glu) groups[1] = 0;
     pc->g1 = groups[0];
     pc->g2 = groups[0] + groups[1];

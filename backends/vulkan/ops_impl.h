@@ -53,7 +53,10 @@ typedef struct disp_build {
 #define VK_SPEC_WSPLIT 7
 #define VK_SPEC_WQUAD 8
 void elmi_op_spec_split(disp_build *db, bool split);
-/* Mat-vec only: the weight runs of whole quads are 16-byte aligned (WQUAD). */
+/* Mat-vecs (plain and fused): whether every run of whole quads that the
+ * chunk kernels read from rows of `type` at byte w_base, row_bytes apart,
+ * is 16-byte aligned; then elmi_op_spec_wquad sets WQUAD. */
+bool elmi_op_quad_runs(int type, bool split, uint32_t w_base, size_t row_bytes);
 void elmi_op_spec_wquad(disp_build *db);
 
 /* Outcomes: the device cannot run the node (p->why), or the node is malformed. */

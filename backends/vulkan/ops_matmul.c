@@ -142,9 +142,7 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
         db.subgroup = m->sg;
         db.n_spec = 5;
         elmi_op_spec_split(&db, m->split);
-        int t = w->type;
-        bool quad_runs = t == QT_F32 || (m->split && (t == QT_Q4_0 || t == QT_Q8_0));
-        if (quad_runs && wb % 16 == 0 && w->nb[1] % 16 == 0) elmi_op_spec_wquad(&db);
+        if (elmi_op_quad_runs(w->type, m->split, wb, w->nb[1])) elmi_op_spec_wquad(&db);
         uint64_t per_wg = (uint64_t)m->rows * (m->wg / m->lpr);
         pc_matvec pc = {wb, xb, bb, dbase, (uint32_t)w->ne[0], (uint32_t)rp->n, (uint32_t)w->nb[1],
                         (uint32_t)(xs / 4), (uint32_t)(ds / 4), m->bias != NULL, (uint32_t)n};

@@ -298,6 +298,15 @@ void elmi_op_spec_split(disp_build *db, bool split) {
     if (split) spec_at(db, VK_SPEC_WSPLIT, 1);
 }
 
+bool elmi_op_quad_runs(int type, bool split, uint32_t w_base, size_t row_bytes) {
+    /* Block sizes (split: body sizes) and field offsets that are multiples
+     * of 16: F32 4-value chunks, Q4_K 144 and Q5_K 176, split Q4_0 16,
+     * Q8_0 32 and Q6_K 208 (shaders/common/matvec_chunk.glsl). */
+    bool runs = type == QT_F32 || type == QT_Q4_K || type == QT_Q5_K ||
+                (split && (type == QT_Q4_0 || type == QT_Q8_0 || type == QT_Q6_K));
+    return runs && w_base % 16 == 0 && row_bytes % 16 == 0;
+}
+
 void elmi_op_spec_wquad(disp_build *db) {
     _Static_assert(VK_SPEC_WQUAD < VK_MAX_SPEC, "WQUAD must fit the constants of a dispatch");
     spec_at(db, VK_SPEC_WQUAD, 1);

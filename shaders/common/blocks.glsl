@@ -226,11 +226,12 @@ const uint QG = QK / 4u;
 // w_nb, blocks per row, is set by the shader's main. A body keeps the
 // block's field offsets less the 2 bytes of d where d came first.
 layout(constant_id = 7) const uint WSPLIT = 0u;
-// WQUAD (constant 8, the mat-vec only): every run of whole 16-byte quads a
+// WQUAD (constant 8, mat-vecs only): every run of whole 16-byte quads a
 // chunk kernel reads starts 16-byte aligned; the dispatch checked the base
-// and the row stride for a type whose runs are whole quads (F32, split
-// Q4_0 and Q8_0). It makes the aligned path a constant: a branch on the
-// address costs both sides where lanes run as one vector (lavapipe).
+// and the row stride for a type whose runs are whole quads (F32, Q4_K,
+// Q5_K; split Q4_0, Q8_0, Q6_K: elmi_op_quad_runs). It makes the aligned
+// path a constant: 16-byte loads on GPUs, and no branch on the address,
+// whose both sides lavapipe would run.
 layout(constant_id = 8) const uint WQUAD = 0u;
 uint w_nb = 0u;
 #if defined(SPLIT_TYPE)
