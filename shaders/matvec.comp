@@ -59,14 +59,14 @@ void load_x(uint t, uint c, bool v4, uint o) {
     // The planner takes _tex variants only for 16-byte aligned activation
     // rows; a branch on v4 would run both sides on lavapipe.
     for (uint j = 0u; j < NV; j++) xv[o + j] = texelFetch(xt, int((xo >> 2) + j));
-    return;
-#endif
+#else
     if (v4) {
         for (uint j = 0u; j < NV; j++) xv[o + j] = x4[(xo >> 2) + j];
     } else {
         for (uint j = 0u; j < NV; j++)
             xv[o + j] = vec4(x[xo + 4u * j], x[xo + 4u * j + 1u], x[xo + 4u * j + 2u], x[xo + 4u * j + 3u]);
     }
+#endif
 }
 
 // Partial sums of this invocation: acc[r * NT + k] for row r, token t0 + k.

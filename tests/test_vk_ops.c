@@ -461,7 +461,8 @@ Test(vk_ops, fast_mul_mat_f16_products) {
         {QT_Q6_K, 768, 150, 70, false, false, true, 1, 0},
         {QT_F16, 100, 70, 33, false, true, false, 0, 2},
     };
-    mm_path_over("mm_f16", "nomm_f16", MM_PATH_LIMITS, 3, cases, sizeof cases / sizeof *cases, false);
+    mm_path_over("mm_f16", "nomm_f16", MM_PATH_LIMITS, sizeof MM_PATH_LIMITS / sizeof *MM_PATH_LIMITS, cases,
+                 sizeof cases / sizeof *cases, false);
 }
 
 /* Integer-dot tiles of Q4_0 and Q8_0 (idot forces them where the device
@@ -474,7 +475,7 @@ Test(vk_ops, fast_mul_mat_idot_tiles) {
         {QT_Q4_0, 64, 130, 9, false, false, true, 0, 0},
     };
     static const char *const limits[] = {"", ",nofp16,nosubgroup", ",max_shared=4096,max_invocations=64"};
-    mm_path_over("idot", "noidot", limits, 3, cases, sizeof cases / sizeof *cases, true);
+    mm_path_over("idot", "noidot", limits, sizeof limits / sizeof *limits, cases, sizeof cases / sizeof *cases, true);
 }
 
 /* Both paths forced under the profiles that change the tiles or the
@@ -548,8 +549,8 @@ static uint64_t split_bytes(vfx *f) {
 /* Copied Q4_0/Q8_0/Q6_K weights whose rows are whole words take the split
  * layout (memory.c): every kernel that reads them, the mat-vec (float,
  * int-dot, several tokens), the tiles (F32, F16 products, int-dot) and
- * GET_ROWS, against the
- * references; "norepack" keeps the file layout and must agree too. Rows
+ * GET_ROWS, against the references; "norepack" keeps the file layout and
+ * must agree too. Rows
  * of an odd number of Q4_0 blocks are not whole words: those stay in the
  * file layout beside split ones on the same device. */
 static void split_layout_case(const char *limits, bool want_split) {
@@ -600,7 +601,8 @@ static uint64_t texel_dispatches(vfx *f) {
  * the reference only. Every type, weights copied (Q4_0/Q8_0 split, the
  * aligned-quad constant for F32 and those) or imported 4 bytes off
  * alignment, activation rows that texels cannot take (x_pad: the storage
- * kernel runs), one token and several (mv_tokens). */
+ * kernel runs for one token, the tiles or the storage kernel for nine),
+ * one token and several (mv_tokens). */
 static void texel_case(const char *base, const int *types, size_t n_types) {
     char on[64], off[64];
     snprintf(on, sizeof on, "tex%s%s", *base ? "," : "", base);
@@ -608,12 +610,13 @@ static void texel_case(const char *base, const int *types, size_t n_types) {
     vfx ft, fs;
     vfx_open(&ft, on), vfx_open(&fs, off);
     for (size_t i = 0; i < n_types; i++)
-        for (int v = 0; v < 4; v++) {
+        for (int v = 0; v < 5; v++) {
             /* v: 0 aligned rows, 1 bias and weights 4 bytes off, 2 nine
-             * tokens, 3 activation rows 4 bytes off (no texel view) */
+             * tokens, 3 and 4 activation rows 4 bytes off (no texel view),
+             * one token and nine */
             int type = types[i];
             int64_t K = v == 0 ? 256 * (elmi_qtype_get(type)->block_size > 32 ? 1 : 2) : ragged_k(type);
-            mm_case c = {type, K, 37, v == 2 ? 9 : 1, false, v == 1, false, v == 3 ? 1 : 0, v == 1 ? 4 : 0};
+            mm_case c = {type, K, 37, v == 2 || v == 4 ? 9 : 1, false, v == 1, false, v >= 3 ? 1 : 0, v == 1 ? 4 : 0};
             mm_data d;
             mm_data_new(&c, &d);
             float *a = mm_run(&ft, &c, &d), *b = mm_run(&fs, &c, &d);

@@ -469,7 +469,7 @@ static void weight_free(vk_backend *vk, vk_weight *w) {
 
 bool elmi_vk_split_layout(int type, size_t *d_off) {
     switch (type) {
-    case QT_Q4_0: *d_off = 0; return true;
+    case QT_Q4_0:
     case QT_Q8_0: *d_off = 0; return true;
     case QT_Q6_K: *d_off = ELM_OFF_Q6_K_D; return true;
     default: return false;

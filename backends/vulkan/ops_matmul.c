@@ -216,15 +216,18 @@ bool elmi_op_mv_shape(const vk_planner *p, uint32_t sets, uint32_t extra, uint32
 
 #define MV_TOKENS_TEX 8
 
-static uint32_t mv_tokens(const vk_planner *p, int64_t T, int type) {
+/* x_quads: the activation rows start 16-byte aligned, so the texel kernel
+ * can take them (mm_dispatch checks each window again). */
+static uint32_t mv_tokens(const vk_planner *p, int64_t T, int type, bool x_quads) {
     const vk_caps *c = &p->vk->caps;
     if (T < 2 || c->mv_tokens == 1) return 1;
     if (c->mv_tokens) return T < c->mv_tokens ? (uint32_t)T : c->mv_tokens;
     /* Through texel buffers the multi-token kernel measured 1.6-2.2x the
      * tiles on lavapipe (no shared memory, whose loads are per-lane loops
      * there; docs/measurements.md), so CPU devices that read texels take
-     * it for prefill too. */
-    bool tex = c->mv_tex && !elmi_op_mv_dot(p, type)[0];
+     * it for prefill too; its storage-buffer version is slower than the
+     * tiles there, so activations that texels cannot take keep the tiles. */
+    bool tex = c->mv_tex && x_quads && !elmi_op_mv_dot(p, type)[0];
     if (tex && c->type == VK_PHYSICAL_DEVICE_TYPE_CPU) return T < MV_TOKENS_TEX ? (uint32_t)T : MV_TOKENS_TEX;
     if (c->type == VK_PHYSICAL_DEVICE_TYPE_CPU || T > MV_TOKENS_GPU_MAX) return 1;
     return (uint32_t)T;
@@ -240,7 +243,9 @@ const char *elmi_op_mv_dot(const vk_planner *p, int type) {
 static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     const vk_caps *c = &p->vk->caps;
     const char *ts = elmi_op_type_suffix(m->w->type);
-    m->nt = mv_tokens(p, T, m->w->type);
+    const tview *vx = &m->vx;
+    bool x_quads = vx->seg && (vx->seg->base + vx->offs) % 16 == 0 && m->x->nb[1] % 16 == 0;
+    m->nt = mv_tokens(p, T, m->w->type, x_quads);
     /* F16 tiles round the weights and the activations to halves (clamped
      * to the half range). Fast graphs may round activations to the weight
      * type's vec_dot_type (backend.h): fine for F16 and quantized weights,

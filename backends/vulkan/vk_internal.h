@@ -175,7 +175,6 @@ typedef struct vk_weight {
     bool split;
 } vk_weight;
 
-
 /* Small writes to unmapped memory, carried by the next submission (ring.c). */
 #define VK_RING_MAX_WRITE 4096
 #define VK_RING_MAX_PENDING 32

@@ -29,9 +29,10 @@
 #define U(x) uint(x)
 
 #if defined(TEX)
-// The weights through uniform texel buffers (the same bytes as binding 0): on lavapipe a texel fetch is one vector gather,
-// a storage-buffer load a loop over the lanes (backends/vulkan/README.md).
-// Two views of the same bytes: 16-byte texels at binding 12, words at 14.
+// The weights through uniform texel buffers, two views of binding 0's
+// bytes: 16-byte texels at binding 12, words at 14. On lavapipe a texel
+// fetch is one vector gather, a storage-buffer load a loop over the lanes
+// (backends/vulkan/README.md).
 layout(binding = 12) uniform usamplerBuffer wt;
 layout(binding = 14) uniform usamplerBuffer wt1;
 uint wt_word(uint i) { return texelFetch(wt1, int(min(i, uint(textureSize(wt1)) - 1u))).x; }

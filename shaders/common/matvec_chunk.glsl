@@ -20,19 +20,18 @@ const uint NV = CH / 4u;
 // The weights again as 32-bit words, for any storage path: the chunk
 // kernels read a 2-byte aligned run of n words as n + 1 aligned loads (the
 // last clamped to the buffer) and stitch them, instead of 2n 16-bit loads.
-// And as 16-byte quads, for aligned runs of the split layout.
+// And as 16-byte quads, for aligned runs (WQUAD, or the split layout).
 #if defined(TEX) && defined(MV_MULTI)
 #error "texel-buffer variants exist only for matvec.comp"
 #elif defined(TEX)
-// Through the texel buffer of common/blocks.glsl.
+// Through the texel buffers of common/blocks.glsl.
 uint ww_at(uint m, uint i) { return wt_word(i); }
 uvec4 wq_at(uint m, uint i) { return texelFetch(wt, int(min(i, uint(textureSize(wt)) - 1u))); }
 #else
 layout(std430, binding = 0) readonly buffer WWords { uint ww[]; };
 layout(std430, binding = 0) readonly buffer WQuads { uvec4 wq[]; };
 #endif
-#if defined(TEX)
-#elif defined(MV_MULTI)
+#if defined(MV_MULTI)
 // Fused dispatches (matvec_fused.comp) read up to three matrices, at
 // bindings 0, 5 and 6; m is uniform over the workgroup.
 layout(std430, binding = 5) readonly buffer WWords1 { uint ww1[]; };
@@ -49,16 +48,17 @@ uvec4 wq_at(uint m, uint i) {
     if (m == 1u) return wq1[min(i, uint(wq1.length()) - 1u)];
     return wq2[min(i, uint(wq2.length()) - 1u)];
 }
-#else
+#elif !defined(TEX)
 uint ww_at(uint m, uint i) { return ww[min(i, uint(ww.length()) - 1u)]; }
 uvec4 wq_at(uint m, uint i) { return wq[min(i, uint(wq.length()) - 1u)]; }
 #endif
 // The 16-bit field at byte b (2-byte aligned) of matrix m, and as a half.
 uint ww16(uint m, uint b) { return (ww_at(m, b >> 2) >> ((b & 2u) * 8u)) & 0xFFFFu; }
 float wwh(uint m, uint b) { return unpackHalf2x16(ww16(m, b)).x; }
-// In the split layout (WSPLIT) block bodies are word-aligned: n loads,
-// or n / 4 16-byte loads where the run starts 16-byte aligned (rows of
-// whole quads, the usual case).
+// Runs of n words: n / 4 16-byte loads where the run is known to start
+// 16-byte aligned (WQUAD, a constant) or is found so in the split layout;
+// n word loads elsewhere in the split layout (bodies are word-aligned);
+// else n + 1 loads stitched at 2-byte offsets (the file layout).
 #define WORDS(b, n, out_w)                                                      \
     if ((WQUAD != 0u || (WSPLIT != 0u && ((b) & 15u) == 0u)) && ((n) & 3u) == 0u) { \
         for (uint k_ = 0u; k_ < (n) / 4u; k_++) {                               \
