@@ -232,10 +232,13 @@ static void check_case(vfx f[2], const mvf_case *c, bool idot) {
 }
 
 /* prof with "fuse" (CPU devices fuse only when asked), and with "nofuse". */
+/* Both split rows over the lanes (mv_lanes=2), as the fused kernels do:
+ * on CPU devices the texel mat-vec would give block types a lane per row,
+ * another order of the sums. */
 static void check_profile(const char *prof, bool fusing, bool idot) {
     char fuse[96], nofuse[96];
-    snprintf(fuse, sizeof fuse, "%s%sfuse", prof, *prof ? "," : "");
-    snprintf(nofuse, sizeof nofuse, "%s%snofuse", prof, *prof ? "," : "");
+    snprintf(fuse, sizeof fuse, "%s%sfuse,mv_lanes=2", prof, *prof ? "," : "");
+    snprintf(nofuse, sizeof nofuse, "%s%snofuse,mv_lanes=2", prof, *prof ? "," : "");
     vfx f[2];
     vfx_open(&f[0], fuse);
     vfx_open(&f[1], nofuse);

@@ -106,6 +106,7 @@ typedef struct mm_ctx {
     const tile *tl; /* NULL: matvec */
     bool half;      /* tiles: F16 staging */
     uint32_t wg, rows, lpr; /* matvec: invocations, rows per lane group, lanes per row (wg or 1) */
+    uint32_t tex_rows, tex_lpr; /* the same for tex_shader */
     uint32_t sg;            /* matvec: required subgroup size (= wg), 0: the driver's */
     uint32_t nt;            /* matvec: tokens per workgroup */
     bool split;             /* the weights' rows are in the split layout */
@@ -133,17 +134,19 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
     if (!m->tl) {
         const vk_caps *c = &p->vk->caps;
         bool x_quads = (xb | (uint32_t)(xs / 4)) % 4 == 0;
+        uint32_t rows = m->rows, lpr = m->lpr, sg = m->sg;
         if (p->plan && m->tex_shader[0] && x_quads && texel_ok(c, &db.d.b[0], 4) && texel_ok(c, &db.d.b[1], 16)) {
             db.shader = m->tex_shader;
             db.d.tex = true;
+            rows = m->tex_rows, lpr = m->tex_lpr, sg = lpr > 1 ? sg : 0;
         }
-        db.spec[0] = m->wg, db.spec[1] = m->sg ? 1 : elmi_op_nsg(p, m->wg), db.spec[2] = m->rows, db.spec[3] = m->lpr;
+        db.spec[0] = m->wg, db.spec[1] = sg ? 1 : elmi_op_nsg(p, m->wg), db.spec[2] = rows, db.spec[3] = lpr;
         db.spec[4] = m->nt;
-        db.subgroup = m->sg;
+        db.subgroup = sg;
         db.n_spec = 5;
         elmi_op_spec_split(&db, m->split);
         if (elmi_op_quad_runs(w->type, m->split, wb, w->nb[1])) elmi_op_spec_wquad(&db);
-        uint64_t per_wg = (uint64_t)m->rows * (m->wg / m->lpr);
+        uint64_t per_wg = (uint64_t)rows * (m->wg / lpr);
         pc_matvec pc = {wb, xb, bb, dbase, (uint32_t)w->ne[0], (uint32_t)rp->n, (uint32_t)w->nb[1],
                         (uint32_t)(xs / 4), (uint32_t)(ds / 4), m->bias != NULL, (uint32_t)n};
         ELM_TRY(elmi_op_set_groups(p, &db, ((uint64_t)rp->n + per_wg - 1) / per_wg, ((uint64_t)n + m->nt - 1) / m->nt));
@@ -218,6 +221,27 @@ bool elmi_op_mv_shape(const vk_planner *p, uint32_t sets, uint32_t extra, uint32
 
 /* x_quads: the activation rows start 16-byte aligned, so the texel kernel
  * can take them (mm_dispatch checks each window again). */
+/* The texel kernel's shape for one token on a CPU device. There a texel
+ * fetch with the same coordinates in every lane costs no more than one
+ * with different ones, so a lane per row (no reduction) measured 1.2-1.5x
+ * the split rows for every block type, and 8 rows per lane (each
+ * activation chunk shared by more rows) a further 1.1-1.2x for all of
+ * them but Q8_0, whose 8-word chunks spill at 8. F32 and 16-bit weights
+ * keep the split rows, which measured faster for F32
+ * (docs/measurements.md, issue 12, fifth session). The limits items
+ * mv_lanes= and mv_rows= override it. */
+#define MV_TEX_ROWS_NARROW 8u
+
+static void mv_tex_shape(const vk_planner *p, mm_ctx *m) {
+    const vk_caps *c = &p->vk->caps;
+    int t = m->w->type;
+    m->tex_rows = m->rows, m->tex_lpr = m->lpr;
+    bool block = t != QT_F32 && t != QT_F16 && t != QT_BF16;
+    if (c->type != VK_PHYSICAL_DEVICE_TYPE_CPU || m->nt != 1 || !block || c->mv_lanes > 1) return;
+    m->tex_lpr = 1;
+    if (!c->mv_rows && t != QT_Q8_0) m->tex_rows = MV_TEX_ROWS_NARROW;
+}
+
 static uint32_t mv_tokens(const vk_planner *p, int64_t T, int type, bool x_quads) {
     const vk_caps *c = &p->vk->caps;
     if (T < 2 || c->mv_tokens == 1) return 1;
@@ -271,8 +295,9 @@ static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     while (!elmi_op_mv_shape(p, m->nt, 0, &m->wg, &m->rows))
         if ((m->nt /= 2) == 0) return elmi_op_unsupported(p, "no workgroup size fits %u bytes of shared memory", c->max_shared);
     /* A lane per row (mv_lanes=1) makes the activation loads uniform, but
-     * on lavapipe it measured 2-3x slower than splitting rows over the
-     * workgroup (docs/measurements.md), so splitting is the default. */
+     * through storage buffers on lavapipe it measured 2-3x slower than
+     * splitting rows over the workgroup (docs/measurements.md), so
+     * splitting is the default; texel reads differ (mv_tex_shape). */
     m->lpr = c->mv_lanes == 1 ? 1 : m->wg;
     /* With size control the workgroup is exactly one subgroup, so the
      * reduction never goes through shared memory. */
@@ -283,6 +308,7 @@ static elm_status mm_select(vk_planner *p, mm_ctx *m, int64_t T) {
     m->tex_shader[0] = '\0';
     if (c->mv_tex && !elmi_op_mv_dot(p, m->w->type)[0])
         snprintf(m->tex_shader, sizeof m->tex_shader, "matvec_%s_tex_%s", ts, elmi_op_use_sg(p) ? "sg" : "sh");
+    mv_tex_shape(p, m);
     return ELM_OK;
 }
 

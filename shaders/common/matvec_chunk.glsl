@@ -108,6 +108,29 @@ void chunk_prep(vec4 xv[NV]) {
         cx_s[j >> 2] += q.x + q.y + q.z + q.w;
     }
 }
+#elif defined(TYPE_Q4_0) || defined(TYPE_Q4_1) || defined(TYPE_Q5_0) || defined(TYPE_Q5_1) || defined(TYPE_Q4_K) || \
+    defined(TYPE_Q5_K) || defined(TYPE_Q6_K)
+// Float path for packed quants: the chunk's activations scaled by the
+// inverse place value of each byte of a word (1, 2^-8, 2^-16, 2^-24), so a
+// kernel masks a value where it sits (w & 0xF00) and converts it, with no
+// shift down (placed()): a mask, a conversion and an FMA per value. The
+// scaling is exact, and done once per chunk for all rows. cx_h: the sums
+// of the chunk's two halves, for offsets and mins, applied once per row.
+vec4 cx_p[NV];
+float cx_h[2];
+const vec4 PLACE = vec4(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
+void chunk_prep(vec4 xv[NV]) {
+    vec4 h0 = vec4(0.0), h1 = vec4(0.0);
+    for (uint j = 0u; j < 4u; j++) h0 += xv[j], h1 += xv[j + 4u];
+    cx_h[0] = h0.x + h0.y + h0.z + h0.w, cx_h[1] = h1.x + h1.y + h1.z + h1.w;
+    for (uint j = 0u; j < NV; j++) cx_p[j] = xv[j] * PLACE;
+}
+// The bytes of w under mask m, each left at its place value: exact in F32
+// while every byte is below 128 (the top one must not set the sign).
+vec4 placed(uint w, uint m) {
+    return vec4(ivec4(uvec4(w) & (uvec4(m) & uvec4(0xFFu, 0xFF00u, 0xFF0000u, 0xFF000000u))));
+}
+float hsum(vec4 a) { return a.x + a.y + a.z + a.w; }
 #else
 void chunk_prep(vec4 xv[NV]) {}
 #endif
@@ -125,11 +148,46 @@ float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
     return wwh(m, blk_d(rb, c)) * cx_d * float(s);
 #else
     vec4 acc = vec4(0.0);
+    for (uint j = 0u; j < 4u; j++)
+        acc += placed(w[j], 0x0F0F0F0Fu) * cx_p[j] + placed(w[j] >> 4, 0x0F0F0F0Fu) * cx_p[j + 4u];
+    return wwh(m, blk_d(rb, c)) * (hsum(acc) - 8.0 * (cx_h[0] + cx_h[1]));
+#endif
+}
+
+#elif defined(TYPE_Q4_1) || defined(TYPE_Q5_0) || defined(TYPE_Q5_1)
+// Bits 0..3 of h at bit 0 of bytes 0..3: the product's terms (bit k at
+// k + 7i) meet the mask only where i = k, and never carry.
+uint spread4(uint h) { return ((h & 0xFu) * 0x00204081u) & 0x01010101u; }
+float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
+    uint bo = rb + c * QB, w[4];
+#if defined(TYPE_Q4_1)
+    WORDS(bo + U(ELM_OFF_Q4_1_QS), 4u, w);
+#else
+    uint qh[1];
+#if defined(TYPE_Q5_0)
+    WORDS(bo + U(ELM_OFF_Q5_0_QS), 4u, w);
+    WORDS(bo + U(ELM_OFF_Q5_0_QH), 1u, qh);
+#else
+    WORDS(bo + U(ELM_OFF_Q5_1_QS), 4u, w);
+    WORDS(bo + U(ELM_OFF_Q5_1_QH), 1u, qh);
+#endif
+#endif
+    vec4 acc = vec4(0.0);
     for (uint j = 0u; j < 4u; j++) {
-        acc += (vec4(bytes4(w[j] & 0x0F0F0F0Fu)) - 8.0) * xv[j];
-        acc += (vec4(bytes4((w[j] >> 4) & 0x0F0F0F0Fu)) - 8.0) * xv[j + 4u];
+#if defined(TYPE_Q4_1)
+        acc += placed(w[j], 0x0F0F0F0Fu) * cx_p[j] + placed(w[j] >> 4, 0x0F0F0F0Fu) * cx_p[j + 4u];
+#else
+        uint lo = (w[j] & 0x0F0F0F0Fu) | spread4(qh[0] >> (4u * j)) << 4;
+        uint hi = ((w[j] >> 4) & 0x0F0F0F0Fu) | spread4(qh[0] >> (16u + 4u * j)) << 4;
+        acc += placed(lo, 0xFFFFFFFFu) * cx_p[j] + placed(hi, 0xFFFFFFFFu) * cx_p[j + 4u];
+#endif
     }
-    return wwh(m, blk_d(rb, c)) * (acc.x + acc.y + acc.z + acc.w);
+    float sx = cx_h[0] + cx_h[1];
+#if defined(TYPE_Q5_0)
+    return wwh(m, bo) * (hsum(acc) - 16.0 * sx);
+#else
+    // m (the block's minimum) follows d in both.
+    return wwh(m, bo) * hsum(acc) + wwh(m, bo + 2u) * sx;
 #endif
 }
 
@@ -160,15 +218,14 @@ float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
     uint bo = rb + (c >> 3) * QB, j = c & 7u, h[4], w[8];
     WORDS(bo, 4u, h);
     WORDS(bo + QS_OFF + 32u * (j >> 1), 8u, w);
-    uint sb[12];
-    for (uint i = 0u; i < 12u; i++) sb[i] = (h[1u + i / 4u] >> (8u * (i & 3u))) & 0xFFu;
-    uint sc, mn;
-    if (j < 4u) {
-        sc = sb[j] & 63u, mn = sb[j + 4u] & 63u;
-    } else {
-        sc = (sb[j + 4u] & 15u) | ((sb[j - 4u] >> 6) << 4);
-        mn = (sb[j + 4u] >> 4) | ((sb[j] >> 6) << 4);
-    }
+    // scales[j & 3], [4 + (j & 3)] and [8 + (j & 3)]: every byte either
+    // sub-block half needs, selected without a branch (lavapipe would run
+    // both sides) or a dynamically indexed array.
+    uint sh8 = 8u * (j & 3u);
+    uint a = (h[1] >> sh8) & 0xFFu, b = (h[2] >> sh8) & 0xFFu, e = (h[3] >> sh8) & 0xFFu;
+    bool lo4 = j < 4u;
+    uint sc = lo4 ? a & 63u : (e & 15u) | ((a >> 6) << 4);
+    uint mn = lo4 ? b & 63u : (e >> 4) | ((b >> 6) << 4);
     vec2 dm = unpackHalf2x16(h[0]);
     float dl = dm.x * float(sc), ml = dm.y * float(mn);
     uint sh = 4u * (j & 1u);
@@ -186,13 +243,13 @@ float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
 #if defined(IDOT)
         s = idot4(q, cx_q[i], s);
 #else
-        acc += (dl * vec4(bytes4(q)) - ml) * xv[i];
+        acc += placed(q, 0xFFFFFFFFu) * cx_p[i];
 #endif
     }
 #if defined(IDOT)
     return cx_d * (dl * float(s) - ml * float(cx_s[0] + cx_s[1]));
 #else
-    return acc.x + acc.y + acc.z + acc.w;
+    return dl * hsum(acc) - ml * (cx_h[0] + cx_h[1]);
 #endif
 }
 
@@ -219,10 +276,10 @@ float chunk_dot(uint m, uint rb, uint c, vec4 xv[NV]) {
 #else
     vec4 a0 = vec4(0.0), a1 = vec4(0.0);
     for (uint i = 0u; i < 4u; i++) {
-        a0 += (vec4(bytes4(q6(wl[i], wh[i], sl, shh))) - 32.0) * xv[i];
-        a1 += (vec4(bytes4(q6(wl[i + 4u], wh[i + 4u], sl, shh))) - 32.0) * xv[i + 4u];
+        a0 += placed(q6(wl[i], wh[i], sl, shh), 0xFFFFFFFFu) * cx_p[i];
+        a1 += placed(q6(wl[i + 4u], wh[i + 4u], sl, shh), 0xFFFFFFFFu) * cx_p[i + 4u];
     }
-    return d0 * (a0.x + a0.y + a0.z + a0.w) + d1 * (a1.x + a1.y + a1.z + a1.w);
+    return d0 * (hsum(a0) - 32.0 * cx_h[0]) + d1 * (hsum(a1) - 32.0 * cx_h[1]);
 #endif
 }
 
