@@ -90,8 +90,9 @@ endfunction()
 # Weight types with kernels; the suffix names the variant, the define
 # selects the layout in shaders/common/blocks.glsl.
 set(ELM_VK_TYPES F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K Q3_K Q4_K Q5_K Q6_K)
-# Types with mat-vec chunk kernels (shaders/common/matvec_chunk.glsl), the
-# ones fused dispatches exist for (backends/vulkan/fuse_matvec.c).
+# Types fused dispatches exist for (backends/vulkan/fuse_matvec.c); each
+# has a mat-vec chunk kernel (shaders/common/matvec_chunk.glsl), as Q4_1,
+# Q5_0 and Q5_1 do too.
 set(ELM_VK_FUSED_TYPES F32 F16 Q4_0 Q8_0 Q4_K Q5_K Q6_K)
 # Types with integer-dot mat-vec variants (_idot: activations quantized to
 # 8 bits per chunk, backends/vulkan/ops_matmul.c elmi_op_mv_idot).

@@ -219,8 +219,6 @@ bool elmi_op_mv_shape(const vk_planner *p, uint32_t sets, uint32_t extra, uint32
 
 #define MV_TOKENS_TEX 8
 
-/* x_quads: the activation rows start 16-byte aligned, so the texel kernel
- * can take them (mm_dispatch checks each window again). */
 /* The texel kernel's shape for one token on a CPU device. There a texel
  * fetch with the same coordinates in every lane costs no more than one
  * with different ones, so a lane per row (no reduction) measured 1.2-1.5x
@@ -230,7 +228,7 @@ bool elmi_op_mv_shape(const vk_planner *p, uint32_t sets, uint32_t extra, uint32
  * keep the split rows, which measured faster for F32
  * (docs/measurements.md, issue 12, fifth session). The limits items
  * mv_lanes= and mv_rows= override it. */
-#define MV_TEX_ROWS_NARROW 8u
+#define MV_TEX_ROWS_BLOCK 8u
 
 static void mv_tex_shape(const vk_planner *p, mm_ctx *m) {
     const vk_caps *c = &p->vk->caps;
@@ -239,9 +237,11 @@ static void mv_tex_shape(const vk_planner *p, mm_ctx *m) {
     bool block = t != QT_F32 && t != QT_F16 && t != QT_BF16;
     if (c->type != VK_PHYSICAL_DEVICE_TYPE_CPU || m->nt != 1 || !block || c->mv_lanes > 1) return;
     m->tex_lpr = 1;
-    if (!c->mv_rows && t != QT_Q8_0) m->tex_rows = MV_TEX_ROWS_NARROW;
+    if (!c->mv_rows && t != QT_Q8_0) m->tex_rows = MV_TEX_ROWS_BLOCK;
 }
 
+/* x_quads: the activation rows start 16-byte aligned, so the texel kernel
+ * can take them (mm_dispatch checks each window again). */
 static uint32_t mv_tokens(const vk_planner *p, int64_t T, int type, bool x_quads) {
     const vk_caps *c = &p->vk->caps;
     if (T < 2 || c->mv_tokens == 1) return 1;

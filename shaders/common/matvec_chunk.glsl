@@ -114,8 +114,10 @@ void chunk_prep(vec4 xv[NV]) {
 // inverse place value of each byte of a word (1, 2^-8, 2^-16, 2^-24), so a
 // kernel masks a value where it sits (w & 0xF00) and converts it, with no
 // shift down (placed()): a mask, a conversion and an FMA per value. The
-// scaling is exact, and done once per chunk for all rows. cx_h: the sums
-// of the chunk's two halves, for offsets and mins, applied once per row.
+// scaling is exact (unless an activation is below about 2^-102, where
+// 2^-24 of it would be subnormal) and done once per chunk for all rows.
+// cx_h: the sums of the chunk's two halves, for offsets and mins, applied
+// once per row.
 vec4 cx_p[NV];
 float cx_h[2];
 const vec4 PLACE = vec4(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
