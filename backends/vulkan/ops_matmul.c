@@ -219,15 +219,17 @@ bool elmi_op_mv_shape(const vk_planner *p, uint32_t sets, uint32_t extra, uint32
 
 #define MV_TOKENS_TEX 8
 
-/* The texel kernel's shape for one token on a CPU device. There a texel
- * fetch with the same coordinates in every lane costs no more than one
- * with different ones, so a lane per row (no reduction) measured 1.2-1.5x
- * the split rows for every block type, and 8 rows per lane (each
- * activation chunk shared by more rows) a further 1.1-1.2x for all of
- * them but Q8_0, whose 8-word chunks spill at 8. F32 and 16-bit weights
- * keep the split rows, which measured faster for F32
- * (docs/measurements.md, issue 12, fifth session). The limits items
- * mv_lanes= and mv_rows= override it. */
+/* The texel kernel's shape on a CPU device, for block-quantized weights.
+ * There a texel fetch with the same coordinates in every lane costs no
+ * more than one with different ones, so for one token a lane per row (no
+ * reduction) measured 1.2-1.5x the split rows for every block type, and 8
+ * rows per lane (each activation chunk shared by more rows) a further
+ * 1.1-1.2x for all of them but Q8_0, whose 8-word chunks spill at 8. With
+ * several tokens (prefill) 8 rows measured 1.2x for Q4_0 and 1.1-1.2x end
+ * to end; a lane per row did not help there. F32 and 16-bit weights keep
+ * the general shape, which measured faster for F32 (docs/measurements.md,
+ * issue 12, fifth session). The limits items mv_lanes= and mv_rows=
+ * override it. */
 #define MV_TEX_ROWS_BLOCK 8u
 
 static void mv_tex_shape(const vk_planner *p, mm_ctx *m) {
@@ -235,9 +237,12 @@ static void mv_tex_shape(const vk_planner *p, mm_ctx *m) {
     int t = m->w->type;
     m->tex_rows = m->rows, m->tex_lpr = m->lpr;
     bool block = t != QT_F32 && t != QT_F16 && t != QT_BF16;
-    if (c->type != VK_PHYSICAL_DEVICE_TYPE_CPU || m->nt != 1 || !block || c->mv_lanes > 1) return;
-    m->tex_lpr = 1;
-    if (!c->mv_rows && t != QT_Q8_0) m->tex_rows = MV_TEX_ROWS_BLOCK;
+    if (c->type != VK_PHYSICAL_DEVICE_TYPE_CPU || !block || (m->nt == 1 && c->mv_lanes > 1)) return;
+    if (m->nt == 1) m->tex_lpr = 1;
+    uint32_t rows = m->nt == 1 && t == QT_Q8_0 ? m->rows : MV_TEX_ROWS_BLOCK;
+    /* The kernel declares its reduction's shared memory whatever the lanes. */
+    bool fits = (uint64_t)rows * m->nt * elmi_op_reduce_shared(p, m->wg) <= c->max_shared;
+    if (!c->mv_rows && fits) m->tex_rows = rows;
 }
 
 /* x_quads: the activation rows start 16-byte aligned, so the texel kernel
