@@ -140,6 +140,12 @@ foreach(t ${ELM_VK_TYPES})
   # float path only): the storage choice does not apply.
   elm_vk_variant(matvec matvec_${lt}_tex_sg TYPE_${t} TEX SG)
   elm_vk_variant(matvec matvec_${lt}_tex_sh TYPE_${t} TEX)
+  # Fused mat-vecs through texel buffers, a lane per rows (CPU devices,
+  # block types: backends/vulkan/fuse_matvec.c).
+  if(t IN_LIST ELM_VK_FUSED_TYPES AND NOT t STREQUAL "F32" AND NOT t STREQUAL "F16")
+    elm_vk_variant(matvec_fused matvec_fused_${lt}_tex TYPE_${t} TEX)
+    elm_vk_variant(matvec_fused matvec_glu_${lt}_tex TYPE_${t} TEX GLU)
+  endif()
   elm_vk_variant(matmat matmat_${lt}_s16_h TYPE_${t} S16 FP16)
   if(NOT t STREQUAL "F32" AND NOT t STREQUAL "BF16")
     elm_vk_variant(matmat matmat_${lt}_s16_ha TYPE_${t} S16 FP16 FP16A)

@@ -17,7 +17,10 @@
 //     the result itself also into dst1 when a later node reads it (PROJ).
 // The dot products are matvec.comp's (lanes split each row's chunks; one
 // workgroup is ROWS rows), so results match the unfused kernels up to the
-// order of the sums.
+// order of the sums. TEX (CPU devices, block types): the weights, x and
+// the norm weights through texel buffers, and a lane per ROWS rows over
+// all of each row's chunks, as matvec.comp's texel kernel does there: no
+// reduction, and every lane sums the norm's squares itself.
 
 #define MV_MULTI 1
 #include "common/common.glsl"
@@ -41,6 +44,10 @@ layout(std430, binding = 8) writeonly buffer D2Buf { float dst2[]; };
 layout(std430, binding = 9) readonly buffer B0Buf { float bias0[]; };
 layout(std430, binding = 10) readonly buffer B1Buf { float bias1[]; };
 layout(std430, binding = 11) readonly buffer B2Buf { float bias2[]; };
+#if defined(TEX)
+layout(binding = 13) uniform samplerBuffer xt;
+layout(binding = 19) uniform samplerBuffer nwt;
+#endif
 
 layout(push_constant) uniform Params {
     uint w_base0, w_base1, w_base2; // bytes
@@ -69,7 +76,8 @@ const uint NM = 1u;
 // matrix 1, then the sum of squares of x (the norm).
 const uint NA = ROWS * NM + 1u;
 
-#if defined(SG)
+#if defined(TEX)
+#elif defined(SG)
 shared float red[NA * NSG];
 #else
 shared float red[NA * WG];
@@ -78,6 +86,11 @@ shared float red[NA * WG];
 // x's values i..i+3 of chunk c, and (norm) times the norm weights.
 vec4 load_x(uint c, uint j, bool v4, bool norm, out vec4 raw) {
     uint i = c * CH + 4u * j;
+#if defined(TEX)
+    // The planner takes TEX only for 16-byte aligned x and norm weights.
+    raw = texelFetch(xt, int((p.x_base + i) >> 2));
+    return norm ? raw * texelFetch(nwt, int((p.n_base + i) >> 2)) : raw;
+#else
     if (v4) {
         raw = x4[((p.x_base + i) >> 2)];
         return norm ? raw * nw4[((p.n_base + i) >> 2)] : raw;
@@ -85,6 +98,7 @@ vec4 load_x(uint c, uint j, bool v4, bool norm, out vec4 raw) {
     uint b = p.x_base + i, n = p.n_base + i;
     raw = vec4(x[b], x[b + 1u], x[b + 2u], x[b + 3u]);
     return norm ? raw * vec4(nw[n], nw[n + 1u], nw[n + 2u], nw[n + 3u]) : raw;
+#endif
 }
 
 // Partial sums of this invocation (see NA).
@@ -92,7 +106,8 @@ float acc[NA];
 
 // Sums acc over the workgroup, in place (every invocation calls it).
 void reduce_all() {
-#if defined(SG)
+#if defined(TEX)
+#elif defined(SG)
     for (uint r = 0u; r < NA; r++) acc[r] = subgroupAdd(acc[r]);
     if (gl_NumSubgroups > 1u) {
         if (subgroupElect())
@@ -127,7 +142,11 @@ void accumulate(uint m, uint wb, uint row0, uint N, bool norm) {
     for (uint r = 0u; r < ROWS; r++) rb[r] = wb + min(row0 + r, N - 1u) * p.row_bytes;
     bool v4 = ((p.x_base | p.n_base) & 3u) == 0u;
     uint nc = p.K / CH;
+#if defined(TEX)
+    for (uint c = 0u; c < nc; c++) {
+#else
     for (uint c = gl_LocalInvocationIndex; c < nc; c += WG) {
+#endif
         vec4 xv[NV], raw;
         for (uint j = 0u; j < NV; j++) {
             xv[j] = load_x(c, j, v4, norm, raw);
@@ -164,11 +183,17 @@ void main() {
     uint g0 = m == 0u ? 0u : m == 1u ? p.g1 : p.g2;
     uint N = m == 0u ? p.N0 : m == 1u ? p.N1 : p.N2;
 #endif
+#if defined(TEX)
+    // A lane per ROWS rows; no barriers, so lanes past the last row leave.
+    uint row0 = ((wl - g0) * WG + lid) * ROWS;
+    if (row0 >= N) return;
+#else
     // Workgroups past the last row (the x * y layout of wg_linear, or a
     // matrix 1 or 2 with no rows) leave as a whole, so barriers stay uniform.
     if ((wl - g0) * ROWS >= N) return;
-    bool norm = (p.flags & FLAG_NORM) != 0u;
     uint row0 = (wl - g0) * ROWS;
+#endif
+    bool norm = (p.flags & FLAG_NORM) != 0u;
     for (uint r = 0u; r < NA; r++) acc[r] = 0.0;
 #if defined(GLU)
     accumulate(0u, p.w_base0, row0, N, norm);
@@ -180,7 +205,9 @@ void main() {
     reduce_all();
     float s = norm ? inversesqrt(acc[NA - 1u] / float(p.K) + p.eps) : 1.0;
     for (uint r = 0u; r < ROWS * NM; r++) acc[r] *= s;
+#if !defined(TEX)
     if (lid != 0u) return;
+#endif
     for (uint r = 0u; r < ROWS; r++) {
         uint row = row0 + r;
         if (row >= N) break;

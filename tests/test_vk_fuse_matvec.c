@@ -11,7 +11,9 @@
  *   - vulkan.fused_nodes grown by exactly the nodes the case may fuse, and
  *     fewer dispatches than unfused;
  *   - what must not fuse (two tokens, a norm whose output a later node
- *     reads, a 5-binding layout) is not fused and still right. */
+ *     reads, a 5-binding layout) is not fused and still right;
+ *   - on CPU devices, the fused texel kernels: taken by default for block
+ *     types only, and read texels. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdint.h>
@@ -75,7 +77,7 @@ typedef struct mvf_out {
     size_t n[MAX_OUT];
     const char *what[MAX_OUT];
     int n_out;
-    uint64_t fused, dispatches;
+    uint64_t fused, dispatches, texel; /* texel: dispatches that read texel buffers */
 } mvf_out;
 
 static void data_init(const mvf_case *c, mvf_data *d) {
@@ -147,6 +149,7 @@ static void run_case(vfx *f, const mvf_case *c, const mvf_data *d, bool exact, m
     be_vk_stats s1 = stats(f);
     o->fused = s1.n_fused_nodes - s0.n_fused_nodes;
     o->dispatches = s1.n_dispatches - s0.n_dispatches;
+    o->texel = s1.n_texel_dispatches - s0.n_texel_dispatches;
     for (int m = 0; m < c->n_mm; m++) keep(f, o, D[m], m == 0 ? "out0" : m == 1 ? "out1" : "out2");
     keep(f, o, R, "resid");
     if (c->xn_read) keep(f, o, TMP, "tmp");
@@ -194,7 +197,8 @@ static double *want_of(const mvf_case *c, const mvf_data *d, bool idot, int i, s
 
 /* f[0]: a backend under the profile, f[1]: the same with nofuse. idot: a
  * fast graph under a profile that forces the int-dot mat-vecs (else exact). */
-static void check_case(vfx f[2], const mvf_case *c, bool idot) {
+/* Returns the texel dispatches of f[0]'s fused plan. */
+static uint64_t check_case(vfx f[2], const mvf_case *c, bool idot) {
     mvf_data d;
     data_init(c, &d);
     const char *prof = f[0].limits, *nofuse = f[1].limits;
@@ -227,14 +231,17 @@ static void check_case(vfx f[2], const mvf_case *c, bool idot) {
         cr_expect_leq(den > 0 ? num / den : num, idot ? 1e-6 : 1e-12, "[%s] %s: %s far from nofuse", prof, c->name,
                       o[0].what[i]);
     }
+    uint64_t texel = c->fused ? o[0].texel : 0;
     out_free(&o[0]), out_free(&o[1]);
     data_free(&d);
+    return texel;
 }
 
-/* prof with "fuse" (CPU devices fuse only when asked), and with "nofuse". */
-/* Both split rows over the lanes (mv_lanes=2), as the fused kernels do:
- * on CPU devices the texel mat-vec would give block types a lane per row,
- * another order of the sums. */
+/* prof with "fuse" (every type, on CPU devices too), and with "nofuse":
+ * the fused storage-buffer kernels. Both plans split rows over the lanes
+ * (mv_lanes=2), as those kernels do; on CPU devices the texel mat-vecs
+ * (unfused, and fused: check_texel) give block types a lane per row, which
+ * mv_lanes=2 turns off. */
 static void check_profile(const char *prof, bool fusing, bool idot) {
     char fuse[96], nofuse[96];
     snprintf(fuse, sizeof fuse, "%s%sfuse,mv_lanes=2", prof, *prof ? "," : "");
@@ -251,6 +258,34 @@ static void check_profile(const char *prof, bool fusing, bool idot) {
     vfx_close(&f[1]);
 }
 
+static bool float_weights(const mvf_case *c) {
+    for (int m = 0; m < c->n_mm; m++)
+        if (c->types[m] == QT_F32 || c->types[m] == QT_F16) return true;
+    return false;
+}
+
+/* The fused texel kernels of CPU devices (a lane per rows, as the unfused
+ * texel mat-vec there): under prof, against nofuse. Without "fuse" (the
+ * default) such a device fuses mat-vecs only into them, so cases with F32
+ * or F16 weights fuse nothing; with it they take the storage kernels. */
+static void check_texel(const char *prof) {
+    char nofuse[96];
+    snprintf(nofuse, sizeof nofuse, "%s%snofuse", prof, *prof ? "," : "");
+    bool forced = strstr(prof, "fuse") != NULL;
+    vfx f[2];
+    vfx_open(&f[0], prof);
+    vfx_open(&f[1], nofuse);
+    uint64_t texel = 0;
+    for (size_t i = 0; i < N_CASES; i++) {
+        mvf_case c = CASES[i];
+        if (!forced && float_weights(&c)) c.fused = 0;
+        texel += check_case(f, &c, false);
+    }
+    cr_expect_gt(texel, 0, "[%s] no fused dispatch read texel buffers", prof);
+    vfx_close(&f[0]);
+    vfx_close(&f[1]);
+}
+
 /* Under the sanitizers (ELM_SANITIZE, set by CMakeLists.txt) the first
  * profile only: the time goes to lavapipe, and the host code is the same
  * for every profile. */
@@ -261,6 +296,19 @@ static size_t n_profiles(size_t n) {
 
 Test(vk_fuse_matvec, matches_the_reference_and_the_unfused_plan, .timeout = 600) {
     for (size_t p = 0; p < n_profiles(N_FUSE_PROFILES); p++) check_profile(FUSE_PROFILES[p], true, false);
+}
+
+/* The fused texel kernels, on CPU devices (lavapipe) only: by default,
+ * and under fuse with another shape of workgroup. */
+Test(vk_fuse_matvec, texel_kernels_match_the_reference_and_the_unfused_plan, .timeout = 600) {
+    vfx f;
+    vfx_open(&f, "");
+    elm_device_info info;
+    cr_assert_eq(elmi_be_vk_device_info(f.be, &info), ELM_OK);
+    vfx_close(&f);
+    if (strcmp(info.type, "cpu") != 0) cr_skip_test("the fused texel kernels are for CPU devices; this one is %s", info.type);
+    check_texel("");
+    if (n_profiles(2) > 1) check_texel("fuse,nosubgroup,mv_rows=2");
 }
 
 /* The int-dot variants of the fused kernels, in fast graphs (exact ones

@@ -202,7 +202,7 @@ static void check_case(vfx *fu, vfx *un, size_t ci, variant var) {
     data_free(&d);
 }
 
-/* limits with "fuse" (CPU devices fuse only when asked), and with "nofuse". */
+/* limits with "fuse" (every fuser on every device), and with "nofuse". */
 static void check_profile(const char *limits) {
     char fuse[96], nofuse[96];
     snprintf(fuse, sizeof fuse, "%s%sfuse", limits, *limits ? "," : "");

@@ -311,11 +311,6 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
     if (l->no_import) c->ext_host_import = false;
     c->max_storage_buffers = (uint32_t)min_u64(c->max_storage_buffers, l->max_storage_buffers);
     c->n_slots = c->max_storage_buffers >= VK_N_BIND + 1 ? VK_N_BIND : VK_N_BIND_CORE;
-    /* On lavapipe the fused kernels measured 0.7-0.9x of the unfused ones
-     * at decode (docs/measurements.md): a CPU device pays little for a
-     * dispatch or a barrier, and the fused dispatches run fewer, larger
-     * workgroups. GPUs are what fusion is for. */
-    c->fuse = c->n_slots == VK_N_BIND && !l->no_fuse && (l->fuse || c->type != VK_PHYSICAL_DEVICE_TYPE_CPU);
     if (l->no_idot) c->int_dot = c->ext_int_dot = false;
     c->mv_idot = c->int_dot && (c->int_dot_accel || l->idot);
     c->repack = !l->no_repack;
@@ -331,6 +326,14 @@ static void apply_limits(const vk_limits *l, vk_caps *c) {
      * measured 2.3x the bytes per second through texel buffers
      * (docs/measurements.md). GPUs keep storage buffers until measured. */
     c->mv_tex = c->mv_tex && !l->no_tex && (l->tex || c->type == VK_PHYSICAL_DEVICE_TYPE_CPU);
+    /* GPUs are what fusion is for. On lavapipe the fused storage-buffer
+     * kernels measured 0.7-0.9x of the unfused ones at decode, and the
+     * fused texel kernels 1.3-1.5x (docs/measurements.md): so a CPU device
+     * fuses by default only where texels are read (fuse_texel_only), and
+     * everything under fuse. */
+    bool cpu = c->type == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    c->fuse = c->n_slots == VK_N_BIND && !l->no_fuse && (l->fuse || !cpu || c->mv_tex);
+    c->fuse_texel_only = c->fuse && cpu && !l->fuse;
 }
 
 static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_exts *e,

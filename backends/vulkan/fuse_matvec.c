@@ -172,10 +172,9 @@ enum { S_W0 = 0, S_X = 1, S_NW = 2, S_D0 = 3, S_W1 = 4, S_W2 = 5, S_D1 = 6, S_D2
 static const uint8_t w_slot[3] = {S_W0, S_W1, S_W2}, d_slot[3] = {S_D0, S_D1, S_D2};
 
 static elm_status bind_matrices(vk_planner *p, const mv_group *f, const fused_disp *fd, disp_build *db,
-                                pc_matvec_fused *pc, uint32_t rows) {
+                                pc_matvec_fused *pc) {
     uint32_t *wb[3] = {&pc->w_base0, &pc->w_base1, &pc->w_base2}, *dbase[3] = {&pc->d_base0, &pc->d_base1, &pc->d_base2};
     uint32_t *bb[3] = {&pc->b_base0, &pc->b_base1, &pc->b_base2}, *nr[3] = {&pc->N0, &pc->N1, &pc->N2};
-    uint32_t groups[3] = {0, 0, 0};
     int split = -1;
     bool quads = true;
     for (int m = 0; m < fd->n; m++) {
@@ -183,7 +182,6 @@ static elm_status bind_matrices(vk_planner *p, const mv_group *f, const fused_di
         ELM_TRY(bind_weight(p, mm->src[0], &db->d.b[w_slot[m]], wb[m], &split));
         quads = quads && elmi_op_quad_runs(mm->src[0]->type, split > 0, *wb[m], mm->src[0]->nb[1]);
         *nr[m] = (uint32_t)mm->src[0]->ne[1];
-        groups[m] = (*nr[m] + rows - 1) / rows;
         if (mm->src[2]) {
             ELM_TRY(bind_row(p, mm->src[2], &db->d.b[S_B0 + m], bb[m]));
             pc->flags |= (uint32_t)VK_MVF_BIAS0 << m;
@@ -195,10 +193,48 @@ static elm_status bind_matrices(vk_planner *p, const mv_group *f, const fused_di
     }
     elmi_op_spec_split(db, split > 0);
     if (quads) elmi_op_spec_wquad(db);
-    if (f->glu) groups[1] = 0;
+    return ELM_OK;
+}
+
+/* Workgroups of per_wg rows for each matrix, in turn (GLU: gate and up
+ * rows together). */
+static elm_status set_groups(vk_planner *p, const mv_group *f, disp_build *db, pc_matvec_fused *pc, uint32_t per_wg) {
+    uint32_t n[3] = {pc->N0, f->glu ? 0 : pc->N1, pc->N2}, groups[3];
+    for (int m = 0; m < 3; m++) groups[m] = (n[m] + per_wg - 1) / per_wg;
     pc->g1 = groups[0];
     pc->g2 = groups[0] + groups[1];
     return elmi_op_set_groups(p, db, (uint64_t)pc->g2 + groups[2], 1);
+}
+
+/* The texel variant (CPU devices with texel reads, block types, float
+ * path): a lane per rows, as ops_matmul.c's mv_tex_shape gives the plain
+ * texel kernel there, where it measured 1.2-1.5x splitting rows over the
+ * lanes; its rows per lane, or 0 where it does not apply. */
+static uint32_t tex_rows(const vk_planner *p, int type) {
+    const vk_caps *c = &p->vk->caps;
+    bool block = type != QT_F32 && type != QT_F16;
+    if (!c->mv_tex || c->type != VK_PHYSICAL_DEVICE_TYPE_CPU || !block || c->mv_lanes > 1 ||
+        elmi_op_mv_dot(p, type)[0])
+        return 0;
+    return c->mv_rows ? c->mv_rows : type == QT_Q8_0 ? 4 : 8;
+}
+
+/* Whether every window the texel variant views can be viewed: the
+ * matrices as words and quads, x and the norm weights as 16-byte aligned
+ * vec4s. If so, absent matrices and norm weights are bound to slot 0's
+ * and x's windows (the kernel declares every view). */
+static bool tex_views(vk_planner *p, const fused_disp *fd, disp_build *db, const pc_matvec_fused *pc, bool norm) {
+    const vk_caps *c = &p->vk->caps;
+    vk_bind b[VK_N_BIND];
+    memcpy(b, db->d.b, sizeof b);
+    for (int m = fd->n; m < 3; m++) b[w_slot[m]] = b[S_W0];
+    if (!norm) b[S_NW] = b[S_X];
+    for (int m = 0; m < 3; m++)
+        if (!elmi_op_texel_ok(c, &b[w_slot[m]], 4)) return false;
+    bool ok = pc->x_base % 4 == 0 && (!norm || pc->n_base % 4 == 0) && elmi_op_texel_ok(c, &b[S_X], 16) &&
+              elmi_op_texel_ok(c, &b[S_NW], 16);
+    if (ok) memcpy(db->d.b, b, sizeof b);
+    return ok;
 }
 
 static elm_status bind_epilogue(vk_planner *p, const mv_group *f, disp_build *db, pc_matvec_fused *pc) {
@@ -252,9 +288,22 @@ static elm_status emit(vk_planner *p, const mv_group *f, const fused_disp *fd) {
         ELM_TRY(bind_row(p, n->src[0], &db.d.b[S_X], &pc.x_base));
         ELM_TRY(bind_row(p, n->src[1], &db.d.b[S_NW], &pc.n_base));
     }
-    ELM_TRY(bind_matrices(p, f, fd, &db, &pc, rows));
+    ELM_TRY(bind_matrices(p, f, fd, &db, &pc));
     ELM_TRY(bind_epilogue(p, f, &db, &pc));
     if (f->glu || f->add) db.d.written |= 1u << S_D0;
+    uint32_t per_wg = rows, trows = tex_rows(p, w0->type);
+    bool tex = trows && tex_views(p, fd, &db, &pc, f->norm != NULL);
+    if (!tex && c->fuse_texel_only)
+        return elmi_op_unsupported(p, "this device fuses mat-vecs only through texel reads, and %s cannot take them",
+                                   w0->name);
+    if (tex) {
+        snprintf(shader, sizeof shader, "matvec_%s_%s_tex", f->glu ? "glu" : "fused", elmi_op_type_suffix(w0->type));
+        db.d.tex = VK_N_TEX_FUSED;
+        db.subgroup = 0;
+        db.spec[1] = elmi_op_nsg(p, wg), db.spec[2] = trows;
+        per_wg = trows * wg;
+    }
+    ELM_TRY(set_groups(p, f, &db, &pc, per_wg));
     return elmi_op_emit(p, &db, &pc, sizeof pc);
 }
 

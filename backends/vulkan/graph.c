@@ -213,17 +213,22 @@ static elm_status plan_nodes(vk_backend *vk, const be_graph *g, vk_plan *plan) {
 
 /* ----------------------------------------------------------- descriptors */
 
-/* The texel views of a _tex dispatch (d->tex) at bindings VK_BIND_TEX_*,
- * appended to w; the plan owns the views. */
+/* The texel views of a _tex dispatch (its first d->tex) at bindings
+ * VK_BIND_TEX_*, appended to w; the plan owns the views. */
 static elm_status texel_views(vk_backend *vk, vk_plan *plan, const vk_disp *d, VkWriteDescriptorSet *w,
                               uint32_t *n_w) {
     static const struct {
         uint32_t slot, binding;
         VkFormat fmt;
-    } V[VK_N_TEX] = {{0, VK_BIND_TEX_W, VK_FORMAT_R32G32B32A32_UINT},
-                     {1, VK_BIND_TEX_X, VK_FORMAT_R32G32B32A32_SFLOAT},
-                     {0, VK_BIND_TEX_W1, VK_FORMAT_R32_UINT}};
-    for (uint32_t i = 0; d->tex && i < VK_N_TEX; i++) {
+    } V[VK_N_TEX_FUSED] = {{0, VK_BIND_TEX_W, VK_FORMAT_R32G32B32A32_UINT},
+                           {1, VK_BIND_TEX_X, VK_FORMAT_R32G32B32A32_SFLOAT},
+                           {0, VK_BIND_TEX_W1, VK_FORMAT_R32_UINT},
+                           {4, VK_BIND_TEX_M1, VK_FORMAT_R32G32B32A32_UINT},
+                           {4, VK_BIND_TEX_M1W, VK_FORMAT_R32_UINT},
+                           {5, VK_BIND_TEX_M2, VK_FORMAT_R32G32B32A32_UINT},
+                           {5, VK_BIND_TEX_M2W, VK_FORMAT_R32_UINT},
+                           {2, VK_BIND_TEX_NW, VK_FORMAT_R32G32B32A32_SFLOAT}};
+    for (uint32_t i = 0; i < d->tex && i < VK_N_TEX_FUSED; i++) {
         const vk_bind *b = &d->b[V[i].slot];
         VkBufferViewCreateInfo vi = {
             .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
@@ -250,8 +255,10 @@ static elm_status texel_views(vk_backend *vk, vk_plan *plan, const vk_disp *d, V
 static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
     if (plan->n_disp == 0) return ELM_OK;
     uint32_t n_slots = vk->caps.n_slots, n_tex = 0;
-    for (uint32_t i = 0; i < plan->n_disp; i++) n_tex += plan->disp[i].tex ? VK_N_TEX : 0;
-    vk->vstats.n_texel_dispatches += n_tex / VK_N_TEX;
+    for (uint32_t i = 0; i < plan->n_disp; i++) {
+        n_tex += plan->disp[i].tex;
+        vk->vstats.n_texel_dispatches += plan->disp[i].tex > 0;
+    }
     if (n_tex) {
         plan->views = elmi_malloc(n_tex * sizeof *plan->views);
         if (!plan->views) return elmi_vk_fail(vk, ELM_ERR_NO_MEMORY, "out of host memory for texel views");
@@ -275,7 +282,7 @@ static elm_status write_sets(vk_backend *vk, vk_plan *plan) {
         };
         ELM_TRY(elmi_vk_check(vk, vkAllocateDescriptorSets(vk->dev, &ai, &d->set), "vkAllocateDescriptorSets"));
         VkDescriptorBufferInfo bi[VK_N_BIND + 1];
-        VkWriteDescriptorSet w[VK_N_BIND + 1 + VK_N_TEX];
+        VkWriteDescriptorSet w[VK_N_BIND + 1 + VK_N_TEX_FUSED];
         for (uint32_t b = 0; b <= n_slots; b++) {
             bi[b] = b < n_slots ? (VkDescriptorBufferInfo){d->b[b].buf, d->b[b].offset, d->b[b].range}
                                 : (VkDescriptorBufferInfo){plan->dyn.buf, 0, VK_WHOLE_SIZE};

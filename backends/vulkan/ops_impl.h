@@ -57,6 +57,8 @@ void elmi_op_spec_split(disp_build *db, bool split);
  * chunk kernels read from rows of `type` at byte w_base, row_bytes apart,
  * is 16-byte aligned; then elmi_op_spec_wquad sets WQUAD. */
 bool elmi_op_quad_runs(int type, bool split, uint32_t w_base, size_t row_bytes);
+/* Whether a slot's window can be viewed as texels of texel_bytes each. */
+bool elmi_op_texel_ok(const vk_caps *c, const vk_bind *b, uint32_t texel_bytes);
 void elmi_op_spec_wquad(disp_build *db);
 
 /* Outcomes: the device cannot run the node (p->why), or the node is malformed. */

@@ -114,10 +114,6 @@ typedef struct mm_ctx {
     char tex_shader[48];    /* matvec through texel buffers (caps.mv_tex), or "" */
 } mm_ctx;
 
-/* Whether a slot's window can be viewed as texels of texel_bytes each. */
-static bool texel_ok(const vk_caps *c, const vk_bind *b, uint32_t texel_bytes) {
-    return b->tex_range && b->offset % c->texel_align == 0 && b->tex_range / texel_bytes <= c->max_texel;
-}
 
 static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *rp, int64_t t0,
                               int64_t n) {
@@ -135,9 +131,9 @@ static elm_status mm_dispatch(vk_planner *p, const mm_ctx *m, const rows_piece *
         const vk_caps *c = &p->vk->caps;
         bool x_quads = (xb | (uint32_t)(xs / 4)) % 4 == 0;
         uint32_t rows = m->rows, lpr = m->lpr, sg = m->sg;
-        if (p->plan && m->tex_shader[0] && x_quads && texel_ok(c, &db.d.b[0], 4) && texel_ok(c, &db.d.b[1], 16)) {
+        if (p->plan && m->tex_shader[0] && x_quads && elmi_op_texel_ok(c, &db.d.b[0], 4) && elmi_op_texel_ok(c, &db.d.b[1], 16)) {
             db.shader = m->tex_shader;
-            db.d.tex = true;
+            db.d.tex = VK_N_TEX;
             rows = m->tex_rows, lpr = m->tex_lpr, sg = lpr > 1 ? sg : 0;
         }
         db.spec[0] = m->wg, db.spec[1] = sg ? 1 : elmi_op_nsg(p, m->wg), db.spec[2] = rows, db.spec[3] = lpr;

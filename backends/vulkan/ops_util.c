@@ -298,6 +298,10 @@ void elmi_op_spec_split(disp_build *db, bool split) {
     if (split) spec_at(db, VK_SPEC_WSPLIT, 1);
 }
 
+bool elmi_op_texel_ok(const vk_caps *c, const vk_bind *b, uint32_t texel_bytes) {
+    return b->tex_range && b->offset % c->texel_align == 0 && b->tex_range / texel_bytes <= c->max_texel;
+}
+
 bool elmi_op_quad_runs(int type, bool split, uint32_t w_base, size_t row_bytes) {
     /* Block sizes (split: body sizes) and field offsets that are multiples
      * of 16: F32 4-value chunks, Q4_K 144 and Q5_K 176, split Q4_0 16,

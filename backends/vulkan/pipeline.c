@@ -193,7 +193,7 @@ static elm_status create_cache(vk_backend *vk, const char *dir_opt) {
 /* --------------------------------------------------------------- layouts */
 
 static elm_status create_layouts(vk_backend *vk) {
-    VkDescriptorSetLayoutBinding b[VK_N_BIND + 1 + VK_N_TEX];
+    VkDescriptorSetLayoutBinding b[VK_N_BIND + 1 + VK_N_TEX_FUSED];
     uint32_t n_bind = vk->caps.n_slots + 1;
     for (uint32_t i = 0; i < n_bind; i++)
         b[i] = (VkDescriptorSetLayoutBinding){
@@ -202,8 +202,10 @@ static elm_status create_layouts(vk_backend *vk) {
             .descriptorCount = 1,
             .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
         };
-    /* Only the _tex variants use these, so other dispatches leave them unwritten. */
-    for (uint32_t i = 0; vk->caps.mv_tex && i < VK_N_TEX; i++)
+    /* Only the _tex variants use these, so other dispatches leave them
+     * unwritten; the fused ones exist only with the 12-binding layout. */
+    uint32_t n_tex = !vk->caps.mv_tex ? 0 : vk->caps.n_slots == VK_N_BIND ? VK_N_TEX_FUSED : VK_N_TEX;
+    for (uint32_t i = 0; i < n_tex; i++)
         b[n_bind++] = (VkDescriptorSetLayoutBinding){
             .binding = VK_BIND_TEX_W + i,
             .descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER,

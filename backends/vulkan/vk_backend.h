@@ -21,8 +21,9 @@
  *   noimport       host tensors are copied, never imported
  *   nofuse         not a cap: every node is planned on its own (no fused
  *                  dispatches, fuse.c), for tests and comparisons
- *   fuse           not a cap: fused dispatches on a CPU device too (by
- *                  default only GPUs fuse; nofuse wins over fuse)
+ *   fuse           not a cap: a CPU device fuses mat-vecs of every type
+ *                  (by default it fuses them only into its texel
+ *                  kernels, GPUs every type; nofuse wins over fuse)
  *   noidot         no shaderIntegerDotProduct: mat-vecs are float only
  *   idot           not a cap: fast graphs' mat-vecs of Q4_0, Q8_0, Q4_K,
  *                  Q5_K and Q6_K weights, and mat-mat tiles of Q4_0 and

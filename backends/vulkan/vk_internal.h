@@ -38,7 +38,7 @@ typedef struct vk_limits {
     bool no_fp16, no_storage16, no_storage8, no_subgroup, no_uma;
     bool no_import; /* never import host memory (VK_EXT_external_memory_host) */
     bool no_fuse;   /* plan every node on its own (fuse.c off) */
-    bool fuse;      /* fuse on a CPU device too (off there by default) */
+    bool fuse;      /* on a CPU device, fuse every type, not just into texel kernels */
     bool no_idot;   /* no shaderIntegerDotProduct */
     bool idot;      /* tuning, not a cap: integer-dot mat-vecs even where not accelerated */
     bool no_vtiles; /* flash attention reads V from the cache, no F16 tiles */
@@ -97,6 +97,7 @@ typedef struct vk_caps {
      * backend's layout has (VK_N_BIND when that allows, else VK_N_BIND_CORE) */
     uint32_t max_storage_buffers, n_slots;
     bool fuse; /* fuse.c may merge nodes into one dispatch */
+    bool fuse_texel_only; /* ...but mat-vecs only into the texel kernels */
     bool fa_vtiles; /* flash attention may stage F16 V tiles (vk_limits' novtiles: not) */
     bool repack;    /* copied Q4_0/Q8_0/Q6_K weights take the split layout (memory.c) */
     float timestamp_period;   /* nanoseconds per timestamp tick */
@@ -220,11 +221,19 @@ typedef struct vk_module {
 #define VK_BIND_DYN 4
 /* Uniform texel buffers of the _tex mat-vec variants (caps.mv_tex only):
  * slot 0's bytes as RGBA32UI texels and as R32UI words, slot 1's floats
- * as RGBA32F texels. */
+ * as RGBA32F texels; the fused ones (12-binding layout) also view slots 4
+ * and 5 (matrices 1 and 2) as the weights, and slot 2 (norm weights) as
+ * RGBA32F. A dispatch writes the first vk_disp.tex of them. */
 #define VK_BIND_TEX_W 12
 #define VK_BIND_TEX_X 13
 #define VK_BIND_TEX_W1 14
+#define VK_BIND_TEX_M1 15
+#define VK_BIND_TEX_M1W 16
+#define VK_BIND_TEX_M2 17
+#define VK_BIND_TEX_M2W 18
+#define VK_BIND_TEX_NW 19
 #define VK_N_TEX 3
+#define VK_N_TEX_FUSED 8
 /* Usage every data buffer gets so that texel views of it are valid. */
 static inline VkBufferUsageFlags elmi_vk_texel_usage(const vk_caps *c) {
     return c->mv_tex ? VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT : 0;
@@ -248,7 +257,7 @@ typedef struct vk_disp {
     VkPipeline pipe;
     vk_bind b[VK_N_BIND];
     uint16_t written; /* bit i: slot i is written */
-    bool tex;         /* slots 0 and 1 are also viewed at VK_BIND_TEX_* */
+    uint8_t tex;      /* texel views at VK_BIND_TEX_*: 0, VK_N_TEX or VK_N_TEX_FUSED */
     uint32_t pc[VK_PC_WORDS];
     uint32_t groups[3];
     VkDescriptorSet set;

@@ -22,7 +22,23 @@ const uint NV = CH / 4u;
 // last clamped to the buffer) and stitch them, instead of 2n 16-bit loads.
 // And as 16-byte quads, for aligned runs (WQUAD, or the split layout).
 #if defined(TEX) && defined(MV_MULTI)
-#error "texel-buffer variants exist only for matvec.comp"
+// Through texel buffers: matrix 0 those of common/blocks.glsl, matrices 1
+// and 2 (bindings 5 and 6) the same two views at 15..18; m is a constant
+// at each call.
+layout(binding = 15) uniform usamplerBuffer wt_m1;
+layout(binding = 16) uniform usamplerBuffer wt1_m1;
+layout(binding = 17) uniform usamplerBuffer wt_m2;
+layout(binding = 18) uniform usamplerBuffer wt1_m2;
+uint ww_at(uint m, uint i) {
+    if (m == 0u) return wt_word(i);
+    if (m == 1u) return texelFetch(wt1_m1, int(min(i, uint(textureSize(wt1_m1)) - 1u))).x;
+    return texelFetch(wt1_m2, int(min(i, uint(textureSize(wt1_m2)) - 1u))).x;
+}
+uvec4 wq_at(uint m, uint i) {
+    if (m == 0u) return texelFetch(wt, int(min(i, uint(textureSize(wt)) - 1u)));
+    if (m == 1u) return texelFetch(wt_m1, int(min(i, uint(textureSize(wt_m1)) - 1u)));
+    return texelFetch(wt_m2, int(min(i, uint(textureSize(wt_m2)) - 1u)));
+}
 #elif defined(TEX)
 // Through the texel buffers of common/blocks.glsl.
 uint ww_at(uint m, uint i) { return wt_word(i); }
@@ -31,7 +47,7 @@ uvec4 wq_at(uint m, uint i) { return texelFetch(wt, int(min(i, uint(textureSize(
 layout(std430, binding = 0) readonly buffer WWords { uint ww[]; };
 layout(std430, binding = 0) readonly buffer WQuads { uvec4 wq[]; };
 #endif
-#if defined(MV_MULTI)
+#if defined(MV_MULTI) && !defined(TEX)
 // Fused dispatches (matvec_fused.comp) read up to three matrices, at
 // bindings 0, 5 and 6; m is uniform over the workgroup.
 layout(std430, binding = 5) readonly buffer WWords1 { uint ww1[]; };
