@@ -384,10 +384,13 @@ static void fill_caps(const props_chain *pc, const feats_chain *fc, const dev_ex
 }
 
 /* Texel-buffer reads (caps.mv_tex) need RGBA32 and R32UI as uniform
- * texel buffers: the spec requires it, but a driver that lies is refused. */
+ * texel buffers, and room for the fused kernels' views (they count as
+ * sampled images): the spec requires both, but a driver that lies is
+ * refused. */
 static void fill_texel_caps(VkPhysicalDevice pd, const VkPhysicalDeviceLimits *L, vk_caps *c) {
     static const VkFormat fmts[3] = {VK_FORMAT_R32G32B32A32_UINT, VK_FORMAT_R32G32B32A32_SFLOAT, VK_FORMAT_R32_UINT};
-    c->mv_tex = L->maxTexelBufferElements > 0;
+    c->mv_tex = L->maxTexelBufferElements > 0 && L->maxPerStageDescriptorSampledImages >= VK_N_TEX_FUSED &&
+                L->maxDescriptorSetSampledImages >= VK_N_TEX_FUSED;
     for (int i = 0; i < 3; i++) {
         VkFormatProperties fp;
         vkGetPhysicalDeviceFormatProperties(pd, fmts[i], &fp);

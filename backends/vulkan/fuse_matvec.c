@@ -207,16 +207,11 @@ static elm_status set_groups(vk_planner *p, const mv_group *f, disp_build *db, p
 }
 
 /* The texel variant (CPU devices with texel reads, block types, float
- * path): a lane per rows, as ops_matmul.c's mv_tex_shape gives the plain
- * texel kernel there, where it measured 1.2-1.5x splitting rows over the
+ * path): a lane per rows, the shape the plain texel mat-vec takes there
+ * (elmi_op_mv_lane_rows), which measured 1.2-1.5x splitting rows over the
  * lanes; its rows per lane, or 0 where it does not apply. */
 static uint32_t tex_rows(const vk_planner *p, int type) {
-    const vk_caps *c = &p->vk->caps;
-    bool block = type != QT_F32 && type != QT_F16;
-    if (!c->mv_tex || c->type != VK_PHYSICAL_DEVICE_TYPE_CPU || !block || c->mv_lanes > 1 ||
-        elmi_op_mv_dot(p, type)[0])
-        return 0;
-    return c->mv_rows ? c->mv_rows : type == QT_Q8_0 ? 4 : 8;
+    return elmi_op_mv_dot(p, type)[0] ? 0 : elmi_op_mv_lane_rows(p, type, 1);
 }
 
 /* Whether every window the texel variant views can be viewed: the

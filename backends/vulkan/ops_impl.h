@@ -128,6 +128,10 @@ elm_status elmi_op_mul_mat_check(vk_planner *p, const be_node *nd);
 /* The mat-vec workgroup size and rows per workgroup, for `sets` row sets
  * reduced at once plus `extra` reduce.glsl buffers in shared memory. */
 bool elmi_op_mv_shape(const vk_planner *p, uint32_t sets, uint32_t extra, uint32_t *wg, uint32_t *rows);
+/* Rows per lane group of the texel mat-vecs on CPU devices for nt tokens
+ * per workgroup (one token: a lane per that many rows), or 0 where the
+ * general shape applies (ops_matmul.c). */
+uint32_t elmi_op_mv_lane_rows(const vk_planner *p, int type, uint32_t nt);
 /* The mat-vec variant suffix for weights of `type`: "_idot" (activations
  * quantized to 8 bits, integer dot products) in fast graphs where
  * vk_caps.mv_idot allows and the type has the variant, else "". */

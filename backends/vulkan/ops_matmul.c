@@ -224,21 +224,26 @@ bool elmi_op_mv_shape(const vk_planner *p, uint32_t sets, uint32_t extra, uint32
  * several tokens (prefill) 8 rows measured 1.2x for Q4_0 and 1.1-1.2x end
  * to end; a lane per row did not help there. F32 and 16-bit weights keep
  * the general shape, which measured faster for F32 (docs/measurements.md,
- * issue 12, fifth session). The limits items mv_lanes= and mv_rows=
- * override it. */
+ * issue 12, fifth session). The fused texel kernels (fuse_matvec.c) take
+ * the one-token shape. The limits items mv_lanes= and mv_rows= override
+ * it. */
 #define MV_TEX_ROWS_BLOCK 8u
 
-static void mv_tex_shape(const vk_planner *p, mm_ctx *m) {
+uint32_t elmi_op_mv_lane_rows(const vk_planner *p, int type, uint32_t nt) {
     const vk_caps *c = &p->vk->caps;
-    int t = m->w->type;
+    bool block = type != QT_F32 && type != QT_F16 && type != QT_BF16;
+    if (!c->mv_tex || c->type != VK_PHYSICAL_DEVICE_TYPE_CPU || !block || (nt == 1 && c->mv_lanes > 1)) return 0;
+    if (c->mv_rows) return c->mv_rows;
+    return nt == 1 && type == QT_Q8_0 ? MV_ROWS : MV_TEX_ROWS_BLOCK;
+}
+
+static void mv_tex_shape(const vk_planner *p, mm_ctx *m) {
     m->tex_rows = m->rows, m->tex_lpr = m->lpr;
-    bool block = t != QT_F32 && t != QT_F16 && t != QT_BF16;
-    if (c->type != VK_PHYSICAL_DEVICE_TYPE_CPU || !block || (m->nt == 1 && c->mv_lanes > 1)) return;
+    uint32_t rows = elmi_op_mv_lane_rows(p, m->w->type, m->nt);
+    if (!rows) return;
     if (m->nt == 1) m->tex_lpr = 1;
-    uint32_t rows = m->nt == 1 && t == QT_Q8_0 ? m->rows : MV_TEX_ROWS_BLOCK;
     /* The kernel declares its reduction's shared memory whatever the lanes. */
-    bool fits = (uint64_t)rows * m->nt * elmi_op_reduce_shared(p, m->wg) <= c->max_shared;
-    if (!c->mv_rows && fits) m->tex_rows = rows;
+    if ((uint64_t)rows * m->nt * elmi_op_reduce_shared(p, m->wg) <= p->vk->caps.max_shared) m->tex_rows = rows;
 }
 
 /* x_quads: the activation rows start 16-byte aligned, so the texel kernel

@@ -35,7 +35,10 @@
 // (backends/vulkan/README.md).
 layout(binding = 12) uniform usamplerBuffer wt;
 layout(binding = 14) uniform usamplerBuffer wt1;
-uint wt_word(uint i) { return texelFetch(wt1, int(min(i, uint(textureSize(wt1)) - 1u))).x; }
+// Texel i of t, clamped to the view (the last quad's words past the
+// window read the window's last texel instead).
+uvec4 fetch_clamped(usamplerBuffer t, uint i) { return texelFetch(t, int(min(i, uint(textureSize(t)) - 1u))); }
+uint wt_word(uint i) { return fetch_clamped(wt1, i).x; }
 uint ld16(uint b) { return (wt_word(b >> 2) >> ((b & 2u) * 8u)) & 0xFFFFu; }
 // Branch-free: lavapipe would run both sides of a branch on b anyway.
 uint ld32(uint b) {

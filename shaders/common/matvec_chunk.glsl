@@ -31,18 +31,18 @@ layout(binding = 17) uniform usamplerBuffer wt_m2;
 layout(binding = 18) uniform usamplerBuffer wt1_m2;
 uint ww_at(uint m, uint i) {
     if (m == 0u) return wt_word(i);
-    if (m == 1u) return texelFetch(wt1_m1, int(min(i, uint(textureSize(wt1_m1)) - 1u))).x;
-    return texelFetch(wt1_m2, int(min(i, uint(textureSize(wt1_m2)) - 1u))).x;
+    if (m == 1u) return fetch_clamped(wt1_m1, i).x;
+    return fetch_clamped(wt1_m2, i).x;
 }
 uvec4 wq_at(uint m, uint i) {
-    if (m == 0u) return texelFetch(wt, int(min(i, uint(textureSize(wt)) - 1u)));
-    if (m == 1u) return texelFetch(wt_m1, int(min(i, uint(textureSize(wt_m1)) - 1u)));
-    return texelFetch(wt_m2, int(min(i, uint(textureSize(wt_m2)) - 1u)));
+    if (m == 0u) return fetch_clamped(wt, i);
+    if (m == 1u) return fetch_clamped(wt_m1, i);
+    return fetch_clamped(wt_m2, i);
 }
 #elif defined(TEX)
 // Through the texel buffers of common/blocks.glsl.
 uint ww_at(uint m, uint i) { return wt_word(i); }
-uvec4 wq_at(uint m, uint i) { return texelFetch(wt, int(min(i, uint(textureSize(wt)) - 1u))); }
+uvec4 wq_at(uint m, uint i) { return fetch_clamped(wt, i); }
 #else
 layout(std430, binding = 0) readonly buffer WWords { uint ww[]; };
 layout(std430, binding = 0) readonly buffer WQuads { uvec4 wq[]; };
